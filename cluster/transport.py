@@ -1,0 +1,122 @@
+"""How the controller acts on a node: run a command, read a file from an offset, write a file.
+
+Two implementations share this interface: `LocalTransport` (subprocesses on this machine) and
+`SshTransport` (asyncssh, in transport_ssh.py). Launch, kill, log following and checks are
+written once against it, so the local default exercises the same code paths as a cluster.
+
+Commands are argv lists. Locally they are executed without a shell; over SSH they are joined
+with `shlex.join` (every word quoted), so no caller ever builds a shell string by hand.
+Paths may start with "~/": each transport resolves them against the node user's home.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .events import NodeState
+from .model import Node
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+class TransportError(Exception):
+    """A node could not be reached or a command could not be started; the message says why."""
+
+
+class Transport(ABC):
+    def __init__(self, node: Node, on_state: Callable[[NodeState], None] | None = None):
+        self.node = node
+        self._on_state = on_state or (lambda ev: None)
+        self.state = "closed"
+
+    def _set_state(self, state: str, detail: str | None = None) -> None:
+        self.state = state
+        self._on_state(NodeState(node=self.node.name, state=state, detail=detail))
+
+    @abstractmethod
+    async def connect(self) -> None:
+        """Make the node usable; raise TransportError with a one-line reason when it is not."""
+
+    @abstractmethod
+    async def run(self, argv: list[str], *, input: bytes | None = None,
+                  timeout: float = 30.0) -> CommandResult:
+        """Run argv on the node and wait for it (stdin from `input`); TransportError on timeout."""
+
+    @abstractmethod
+    async def read_from(self, path: str, offset: int, limit: int = 1 << 20) -> bytes:
+        """Up to `limit` bytes of the file from `offset`; b"" when it is missing or no longer."""
+
+    @abstractmethod
+    async def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
+        """Create or replace a file (parents created); the mode is set before data is written."""
+
+    async def close(self) -> None:
+        self._set_state("closed")
+
+    def command_line(self, argv: list[str]) -> str:
+        """The exact command as it would be run (for --dry-run)."""
+        return shlex.join(argv)
+
+
+class LocalTransport(Transport):
+    """Ranks on this machine: plain subprocesses, files read directly."""
+
+    async def connect(self) -> None:
+        self._set_state("local")
+
+    async def run(self, argv: list[str], *, input: bytes | None = None,
+                  timeout: float = 30.0) -> CommandResult:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        except OSError as e:
+            raise TransportError(f"{self.node.name}: cannot run {argv[0]}: {e.strerror}") from e
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(input), timeout)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise TransportError(f"{self.node.name}: {shlex.join(argv[:4])} … took over {timeout:g} s") from None
+        return CommandResult(proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    async def read_from(self, path: str, offset: int, limit: int = 1 << 20) -> bytes:
+        return await asyncio.to_thread(_read_local, Path(path).expanduser(), offset, limit)
+
+    async def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
+        await asyncio.to_thread(_write_local, Path(path).expanduser(), data, mode)
+
+
+def _read_local(path: Path, offset: int, limit: int) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read(limit)
+    except FileNotFoundError:
+        return b""
+
+
+def _write_local(path: Path, data: bytes, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # O_CREAT with the final mode: a secret is never readable by others, not even for a moment.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
