@@ -1,0 +1,159 @@
+"""Frames on a ring socket: a 4-byte length, a small msgpack header, then raw payload bytes.
+
+    | u32 big-endian header length | msgpack map header | payload (header["nbytes"] bytes) |
+
+The header is always a map with at least `v` (protocol version), `kind` and `nbytes`. The
+payload is never serialised: senders pass a memoryview of the array itself to `sendmsg`, and
+receivers `recv_into` a buffer they preallocated, so a tensor crosses the wire with no
+user-space copy. No pickle: headers are msgpack with tight limits, decoded with a fresh
+`unpackb` each time (never a reused Unpacker after an error) and with ext types refused.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import msgpack
+
+from .errors import FrameError, PeerClosed, PeerTimeout
+
+PROTOCOL_VERSION = 1
+MAX_HEADER_BYTES = 4096  # headers are a few dozen bytes; anything bigger is an attack or a bug
+DEFAULT_MAX_PAYLOAD = 256 << 20  # a single frame's payload; chunks are far smaller
+_LEN = struct.Struct("!I")
+
+
+def _refuse_ext(code, data):
+    raise FrameError(f"msgpack extension type {code} is not allowed in a boltring header")
+
+
+def pack_header(kind: str, nbytes: int = 0, **fields) -> bytes:
+    """Length prefix + msgpack header, ready to be sent before `nbytes` of payload."""
+    header = {"v": PROTOCOL_VERSION, "kind": kind, "nbytes": nbytes, **fields}
+    body = msgpack.packb(header, use_bin_type=True)
+    return _LEN.pack(len(body)) + body
+
+
+def unpack_header(body: bytes, peer: str) -> dict:
+    try:
+        header = msgpack.unpackb(
+            body, raw=False, strict_map_key=True, ext_hook=_refuse_ext,
+            max_str_len=MAX_HEADER_BYTES,
+            max_bin_len=MAX_HEADER_BYTES, max_array_len=64, max_map_len=64)
+    except FrameError:
+        raise
+    except Exception as e:  # msgpack raises several types (ExtraData, FormatError, ValueError …)
+        raise FrameError(f"undecodable frame header from {peer}: {e}", peer) from None
+    if not isinstance(header, dict):
+        raise FrameError(f"frame header from {peer} is a {type(header).__name__}, expected a map", peer)
+    if header.get("v") != PROTOCOL_VERSION:
+        raise FrameError(f"{peer} speaks protocol version {header.get('v')!r}, expected "
+                         f"{PROTOCOL_VERSION}: run the same boltring version on every node", peer)
+    if not isinstance(header.get("kind"), str) or not isinstance(header.get("nbytes"), int) \
+            or header["nbytes"] < 0:
+        raise FrameError(f"frame header from {peer} lacks a valid kind/nbytes: {header!r:.200}", peer)
+    return header
+
+
+class Channel:
+    """One connected socket to a named peer, with exact reads and vectored writes."""
+
+    def __init__(self, sock: socket.socket, peer: str, *, timeout: float | None = 60.0,
+                 max_payload: int = DEFAULT_MAX_PAYLOAD):
+        self.sock = sock
+        self.peer = peer
+        self.timeout = timeout
+        self.max_payload = max_payload
+        self.bytes_sent = 0
+        self.bytes_recv = 0
+        sock.settimeout(timeout)
+
+    # -- sending -------------------------------------------------------------------------
+    def send_frame(self, kind: str, payload=None, **fields) -> None:
+        view = memoryview(payload).cast("B") if payload is not None else None
+        nbytes = view.nbytes if view is not None else 0
+        parts = [memoryview(pack_header(kind, nbytes, **fields))]
+        if nbytes:
+            parts.append(view)
+        self._sendall(parts, kind)
+        self.bytes_sent += nbytes
+
+    def _sendall(self, parts: list[memoryview], what: str) -> None:
+        try:
+            while parts:
+                sent = self.sock.sendmsg(parts)
+                while parts and sent >= parts[0].nbytes:
+                    sent -= parts[0].nbytes
+                    parts.pop(0)
+                if sent:
+                    parts[0] = parts[0][sent:]
+        except socket.timeout:
+            raise PeerTimeout(f"{self.peer} accepted no data for {self.timeout:g} s while we sent "
+                              f"a {what} frame: it is hung or its link is down", self.peer) from None
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as e:
+            raise PeerClosed(f"{self.peer} closed the connection while we sent a {what} frame "
+                             f"({e.strerror or e}); see that rank's log", self.peer) from None
+        except OSError as e:
+            raise PeerClosed(f"sending a {what} frame to {self.peer} failed: {e}", self.peer) from None
+
+    # -- receiving -----------------------------------------------------------------------
+    def recv_payload(self, view: memoryview, what: str) -> None:
+        """Fill `view` with a payload announced by the last header (counted in bytes_recv)."""
+        self._recv_exact(view, what)
+        self.bytes_recv += view.nbytes
+
+    def _recv_exact(self, view: memoryview, what: str) -> None:
+        """Fill `view` exactly, or raise naming the peer and what we were waiting for."""
+        got, total = 0, view.nbytes
+        try:
+            while got < total:
+                n = self.sock.recv_into(view[got:], total - got)
+                if n == 0:
+                    raise PeerClosed(f"{self.peer} closed the connection after {got} of {total} "
+                                     f"bytes of {what}; see that rank's log", self.peer)
+                got += n
+        except socket.timeout:
+            raise PeerTimeout(f"no data from {self.peer} for {self.timeout:g} s while waiting for "
+                              f"{what} ({got} of {total} bytes): it is hung or its link is down",
+                              self.peer) from None
+        except (ConnectionResetError, ConnectionAbortedError) as e:
+            raise PeerClosed(f"{self.peer} reset the connection while we waited for {what} "
+                             f"({e.strerror or e}); see that rank's log", self.peer) from None
+        except OSError as e:
+            raise PeerClosed(f"receiving {what} from {self.peer} failed: {e}", self.peer) from None
+
+    def recv_header(self, *kinds: str, max_payload: int | None = None) -> dict:
+        """Read one header; its kind must be one of `kinds` and its payload within limits."""
+        prefix = bytearray(4)
+        self._recv_exact(memoryview(prefix), "a frame header")
+        (length,) = _LEN.unpack(prefix)
+        if length == 0 or length > MAX_HEADER_BYTES:
+            raise FrameError(f"{self.peer} sent a header of {length} bytes (limit "
+                             f"{MAX_HEADER_BYTES}): not a boltring peer, or a corrupted stream", self.peer)
+        body = bytearray(length)
+        self._recv_exact(memoryview(body), "a frame header")
+        header = unpack_header(bytes(body), self.peer)
+        if kinds and header["kind"] not in kinds:
+            raise FrameError(f"{self.peer} sent a {header['kind']!r} frame, expected "
+                             f"{' or '.join(map(repr, kinds))}", self.peer)
+        limit = self.max_payload if max_payload is None else max_payload
+        if header["nbytes"] > limit:
+            raise FrameError(f"{self.peer} announced a {header['nbytes']}-byte payload, over the "
+                             f"{limit}-byte limit", self.peer)
+        return header
+
+    def recv_small(self, *kinds: str, max_payload: int = MAX_HEADER_BYTES) -> tuple[dict, bytes]:
+        """A control frame: header plus a small payload read into fresh bytes."""
+        header = self.recv_header(*kinds, max_payload=max_payload)
+        payload = bytearray(header["nbytes"])
+        if payload:
+            self.recv_payload(memoryview(payload), f"a {header['kind']} payload")
+        return header, bytes(payload)
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()

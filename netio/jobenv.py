@@ -1,0 +1,89 @@
+"""The contract between the launcher and a rank: environment variables, nothing else.
+
+The secret is never in the environment or on a command line: the launcher writes it to a
+0600 file in the rank's run directory and passes only that file's path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+RANK = "BOLTRING_RANK"
+WORLD_SIZE = "BOLTRING_WORLD_SIZE"
+JOB_ID = "BOLTRING_JOB_ID"
+RING = "BOLTRING_RING"  # JSON list of "ip:port", by rank
+SECRET_FILE = "BOLTRING_SECRET_FILE"
+RUN_DIR = "BOLTRING_RUN_DIR"
+TIMEOUT = "BOLTRING_TIMEOUT"  # seconds of inactivity inside a collective
+CONNECT_TIMEOUT = "BOLTRING_CONNECT_TIMEOUT"
+BUCKET_MB = "BOLTRING_BUCKET_MB"
+CHUNK_MB = "BOLTRING_CHUNK_MB"
+NODE = "BOLTRING_NODE"
+
+
+class JobEnvError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class JobEnv:
+    rank: int = 0
+    size: int = 1
+    job_id: str = "solo"
+    ring: tuple[str, ...] = ()
+    secret_file: str | None = None
+    run_dir: str | None = None
+    timeout_s: float = 60.0
+    connect_timeout_s: float = 30.0
+    bucket_mb: float = 32.0
+    chunk_mb: float = 4.0
+    node: str = "local"
+
+    def to_environ(self) -> dict[str, str]:
+        env = {RANK: str(self.rank), WORLD_SIZE: str(self.size), JOB_ID: self.job_id,
+               RING: json.dumps(list(self.ring)), TIMEOUT: repr(self.timeout_s),
+               CONNECT_TIMEOUT: repr(self.connect_timeout_s), BUCKET_MB: repr(self.bucket_mb),
+               CHUNK_MB: repr(self.chunk_mb), NODE: self.node}
+        if self.secret_file:
+            env[SECRET_FILE] = self.secret_file
+        if self.run_dir:
+            env[RUN_DIR] = self.run_dir
+        return env
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, str] | None = None) -> JobEnv:
+        """The job this process belongs to; a 1-rank job when the launcher set nothing."""
+        e = os.environ if environ is None else environ
+        if RANK not in e:
+            return cls(run_dir=e.get(RUN_DIR))
+        try:
+            size = int(e[WORLD_SIZE])
+            rank = int(e[RANK])
+            ring = tuple(json.loads(e.get(RING, "[]")))
+            job = cls(rank=rank, size=size, job_id=e.get(JOB_ID, "job"), ring=ring,
+                      secret_file=e.get(SECRET_FILE), run_dir=e.get(RUN_DIR),
+                      timeout_s=float(e.get(TIMEOUT, 60)),
+                      connect_timeout_s=float(e.get(CONNECT_TIMEOUT, 30)),
+                      bucket_mb=float(e.get(BUCKET_MB, 32)), chunk_mb=float(e.get(CHUNK_MB, 4)),
+                      node=e.get(NODE, "local"))
+        except (KeyError, ValueError, TypeError) as ex:
+            raise JobEnvError(f"the boltring job environment is malformed ({ex}); start ranks with "
+                              f"`boltring --run`, or run the script alone for a 1-rank group") from None
+        if not 0 <= rank < size or (size > 1 and len(ring) != size):
+            raise JobEnvError(f"{RANK}={rank}, {WORLD_SIZE}={size} and {len(ring)} ring addresses "
+                              f"do not fit together")
+        if size > 1 and not job.secret_file:
+            raise JobEnvError(f"{SECRET_FILE} is not set: ranks must prove the job secret")
+        return job
+
+    def read_secret(self) -> bytes:
+        if not self.secret_file:
+            return b""
+        path = Path(self.secret_file)
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise JobEnvError(f"secret file {path} has mode {mode:o}; it must be 0600")
+        return bytes.fromhex(path.read_text().strip())

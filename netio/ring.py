@@ -1,0 +1,324 @@
+"""Ring allreduce over TCP: reduce-scatter then all-gather, chunked and pipelined.
+
+Rank r listens on its ring address, connects to its right neighbour r+1 and accepts its left
+neighbour r-1; both connections are authenticated (handshake.py) before any data moves.
+
+Buffers above a small size are split in two halves that travel round the ring in opposite
+directions at once (as MLX's ring does), so both directions of every full-duplex link carry
+data. Within one direction each segment moves in chunks: a sender thread streams chunks from
+a queue while the receiving thread reduces the chunks that arrive, and each reduced chunk is
+queued for the next hop at once — so send, receive and reduce overlap.
+
+Determinism: a segment's sum is accumulated along the ring by one fixed chain of ranks and
+then broadcast in the all-gather, so every rank ends with bitwise-identical results, and the
+same inputs give the same bits on every run.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from .buffers import WIRE_DTYPES, add_into
+from .errors import ConnectTimeout, FrameError, HandshakeError, NetioError
+from .framing import Channel
+from .handshake import client_handshake, server_handshake
+
+CW, CCW = 0, 1  # clockwise: send right, receive left; counter-clockwise: the reverse
+BIDIRECTIONAL_MIN_BYTES = 256 << 10  # below this, one direction: latency beats bandwidth
+HANDSHAKE_TIMEOUT_S = 1.0  # a peer that cannot prove the secret is dropped within this
+
+
+def parse_addr(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class _Sender(threading.Thread):
+    """Streams queued (payload view, header fields) frames to one channel, in order."""
+
+    def __init__(self, chan: Channel, on_error: Callable[[BaseException], None]):
+        super().__init__(name=f"boltring-send-{chan.peer}", daemon=True)
+        self.chan = chan
+        self.q: queue.SimpleQueue = queue.SimpleQueue()
+        self.on_error = on_error
+        self.failed = False
+
+    def run(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            if self.failed:
+                continue  # drain silently: the collective is already being aborted
+            view, fields = item
+            try:
+                self.chan.send_frame("data", view, **fields)
+            except BaseException as e:  # noqa: BLE001 - reported to the collective
+                self.failed = True
+                self.on_error(e)
+
+
+class Ring:
+    def __init__(self, rank: int, size: int, addrs: list[str], secret: bytes, job_id: str, *,
+                 timeout: float = 60.0, connect_timeout: float = 30.0, chunk_bytes: int = 4 << 20,
+                 log: Callable[[str], None] | None = None):
+        if not 0 <= rank < size or (size > 1 and len(addrs) != size):
+            raise ValueError(f"rank {rank} / size {size} / {len(addrs)} ring addresses do not match")
+        self.rank, self.size = rank, size
+        self.addrs = addrs
+        self.secret, self.job_id = secret, job_id
+        self.timeout, self.connect_timeout = timeout, connect_timeout
+        self.chunk_bytes = max(4096, int(chunk_bytes))
+        self.log = log or (lambda msg: None)
+        self.right: Channel | None = None  # we connected to rank+1
+        self.left: Channel | None = None  # rank-1 connected to us
+        self._senders: list[_Sender] = []
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._error: BaseException | None = None
+        self._error_lock = threading.Lock()
+        self._scratch: dict[tuple[int, str], np.ndarray] = {}
+        self._op = 0
+        self.ops = 0
+        self.seconds = 0.0
+
+    # -- setup ---------------------------------------------------------------------------
+    def peer_name(self, r: int) -> str:
+        return f"rank {r} ({self.addrs[r]})"
+
+    def connect(self) -> None:
+        if self.size == 1:
+            return
+        left = (self.rank - 1) % self.size
+        right = (self.rank + 1) % self.size
+        host, port = parse_addr(self.addrs[self.rank])
+        try:
+            listener = socket.create_server((host, port), family=_family(host), backlog=8)
+        except OSError as e:
+            raise NetioError(f"rank {self.rank} cannot listen on {self.addrs[self.rank]}: "
+                             f"{e.strerror or e} (is the ring address configured on this node, "
+                             f"and the port free?)") from None
+        deadline = time.monotonic() + self.connect_timeout
+        accepted: dict[str, object] = {}
+        acceptor = threading.Thread(target=self._accept_left, args=(listener, left, deadline, accepted),
+                                    name="boltring-accept", daemon=True)
+        acceptor.start()
+        try:
+            self.right = self._connect_right(right, deadline)
+        finally:
+            acceptor.join()
+            listener.close()
+        if "error" in accepted:
+            if self.right:
+                self.right.close()
+            raise accepted["error"]  # type: ignore[misc]
+        self.left = accepted["chan"]  # type: ignore[assignment]
+        for chan in (self.left, self.right):
+            chan.sock.settimeout(self.timeout)
+            chan.timeout = self.timeout
+        self._senders = [_Sender(self.right, self._fail), _Sender(self.left, self._fail)]
+        for s in self._senders:
+            s.start()
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="boltring-ccw")
+
+    def _connect_right(self, right: int, deadline: float) -> Channel:
+        host, port = parse_addr(self.addrs[right])
+        delay, last = 0.05, "no attempt"
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ConnectTimeout(
+                    f"rank {self.rank} could not reach its right neighbour {self.peer_name(right)} "
+                    f"within {self.connect_timeout:g} s (last error: {last}); check that it "
+                    f"started and that its ring address is reachable", self.peer_name(right))
+            try:
+                sock = socket.create_connection((host, port), timeout=min(remaining, 2.0))
+                _tune(sock)
+                chan = Channel(sock, self.peer_name(right), timeout=max(HANDSHAKE_TIMEOUT_S * 5, 1.0))
+                try:
+                    client_handshake(chan, self.secret, self.job_id, self.rank, self.size, right)
+                except BaseException:
+                    chan.close()
+                    raise
+                return chan
+            except HandshakeError as e:
+                last = str(e)
+                self.log(f"handshake with {self.peer_name(right)} failed: {e}; retrying")
+            except (OSError, NetioError) as e:
+                last = str(e) if isinstance(e, NetioError) else (e.strerror or str(e))
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 1.0)
+
+    def _accept_left(self, listener: socket.socket, left: int, deadline: float,
+                     out: dict[str, object]) -> None:
+        listener.settimeout(0.2)
+        while True:
+            if time.monotonic() > deadline:
+                out["error"] = ConnectTimeout(
+                    f"rank {self.rank} waited {self.connect_timeout:g} s on {self.addrs[self.rank]} "
+                    f"but its left neighbour {self.peer_name(left)} never connected and proved the "
+                    f"job secret", self.peer_name(left))
+                return
+            try:
+                sock, addr = listener.accept()
+            except socket.timeout:
+                continue
+            except OSError as e:
+                out["error"] = NetioError(f"accepting ring connections failed: {e}")
+                return
+            _tune(sock)
+            chan = Channel(sock, f"connection from {addr[0]}:{addr[1]}", timeout=HANDSHAKE_TIMEOUT_S)
+            try:
+                server_handshake(chan, self.secret, self.job_id, self.rank, self.size, left)
+            except NetioError as e:
+                self.log(f"dropped {addr[0]}:{addr[1]} within {HANDSHAKE_TIMEOUT_S:g} s: {e}")
+                chan.close()
+                continue
+            chan.peer = self.peer_name(left)
+            out["chan"] = chan
+            return
+
+    # -- the collective --------------------------------------------------------------------
+    def allreduce_(self, flat: np.ndarray, wire_dtype: str) -> None:
+        """Sum `flat` (1-D, C-contiguous, writable) across ranks, in place."""
+        if self.size == 1 or flat.size == 0:
+            return
+        if self._error is not None:
+            raise NetioError(f"the ring is broken by an earlier error: {self._error}") from self._error
+        if self.left is None:
+            raise NetioError("the ring is not connected (call connect() first)")
+        self._op += 1
+        t0 = time.perf_counter()
+        if flat.nbytes >= BIDIRECTIONAL_MIN_BYTES and flat.size >= 2 * self.size:
+            half = flat.size // 2
+            other = self._pool.submit(self._run_direction, flat[half:], wire_dtype, CCW)
+            try:
+                self._run_direction(flat[:half], wire_dtype, CW)
+            except BaseException as e:  # noqa: BLE001
+                self._fail(e)
+            try:
+                other.result()
+            except BaseException as e:  # noqa: BLE001
+                self._fail(e)
+        else:
+            try:
+                self._run_direction(flat, wire_dtype, CW)
+            except BaseException as e:  # noqa: BLE001
+                self._fail(e)
+        if self._error is not None:
+            raise self._error
+        self.ops += 1
+        self.seconds += time.perf_counter() - t0
+
+    def _fail(self, e: BaseException) -> None:
+        """Record the first error and unblock every thread of this collective at once."""
+        with self._error_lock:
+            if self._error is not None:
+                return
+            self._error = e
+        for chan in (self.left, self.right):
+            if chan is not None:
+                try:
+                    chan.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _run_direction(self, arr: np.ndarray, wire: str, direction: int) -> None:
+        n, op = self.size, self._op
+        if direction == CW:
+            v, recv, sender = self.rank, self.left, self._senders[0]
+        else:  # the mirrored ring: rank r sits at position -r, so its "right" is rank r-1
+            v, recv, sender = (-self.rank) % n, self.right, self._senders[1]
+        total = arr.size
+        base, extra = divmod(total, n)
+        item = arr.itemsize
+        chunk = max(1, self.chunk_bytes // item)
+
+        def chunks(seg: int):
+            start = seg * base + min(seg, extra)
+            stop = start + base + (1 if seg < extra else 0)
+            for a in range(start, stop, chunk):
+                yield a, min(a + chunk, stop)
+
+        def send(a: int, b: int, step: int) -> None:
+            sender.q.put((arr[a:b], {"op": op, "step": step, "off": a, "len": total, "dtype": wire}))
+
+        def expect(a: int, b: int, step: int, what: str) -> dict:
+            h = recv.recv_header("data", max_payload=(b - a) * item)
+            if (h.get("op"), h.get("step"), h.get("off"), h.get("len"), h.get("dtype")) != \
+                    (op, step, a, total, wire) or h["nbytes"] != (b - a) * item:
+                raise FrameError(
+                    f"{recv.peer} sent {h.get('dtype')}[{h.get('len')}] chunk at offset {h.get('off')} "
+                    f"(step {h.get('step')}, op {h.get('op')}), expected {wire}[{total}] at offset {a} "
+                    f"(step {step}, op {op}) during {what}: every rank must call the same collectives "
+                    f"with the same shapes and dtypes, in the same order", recv.peer)
+            return h
+
+        scratch = self._scratch_for(direction, wire, chunk)
+        for a, b in chunks(v):  # reduce-scatter step 0: our own segment
+            send(a, b, 0)
+        for s in range(n - 1):  # reduce-scatter: add the left's partial sum into ours, pass it on
+            for a, b in chunks((v - s - 1) % n):
+                expect(a, b, s, "reduce-scatter")
+                tmp = scratch[: b - a]
+                recv.recv_payload(memoryview(tmp).cast("B"), "a reduce-scatter chunk")
+                add_into(arr[a:b], tmp, wire)
+                send(a, b, s + 1)  # next reduce-scatter hop, or all-gather step 0 when s == n-2
+        for s in range(n - 1):  # all-gather: receive finished segments straight into place
+            step = n - 1 + s
+            for a, b in chunks((v - s) % n):
+                expect(a, b, step, "all-gather")
+                recv.recv_payload(memoryview(arr[a:b]).cast("B"), "an all-gather chunk")
+                if s < n - 2:
+                    send(a, b, step + 1)
+        done = threading.Event()
+        sender.q.put(done)
+        deadline = time.monotonic() + self.timeout + 1
+        while not done.wait(0.05):  # the sender's own socket timeout bounds this wait
+            if self._error is not None or time.monotonic() > deadline:
+                break
+
+    def _scratch_for(self, direction: int, wire: str, elems: int) -> np.ndarray:
+        key = (direction, wire)
+        buf = self._scratch.get(key)
+        if buf is None or buf.size < elems:
+            buf = np.empty(elems, dtype=WIRE_DTYPES[wire])
+            self._scratch[key] = buf
+        return buf
+
+    # -- accounting and teardown -----------------------------------------------------------
+    @property
+    def bytes_sent(self) -> int:
+        return sum(c.bytes_sent for c in (self.left, self.right) if c is not None)
+
+    @property
+    def bytes_recv(self) -> int:
+        return sum(c.bytes_recv for c in (self.left, self.right) if c is not None)
+
+    def close(self) -> None:
+        for s in self._senders:
+            s.q.put(None)
+        for chan in (self.left, self.right):
+            if chan is not None:
+                chan.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+        self.left = self.right = None
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _tune(sock: socket.socket) -> None:
+    # Small control frames must not wait for Nagle; payloads are large anyway.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
