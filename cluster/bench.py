@@ -1,0 +1,192 @@
+"""`boltring bench`: allreduce on N local ranks, boltring's ring against MLX's own ring backend.
+
+Both backends run in the same invocation, on the same machine, with the same sizes, dtype and
+repeats, so their ratio is a fair like-for-like figure. Bus bandwidth follows nccl-tests:
+busbw = bytes × 2(n−1)/n ÷ time — what each rank's links must carry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from boltring.netio.jobenv import JobEnv
+
+SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]?i?B?)\s*$", re.I)
+UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+class BenchError(Exception):
+    pass
+
+
+def parse_size(text: str) -> int:
+    """"16MB" → 16 MiB in bytes (sizes are binary, like MLX's and nccl-tests' tables)."""
+    m = SIZE_RE.match(text)
+    if not m:
+        raise BenchError(f"cannot read size {text!r}; write sizes like 1MB,16MB,64MB or 4096")
+    return int(float(m.group(1)) * UNITS[m.group(2)[:1].upper()])
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass
+class BenchResult:
+    backend: str
+    ranks: int
+    bytes: int
+    dtype: str
+    times: list[float]
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def algbw(self) -> float:
+        return self.bytes / self.median_s / 1e9
+
+    @property
+    def busbw(self) -> float:
+        return self.algbw * 2 * (self.ranks - 1) / self.ranks
+
+    def to_dict(self) -> dict:
+        return {"backend": self.backend, "ranks": self.ranks, "bytes": self.bytes, "dtype": self.dtype,
+                "median_ms": self.median_s * 1e3, "algbw_gbps": self.algbw, "busbw_gbps": self.busbw,
+                "repeats": len(self.times)}
+
+
+def run_backend(backend: str, ranks: int, sizes: list[int], repeat: int, dtype: str = "float32",
+                timeout: float = 600.0) -> list[BenchResult]:
+    """Start `ranks` local processes of bench_worker with one backend; rank 0's timings."""
+    ports = free_ports(ranks)
+    addrs = [f"127.0.0.1:{p}" for p in ports]
+    with tempfile.TemporaryDirectory(prefix="boltring-bench-") as tmp:
+        env_base = dict(os.environ)
+        if backend == "mlx":
+            hostfile = Path(tmp) / "hostfile.json"
+            hostfile.write_text(json.dumps([[a] for a in addrs]))
+        else:
+            secret = Path(tmp) / "secret"
+            fd = os.open(secret, os.O_WRONLY | os.O_CREAT, 0o600)
+            os.write(fd, secrets.token_bytes(32).hex().encode())
+            os.close(fd)
+        procs = []
+        try:
+            for r in range(ranks):
+                env = dict(env_base)
+                if backend == "mlx":
+                    env.update({"MLX_RANK": str(r), "MLX_HOSTFILE": str(hostfile)})
+                else:
+                    env.update(JobEnv(rank=r, size=ranks, job_id="bench", ring=tuple(addrs),
+                                      secret_file=str(secret), timeout_s=120,
+                                      connect_timeout_s=60).to_environ())
+                argv = [sys.executable, "-m", "boltring.cluster.bench_worker", "--backend", backend,
+                        "--sizes", ",".join(map(str, sizes)), "--repeat", str(repeat), "--dtype", dtype]
+                procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
+                                              stderr=subprocess.PIPE, text=True,
+                                              start_new_session=True))
+            outs = []
+            for p in procs:
+                out, err = p.communicate(timeout=timeout)
+                outs.append((p.returncode, out, err))
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        for r, (rc, out, err) in enumerate(outs):
+            if rc != 0:
+                last = (err.strip().splitlines() or ["no output"])[-1]
+                raise BenchError(f"{backend} rank {r} failed (exit {rc}): {last}")
+        return [BenchResult(backend=d["backend"], ranks=d["ranks"], bytes=d["bytes"], dtype=d["dtype"],
+                            times=d["times"])
+                for d in (json.loads(line) for line in outs[0][1].splitlines() if line.startswith("{"))]
+
+
+def machine_line() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import mlx.core as mx
+
+    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), "
+            f"Python {platform.python_version()}, mlx {mx.__version__}")
+
+
+def run_bench_cli(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False, stderr=args.json)
+    try:
+        sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
+        if args.ranks < 2:
+            raise BenchError("bench needs at least 2 ranks (--ranks 2)")
+        backends = ["boltring", "mlx"] if args.backend == "both" else [args.backend]
+        results: dict[str, list[BenchResult]] = {}
+        for b in backends:
+            console.print(f"running {b} with {args.ranks} local ranks, sizes {args.sizes}, "
+                          f"{args.repeat} repeats …")
+            results[b] = run_backend(b, args.ranks, sizes, args.repeat, args.dtype)
+    except BenchError as e:
+        console.print(f"boltring bench: {e}")
+        return 1
+    machine = machine_line()
+    rows = []
+    for i, size in enumerate(sizes):
+        row = {b: results[b][i] for b in backends}
+        ratio = (row["boltring"].busbw / row["mlx"].busbw) if len(row) == 2 else None
+        rows.append((size, row, ratio))
+    if args.json:
+        for size, row, ratio in rows:
+            for b, r in row.items():
+                print(json.dumps({**r.to_dict(), "machine": machine}))
+            if ratio is not None:
+                print(json.dumps({"bytes": size, "ratio_boltring_over_mlx": ratio, "machine": machine}))
+        return 0
+    table = Table(title=f"allreduce, {args.ranks} local ranks, {args.dtype}, median of {args.repeat}",
+                  title_justify="left")
+    for col in ("size", "backend", "median ms", "algbw GB/s", "busbw GB/s", "boltring/mlx"):
+        table.add_column(col, justify="right")
+    for size, row, ratio in rows:
+        for j, (b, r) in enumerate(row.items()):
+            table.add_row(_human(size) if j == 0 else "", b, f"{r.median_s * 1e3:.2f}",
+                          f"{r.algbw:.2f}", f"{r.busbw:.2f}",
+                          f"{ratio:.2f}×" if ratio is not None and j == len(row) - 1 else "")
+    console.print(table)
+    console.print(f"machine: {machine}")
+    return 0
+
+
+def _human(n: int) -> str:
+    for unit, f in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= f and n % f == 0:
+            return f"{n // f} {unit}"
+    return f"{n} B"

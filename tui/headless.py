@@ -1,0 +1,199 @@
+"""`boltring --run`: the headless view of the controller.
+
+On a terminal: one live progress line, then a summary table. With `--json`: one JSON object
+per line on stdout (start, state, step, log/error, rank_start, rank_exit, summary), nothing
+else, for scripts and CI. Ctrl-C stops every rank and says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+from boltring.cluster.controller import ControllerError, JobController
+from boltring.cluster.events import (CheckResult, Event, JobStarted, JobStateChanged, JobSummary,
+                                     LogLine, RankExited, RankMetrics, StepProgress)
+
+PROGRESS_EVERY_S = 0.5  # redraw limit for the live line on a terminal
+PLAIN_EVERY_S = 5.0  # when stdout is not a terminal, a progress line at most this often
+
+
+def _fmt(v, spec=".3f", none="–") -> str:
+    return none if v is None else format(v, spec)
+
+
+class HeadlessView:
+    def __init__(self, controller: JobController, *, json_out: bool, console: Console | None = None):
+        self.c = controller
+        self.json_out = json_out
+        self.console = console or Console(stderr=json_out, highlight=False)
+        self.live_line = self.console.is_terminal and not json_out
+        self._last_draw = 0.0
+        self._progress: StepProgress | None = None
+
+    def __call__(self, ev: Event) -> None:
+        if self.json_out:
+            if not isinstance(ev, RankMetrics):  # step events carry per-rank throughput
+                d = ev.to_dict()
+                if isinstance(ev, LogLine) and ev.level == "error":
+                    d["event"] = "error"
+                print(json.dumps(d, default=str), flush=True)
+            return
+        if isinstance(ev, StepProgress):
+            self._progress = ev
+            self._draw()
+        elif isinstance(ev, LogLine) and (ev.level != "info" or ev.source == "controller"):
+            self._print(f"[{'red' if ev.level == 'error' else 'yellow' if ev.level == 'warn' else 'cyan'}]"
+                        f"{ev.source}[/]: {ev.text}")
+        elif isinstance(ev, JobStarted):
+            verb = "re-attached to" if ev.attached else "started"
+            self._print(f"[bold]{verb} job {ev.job_id}[/]: {ev.job}, {ev.world_size} ranks on "
+                        f"{', '.join(ev.nodes)}, {ev.steps} steps")
+        elif isinstance(ev, RankExited) and ev.returncode not in (0, None):
+            self._print(f"[red]rank {ev.rank} on {ev.node} {ev.reason}[/]")
+        elif isinstance(ev, CheckResult) and ev.status in ("fail", "warn"):
+            colour = "red" if ev.status == "fail" else "yellow"
+            self._print(f"[{colour}]{ev.status}[/] {ev.node} {ev.name}: {ev.value or ''}"
+                        + (f" — {ev.hint}" if ev.hint else ""))
+
+    def _line(self, p: StepProgress) -> str:
+        parts = [f"step {p.step}/{p.total}", f"loss {_fmt(p.loss, '.4f')}"]
+        for r, m in sorted(p.ranks.items()):
+            parts.append(f"r{r} {_fmt(m.get('samples_per_s'), '.0f')} samp/s "
+                         f"{_fmt(m.get('allreduce_gbps'), '.2f')} GB/s")
+        return " | ".join(parts)
+
+    def _draw(self, force: bool = False) -> None:
+        now = time.monotonic()
+        every = PROGRESS_EVERY_S if self.live_line else PLAIN_EVERY_S
+        if self._progress is None or (not force and now - self._last_draw < every):
+            return
+        self._last_draw = now
+        line = self._line(self._progress)
+        if self.live_line:
+            width = self.console.width
+            self.console.file.write("\r" + line[: width - 1].ljust(width - 1))
+            self.console.file.flush()
+        else:
+            self.console.print(line, markup=False)
+
+    def _print(self, markup: str) -> None:
+        if self.live_line and self._progress is not None:
+            self.console.file.write("\r" + " " * (self.console.width - 1) + "\r")
+        self.console.print(markup)
+
+    def finish(self, summary: JobSummary) -> None:
+        if self.json_out:
+            return
+        self._draw(force=True)
+        if self.live_line:
+            self.console.file.write("\n")
+        table = Table(title=f"job {summary.job_id}: {summary.status}", title_justify="left")
+        for col in ("rank", "node", "steps/s", "samples/s", "allreduce GB/s"):
+            table.add_column(col, justify="right" if col not in ("node",) else "left")
+        for r, m in sorted(summary.ranks.items()):
+            table.add_row(str(r), str(m.get("node", "")), _fmt(m.get("steps_per_s"), ".2f"),
+                          _fmt(m.get("samples_per_s"), ".0f"), _fmt(m.get("allreduce_gbps"), ".2f"))
+        self.console.print(table)
+        self.console.print(f"steps {summary.steps}/{summary.total_steps}  loss "
+                           f"{_fmt(summary.first_loss, '.4f')} → {_fmt(summary.last_loss, '.4f')}  "
+                           f"wall {summary.wall_s:.1f} s  run dir {summary.run_dir}")
+        if summary.reason:
+            self.console.print(f"[red]{summary.reason}[/]")
+
+
+async def run_headless(controller: JobController, *, json_out: bool = False, resume: bool = False,
+                       skip_checks: bool = False, console: Console | None = None) -> int:
+    view = HeadlessView(controller, json_out=json_out, console=console)
+    controller.add_listener(view)
+    loop = asyncio.get_running_loop()
+    interrupted = asyncio.Event()
+    try:
+        loop.add_signal_handler(signal.SIGINT, interrupted.set)
+        loop.add_signal_handler(signal.SIGTERM, interrupted.set)
+    except (NotImplementedError, RuntimeError):
+        pass
+    try:
+        if not skip_checks:
+            results = await controller.run_checks()
+            failed = [r for r in results if r.status == "fail"]
+            if failed:
+                _say(view, f"{len(failed)} check(s) failed; not starting (fix them, or pass "
+                           f"--skip-checks): " + "; ".join(f"{r.node} {r.name}" for r in failed[:5]))
+                return 2
+        try:
+            await controller.launch(resume=resume)
+        except ControllerError as e:
+            _say(view, f"launch failed: {e}")
+            return 1
+        waiter = asyncio.ensure_future(controller.wait())
+        stopper = asyncio.ensure_future(interrupted.wait())
+        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if stopper.done() and not waiter.done():
+            _say(view, "interrupted: stopping every rank …")
+            await controller.kill()
+        stopper.cancel()
+        summary = await controller.wait()
+        view.finish(summary)
+        if summary.status == "killed":
+            _say(view, "stopped: every rank was killed, no process left running")
+            return 130
+        return 0 if summary.status == "finished" else 1
+    finally:
+        controller.remove_listener(view)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.remove_signal_handler(sig)
+            except (NotImplementedError, RuntimeError):
+                pass
+        await controller.close()
+
+
+def _say(view: HeadlessView, text: str) -> None:
+    """A one-line reason: a JSON error event for scripts (and stderr for humans), or plain text."""
+    if view.json_out:
+        print(json.dumps({"event": "error", "text": text, "t": time.time()}), flush=True)
+        print(f"boltring: {text}", file=sys.stderr)
+    else:
+        view.console.print(text, markup=False)
+
+
+async def run_status(controller: JobController, *, follow: bool = False, json_out: bool = False) -> int:
+    """Re-attach to the job left running for this config; show it, or follow it to the end."""
+    view = HeadlessView(controller, json_out=json_out)
+    controller.add_listener(view)
+    try:
+        if not await controller.attach():
+            _say(view, "no job is running for this config")
+            return 1
+        if not follow:
+            await asyncio.sleep(max(controller.poll_s * 2, 0.5))  # read what the ranks wrote so far
+            summary = controller.summary()
+            view.finish(summary) if not json_out else print(json.dumps(summary.to_dict(), default=str))
+            return 0
+        summary = await controller.wait()
+        view.finish(summary)
+        return 0 if summary.status == "finished" else 1
+    finally:
+        controller.remove_listener(view)
+        await controller.close()
+
+
+async def run_kill(controller: JobController) -> int:
+    console = Console(highlight=False)
+    try:
+        if not await controller.attach():
+            console.print("boltring: no job is running for this config")
+            return 1
+        job = controller.job_id
+        await controller.kill()
+        console.print(f"boltring: killed every rank of job {job}")
+        return 0
+    finally:
+        await controller.close()
