@@ -230,9 +230,7 @@ class JobController:
                 if bad and not self._killing:
                     if failed_at is None:
                         failed_at = time.monotonic()
-                        first = bad[0]
-                        self._reason = (f"rank {first.plan.rank} on {first.node.name} "
-                                        f"{first.exit_reason}" + (f": {first.last_log}" if first.last_log else ""))
+                        self._reason = self._failure_reason()
                         self._log(self._reason, "error")
                     elif time.monotonic() - failed_at > FAILURE_GRACE_S:
                         self._log("stopping the remaining ranks after a rank failed", "warn")
@@ -249,8 +247,20 @@ class JobController:
             status = "finished"
         else:
             status = "failed"
+            if self._reason is None:
+                self._reason = self._failure_reason()
         self._set_state(status, self._reason if status != "finished" else None)
         self._finish(status)
+
+    def _failure_reason(self) -> str:
+        """One line naming the first rank that failed and the last thing it printed."""
+        bad = sorted((rs for rs in self._ranks.values() if rs.exited and rs.returncode != 0),
+                     key=lambda rs: rs.plan.rank)
+        if not bad:
+            return "the controller stopped following the job"
+        first = bad[0]
+        return (f"rank {first.plan.rank} on {first.node.name} {first.exit_reason}"
+                + (f": {first.last_log}" if first.last_log else ""))
 
     async def _poll_rank(self, rs: _RankState) -> None:
         t = self.transport(rs.node)

@@ -1,0 +1,35 @@
+"""Shared fixtures: an isolated home per test, and a guard that no process outlives a test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.procs import boltring_processes
+
+pytest_plugins = ["tests.lab.fixtures"] if (Path(__file__).parent / "lab" / "fixtures.py").exists() else []
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """HOME and BOLTRING_HOME inside tmp_path: runs, checkpoints and job records land there."""
+    h = tmp_path / "home"
+    h.mkdir()
+    monkeypatch.setenv("HOME", str(h))
+    monkeypatch.setenv("BOLTRING_HOME", str(h / ".boltring"))
+    return h
+
+
+@pytest.fixture
+def no_leftovers(home):
+    """Fails the test if any process started under this test's home is still alive after it."""
+    yield home
+    left = boltring_processes(str(home))
+    for p in left:
+        try:
+            p.kill()
+        except Exception:  # noqa: BLE001
+            pass
+    assert not left, f"processes left behind: {[(p.pid, ' '.join(p.cmdline())) for p in left]}"

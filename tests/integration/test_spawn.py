@@ -1,0 +1,86 @@
+"""spawn.py: detached ranks in their own process group; kill leaves nothing; secrets stay off argv."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import psutil
+
+SPAWN = [sys.executable, "-m", "boltring.cluster.spawn"]
+
+
+def spawn(action: str, run_dir, stdin: dict | None = None, *extra: str) -> dict:
+    out = subprocess.run([*SPAWN, action, str(run_dir), *extra], input=json.dumps(stdin) if stdin else None,
+                         capture_output=True, text=True, timeout=30)
+    return json.loads(out.stdout.strip().splitlines()[-1]) | {"_rc": out.returncode}
+
+
+def wait_for(pred, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_start_runs_detached_and_records_exit(no_leftovers, tmp_path):
+    run = tmp_path / "rank0"
+    info = spawn("start", run, {"argv": [sys.executable, "-c", "import os,sys; print('hi', os.getpgrp()); sys.exit(3)"],
+                                "env": {"X": "1"}})
+    assert info["_rc"] == 0 and info["pid"] > 0
+    assert wait_for(lambda: (run / "exit.json").exists())
+    assert json.loads((run / "exit.json").read_text())["returncode"] == 3
+    # the rank ran in the keeper's process group, detached from us
+    assert f"hi {info['pid']}" in (run / "rank.log").read_text()
+    assert spawn("status", run)["alive"] is False
+
+
+def test_secret_is_a_0600_file_and_never_on_argv(no_leftovers, tmp_path):
+    run = tmp_path / "rank0"
+    secret = "ab" * 32
+    info = spawn("start", run, {"argv": [sys.executable, "-c", "import time; time.sleep(30)"], "secret": secret})
+    try:
+        assert (run / "secret").stat().st_mode & 0o777 == 0o600
+        assert (run / "secret").read_text() == secret
+        assert secret not in (run / "spec.json").read_text()
+        for p in psutil.process_iter(["cmdline"]):
+            assert secret not in " ".join(p.info["cmdline"] or []), p
+    finally:
+        killed = spawn("kill", run)
+    assert killed["was_alive"] and not killed["alive"]
+    assert info["pid"] == killed["pid"]
+
+
+def test_second_start_refused_while_first_alive(no_leftovers, tmp_path):
+    run = tmp_path / "rank0"
+    spec = {"argv": [sys.executable, "-c", "import time; time.sleep(30)"]}
+    spawn("start", run, spec)
+    try:
+        again = spawn("start", run, spec)
+        assert again["_rc"] == 3 and "already running" in again["error"]
+    finally:
+        spawn("kill", run)
+
+
+def test_kill_escalates_to_sigkill_for_a_rank_that_ignores_sigterm(no_leftovers, tmp_path):
+    run = tmp_path / "rank0"
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    spawn("start", run, {"argv": [sys.executable, "-c", code]})
+    assert wait_for(lambda: "ready" in (run / "rank.log").read_text())
+    t0 = time.monotonic()
+    res = spawn("kill", run, None, "--grace", "0.5")
+    assert res["forced"] and not res["alive"]
+    assert time.monotonic() - t0 < 10
+    assert res["exit"]["killed"] or res["exit"].get("signal") == "SIGKILL"
+
+
+def test_missing_program_is_reported_in_the_log(no_leftovers, tmp_path):
+    run = tmp_path / "rank0"
+    spawn("start", run, {"argv": ["/nonexistent/python", "-V"]})
+    assert wait_for(lambda: (run / "exit.json").exists())
+    assert json.loads((run / "exit.json").read_text())["returncode"] == 127
+    assert "cannot start /nonexistent/python" in (run / "rank.log").read_text()
