@@ -1,0 +1,379 @@
+"""Controller-side checks: pure verdicts on hand-written facts, live checks of local nodes on
+loopback (127.0.0.x only), and the authenticated bandwidth probe."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from boltring.cluster import checks
+from boltring.cluster.events import CheckResult
+from boltring.cluster.model import Config, Node, RingOptions
+from boltring.cluster.transport import LocalTransport, TransportError
+from boltring.netio import probe
+
+PY = sys.executable
+
+
+def by_name(results):
+    return {r.name: r for r in results}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- ring neighbours ---------------------------------------------------------------------------
+
+def cfg(*ranks: int, **kw) -> Config:
+    return Config(name="t", nodes=tuple(Node(name=f"n{i}", ring_ip=f"127.0.0.{i}", local=True,
+                                             ring_iface="lo", python=PY, ranks=r, **kw)
+                                        for i, r in enumerate(ranks, 1)))
+
+
+def names(d):
+    return {k: [n.name for n in v] for k, v in d.items()}
+
+
+def test_neighbours_wrap_around_and_skip_self():
+    assert names(checks.ring_neighbours(cfg(1, 1, 1))) == {"n1": ["n3", "n2"], "n2": ["n1", "n3"],
+                                                           "n3": ["n2", "n1"]}
+    assert names(checks.ring_neighbours(cfg(1, 1))) == {"n1": ["n2"], "n2": ["n1"]}
+    assert names(checks.ring_neighbours(cfg(4))) == {"n1": []}
+    # n1 holds ranks 0,1; n2 rank 2; n3 rank 3: n1's neighbours are n3 (before 0) and n2 (after 1)
+    assert names(checks.ring_neighbours(cfg(2, 1, 1))) == {"n1": ["n3", "n2"], "n2": ["n1", "n3"],
+                                                           "n3": ["n2", "n1"]}
+
+
+def test_ring_links_are_directed_ring_order():
+    links = lambda c: [(a.name, b.name) for a, b in checks.ring_links(c)]  # noqa: E731
+    assert links(cfg(1, 1, 1)) == [("n1", "n2"), ("n2", "n3"), ("n3", "n1")]
+    assert links(cfg(2, 1)) == [("n1", "n2"), ("n2", "n1")]
+    assert links(cfg(3)) == []
+
+
+def test_summary_and_exit_code():
+    rs = [CheckResult(node="a", name="x", status=s) for s in ("ok", "ok", "warn", "skipped")]
+    assert checks.summarize(rs) == (2, 1, 0) and checks.exit_code(rs) == 0
+    rs.append(CheckResult(node="a", name="y", status="fail"))
+    assert checks.summarize(rs) == (2, 1, 1) and checks.exit_code(rs) == 1
+
+
+# -- verdicts on facts (pure) ------------------------------------------------------------------
+
+A = Node(name="a", ring_ip="198.18.1.1", ssh="a", ring_iface="tb0", python="/opt/py/bin/python")
+B = Node(name="b", ring_ip="198.18.1.2", ssh="b", ring_iface="tb0")
+TWO = Config(name="two", nodes=(A, B))
+
+
+def linux_facts(**over) -> dict:
+    facts = {
+        "platform": "linux",
+        "boltring": {"version": "0.1.0", "installed": True},
+        "mlx": {"version": "0.32.4", "metal": False},
+        "hardware": {"chip": "AMD EPYC", "memory_bytes": 32 << 30},
+        "memory": {"total_bytes": 32 << 30, "available_bytes": 20 << 30},
+        "interfaces": {"names": {}, "holder": "tb0", "ring_iface": "tb0", "resolved_by": "config",
+                       "exists": True, "up": True, "admin_up": True, "mtu": 1500,
+                       "addresses": ["198.18.1.1"], "status": "UP", "members": [], "member_status": {},
+                       "all": {"tb0": {"up": True, "mtu": 1500, "addresses": ["198.18.1.1"]},
+                               "eth0": {"up": True, "mtu": 1500, "addresses": ["198.18.0.1"]}}},
+        "ports": {"52520": "free"},
+        "linux": {"default_routes": {"routes": [{"iface": "eth0", "gateway": "198.18.0.254"}]}},
+        "neighbours": [{"name": "b", "ring_ip": "198.18.1.2",
+                        "route": {"iface": "tb0", "gateway": None},
+                        "ping": {"sent": 3, "received": 3, "loss_pct": 0.0, "avg_ms": 0.05}}],
+    }
+    for path, value in over.items():
+        d = facts
+        keys = path.split("__")
+        for k in keys[:-1]:
+            d = d[k] if not k.isdigit() else d[int(k)]
+        d[keys[-1]] = value
+    return facts
+
+
+def verdicts(facts, versions=None, node=A):
+    return by_name(checks.node_results(TWO, node, facts, versions or {"boltring": "0.1.0", "mlx": "0.32.4"},
+                                       checks.ring_neighbours(TWO)[node.name]))
+
+
+def test_healthy_facts_are_all_ok():
+    res = verdicts(linux_facts())
+    assert {k: r.status for k, r in res.items()} == {
+        "boltring": "ok", "mlx": "ok", "chip": "ok", "memory": "ok", "ring_iface": "ok",
+        "ring_ip": "ok", "mtu": "ok", "ports": "ok", "route:b": "ok", "rtt:b": "ok",
+        "default_route": "ok"}
+    assert res["rtt:b"].value == "0.05 ms" and res["memory"].value == "32 GB (20 GB free)"
+
+
+def test_interface_down():
+    r = verdicts(linux_facts(interfaces__up=False, interfaces__admin_up=False,
+                             interfaces__status="DOWN"))["ring_iface"]
+    assert (r.status, r.value) == ("fail", "tb0 is down")
+    assert "sudo ip link set tb0 up" in r.hint
+
+
+def test_wrong_ring_ip_says_what_the_interface_holds():
+    res = verdicts(linux_facts(interfaces__holder=None, interfaces__addresses=["198.18.1.9"]))
+    r = res["ring_ip"]
+    assert (r.status, r.value) == ("fail", "tb0 holds 198.18.1.9, not 198.18.1.1")
+    assert "ring_ip: 198.18.1.9" in r.hint and "ip addr add 198.18.1.1/24 dev tb0" in r.hint
+    assert "ports" not in res  # nothing to bind while the address is missing
+
+
+def test_address_on_another_interface():
+    r = verdicts(linux_facts(interfaces__holder="eth1"))["ring_ip"]
+    assert (r.status, r.value) == ("fail", "198.18.1.1 is on eth1, not tb0")
+
+
+def test_route_via_the_control_network():
+    r = verdicts(linux_facts(neighbours__0__route={"iface": "eth0", "gateway": None}))["route:b"]
+    assert r.status == "fail"
+    assert r.value == "traffic to b would go over eth0, not tb0"
+    assert "ip route replace 198.18.1.2/32 dev tb0" in r.hint
+
+
+def test_neighbour_address_that_is_our_own():
+    r = verdicts(linux_facts(neighbours__0__route={"iface": "lo", "type": "local"}))["route:b"]
+    assert r.status == "fail" and "an address of a itself" in r.value
+
+
+def test_mlx_missing_and_versions_differ():
+    res = verdicts(linux_facts(mlx={"error": "ModuleNotFoundError: No module named 'mlx'"}))
+    assert res["mlx"].status == "fail" and res["mlx"].hint.startswith("pip install mlx in that python")
+    res = verdicts(linux_facts(), versions={"boltring": "0.2.0", "mlx": "0.33.0"})
+    assert res["boltring"].status == "warn" and res["boltring"].value == "0.1.0 (controller 0.2.0)"
+    assert res["mlx"].status == "warn" and "mlx==0.33.0" in res["mlx"].hint
+    res = verdicts(linux_facts(boltring={"version": "unknown", "installed": False}))
+    assert res["boltring"].status == "fail" and "pip install boltring" in res["boltring"].hint
+
+
+def test_rtt_verdicts():
+    ping = lambda **p: verdicts(linux_facts(neighbours__0__ping=p))["rtt:b"]  # noqa: E731
+    assert ping(sent=3, received=0, loss_pct=100.0).value == "no reply"
+    slow = ping(sent=3, received=3, loss_pct=0.0, avg_ms=4.2)
+    assert (slow.status, slow.value) == ("warn", "4.20 ms")
+    lossy = ping(sent=3, received=2, loss_pct=33.3, avg_ms=0.2)
+    assert lossy.status == "warn" and "33.3% lost" in lossy.value
+    missing = ping(error="ping not found", missing=True)
+    assert (missing.status, missing.value) == ("skipped", "ping not found")
+
+
+def test_memory_ports_chip_and_default_route_warnings():
+    res = verdicts(linux_facts(memory={"total_bytes": 32 << 30, "available_bytes": 1 << 30},
+                               ports={"52520": "Address already in use"},
+                               linux={"default_routes": {"routes": [{"iface": "tb0"}]}}))
+    assert res["memory"].status == "warn"
+    assert res["ports"].status == "warn" and "boltring kill" in res["ports"].hint
+    assert res["default_route"].status == "warn"
+    node = Node(name="a", ring_ip="198.18.1.1", ssh="a", ring_iface="tb0", chip="M4 Pro", memory_gb=64)
+    res = verdicts(linux_facts(), node=node)
+    assert res["chip"].status == "warn" and res["memory"].status == "warn"
+
+
+def test_ssh_hints():
+    n = Node(name="mini2", ring_ip="10.0.0.2", ssh="mini2")
+    assert "ssh-copy-id mini2" in checks._ssh_hint(n, "mini2: authentication failed (publickey)")
+    assert "Remote Login" in checks._ssh_hint(n, "mini2: connection refused")
+    assert "ssh mini2` once" in checks._ssh_hint(n, "mini2: host key is not trusted (unknown host key)")
+    assert "ssh-keygen -R" in checks._ssh_hint(n, "mini2: host key changed")
+    assert "reachable" in checks._ssh_hint(n, "mini2: connect timed out after 10 s")
+
+
+# -- live, local nodes on loopback -------------------------------------------------------------
+
+def local(name="n1", ip="127.0.0.1", **kw) -> Node:
+    return Node(name=name, ring_ip=ip, local=True, ring_iface="lo", python=kw.pop("python", PY), **kw)
+
+
+async def test_check_node_healthy_local():
+    node = local()
+    t0 = time.monotonic()
+    res = by_name(await checks.check_node(LocalTransport(node), Config(name="one", nodes=(node,)), node))
+    assert time.monotonic() - t0 < 10
+    assert res["ssh"].value == "local"
+    for name in ("ssh", "python", "boltring", "mlx", "chip", "memory", "ring_iface", "ring_ip", "mtu"):
+        assert res[name].status == "ok", res[name]
+    assert res["python"].value == sys.version.split()[0]
+
+
+async def test_missing_python_fails_with_the_hint():
+    node = local(python="/nonexistent/bin/python3")
+    res = await checks.check_node(LocalTransport(node), Config(name="one", nodes=(node,)), node)
+    r = by_name(res)["python"]
+    assert r.status == "fail" and "/nonexistent/bin/python3" in r.value
+    assert r.hint == checks.PYTHON_HINT
+    assert by_name(res)["mlx"].status == "skipped"
+
+
+def wrapper(tmp_path: Path, name: str, body: str) -> str:
+    p = tmp_path / name
+    p.write_text(f"#!/bin/sh\n{body}\n")
+    p.chmod(0o755)
+    return str(p)
+
+
+async def test_python_without_mlx(tmp_path):
+    fake = tmp_path / "fakemlx" / "mlx"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('libmlx.so: cannot open shared object file')\n")
+    py = wrapper(tmp_path, "python", f'PYTHONPATH={fake.parent} exec {PY} "$@"')
+    node = local(python=py)
+    res = by_name(await checks.check_node(LocalTransport(node), Config(name="one", nodes=(node,)), node))
+    assert res["python"].status == "ok" and res["boltring"].status == "ok"
+    assert res["mlx"].status == "fail" and "libmlx.so" in res["mlx"].value
+    assert res["mlx"].hint.startswith("pip install mlx in that python")
+
+
+async def test_python_without_boltring_is_still_probed(tmp_path):
+    py = wrapper(tmp_path, "python", f'cd {tmp_path} && exec {PY} -S "$@"')  # no site-packages
+    node = local(python=py)
+    res = by_name(await checks.check_node(LocalTransport(node), Config(name="one", nodes=(node,)), node))
+    assert res["boltring"].status == "fail" and "pip install boltring" in res["boltring"].hint
+    assert res["mlx"].status == "fail"
+    assert res["ring_iface"].status == "ok" and res["ring_ip"].status == "ok"  # from shipped source
+
+
+async def test_ssh_error_text_fails_and_skips_the_rest():
+    node = Node(name="mini9", ring_ip="10.0.0.9", ssh="mini9")
+    res = await checks.check_node("mini9: connection refused", Config(name="one", nodes=(node,)), node)
+    assert res[0].name == "ssh" and res[0].status == "fail" and "Remote Login" in res[0].hint
+    assert all(r.status == "skipped" for r in res[1:])
+
+
+THREE = Config(name="three", nodes=(local("n1", "127.0.0.1"), local("n2", "127.0.0.2"),
+                                    local("n3", "127.0.0.3")),
+               ring=RingOptions(port=free_port() + 100))
+
+
+async def test_check_cluster_three_local_nodes_all_ok():
+    seen: list[CheckResult] = []
+    t0 = time.monotonic()
+    res = await checks.check_cluster(THREE, {n.name: LocalTransport(n) for n in THREE.nodes},
+                                     on_result=seen.append)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 15
+    bad = [r for r in res if r.status not in ("ok",)]
+    assert not bad, bad
+    rs = by_name(r for r in res if r.node == "ring")
+    assert rs["ring"].value == "6/6 reachable"
+    for name in ("bw:n1->n2", "bw:n2->n3", "bw:n3->n1"):
+        assert rs[name].value.endswith(" Gb/s") and float(rs[name].value.split()[0]) > 1
+    assert {(r.node, r.name) for r in seen} == {(r.node, r.name) for r in res}
+    assert checks.exit_code(res) == 0
+
+
+async def test_check_cluster_slow_link_fails_with_its_bandwidth():
+    res = await checks.check_cluster(THREE, {n.name: LocalTransport(n) for n in THREE.nodes},
+                                     bandwidth_seconds=0.2, min_gbps=10_000)
+    bw = [r for r in res if r.name.startswith("bw:")]
+    assert len(bw) == 3 and all(r.status == "fail" and r.value.endswith("Gb/s") for r in bw)
+    assert "moves only" in bw[0].hint
+
+
+async def test_check_cluster_without_bandwidth_and_through_a_controller():
+    class Controller:  # what JobController passes: connect(node) -> Transport
+        async def connect(self, node):
+            if node.name == "n3":
+                raise TransportError("n3: connection refused")
+            return LocalTransport(node)
+
+    res = await checks.check_cluster(THREE, Controller(), bandwidth=False)
+    rs = {(r.node, r.name): r for r in res}
+    assert rs[("n3", "ssh")].status == "fail"
+    assert not any(r.name.startswith("bw:") for r in res)
+    assert rs[("n1", "route:n2")].status == "ok"
+    # n3 could not be probed, but n1 and n2 pinged it: every direction but n3's own is known
+    assert rs[("ring", "ring")].status == "warn" and "n3->n2" in rs[("ring", "ring")].value
+
+
+# -- the bandwidth probe -----------------------------------------------------------------------
+
+SECRET = "ab" * 32
+
+
+def serve_in_thread(port, secret=SECRET, accept_timeout=5.0):
+    out: dict = {}
+
+    def target():
+        try:
+            out["result"] = probe.serve("127.0.0.1", port, bytes.fromhex(secret),
+                                        accept_timeout=accept_timeout, log=lambda m: out.setdefault("log", []).append(m))
+        except probe.ProbeFailure as e:
+            out["error"] = e
+    th = threading.Thread(target=target, daemon=True)
+    th.start()
+    return th, out
+
+
+def test_probe_measures_after_both_sides_prove_the_secret():
+    port = free_port()
+    th, out = serve_in_thread(port)
+    res = probe.send("127.0.0.1", port, bytes.fromhex(SECRET), seconds=0.2, bytes_limit=64 << 20)
+    th.join(10)
+    assert res["bytes"] == 64 << 20 and res["gbps"] > 0 and res["seconds"] > 0
+    assert out["result"]["bytes"] == res["bytes"]
+
+
+def test_probe_wrong_secret_is_refused_and_server_keeps_waiting():
+    port = free_port()
+    th, out = serve_in_thread(port, accept_timeout=2.0)
+    with pytest.raises(probe.ProbeFailure) as e:
+        probe.send("127.0.0.1", port, bytes.fromhex("cd" * 32), seconds=0.1)
+    assert e.value.code == probe.EXIT_AUTH
+    # a stranger that sends garbage is dropped too; then the right sender is measured
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    res = probe.send("127.0.0.1", port, bytes.fromhex(SECRET), seconds=0.1, bytes_limit=8 << 20)
+    th.join(10)
+    assert res["bytes"] == 8 << 20 and "result" in out
+    assert len(out["log"]) >= 1
+
+
+def test_probe_cli_timeout_bind_and_secret_rules():
+    port = free_port()
+    t0 = time.monotonic()
+    p = subprocess.run([PY, "-m", "boltring.netio.probe", "serve", "--bind", "127.0.0.1", "--port",
+                        str(port), "--accept-timeout", "0.5"], input=SECRET + "\n",
+                       capture_output=True, text=True, timeout=20)
+    assert p.returncode == probe.EXIT_NO_PEER and time.monotonic() - t0 < 10
+    assert "nobody connected" in p.stderr and "nobody connected" in json.loads(p.stdout)["error"]
+    p = subprocess.run([PY, "-m", "boltring.netio.probe", "serve", "--bind", "0.0.0.0", "--port",
+                        str(port)], input=SECRET + "\n", capture_output=True, text=True, timeout=20)
+    assert p.returncode == probe.EXIT_USAGE and "every interface" in p.stderr
+    p = subprocess.run([PY, "-m", "boltring.netio.probe", "send", "--to", f"127.0.0.1:{port}"],
+                       input="", capture_output=True, text=True, timeout=20)
+    assert p.returncode == probe.EXIT_USAGE and "no secret on stdin" in p.stderr
+    p = subprocess.run([PY, "-m", "boltring.netio.probe", "send", "--to", f"127.0.0.1:{port}",
+                        "--connect-timeout", "0.3"], input=SECRET + "\n", capture_output=True,
+                       text=True, timeout=20)
+    assert p.returncode == probe.EXIT_NO_PEER and "cannot connect" in p.stderr
+
+
+async def test_measure_bandwidth_keeps_the_secret_off_argv():
+    seen: list[tuple[list[str], bytes | None]] = []
+
+    class Spy(LocalTransport):
+        async def run(self, argv, *, input=None, timeout=30.0):
+            seen.append((list(argv), input))
+            return await super().run(argv, input=input, timeout=timeout)
+
+    a, b = local("n1", "127.0.0.1"), local("n2", "127.0.0.2")
+    res = await checks.measure_bandwidth(Spy(a), a, PY, Spy(b), b, PY, free_port(), seconds=0.2)
+    assert res["gbps"] > 0
+    (serve_argv, secret_in), (send_argv, secret_in2) = sorted(seen, key=lambda x: "send" in x[0])
+    assert secret_in == secret_in2 and len(secret_in.strip()) == 64
+    secret = secret_in.decode().strip()
+    assert all(secret not in word for word in serve_argv + send_argv)
+    assert serve_argv[serve_argv.index("--bind") + 1] == "127.0.0.2"
