@@ -57,10 +57,11 @@ def runner_argv(config: Config, node: Node, job_id: str, *, resume: bool) -> lis
     else:
         argv += ["--example", job.example or "mlp"]
     argv += ["--steps", str(job.steps), "--seed", str(job.seed),
-             "--global-batch", str(job.global_batch), "--lr", repr(job.learning_rate),
-             "--log-every", str(job.log_every),
+             "--global-batch", str(job.global_batch), "--log-every", str(job.log_every),
              "--checkpoint-every", str(job.checkpoint_every),
              "--checkpoint-dir", checkpoint_dir(node, config)]
+    if job.learning_rate is not None:
+        argv += ["--lr", repr(job.learning_rate)]
     if job.data:
         argv += ["--data", job.data]
     if resume:

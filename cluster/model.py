@@ -48,7 +48,7 @@ class JobSpec:
     steps: int = 200
     seed: int = 0
     global_batch: int = 256  # each rank takes global_batch / world_size
-    learning_rate: float = 0.05
+    learning_rate: float | None = None  # None: the example's own default
     checkpoint_every: int = 0  # 0 = no checkpoints
     log_every: int = 1  # steps between metrics lines
     data: str | None = None  # data file for examples that read one (charlm)

@@ -1,0 +1,162 @@
+"""The embedded default end to end: real ranks on loopback, real ring, real MLX training."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from boltring.cluster.config import load_config, with_overrides
+from boltring.cluster.controller import ControllerError, JobController
+from boltring.cluster.events import JobSummary, RankMetrics
+from tests.procs import boltring_processes
+
+CLI = [sys.executable, "-m", "boltring.tui.cli"]
+
+
+def run_cli(*args: str, timeout: float = 240, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def steps_of(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if '"kind":"step"' in line]
+
+
+def test_run_json_completes_default_job_and_loss_falls(no_leftovers):
+    res = run_cli("--run", "--json", "--skip-checks", "--steps", "60")
+    assert res.returncode == 0, res.stderr[-2000:]
+    events = [json.loads(line) for line in res.stdout.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "state" and "start" in kinds and kinds[-1] == "summary"
+    steps = [e for e in events if e["event"] == "step"]
+    assert steps and steps[-1]["step"] == 60 and steps[-1]["total"] == 60
+    assert set(steps[-1]["ranks"]) == {"0", "1"}
+    assert all(v["samples_per_s"] > 0 and v["allreduce_gbps"] > 0 for v in steps[-1]["ranks"].values())
+    summary = events[-1]
+    assert summary["status"] == "finished" and summary["steps"] == 60
+    assert summary["last_loss"] < summary["first_loss"] * 0.7, summary
+    assert set(summary["ranks"]) == {"0", "1"}
+
+
+def test_dry_run_prints_the_commands_and_starts_nothing(no_leftovers):
+    res = run_cli("--run", "--dry-run", "--ranks", "3")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("boltring.cluster.spawn start") == 3
+    assert "boltring.cluster.train.runner --example mlp" in res.stdout
+    assert "Nothing is started" in res.stdout
+    assert not (no_leftovers / ".boltring" / "runs").exists()
+
+
+def test_bad_config_is_one_clear_line(tmp_path, home):
+    cfg = tmp_path / "boltring.yaml"
+    cfg.write_text("name: x\nnodes:\n  - name: a\n    local: true\n    ring_ip: 127.0.0.1\n    rnaks: 2\n")
+    res = run_cli("--run", "--config", str(cfg))
+    assert res.returncode != 0
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and str(cfg) in err[0] and ":6:" in err[0] and "ranks" in err[0], err
+
+
+def test_ctrl_c_stops_every_rank(no_leftovers):
+    proc = subprocess.Popen([*CLI, "--run", "--json", "--skip-checks", "--steps", "100000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:  # wait until training is really under way
+            if json.loads(line)["event"] == "step":
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["event"] == "summary" and summary["status"] == "killed"
+    assert "every rank was killed" in err
+
+
+def _config(ranks: int, steps: int, **kw):
+    return with_overrides(load_config(None), ranks=ranks, steps=steps, **kw)
+
+
+async def _run(config) -> tuple[JobSummary, list[RankMetrics]]:
+    c = JobController(config, poll_s=0.1)
+    seen: list[RankMetrics] = []
+    c.add_listener(lambda ev: seen.append(ev) if isinstance(ev, RankMetrics) else None)
+    await c.launch()
+    summary = await asyncio.wait_for(c.wait(), 240)
+    await c.close()
+    return summary, seen
+
+
+def test_data_parallel_loss_curve_matches_single_rank(no_leftovers):
+    """Same seed, same global batch: 1, 2 and 4 ranks give the same loss curve."""
+    curves = {}
+    for n in (1, 2, 4):
+        summary, seen = asyncio.run(_run(_config(n, 25, seed=7)))
+        assert summary.status == "finished", summary.reason
+        curves[n] = [m.loss for m in sorted((m for m in seen if m.rank == 0), key=lambda m: m.step)]
+    assert len(curves[1]) == 25
+    for n in (2, 4):
+        for a, b in zip(curves[1], curves[n]):
+            assert abs(a - b) <= 1e-4 * max(1.0, abs(a)), (n, curves[1], curves[n])
+
+
+def test_killed_rank_fails_the_job_naming_it_and_leaves_nothing(no_leftovers):
+    async def scenario():
+        c = JobController(_config(3, 100000), poll_s=0.1)
+        metrics = []
+        c.add_listener(lambda ev: metrics.append(ev) if isinstance(ev, RankMetrics) else None)
+        await c.launch()
+        while not any(m.rank == 1 for m in metrics):
+            await asyncio.sleep(0.1)
+        pid = int((Path(c._ranks[1].plan.run_dir.replace("~", str(no_leftovers), 1)) / "pid").read_text())
+        os.killpg(pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        summary = await asyncio.wait_for(c.wait(), 90)
+        await c.close()
+        return summary, time.monotonic() - t0
+
+    summary, took = asyncio.run(scenario())
+    assert summary.status == "failed"
+    assert "rank 1" in summary.reason, summary.reason
+    assert took < 60
+
+
+def test_reattach_after_controller_restart_loses_no_lines(no_leftovers):
+    config = _config(2, 80)
+
+    async def first():
+        c = JobController(config, poll_s=0.1)
+        seen = []
+        c.add_listener(lambda ev: seen.append(ev) if isinstance(ev, RankMetrics) else None)
+        job = await c.launch()
+        while len(seen) < 4:
+            await asyncio.sleep(0.05)
+        with pytest.raises(ControllerError, match="still running"):
+            await JobController(config).launch()  # a second launch is refused while it runs
+        await c.close(kill_running=False)  # the controller quits; the job goes on
+        return job
+
+    async def second():
+        c = JobController(config, poll_s=0.1)
+        seen = []
+        c.add_listener(lambda ev: seen.append(ev) if isinstance(ev, RankMetrics) else None)
+        assert await c.attach()
+        summary = await asyncio.wait_for(c.wait(), 240)
+        await c.close()
+        return c.job_id, summary, seen
+
+    job = asyncio.run(first())
+    job2, summary, seen = asyncio.run(second())
+    assert job2 == job and summary.status == "finished"
+    for rank in (0, 1):
+        assert sorted(m.step for m in seen if m.rank == rank) == list(range(1, 81)) or \
+               sorted(m.step for m in seen if m.rank == rank) == list(range(0, 80))
