@@ -118,14 +118,14 @@ class JobController:
         return t
 
     # -- checks -----------------------------------------------------------------------------
-    async def run_checks(self) -> list[CheckResult]:
+    async def run_checks(self, bandwidth: bool = True) -> list[CheckResult]:
         from .checks import check_cluster
 
         previous = self.state
         if previous not in ("running", "launching"):
             self._set_state("checking")
         try:
-            results = await check_cluster(self.config, self, emit=self.emit)
+            results = await check_cluster(self.config, self, bandwidth=bandwidth, emit=self.emit)
         finally:
             if previous not in ("running", "launching"):
                 self._set_state(previous if previous != "checking" else "idle")
