@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 
 import msgpack
 
@@ -28,6 +29,20 @@ def _refuse_ext(code, data):
     raise FrameError(f"msgpack extension type {code} is not allowed in a boltring header")
 
 
+def _has_timestamp(obj) -> bool:
+    """msgpack decodes ext type -1 as a Timestamp without calling ext_hook: find those too."""
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, msgpack.Timestamp):
+            return True
+        if isinstance(o, dict):
+            stack.extend(o.values())
+        elif isinstance(o, list):
+            stack.extend(o)
+    return False
+
+
 def pack_header(kind: str, nbytes: int = 0, **fields) -> bytes:
     """Length prefix + msgpack header, ready to be sent before `nbytes` of payload."""
     header = {"v": PROTOCOL_VERSION, "kind": kind, "nbytes": nbytes, **fields}
@@ -41,10 +56,13 @@ def unpack_header(body: bytes, peer: str) -> dict:
             body, raw=False, strict_map_key=True, ext_hook=_refuse_ext,
             max_str_len=MAX_HEADER_BYTES,
             max_bin_len=MAX_HEADER_BYTES, max_array_len=64, max_map_len=64)
-    except FrameError:
-        raise
+    except FrameError as e:
+        raise FrameError(f"frame header from {peer} refused: {e}", peer) from None
     except Exception as e:  # msgpack raises several types (ExtraData, FormatError, ValueError …)
         raise FrameError(f"undecodable frame header from {peer}: {e}", peer) from None
+    if _has_timestamp(header):
+        raise FrameError(f"frame header from {peer} refused: msgpack extension type -1 "
+                         f"(timestamp) is not allowed in a boltring header", peer)
     if not isinstance(header, dict):
         raise FrameError(f"frame header from {peer} is a {type(header).__name__}, expected a map", peer)
     if header.get("v") != PROTOCOL_VERSION:
@@ -67,6 +85,9 @@ class Channel:
         self.max_payload = max_payload
         self.bytes_sent = 0
         self.bytes_recv = 0
+        # Optional time.monotonic() by which every read must be complete: bounds a whole
+        # exchange (the handshake), where `timeout` alone only bounds each silence.
+        self.deadline: float | None = None
         sock.settimeout(timeout)
 
     # -- sending -------------------------------------------------------------------------
@@ -108,12 +129,21 @@ class Channel:
         got, total = 0, view.nbytes
         try:
             while got < total:
+                if self.deadline is not None:
+                    remaining = self.deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise socket.timeout
+                    self.sock.settimeout(remaining if self.timeout is None
+                                         else min(remaining, self.timeout))
                 n = self.sock.recv_into(view[got:], total - got)
                 if n == 0:
                     raise PeerClosed(f"{self.peer} closed the connection after {got} of {total} "
                                      f"bytes of {what}; see that rank's log", self.peer)
                 got += n
         except socket.timeout:
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                raise PeerTimeout(f"{self.peer} was too slow: {what} was incomplete ({got} of {total} "
+                                  f"bytes) at its deadline", self.peer) from None
             raise PeerTimeout(f"no data from {self.peer} for {self.timeout:g} s while waiting for "
                               f"{what} ({got} of {total} bytes): it is hung or its link is down",
                               self.peer) from None

@@ -21,7 +21,7 @@ import os
 
 import msgpack
 
-from .errors import HandshakeError
+from .errors import HandshakeError, NetioError
 from .framing import Channel
 
 SECRET_BYTES = 32
@@ -55,10 +55,13 @@ def client_handshake(chan: Channel, secret: bytes, job: str, rank: int, size: in
     nonce_s = _field(header, "nonce", bytes, chan)
     mac_s = _field(header, "mac", bytes, chan)
     if their_rank != server_rank:
+        _refuse(chan, f"you are rank {their_rank}, rank {rank} expected rank {server_rank} there")
         raise HandshakeError(f"{chan.peer} says it is rank {their_rank}, expected rank {server_rank}",
                              chan.peer)
     expected = _mac(secret, "server", job, rank, server_rank, size, nonce_c, nonce_s)
     if not hmac.compare_digest(mac_s, expected):
+        _refuse(chan, f"your proof of the job secret did not verify for job {job!r}: "
+                      f"the two ranks hold different secrets")
         raise HandshakeError(f"{chan.peer} could not prove the job secret: it is not part of job "
                              f"{job} (another job on the same port, or an impostor)", chan.peer)
     chan.send_frame("auth", mac=_mac(secret, "client", job, rank, server_rank, size, nonce_c, nonce_s))
@@ -88,12 +91,23 @@ def server_handshake(chan: Channel, secret: bytes, job: str, rank: int, size: in
     nonce_s = os.urandom(32)
     chan.send_frame("challenge", rank=rank, nonce=nonce_s,
                     mac=_mac(secret, "server", job, client_rank, rank, size, nonce_c, nonce_s))
-    header, _ = chan.recv_small("auth")
+    header, _ = chan.recv_small("auth", "reject")
+    if header["kind"] == "reject":  # the client could not verify our proof, or our rank
+        raise HandshakeError(f"dropped {chan.peer}: it refused us: "
+                             f"{header.get('reason', 'no reason given')}", chan.peer)
     mac_c = _field(header, "mac", bytes, chan)
     if not hmac.compare_digest(mac_c, _mac(secret, "client", job, client_rank, rank, size,
                                            nonce_c, nonce_s)):
         raise HandshakeError(f"dropped {chan.peer}: it could not prove the job secret", chan.peer)
     chan.send_frame("ok")
+
+
+def _refuse(chan: Channel, reason: str) -> None:
+    """Tell the server why we hang up, so that its log says so too (best effort)."""
+    try:
+        chan.send_frame("reject", reason=reason)
+    except NetioError:
+        pass
 
 
 def new_secret() -> bytes:

@@ -177,12 +177,16 @@ class Ring:
                 return
             _tune(sock)
             chan = Channel(sock, f"connection from {addr[0]}:{addr[1]}", timeout=HANDSHAKE_TIMEOUT_S)
+            # The whole handshake, not each read, must fit in the limit: a peer trickling bytes
+            # would otherwise hold the single acceptor, and keep the genuine neighbour out.
+            chan.deadline = time.monotonic() + HANDSHAKE_TIMEOUT_S
             try:
                 server_handshake(chan, self.secret, self.job_id, self.rank, self.size, left)
             except NetioError as e:
                 self.log(f"dropped {addr[0]}:{addr[1]} within {HANDSHAKE_TIMEOUT_S:g} s: {e}")
                 chan.close()
                 continue
+            chan.deadline = None
             chan.peer = self.peer_name(left)
             out["chan"] = chan
             return
@@ -253,7 +257,9 @@ class Ring:
             sender.q.put((arr[a:b], {"op": op, "step": step, "off": a, "len": total, "dtype": wire}))
 
         def expect(a: int, b: int, step: int, what: str) -> dict:
-            h = recv.recv_header("data", max_payload=(b - a) * item)
+            # No per-chunk max_payload here: a larger chunk must fail the comparison below,
+            # whose message says why (ranks disagree on shapes), before any payload is read.
+            h = recv.recv_header("data")
             if (h.get("op"), h.get("step"), h.get("off"), h.get("len"), h.get("dtype")) != \
                     (op, step, a, total, wire) or h["nbytes"] != (b - a) * item:
                 raise FrameError(
