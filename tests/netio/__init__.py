@@ -1,0 +1,1 @@
+"""Tests of boltring.netio, the data plane (framing, handshake, ring allreduce, worker API)."""
