@@ -1,0 +1,364 @@
+"""Atomic training checkpoints, written by rank 0 and restored on every rank.
+
+Layout of a checkpoint directory::
+
+    step-000100.safetensors   model params ("model.<path>") + optimizer state ("optimizer.<path>")
+    step-000200.safetensors
+    latest                    one line: the file name of the newest complete checkpoint
+
+Step, seed, stream position ("samples_seen"), task name and the RNG description live in the
+safetensors metadata (strings; the structured part is JSON). Nothing is pickled.
+
+Atomicity: every file is written to a hidden temporary file in the same directory, flushed and
+fsynced (``F_FULLFSYNC`` on macOS, where plain fsync does not reach the disk), renamed over the
+final name with ``os.replace`` and then the directory is fsynced. The checkpoint file is
+committed before ``latest`` is rewritten the same way, so a process killed at any point leaves
+either the old or the new ``latest``, each naming a complete file. Left-over temporary files are
+never read; the next save on the same host removes those of dead processes.
+
+Restore: on a real cluster only rank 0 has the directory, so rank 0 reads the file and the other
+ranks receive the bytes through ``group.all_sum`` where they contribute zeros (int32 words, so
+adding zeros is exact for every dtype). Non-zero ranks never touch the file system, which keeps
+this correct when the directory exists only on rank 0's node. One all_sum per ~64 MiB bucket is
+fine for a first version; a real broadcast would halve the traffic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+from mlx.utils import tree_flatten, tree_map_with_path
+
+FORMAT = "boltring-checkpoint/1"
+LATEST = "latest"
+_NAME_RE = re.compile(r"^step-(\d{6,})\.safetensors$")
+_TMP_RE = re.compile(r"^\.(?P<final>.+)\.(?P<host>[^.]+)\.(?P<pid>\d+)\.tmp$")
+_BUCKET_BYTES = 64 << 20
+
+# Status words of the restore header broadcast by rank 0.
+_NONE, _OK, _ERROR = 1, 2, 3
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint exists but cannot be used (corrupt, other task, other seed, other shapes)."""
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:06d}.safetensors"
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic file writes.
+
+
+def _fsync_file(fd: int) -> None:
+    if sys.platform == "darwin":
+        import fcntl
+        try:
+            fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
+            return
+        except OSError:
+            pass  # not supported by this file system: fall back to fsync
+    os.fsync(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on directories; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def _host_tag() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+
+
+def atomic_write(path: Path, write: Callable[[Any], None], *,
+                 before_replace: Callable[[Path], None] | None = None) -> Path:
+    """Write ``path`` atomically: ``write(fileobj)`` into a temp file, fsync, rename, fsync dir.
+
+    ``before_replace(tmp_path)`` runs after the data is durable and before the rename (a test
+    hook: raising or killing the process there must leave no partial ``path``).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{_host_tag()}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            _fsync_file(f.fileno())
+        if before_replace is not None:
+            before_replace(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _remove_stale_temps(directory: Path) -> None:
+    """Remove temp files left by dead processes on this host (never another host's)."""
+    host = _host_tag()
+    for p in directory.iterdir():
+        m = _TMP_RE.match(p.name)
+        if not m or m["host"] != host:
+            continue
+        pid = int(m["pid"])
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # alive (or not ours to judge)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        try:
+            p.unlink()
+        except OSError:
+            pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Save / load on one process.
+
+
+def _state_arrays(task: Any) -> dict[str, mx.array]:
+    arrays = {f"model.{k}": v for k, v in tree_flatten(task.model.parameters())}
+    arrays.update({f"optimizer.{k}": v for k, v in tree_flatten(task.optimizer.state)})
+    return arrays
+
+
+def save(directory: str | os.PathLike, task: Any, *, step: int, samples_seen: int, seed: int,
+         global_batch: int, world_size: int = 1,
+         before_replace: Callable[[Path], None] | None = None) -> Path:
+    """Write ``step-NNNNNN.safetensors`` then ``latest``, each atomically; return the file path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(directory)
+    arrays = _state_arrays(task)
+    mx.eval(list(arrays.values()))
+    meta = {
+        "format": FORMAT,
+        "task": task.name,
+        "step": str(step),
+        "samples_seen": str(samples_seen),
+        "seed": str(seed),
+        "global_batch": str(global_batch),
+        "world_size": str(world_size),
+        "fingerprint": str(getattr(task, "fingerprint", "")),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        # Randomness is stateless (see loop.py): the data order is a pure function of the seed
+        # and the stream position, per-step keys of seed and step. This is the whole RNG state.
+        "rng": json.dumps({"kind": "stateless", "data_order": "numpy PCG64 per epoch, "
+                           "SeedSequence([seed, epoch, 0x0B017])", "seed": seed,
+                           "position": samples_seen, "step": step}),
+    }
+    path = directory / checkpoint_name(step)
+    atomic_write(path, lambda f: mx.save_safetensors(f, arrays, metadata=meta),
+                 before_replace=before_replace)
+    atomic_write(directory / LATEST, lambda f: f.write((path.name + "\n").encode()),
+                 before_replace=before_replace)
+    return path
+
+
+def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
+    """Complete checkpoint files, oldest first (temp files are never listed)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [(int(m[1]), p) for p in directory.iterdir() if (m := _NAME_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_path(directory: str | os.PathLike) -> Path | None:
+    """The checkpoint ``latest`` names; if ``latest`` is missing or bad, the highest step file."""
+    directory = Path(directory)
+    try:
+        name = (directory / LATEST).read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        name = ""
+    if _NAME_RE.match(name) and (directory / name).is_file():
+        return directory / name
+    files = list_checkpoints(directory)
+    return files[-1] if files else None
+
+
+@dataclass
+class Loaded:
+    path: Path | None  # None on ranks that received the checkpoint over the network
+    step: int
+    samples_seen: int
+    meta: dict[str, str]
+    arrays: dict[str, mx.array]
+
+
+def load_file(path: str | os.PathLike) -> Loaded:
+    path = Path(path)
+    try:
+        arrays, meta = mx.load(str(path), return_metadata=True)
+    except Exception as e:  # noqa: BLE001 - mlx raises several types for a bad file
+        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a boltring checkpoint (format {meta.get('format')!r})")
+    try:
+        step, seen = int(meta["step"]), int(meta["samples_seen"])
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{path}: bad metadata ({e})") from e
+    return Loaded(path, step, seen, dict(meta), arrays)
+
+
+def _check_against(loaded: Loaded, template: dict[str, mx.array], task: Any, seed: int) -> None:
+    where = loaded.path or "checkpoint"
+    if loaded.meta.get("task") != task.name:
+        raise CheckpointError(f"{where} was written by example {loaded.meta.get('task')!r}, "
+                              f"not {task.name!r}; use another --checkpoint-dir")
+    if loaded.meta.get("seed") != str(seed):
+        raise CheckpointError(f"{where} was written with --seed {loaded.meta.get('seed')}, this run "
+                              f"has --seed {seed}; pass the same seed or use another --checkpoint-dir")
+    missing = sorted(set(template) - set(loaded.arrays))
+    extra = sorted(set(loaded.arrays) - set(template))
+    if missing or extra:
+        raise CheckpointError(f"{where} does not match the model: missing {missing[:5]}, "
+                              f"unexpected {extra[:5]}")
+    for k, t in template.items():
+        a = loaded.arrays[k]
+        if a.shape != t.shape or a.dtype != t.dtype:
+            raise CheckpointError(f"{where}: {k} is {a.dtype}{list(a.shape)}, "
+                                  f"the model has {t.dtype}{list(t.shape)}")
+
+
+def apply(task: Any, arrays: dict[str, mx.array]) -> None:
+    """Put checkpoint arrays into the task's model and optimizer (structures must match)."""
+    task.model.update(tree_map_with_path(lambda p, _: arrays[f"model.{p}"], task.model.parameters()))
+    task.optimizer.state = tree_map_with_path(lambda p, _: arrays[f"optimizer.{p}"],
+                                              task.optimizer.state)
+    mx.eval(task.model.parameters(), task.optimizer.state)
+
+
+# ---------------------------------------------------------------------------------------------
+# Restore on every rank (rank 0 reads, the others receive).
+
+
+def _to_bytes(a: mx.array) -> np.ndarray:
+    return np.frombuffer(memoryview(mx.contiguous(a)), dtype=np.uint8) if a.size else np.zeros(0, np.uint8)
+
+
+def _from_bytes(b: np.ndarray, like: mx.array) -> mx.array:
+    if like.size == 0:
+        return mx.zeros(like.shape, like.dtype)
+    return mx.array(np.ascontiguousarray(b)).view(like.dtype).reshape(like.shape)
+
+
+def _broadcast_bytes(group: Any, data: np.ndarray | None, nbytes: int) -> np.ndarray:
+    """Rank 0's ``nbytes`` bytes on every rank: all_sum of int32 words, others send zeros."""
+    if group.size == 1:
+        assert data is not None
+        return data
+    words = (nbytes + 3) // 4
+    buf = np.zeros(words * 4, dtype=np.uint8)
+    if group.rank == 0:
+        buf[:nbytes] = data
+    out = group.all_sum(mx.array(buf.view(np.int32)))
+    return np.frombuffer(memoryview(out), dtype=np.uint8)[:nbytes].copy()
+
+
+def _broadcast_arrays(group: Any, arrays: dict[str, mx.array] | None,
+                      template: dict[str, mx.array]) -> dict[str, mx.array]:
+    """Rank 0's arrays (shaped like ``template``) on every rank, in buckets of ~64 MiB."""
+    if group.size == 1:
+        assert arrays is not None
+        return arrays
+    keys = sorted(template)
+    out: dict[str, mx.array] = {}
+    i = 0
+    while i < len(keys):
+        bucket, size = [], 0
+        while i < len(keys) and (not bucket or size + template[keys[i]].nbytes <= _BUCKET_BYTES):
+            bucket.append(keys[i])
+            size += template[keys[i]].nbytes
+            i += 1
+        data = None
+        if group.rank == 0:
+            assert arrays is not None
+            data = np.concatenate([_to_bytes(arrays[k]) for k in bucket]) if size else np.zeros(0, np.uint8)
+        got = _broadcast_bytes(group, data, size) if size else np.zeros(0, np.uint8)
+        off = 0
+        for k in bucket:
+            n = template[k].nbytes
+            out[k] = _from_bytes(got[off:off + n], template[k])
+            off += n
+    return out
+
+
+@dataclass
+class ResumeInfo:
+    step: int
+    samples_seen: int
+    path: Path | None  # the file rank 0 read (None on other ranks)
+    meta: dict[str, str]
+
+
+def restore(group: Any, directory: str | os.PathLike, task: Any, *, seed: int) -> ResumeInfo | None:
+    """Load the latest checkpoint into ``task`` on every rank; None if there is none.
+
+    Collective: every rank must call it. Rank 0 reads ``directory``; errors found by rank 0
+    are raised on every rank with the same message (no rank is left waiting).
+    """
+    template = _state_arrays(task)
+    loaded: Loaded | None = None
+    status, message = _NONE, ""
+    if group.rank == 0:
+        try:
+            path = latest_path(directory)
+            if path is not None:
+                loaded = load_file(path)
+                _check_against(loaded, template, task, seed)
+                status = _OK
+        except CheckpointError as e:
+            status, message, loaded = _ERROR, str(e), None
+        except OSError as e:
+            status, message, loaded = _ERROR, f"cannot read checkpoints in {directory}: {e}", None
+
+    # Header: status, then a JSON blob (metadata or the error message).
+    if group.rank == 0:
+        blob = json.dumps({"message": message, "meta": loaded.meta if loaded else {}}).encode()
+        header = np.array([status, len(blob)], dtype=np.int32)
+    else:
+        blob, header = b"", np.zeros(2, dtype=np.int32)
+    if group.size > 1:
+        header = np.asarray(group.all_sum(mx.array(header))).astype(np.int64)
+    status, blob_len = int(header[0]), int(header[1])
+    if group.size > 1:
+        data = np.frombuffer(blob, dtype=np.uint8) if group.rank == 0 else None
+        blob = _broadcast_bytes(group, data, blob_len).tobytes()
+    info = json.loads(blob.decode())
+
+    if status == _NONE:
+        return None
+    if status == _ERROR:
+        raise CheckpointError(info["message"] if group.rank == 0
+                              else f"rank 0 could not resume: {info['message']}")
+    meta = info["meta"]
+    arrays = _broadcast_arrays(group, loaded.arrays if loaded else None, template)
+    apply(task, arrays)
+    return ResumeInfo(step=int(meta["step"]), samples_seen=int(meta["samples_seen"]),
+                      path=loaded.path if loaded else None, meta=meta)

@@ -1,0 +1,203 @@
+"""The worker entry point every rank runs: ``python -m boltring.cluster.train.runner``.
+
+The launcher starts one per rank, with the rank's run directory as the working directory and
+the job described by environment variables that ``boltring.netio.init()`` reads::
+
+    python -m boltring.cluster.train.runner --example mlp --steps 200 --seed 0 \\
+        --global-batch 256 --lr 0.05 --checkpoint-every 50 --checkpoint-dir DIR [--resume] \\
+        [--data FILE] [-- EXTRA ARGS]
+
+``--example NAME`` runs a built-in example (``mlp``, ``charlm``) through the shared
+data-parallel loop (loop.py); the extra arguments after ``--`` go to the example.
+``--script PATH`` runs a user script instead, like ``python PATH EXTRA ARGS`` (``__name__`` is
+``"__main__"``, ``sys.argv`` is ``[PATH, *EXTRA]``, the script's directory is first on
+``sys.path``). The script calls ``boltring.netio.init()`` itself; the runner does not, so the
+group is created once. The job options given on the command line are passed to the script as
+environment variables ``BOLTRING_STEPS``, ``BOLTRING_SEED``, ``BOLTRING_GLOBAL_BATCH``,
+``BOLTRING_LR``, ``BOLTRING_CHECKPOINT_EVERY``, ``BOLTRING_CHECKPOINT_DIR``,
+``BOLTRING_RESUME`` (``1``), ``BOLTRING_LOG_EVERY`` and ``BOLTRING_DATA``.
+
+Exit status: 0 when training finished; 1 on an error, after the traceback and then one final
+line ``boltring-train: error: <Type>: <message>`` on stderr; 2 for bad command-line arguments
+(argparse); 143 on SIGTERM and 130 on SIGINT. A signal raises ``SystemExit`` in the main thread
+and the run unwinds at once: a checkpoint being written is abandoned (its temp file is removed,
+``latest`` still names the previous complete checkpoint) and the group is closed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import runpy
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+from .loop import TrainConfig, train
+
+EXAMPLES = {
+    "mlp": "MLP classifier on a synthetic dataset generated from the seed (4096 x 32 features, 4 classes)",
+    "charlm": "small character-level transformer LM (2 blocks) on the shipped corpus or --data FILE",
+}
+PREFIX = "boltring-train"
+
+
+class Terminated(SystemExit):
+    """Raised from the signal handler; ``code`` is 128 + signal number."""
+
+    def __init__(self, signum: int):
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+def _on_signal(signum: int, _frame) -> None:
+    # Ignore further signals while unwinding so the cleanup is not interrupted twice.
+    signal.signal(signum, signal.SIG_IGN)
+    raise Terminated(signum)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m boltring.cluster.train.runner",
+        description="Run one rank of a boltring data-parallel training job. Every rank runs the\n"
+                    "same command; the rank, world size and peers come from the environment the\n"
+                    "launcher sets (with none, this is a single-rank run).",
+        epilog="Examples:\n"
+               "  %(prog)s --example mlp --steps 200 --global-batch 256 --lr 0.05\n"
+               "  %(prog)s --example charlm --data book.txt --steps 500 -- --layers 3 --dim 64\n"
+               "  %(prog)s --script train.py -- --epochs 3\n\n"
+               "Built-in examples:\n"
+               + "".join(f"  {k:8s}{v}\n" for k, v in EXAMPLES.items())
+               + "\nArguments after '--' go to the example or the script; for an example's own "
+                 "options run it with '-- --help'.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--example", choices=sorted(EXAMPLES), help="built-in example to train")
+    what.add_argument("--script", metavar="PATH",
+                      help="user script to run on this rank (it calls boltring.netio.init())")
+    p.add_argument("--steps", type=int, default=200,
+                   help="total optimizer steps; a resumed run continues up to this step (default 200)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the data, the data order and the initial parameters (default 0)")
+    p.add_argument("--global-batch", type=int, default=256, metavar="B",
+                   help="examples per step over all ranks; each rank takes B / world size; "
+                        "must be divisible by the world size (default 256)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default: the example's own, mlp 0.05, charlm 0.003)")
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                   help="rank 0 writes a checkpoint every N steps and at the last step; 0 = never (default 0)")
+    p.add_argument("--checkpoint-dir", metavar="DIR", default=None,
+                   help="checkpoint directory (default: ./checkpoints in the run directory)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the latest checkpoint in --checkpoint-dir (rank 0 reads it and "
+                        "sends it to the other ranks); start fresh if there is none")
+    p.add_argument("--log-every", type=int, default=1, metavar="N",
+                   help="report metrics (global mean loss, throughput) every N steps (default 1)")
+    p.add_argument("--data", metavar="FILE", default=None,
+                   help="data file for examples that read one (charlm: a UTF-8 text file; "
+                        "default: the corpus shipped with boltring)")
+    p.add_argument("extra", nargs=argparse.REMAINDER, metavar="-- ARGS",
+                   help="arguments for the example or the script")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Split at the first "--" ourselves: argparse.REMAINDER is unreliable with options after it.
+    extra: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1:]
+    ns = build_parser().parse_args(argv)
+    if ns.extra:
+        build_parser().error(f"unrecognized arguments: {' '.join(ns.extra)} (put them after '--')")
+    ns.extra = extra
+    return ns
+
+
+def config_from_args(ns: argparse.Namespace) -> TrainConfig:
+    cfg = TrainConfig(steps=ns.steps, seed=ns.seed, global_batch=ns.global_batch, lr=ns.lr,
+                      checkpoint_every=ns.checkpoint_every, checkpoint_dir=ns.checkpoint_dir,
+                      resume=ns.resume, log_every=ns.log_every, data=ns.data, args=tuple(ns.extra))
+    cfg.validate()
+    return cfg
+
+
+def run_example(name: str, cfg: TrainConfig) -> None:
+    module = importlib.import_module(f"{__package__}.{name}")
+    if cfg.args and cfg.args[0] in ("-h", "--help"):
+        print(module.extra_parser().format_help())
+        return
+    from boltring.netio import init
+
+    task = module.make_task(cfg, cfg.args)  # validates extra args before any network setup
+    with init() as group:
+        train(group, cfg, task)
+        if group.rank == 0 and hasattr(module, "summary"):
+            line = module.summary(task)
+            if line:
+                print(f"[rank 0] {line}", flush=True)
+
+
+def _script_env(ns: argparse.Namespace) -> dict[str, str]:
+    env = {"BOLTRING_STEPS": ns.steps, "BOLTRING_SEED": ns.seed,
+           "BOLTRING_GLOBAL_BATCH": ns.global_batch, "BOLTRING_LR": ns.lr,
+           "BOLTRING_CHECKPOINT_EVERY": ns.checkpoint_every,
+           "BOLTRING_CHECKPOINT_DIR": ns.checkpoint_dir,
+           "BOLTRING_RESUME": "1" if ns.resume else None,
+           "BOLTRING_LOG_EVERY": ns.log_every, "BOLTRING_DATA": ns.data}
+    return {k: str(v) for k, v in env.items() if v is not None}
+
+
+def run_script(path: str, args: list[str], env: dict[str, str]) -> int:
+    script = Path(path)
+    if not script.is_file():
+        raise FileNotFoundError(f"script not found: {path}")
+    os.environ.update(env)
+    old_argv, old_path = sys.argv[:], sys.path[:]
+    sys.argv = [str(script), *args]
+    sys.path.insert(0, str(script.resolve().parent))
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as e:
+        if isinstance(e, Terminated):
+            raise
+        code = e.code
+        if code is None or code == 0:
+            return 0
+        if isinstance(code, int):
+            return code
+        print(f"{PREFIX}: script exited: {code}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        sys.argv, sys.path[:] = old_argv, old_path
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = parse_args(argv)  # exits 2 with usage on bad arguments
+    old = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if ns.script:
+            return run_script(ns.script, ns.extra, _script_env(ns))
+        run_example(ns.example, config_from_args(ns))
+        return 0
+    except Terminated as e:
+        name = signal.Signals(e.signum).name
+        print(f"{PREFIX}: stopped by {name}", file=sys.stderr, flush=True)
+        return int(e.code)
+    except Exception as e:  # noqa: BLE001 - the worker's last word
+        traceback.print_exc()
+        msg = " ".join(str(e).split()) or "(no message)"
+        print(f"{PREFIX}: error: {type(e).__name__}: {msg}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
