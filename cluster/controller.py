@@ -230,6 +230,10 @@ class JobController:
                 if bad and not self._killing:
                     if failed_at is None:
                         failed_at = time.monotonic()
+                        # A rank that was SIGKILLed leaves no exit record: ask now, so the
+                        # reason names the rank that died rather than its neighbours.
+                        await asyncio.gather(*(self._check_alive(rs) for rs in self._ranks.values()
+                                               if not rs.exited))
                         self._reason = self._failure_reason()
                         self._log(self._reason, "error")
                     elif time.monotonic() - failed_at > FAILURE_GRACE_S:
@@ -254,8 +258,11 @@ class JobController:
 
     def _failure_reason(self) -> str:
         """One line naming the first rank that failed and the last thing it printed."""
+        def victim(rs: _RankState) -> bool:  # it failed only because a neighbour went away
+            return any(k in rs.last_log for k in ("PeerClosed", "PeerTimeout"))
+
         bad = sorted((rs for rs in self._ranks.values() if rs.exited and rs.returncode != 0),
-                     key=lambda rs: rs.plan.rank)
+                     key=lambda rs: (victim(rs), rs.plan.rank))
         if not bad:
             return "the controller stopped following the job"
         first = bad[0]

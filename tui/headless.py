@@ -142,7 +142,7 @@ async def run_headless(controller: JobController, *, json_out: bool = False, res
         summary = await controller.wait()
         view.finish(summary)
         if summary.status == "killed":
-            _say(view, "stopped: every rank was killed, no process left running")
+            _say(view, "stopped: every rank was killed, no process left running", error=False)
             return 130
         return 0 if summary.status == "finished" else 1
     finally:
@@ -155,9 +155,11 @@ async def run_headless(controller: JobController, *, json_out: bool = False, res
         await controller.close()
 
 
-def _say(view: HeadlessView, text: str) -> None:
+def _say(view: HeadlessView, text: str, error: bool = True) -> None:
     """A one-line reason: a JSON error event for scripts (and stderr for humans), or plain text."""
-    if view.json_out:
+    if view.json_out and not error:
+        print(f"boltring: {text}", file=sys.stderr)
+    elif view.json_out:
         print(json.dumps({"event": "error", "text": text, "t": time.time()}), flush=True)
         print(f"boltring: {text}", file=sys.stderr)
     else:
