@@ -110,12 +110,21 @@ def ring_links(config: Config) -> list[tuple[Node, Node]]:
     return out
 
 
-def _python_argv0(transport: Transport, node: Node) -> str:
-    # A local subprocess is exec'd without a shell, so "~/venv/bin/python" must be expanded here;
-    # remote transports resolve "~/" against the node user's home themselves.
+async def _python_argv0(transport: Transport, node: Node) -> str:
+    """node.python as a word to exec: a "~/…" path is expanded here, since commands run without
+    a shell (locally) or with every word quoted (over SSH, where the transport resolves it)."""
+    py = node.python
+    if not (py == "~" or py.startswith("~/")):
+        return py
     if isinstance(transport, LocalTransport):
-        return os.path.expanduser(node.python)
-    return node.python
+        return os.path.expanduser(py)
+    resolve = getattr(transport, "resolve", None)
+    if resolve is not None:
+        try:
+            return await resolve(py)
+        except (TransportError, NotImplementedError):
+            return py
+    return py
 
 
 def _last_json(text: str) -> dict | None:
@@ -236,7 +245,7 @@ async def probe_node(transport, config: Config, node: Node,
         report.results += _skipped(node, neighbours, "no SSH connection")
         return report
 
-    py = _python_argv0(transport, node)
+    py = await _python_argv0(transport, node)
     request = probe_request(config, node, neighbours)
     version_res, probe_res = await asyncio.gather(
         _run_or_error(transport, [py, "-c", "import sys; print(sys.version)"], timeout=PYTHON_TIMEOUT_S),
@@ -398,9 +407,13 @@ def node_results(config: Config, node: Node, facts: dict, versions: dict[str, st
     by_ip = {x["ring_ip"]: x for x in facts.get("neighbours") or []}
     for peer in neighbours:
         info = by_ip.get(peer.ring_ip) or {}
-        out.append(_route_result(node, peer, info.get("route") or {"error": "not probed"},
-                                 ring_iface, names, darwin))
-        out.append(_rtt_result(node, peer, info.get("ping") or {"error": "not probed"}))
+        route = info.get("route") or {"error": "not probed"}
+        out.append(_route_result(node, peer, route, ring_iface, names, darwin,
+                                 iface_down=bool(ifs.get("exists")) and not ifs.get("up")))
+        if route.get("error"):
+            out.append(_r(n, f"rtt:{peer.name}", "skipped", "no route"))
+        else:
+            out.append(_rtt_result(node, peer, info.get("ping") or {"error": "not probed"}))
 
     # default route (mostly a macOS pitfall: Thunderbolt Bridge taking it)
     out.append(_default_route_result(node, facts, ring_iface, darwin))
@@ -487,12 +500,15 @@ def _describe_iface(iface: str, names: dict) -> str:
 
 
 def _route_result(node: Node, peer: Node, route: dict, ring_iface: str | None, names: dict,
-                  darwin: bool) -> CheckResult:
+                  darwin: bool, iface_down: bool = False) -> CheckResult:
     n, name = node.name, f"route:{peer.name}"
     if route.get("error"):
-        return _r(n, name, "fail", f"no route to {peer.name} ({peer.ring_ip})",
-                  f"put {n} and {peer.name} ring addresses in one subnet on the ring interface "
-                  f"and check the cable")
+        if iface_down and ring_iface:
+            hint = f"{ring_iface} is down on {n}: bring it up first (see the ring_iface check)"
+        else:
+            hint = (f"put {n} and {peer.name} ring addresses in one subnet on the ring interface "
+                    f"and check the cable")
+        return _r(n, name, "fail", f"no route to {peer.name} ({peer.ring_ip})", hint)
     iface = route.get("iface")
     loopback = iface in ("lo", "lo0")
     if loopback and not (ring_iface in ("lo", "lo0")) and not (node.local and peer.local):
@@ -685,26 +701,30 @@ TB_LOOP_HINT = ("a cable loop with Thunderbolt Bridge on floods the network: rem
 
 
 def _pair_state(rep: NodeReport, b: Node, bw: dict[tuple[str, str], CheckResult]
-                ) -> tuple[str, str | None]:
-    """("ok" | "bad" | "unknown", hint) for the direction rep.node -> b."""
+                ) -> tuple[str, str, str | None]:
+    """(verdict, reason, hint) for the direction rep.node -> b; verdict is "ok", "bad" (no
+    route, or TCP failed) or "unknown" (not probed, or no ping reply and no TCP test: a Mac in
+    stealth mode drops pings)."""
     a = rep.node.name
     if rep.facts is None:
-        return "unknown", None
+        return "unknown", "not probed", None
     info = next((x for x in rep.facts.get("neighbours") or [] if x.get("ring_ip") == b.ring_ip), {})
     route = info.get("route") or {}
     if route.get("error"):
         hint = next((r.hint for r in rep.results if r.name == f"route:{b.name}"), None)
-        return "bad", hint
+        return "bad", "no route", hint
     # A TCP transfer either way proves IP works both ways (its ACKs flow back).
     tried = [r for r in (bw.get((a, b.name)), bw.get((b.name, a))) if r is not None and r.status != "skipped"]
     if any(r.status in ("ok", "warn") or (r.value or "").endswith("Gb/s") for r in tried):
-        return "ok", None
+        return "ok", "", None
     ping = info.get("ping") or {}
     if ping.get("received"):
-        return "ok", None
+        return "ok", "", None
     if tried:
-        return "bad", tried[0].hint
-    return "unknown", None  # no ping reply (stealth mode drops pings) and no TCP test
+        return "bad", "no TCP", tried[0].hint
+    if "received" in ping:
+        return "unknown", "no reply", None
+    return "unknown", "untested", None
 
 
 def _ring_results(config: Config, reports: dict[str, NodeReport],
@@ -714,28 +734,31 @@ def _ring_results(config: Config, reports: dict[str, NodeReport],
     pairs = [(a, b) for a in config.nodes for b in neighbours[a.name]]
     if not pairs:
         return []
-    bad: list[str] = []
-    unknown: list[str] = []
+    groups: dict[str, list[str]] = {}
+    bad = 0
     first_hint = None
     for a, b in pairs:
-        state, hint = _pair_state(reports[a.name], b, bw)
-        if state == "bad":
-            bad.append(f"{a.name}->{b.name}")
+        verdict, reason, hint = _pair_state(reports[a.name], b, bw)
+        if verdict == "ok":
+            continue
+        groups.setdefault(reason, []).append(f"{a.name}->{b.name}")
+        if verdict == "bad":
+            bad += 1
             first_hint = first_hint or hint
-        elif state == "unknown":
-            unknown.append(f"{a.name}->{b.name}")
+    ok_count = len(pairs) - sum(len(v) for v in groups.values())
+    order = ("no route", "no TCP", "no reply", "not probed", "untested")
+    value = "; ".join([f"{ok_count}/{len(pairs)} reachable"] +
+                      [f"{reason}: {', '.join(groups[reason])}" for reason in order if reason in groups])
     out = []
-    ok_count = len(pairs) - len(bad) - len(unknown)
     if bad:
-        out.append(_r("ring", "ring", "fail",
-                      f"{ok_count}/{len(pairs)} reachable; no path: {', '.join(bad)}",
+        out.append(_r("ring", "ring", "fail", value,
                       first_hint or "check the cables and ring addresses of those nodes"))
-    elif unknown:
-        out.append(_r("ring", "ring", "warn",
-                      f"{ok_count}/{len(pairs)} reachable; untested: {', '.join(unknown)}",
-                      "fix the failing node checks, then check again"))
+    elif groups:
+        out.append(_r("ring", "ring", "warn", value,
+                      "fix the failing node checks, then check again (no reply can also be a "
+                      "firewall in stealth mode)"))
     else:
-        out.append(_r("ring", "ring", "ok", f"{ok_count}/{len(pairs)} reachable"))
+        out.append(_r("ring", "ring", "ok", value))
     mtus = {name: rep.facts["interfaces"]["mtu"] for name, rep in reports.items()
             if rep.facts and (rep.facts.get("interfaces") or {}).get("mtu")}
     mismatch = [(a.name, b.name) for a, b in pairs
@@ -813,7 +836,7 @@ def _relative_bw(results: list[CheckResult], gbps: dict[str, float]) -> list[Che
 
 async def check_cluster(config: Config, transports, *,
                         bandwidth: bool = True, bandwidth_seconds: float = BW_SECONDS,
-                        min_gbps: float = MIN_GBPS,
+                        min_gbps: float = MIN_GBPS, check_ports: bool = True,
                         on_result: Callable[[CheckResult], None] | None = None,
                         emit: Callable[[CheckResult], None] | None = None) -> list[CheckResult]:
     """Every check on every node (concurrently), then across nodes: Thunderbolt loops, ring
@@ -822,7 +845,8 @@ async def check_cluster(config: Config, transports, *,
     `transports` maps node name to a Transport (connected, or connected here) or to the text of
     the error that kept it from connecting; an object with `async connect(node) -> Transport`
     (the JobController) works too. `on_result` (alias `emit`) sees each result as soon as it
-    exists, node by node, for live panels."""
+    exists, node by node, for live panels. While a job runs, pass bandwidth=False (the probe
+    would compete with the ring) and check_ports=False (the ranks hold the ring ports)."""
     emit_fn = on_result or emit or (lambda r: None)
     versions = controller_versions()
     neighbours = ring_neighbours(config)
@@ -838,6 +862,8 @@ async def check_cluster(config: Config, transports, *,
 
     async def one(node: Node) -> NodeReport:
         rep = await probe_node(await transport_for(node), config, node, neighbours[node.name], versions)
+        if not check_ports:
+            rep.results = [r for r in rep.results if r.name != "ports"]
         for r in rep.results:
             emit_fn(r)
         return rep

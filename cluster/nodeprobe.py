@@ -20,6 +20,7 @@ import concurrent.futures as cf
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
@@ -188,7 +189,7 @@ def probe_ping(ip: str, darwin: bool) -> dict:
             err = (proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}")
             if interval and ("interval" in err.lower() or "super-user" in err.lower()):
                 continue  # this ping refuses -i 0.2 for non-root users: retry at 1 s
-            return {"error": err.splitlines()[-1]}
+            return {"error": re.sub(r"^\S*ping:\s*", "", err.splitlines()[-1])}
     return {"error": "ping failed"}
 
 

@@ -3,7 +3,6 @@ loopback (127.0.0.x only), and the authenticated bandwidth probe."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import subprocess
@@ -206,6 +205,14 @@ async def test_check_node_healthy_local():
     for name in ("ssh", "python", "boltring", "mlx", "chip", "memory", "ring_iface", "ring_ip", "mtu"):
         assert res[name].status == "ok", res[name]
     assert res["python"].value == sys.version.split()[0]
+
+
+async def test_python_under_home_is_expanded(home):
+    (home / "venv" / "bin").mkdir(parents=True)
+    wrapper(home / "venv" / "bin", "python", f'exec {PY} "$@"')  # a symlink would leave the venv
+    node = local(python="~/venv/bin/python")
+    res = by_name(await checks.check_node(LocalTransport(node), Config(name="one", nodes=(node,)), node))
+    assert res["python"].status == "ok" and res["mlx"].status == "ok"
 
 
 async def test_missing_python_fails_with_the_hint():
