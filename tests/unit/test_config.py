@@ -45,7 +45,7 @@ def test_embedded_default_loads_from_the_package(tmp_path):
     (node,) = config.nodes
     assert node.local and node.ssh is None and node.ring_ip == "127.0.0.1" and node.ranks == 2
     assert node.python == sys.executable  # the controller's own interpreter
-    assert (config.job.example, config.job.steps, config.job.global_batch) == ("mlp", 200, 256)
+    assert (config.job.example, config.job.steps, config.job.global_batch) == ("mlp", 200, 240)
     assert config.job.learning_rate == pytest.approx(0.05)
     assert [s.ring_addr for s in config.rank_layout()] == [f"127.0.0.1:{DEFAULT_RING_PORT}",
                                                            f"127.0.0.1:{DEFAULT_RING_PORT + 1}"]
@@ -324,10 +324,10 @@ def test_ranks_override_is_refused_for_a_cluster():
 
 def test_ranks_override_must_divide_the_batch(tmp_path):
     with pytest.raises(ConfigError) as info:
-        with_overrides(local_default(tmp_path), ranks=3)
-    assert str(info.value).startswith("command line: --ranks: job.global_batch 256 is not divisible by "
-                                      "the world size 3")
-    assert with_overrides(local_default(tmp_path), ranks=3, global_batch=300).world_size == 3
+        with_overrides(local_default(tmp_path), ranks=7)
+    assert str(info.value).startswith("command line: --ranks: job.global_batch 240 is not divisible by "
+                                      "the world size 7")
+    assert with_overrides(local_default(tmp_path), ranks=7, global_batch=280).world_size == 7
 
 
 def test_job_overrides(tmp_path, monkeypatch):
