@@ -125,7 +125,11 @@ class JobController:
         if previous not in ("running", "launching"):
             self._set_state("checking")
         try:
-            results = await check_cluster(self.config, self, bandwidth=bandwidth, emit=self.emit)
+            # While a job runs its ranks hold the ring ports, and a bandwidth burst would
+            # compete with the gradients on the same cables: check only the rest.
+            busy = previous in ("running", "launching")
+            results = await check_cluster(self.config, self, bandwidth=bandwidth and not busy,
+                                          check_ports=not busy, emit=self.emit)
         finally:
             if previous not in ("running", "launching"):
                 self._set_state(previous if previous != "checking" else "idle")
