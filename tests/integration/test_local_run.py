@@ -31,7 +31,7 @@ def steps_of(path: Path) -> list[dict]:
 
 
 def test_run_json_completes_default_job_and_loss_falls(no_leftovers):
-    res = run_cli("--run", "--json", "--skip-checks", "--steps", "60")
+    res = run_cli("--run", "--json", "--skip-checks", "--example", "mlp", "--steps", "60")
     assert res.returncode == 0, res.stderr[-2000:]
     events = [json.loads(line) for line in res.stdout.splitlines()]
     kinds = [e["event"] for e in events]
@@ -50,7 +50,7 @@ def test_dry_run_prints_the_commands_and_starts_nothing(no_leftovers):
     res = run_cli("--run", "--dry-run", "--ranks", "3")
     assert res.returncode == 0, res.stderr
     assert res.stdout.count("boltring.cluster.spawn start") == 3
-    assert "boltring.cluster.train.runner --example mlp" in res.stdout
+    assert "boltring.cluster.train.runner --example charlm" in res.stdout
     assert "Nothing is started" in res.stdout
     assert not (no_leftovers / ".boltring" / "runs").exists()
 
@@ -65,7 +65,7 @@ def test_bad_config_is_one_clear_line(tmp_path, home):
 
 
 def test_ctrl_c_stops_every_rank(no_leftovers):
-    proc = subprocess.Popen([*CLI, "--run", "--json", "--skip-checks", "--steps", "100000"],
+    proc = subprocess.Popen([*CLI, "--run", "--json", "--skip-checks", "--example", "mlp", "--steps", "100000"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for line in proc.stdout:  # wait until training is really under way
@@ -83,7 +83,7 @@ def test_ctrl_c_stops_every_rank(no_leftovers):
 
 
 def _config(ranks: int, steps: int, **kw):
-    return with_overrides(load_config(None), ranks=ranks, steps=steps, **kw)
+    return with_overrides(load_config(None), ranks=ranks, steps=steps, example="mlp", **kw)
 
 
 async def _run(config) -> tuple[JobSummary, list[RankMetrics]]:

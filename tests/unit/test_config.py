@@ -45,8 +45,8 @@ def test_embedded_default_loads_from_the_package(tmp_path):
     (node,) = config.nodes
     assert node.local and node.ssh is None and node.ring_ip == "127.0.0.1" and node.ranks == 2
     assert node.python == sys.executable  # the controller's own interpreter
-    assert (config.job.example, config.job.steps, config.job.global_batch) == ("mlp", 200, 240)
-    assert config.job.learning_rate == pytest.approx(0.05)
+    assert (config.job.example, config.job.steps, config.job.global_batch) == ("charlm", 300, 240)
+    assert config.job.learning_rate is None  # each example's own default
     assert [s.ring_addr for s in config.rank_layout()] == [f"127.0.0.1:{DEFAULT_RING_PORT}",
                                                            f"127.0.0.1:{DEFAULT_RING_PORT + 1}"]
     packaged = resources.files("boltring.configs").joinpath("local.yaml").read_text(encoding="utf-8")
@@ -335,7 +335,7 @@ def test_job_overrides(tmp_path, monkeypatch):
     config = with_overrides(base, example="charlm", args=["--hidden", "32"], steps=5, seed=9, global_batch=8)
     assert (config.job.example, config.job.args, config.job.steps, config.job.seed, config.job.global_batch) \
         == ("charlm", ("--hidden", "32"), 5, 9, 8)
-    assert base.job.steps == 200  # the original is untouched
+    assert base.job.steps == 300  # the original is untouched
     (tmp_path / "mine.py").write_text("")
     monkeypatch.chdir(tmp_path)
     config = with_overrides(base, script="mine.py")
