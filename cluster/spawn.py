@@ -102,7 +102,9 @@ def start(run_dir: Path, spec: dict) -> dict:
         _write_atomic(secret_path, spec["secret"], mode=0o600)
         env["BOLTRING_SECRET_FILE"] = str(secret_path)
     env["BOLTRING_RUN_DIR"] = str(run_dir)
-    argv = [str(a) for a in spec["argv"]]
+    # Paths in a plan are written "~/…" so one plan fits every node's home; expand them here,
+    # on the node, where "~" means the right user.
+    argv = [os.path.expanduser(a) if a.startswith("~/") else a for a in map(str, spec["argv"])]
     public = {k: v for k, v in spec.items() if k != "secret"}
     _write_atomic(run_dir / SPEC_FILE, json.dumps(public, indent=1))
 

@@ -65,8 +65,21 @@ class Transport(ABC):
     async def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
         """Create or replace a file (parents created); the mode is set before data is written."""
 
+    async def resolve(self, path: str) -> str:
+        """`path` with a leading "~" or "~/" replaced by the node user's home; others unchanged.
+
+        run() resolves "~/…" words of argv itself (expand_argv), as read_from() and write_file()
+        do their paths: commands run without a shell's "~" expansion (quoted over SSH)."""
+        if path == "~" or path.startswith("~/"):
+            raise NotImplementedError(f"{type(self).__name__} cannot resolve {path!r}")
+        return path
+
     async def close(self) -> None:
         self._set_state("closed")
+
+    async def expand_argv(self, argv: list[str]) -> list[str]:
+        """argv with "~/…" words resolved on the node (commands run without a shell's expansion)."""
+        return [await self.resolve(a) if a == "~" or a.startswith("~/") else a for a in argv]
 
     def command_line(self, argv: list[str]) -> str:
         """The exact command as it would be run (for --dry-run)."""
@@ -81,6 +94,7 @@ class LocalTransport(Transport):
 
     async def run(self, argv: list[str], *, input: bytes | None = None,
                   timeout: float = 30.0) -> CommandResult:
+        argv = await self.expand_argv(argv)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
@@ -94,6 +108,9 @@ class LocalTransport(Transport):
             await proc.wait()
             raise TransportError(f"{self.node.name}: {shlex.join(argv[:4])} … took over {timeout:g} s") from None
         return CommandResult(proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    async def resolve(self, path: str) -> str:
+        return os.path.expanduser(path) if path == "~" or path.startswith("~/") else path
 
     async def read_from(self, path: str, offset: int, limit: int = 1 << 20) -> bytes:
         return await asyncio.to_thread(_read_local, Path(path).expanduser(), offset, limit)
