@@ -78,6 +78,7 @@ class JobController:
         self._done: asyncio.Future | None = None
         self._started_at = 0.0
         self._global_step = -1
+        self._pending_steps: dict[int, float | None] = {}
         self._first_loss: float | None = None
         self._last_loss: float | None = None
         self._reason: str | None = None
@@ -210,6 +211,7 @@ class JobController:
 
     def _reset(self) -> None:
         self._global_step = -1
+        self._pending_steps: dict[int, float | None] = {}  # rank 0's reported steps not yet emitted
         self._first_loss = self._last_loss = None
         self._reason = None
         self._killing = False
@@ -334,20 +336,23 @@ class JobController:
         rs.last = ev
         rs.steps_seen.append(ev)
         self.emit(ev)
-        if rs.plan.rank == 0 and ev.loss is not None:
-            if self._first_loss is None:
-                self._first_loss = ev.loss
-            self._last_loss = ev.loss
+        if rs.plan.rank == 0:
+            if ev.loss is not None:
+                if self._first_loss is None:
+                    self._first_loss = ev.loss
+                self._last_loss = ev.loss
+            self._pending_steps[ev.step] = ev.loss
+        # The job's step is the slowest rank's; ranks are read one after another, so rank 0 may
+        # already be ahead: emit every reported step up to the new global step with its own loss.
         step = min((r.last.step if r.last else -1) for r in self._ranks.values())
         if step > self._global_step:
             self._global_step = step
-            rank0 = self._ranks[0].last
-            self.emit(StepProgress(step=step, total=self.config.job.steps,
-                                   loss=rank0.loss if rank0 else None,
-                                   ranks={r: {"steps_per_s": s.last.steps_per_s,
-                                              "samples_per_s": s.last.samples_per_s,
-                                              "allreduce_gbps": s.last.allreduce_gbps}
-                                          for r, s in self._ranks.items() if s.last}))
+            ranks = {r: {"steps_per_s": s.last.steps_per_s, "samples_per_s": s.last.samples_per_s,
+                         "allreduce_gbps": s.last.allreduce_gbps}
+                     for r, s in self._ranks.items() if s.last}
+            for done in sorted(k for k in self._pending_steps if k <= step):
+                self.emit(StepProgress(step=done, total=self.config.job.steps,
+                                       loss=self._pending_steps.pop(done), ranks=ranks))
 
     # -- kill, wait, finish -----------------------------------------------------------------
     async def kill(self) -> None:
