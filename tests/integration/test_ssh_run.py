@@ -1,0 +1,152 @@
+"""`boltring --run` over SSH: real sshd test hosts, ranks on the ring network (tb0), the
+controller on the control network. Same loss as a local run; survives a dropped SSH session;
+`boltring kill` leaves nothing; --dry-run runs nothing; the secret never on a command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from boltring.cluster.config import load_config, with_overrides
+from boltring.cluster.controller import JobController
+from boltring.cluster.events import NodeState, RankMetrics
+from tests.procs import boltring_processes
+
+pytestmark = pytest.mark.netns
+CLI = [sys.executable, "-m", "boltring.tui.cli"]
+
+
+def lab_yaml(lab, path: Path, *, steps: int, example: str = "mlp", seed: int = 7,
+             port: int = 52620) -> Path:
+    nodes = "\n".join(f"  - {{name: {h.name}, ssh: {h.name}, ring_ip: {h.ring_ip}, ring_iface: tb0}}"
+                      for h in lab.hosts)
+    path.write_text(f"""name: lab
+ssh:
+  config_file: {lab.ssh_config}
+  known_hosts: {lab.known_hosts}
+  connect_timeout: 5
+  keepalive_interval: 2
+  keepalive_count_max: 3
+ring: {{port: {port}, timeout: 20, connect_timeout: 20}}
+defaults: {{python: {sys.executable}}}
+nodes:
+{nodes}
+job: {{example: {example}, steps: {steps}, seed: {seed}, global_batch: 240}}
+""")
+    return path
+
+
+def run_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def lab_processes(lab) -> list[psutil.Process]:
+    """Rank processes on any test host (their run dirs are under the hosts' homes)."""
+    return [p for p in boltring_processes(str(lab.dir), settle_s=5.0)
+            if "sshd" not in " ".join(p.cmdline())]
+
+
+async def _collect(controller: JobController, until) -> list:
+    seen = []
+    controller.add_listener(seen.append)
+    while not until(seen):
+        await asyncio.sleep(0.05)
+    return seen
+
+
+def rank_losses(events, rank=0) -> list[float]:
+    return [m.loss for m in sorted((e for e in events if isinstance(e, RankMetrics) and e.rank == rank),
+                                   key=lambda m: m.step)]
+
+
+def test_check_and_run_over_ssh_match_the_local_loss_curve(lab, tmp_path, home):
+    cfg = lab_yaml(lab, tmp_path / "lab.yaml", steps=25)
+    res = run_cli("--run", "--json", "--config", str(cfg))  # checks run first, then the job
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    events = [json.loads(line) for line in res.stdout.splitlines()]
+    checks = [e for e in events if e["event"] == "check"]
+    assert checks and not [c for c in checks if c["status"] == "fail"], checks
+    assert {e["node"] for e in events if e["event"] == "rank_start"} == {"h1", "h2", "h3"}
+    ssh_curve = [e["loss"] for e in events if e["event"] == "step"]
+    assert events[-1]["event"] == "summary" and events[-1]["status"] == "finished"
+
+    local = with_overrides(load_config(None), ranks=3, example="mlp", steps=25, seed=7)
+
+    async def run_local():
+        c = JobController(local, poll_s=0.1)
+        seen = []
+        c.add_listener(seen.append)
+        await c.launch()
+        await asyncio.wait_for(c.wait(), 120)
+        await c.close()
+        return seen
+
+    local_curve = rank_losses(asyncio.run(run_local()))
+    assert len(ssh_curve) == len(local_curve) == 25
+    for a, b in zip(ssh_curve, local_curve):
+        assert abs(a - b) <= 1e-5 * max(1.0, abs(b)), (ssh_curve, local_curve)
+    # the ring really used the ring network: rank 1 listened on h2's tb0 address
+    spec = json.loads((lab.host("h2").workdir / "runs").glob("*/rank1/spec.json").__next__().read_text())
+    assert json.loads(spec["env"]["BOLTRING_RING"])[1].startswith(lab.host("h2").ring_ip + ":")
+
+
+def test_dry_run_over_ssh_prints_ssh_commands_and_runs_nothing(lab, tmp_path, home):
+    cfg = lab_yaml(lab, tmp_path / "lab.yaml", steps=10)
+    before = {h.name: sorted((h.workdir / "runs").glob("*")) for h in lab.hosts}
+    res = run_cli("--run", "--dry-run", "--config", str(cfg))
+    assert res.returncode == 0, res.stderr
+    lines = [line for line in res.stdout.splitlines() if line.startswith("ssh ")]
+    assert len(lines) == 3 and all(f" h{i} -- " in lines[i - 1] for i in (1, 2, 3)), lines
+    assert "boltring.cluster.spawn start" in lines[0] and "UserKnownHostsFile=" in lines[0]
+    assert before == {h.name: sorted((h.workdir / "runs").glob("*")) for h in lab.hosts}
+
+
+def test_dropped_ssh_session_mid_run_loses_nothing_and_kill_leaves_nothing(lab, tmp_path, home):
+    cfg = lab_yaml(lab, tmp_path / "lab.yaml", steps=100000)
+    config = load_config(cfg)
+
+    async def scenario():
+        c = JobController(config, poll_s=0.1)
+        seen = []
+        c.add_listener(seen.append)
+        await c.launch()
+        secret = next((lab.host("h1").workdir / "runs").glob("*/rank0/secret")).read_text()
+        assert all(secret not in " ".join(p.info["cmdline"] or [])
+                   for p in psutil.process_iter(["cmdline"]))
+
+        def metrics(rank):
+            return [e for e in seen if isinstance(e, RankMetrics) and e.rank == rank]
+
+        while len(metrics(1)) < 5:
+            await asyncio.sleep(0.05)
+        mark = len(seen)
+        assert lab.kill_ssh_sessions("h2") >= 1  # drop the controller's connection to h2
+        before = len(metrics(1))
+
+        def reconnected():
+            return any(isinstance(e, NodeState) and e.node == "h2" and e.state == "connected"
+                       for e in seen[mark:])
+
+        while not reconnected():
+            await asyncio.sleep(0.05)
+        while len(metrics(1)) < before + 50:  # training went on, and following resumed
+            await asyncio.sleep(0.05)
+        states = [e.state for e in seen if isinstance(e, NodeState) and e.node == "h2"]
+        await c.close(kill_running=False)  # quit the controller, leave the job running
+        return c.job_id, metrics(1), states
+
+    job_id, rank1, states = asyncio.run(scenario())
+    assert "lost" in states and states[-1] in ("connected", "closed"), states
+    steps = [m.step for m in rank1]
+    assert steps == list(range(1, len(steps) + 1))  # no metrics line lost or repeated
+    assert lab_processes(lab), "the job should still be running after the controller quit"
+    res = run_cli("kill", "--config", str(cfg))
+    assert res.returncode == 0 and job_id in res.stdout, res.stdout + res.stderr
+    assert lab_processes(lab) == []
