@@ -1,13 +1,17 @@
 """Arrays as raw bytes for the ring, without needless copies, and the reductions it applies.
 
-The ring works on a 1-D numpy view of a buffer the caller owns. For MLX arrays that view is
-the array's own memory (`memoryview(mx.array)` is zero-copy and writable, as MLX documents
-for the buffer protocol), so we reduce in place into a fresh copy and hand that copy back.
+The ring reads the caller's array through a 1-D numpy view of its own memory
+(`memoryview(mx.array)` is zero-copy) and writes the sum into a new array's memory, which it
+owns: the caller's array is never written, and no copy of it is ever made.
 bfloat16 has no buffer-protocol format: it travels as uint16 bits and is summed in float32
 with round-to-nearest-even, which is what MLX itself does for bf16 adds.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -25,23 +29,24 @@ WIRE_DTYPES = {
 }
 
 
-def add_into(dst: np.ndarray, src: np.ndarray, wire_dtype: str) -> None:
-    """dst += src, elementwise, in the dtype's own arithmetic (integers wrap like MLX's)."""
+def add_into(out: np.ndarray, a: np.ndarray, b: np.ndarray, wire_dtype: str) -> None:
+    """out = a + b, elementwise, in the dtype's own arithmetic (integers wrap like MLX's).
+    `out` may be `a` itself (in place)."""
     if wire_dtype == "bfloat16":
-        _bf16_add_into(dst, src)
+        _bf16_add_into(out, a, b)
     else:
-        np.add(dst, src, out=dst)
+        np.add(a, b, out=out)
 
 
-def _bf16_add_into(dst: np.ndarray, src: np.ndarray) -> None:
-    a = (dst.astype(np.uint32) << 16).view(np.float32)
-    b = (src.astype(np.uint32) << 16).view(np.float32)
+def _bf16_add_into(out: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
+    a = (x.astype(np.uint32) << 16).view(np.float32)
+    b = (y.astype(np.uint32) << 16).view(np.float32)
     total = a + b
     bits = total.view(np.uint32)
     rounded = (bits + (0x7FFF + ((bits >> 16) & 1))) >> 16
     # NaN must stay NaN: rounding a NaN with only low mantissa bits would make it infinity.
     rounded = np.where(np.isnan(total), 0x7FC0, rounded)
-    dst[...] = rounded.astype(np.uint16)
+    out[...] = rounded.astype(np.uint16)
 
 
 def numpy_wire_dtype(arr: np.ndarray) -> str:
@@ -52,33 +57,44 @@ def numpy_wire_dtype(arr: np.ndarray) -> str:
     return name
 
 
-def owned_copy_numpy(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
-    """(result array, its flat view, wire dtype): a C-contiguous copy we may write into."""
+@dataclass
+class Operands:
+    """What the ring reads (src), where it writes (alloc() -> dst, called once the first hop
+    is under way) and what the caller gets back (result)."""
+
+    src: np.ndarray  # flat, C-contiguous, read only: the caller's own memory, never written
+    alloc: Callable[[], np.ndarray]  # flat, writable view of `result`'s memory
+    result: Any
+    wire: str
+    keep: Any = None  # keeps the array behind `src` alive for the whole collective
+
+
+def numpy_operands(arr: np.ndarray) -> Operands:
     wire = numpy_wire_dtype(arr)
-    out = np.array(arr, dtype=arr.dtype, order="C", copy=True)
-    return out, out.reshape(-1), wire
+    src = np.ascontiguousarray(arr)  # no copy when it is already contiguous
+    out = np.empty(arr.shape, dtype=arr.dtype)  # pages are touched as results arrive
+    return Operands(src=src.reshape(-1), alloc=lambda: out.reshape(-1), result=out, wire=wire)
 
 
-def owned_copy_mlx(x):
-    """(result mx.array, flat numpy view of its memory, wire dtype) for an mx.array input.
-
-    One copy: numpy view of the caller's array (no copy) -> mx.array(...) (the copy). We then
-    write into that fresh array's memory only, never into the caller's.
-    """
+def mlx_operands(x) -> Operands:
+    """Read the caller's mx.array in place; the result is a new array whose memory is
+    allocated (zero-filled by MLX, asynchronously) while our first chunks are already sent."""
     import mlx.core as mx
 
     name = str(x.dtype).split(".")[-1]
     if name not in WIRE_DTYPES:
         raise TypeError(f"all_sum does not support dtype {name}; supported: {', '.join(WIRE_DTYPES)}")
-    src = mx.contiguous(x)  # the buffer protocol needs C order; a no-op for most arrays
-    mx.eval(src)
-    bits = np.frombuffer(memoryview(src), dtype=WIRE_DTYPES[name])  # read-only, no copy
-    out = mx.array(bits)  # the one copy: memory we own and may write into
-    if name == "bfloat16":
-        out = out.view(mx.bfloat16)
-    out = out.reshape(x.shape)
-    mx.eval(out)
-    flat = np.frombuffer(memoryview(out), dtype=WIRE_DTYPES[name])
-    if not flat.flags.writeable:
-        raise RuntimeError("this MLX build exposes read-only buffers; boltring needs writable ones")
-    return out, flat, name
+    src_arr = mx.contiguous(x)  # the buffer protocol needs C order; a no-op for most arrays
+    mx.eval(src_arr)
+    src = np.frombuffer(memoryview(src_arr), dtype=WIRE_DTYPES[name])  # read-only, no copy
+    out = mx.zeros(x.shape, dtype=x.dtype)
+    mx.async_eval(out)
+
+    def alloc() -> np.ndarray:
+        mx.eval(out)
+        flat = np.frombuffer(memoryview(out), dtype=WIRE_DTYPES[name])
+        if not flat.flags.writeable:
+            raise RuntimeError("this MLX build exposes read-only buffers; boltring needs writable ones")
+        return flat
+
+    return Operands(src=src, alloc=alloc, result=out, wire=name, keep=src_arr)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .buffers import owned_copy_mlx, owned_copy_numpy
+from .buffers import mlx_operands, numpy_operands
 from .jobenv import JobEnv
 from .metrics import MetricsWriter, rss_mb
 from .ring import Ring
@@ -51,12 +51,9 @@ class Group:
     # -- collectives ---------------------------------------------------------------------
     def all_sum(self, x):
         """Sum of `x` over all ranks: same type, shape and dtype; bitwise identical everywhere."""
-        if _is_mlx_array(x):
-            out, flat, wire = owned_copy_mlx(x)
-        else:
-            out, flat, wire = owned_copy_numpy(np.asarray(x))
-        self.ring.allreduce_(flat, wire)
-        return out
+        ops = mlx_operands(x) if _is_mlx_array(x) else numpy_operands(np.asarray(x))
+        self.ring.allreduce(ops.src, ops.alloc, ops.wire)
+        return ops.result
 
     def average_gradients(self, grads):
         """Mean of a tree (dicts/lists) of mx.array over ranks, in a few large buckets.

@@ -194,7 +194,22 @@ class Ring:
     # -- the collective --------------------------------------------------------------------
     def allreduce_(self, flat: np.ndarray, wire_dtype: str) -> None:
         """Sum `flat` (1-D, C-contiguous, writable) across ranks, in place."""
-        if self.size == 1 or flat.size == 0:
+        self.allreduce(flat, flat, wire_dtype)
+
+    def allreduce(self, src: np.ndarray, dst, wire_dtype: str) -> None:
+        """dst = sum over ranks of src (1-D, C-contiguous, same length; src is only read).
+
+        `dst` may be a zero-argument callable returning the array: it is called only after the
+        first hop of data is on its way, so allocating (and page-faulting) the output overlaps
+        with the network instead of delaying it. No copy of src into dst is ever made: every
+        element of dst is written exactly once by a reduction or by a received chunk.
+        """
+        if src.size == 0:
+            return
+        if self.size == 1:
+            out = dst() if callable(dst) else dst
+            if out is not src:
+                np.copyto(out, src)
             return
         if self._error is not None:
             raise NetioError(f"the ring is broken by an earlier error: {self._error}") from self._error
@@ -202,20 +217,34 @@ class Ring:
             raise NetioError("the ring is not connected (call connect() first)")
         self._op += 1
         t0 = time.perf_counter()
-        if flat.nbytes >= BIDIRECTIONAL_MIN_BYTES and flat.size >= 2 * self.size:
-            half = flat.size // 2
-            other = self._pool.submit(self._run_direction, flat[half:], wire_dtype, CCW)
+        if src.nbytes >= BIDIRECTIONAL_MIN_BYTES and src.size >= 2 * self.size:
+            half = src.size // 2
+            parts = [(slice(0, half), CW), (slice(half, src.size), CCW)]
+        else:
+            parts = [(slice(0, src.size), CW)]
+        try:
+            plans = [self._plan_direction(src[sl], wire_dtype, d) for sl, d in parts]
+            for plan in plans:  # first hop: our own segments leave at once, straight from src
+                plan.send_own()
+            out = dst() if callable(dst) else dst
+            for plan, (sl, _) in zip(plans, parts):
+                plan.dst = out[sl]
+        except BaseException as e:  # noqa: BLE001
+            self._fail(e)
+            plans = []
+        if len(plans) == 2:
+            other = self._pool.submit(plans[1].run)
             try:
-                self._run_direction(flat[:half], wire_dtype, CW)
+                plans[0].run()
             except BaseException as e:  # noqa: BLE001
                 self._fail(e)
             try:
                 other.result()
             except BaseException as e:  # noqa: BLE001
                 self._fail(e)
-        else:
+        elif plans:
             try:
-                self._run_direction(flat, wire_dtype, CW)
+                plans[0].run()
             except BaseException as e:  # noqa: BLE001
                 self._fail(e)
         if self._error is not None:
@@ -236,62 +265,14 @@ class Ring:
                 except OSError:
                     pass
 
-    def _run_direction(self, arr: np.ndarray, wire: str, direction: int) -> None:
-        n, op = self.size, self._op
+    def _plan_direction(self, src: np.ndarray, wire: str, direction: int) -> _Direction:
         if direction == CW:
             v, recv, sender = self.rank, self.left, self._senders[0]
         else:  # the mirrored ring: rank r sits at position -r, so its "right" is rank r-1
-            v, recv, sender = (-self.rank) % n, self.right, self._senders[1]
-        total = arr.size
-        base, extra = divmod(total, n)
-        item = arr.itemsize
-        chunk = max(1, self.chunk_bytes // item)
-
-        def chunks(seg: int):
-            start = seg * base + min(seg, extra)
-            stop = start + base + (1 if seg < extra else 0)
-            for a in range(start, stop, chunk):
-                yield a, min(a + chunk, stop)
-
-        def send(a: int, b: int, step: int) -> None:
-            sender.q.put((arr[a:b], {"op": op, "step": step, "off": a, "len": total, "dtype": wire}))
-
-        def expect(a: int, b: int, step: int, what: str) -> dict:
-            # No per-chunk max_payload here: a larger chunk must fail the comparison below,
-            # whose message says why (ranks disagree on shapes), before any payload is read.
-            h = recv.recv_header("data")
-            if (h.get("op"), h.get("step"), h.get("off"), h.get("len"), h.get("dtype")) != \
-                    (op, step, a, total, wire) or h["nbytes"] != (b - a) * item:
-                raise FrameError(
-                    f"{recv.peer} sent {h.get('dtype')}[{h.get('len')}] chunk at offset {h.get('off')} "
-                    f"(step {h.get('step')}, op {h.get('op')}), expected {wire}[{total}] at offset {a} "
-                    f"(step {step}, op {op}) during {what}: every rank must call the same collectives "
-                    f"with the same shapes and dtypes, in the same order", recv.peer)
-            return h
-
-        scratch = self._scratch_for(direction, wire, chunk)
-        for a, b in chunks(v):  # reduce-scatter step 0: our own segment
-            send(a, b, 0)
-        for s in range(n - 1):  # reduce-scatter: add the left's partial sum into ours, pass it on
-            for a, b in chunks((v - s - 1) % n):
-                expect(a, b, s, "reduce-scatter")
-                tmp = scratch[: b - a]
-                recv.recv_payload(memoryview(tmp).cast("B"), "a reduce-scatter chunk")
-                add_into(arr[a:b], tmp, wire)
-                send(a, b, s + 1)  # next reduce-scatter hop, or all-gather step 0 when s == n-2
-        for s in range(n - 1):  # all-gather: receive finished segments straight into place
-            step = n - 1 + s
-            for a, b in chunks((v - s) % n):
-                expect(a, b, step, "all-gather")
-                recv.recv_payload(memoryview(arr[a:b]).cast("B"), "an all-gather chunk")
-                if s < n - 2:
-                    send(a, b, step + 1)
-        done = threading.Event()
-        sender.q.put(done)
-        deadline = time.monotonic() + self.timeout + 1
-        while not done.wait(0.05):  # the sender's own socket timeout bounds this wait
-            if self._error is not None or time.monotonic() > deadline:
-                break
+            v, recv, sender = (-self.rank) % self.size, self.right, self._senders[1]
+        chunk = max(1, self.chunk_bytes // src.itemsize)
+        return _Direction(self, src, wire, v, recv, sender, chunk,
+                          self._scratch_for(direction, wire, chunk))
 
     def _scratch_for(self, direction: int, wire: str, elems: int) -> np.ndarray:
         key = (direction, wire)
@@ -319,6 +300,73 @@ class Ring:
         if self._pool is not None:
             self._pool.shutdown(wait=False)
         self.left = self.right = None
+
+
+class _Direction:
+    """One half of a collective travelling one way round the ring (see the module docstring).
+
+    At position v of an n-ring, reduce-scatter step s receives segment (v-s-1) mod n from the
+    left, adds it to our own values and passes the sum on; after n-1 steps segment (v+1) mod n
+    holds the full sum, and the all-gather passes finished segments round, received straight
+    into place. Each chunk is queued for the next hop as soon as it is reduced or received.
+    """
+
+    def __init__(self, ring: Ring, src: np.ndarray, wire: str, v: int, recv: Channel,
+                 sender: _Sender, chunk: int, scratch: np.ndarray):
+        self.ring, self.src, self.wire, self.v = ring, src, wire, v
+        self.recv, self.sender, self.chunk, self.scratch = recv, sender, chunk, scratch
+        self.n, self.op, self.total, self.item = ring.size, ring._op, src.size, src.itemsize
+        self.base, self.extra = divmod(src.size, ring.size)
+        self.dst: np.ndarray | None = None
+
+    def chunks(self, seg: int):
+        start = seg * self.base + min(seg, self.extra)
+        stop = start + self.base + (1 if seg < self.extra else 0)
+        for a in range(start, stop, self.chunk):
+            yield a, min(a + self.chunk, stop)
+
+    def send(self, buf: np.ndarray, a: int, b: int, step: int) -> None:
+        self.sender.q.put((buf[a:b], {"op": self.op, "step": step, "off": a, "len": self.total,
+                                      "dtype": self.wire}))
+
+    def expect(self, a: int, b: int, step: int, what: str) -> None:
+        # No per-chunk max_payload here: a larger chunk must fail the comparison below,
+        # whose message says why (ranks disagree on shapes), before any payload is read.
+        h = self.recv.recv_header("data")
+        if (h.get("op"), h.get("step"), h.get("off"), h.get("len"), h.get("dtype")) != \
+                (self.op, step, a, self.total, self.wire) or h["nbytes"] != (b - a) * self.item:
+            raise FrameError(
+                f"{self.recv.peer} sent {h.get('dtype')}[{h.get('len')}] chunk at offset {h.get('off')} "
+                f"(step {h.get('step')}, op {h.get('op')}), expected {self.wire}[{self.total}] at "
+                f"offset {a} (step {step}, op {self.op}) during {what}: every rank must call the same "
+                f"collectives with the same shapes and dtypes, in the same order", self.recv.peer)
+
+    def send_own(self) -> None:
+        for a, b in self.chunks(self.v):  # reduce-scatter step 0: our own segment, from src
+            self.send(self.src, a, b, 0)
+
+    def run(self) -> None:
+        n, v, src, dst, recv = self.n, self.v, self.src, self.dst, self.recv
+        for s in range(n - 1):  # reduce-scatter: the left's partial sum plus ours, passed on
+            for a, b in self.chunks((v - s - 1) % n):
+                self.expect(a, b, s, "reduce-scatter")
+                tmp = self.scratch[: b - a]
+                recv.recv_payload(memoryview(tmp).cast("B"), "a reduce-scatter chunk")
+                add_into(dst[a:b], src[a:b], tmp, self.wire)
+                self.send(dst, a, b, s + 1)  # next hop, or all-gather step 0 when s == n-2
+        for s in range(n - 1):  # all-gather: finished segments straight into place
+            step = n - 1 + s
+            for a, b in self.chunks((v - s) % n):
+                self.expect(a, b, step, "all-gather")
+                recv.recv_payload(memoryview(dst[a:b]).cast("B"), "an all-gather chunk")
+                if s < n - 2:
+                    self.send(dst, a, b, step + 1)
+        done = threading.Event()
+        self.sender.q.put(done)
+        deadline = time.monotonic() + self.ring.timeout + 1
+        while not done.wait(0.05):  # the sender's own socket timeout bounds this wait
+            if self.ring._error is not None or time.monotonic() > deadline:
+                break
 
 
 def _family(host: str) -> int:
