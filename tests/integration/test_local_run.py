@@ -185,3 +185,47 @@ def test_checkpoint_then_resume_continues_where_it_stopped(no_leftovers, tmp_pat
     fresh_steps = {e["step"]: e["loss"] for e in map(json.loads, fresh.stdout.splitlines()) if e["event"] == "step"}
     for e in steps:  # the resumed run follows the uninterrupted one
         assert abs(e["loss"] - fresh_steps[e["step"]]) <= 1e-5 * max(1, abs(e["loss"])), e
+
+
+USER_SCRIPT = '''
+import sys
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+from boltring.netio import init
+
+group = init()
+steps = int(sys.argv[sys.argv.index("--steps") + 1])
+mx.random.seed(0)                                  # same initial weights on every rank
+model = nn.Linear(4, 1)
+opt = optim.SGD(learning_rate=0.1)
+w_true = mx.array([[1.0], [-2.0], [0.5], [3.0]])
+x = mx.random.normal((64, 4), key=mx.random.key(group.rank + 1))   # this rank's shard
+y = x @ w_true
+
+def loss_fn(m):
+    return ((m(x) - y) ** 2).mean()
+
+step = nn.value_and_grad(model, loss_fn)
+for i in range(1, steps + 1):
+    loss, grads = step(model)
+    grads = group.average_gradients(grads)
+    opt.update(model, grads)
+    mx.eval(model.parameters(), opt.state)
+    mean = group.all_sum(loss).item() / group.size
+    group.report(step=i, loss=mean, samples=64 * group.size)
+group.close()
+'''
+
+
+def test_user_script_runs_on_every_rank_with_its_arguments(no_leftovers, tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(USER_SCRIPT)
+    res = run_cli("--run", "--json", "--skip-checks", "--ranks", "3", "--script", str(script),
+                  "--steps", "20", "--", "--steps", "20")
+    assert res.returncode == 0, res.stderr[-2000:]
+    events = [json.loads(line) for line in res.stdout.splitlines()]
+    steps = [e for e in events if e["event"] == "step"]
+    assert [e["step"] for e in steps] == list(range(1, 21))
+    assert steps[-1]["loss"] < steps[0]["loss"] * 0.2
+    assert events[-1]["status"] == "finished" and set(events[-1]["ranks"]) == {"0", "1", "2"}
