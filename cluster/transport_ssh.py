@@ -27,9 +27,10 @@ way they wait for it, for at most `connect_timeout_s`, instead of failing at onc
 channel could not even be opened because the connection had just died is retried once on the
 new connection; one interrupted after it started is not (it may have run) and raises.
 
-Paths: `run()` passes argv verbatim, each word quoted with `shlex.join`, so "~/x" is NOT expanded
-by the remote shell; use `await transport.resolve("~/x")` for such words. `read_from` and
-`write_file` resolve a leading "~/" themselves (SFTP knows no "~").
+Paths: `run()` quotes every argv word with `shlex.join`, so the remote shell expands nothing;
+words that are "~" or start with "~/" are resolved first against the node user's home
+(`expand_argv` / `resolve`; the home comes from SFTP `realpath(".")`, cached), any other word is
+passed verbatim. `read_from` and `write_file` resolve a leading "~/" too (SFTP knows no "~").
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ from pathlib import Path
 
 import asyncssh
 
-from .events import NodeState  # noqa: F401  (documented above; states are plain strings)
 from .model import Node, SshOptions
 from .transport import CommandResult, Transport, TransportError
 
@@ -379,37 +379,29 @@ class SshTransport(Transport):
         if conn is self._conn:  # closed, but never reported: drop it ourselves
             self._connection_lost(conn, None)
 
-    async def _sftp_client(self) -> tuple[asyncssh.SSHClientConnection, asyncssh.SFTPClient]:
+    async def _sftp_for(self, conn: asyncssh.SSHClientConnection) -> asyncssh.SFTPClient:
+        """The SFTP client of this connection (one per connection, started on first use)."""
         async with self._sftp_lock:
-            conn = await self._connection()
             if self._sftp is None or self._sftp_conn is not conn:
-                try:
-                    self._sftp = await conn.start_sftp_client()
-                except asyncssh.ChannelOpenError:
-                    raise
-                except asyncssh.Error as e:
-                    raise TransportError(f"{self.node.name}: SFTP is not available: {_reason(e)}") from None
+                self._sftp = await conn.start_sftp_client()
                 self._sftp_conn = conn
-            return conn, self._sftp
+            return self._sftp
 
     async def _with_sftp(self, what: str, op):
-        """op(sftp) with one retry when the connection dropped under it (reads and whole-file
-        writes are safe to repeat)."""
+        """op(sftp), repeated once on the new connection when the connection died under it
+        (reads and whole-file writes are safe to repeat). SFTP status errors pass through."""
         for attempt in (1, 2):
-            conn = None
+            conn = await self._connection()
             try:
-                conn, sftp = await self._sftp_client()
-                return await op(sftp)
+                return await op(await self._sftp_for(conn))
             except asyncssh.SFTPError:
                 raise
             except (asyncssh.Error, OSError) as e:
-                if attempt == 1 and conn is not None and self._dropped(conn):
+                if attempt == 1 and self._dropped(conn):
                     await self._await_drop(conn)
                     continue
-                if isinstance(e, asyncssh.ChannelOpenError) and attempt == 1 and conn is None:
-                    continue
                 raise TransportError(f"{self.node.name}: {what}: {_reason(e)}") from None
-        raise TransportError(f"{self.node.name}: {what}: SSH connection kept dropping")
+        raise AssertionError("unreachable")
 
     async def home(self) -> str:
         """The node user's home directory (cached)."""
@@ -479,7 +471,9 @@ class SshTransport(Transport):
             raise TransportError(f"{self.node.name}: cannot write {path}: {e.reason}") from None
 
     def command_line(self, argv: list[str]) -> str:
-        """`ssh [-F CONFIG] [-o UserKnownHostsFile=F] [-p PORT] NODE -- 'quoted command'`."""
+        """`ssh [-F CONFIG] [-o UserKnownHostsFile=F] [-p PORT] NODE -- 'quoted command'`, to paste
+        into a shell: it runs the same command as run() (a "~/" word is expanded by the remote
+        shell instead of by resolve())."""
         parts = ["ssh"]
         o, default = self.options, SshOptions()
         cfg = self._config_paths()
@@ -490,7 +484,15 @@ class SshTransport(Transport):
         if self._port is not None:
             parts += ["-p", str(self._port)]
         target = f"{self._user}@{self._host}" if self._user else self._host
-        return shlex.join([*parts, target, "--", shlex.join(argv)])
+        # "~/…" words keep an unquoted "~/" so the remote shell expands them as run() resolves them
+        remote = " ".join(_remote_word(w) for w in argv)
+        return shlex.join([*parts, target, "--", remote])
+
+
+def _remote_word(word: str) -> str:
+    if word == "~" or word.startswith("~/"):
+        return word[:2] + (shlex.quote(word[2:]) if word[2:] else "")
+    return shlex.quote(word)
 
 
 def _text(data) -> str:
