@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,9 +23,10 @@ from pathlib import Path
 from boltring.netio.handshake import new_secret
 
 from . import launcher
-from .events import (FINAL_STATES, CheckResult, Event, JobStarted, JobStateChanged, JobSummary,
+from .events import (CheckResult, Event, JobStarted, JobStateChanged, JobSummary,
                      LogLine, RankExited, RankMetrics, RankStarted, StepProgress)
 from .model import Config, Node, boltring_home
+from .spawn import write_atomic
 from .transport import LocalTransport, Transport, TransportError
 
 POLL_S = 0.25  # how often metrics and logs are read; ranks report far less often than this
@@ -418,8 +418,8 @@ class JobController:
                             for rs in self._ranks.values()]}
         path = self._record_path(self.job_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, json.dumps(record, indent=1))
-        _atomic_write(boltring_home() / "current", self.job_id)
+        write_atomic(path, json.dumps(record, indent=1))
+        write_atomic(boltring_home() / "current", self.job_id)
 
     async def _alive_ranks_of(self, record: dict) -> list[int]:
         nodes = {n.name: n for n in self.config.nodes}
@@ -504,12 +504,6 @@ def _mean(values) -> float | None:
 def _per_rank(samples_per_s, world_size):
     # Workers report the global batch as samples; a rank processes 1/N of it.
     return None if samples_per_s is None else samples_per_s / max(world_size, 1)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _read_current_record() -> dict | None:

@@ -33,7 +33,8 @@ SECRET_FILE = "secret"
 SPEC_FILE = "spec.json"
 
 
-def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    """Readers see the old file or the new one, never a part (temp file, fsync, rename)."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
@@ -99,14 +100,14 @@ def start(run_dir: Path, spec: dict) -> dict:
     env.update({str(k): str(v) for k, v in spec.get("env", {}).items()})
     if spec.get("secret"):
         secret_path = run_dir / SECRET_FILE
-        _write_atomic(secret_path, spec["secret"], mode=0o600)
+        write_atomic(secret_path, spec["secret"], mode=0o600)
         env["BOLTRING_SECRET_FILE"] = str(secret_path)
     env["BOLTRING_RUN_DIR"] = str(run_dir)
     # Paths in a plan are written "~/…" so one plan fits every node's home; expand them here,
     # on the node, where "~" means the right user.
     argv = [os.path.expanduser(a) if a.startswith("~/") else a for a in map(str, spec["argv"])]
     public = {k: v for k, v in spec.items() if k != "secret"}
-    _write_atomic(run_dir / SPEC_FILE, json.dumps(public, indent=1))
+    write_atomic(run_dir / SPEC_FILE, json.dumps(public, indent=1))
 
     ready_r, ready_w = os.pipe()
     keeper = os.fork()
@@ -127,7 +128,7 @@ def start(run_dir: Path, spec: dict) -> dict:
     os.close(ready_w)
     os.read(ready_r, 1)  # the group exists before we report it, so `kill` can always find it
     os.close(ready_r)
-    _write_atomic(run_dir / PID_FILE, str(keeper))
+    write_atomic(run_dir / PID_FILE, str(keeper))
     return {"pid": keeper, "run_dir": str(run_dir)}
 
 
@@ -152,7 +153,7 @@ def _keep(run_dir: Path, argv: list[str], env: dict, cwd: str) -> None:
               "ended": time.time()}
     if os.WIFSIGNALED(wstatus):
         record["signal"] = signal.Signals(os.WTERMSIG(wstatus)).name
-    _write_atomic(run_dir / EXIT_FILE, json.dumps(record))
+    write_atomic(run_dir / EXIT_FILE, json.dumps(record))
 
 
 def kill(run_dir: Path, grace: float = 5.0) -> dict:
@@ -173,7 +174,7 @@ def kill(run_dir: Path, grace: float = 5.0) -> dict:
             while group_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
     if read_exit(run_dir) is None and was_alive:
-        _write_atomic(run_dir / EXIT_FILE, json.dumps(
+        write_atomic(run_dir / EXIT_FILE, json.dumps(
             {"returncode": None, "signal": "SIGKILL" if forced else "SIGTERM", "killed": True,
              "ended": time.time()}))
     return {"pid": pid, "was_alive": was_alive, "forced": forced, "alive": group_alive(pid),

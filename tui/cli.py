@@ -132,7 +132,7 @@ def _dry_run(controller, resume: bool) -> int:
           f"{controller._job_label()}, {config.job.steps} steps. Nothing is started.")
     for p in plans:
         print(f"\n# rank {p.rank} on {p.node} ({p.where}); run dir {p.run_dir}")
-        print(f"#   the secret goes on stdin, never on the command line")
+        print("#   the secret goes on stdin, never on the command line")
         print(p.command)
         print(f"#   which starts: {' '.join(p.argv)}")
         ring_env = {k: v for k, v in p.env.items() if k in ("BOLTRING_RANK", "BOLTRING_RING")}
