@@ -174,7 +174,7 @@ def probe_ping(ip: str, darwin: bool) -> dict:
     exe = _which("ping")
     if exe is None:
         return {"error": "ping not found", "missing": True}
-    parse = probes_macos.parse_ping if darwin else probes_linux.parse_ping
+    parse = probes_linux.parse_ping  # one parser reads the BSD and the Linux summaries
     for interval in (True, False):
         try:
             proc = subprocess.run([exe, *_ping_argv(ip, darwin, interval)[1:]], capture_output=True,

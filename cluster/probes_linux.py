@@ -133,11 +133,13 @@ def parse_ip_route_default(text: str) -> list[dict]:
 
 
 def parse_ping(text: str) -> dict:
-    """iputils / busybox ping summary → {"sent", "received", "loss_pct", "min_ms", "avg_ms",
-    "max_ms"}.
+    """Ping summary → {"sent", "received", "loss_pct", "min_ms", "avg_ms", "max_ms"}; reads
+    iputils and busybox (Linux) and BSD (macOS) output alike:
 
         3 packets transmitted, 3 received, 0% packet loss, time 408ms
-        rtt min/avg/max/mdev = 0.018/0.024/0.033/0.006 ms"""
+        rtt min/avg/max/mdev = 0.018/0.024/0.033/0.006 ms
+        3 packets transmitted, 3 packets received, 0.0% packet loss
+        round-trip min/avg/max/stddev = 0.183/0.211/0.244/0.025 ms"""
     out: dict = {}
     m = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received.*?([\d.]+)% packet loss", text)
     if m:

@@ -402,19 +402,3 @@ def tb_generation(gbps: float | None) -> str:
 
 
 # -- ping --------------------------------------------------------------------------------------
-
-def parse_ping(text: str) -> dict:
-    """BSD ping summary → {"sent", "received", "loss_pct", "min_ms", "avg_ms", "max_ms"}.
-
-        3 packets transmitted, 3 packets received, 0.0% packet loss
-        round-trip min/avg/max/stddev = 0.183/0.211/0.244/0.025 ms"""
-    out: dict = {}
-    m = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received.*?([\d.]+)% packet loss", text)
-    if m:
-        out.update(sent=int(m.group(1)), received=int(m.group(2)), loss_pct=float(m.group(3)))
-    m = re.search(r"(?:round-trip|rtt) min/avg/max(?:/\w+)? = ([\d.]+)/([\d.]+)/([\d.]+)", text)
-    if m:
-        out.update(min_ms=float(m.group(1)), avg_ms=float(m.group(2)), max_ms=float(m.group(3)))
-    if "sent" not in out:
-        raise ValueError("no ping statistics in output")
-    return out

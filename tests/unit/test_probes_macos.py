@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from boltring.cluster import checks, nodeprobe
+from boltring.cluster import probes_linux as pl
 from boltring.cluster import probes_macos as pm
 from boltring.cluster.model import Config, Node
 
@@ -110,13 +111,13 @@ def test_hardware_and_memory():
 
 
 def test_ping_summary():
-    ok = pm.parse_ping(sample("ping_ok.txt"))
+    ok = pl.parse_ping(sample("ping_ok.txt"))
     assert ok == {"sent": 3, "received": 3, "loss_pct": 0.0, "min_ms": 0.183, "avg_ms": 0.208,
                   "max_ms": 0.244}
-    none = pm.parse_ping(sample("ping_noreply.txt"))
+    none = pl.parse_ping(sample("ping_noreply.txt"))
     assert none["received"] == 0 and none["loss_pct"] == 100.0 and "avg_ms" not in none
     with pytest.raises(ValueError):
-        pm.parse_ping("ping: cannot resolve foo: Unknown host\n")
+        pl.parse_ping("ping: cannot resolve foo: Unknown host\n")
 
 
 def test_thunderbolt_tb4_ports_and_peers():
@@ -186,7 +187,7 @@ CONFIG = Config(name="minis", nodes=NODES)
 def mac_facts(monkeypatch, node: Node = NODES[0], *, ping=None, **over) -> dict:
     monkeypatch.setattr(nodeprobe, "run", fake_run(mac_table(**over)))
     monkeypatch.setattr(nodeprobe, "probe_ping",
-                        lambda ip, darwin: ping or pm.parse_ping(sample("ping_ok.txt")))
+                        lambda ip, darwin: ping or pl.parse_ping(sample("ping_ok.txt")))
     monkeypatch.setattr(nodeprobe, "probe_ports", lambda ip, port, ranks: {str(port): "free"})
     req = checks.probe_request(CONFIG, node, checks.ring_neighbours(CONFIG)[node.name])
     facts = nodeprobe.collect(req, platform_name="darwin")
