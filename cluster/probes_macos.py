@@ -308,7 +308,7 @@ def default_routes(routes: list[dict]) -> list[dict]:
     per service and never uses for unscoped traffic."""
     out = []
     for r in routes:
-        if r["destination"] in ("default", "0.0.0.0", "0/0"):
+        if r["destination"] in ("default", "0/0"):  # how BSD netstat -rn names it
             out.append({**r, "scoped": "I" in (r.get("flags") or "")})
     return out
 
