@@ -5,8 +5,9 @@
 The header is always a map with at least `v` (protocol version), `kind` and `nbytes`. The
 payload is never serialised: senders pass a memoryview of the array itself to `sendmsg`, and
 receivers `recv_into` a buffer they preallocated, so a tensor crosses the wire with no
-user-space copy. Headers are plain msgpack (never Python object serialisation) with tight limits, decoded with a fresh
-`unpackb` each time (never a reused Unpacker after an error) and with ext types refused.
+user-space copy. Headers are plain msgpack (never Python object serialisation) with tight
+limits, decoded with a fresh `unpackb` each time (never a reused Unpacker after an error),
+and with ext types refused.
 """
 
 from __future__ import annotations
