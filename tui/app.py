@@ -120,7 +120,6 @@ class BoltringApp(App[int]):
         self._ticks = 0
         self._controller_closed = False
         self._bindings_key: tuple = ()
-        self.sub_title = controller.config.name
 
     # -- layout ---------------------------------------------------------------------------
 
@@ -410,7 +409,8 @@ class BoltringApp(App[int]):
             if failed:
                 names = ", ".join(f"{r.node} {r.name}" for r in failed[:4])
                 more = f" and {len(failed) - 4} more" if len(failed) > 4 else ""
-                self.notify(f"{len(failed)} checks failed: {names}{more}",
+                noun = "check" if len(failed) == 1 else "checks"
+                self.notify(f"{len(failed)} {noun} failed: {names}{more}",
                             title="checks", severity="warning", timeout=6)
 
     @work(group="job", exit_on_error=False)

@@ -121,15 +121,16 @@ class FeedController:
         self.calls.append(("run_checks",))
         busy = self.state in ("running", "launching")
         previous = self.state
+        t = min((e.t for e in self.check_events), default=CLOCK - 1)
         if not busy:
-            self.emit(JobStateChanged("checking", t=T_START - 20))
+            self.emit(JobStateChanged("checking", t=t - 5))
         try:
             self._maybe_fail("run_checks")
             self.emit(*self.check_events)
         finally:
             if not busy:
                 self.emit(JobStateChanged(previous if previous != "checking" else "idle",
-                                          t=T_START - 10))
+                                          t=t + 1))
         return [e for e in self.check_events if isinstance(e, CheckResult)]
 
     async def launch(self, resume: bool = False) -> str:

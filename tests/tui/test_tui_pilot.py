@@ -353,3 +353,43 @@ async def test_tui_never_imports_network_modules():
             for name in names:
                 assert name.split(".")[0] not in banned and not name.startswith(
                     "boltring.netio"), f"{path.name} imports {name}"
+
+
+async def test_escape_in_details_filter_clears_filter_first():
+    ctrl = feed.running()
+    app = make_app(ctrl)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.query_one("#node-0", NodePanel).focus()
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, NodeDetailsScreen)
+        await pilot.press("slash", *"listening")
+        await settle(pilot)
+        lines = log_text(app, "#details-log")
+        assert lines and all("listening" in line for line in lines)
+        await pilot.press("escape")  # clears the filter, stays on the details screen
+        await settle(pilot)
+        assert isinstance(app.screen, NodeDetailsScreen)
+        assert any("started" in line for line in log_text(app, "#details-log"))
+        await pilot.press("escape")  # now goes back
+        await pilot.pause()
+        assert not isinstance(app.screen, NodeDetailsScreen)
+
+
+async def test_command_palette_launches():
+    ctrl = feed.launchable()
+    app = make_app(ctrl)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"Launch job")
+        await pilot.pause(0.5)  # the palette searches in a worker
+        await pilot.press("enter")
+        await pilot.pause()
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmModal)
+        await pilot.press("y")
+        await settle(pilot)
+        assert ("launch", False) in ctrl.calls

@@ -7,7 +7,9 @@ from typing import Iterable
 
 from rich.text import Text
 from textual import on
+from textual.actions import SkipAction
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import Input, RichLog
 
@@ -35,6 +37,11 @@ class LogPane(Vertical):
     further (case-insensitive substring of source and text). Changing a filter rewrites the
     pane from the kept history; otherwise only entries newer than the last written are added.
     """
+
+    BINDINGS = [
+        Binding("escape", "clear_text_filter", "Clear filter", show=False,
+                id="log.clear_filter"),
+    ]
 
     DEFAULT_CSS = """
     LogPane {
@@ -107,6 +114,14 @@ class LogPane(Vertical):
             self.query_one(Input).value = ""
             self.set_text_filter("")
         self.remove_class("-filtering")
+
+    def action_clear_text_filter(self) -> None:
+        if not (self.has_class("-filtering") or self.text_filter):
+            raise SkipAction()  # nothing of ours to clear: let the screen or app have escape
+        had_focus = self.query_one(Input).has_focus
+        self.close_filter(clear=True)
+        if had_focus:
+            self.query_one(RichLog).focus()
 
     @on(Input.Changed, "#log-filter")
     def _filter_changed(self, event: Input.Changed) -> None:

@@ -327,7 +327,11 @@ class ClusterView:
                   f"{len(ev.nodes)} nodes, {ev.steps} steps", source="controller", t=ev.t)
 
     def _on_JobStateChanged(self, ev: JobStateChanged) -> None:
-        self.state = ev.state
+        previous, self.state = self.state, ev.state
+        # After checks the controller goes back to where it was ("idle", or the final state
+        # of the last job): nothing new to log; the app logs the checks' outcome.
+        back_from_checks = previous == "checking" and (
+            ev.state == "idle" or (ev.state in FINAL_STATES and self.ended_t is not None))
         if ev.job_id:
             self.job_id = ev.job_id
         if ev.state in FINAL_STATES:
@@ -339,8 +343,11 @@ class ClusterView:
         elif ev.state in ("launching", "running"):
             self.ended_t = None
             self.reason = None
+        if back_from_checks:
+            return
         level = {"failed": "error", "killed": "warn"}.get(ev.state, "info")
-        text = f"job {ev.state}" + (f": {ev.reason}" if ev.reason else "")
+        text = "running checks" if ev.state == "checking" else f"job {ev.state}"
+        text += f": {ev.reason}" if ev.reason else ""
         self.note(text, level, source="controller", t=ev.t)
 
     def _on_NodeState(self, ev: NodeState) -> None:
