@@ -269,8 +269,9 @@ class BoltringApp(App[int]):
             return
         job = self.controller.config.job
         what = f"example {job.example}" if job.script is None else f"script {job.script}"
+        n = len(self.view.nodes)
         title = ("Resume the job from its last checkpoint?" if resume
-                 else f"Launch {what} on {len(self.view.nodes)} nodes?")
+                 else f"Launch {what} on {n} node{'s' if n != 1 else ''}?")
         message = (f"{len(plan)} ranks, {job.steps} steps, global batch {job.global_batch}. "
                    "What runs where:")
 

@@ -393,3 +393,15 @@ async def test_command_palette_launches():
         await pilot.press("y")
         await settle(pilot)
         assert ("launch", False) in ctrl.calls
+
+
+def test_importing_the_app_loads_no_backend():
+    import subprocess
+    import sys
+
+    code = ("import sys, boltring.tui.app; "
+            "print([m for m in ('asyncssh', 'mlx', 'boltring.netio', 'boltring.cluster.controller')"
+            " if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
