@@ -13,7 +13,7 @@ the user what to do. Check names:
              route:<peer>, rtt:<peer>, default_route,
              macOS only: bridge_dhcp, tb_speed, tb_loop
   "ring"     ring (reachability of every neighbour direction), mtu (only when they differ),
-             bw:<a>-><b>
+             ring_order (macOS only: consecutive nodes directly cabled), bw:<a>-><b>
 """
 
 from __future__ import annotations
@@ -634,14 +634,18 @@ def _tb_speed_result(node: Node, mac: dict, chip: str | None, ifs: dict) -> Chec
 
 # -- across nodes ------------------------------------------------------------------------------
 
-def tb_loops(reports: dict[str, dict]) -> dict[str, str]:
-    """Nodes whose Thunderbolt cables form a loop through Thunderbolt Bridge, from each macOS
-    node's facts: {node: description}. A cable joins two ports whose domain UUIDs name each
-    other; it counts when the port is a bridge member on the sides we know. In the multigraph
-    of counted cables, a connected part with as many cables as nodes has a loop."""
+def _tb_ports(facts: dict) -> list[dict]:
+    return ((facts.get("macos") or {}).get("thunderbolt") or {}).get("ports") or []
+
+
+def cable_edges(reports: dict[str, dict], *, bridged_only: bool = False) -> list[tuple[str, str]]:
+    """Thunderbolt cables between nodes, from each macOS node's facts: one (node, node) pair per
+    cable (two cables between the same two nodes give two pairs). A cable joins two ports whose
+    domain UUIDs name each other. With `bridged_only`, a cable counts only when its port is a
+    Thunderbolt Bridge member on the sides we know."""
     owner: dict[str, tuple[str, dict]] = {}
     for name, facts in reports.items():
-        for p in ((facts.get("macos") or {}).get("thunderbolt") or {}).get("ports") or []:
+        for p in _tb_ports(facts):
             if p.get("domain_uuid"):
                 owner[p["domain_uuid"]] = (name, p)
 
@@ -656,7 +660,7 @@ def tb_loops(reports: dict[str, dict]) -> dict[str, str]:
     cables: set[frozenset[str]] = set()
     edges: list[tuple[str, str]] = []
     for name, facts in reports.items():
-        for p in ((facts.get("macos") or {}).get("thunderbolt") or {}).get("ports") or []:
+        for p in _tb_ports(facts):
             for peer in p.get("peers") or []:
                 uuid = peer.get("domain_uuid")
                 if not uuid or uuid not in owner or not p.get("domain_uuid"):
@@ -666,9 +670,66 @@ def tb_loops(reports: dict[str, dict]) -> dict[str, str]:
                     continue
                 cables.add(key)
                 other, other_port = owner[uuid]
-                if other == name or not (bridged(name, p) and bridged(other, other_port)):
+                if other == name:
+                    continue
+                if bridged_only and not (bridged(name, p) and bridged(other, other_port)):
                     continue
                 edges.append((name, other))
+    return edges
+
+
+def cabling_order(nodes: list[str], edges: Iterable[tuple[str, str]]) -> list[str] | None:
+    """An order of all `nodes` in which each consecutive pair is joined by a cable: a cycle
+    (the last node cabled back to the first) when there is one among 3+ nodes, else a path.
+    Starts from the first node when it can (stable for a config already in cable order),
+    tries neighbours in `nodes` order. None when the cables allow no such order (including a
+    node with no cable at all). Plain search: clusters have 2-8 nodes."""
+    nodes = list(nodes)
+    if len(nodes) <= 1:
+        return nodes
+    index = {n: i for i, n in enumerate(nodes)}
+    adj: dict[str, set[str]] = {n: set() for n in nodes}
+    for a, b in edges:
+        if a in adj and b in adj and a != b:
+            adj[a].add(b)
+            adj[b].add(a)
+    if any(not adj[n] for n in nodes):
+        return None
+
+    def search(path: list[str], seen: set[str], cycle: bool) -> list[str] | None:
+        if len(path) == len(nodes):
+            return path if not cycle or path[0] in adj[path[-1]] else None
+        for nxt in sorted(adj[path[-1]] - seen, key=index.__getitem__):
+            seen.add(nxt)
+            found = search(path + [nxt], seen, cycle)
+            if found:
+                return found
+            seen.discard(nxt)
+        return None
+
+    if len(nodes) >= 3:
+        found = search([nodes[0]], {nodes[0]}, cycle=True)
+        if found:
+            return found
+    for start in nodes:
+        found = search([start], {start}, cycle=False)
+        if found:
+            return found
+    return None
+
+
+def uncabled_pairs(nodes: list[str], edges: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Consecutive pairs of `nodes` (no wrap-around) with no cable between them."""
+    cabled = {frozenset(e) for e in edges}
+    return [(a, b) for a, b in zip(nodes, nodes[1:]) if frozenset((a, b)) not in cabled]
+
+
+def tb_loops(reports: dict[str, dict]) -> dict[str, str]:
+    """Nodes whose Thunderbolt cables form a loop through Thunderbolt Bridge, from each macOS
+    node's facts: {node: description}. Cables count when their ports are bridge members on the
+    sides we know (`cable_edges`). In the multigraph of counted cables, a connected part with as
+    many cables as nodes has a loop."""
+    edges = cable_edges(reports, bridged_only=True)
 
     parent = {name: name for name in reports}
 
@@ -698,6 +759,36 @@ def tb_loops(reports: dict[str, dict]) -> dict[str, str]:
 TB_LOOP_HINT = ("a cable loop with Thunderbolt Bridge on floods the network: remove one cable, or take "
                 "the Thunderbolt ports out of the bridge and give each cable its own subnet "
                 "(mlx.distributed_config --over thunderbolt --auto-setup)")
+
+
+def all_report_tb_ports(names: list[str], facts: dict[str, dict]) -> bool:
+    """Every named node reported its Thunderbolt ports (macOS facts), so its cables are known."""
+    return all("ports" in (((facts.get(n) or {}).get("macos") or {}).get("thunderbolt") or {})
+               for n in names)
+
+
+def ring_order_result(config: Config, facts: dict[str, dict]) -> CheckResult | None:
+    """Does the ring (config order) follow the Thunderbolt cables? None unless every node
+    reported its Thunderbolt ports (macOS) and there are 2+ nodes."""
+    names = [n.name for n in config.nodes]
+    if len(names) < 2 or not all_report_tb_ports(names, facts):
+        return None
+    edges = cable_edges({n: facts[n] for n in names})
+    missing = uncabled_pairs(names, edges)
+    if not missing:
+        return _r("ring", "ring_order", "ok", "follows the cables")
+    order = cabling_order(names, edges)
+    if order is not None and config.ring.order == "cabling":
+        return _r("ring", "ring_order", "ok", f"follows the cables (order: cabling): {', '.join(order)}")
+    a, b = missing[0]
+    value = f"{a}→{b} has no direct cable" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else "")
+    if order is None:
+        hint = ("no order of the nodes has a cable between each neighbour: cable them in a line "
+                "or a loop (tb_loop warns when a loop goes through Thunderbolt Bridge)")
+    else:
+        hint = (f"put the nodes in cable order in the config: {', '.join(order)} "
+                f"(or set ring: {{order: cabling}})")
+    return _r("ring", "ring_order", "warn", value, hint)
 
 
 def _pair_state(rep: NodeReport, b: Node, bw: dict[tuple[str, str], CheckResult]
@@ -838,7 +929,8 @@ async def check_cluster(config: Config, transports, *,
                         bandwidth: bool = True, bandwidth_seconds: float = BW_SECONDS,
                         min_gbps: float = MIN_GBPS, check_ports: bool = True,
                         on_result: Callable[[CheckResult], None] | None = None,
-                        emit: Callable[[CheckResult], None] | None = None) -> list[CheckResult]:
+                        emit: Callable[[CheckResult], None] | None = None,
+                        facts_out: dict[str, dict] | None = None) -> list[CheckResult]:
     """Every check on every node (concurrently), then across nodes: Thunderbolt loops, ring
     reachability, MTU agreement and (with `bandwidth`) one bandwidth burst per ring link.
 
@@ -846,7 +938,8 @@ async def check_cluster(config: Config, transports, *,
     the error that kept it from connecting; an object with `async connect(node) -> Transport`
     (the JobController) works too. `on_result` (alias `emit`) sees each result as soon as it
     exists, node by node, for live panels. While a job runs, pass bandwidth=False (the probe
-    would compete with the ring) and check_ports=False (the ranks hold the ring ports)."""
+    would compete with the ring) and check_ports=False (the ranks hold the ring ports).
+    `facts_out`, when given, is filled with {node: facts} for every node that was probed."""
     emit_fn = on_result or emit or (lambda r: None)
     versions = controller_versions()
     neighbours = ring_neighbours(config)
@@ -870,6 +963,8 @@ async def check_cluster(config: Config, transports, *,
 
     reps = await asyncio.gather(*(one(n) for n in config.nodes))
     reports = {r.node.name: r for r in reps}
+    if facts_out is not None:
+        facts_out.update({name: rep.facts for name, rep in reports.items() if rep.facts})
 
     # Thunderbolt loops (macOS nodes that reported their ports)
     mac_facts = {name: rep.facts for name, rep in reports.items()
@@ -913,6 +1008,9 @@ async def check_cluster(config: Config, transports, *,
         bw_results = {key: r for (key, _), r in zip(done, adjusted)}
 
     ring = _ring_results(config, reports, bw_results)
+    order = ring_order_result(config, {name: rep.facts for name, rep in reports.items() if rep.facts})
+    if order is not None:
+        ring.append(order)
     for r in ring:
         emit_fn(r)
     for r in bw_results.values():

@@ -334,6 +334,17 @@ def _iface(v: Any) -> str:
     return v
 
 
+RING_ORDERS = ("config", "cabling")
+
+
+def _ring_order(v: Any) -> str:
+    v = _text(v)
+    if v not in RING_ORDERS:
+        close = difflib.get_close_matches(v, RING_ORDERS, n=1, cutoff=0.5)
+        raise _Bad(f"{v!r} is not a ring order" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return v
+
+
 def _example(v: Any) -> str:
     v = _text(v)
     if v not in EXAMPLES:
@@ -361,6 +372,8 @@ RING_KEYS: Spec = {
     "connect_timeout": ("connect_timeout_s", _positive, "seconds ranks wait for their neighbours, such as 30"),
     "bucket_mb": ("bucket_mb", _positive, "megabytes of gradients per averaging bucket, such as 32"),
     "chunk_mb": ("chunk_mb", _positive, "megabytes per frame on the wire, such as 4"),
+    "order": ("order", _ring_order, "config (nodes in file order) or cabling (reordered to follow "
+                                    "the Thunderbolt cables)"),
 }
 NODE_KEYS: Spec = {
     "name": ("name", _name, "a unique name of letters, digits, '.', '_' or '-', such as mini1"),

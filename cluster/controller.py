@@ -14,6 +14,7 @@ was left running (`attach()`), replaying its metrics and logs from the start of 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -125,17 +126,36 @@ class JobController:
         previous = self.state
         if previous not in ("running", "launching"):
             self._set_state("checking")
+        facts: dict[str, dict] = {}
         try:
             # While a job runs its ranks hold the ring ports, and a bandwidth burst would
             # compete with the gradients on the same cables: check only the rest.
             busy = previous in ("running", "launching")
             results = await check_cluster(self.config, self, bandwidth=bandwidth and not busy,
-                                          check_ports=not busy, emit=self.emit)
+                                          check_ports=not busy, emit=self.emit, facts_out=facts)
         finally:
             if previous not in ("running", "launching"):
                 self._set_state(previous if previous != "checking" else "idle")
         self.checks = results
+        if not busy:  # never reorder the ring under a running job
+            self._follow_cables(facts)
         return results
+
+    def _follow_cables(self, facts: dict[str, dict]) -> None:
+        """With ring.order: cabling, put the nodes in the order the Thunderbolt cables allow
+        (the config's order is only where the search starts); the next launch uses it."""
+        from .checks import all_report_tb_ports, cable_edges, cabling_order
+
+        names = [n.name for n in self.config.nodes]
+        if self.config.ring.order != "cabling" or len(names) < 2 or \
+                not all_report_tb_ports(names, facts):
+            return
+        order = cabling_order(names, cable_edges({n: facts[n] for n in names}))
+        if order is None or order == names:
+            return
+        by_name = {n.name: n for n in self.config.nodes}
+        self.config = dataclasses.replace(self.config, nodes=tuple(by_name[n] for n in order))
+        self._log(f"ring order follows the cables: {', '.join(order)}")
 
     # -- launch -----------------------------------------------------------------------------
     def plan(self, resume: bool = False, job_id: str | None = None) -> list[launcher.PlannedRank]:

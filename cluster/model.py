@@ -61,6 +61,7 @@ class RingOptions:
     connect_timeout_s: float = 30.0  # how long ranks wait for their neighbours at start
     bucket_mb: float = 32.0  # gradient bucket size for average_gradients
     chunk_mb: float = 4.0  # frame payload size on the wire
+    order: str = "config"  # "config": nodes in file order; "cabling": reordered to follow the cables
 
 
 @dataclass(frozen=True)
