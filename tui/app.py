@@ -23,6 +23,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.content import Content
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input
 
@@ -191,11 +192,11 @@ class BoltringApp(App[int]):
     def _render_screen(self, plot: bool) -> None:
         now = self.clock()
         screen = self.screen
-        if isinstance(screen, NodeDetailsScreen):
-            screen.refresh_from(now)
-            return
-        main = self._main_screen()
         try:
+            if isinstance(screen, NodeDetailsScreen):
+                screen.refresh_from(now)
+                return
+            main = self._main_screen()
             main.query_one(StatusHeader).update_from(self.view, now)
             checking = self.view.state == "checking" or "checks" in self._busy
             for panel in main.query(NodePanel):
@@ -203,8 +204,8 @@ class BoltringApp(App[int]):
             if plot:
                 main.query_one(LossPlot).show(self.view.loss_history, self.view.loss_version)
             main.query_one("#log", LogPane).sync(self.view)
-        except Exception:  # screen not composed yet, or being torn down
-            pass
+        except NoMatches:
+            pass  # a screen or widget still composing: the next tick draws it
 
     # -- bindings -------------------------------------------------------------------------
 

@@ -405,3 +405,39 @@ def test_importing_the_app_loads_no_backend():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+async def test_log_follows_new_lines_only_at_the_bottom():
+    ctrl = feed.running()
+    app = make_app(ctrl)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        log = app.query_one("#log", LogPane).query_one(RichLog)
+        ctrl.emit(*[LogLine("rank 0@mini1", f"line {i}", node="mini1", rank=0, t=feed.CLOCK)
+                    for i in range(200)])
+        await settle(pilot)
+        assert log.is_vertical_scroll_end and log.max_scroll_y > 0
+        log.scroll_home(animate=False, immediate=True)
+        await pilot.pause()
+        ctrl.emit(LogLine("rank 0@mini1", "one more", node="mini1", rank=0, t=feed.CLOCK))
+        await settle(pilot)
+        assert log.scroll_offset.y == 0  # reading the top: not yanked down
+        log.scroll_end(animate=False, immediate=True)
+        await pilot.pause()
+        ctrl.emit(LogLine("rank 0@mini1", "and another", node="mini1", rank=0, t=feed.CLOCK))
+        await settle(pilot)
+        assert log.is_vertical_scroll_end
+        assert log.lines[-1].text.rstrip().endswith("and another")
+
+
+async def test_redraw_while_details_screen_composes_does_not_crash():
+    ctrl = feed.running()
+    app = make_app(ctrl)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.show_details("mini1")
+        app.refresh_now()  # the timer may fire before the new screen has its widgets
+        await settle(pilot)
+        assert isinstance(app.screen, NodeDetailsScreen)
+        text = app.screen.query_one("#rank-0").query_one(".rank-stats", Static).content.plain
+        assert "step/s" in text

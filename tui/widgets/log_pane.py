@@ -164,6 +164,9 @@ class LogPane(Vertical):
         """Write what is new since the last call (or everything, after a filter change)."""
         entries = self._source(view)
         log = self.query_one(RichLog)
+        # Follow new lines only while the user is at the bottom: reading older lines is not
+        # interrupted by a busy job.
+        follow = self._dirty or log.is_vertical_scroll_end
         if self._dirty:
             self._dirty = False
             log.clear()
@@ -171,8 +174,12 @@ class LogPane(Vertical):
         else:
             fresh = self._newer(entries)
         matching = [e for e in fresh if self._matches(e)]
+        log.auto_scroll = follow
         for entry in matching[-MAX_LINES:]:
             log.write(format_entry(entry))
+        if follow and matching:
+            # now rather than after the next refresh, so what is shown never lags the state
+            log.scroll_end(animate=False, immediate=True, x_axis=False)
         if entries:
             self._last_seq = max(self._last_seq, entries[-1].seq)
 

@@ -59,8 +59,8 @@ class RankRow(Vertical):
 
     def _set(self, selector: str, content: Content | str) -> None:
         if self._cache.get(selector) != content:
+            self.query_one(selector, Static).update(content)  # NoMatches before compose
             self._cache[selector] = content
-            self.query_one(selector, Static).update(content)
 
     def update_from(self, rv: RankView, now: float) -> None:
         head = (f"r{rv.rank}", "bold")
