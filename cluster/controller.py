@@ -478,7 +478,7 @@ class JobController:
         self.emit(JobStarted(job_id=self.job_id, config=self.config.source,
                              world_size=self.config.world_size, steps=self.config.job.steps,
                              nodes=[n.name for n in self.config.nodes], job=self._job_label(),
-                             attached=True))
+                             attached=True, t=self._started_at))  # the job's age, not ours
         self._set_state("running")
         self._log(f"re-attached to job {self.job_id}")
         self._follower = asyncio.create_task(self._follow())

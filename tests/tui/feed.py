@@ -170,11 +170,11 @@ def lab_config() -> Config:
         name="lab",
         source="configs/lab.yaml",
         nodes=(
-            Node("mini1", ring_ip="10.10.0.1", local=True, ranks=2, ring_iface="bridge0",
+            Node("mini1", ring_ip="198.18.1.1", local=True, ranks=2, ring_iface="bridge0",
                  chip="M4 Pro", memory_gb=64, role="controller"),
-            Node("mini2", ring_ip="10.10.0.2", ssh="mini2", ring_iface="bridge0",
+            Node("mini2", ring_ip="198.18.1.2", ssh="mini2", ring_iface="bridge0",
                  chip="M4", memory_gb=32),
-            Node("mini3", ring_ip="10.10.0.3", ssh="admin@mini3.local", ring_iface="bridge0",
+            Node("mini3", ring_ip="198.18.1.3", ssh="admin@mini3.local", ring_iface="bridge0",
                  chip="M4", memory_gb=32),
         ),
         job=JobSpec(example="mlp", steps=200, global_batch=256),
@@ -203,7 +203,7 @@ def _node_checks(node: str, ip: str, peers: list[str], t: float) -> list[Event]:
 
 
 RING = ("mini1", "mini2", "mini3")
-IPS = {"mini1": "10.10.0.1", "mini2": "10.10.0.2", "mini3": "10.10.0.3"}
+IPS = {"mini1": "198.18.1.1", "mini2": "198.18.1.2", "mini3": "198.18.1.3"}
 
 
 def _neighbours(names: tuple[str, ...], i: int) -> list[str]:
@@ -226,8 +226,8 @@ def check_events(failing: bool = False, t: float = T_START - 15) -> list[Event]:
     if failing:
         evs += [
             CheckResult("mini3", "route:mini1", "fail", "via en0",
-                        hint="10.10.0.1 is reached over en0, not bridge0: "
-                             "sudo route change 10.10.0.1 -interface bridge0", t=t),
+                        hint="198.18.1.1 is reached over en0, not bridge0: "
+                             "sudo route change 198.18.1.1 -interface bridge0", t=t),
             CheckResult("ring", "bw:mini3->mini1", "warn", "0.9 Gb/s",
                         hint="ring traffic is not on Thunderbolt", t=t),
             CheckResult("mini2", "mlx", "warn", "0.29.1 (controller 0.32.4)",
@@ -332,8 +332,8 @@ def launchable() -> FeedController:
 
 def many_nodes() -> FeedController:
     """Eight nodes, checks passed: the grid takes as many columns as fit, then scrolls."""
-    nodes = [Node("mini1", ring_ip="10.10.0.1", local=True, ring_iface="bridge0")]
-    nodes += [Node(f"mini{i}", ring_ip=f"10.10.0.{i}", ssh=f"mini{i}", ring_iface="bridge0")
+    nodes = [Node("mini1", ring_ip="198.18.1.1", local=True, ring_iface="bridge0")]
+    nodes += [Node(f"mini{i}", ring_ip=f"198.18.1.{i}", ssh=f"mini{i}", ring_iface="bridge0")
               for i in range(2, 9)]
     cfg = Config(name="rack", source="/Users/me/projects/boltring/configs/rack-of-eight.yaml",
                  nodes=tuple(nodes))

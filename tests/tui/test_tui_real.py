@@ -16,7 +16,7 @@ import pytest
 from boltring.cluster.config import load_config, with_overrides
 from boltring.cluster.controller import JobController
 from tests.integration.test_ssh_run import lab_processes, lab_yaml
-from tests.tui.harness import make_app, settle, wait_until
+from tests.tui.harness import make_app, settle, wait_exit, wait_until
 
 
 def rank_views(app):
@@ -61,7 +61,8 @@ async def test_launch_and_kill_real_local_workers(no_leftovers):
         assert "step/s" in screen and "smp/s" in screen
         await kill(pilot, app)
         assert all(r.status == "killed" for r in rank_views(app)), [r.status for r in rank_views(app)]
-        await pilot.press("q")
+        app.simulate_key("q")  # the app exits: Pilot's press would wait on a closed app
+        await wait_exit(app)
 
 
 @pytest.mark.netns
@@ -80,7 +81,8 @@ async def test_launch_and_kill_over_ssh_shows_badges_and_checks(lab, tmp_path, h
         await launch_and_kill(pilot, app, ranks=3)
         assert {r.node for r in rank_views(app)} == {"h1", "h2", "h3"}
         await kill(pilot, app)
-        await pilot.press("q")
+        app.simulate_key("q")  # the app exits: Pilot's press would wait on a closed app
+        await wait_exit(app)
     assert lab_processes(lab) == []
 
 
@@ -99,7 +101,8 @@ async def test_app_cpu_share_while_4_ranks_report_fast(no_leftovers):
         wall, cpu = time.monotonic() - t0, sum(me.cpu_times()[:2]) - c0
         lines_per_s = (min(r.step for r in rank_views(app)) - steps0) * 4 / wall
         await kill(pilot, app)
-        await pilot.press("q")
+        app.simulate_key("q")  # the app exits: Pilot's press would wait on a closed app
+        await wait_exit(app)
     share = cpu / wall
     print(json.dumps({"app_cpu_share_of_one_core": share, "metrics_lines_per_s": lines_per_s}))
     assert share < 0.5, f"the app used {share:.0%} of a core for {lines_per_s:.0f} metrics lines/s"
