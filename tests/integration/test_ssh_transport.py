@@ -117,7 +117,7 @@ async def test_run_timeout(lab: Lab) -> None:
 
 def test_parse_target() -> None:
     assert parse_target("mini1") == (None, "mini1", None)
-    assert parse_target("me@10.0.0.2:2222") == ("me", "10.0.0.2", 2222)
+    assert parse_target("me@198.18.0.2:2222") == ("me", "198.18.0.2", 2222)
     assert parse_target("me@[fe80::1]:22") == ("me", "fe80::1", 22)
     assert parse_target("fe80::1") == (None, "fe80::1", None)
     for bad in ("", "me@", "host:0", "host:x", "a b"):

@@ -182,7 +182,7 @@ def test_memory_ports_chip_and_default_route_warnings():
 
 
 def test_ssh_hints():
-    n = Node(name="mini2", ring_ip="10.0.0.2", ssh="mini2")
+    n = Node(name="mini2", ring_ip="198.18.1.2", ssh="mini2")
     assert "ssh-copy-id mini2" in checks._ssh_hint(n, "mini2: authentication failed (publickey)")
     assert "Remote Login" in checks._ssh_hint(n, "mini2: connection refused")
     assert "ssh mini2` once" in checks._ssh_hint(n, "mini2: host key is not trusted (unknown host key)")
