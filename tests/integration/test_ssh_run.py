@@ -150,3 +150,57 @@ def test_dropped_ssh_session_mid_run_loses_nothing_and_kill_leaves_nothing(lab, 
     res = run_cli("kill", "--config", str(cfg))
     assert res.returncode == 0 and job_id in res.stdout, res.stdout + res.stderr
     assert lab_processes(lab) == []
+
+
+def test_run_refuses_to_start_when_a_check_fails(lab, tmp_path, home):
+    cfg = lab_yaml(lab, tmp_path / "lab.yaml", steps=10)
+    lab.set_link("h2", up=False)  # h2's Thunderbolt link is down
+    res = run_cli("--run", "--config", str(cfg))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "not starting" in res.stdout and "h2 ring_iface" in res.stdout
+    assert "--skip-checks" in res.stdout
+    assert lab_processes(lab) == []
+
+
+def test_status_follows_a_job_left_running_and_hostfile_round_trips(lab, tmp_path, home):
+    cfg = lab_yaml(lab, tmp_path / "lab.yaml", steps=100000)
+
+    async def start():
+        c = JobController(load_config(cfg), poll_s=0.1)
+        job = await c.launch()
+        await c.close(kill_running=False)
+        return job
+
+    job = asyncio.run(start())
+    try:
+        res = run_cli("status", "--config", str(cfg), "--json")
+        assert res.returncode == 0, res.stderr
+        summary = json.loads(res.stdout.strip().splitlines()[-1])
+        assert summary["event"] == "summary" and summary["job_id"] == job and summary["status"] == "running"
+    finally:
+        assert run_cli("kill", "--config", str(cfg)).returncode == 0
+    assert lab_processes(lab) == []
+    assert "no job is running" in run_cli("status", "--config", str(cfg)).stdout
+
+    hostfile = tmp_path / "hosts.json"
+    assert run_cli("hostfile", "--config", str(cfg), "-o", str(hostfile)).returncode == 0
+    hosts = json.loads(hostfile.read_text())
+    assert [h["ips"] for h in hosts] == [[h.ring_ip] for h in lab.hosts]
+    back = load_config(hostfile)  # an MLX hostfile reads back as a boltring config
+    assert [n.ring_ip for n in back.nodes] == [h.ring_ip for h in lab.hosts]
+
+
+def test_user_script_reaches_every_host_by_sftp_and_runs(lab, tmp_path, home):
+    from tests.integration.test_local_run import USER_SCRIPT
+
+    script = tmp_path / "train.py"
+    script.write_text(USER_SCRIPT)
+    cfg = lab_yaml(lab, tmp_path / "lab.yaml", steps=15)
+    res = run_cli("--run", "--json", "--skip-checks", "--config", str(cfg), "--script", str(script),
+                  "--", "--steps", "15")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    events = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [e["step"] for e in events if e["event"] == "step"] == list(range(1, 16))
+    for h in lab.hosts:  # each host got its own copy, in the job's run directory
+        (copy,) = (h.workdir / "runs").glob("*/script/train.py")
+        assert copy.read_text() == USER_SCRIPT
