@@ -200,7 +200,7 @@ class JobController:
         self._write_record()
         self.emit(JobStarted(job_id=self.job_id, config=self.config.source,
                              world_size=self.config.world_size, steps=self.config.job.steps,
-                             nodes=[n.name for n in self.config.nodes], job=self._job_label()))
+                             nodes=[n.name for n in self.config.nodes], job=self.job_label()))
         self._set_state("running")
         self._follower = asyncio.create_task(self._follow())
         return self.job_id
@@ -225,7 +225,8 @@ class JobController:
                 raise ControllerError(f"{node.name}: the copy of {self.config.job.script} does not "
                                       f"match (sha256 differs); check free disk space on the node")
 
-    def _job_label(self) -> str:
+    def job_label(self) -> str:
+        """What the job runs, for humans: 'example charlm' or 'script train.py'."""
         job = self.config.job
         return f"script {Path(job.script).name}" if job.script else f"example {job.example}"
 
@@ -477,7 +478,7 @@ class JobController:
         self._started_at = record.get("started") or time.time()
         self.emit(JobStarted(job_id=self.job_id, config=self.config.source,
                              world_size=self.config.world_size, steps=self.config.job.steps,
-                             nodes=[n.name for n in self.config.nodes], job=self._job_label(),
+                             nodes=[n.name for n in self.config.nodes], job=self.job_label(),
                              attached=True, t=self._started_at))  # the job's age, not ours
         self._set_state("running")
         self._log(f"re-attached to job {self.job_id}")

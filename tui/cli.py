@@ -129,7 +129,7 @@ def _dry_run(controller, resume: bool) -> int:
     plans = controller.plan(resume=resume)
     config = controller.config
     print(f"# boltring dry run: config {config.source}, {config.world_size} ranks, "
-          f"{controller._job_label()}, {config.job.steps} steps. Nothing is started.")
+          f"{controller.job_label()}, {config.job.steps} steps. Nothing is started.")
     for p in plans:
         print(f"\n# rank {p.rank} on {p.node} ({p.where}); run dir {p.run_dir}")
         print("#   the secret goes on stdin, never on the command line")

@@ -177,7 +177,10 @@ async def run_status(controller: JobController, *, follow: bool = False, json_ou
         if not follow:
             await asyncio.sleep(max(controller.poll_s * 2, 0.5))  # read what the ranks wrote so far
             summary = controller.summary()
-            view.finish(summary) if not json_out else print(json.dumps(summary.to_dict(), default=str))
+            if json_out:
+                print(json.dumps(summary.to_dict(), default=str))
+            else:
+                view.finish(summary)
             return 0
         summary = await controller.wait()
         view.finish(summary)
