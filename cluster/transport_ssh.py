@@ -225,7 +225,7 @@ class SshTransport(Transport):
         except asyncssh.HostKeyNotVerifiable:
             kh = self._known_hosts_path()
             if await self._has_other_key(known, opts.host_key_alias or host, port):
-                raise _Failure("host key changed", f"the host key of {host} is not the one in {kh}: "
+                raise _Failure("host key changed", f"the host key of {host} changed: it is not the one in {kh}; "
                                f"if the node was reinstalled, run `ssh-keygen -R {host}"
                                f"{' -f ' + str(kh) if self.options.known_hosts else ''}` and "
                                f"`ssh {self._cli_target()}` once; otherwise do not connect") from None

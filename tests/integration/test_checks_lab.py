@@ -131,6 +131,20 @@ async def test_sshd_stopped(lab):
     assert elapsed < 15
 
 
+@pytest.mark.parametrize("fault, state, fix", [
+    ("forget_host_key", "is not in", "once"),
+    ("change_host_key", "changed", "ssh-keygen -R"),
+])
+async def test_host_key_unknown_or_changed(lab, fault, state, fix):
+    getattr(lab, fault)("h2")
+    results, elapsed = await run_checks(lab, lab_config(lab))
+    r = get(results, "h2", "ssh")
+    assert r.status == "fail" and state in (r.value + (r.hint or "")), r
+    assert fix in r.hint, r.hint
+    assert get(results, "h1", "ssh").status == "ok"
+    assert elapsed < 15
+
+
 async def test_missing_python(lab):
     results, _ = await run_checks(lab, lab_config(lab, h2={"python": "/nonexistent/bin/python3"}))
     r = get(results, "h2", "python")
