@@ -253,7 +253,7 @@ async def test_python_without_boltring_is_still_probed(tmp_path):
 
 
 async def test_ssh_error_text_fails_and_skips_the_rest():
-    node = Node(name="mini9", ring_ip="10.0.0.9", ssh="mini9")
+    node = Node(name="mini9", ring_ip="198.18.1.9", ssh="mini9")
     res = await checks.check_node("mini9: connection refused", Config(name="one", nodes=(node,)), node)
     assert res[0].name == "ssh" and res[0].status == "fail" and "Remote Login" in res[0].hint
     assert all(r.status == "skipped" for r in res[1:])
