@@ -13,17 +13,6 @@ import mlx.core as mx
 import pytest
 
 from boltring.cluster.train import charlm, checkpoint, loop, mlp
-from boltring.netio import init
-
-
-@pytest.fixture
-def solo(tmp_path, monkeypatch):
-    for key in list(os.environ):
-        if key.startswith("BOLTRING_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
-    with init() as group:
-        yield group
 
 
 def _state(task) -> dict[str, mx.array]:
