@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 
@@ -23,17 +22,13 @@ from boltring.cluster.controller import JobController
 from boltring.cluster.events import LogLine
 from boltring.cluster.model import Config, Node, RingOptions
 from boltring.cluster.transport import CommandResult, Transport
+from tests.macos_samples import mac_commands, sample
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "macos"
 LOOP = {"mini1": "sp_thunderbolt_tb4_mini1.json", "mini2": "sp_thunderbolt_tb4_mini2.json",
         "mini3": "sp_thunderbolt_tb4_mini3.json"}
 LINE = {"mini1": "sp_thunderbolt_tb4_line_mini1.json", "mini2": "sp_thunderbolt_tb4_line_mini2.json",
         "mini3": "sp_thunderbolt_tb4_mini3.json"}
 NODES = tuple(Node(name=f"mini{i}", ring_ip=f"10.0.0.{i}", ssh=f"mini{i}") for i in (1, 2, 3))
-
-
-def sample(name: str) -> str:
-    return (SAMPLES / name).read_text()
 
 
 # -- cabling_order on hand-made cables ---------------------------------------------------------
@@ -77,17 +72,7 @@ def test_two_nodes_and_one():
 
 def mac_facts(monkeypatch, config: Config, node: Node, tb: str) -> dict:
     """What nodeprobe on a Mac reports, its commands answered from the samples."""
-    table = {
-        ("sysctl", "-n", "machdep.cpu.brand_string", "hw.memsize"): "sysctl_chip_memory.txt",
-        ("system_profiler", "SPHardwareDataType", "-json"): "sp_hardware.json",
-        ("vm_stat",): "vm_stat.txt",
-        ("networksetup", "-listallhardwareports"): "networksetup_listallhardwareports.txt",
-        ("networksetup", "-getinfo", "Thunderbolt Bridge"): "networksetup_getinfo_manual.txt",
-        ("ifconfig",): "ifconfig_bridge0_active.txt",
-        ("netstat", "-rn", "-f", "inet"): "netstat_rn.txt",
-        ("route", "-n", "get", "default"): "route_get_default.txt",
-        ("system_profiler", "SPThunderboltDataType", "-json"): tb,
-    }
+    table = mac_commands(tb=tb)
 
     def run(argv, timeout=None, ok_codes=(0,), with_stderr=False):
         key = tuple(argv)

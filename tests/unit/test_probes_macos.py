@@ -7,7 +7,6 @@ No Mac here: the commands' outputs were written in the formats macOS prints, and
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -16,11 +15,7 @@ from boltring.cluster import probes_linux as pl
 from boltring.cluster import probes_macos as pm
 from boltring.cluster.model import Config, Node
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "macos"
-
-
-def sample(name: str) -> str:
-    return (SAMPLES / name).read_text()
+from tests.macos_samples import mac_commands, sample
 
 
 # -- parsers -----------------------------------------------------------------------------------
@@ -154,15 +149,7 @@ def fake_run(table: dict[tuple[str, ...], str]):
 
 def mac_table(**over) -> dict[tuple[str, ...], str]:
     table = {
-        ("sysctl", "-n", "machdep.cpu.brand_string", "hw.memsize"): "sysctl_chip_memory.txt",
-        ("system_profiler", "SPHardwareDataType", "-json"): "sp_hardware.json",
-        ("vm_stat",): "vm_stat.txt",
-        ("networksetup", "-listallhardwareports"): "networksetup_listallhardwareports.txt",
-        ("networksetup", "-getinfo", "Thunderbolt Bridge"): "networksetup_getinfo_manual.txt",
-        ("ifconfig",): "ifconfig_bridge0_active.txt",
-        ("netstat", "-rn", "-f", "inet"): "netstat_rn.txt",
-        ("route", "-n", "get", "default"): "route_get_default.txt",
-        ("system_profiler", "SPThunderboltDataType", "-json"): "sp_thunderbolt_tb4_mini1.json",
+        **mac_commands(),
         ("route", "-n", "get", "10.0.0.2"): "route_get_bridge0.txt",
         ("route", "-n", "get", "10.0.0.3"): "route_get_bridge0.txt",
     }
