@@ -22,6 +22,8 @@ from pathlib import Path
 
 from boltring.netio.jobenv import JobEnv
 
+from .spawn import write_atomic
+
 SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]?i?B?)\s*$", re.I)
 UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
@@ -89,9 +91,7 @@ def run_backend(backend: str, ranks: int, sizes: list[int], repeat: int, dtype: 
             hostfile.write_text(json.dumps([[a] for a in addrs]))
         else:
             secret = Path(tmp) / "secret"
-            fd = os.open(secret, os.O_WRONLY | os.O_CREAT, 0o600)
-            os.write(fd, secrets.token_bytes(32).hex().encode())
-            os.close(fd)
+            write_atomic(secret, secrets.token_bytes(32).hex(), mode=0o600)
         procs = []
         try:
             for r in range(ranks):

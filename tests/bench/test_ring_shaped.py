@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import statistics
 import sys
 
 import pytest
 
 from boltring.netio.jobenv import JobEnv
+from tests.netio.ranks import write_secret
 
 pytestmark = [pytest.mark.bench, pytest.mark.netns]
 LINK_MBIT = 2000
@@ -24,10 +24,7 @@ LINK_MBIT = 2000
 def test_ring_allreduce_uses_at_least_90_percent_of_a_shaped_link(lab, tmp_path):
     for h in lab.hosts:
         lab.shape(h, LINK_MBIT)
-    secret = tmp_path / "secret"
-    fd = os.open(secret, os.O_WRONLY | os.O_CREAT, 0o600)
-    os.write(fd, secrets.token_bytes(32).hex().encode())
-    os.close(fd)
+    secret = write_secret(tmp_path / "secret")
     ring = tuple(f"{h.ring_ip}:52700" for h in lab.hosts)
     procs = []
     for r, h in enumerate(lab.hosts):
