@@ -1,7 +1,7 @@
 """The boltring Textual app: one screen that drives a JobController and shows its events.
 
 The app never talks to nodes itself. It is given a controller object (see
-`boltring.cluster.controller.JobController`, or the test double `tests/tui/feed.py`) and:
+`boltring.cluster.jobs.controller.JobController`, or the test double `tests/tui/feed.py`) and:
 
 * listens to its events: the listener only drops each event into an `EventInbox`, which posts
   a single `EventsPending` message per burst; the handler applies the burst to a
@@ -27,8 +27,8 @@ from textual.css.query import NoMatches
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input
 
-from boltring.cluster.events import Event
-from boltring.cluster.model import Config
+from boltring.cluster.jobs.events import Event
+from boltring.cluster.config.schema import Config
 
 from .messages import EventInbox, EventsPending, NodeDetailsRequested, NodeSelected
 from .screens.confirm import ConfirmModal
@@ -39,7 +39,7 @@ from .widgets.loss_plot import LossPlot
 from .widgets.node_grid import NodeGrid
 from .widgets.node_panel import NodePanel
 from .widgets.status_header import StatusHeader
-from .widgets.view_state import ClusterView
+from .view_state import ClusterView
 
 REFRESH_S = 0.25  # widgets are redrawn from state at most this often
 PLOT_EVERY = 4  # ticks between loss-plot redraws (plotext is slow)
@@ -54,7 +54,7 @@ class PlannedRankLike(Protocol):
 
 
 class ControllerLike(Protocol):
-    """What the app uses of `boltring.cluster.controller.JobController`."""
+    """What the app uses of `boltring.cluster.jobs.controller.JobController`."""
 
     config: Config
     state: str

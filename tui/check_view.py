@@ -7,7 +7,7 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from boltring.cluster.controller import JobController
+from boltring.cluster.jobs.controller import JobController
 
 MARKS = {"ok": "[green]✔ ok[/]", "warn": "[yellow]! warn[/]", "fail": "[red]✘ fail[/]",
          "skipped": "[dim]- skipped[/]"}

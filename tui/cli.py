@@ -102,7 +102,7 @@ def sub_parser(name: str) -> argparse.ArgumentParser:
 
 
 def _load(args, ranks=None):
-    from boltring.cluster.config import ConfigError, load_config_with_report, with_overrides
+    from boltring.cluster.config.load import ConfigError, load_config_with_report, with_overrides
 
     try:
         config, report = load_config_with_report(args.config)
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         args.script = str(Path(args.script).resolve())
     config = _load(args, ranks=args.ranks)
 
-    from boltring.cluster.controller import JobController
+    from boltring.cluster.jobs.controller import JobController
 
     controller = JobController(config)
     if args.dry_run:
@@ -173,12 +173,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _sub(name: str, args) -> int:
     if name == "bench":
-        from boltring.cluster.bench import run_bench_cli
+        from boltring.cluster.jobs.bench import run_bench_cli
 
         return run_bench_cli(args)
     config = _load(args)
     if name == "hostfile":
-        from boltring.cluster.importers import write_mlx_hostfile
+        from boltring.cluster.config.importers import write_mlx_hostfile
 
         text = write_mlx_hostfile(config)
         if args.output:
@@ -187,7 +187,7 @@ def _sub(name: str, args) -> int:
         else:
             print(text)
         return 0
-    from boltring.cluster.controller import JobController
+    from boltring.cluster.jobs.controller import JobController
 
     controller = JobController(config)
     if name == "check":

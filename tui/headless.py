@@ -16,8 +16,8 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from boltring.cluster.controller import ControllerError, JobController
-from boltring.cluster.events import (CheckResult, Event, JobStarted, JobSummary,
+from boltring.cluster.jobs.controller import ControllerError, JobController
+from boltring.cluster.jobs.events import (CheckResult, Event, JobStarted, JobSummary,
                                      LogLine, RankExited, RankMetrics, StepProgress)
 
 PROGRESS_EVERY_S = 0.5  # redraw limit for the live line on a terminal

@@ -15,7 +15,7 @@ from typing import Callable
 
 from textual.message import Message
 
-from boltring.cluster.events import Event, LogLine, RankMetrics
+from boltring.cluster.jobs.events import Event, LogLine, RankMetrics
 
 # Kinds that arrive at a high rate and whose loss only thins a plot or a log; every other
 # event (states, checks, starts, exits, summaries) is always kept.

@@ -31,7 +31,7 @@ def test_ring_allreduce_uses_at_least_90_percent_of_a_shaped_link(lab, tmp_path)
         env = {**os.environ, **JobEnv(rank=r, size=len(ring), job_id="shaped", ring=ring,
                                       secret_file=str(secret), timeout_s=60,
                                       chunk_mb=float(os.environ.get("BENCH_CHUNK_MB", 4))).to_environ()}
-        procs.append(lab.popen(h, [sys.executable, "-m", "boltring.cluster.bench_worker",
+        procs.append(lab.popen(h, [sys.executable, "-m", "boltring.cluster.train.bench_worker",
                                    "--backend", "boltring", "--sizes", str(64 << 20), "--repeat", "5",
                                    "--warmup", "1"], env=env, stdout=-1, stderr=-1, text=True))
     outs = [p.communicate(timeout=300) for p in procs]

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from boltring.cluster import checks
-from boltring.cluster.model import Config
-from boltring.cluster.transport import TransportError
+from boltring.cluster.nodes.checks import run as checks
+from boltring.cluster.config.schema import Config
+from boltring.cluster.nodes.transport import TransportError
 
 pytestmark = pytest.mark.netns
 
@@ -30,7 +30,7 @@ def lab_config(lab, **node_overrides) -> Config:
 async def run_checks(lab, config: Config, **kw):
     """What `boltring check` does: connect every node, hand over the transport or the error
     text, run the checks; returns (results, seconds)."""
-    from boltring.cluster.transport_ssh import SshTransport
+    from boltring.cluster.nodes.ssh import SshTransport
 
     t0 = time.monotonic()
     transports = {n.name: SshTransport(n, options=config.ssh) for n in config.nodes}

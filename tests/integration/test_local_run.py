@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from boltring.cluster.config import load_config, with_overrides
-from boltring.cluster.controller import ControllerError, JobController
-from boltring.cluster.events import JobSummary, RankMetrics
+from boltring.cluster.config.load import load_config, with_overrides
+from boltring.cluster.jobs.controller import ControllerError, JobController
+from boltring.cluster.jobs.events import JobSummary, RankMetrics
 from tests.procs import boltring_processes
 
 CLI = [sys.executable, "-m", "boltring.tui.cli"]
@@ -50,7 +50,7 @@ def test_run_json_completes_default_job_and_loss_falls(no_leftovers):
 def test_dry_run_prints_the_commands_and_starts_nothing(no_leftovers):
     res = run_cli("--run", "--dry-run", "--ranks", "3")
     assert res.returncode == 0, res.stderr
-    assert res.stdout.count("boltring.cluster.spawn start") == 3
+    assert res.stdout.count("boltring.cluster.agent.spawn start") == 3
     assert "boltring.cluster.train.runner --example charlm" in res.stdout
     assert "Nothing is started" in res.stdout
     assert not (no_leftovers / ".boltring" / "runs").exists()

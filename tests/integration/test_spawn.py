@@ -9,7 +9,7 @@ import time
 
 import psutil
 
-SPAWN = [sys.executable, "-m", "boltring.cluster.spawn"]
+SPAWN = [sys.executable, "-m", "boltring.cluster.agent.spawn"]
 
 
 def spawn(action: str, run_dir, stdin: dict | None = None, *extra: str) -> dict:

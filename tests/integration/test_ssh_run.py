@@ -14,9 +14,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from boltring.cluster.config import load_config, with_overrides
-from boltring.cluster.controller import JobController
-from boltring.cluster.events import NodeState, RankMetrics
+from boltring.cluster.config.load import load_config, with_overrides
+from boltring.cluster.jobs.controller import JobController
+from boltring.cluster.jobs.events import NodeState, RankMetrics
 from tests.procs import boltring_processes
 
 pytestmark = pytest.mark.netns
@@ -104,7 +104,7 @@ def test_dry_run_over_ssh_prints_ssh_commands_and_runs_nothing(lab, tmp_path, ho
     assert res.returncode == 0, res.stderr
     lines = [line for line in res.stdout.splitlines() if line.startswith("ssh ")]
     assert len(lines) == 3 and all(f" h{i} -- " in lines[i - 1] for i in (1, 2, 3)), lines
-    assert "boltring.cluster.spawn start" in lines[0] and "UserKnownHostsFile=" in lines[0]
+    assert "boltring.cluster.agent.spawn start" in lines[0] and "UserKnownHostsFile=" in lines[0]
     assert before == {h.name: sorted((h.workdir / "runs").glob("*")) for h in lab.hosts}
 
 

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from boltring.cluster.events import SSH_STATES, NodeState
-from boltring.cluster.transport import TransportError
-from boltring.cluster.transport_ssh import SshTransport, parse_target
+from boltring.cluster.jobs.events import SSH_STATES, NodeState
+from boltring.cluster.nodes.transport import TransportError
+from boltring.cluster.nodes.ssh import SshTransport, parse_target
 from tests.lab import Lab
 
 pytestmark = pytest.mark.netns

@@ -582,7 +582,7 @@ class Lab:
 
     def node(self, host, **overrides):
         """A boltring Node for this host, reached through the lab ssh_config alias."""
-        from boltring.cluster.model import Node
+        from boltring.cluster.config.schema import Node
         h = self.host(host)
         kw = dict(name=h.name, ring_ip=h.ring_ip, ssh=h.name, python=self.python, ring_iface="tb0")
         kw.update(overrides)
@@ -590,7 +590,7 @@ class Lab:
 
     def ssh_options(self, **overrides):
         """SshOptions that use the lab's ssh_config and known_hosts (short timeouts)."""
-        from boltring.cluster.model import SshOptions
+        from boltring.cluster.config.schema import SshOptions
         kw = dict(config_file=str(self.ssh_config), known_hosts=str(self.known_hosts),
                   connect_timeout_s=5.0, keepalive_interval_s=2.0, keepalive_count_max=3)
         kw.update(overrides)

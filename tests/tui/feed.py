@@ -12,7 +12,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from boltring.cluster.events import (
+from boltring.cluster.jobs.events import (
     FINAL_STATES,
     CheckResult,
     Event,
@@ -26,7 +26,7 @@ from boltring.cluster.events import (
     RankStarted,
     StepProgress,
 )
-from boltring.cluster.model import Config, JobSpec, Node
+from boltring.cluster.config.schema import Config, JobSpec, Node
 
 CLOCK = 1000.0  # the app's frozen "now" in snapshots
 T_START = 880.0  # the scripted job starts 2 minutes before CLOCK

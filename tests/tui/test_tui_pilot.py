@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from textual.widgets import Input, RichLog, Static
 
-from boltring.cluster.events import JobStateChanged, LogLine, RankMetrics
+from boltring.cluster.jobs.events import JobStateChanged, LogLine, RankMetrics
 from boltring.tui.app import BoltringApp
 from boltring.tui.messages import EventsPending
 from boltring.tui.screens.confirm import ConfirmModal
@@ -400,7 +400,7 @@ def test_importing_the_app_loads_no_backend():
     import sys
 
     code = ("import sys, boltring.tui.app; "
-            "print([m for m in ('asyncssh', 'mlx', 'boltring.netio', 'boltring.cluster.controller')"
+            "print([m for m in ('asyncssh', 'mlx', 'boltring.netio', 'boltring.cluster.jobs.controller')"
             " if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

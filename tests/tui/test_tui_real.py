@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from boltring.cluster.config import load_config, with_overrides
-from boltring.cluster.controller import JobController
+from boltring.cluster.config.load import load_config, with_overrides
+from boltring.cluster.jobs.controller import JobController
 from tests.integration.test_ssh_run import lab_processes, lab_yaml
 from tests.tui.harness import make_app, settle, wait_exit, wait_until
 

@@ -15,13 +15,14 @@ import json
 
 import pytest
 
-from boltring.cluster import checks, nodeprobe
-from boltring.cluster import probes_linux as pl
-from boltring.cluster.config import ConfigError, load_config_text
-from boltring.cluster.controller import JobController
-from boltring.cluster.events import LogLine
-from boltring.cluster.model import Config, Node, RingOptions
-from boltring.cluster.transport import CommandResult, Transport
+from boltring.cluster.agent import nodeprobe
+from boltring.cluster.nodes.checks import run as checks
+from boltring.cluster.agent import probes_linux as pl
+from boltring.cluster.config.load import ConfigError, load_config_text
+from boltring.cluster.jobs.controller import JobController
+from boltring.cluster.jobs.events import LogLine
+from boltring.cluster.config.schema import Config, Node, RingOptions
+from boltring.cluster.nodes.transport import CommandResult, Transport
 from tests.macos_samples import mac_commands, sample
 
 LOOP = {"mini1": "sp_thunderbolt_tb4_mini1.json", "mini2": "sp_thunderbolt_tb4_mini2.json",
@@ -185,7 +186,7 @@ class SampleMac(Transport):
         self._set_state("connected")
 
     async def run(self, argv, *, input=None, timeout=30.0) -> CommandResult:
-        if argv[1:] == ["-m", "boltring.cluster.nodeprobe"]:
+        if argv[1:] == ["-m", "boltring.cluster.agent.nodeprobe"]:
             return CommandResult(0, json.dumps(self.facts) + "\n", "")
         if argv[1] == "-c":
             return CommandResult(0, "3.12.4 (main) [Clang 15.0.0]\n", "")

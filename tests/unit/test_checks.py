@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from boltring.cluster import checks
-from boltring.cluster.events import CheckResult
-from boltring.cluster.model import Config, Node, RingOptions
-from boltring.cluster.transport import LocalTransport, TransportError
+from boltring.cluster.nodes.checks import run as checks
+from boltring.cluster.jobs.events import CheckResult
+from boltring.cluster.config.schema import Config, Node, RingOptions
+from boltring.cluster.nodes.transport import LocalTransport, TransportError
 from boltring.netio import probe
 
 PY = sys.executable

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from boltring.cluster.config import (EMBEDDED_SOURCE, ConfigError, load_config, load_config_text,
+from boltring.cluster.config.load import (EMBEDDED_SOURCE, ConfigError, load_config, load_config_text,
                                      load_config_with_report, parse_ssh_target, with_overrides)
-from boltring.cluster.model import DEFAULT_RING_PORT
+from boltring.cluster.config.schema import DEFAULT_RING_PORT
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "formats"
 

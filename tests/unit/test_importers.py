@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from boltring.cluster.config import ConfigError, load_config, load_config_text, load_config_with_report
-from boltring.cluster.importers import (ImportReport, import_jupiter, import_mlx_hostfile, import_smolcluster,
+from boltring.cluster.config.load import ConfigError, load_config, load_config_text, load_config_with_report
+from boltring.cluster.config.importers import (ImportReport, import_jupiter, import_mlx_hostfile, import_smolcluster,
                                         write_mlx_hostfile)
-from boltring.cluster.model import Config, Node
+from boltring.cluster.config.schema import Config, Node
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "formats"
 

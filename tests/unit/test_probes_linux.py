@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from boltring.cluster import checks, nodeprobe
-from boltring.cluster import probes_linux as pl
+from boltring.cluster.agent import nodeprobe
+from boltring.cluster.nodes.checks import run as checks
+from boltring.cluster.agent import probes_linux as pl
 
 IP_ADDR = json.dumps([
     {"ifindex": 1, "ifname": "lo", "flags": ["LOOPBACK", "UP", "LOWER_UP"], "mtu": 65536,
@@ -102,7 +103,7 @@ def run_probe(argv: list[str], stdin: str, cwd: str | None = None) -> dict:
 
 
 def test_nodeprobe_live_on_loopback():
-    facts = run_probe([sys.executable, "-m", "boltring.cluster.nodeprobe"], json.dumps(REQUEST))
+    facts = run_probe([sys.executable, "-m", "boltring.cluster.agent.nodeprobe"], json.dumps(REQUEST))
     assert facts["platform"] == "linux"
     assert facts["python"]["executable"] == sys.executable
     assert facts["boltring"]["installed"] and facts["boltring"]["version"] != "unknown"
@@ -123,17 +124,17 @@ def test_nodeprobe_live_on_loopback():
 
 
 def test_nodeprobe_finds_the_interface_from_the_address():
-    facts = run_probe([sys.executable, "-m", "boltring.cluster.nodeprobe"],
+    facts = run_probe([sys.executable, "-m", "boltring.cluster.agent.nodeprobe"],
                       json.dumps({**REQUEST, "ring_iface": None, "neighbours": []}))
     assert facts["interfaces"]["ring_iface"] == "lo"
     assert facts["interfaces"]["resolved_by"] == "address"
 
 
 def test_nodeprobe_missing_iface_and_bad_request():
-    facts = run_probe([sys.executable, "-m", "boltring.cluster.nodeprobe"],
+    facts = run_probe([sys.executable, "-m", "boltring.cluster.agent.nodeprobe"],
                       json.dumps({**REQUEST, "ring_iface": "tb9", "neighbours": []}))
     assert facts["interfaces"]["exists"] is False
-    p = subprocess.run([sys.executable, "-m", "boltring.cluster.nodeprobe"], input="{nope",
+    p = subprocess.run([sys.executable, "-m", "boltring.cluster.agent.nodeprobe"], input="{nope",
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 2 and "bad request" in json.loads(p.stdout)["error"]
 

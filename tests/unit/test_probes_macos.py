@@ -10,10 +10,11 @@ import json
 
 import pytest
 
-from boltring.cluster import checks, nodeprobe
-from boltring.cluster import probes_linux as pl
-from boltring.cluster import probes_macos as pm
-from boltring.cluster.model import Config, Node
+from boltring.cluster.agent import nodeprobe
+from boltring.cluster.nodes.checks import run as checks
+from boltring.cluster.agent import probes_linux as pl
+from boltring.cluster.agent import probes_macos as pm
+from boltring.cluster.config.schema import Config, Node
 
 from tests.macos_samples import mac_commands, sample
 

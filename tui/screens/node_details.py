@@ -13,7 +13,7 @@ from ..widgets.check_list import STATUS_STYLE
 from ..widgets.log_pane import LogPane
 from ..widgets.rank_row import RankRow
 from ..widgets.ssh_badge import SshBadge
-from ..widgets.view_state import CHECK_MARKS, ClusterView, NodeView, node_address
+from ..view_state import CHECK_MARKS, ClusterView, NodeView, node_address
 
 
 def checks_table(view: NodeView) -> Content:

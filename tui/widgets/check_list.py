@@ -9,9 +9,9 @@ from textual.content import Content
 from textual.geometry import Size
 from textual.widget import Widget
 
-from boltring.cluster.events import CheckResult
+from boltring.cluster.jobs.events import CheckResult
 
-from .view_state import CHECK_MARKS, check_label
+from ..view_state import CHECK_MARKS, check_label
 
 STATUS_STYLE = {"ok": "$success", "warn": "$warning", "fail": "$error", "skipped": "$text-muted"}
 

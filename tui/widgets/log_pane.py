@@ -13,7 +13,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import Input, RichLog
 
-from .view_state import ClusterView, LogEntry, fmt_clock
+from ..view_state import ClusterView, LogEntry, fmt_clock
 
 LEVEL_STYLE = {"warn": "yellow", "error": "bold red"}
 MAX_LINES = 2_000

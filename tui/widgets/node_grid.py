@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 
 from .node_panel import NodePanel
-from .view_state import NodeView
+from ..view_state import NodeView
 
 PANEL_MIN_WIDTH = 38  # a panel narrower than this wraps its rank lines
 

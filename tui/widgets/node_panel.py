@@ -11,7 +11,7 @@ from ..messages import NodeDetailsRequested, NodeSelected
 from .check_list import CheckList
 from .rank_row import RankRow
 from .ssh_badge import SshBadge
-from .view_state import NodeView, node_address
+from ..view_state import NodeView, node_address
 
 
 class NodePanel(Vertical, can_focus=True):

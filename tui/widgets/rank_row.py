@@ -7,7 +7,7 @@ from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.widgets import Sparkline, Static
 
-from .view_state import RankView, fmt_age, fmt_mem, fmt_num
+from ..view_state import RankView, fmt_age, fmt_mem, fmt_num
 
 _STATUS_STYLE = {
     "planned": "$text-muted",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.widgets import Static
 
-from .view_state import SSH_BAD, SSH_BUSY, SSH_GOOD
+from ..view_state import SSH_BAD, SSH_BUSY, SSH_GOOD
 
 _GROUPS = {**{s: "-good" for s in SSH_GOOD}, **{s: "-busy" for s in SSH_BUSY},
            **{s: "-bad" for s in SSH_BAD}}

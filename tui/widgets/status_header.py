@@ -9,7 +9,7 @@ from textual.content import Content
 from textual.widgets import Static
 
 from .check_list import check_item
-from .view_state import ClusterView, fmt_elapsed, fmt_loss
+from ..view_state import ClusterView, fmt_elapsed, fmt_loss
 
 STATE_STYLE = {
     "idle": "$text-muted",

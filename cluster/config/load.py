@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import yaml
 from yaml.constructor import SafeConstructor
 
-from .model import Config, JobSpec, Node, RingOptions, SshOptions
+from boltring.cluster.config.schema import Config, JobSpec, Node, RingOptions, SshOptions
 
 if TYPE_CHECKING:
-    from .importers import ImportReport
+    from boltring.cluster.config.importers import ImportReport
 
 EXAMPLES = ("mlp", "charlm")
 CONFIG_FILENAME = "boltring.yaml"
@@ -714,7 +714,7 @@ def _load_text(text: str, source: str, base_dir: Path | None) -> tuple[Config, I
     fmt = detect_format(data)
     if fmt == "boltring":
         return config_from_data(data, source, base_dir=base_dir), None
-    from . import importers  # imported here: importers builds on this module
+    from boltring.cluster.config import importers
     return importers.IMPORTERS[fmt](data, source)
 
 

@@ -44,8 +44,8 @@ from pathlib import Path
 
 import asyncssh
 
-from .model import Node, SshOptions
-from .transport import CommandResult, Transport, TransportError
+from boltring.cluster.config.schema import Node, SshOptions
+from boltring.cluster.nodes.transport import CommandResult, Transport, TransportError
 
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 8.0

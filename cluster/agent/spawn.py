@@ -1,8 +1,8 @@
 """Start, stop and inspect one detached rank on the node it runs on. Standard library only.
 
-    PYTHON -m boltring.cluster.spawn start RUN_DIR   < {"argv": [...], "env": {...}, "secret": "hex"}
-    PYTHON -m boltring.cluster.spawn kill RUN_DIR [--grace S]
-    PYTHON -m boltring.cluster.spawn status RUN_DIR
+    PYTHON -m boltring.cluster.agent.spawn start RUN_DIR   < {"argv": [...], "env": {...}, "secret": "hex"}
+    PYTHON -m boltring.cluster.agent.spawn kill RUN_DIR [--grace S]
+    PYTHON -m boltring.cluster.agent.spawn status RUN_DIR
 
 Both transports run these same commands (locally as a subprocess, remotely over SSH), so a
 rank's life is managed identically everywhere, macOS (no setsid(1) there) included.
@@ -194,7 +194,7 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m boltring.cluster.spawn",
+    p = argparse.ArgumentParser(prog="python -m boltring.cluster.agent.spawn",
                                 description="Start, kill or inspect a detached boltring rank.")
     p.add_argument("action", choices=("start", "kill", "status"))
     p.add_argument("run_dir", help="the rank's run directory (~ is expanded)")

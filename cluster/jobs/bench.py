@@ -22,7 +22,7 @@ from pathlib import Path
 
 from boltring.netio.jobenv import JobEnv
 
-from .spawn import write_atomic
+from boltring.cluster.agent.spawn import write_atomic
 
 SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]?i?B?)\s*$", re.I)
 UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -102,7 +102,7 @@ def run_backend(backend: str, ranks: int, sizes: list[int], repeat: int, dtype: 
                     env.update(JobEnv(rank=r, size=ranks, job_id="bench", ring=tuple(addrs),
                                       secret_file=str(secret), timeout_s=120,
                                       connect_timeout_s=60).to_environ())
-                argv = [sys.executable, "-m", "boltring.cluster.bench_worker", "--backend", backend,
+                argv = [sys.executable, "-m", "boltring.cluster.train.bench_worker", "--backend", backend,
                         "--sizes", ",".join(map(str, sizes)), "--repeat", str(repeat), "--dtype", dtype]
                 procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
                                               stderr=subprocess.PIPE, text=True,

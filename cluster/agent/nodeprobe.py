@@ -1,4 +1,4 @@
-"""Facts about one node, gathered on the node itself: `PYTHON -m boltring.cluster.nodeprobe`.
+"""Facts about one node, gathered on the node itself: `PYTHON -m boltring.cluster.agent.nodeprobe`.
 
 Reads one JSON request on stdin:
 
@@ -37,7 +37,7 @@ PROBE_VERSION = 1
 COMMAND_TIMEOUT_S = 6.0
 PING_COUNT = 3
 
-# Shipped by the controller as `python -c BOOTSTRAP` when `-m boltring.cluster.nodeprobe` fails
+# Shipped by the controller as `python -c BOOTSTRAP` when `-m boltring.cluster.agent.nodeprobe` fails
 # because boltring is not installed: stdin then carries {"sources": {...}, "request": {...}}.
 BOOTSTRAP = """\
 import json, sys, types

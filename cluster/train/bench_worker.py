@@ -15,7 +15,7 @@ import time
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(prog="python -m boltring.cluster.bench_worker")
+    p = argparse.ArgumentParser(prog="python -m boltring.cluster.train.bench_worker")
     p.add_argument("--backend", choices=("boltring", "mlx"), required=True)
     p.add_argument("--sizes", required=True, help="comma list of byte counts")
     p.add_argument("--repeat", type=int, default=10)

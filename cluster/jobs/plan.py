@@ -15,10 +15,10 @@ from pathlib import Path
 
 from boltring.netio.jobenv import JobEnv
 
-from .model import Config, JobSpec, Node
+from boltring.cluster.config.schema import Config, JobSpec, Node
 
 RUNNER_MODULE = "boltring.cluster.train.runner"
-SPAWN_MODULE = "boltring.cluster.spawn"
+SPAWN_MODULE = "boltring.cluster.agent.spawn"
 
 
 @dataclass(frozen=True)

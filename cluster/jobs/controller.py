@@ -23,12 +23,12 @@ from pathlib import Path
 
 from boltring.netio.handshake import new_secret
 
-from . import launcher
-from .events import (CheckResult, Event, JobStarted, JobStateChanged, JobSummary,
+from boltring.cluster.jobs import plan as launcher
+from boltring.cluster.jobs.events import (CheckResult, Event, JobStarted, JobStateChanged, JobSummary,
                      LogLine, RankExited, RankMetrics, RankStarted, StepProgress)
-from .model import Config, Node, boltring_home
-from .spawn import write_atomic
-from .transport import LocalTransport, Transport, TransportError
+from boltring.cluster.config.schema import Config, Node, boltring_home
+from boltring.cluster.agent.spawn import write_atomic
+from boltring.cluster.nodes.transport import LocalTransport, Transport, TransportError
 
 POLL_S = 0.25  # how often metrics and logs are read; ranks report far less often than this
 STATUS_EVERY_S = 3.0  # liveness check through `spawn status` (catches SIGKILLed keepers)
@@ -58,7 +58,7 @@ class _RankState:
 def _transport_for(node: Node, config: Config, on_state) -> Transport:
     if node.local:
         return LocalTransport(node, on_state)
-    from .transport_ssh import SshTransport  # asyncssh is only imported for real clusters
+    from boltring.cluster.nodes.ssh import SshTransport  # asyncssh is only imported for real clusters
 
     return SshTransport(node, on_state, options=config.ssh)
 
@@ -121,7 +121,7 @@ class JobController:
 
     # -- checks -----------------------------------------------------------------------------
     async def run_checks(self, bandwidth: bool = True) -> list[CheckResult]:
-        from .checks import check_cluster
+        from boltring.cluster.nodes.checks.run import check_cluster
 
         previous = self.state
         if previous not in ("running", "launching"):
@@ -144,7 +144,7 @@ class JobController:
     def _follow_cables(self, facts: dict[str, dict]) -> None:
         """With ring.order: cabling, put the nodes in the order the Thunderbolt cables allow
         (the config's order is only where the search starts); the next launch uses it."""
-        from .checks import all_report_tb_ports, cable_edges, cabling_order
+        from boltring.cluster.nodes.checks.run import all_report_tb_ports, cable_edges, cabling_order
 
         names = [n.name for n in self.config.nodes]
         if self.config.ring.order != "cabling" or len(names) < 2 or \

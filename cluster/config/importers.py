@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import (LOCAL_HOSTS, ConfigError, LineList, LineMap, Where, config_from_data, describe,
+from boltring.cluster.config.load import (LOCAL_HOSTS, ConfigError, LineList, LineMap, Where, config_from_data, describe,
                      line_of, parse_ssh_target)
-from .model import Config
+from boltring.cluster.config.schema import Config
 
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]+")  # what config.py accepts as a node name
 DEFAULT_GLOBAL_BATCH = 256  # JobSpec's default, replaced when the world size does not divide it

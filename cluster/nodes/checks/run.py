@@ -28,10 +28,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import nodeprobe, probes_linux, probes_macos
-from .events import CheckResult
-from .model import Config, Node
-from .transport import LocalTransport, Transport, TransportError
+from boltring.cluster.agent import nodeprobe
+from boltring.cluster.agent import probes_linux
+from boltring.cluster.agent import probes_macos
+from boltring.cluster.jobs.events import CheckResult
+from boltring.cluster.config.schema import Config, Node
+from boltring.cluster.nodes.transport import LocalTransport, Transport, TransportError
 
 PROBE_TIMEOUT_S = 12.0
 PYTHON_TIMEOUT_S = 8.0
@@ -249,7 +251,7 @@ async def probe_node(transport, config: Config, node: Node,
     request = probe_request(config, node, neighbours)
     version_res, probe_res = await asyncio.gather(
         _run_or_error(transport, [py, "-c", "import sys; print(sys.version)"], timeout=PYTHON_TIMEOUT_S),
-        _run_or_error(transport, [py, "-m", "boltring.cluster.nodeprobe"],
+        _run_or_error(transport, [py, "-m", "boltring.cluster.agent.nodeprobe"],
                       input=json.dumps(request).encode(), timeout=PROBE_TIMEOUT_S))
 
     # python
@@ -297,7 +299,7 @@ async def probe_node(transport, config: Config, node: Node,
                     (_last_line(res2.stderr) or probe_err)
     if facts is None:
         report.results.append(_r(node.name, "probe", "fail", probe_err,
-                                 f"run `{node.python} -m boltring.cluster.nodeprobe </dev/null` on "
+                                 f"run `{node.python} -m boltring.cluster.agent.nodeprobe </dev/null` on "
                                  f"{node.name} to see the error"))
         report.results += _skipped(node, neighbours, "node probe failed", include_python=False)
         return report

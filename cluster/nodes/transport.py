@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .events import NodeState
-from .model import Node
+from boltring.cluster.jobs.events import NodeState
+from boltring.cluster.config.schema import Node
 
 
 @dataclass(frozen=True)

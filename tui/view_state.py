@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Callable, NamedTuple
 
-from boltring.cluster.events import (
+from boltring.cluster.jobs.events import (
     FINAL_STATES,
     CheckResult,
     Event,
@@ -26,7 +26,7 @@ from boltring.cluster.events import (
     RankStarted,
     StepProgress,
 )
-from boltring.cluster.model import Config, Node
+from boltring.cluster.config.schema import Config, Node
 
 LOG_KEEP = 5_000  # log entries kept for the whole cluster, and again for each node
 RANK_HISTORY = 120  # sparkline points per rank

@@ -1,0 +1,1 @@
+"""Node and link checks, run from the laptop against every node."""
