@@ -27,25 +27,27 @@ The config is --config FILE, else ./boltring.yaml, else the embedded local defau
 a jupiter cluster.yaml: boltring reports what it mapped and ignored.
 """
 
-SUBCOMMANDS = ("check", "bench", "status", "kill", "hostfile")
+EXAMPLES = ("mlp", "charlm")  # built-in examples (cluster/train/); the config validator knows the same list
 
 
-def _add_config(p: argparse.ArgumentParser) -> None:
+def config_parent(*, in_subcommand: bool = False) -> argparse.ArgumentParser:
+    """`--config`, shared by the main command and every subcommand that reads a config.
+
+    In a subcommand its default is SUPPRESS, so `boltring -c F check` keeps the F given before it."""
+    p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--config", "-c", metavar="FILE",
+                   default=argparse.SUPPRESS if in_subcommand else None,
                    help="cluster config (default: ./boltring.yaml, else the embedded local default)")
+    return p
 
 
-def main_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="boltring", description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Arguments after `--` go to the training script. "
-                                       "Subcommands: boltring SUBCOMMAND --help")
-    _add_config(p)
-    p.add_argument("--run", action="store_true", help="run the job headless instead of opening the app")
+def job_parent() -> argparse.ArgumentParser:
+    """What a job runs and how long: shared by `boltring` (app and --run)."""
+    p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--ranks", "-n", type=int, metavar="N",
                    help="number of local ranks (local default only; default 2)")
     what = p.add_mutually_exclusive_group()
-    what.add_argument("--example", metavar="NAME", choices=("mlp", "charlm"),
+    what.add_argument("--example", metavar="NAME", choices=EXAMPLES,
                       help="built-in example: mlp (classifier on generated data) or charlm "
                            "(character-level transformer on a shipped text)")
     what.add_argument("--script", metavar="FILE",
@@ -56,49 +58,70 @@ def main_parser() -> argparse.ArgumentParser:
     p.add_argument("--global-batch", type=int, metavar="B",
                    help="samples per step across all ranks; each rank takes B/N")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    return p
+
+
+def main_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="boltring", description=DESCRIPTION,
+                                parents=[config_parent(), job_parent()],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Arguments after `--` go to the training script or example. "
+                                       "Each subcommand has its own --help.")
+    p.add_argument("--run", action="store_true", help="run the job headless instead of opening the app")
     p.add_argument("--json", action="store_true",
                    help="with --run: one JSON event per line on stdout (start, step, log, error, summary)")
     p.add_argument("--dry-run", action="store_true",
                    help="print exactly what would be started where, and start nothing")
     p.add_argument("--skip-checks", action="store_true",
                    help="with --run: launch even if node checks fail")
+    sub = p.add_subparsers(dest="command", metavar="SUBCOMMAND")
+    cfg = config_parent(in_subcommand=True)
+
+    c = sub.add_parser("check", parents=[cfg], help="check every node and link",
+                       description="Check every node before a run: SSH and host key, python/mlx/boltring "
+                                   "versions, memory, the Thunderbolt ring interface and address, the route "
+                                   "to each ring neighbour, round-trip time and a short bandwidth probe. "
+                                   "Exit code 1 when any check fails.")
+    c.add_argument("--json", action="store_true", help="one JSON object per check")
+    c.add_argument("--no-bandwidth", action="store_true", help="skip the bandwidth probes")
+
+    b = sub.add_parser("bench", help="allreduce benchmark: boltring's ring vs MLX's ring",
+                       description="Allreduce benchmark on local ranks over loopback: boltring's ring and, "
+                                   "in the same run, MLX's own ring backend (mx.distributed, launched with a "
+                                   "generated hostfile). Reports the median time over repeats, algorithm "
+                                   "bandwidth and bus bandwidth (busbw = bytes x 2(n-1)/n / time, as "
+                                   "nccl-tests define it), and the ratio boltring/MLX.")
+    b.add_argument("--ranks", "-n", type=int, default=2, metavar="N", help="local ranks (default 2)")
+    b.add_argument("--sizes", default="1MB,16MB,64MB", help="comma list of buffer sizes (default 1MB,16MB,64MB)")
+    b.add_argument("--backend", choices=("boltring", "mlx", "both"), default="both")
+    b.add_argument("--repeat", type=int, default=10, metavar="R", help="timed repeats per size (median)")
+    b.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16", "int32"))
+    b.add_argument("--json", action="store_true", help="one JSON object per result")
+
+    st = sub.add_parser("status", parents=[cfg], help="show (and follow) the job left running",
+                        description="Show the job left running for this config (re-attaching to follow it)")
+    st.add_argument("--follow", action="store_true", help="keep following until the job ends")
+    st.add_argument("--json", action="store_true", help="JSON events")
+
+    sub.add_parser("kill", parents=[cfg], help="stop every rank of the job left running",
+                   description="Kill every rank of the job left running for this config")
+
+    h = sub.add_parser("hostfile", parents=[cfg], help="write the MLX hostfile for mlx.launch",
+                       description="Write the MLX hostfile (JSON, as mlx.distributed_config writes it) "
+                                   "for this config")
+    h.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
     return p
 
 
-def sub_parser(name: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"boltring {name}")
-    if name == "check":
-        p.description = ("Check every node before a run: SSH and host key, python/mlx/boltring "
-                         "versions, memory, the Thunderbolt ring interface and address, the route "
-                         "to each ring neighbour, round-trip time and a short bandwidth probe. "
-                         "Exit code 1 when any check fails.")
-        _add_config(p)
-        p.add_argument("--json", action="store_true", help="one JSON object per check")
-        p.add_argument("--no-bandwidth", action="store_true", help="skip the bandwidth probes")
-    elif name == "bench":
-        p.description = ("Allreduce benchmark on local ranks over loopback: boltring's ring and, "
-                         "in the same run, MLX's own ring backend (mx.distributed, launched with a "
-                         "generated hostfile). Reports the median time over repeats, algorithm "
-                         "bandwidth and bus bandwidth (busbw = bytes x 2(n-1)/n / time, as "
-                         "nccl-tests define it), and the ratio boltring/MLX.")
-        p.add_argument("--ranks", "-n", type=int, default=2, metavar="N", help="local ranks (default 2)")
-        p.add_argument("--sizes", default="1MB,16MB,64MB", help="comma list of buffer sizes (default 1MB,16MB,64MB)")
-        p.add_argument("--backend", choices=("boltring", "mlx", "both"), default="both")
-        p.add_argument("--repeat", type=int, default=10, metavar="R", help="timed repeats per size (median)")
-        p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16", "int32"))
-        p.add_argument("--json", action="store_true", help="one JSON object per result")
-    elif name in ("status", "kill"):
-        p.description = ("Show the job left running for this config (re-attaching to follow it)"
-                         if name == "status" else "Kill every rank of the job left running for this config")
-        _add_config(p)
-        if name == "status":
-            p.add_argument("--follow", action="store_true", help="keep following until the job ends")
-            p.add_argument("--json", action="store_true", help="JSON events")
-    elif name == "hostfile":
-        p.description = "Write the MLX hostfile (JSON, as mlx.distributed_config writes it) for this config"
-        _add_config(p)
-        p.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
-    return p
+def split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(boltring's words, the script's words after the first `--`).
+
+    argparse cannot hold a free list of pass-through words beside optional subcommands (it would
+    try to read the first of them as a subcommand), so the split happens before parsing."""
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, []
 
 
 def _load(args, ranks=None):
@@ -141,14 +164,13 @@ def _dry_run(controller, resume: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in SUBCOMMANDS:
-        return _sub(argv[0], sub_parser(argv[0]).parse_args(argv[1:]))
-    script_args: list[str] = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, script_args = argv[:i], argv[i + 1:]
-    args = main_parser().parse_args(argv)
+    argv, script_args = split_passthrough(list(sys.argv[1:] if argv is None else argv))
+    parser = main_parser()
+    args = parser.parse_args(argv)
+    if args.command is not None:
+        if script_args:
+            parser.error(f"`--` passes arguments to a training job; `boltring {args.command}` takes none")
+        return _sub(args.command, args)
     args.script_args = script_args
     if args.script:
         args.script = str(Path(args.script).resolve())
