@@ -3,10 +3,19 @@
 No UI and no SSH here: this package is what every rank imports.
 """
 
-from .errors import (ConnectTimeout, FrameError, HandshakeError, NetioError, PeerClosed,
-                     PeerTimeout)
+from .errors import ConnectTimeout, FrameError, HandshakeError, NetioError, PeerClosed, PeerTimeout
 from .group import Group, init
 from .jobenv import JobEnv, JobEnvError
 
-__all__ = ["init", "Group", "JobEnv", "JobEnvError", "NetioError", "FrameError", "PeerClosed",
-           "PeerTimeout", "HandshakeError", "ConnectTimeout"]
+__all__ = [
+    "init",
+    "Group",
+    "JobEnv",
+    "JobEnvError",
+    "NetioError",
+    "FrameError",
+    "PeerClosed",
+    "PeerTimeout",
+    "HandshakeError",
+    "ConnectTimeout",
+]

@@ -52,8 +52,10 @@ def _bf16_add_into(out: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
 def numpy_wire_dtype(arr: np.ndarray) -> str:
     name = arr.dtype.name
     if name not in WIRE_DTYPES or name == "bfloat16":
-        raise TypeError(f"all_sum does not support numpy dtype {name}; "
-                        f"supported: {', '.join(k for k in WIRE_DTYPES if k != 'bfloat16')}")
+        raise TypeError(
+            f"all_sum does not support numpy dtype {name}; "
+            f"supported: {', '.join(k for k in WIRE_DTYPES if k != 'bfloat16')}"
+        )
     return name
 
 

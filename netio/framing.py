@@ -54,23 +54,38 @@ def pack_header(kind: str, nbytes: int = 0, **fields) -> bytes:
 def unpack_header(body: bytes, peer: str) -> dict:
     try:
         header = msgpack.unpackb(
-            body, raw=False, strict_map_key=True, ext_hook=_refuse_ext,
+            body,
+            raw=False,
+            strict_map_key=True,
+            ext_hook=_refuse_ext,
             max_str_len=MAX_HEADER_BYTES,
-            max_bin_len=MAX_HEADER_BYTES, max_array_len=64, max_map_len=64)
+            max_bin_len=MAX_HEADER_BYTES,
+            max_array_len=64,
+            max_map_len=64,
+        )
     except FrameError as e:
         raise FrameError(f"frame header from {peer} refused: {e}", peer) from None
     except Exception as e:  # msgpack raises several types (ExtraData, FormatError, ValueError …)
         raise FrameError(f"undecodable frame header from {peer}: {e}", peer) from None
     if _has_timestamp(header):
-        raise FrameError(f"frame header from {peer} refused: msgpack extension type -1 "
-                         f"(timestamp) is not allowed in a boltring header", peer)
+        raise FrameError(
+            f"frame header from {peer} refused: msgpack extension type -1 "
+            f"(timestamp) is not allowed in a boltring header",
+            peer,
+        )
     if not isinstance(header, dict):
         raise FrameError(f"frame header from {peer} is a {type(header).__name__}, expected a map", peer)
     if header.get("v") != PROTOCOL_VERSION:
-        raise FrameError(f"{peer} speaks protocol version {header.get('v')!r}, expected "
-                         f"{PROTOCOL_VERSION}: run the same boltring version on every node", peer)
-    if not isinstance(header.get("kind"), str) or not isinstance(header.get("nbytes"), int) \
-            or header["nbytes"] < 0:
+        raise FrameError(
+            f"{peer} speaks protocol version {header.get('v')!r}, expected "
+            f"{PROTOCOL_VERSION}: run the same boltring version on every node",
+            peer,
+        )
+    if (
+        not isinstance(header.get("kind"), str)
+        or not isinstance(header.get("nbytes"), int)
+        or header["nbytes"] < 0
+    ):
         raise FrameError(f"frame header from {peer} lacks a valid kind/nbytes: {header!r:.200}", peer)
     return header
 
@@ -78,8 +93,14 @@ def unpack_header(body: bytes, peer: str) -> dict:
 class Channel:
     """One connected socket to a named peer, with exact reads and vectored writes."""
 
-    def __init__(self, sock: socket.socket, peer: str, *, timeout: float | None = 60.0,
-                 max_payload: int = DEFAULT_MAX_PAYLOAD):
+    def __init__(
+        self,
+        sock: socket.socket,
+        peer: str,
+        *,
+        timeout: float | None = 60.0,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+    ):
         self.sock = sock
         self.peer = peer
         self.timeout = timeout
@@ -110,12 +131,18 @@ class Channel:
                     parts.pop(0)
                 if sent:
                     parts[0] = parts[0][sent:]
-        except socket.timeout:
-            raise PeerTimeout(f"{self.peer} accepted no data for {self.timeout:g} s while we sent "
-                              f"a {what} frame: it is hung or its link is down", self.peer) from None
+        except TimeoutError:
+            raise PeerTimeout(
+                f"{self.peer} accepted no data for {self.timeout:g} s while we sent "
+                f"a {what} frame: it is hung or its link is down",
+                self.peer,
+            ) from None
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as e:
-            raise PeerClosed(f"{self.peer} closed the connection while we sent a {what} frame "
-                             f"({e.strerror or e}); see that rank's log", self.peer) from None
+            raise PeerClosed(
+                f"{self.peer} closed the connection while we sent a {what} frame "
+                f"({e.strerror or e}); see that rank's log",
+                self.peer,
+            ) from None
         except OSError as e:
             raise PeerClosed(f"sending a {what} frame to {self.peer} failed: {e}", self.peer) from None
 
@@ -133,24 +160,34 @@ class Channel:
                 if self.deadline is not None:
                     remaining = self.deadline - time.monotonic()
                     if remaining <= 0:
-                        raise socket.timeout
-                    self.sock.settimeout(remaining if self.timeout is None
-                                         else min(remaining, self.timeout))
+                        raise TimeoutError
+                    self.sock.settimeout(remaining if self.timeout is None else min(remaining, self.timeout))
                 n = self.sock.recv_into(view[got:], total - got)
                 if n == 0:
-                    raise PeerClosed(f"{self.peer} closed the connection after {got} of {total} "
-                                     f"bytes of {what}; see that rank's log", self.peer)
+                    raise PeerClosed(
+                        f"{self.peer} closed the connection after {got} of {total} "
+                        f"bytes of {what}; see that rank's log",
+                        self.peer,
+                    )
                 got += n
-        except socket.timeout:
+        except TimeoutError:
             if self.deadline is not None and time.monotonic() >= self.deadline:
-                raise PeerTimeout(f"{self.peer} was too slow: {what} was incomplete ({got} of {total} "
-                                  f"bytes) at its deadline", self.peer) from None
-            raise PeerTimeout(f"no data from {self.peer} for {self.timeout:g} s while waiting for "
-                              f"{what} ({got} of {total} bytes): it is hung or its link is down",
-                              self.peer) from None
+                raise PeerTimeout(
+                    f"{self.peer} was too slow: {what} was incomplete ({got} of {total} "
+                    f"bytes) at its deadline",
+                    self.peer,
+                ) from None
+            raise PeerTimeout(
+                f"no data from {self.peer} for {self.timeout:g} s while waiting for "
+                f"{what} ({got} of {total} bytes): it is hung or its link is down",
+                self.peer,
+            ) from None
         except (ConnectionResetError, ConnectionAbortedError) as e:
-            raise PeerClosed(f"{self.peer} reset the connection while we waited for {what} "
-                             f"({e.strerror or e}); see that rank's log", self.peer) from None
+            raise PeerClosed(
+                f"{self.peer} reset the connection while we waited for {what} "
+                f"({e.strerror or e}); see that rank's log",
+                self.peer,
+            ) from None
         except OSError as e:
             raise PeerClosed(f"receiving {what} from {self.peer} failed: {e}", self.peer) from None
 
@@ -160,18 +197,25 @@ class Channel:
         self._recv_exact(memoryview(prefix), "a frame header")
         (length,) = _LEN.unpack(prefix)
         if length == 0 or length > MAX_HEADER_BYTES:
-            raise FrameError(f"{self.peer} sent a header of {length} bytes (limit "
-                             f"{MAX_HEADER_BYTES}): not a boltring peer, or a corrupted stream", self.peer)
+            raise FrameError(
+                f"{self.peer} sent a header of {length} bytes (limit "
+                f"{MAX_HEADER_BYTES}): not a boltring peer, or a corrupted stream",
+                self.peer,
+            )
         body = bytearray(length)
         self._recv_exact(memoryview(body), "a frame header")
         header = unpack_header(bytes(body), self.peer)
         if kinds and header["kind"] not in kinds:
-            raise FrameError(f"{self.peer} sent a {header['kind']!r} frame, expected "
-                             f"{' or '.join(map(repr, kinds))}", self.peer)
+            raise FrameError(
+                f"{self.peer} sent a {header['kind']!r} frame, expected {' or '.join(map(repr, kinds))}",
+                self.peer,
+            )
         limit = self.max_payload if max_payload is None else max_payload
         if header["nbytes"] > limit:
-            raise FrameError(f"{self.peer} announced a {header['nbytes']}-byte payload, over the "
-                             f"{limit}-byte limit", self.peer)
+            raise FrameError(
+                f"{self.peer} announced a {header['nbytes']}-byte payload, over the {limit}-byte limit",
+                self.peer,
+            )
         return header
 
     def recv_small(self, *kinds: str, max_payload: int = MAX_HEADER_BYTES) -> tuple[dict, bytes]:

@@ -34,9 +34,17 @@ class Group:
         self.rank, self.size = job.rank, job.size
         self.run_dir = Path(job.run_dir) if job.run_dir else Path.cwd()
         self._log = log or (lambda msg: print(f"[rank {job.rank}] {msg}", file=sys.stderr, flush=True))
-        self.ring = Ring(job.rank, job.size, list(job.ring), job.read_secret(), job.job_id,
-                         timeout=job.timeout_s, connect_timeout=job.connect_timeout_s,
-                         chunk_bytes=int(job.chunk_mb * (1 << 20)), log=self._log)
+        self.ring = Ring(
+            job.rank,
+            job.size,
+            list(job.ring),
+            job.read_secret(),
+            job.job_id,
+            timeout=job.timeout_s,
+            connect_timeout=job.connect_timeout_s,
+            chunk_bytes=int(job.chunk_mb * (1 << 20)),
+            log=self._log,
+        )
         self.bucket_bytes = max(1 << 16, int(job.bucket_mb * (1 << 20)))
         self.metrics = MetricsWriter(job.run_dir, job.rank)
         # Counters since the last report(): they turn into per-step throughput figures.
@@ -69,12 +77,15 @@ class Group:
             return grads
         averaged: dict[str, Any] = {}
         for bucket in self._buckets(leaves):
-            flat = mx.concatenate([a.reshape(-1) for _, a in bucket]) if len(bucket) > 1 \
+            flat = (
+                mx.concatenate([a.reshape(-1) for _, a in bucket])
+                if len(bucket) > 1
                 else bucket[0][1].reshape(-1)
+            )
             summed = self.all_sum(flat)
             mean = summed / self.size if mx.issubdtype(summed.dtype, mx.floating) else summed // self.size
             offsets = np.cumsum([a.size for _, a in bucket])[:-1].tolist()
-            for (key, a), part in zip(bucket, mx.split(mean, offsets) if offsets else [mean]):
+            for (key, a), part in zip(bucket, mx.split(mean, offsets) if offsets else [mean], strict=False):
                 averaged[key] = part.reshape(a.shape)
         return tree_unflatten([(k, averaged[k]) for k, _ in leaves])
 
@@ -97,8 +108,7 @@ class Group:
         self.all_sum(np.zeros(1, dtype=np.int32))
 
     # -- metrics -------------------------------------------------------------------------
-    def report(self, step: int, loss: float | None = None, samples: int | None = None,
-               **extra) -> dict:
+    def report(self, step: int, loss: float | None = None, samples: int | None = None, **extra) -> dict:
         """Append one metrics line: throughput since the previous report, allreduce figures."""
         now = time.perf_counter()
         dt = max(now - self._last_report_t, 1e-9)
@@ -106,12 +116,19 @@ class Group:
         ar_s = self.ring.seconds - self._mark_seconds
         sent = self.ring.bytes_sent - self._mark_sent
         record = self.metrics.write(
-            "step", step=int(step), loss=None if loss is None else float(loss),
-            samples=samples, steps_per_s=steps / dt,
+            "step",
+            step=int(step),
+            loss=None if loss is None else float(loss),
+            samples=samples,
+            steps_per_s=steps / dt,
             samples_per_s=None if samples is None else samples * steps / dt,
-            allreduce_s=ar_s, allreduce_gbps=(sent / ar_s / 1e9) if ar_s > 0 else None,
-            bytes_sent=self.ring.bytes_sent, bytes_recv=self.ring.bytes_recv,
-            mem_mb=rss_mb(), **extra)
+            allreduce_s=ar_s,
+            allreduce_gbps=(sent / ar_s / 1e9) if ar_s > 0 else None,
+            bytes_sent=self.ring.bytes_sent,
+            bytes_recv=self.ring.bytes_recv,
+            mem_mb=rss_mb(),
+            **extra,
+        )
         self._last_report_t, self._last_step = now, int(step)
         self._mark_seconds, self._mark_sent = self.ring.seconds, self.ring.bytes_sent
         return record
@@ -124,8 +141,13 @@ class Group:
         if self._closed:
             return
         self._closed = True
-        self.metrics.write("end", allreduce_ops=self.ring.ops, allreduce_s=self.ring.seconds,
-                           bytes_sent=self.ring.bytes_sent, bytes_recv=self.ring.bytes_recv)
+        self.metrics.write(
+            "end",
+            allreduce_ops=self.ring.ops,
+            allreduce_s=self.ring.seconds,
+            bytes_sent=self.ring.bytes_sent,
+            bytes_recv=self.ring.bytes_recv,
+        )
         self.ring.close()
         self.metrics.close()
 

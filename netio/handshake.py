@@ -27,49 +27,61 @@ from .framing import Channel
 SECRET_BYTES = 32
 
 
-def _mac(secret: bytes, role: str, job: str, client_rank: int, server_rank: int, size: int,
-         nonce_c: bytes, nonce_s: bytes) -> bytes:
-    transcript = msgpack.packb(["boltring-ring-v1", role, job, client_rank, server_rank, size,
-                                nonce_c, nonce_s], use_bin_type=True)
+def _mac(
+    secret: bytes,
+    role: str,
+    job: str,
+    client_rank: int,
+    server_rank: int,
+    size: int,
+    nonce_c: bytes,
+    nonce_s: bytes,
+) -> bytes:
+    transcript = msgpack.packb(
+        ["boltring-ring-v1", role, job, client_rank, server_rank, size, nonce_c, nonce_s], use_bin_type=True
+    )
     return hmac.new(secret, transcript, hashlib.sha256).digest()
 
 
 def _field(header: dict, key: str, kind: type, chan: Channel):
     value = header.get(key)
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise HandshakeError(f"{chan.peer} sent a {header.get('kind')} without a valid {key!r}",
-                             chan.peer)
+        raise HandshakeError(f"{chan.peer} sent a {header.get('kind')} without a valid {key!r}", chan.peer)
     return value
 
 
-def client_handshake(chan: Channel, secret: bytes, job: str, rank: int, size: int,
-                     server_rank: int) -> None:
+def client_handshake(chan: Channel, secret: bytes, job: str, rank: int, size: int, server_rank: int) -> None:
     """Run on the rank that connected; raises HandshakeError if the server is not our peer."""
     nonce_c = os.urandom(32)
     chan.send_frame("hello", job=job, rank=rank, size=size, nonce=nonce_c)
     header, _ = chan.recv_small("challenge", "reject")
     if header["kind"] == "reject":
-        raise HandshakeError(f"{chan.peer} refused us: {header.get('reason', 'no reason given')}",
-                             chan.peer)
+        raise HandshakeError(f"{chan.peer} refused us: {header.get('reason', 'no reason given')}", chan.peer)
     their_rank = _field(header, "rank", int, chan)
     nonce_s = _field(header, "nonce", bytes, chan)
     mac_s = _field(header, "mac", bytes, chan)
     if their_rank != server_rank:
         _refuse(chan, f"you are rank {their_rank}, rank {rank} expected rank {server_rank} there")
-        raise HandshakeError(f"{chan.peer} says it is rank {their_rank}, expected rank {server_rank}",
-                             chan.peer)
+        raise HandshakeError(
+            f"{chan.peer} says it is rank {their_rank}, expected rank {server_rank}", chan.peer
+        )
     expected = _mac(secret, "server", job, rank, server_rank, size, nonce_c, nonce_s)
     if not hmac.compare_digest(mac_s, expected):
-        _refuse(chan, f"your proof of the job secret did not verify for job {job!r}: "
-                      f"the two ranks hold different secrets")
-        raise HandshakeError(f"{chan.peer} could not prove the job secret: it is not part of job "
-                             f"{job} (another job on the same port, or an impostor)", chan.peer)
+        _refuse(
+            chan,
+            f"your proof of the job secret did not verify for job {job!r}: "
+            f"the two ranks hold different secrets",
+        )
+        raise HandshakeError(
+            f"{chan.peer} could not prove the job secret: it is not part of job "
+            f"{job} (another job on the same port, or an impostor)",
+            chan.peer,
+        )
     chan.send_frame("auth", mac=_mac(secret, "client", job, rank, server_rank, size, nonce_c, nonce_s))
     chan.recv_small("ok")
 
 
-def server_handshake(chan: Channel, secret: bytes, job: str, rank: int, size: int,
-                     client_rank: int) -> None:
+def server_handshake(chan: Channel, secret: bytes, job: str, rank: int, size: int, client_rank: int) -> None:
     """Run on the rank that accepted; raises HandshakeError (after telling the peer) on mismatch."""
     header, _ = chan.recv_small("hello")
     their_job = _field(header, "job", str, chan)
@@ -89,15 +101,19 @@ def server_handshake(chan: Channel, secret: bytes, job: str, rank: int, size: in
         chan.send_frame("reject", reason=problem)
         raise HandshakeError(f"dropped {chan.peer}: {problem}", chan.peer)
     nonce_s = os.urandom(32)
-    chan.send_frame("challenge", rank=rank, nonce=nonce_s,
-                    mac=_mac(secret, "server", job, client_rank, rank, size, nonce_c, nonce_s))
+    chan.send_frame(
+        "challenge",
+        rank=rank,
+        nonce=nonce_s,
+        mac=_mac(secret, "server", job, client_rank, rank, size, nonce_c, nonce_s),
+    )
     header, _ = chan.recv_small("auth", "reject")
     if header["kind"] == "reject":  # the client could not verify our proof, or our rank
-        raise HandshakeError(f"dropped {chan.peer}: it refused us: "
-                             f"{header.get('reason', 'no reason given')}", chan.peer)
+        raise HandshakeError(
+            f"dropped {chan.peer}: it refused us: {header.get('reason', 'no reason given')}", chan.peer
+        )
     mac_c = _field(header, "mac", bytes, chan)
-    if not hmac.compare_digest(mac_c, _mac(secret, "client", job, client_rank, rank, size,
-                                           nonce_c, nonce_s)):
+    if not hmac.compare_digest(mac_c, _mac(secret, "client", job, client_rank, rank, size, nonce_c, nonce_s)):
         raise HandshakeError(f"dropped {chan.peer}: it could not prove the job secret", chan.peer)
     chan.send_frame("ok")
 

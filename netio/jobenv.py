@@ -43,10 +43,17 @@ class JobEnv:
     node: str = "local"
 
     def to_environ(self) -> dict[str, str]:
-        env = {RANK: str(self.rank), WORLD_SIZE: str(self.size), JOB_ID: self.job_id,
-               RING: json.dumps(list(self.ring)), TIMEOUT: repr(self.timeout_s),
-               CONNECT_TIMEOUT: repr(self.connect_timeout_s), BUCKET_MB: repr(self.bucket_mb),
-               CHUNK_MB: repr(self.chunk_mb), NODE: self.node}
+        env = {
+            RANK: str(self.rank),
+            WORLD_SIZE: str(self.size),
+            JOB_ID: self.job_id,
+            RING: json.dumps(list(self.ring)),
+            TIMEOUT: repr(self.timeout_s),
+            CONNECT_TIMEOUT: repr(self.connect_timeout_s),
+            BUCKET_MB: repr(self.bucket_mb),
+            CHUNK_MB: repr(self.chunk_mb),
+            NODE: self.node,
+        }
         if self.secret_file:
             env[SECRET_FILE] = self.secret_file
         if self.run_dir:
@@ -63,18 +70,28 @@ class JobEnv:
             size = int(e[WORLD_SIZE])
             rank = int(e[RANK])
             ring = tuple(json.loads(e.get(RING, "[]")))
-            job = cls(rank=rank, size=size, job_id=e.get(JOB_ID, "job"), ring=ring,
-                      secret_file=e.get(SECRET_FILE), run_dir=e.get(RUN_DIR),
-                      timeout_s=float(e.get(TIMEOUT, 60)),
-                      connect_timeout_s=float(e.get(CONNECT_TIMEOUT, 30)),
-                      bucket_mb=float(e.get(BUCKET_MB, 32)), chunk_mb=float(e.get(CHUNK_MB, 4)),
-                      node=e.get(NODE, "local"))
+            job = cls(
+                rank=rank,
+                size=size,
+                job_id=e.get(JOB_ID, "job"),
+                ring=ring,
+                secret_file=e.get(SECRET_FILE),
+                run_dir=e.get(RUN_DIR),
+                timeout_s=float(e.get(TIMEOUT, 60)),
+                connect_timeout_s=float(e.get(CONNECT_TIMEOUT, 30)),
+                bucket_mb=float(e.get(BUCKET_MB, 32)),
+                chunk_mb=float(e.get(CHUNK_MB, 4)),
+                node=e.get(NODE, "local"),
+            )
         except (KeyError, ValueError, TypeError) as ex:
-            raise JobEnvError(f"the boltring job environment is malformed ({ex}); start ranks with "
-                              f"`boltring --run`, or run the script alone for a 1-rank group") from None
+            raise JobEnvError(
+                f"the boltring job environment is malformed ({ex}); start ranks with "
+                f"`boltring --run`, or run the script alone for a 1-rank group"
+            ) from None
         if not 0 <= rank < size or (size > 1 and len(ring) != size):
-            raise JobEnvError(f"{RANK}={rank}, {WORLD_SIZE}={size} and {len(ring)} ring addresses "
-                              f"do not fit together")
+            raise JobEnvError(
+                f"{RANK}={rank}, {WORLD_SIZE}={size} and {len(ring)} ring addresses do not fit together"
+            )
         if size > 1 and not job.secret_file:
             raise JobEnvError(f"{SECRET_FILE} is not set: ranks must prove the job secret")
         return job

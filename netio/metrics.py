@@ -28,7 +28,7 @@ def rss_mb() -> float | None:
 
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak / 1e6 if sys.platform == "darwin" else peak / 1e3
-    except Exception:  # noqa: BLE001 - memory is informative only
+    except Exception:
         return None
 
 

@@ -54,8 +54,7 @@ class ProbeFailure(Exception):
 def read_secret(stream) -> bytes:
     line = stream.readline().strip()
     if not line:
-        raise ProbeFailure("no secret on stdin: pass the hex secret as the first line of stdin",
-                           EXIT_USAGE)
+        raise ProbeFailure("no secret on stdin: pass the hex secret as the first line of stdin", EXIT_USAGE)
     try:
         secret = bytes.fromhex(line)
     except ValueError:
@@ -71,20 +70,26 @@ def check_bind_address(ip: str) -> str:
     except ValueError:
         raise ProbeFailure(f"--bind {ip!r} is not an IP address", EXIT_USAGE) from None
     if addr.is_unspecified:
-        raise ProbeFailure(f"--bind {ip} would listen on every interface; give the ring address",
-                           EXIT_USAGE)
+        raise ProbeFailure(f"--bind {ip} would listen on every interface; give the ring address", EXIT_USAGE)
     return str(addr)
 
 
 def _result(role: str, nbytes: int, seconds: float, **extra) -> dict:
     gbps = nbytes * 8 / seconds / 1e9 if seconds > 0 else 0.0
-    return {"role": role, "gbps": round(gbps, 3), "bytes": nbytes, "seconds": round(seconds, 4),
-            **extra}
+    return {"role": role, "gbps": round(gbps, 3), "bytes": nbytes, "seconds": round(seconds, 4), **extra}
 
 
-def serve(bind: str, port: int, secret: bytes, *, job: str = "probe",
-          accept_timeout: float = DEFAULT_ACCEPT_TIMEOUT, max_seconds: float = MAX_SECONDS,
-          log=None, on_listening=None) -> dict:
+def serve(
+    bind: str,
+    port: int,
+    secret: bytes,
+    *,
+    job: str = "probe",
+    accept_timeout: float = DEFAULT_ACCEPT_TIMEOUT,
+    max_seconds: float = MAX_SECONDS,
+    log=None,
+    on_listening=None,
+) -> dict:
     """Accept one authenticated sender on bind:port, receive until it says done, reply with the
     count. Returns the server-side measurement."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -103,12 +108,15 @@ def serve(bind: str, port: int, secret: bytes, *, job: str = "probe",
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise ProbeFailure(f"probe server on {bind}:{port}: nobody connected and proved the "
-                                   f"secret within {accept_timeout:g} s", EXIT_NO_PEER)
+                raise ProbeFailure(
+                    f"probe server on {bind}:{port}: nobody connected and proved the "
+                    f"secret within {accept_timeout:g} s",
+                    EXIT_NO_PEER,
+                )
             lsock.settimeout(left)
             try:
                 conn, addr = lsock.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             peer = f"{addr[0]}:{addr[1]}"
             chan = Channel(conn, f"probe sender {peer}", timeout=min(IO_TIMEOUT, max(left, 1.0)))
@@ -156,22 +164,33 @@ def _connect(host: str, port: int, timeout: float) -> socket.socket:
     last: OSError | None = None
     while time.monotonic() < deadline:
         try:
-            return socket.create_connection((host, port), timeout=max(0.2, min(2.0, deadline - time.monotonic())))
-        except (ConnectionRefusedError, socket.timeout) as e:
+            return socket.create_connection(
+                (host, port), timeout=max(0.2, min(2.0, deadline - time.monotonic()))
+            )
+        except (TimeoutError, ConnectionRefusedError) as e:
             last = e  # the server may not be listening yet: retry until the deadline
         except OSError as e:
             if e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNRESET):
                 last = e
             else:
-                raise ProbeFailure(f"cannot connect to {host}:{port}: {e.strerror or e}", EXIT_NO_PEER) from None
+                raise ProbeFailure(
+                    f"cannot connect to {host}:{port}: {e.strerror or e}", EXIT_NO_PEER
+                ) from None
         time.sleep(0.05)
     reason = (getattr(last, "strerror", None) or str(last)) if last else "timed out"
     raise ProbeFailure(f"cannot connect to {host}:{port} within {timeout:g} s: {reason}", EXIT_NO_PEER)
 
 
-def send(host: str, port: int, secret: bytes, *, seconds: float = DEFAULT_SECONDS,
-         bytes_limit: int = DEFAULT_BYTES_LIMIT, job: str = "probe",
-         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> dict:
+def send(
+    host: str,
+    port: int,
+    secret: bytes,
+    *,
+    seconds: float = DEFAULT_SECONDS,
+    bytes_limit: int = DEFAULT_BYTES_LIMIT,
+    job: str = "probe",
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+) -> dict:
     """Connect, prove the secret, send for `seconds` (at most `bytes_limit` bytes), wait for the
     server's count. Returns the sender-side measurement (through the server's last byte)."""
     seconds = min(max(seconds, 0.05), MAX_SECONDS)
@@ -220,14 +239,19 @@ def _host_port(text: str) -> tuple[str, int]:
 def main(argv: list[str] | None = None, stdin=None, stdout=None) -> int:
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
-    ap = argparse.ArgumentParser(prog="python -m boltring.netio.probe",
-                                 description="Ring bandwidth probe (secret as hex on stdin).")
+    ap = argparse.ArgumentParser(
+        prog="python -m boltring.netio.probe", description="Ring bandwidth probe (secret as hex on stdin)."
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve", help="receive one authenticated sender")
     s.add_argument("--bind", required=True, help="ring address to listen on (never 0.0.0.0)")
     s.add_argument("--port", type=int, required=True)
-    s.add_argument("--seconds", type=float, default=DEFAULT_SECONDS,
-                   help="expected send time (the server stops a sender that runs far past it)")
+    s.add_argument(
+        "--seconds",
+        type=float,
+        default=DEFAULT_SECONDS,
+        help="expected send time (the server stops a sender that runs far past it)",
+    )
     s.add_argument("--accept-timeout", type=float, default=DEFAULT_ACCEPT_TIMEOUT)
     s.add_argument("--job", default="probe", help="probe id both sides must agree on")
     c = sub.add_parser("send", help="send to a serving probe")
@@ -241,12 +265,25 @@ def main(argv: list[str] | None = None, stdin=None, stdout=None) -> int:
         secret = read_secret(stdin)
         if args.cmd == "serve":
             bind = check_bind_address(args.bind)
-            result = serve(bind, args.port, secret, job=args.job, accept_timeout=args.accept_timeout,
-                           max_seconds=min(max(args.seconds, 0.05), MAX_SECONDS) * 3)
+            result = serve(
+                bind,
+                args.port,
+                secret,
+                job=args.job,
+                accept_timeout=args.accept_timeout,
+                max_seconds=min(max(args.seconds, 0.05), MAX_SECONDS) * 3,
+            )
         else:
             host, port = _host_port(args.to)
-            result = send(host, port, secret, seconds=args.seconds, bytes_limit=args.bytes_limit,
-                          job=args.job, connect_timeout=args.connect_timeout)
+            result = send(
+                host,
+                port,
+                secret,
+                seconds=args.seconds,
+                bytes_limit=args.bytes_limit,
+                job=args.job,
+                connect_timeout=args.connect_timeout,
+            )
     except ProbeFailure as e:
         print(f"probe {args.cmd}: {e}", file=sys.stderr, flush=True)
         stdout.write(json.dumps({"error": str(e), "code": e.code}) + "\n")

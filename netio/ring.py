@@ -63,15 +63,25 @@ class _Sender(threading.Thread):
             view, fields = item
             try:
                 self.chan.send_frame("data", view, **fields)
-            except BaseException as e:  # noqa: BLE001 - reported to the collective
+            except BaseException as e:
                 self.failed = True
                 self.on_error(e)
 
 
 class Ring:
-    def __init__(self, rank: int, size: int, addrs: list[str], secret: bytes, job_id: str, *,
-                 timeout: float = 60.0, connect_timeout: float = 30.0, chunk_bytes: int = 4 << 20,
-                 log: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        rank: int,
+        size: int,
+        addrs: list[str],
+        secret: bytes,
+        job_id: str,
+        *,
+        timeout: float = 60.0,
+        connect_timeout: float = 30.0,
+        chunk_bytes: int = 4 << 20,
+        log: Callable[[str], None] | None = None,
+    ):
         if not 0 <= rank < size or (size > 1 and len(addrs) != size):
             raise ValueError(f"rank {rank} / size {size} / {len(addrs)} ring addresses do not match")
         self.rank, self.size = rank, size
@@ -104,13 +114,19 @@ class Ring:
         try:
             listener = socket.create_server((host, port), family=_family(host), backlog=8)
         except OSError as e:
-            raise NetioError(f"rank {self.rank} cannot listen on {self.addrs[self.rank]}: "
-                             f"{e.strerror or e} (is the ring address configured on this node, "
-                             f"and the port free?)") from None
+            raise NetioError(
+                f"rank {self.rank} cannot listen on {self.addrs[self.rank]}: "
+                f"{e.strerror or e} (is the ring address configured on this node, "
+                f"and the port free?)"
+            ) from None
         deadline = time.monotonic() + self.connect_timeout
         accepted: dict[str, object] = {}
-        acceptor = threading.Thread(target=self._accept_left, args=(listener, left, deadline, accepted),
-                                    name="boltring-accept", daemon=True)
+        acceptor = threading.Thread(
+            target=self._accept_left,
+            args=(listener, left, deadline, accepted),
+            name="boltring-accept",
+            daemon=True,
+        )
         acceptor.start()
         try:
             self.right = self._connect_right(right, deadline)
@@ -139,7 +155,9 @@ class Ring:
                 raise ConnectTimeout(
                     f"rank {self.rank} could not reach its right neighbour {self.peer_name(right)} "
                     f"within {self.connect_timeout:g} s (last error: {last}); check that it "
-                    f"started and that its ring address is reachable", self.peer_name(right))
+                    f"started and that its ring address is reachable",
+                    self.peer_name(right),
+                )
             try:
                 sock = socket.create_connection((host, port), timeout=min(remaining, 2.0))
                 _tune(sock)
@@ -158,19 +176,22 @@ class Ring:
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 1.0)
 
-    def _accept_left(self, listener: socket.socket, left: int, deadline: float,
-                     out: dict[str, object]) -> None:
+    def _accept_left(
+        self, listener: socket.socket, left: int, deadline: float, out: dict[str, object]
+    ) -> None:
         listener.settimeout(0.2)
         while True:
             if time.monotonic() > deadline:
                 out["error"] = ConnectTimeout(
                     f"rank {self.rank} waited {self.connect_timeout:g} s on {self.addrs[self.rank]} "
                     f"but its left neighbour {self.peer_name(left)} never connected and proved the "
-                    f"job secret", self.peer_name(left))
+                    f"job secret",
+                    self.peer_name(left),
+                )
                 return
             try:
                 sock, addr = listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError as e:
                 out["error"] = NetioError(f"accepting ring connections failed: {e}")
@@ -227,25 +248,25 @@ class Ring:
             for plan in plans:  # first hop: our own segments leave at once, straight from src
                 plan.send_own()
             out = dst() if callable(dst) else dst
-            for plan, (sl, _) in zip(plans, parts):
+            for plan, (sl, _) in zip(plans, parts, strict=False):
                 plan.dst = out[sl]
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             self._fail(e)
             plans = []
         if len(plans) == 2:
             other = self._pool.submit(plans[1].run)
             try:
                 plans[0].run()
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 self._fail(e)
             try:
                 other.result()
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 self._fail(e)
         elif plans:
             try:
                 plans[0].run()
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 self._fail(e)
         if self._error is not None:
             raise self._error
@@ -271,8 +292,7 @@ class Ring:
         else:  # the mirrored ring: rank r sits at position -r, so its "right" is rank r-1
             v, recv, sender = (-self.rank) % self.size, self.right, self._senders[1]
         chunk = max(1, self.chunk_bytes // src.itemsize)
-        return _Direction(self, src, wire, v, recv, sender, chunk,
-                          self._scratch_for(direction, wire, chunk))
+        return _Direction(self, src, wire, v, recv, sender, chunk, self._scratch_for(direction, wire, chunk))
 
     def _scratch_for(self, direction: int, wire: str, elems: int) -> np.ndarray:
         key = (direction, wire)
@@ -311,8 +331,17 @@ class _Direction:
     into place. Each chunk is queued for the next hop as soon as it is reduced or received.
     """
 
-    def __init__(self, ring: Ring, src: np.ndarray, wire: str, v: int, recv: Channel,
-                 sender: _Sender, chunk: int, scratch: np.ndarray):
+    def __init__(
+        self,
+        ring: Ring,
+        src: np.ndarray,
+        wire: str,
+        v: int,
+        recv: Channel,
+        sender: _Sender,
+        chunk: int,
+        scratch: np.ndarray,
+    ):
         self.ring, self.src, self.wire, self.v = ring, src, wire, v
         self.recv, self.sender, self.chunk, self.scratch = recv, sender, chunk, scratch
         self.n, self.op, self.total, self.item = ring.size, ring._op, src.size, src.itemsize
@@ -326,20 +355,28 @@ class _Direction:
             yield a, min(a + self.chunk, stop)
 
     def send(self, buf: np.ndarray, a: int, b: int, step: int) -> None:
-        self.sender.q.put((buf[a:b], {"op": self.op, "step": step, "off": a, "len": self.total,
-                                      "dtype": self.wire}))
+        self.sender.q.put(
+            (buf[a:b], {"op": self.op, "step": step, "off": a, "len": self.total, "dtype": self.wire})
+        )
 
     def expect(self, a: int, b: int, step: int, what: str) -> None:
         # No per-chunk max_payload here: a larger chunk must fail the comparison below,
         # whose message says why (ranks disagree on shapes), before any payload is read.
         h = self.recv.recv_header("data")
-        if (h.get("op"), h.get("step"), h.get("off"), h.get("len"), h.get("dtype")) != \
-                (self.op, step, a, self.total, self.wire) or h["nbytes"] != (b - a) * self.item:
+        if (h.get("op"), h.get("step"), h.get("off"), h.get("len"), h.get("dtype")) != (
+            self.op,
+            step,
+            a,
+            self.total,
+            self.wire,
+        ) or h["nbytes"] != (b - a) * self.item:
             raise FrameError(
                 f"{self.recv.peer} sent {h.get('dtype')}[{h.get('len')}] chunk at offset {h.get('off')} "
                 f"(step {h.get('step')}, op {h.get('op')}), expected {self.wire}[{self.total}] at "
                 f"offset {a} (step {step}, op {self.op}) during {what}: every rank must call the same "
-                f"collectives with the same shapes and dtypes, in the same order", self.recv.peer)
+                f"collectives with the same shapes and dtypes, in the same order",
+                self.recv.peer,
+            )
 
     def send_own(self) -> None:
         for a, b in self.chunks(self.v):  # reduce-scatter step 0: our own segment, from src

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -30,6 +29,6 @@ def no_leftovers(home):
     for p in left:
         try:
             p.kill()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
     assert not left, f"processes left behind: {[(p.pid, ' '.join(p.cmdline())) for p in left]}"

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Awaitable, Callable, Iterable, Protocol, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
@@ -27,19 +28,19 @@ from textual.css.query import NoMatches
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input
 
-from boltring.cluster.jobs.events import Event
 from boltring.cluster.config.schema import Config
+from boltring.cluster.jobs.events import Event
 
 from .messages import EventInbox, EventsPending, NodeDetailsRequested, NodeSelected
 from .screens.confirm import ConfirmModal
 from .screens.node_details import NodeDetailsScreen
 from .screens.quit_modal import KILL, LEAVE, QuitModal
+from .view_state import ClusterView
 from .widgets.log_pane import LogPane
 from .widgets.loss_plot import LossPlot
 from .widgets.node_grid import NodeGrid
 from .widgets.node_panel import NodePanel
 from .widgets.status_header import StatusHeader
-from .view_state import ClusterView
 
 REFRESH_S = 0.25  # widgets are redrawn from state at most this often
 PLOT_EVERY = 4  # ticks between loss-plot redraws (plotext is slow)
@@ -80,10 +81,15 @@ def plan_details(plan: Iterable[PlannedRankLike]) -> Content:
     where_w = max(len(r.where) for r in rows)
     lines: list[Content] = []
     for r in rows:
-        lines.append(Content.assemble(
-            (f"rank {r.rank:<3}", "bold"), " ", (r.node.ljust(node_w), "bold $accent"), "  ",
-            (r.where.ljust(where_w), ""),
-        ))
+        lines.append(
+            Content.assemble(
+                (f"rank {r.rank:<3}", "bold"),
+                " ",
+                (r.node.ljust(node_w), "bold $accent"),
+                "  ",
+                (r.where.ljust(where_w), ""),
+            )
+        )
         lines.append(Content.styled(f"   $ {r.command}", "$text-muted"))
     return Content("\n").join(lines)
 
@@ -108,14 +114,19 @@ class BoltringApp(App[int]):
     # Actions that start something on the cluster; refused while a dialog is open.
     _JOB_ACTIONS = ("launch", "resume", "kill", "checks")
 
-    def __init__(self, controller: ControllerLike, *, clock: Callable[[], float] = time.time,
-                 cursor_blink: bool = True) -> None:
+    def __init__(
+        self, controller: ControllerLike, *, clock: Callable[[], float] = time.time, cursor_blink: bool = True
+    ) -> None:
         super().__init__()
         self.controller = controller
         self.clock = clock
         self.cursor_blink = cursor_blink
-        self.view = ClusterView(controller.config, state=getattr(controller, "state", "idle"),
-                                job_id=getattr(controller, "job_id", None), clock=clock)
+        self.view = ClusterView(
+            controller.config,
+            state=getattr(controller, "state", "idle"),
+            job_id=getattr(controller, "job_id", None),
+            clock=clock,
+        )
         self.inbox = EventInbox(self.post_message)
         self._busy: set[str] = set()  # controller calls in flight: "checks", "launch", "kill"…
         self._ticks = 0
@@ -146,8 +157,7 @@ class BoltringApp(App[int]):
         if not self._controller_closed:  # left without the quit dialog: never kill the job
             self._controller_closed = True
             try:
-                await asyncio.wait_for(self.controller.close(kill_running=False),
-                                       CLOSE_TIMEOUT_S)
+                await asyncio.wait_for(self.controller.close(kill_running=False), CLOSE_TIMEOUT_S)
             except Exception:
                 pass
 
@@ -234,22 +244,22 @@ class BoltringApp(App[int]):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        yield SystemCommand("Launch job", "Start the configured job on the cluster (l)",
-                            self.action_launch)
-        yield SystemCommand("Resume job", "Start the job from its last checkpoint (r)",
-                            self.action_resume)
-        yield SystemCommand("Kill job", "Stop every rank of the running job (k)",
-                            self.action_kill)
-        yield SystemCommand("Re-run checks", "Check SSH, ring interfaces, routes, versions (c)",
-                            self.action_checks)
-        yield SystemCommand("Filter log", "Show only log lines containing some text (/)",
-                            self.action_filter_log)
-        yield SystemCommand("Show all nodes' log", "Clear the log filters (escape)",
-                            self.action_clear_filter)
+        yield SystemCommand("Launch job", "Start the configured job on the cluster (l)", self.action_launch)
+        yield SystemCommand("Resume job", "Start the job from its last checkpoint (r)", self.action_resume)
+        yield SystemCommand("Kill job", "Stop every rank of the running job (k)", self.action_kill)
+        yield SystemCommand(
+            "Re-run checks", "Check SSH, ring interfaces, routes, versions (c)", self.action_checks
+        )
+        yield SystemCommand(
+            "Filter log", "Show only log lines containing some text (/)", self.action_filter_log
+        )
+        yield SystemCommand("Show all nodes' log", "Clear the log filters (escape)", self.action_clear_filter)
         for name in self.view.nodes:
-            yield SystemCommand(f"Node details: {name}",
-                                f"Checks and full log of {name}",
-                                lambda name=name: self.show_details(name))
+            yield SystemCommand(
+                f"Node details: {name}",
+                f"Checks and full log of {name}",
+                lambda name=name: self.show_details(name),
+            )
 
     # -- actions --------------------------------------------------------------------------
 
@@ -271,18 +281,19 @@ class BoltringApp(App[int]):
         job = self.controller.config.job
         what = f"example {job.example}" if job.script is None else f"script {job.script}"
         n = len(self.view.nodes)
-        title = ("Resume the job from its last checkpoint?" if resume
-                 else f"Launch {what} on {n} node{'s' if n != 1 else ''}?")
-        message = (f"{len(plan)} ranks, {job.steps} steps, global batch {job.global_batch}. "
-                   "What runs where:")
+        title = (
+            "Resume the job from its last checkpoint?"
+            if resume
+            else f"Launch {what} on {n} node{'s' if n != 1 else ''}?"
+        )
+        message = f"{len(plan)} ranks, {job.steps} steps, global batch {job.global_batch}. What runs where:"
 
         def done(ok: bool | None) -> None:
             if ok:
                 self._launch(resume)
 
         self.push_screen(
-            ConfirmModal(title, message, plan_details(plan),
-                         confirm_label="Resume" if resume else "Launch"),
+            ConfirmModal(title, message, plan_details(plan), confirm_label="Resume" if resume else "Launch"),
             done,
         )
 
@@ -297,9 +308,12 @@ class BoltringApp(App[int]):
                 self._kill()
 
         self.push_screen(
-            ConfirmModal(f"Kill {job}?", "Every rank on every node is stopped. "
-                         "Progress since the last checkpoint is lost.",
-                         confirm_label="Kill", danger=True),
+            ConfirmModal(
+                f"Kill {job}?",
+                "Every rank on every node is stopped. Progress since the last checkpoint is lost.",
+                confirm_label="Kill",
+                danger=True,
+            ),
             done,
         )
 
@@ -328,6 +342,7 @@ class BoltringApp(App[int]):
         if isinstance(self.screen, ModalScreen):
             return
         if self.view.running:
+
             def done(choice: str | None) -> None:
                 if choice in (LEAVE, KILL):
                     self._close_and_exit(kill_running=choice == KILL)
@@ -368,8 +383,7 @@ class BoltringApp(App[int]):
         self.notify(text, title="boltring", severity="error", timeout=8)
         self._render_screen(plot=False)
 
-    async def _call(self, busy: str, what: str,
-                    call: Callable[[], Awaitable[Any]]) -> tuple[bool, Any]:
+    async def _call(self, busy: str, what: str, call: Callable[[], Awaitable[Any]]) -> tuple[bool, Any]:
         """Run one controller coroutine; (True, result), or (False, None) after reporting."""
         self._busy.add(busy)
         self._sync_bindings()
@@ -404,22 +418,28 @@ class BoltringApp(App[int]):
                 failed = [r for r in results if getattr(r, "status", None) == "fail"]
             except TypeError:
                 statuses, failed = [], []
-            counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("ok", "warn", "fail", "skipped")
-                               if statuses.count(s))
+            counts = ", ".join(
+                f"{statuses.count(s)} {s}" for s in ("ok", "warn", "fail", "skipped") if statuses.count(s)
+            )
             if counts:
                 self._note(f"checks done: {counts}", "error" if failed else "info")
             if failed:
                 names = ", ".join(f"{r.node} {r.name}" for r in failed[:4])
                 more = f" and {len(failed) - 4} more" if len(failed) > 4 else ""
                 noun = "check" if len(failed) == 1 else "checks"
-                self.notify(f"{len(failed)} {noun} failed: {names}{more}",
-                            title="checks", severity="warning", timeout=6)
+                self.notify(
+                    f"{len(failed)} {noun} failed: {names}{more}",
+                    title="checks",
+                    severity="warning",
+                    timeout=6,
+                )
 
     @work(group="job", exit_on_error=False)
     async def _launch(self, resume: bool) -> None:
         self.view.error = None
-        ok, job_id = await self._call("launch", "resuming" if resume else "launching",
-                                      lambda: self.controller.launch(resume=resume))
+        ok, job_id = await self._call(
+            "launch", "resuming" if resume else "launching", lambda: self.controller.launch(resume=resume)
+        )
         if ok:
             await self._wait_job()
 
@@ -432,8 +452,12 @@ class BoltringApp(App[int]):
         if ok and summary is not None:
             status = getattr(summary, "status", "")
             severity = {"failed": "error", "killed": "warning"}.get(status, "information")
-            self.notify(f"job {getattr(summary, 'job_id', '')} {status}", title="boltring",
-                        severity=severity, timeout=6)
+            self.notify(
+                f"job {getattr(summary, 'job_id', '')} {status}",
+                title="boltring",
+                severity=severity,
+                timeout=6,
+            )
 
     @work(group="kill", exit_on_error=False)
     async def _kill(self) -> None:
@@ -449,8 +473,7 @@ class BoltringApp(App[int]):
         verb = "killing the job and closing" if kill_running else "closing"
         self.notify(f"{verb}…", timeout=3)
         try:
-            await asyncio.wait_for(self.controller.close(kill_running=kill_running),
-                                   CLOSE_TIMEOUT_S)
+            await asyncio.wait_for(self.controller.close(kill_running=kill_running), CLOSE_TIMEOUT_S)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -9,8 +9,12 @@ from rich.table import Table
 
 from boltring.cluster.jobs.controller import JobController
 
-MARKS = {"ok": "[green]✔ ok[/]", "warn": "[yellow]! warn[/]", "fail": "[red]✘ fail[/]",
-         "skipped": "[dim]- skipped[/]"}
+MARKS = {
+    "ok": "[green]✔ ok[/]",
+    "warn": "[yellow]! warn[/]",
+    "fail": "[red]✘ fail[/]",
+    "skipped": "[dim]- skipped[/]",
+}
 
 
 async def run_check(controller: JobController, *, json_out: bool = False, bandwidth: bool = True) -> int:
@@ -34,9 +38,14 @@ async def run_check(controller: JobController, *, json_out: bool = False, bandwi
             chip = facts.get((n.name, "chip"))
             if n.memory_gb:
                 total_mem += n.memory_gb
-            nodes.add_row(n.name, "local" if n.local else (n.ssh or ""), n.ring_ip, str(n.ranks),
-                          n.chip or (chip.value if chip else "") or "",
-                          f"{n.memory_gb:g} GB" if n.memory_gb else (mem.value if mem else "") or "")
+            nodes.add_row(
+                n.name,
+                "local" if n.local else (n.ssh or ""),
+                n.ring_ip,
+                str(n.ranks),
+                n.chip or (chip.value if chip else "") or "",
+                f"{n.memory_gb:g} GB" if n.memory_gb else (mem.value if mem else "") or "",
+            )
         console.print(nodes)
         if total_mem:
             console.print(f"total memory (configured): {total_mem:g} GB over {len(config.nodes)} nodes")

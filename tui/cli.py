@@ -35,80 +35,118 @@ def config_parent(*, in_subcommand: bool = False) -> argparse.ArgumentParser:
 
     In a subcommand its default is SUPPRESS, so `boltring -c F check` keeps the F given before it."""
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--config", "-c", metavar="FILE",
-                   default=argparse.SUPPRESS if in_subcommand else None,
-                   help="cluster config (default: ./boltring.yaml, else the embedded local default)")
+    p.add_argument(
+        "--config",
+        "-c",
+        metavar="FILE",
+        default=argparse.SUPPRESS if in_subcommand else None,
+        help="cluster config (default: ./boltring.yaml, else the embedded local default)",
+    )
     return p
 
 
 def job_parent() -> argparse.ArgumentParser:
     """What a job runs and how long: shared by `boltring` (app and --run)."""
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--ranks", "-n", type=int, metavar="N",
-                   help="number of local ranks (local default only; default 2)")
+    p.add_argument(
+        "--ranks", "-n", type=int, metavar="N", help="number of local ranks (local default only; default 2)"
+    )
     what = p.add_mutually_exclusive_group()
-    what.add_argument("--example", metavar="NAME", choices=EXAMPLES,
-                      help="built-in example: mlp (classifier on generated data) or charlm "
-                           "(character-level transformer on a shipped text)")
-    what.add_argument("--script", metavar="FILE",
-                      help="your own MLX training script, run on every rank; it calls "
-                           "boltring.netio.init()")
+    what.add_argument(
+        "--example",
+        metavar="NAME",
+        choices=EXAMPLES,
+        help="built-in example: mlp (classifier on generated data) or charlm "
+        "(character-level transformer on a shipped text)",
+    )
+    what.add_argument(
+        "--script",
+        metavar="FILE",
+        help="your own MLX training script, run on every rank; it calls boltring.netio.init()",
+    )
     p.add_argument("--steps", type=int, metavar="S", help="training steps (overrides the config)")
     p.add_argument("--seed", type=int, metavar="K", help="random seed (same seed, same loss curve)")
-    p.add_argument("--global-batch", type=int, metavar="B",
-                   help="samples per step across all ranks; each rank takes B/N")
+    p.add_argument(
+        "--global-batch", type=int, metavar="B", help="samples per step across all ranks; each rank takes B/N"
+    )
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     return p
 
 
 def main_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="boltring", description=DESCRIPTION,
-                                parents=[config_parent(), job_parent()],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Arguments after `--` go to the training script or example. "
-                                       "Each subcommand has its own --help.")
+    p = argparse.ArgumentParser(
+        prog="boltring",
+        description=DESCRIPTION,
+        parents=[config_parent(), job_parent()],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Arguments after `--` go to the training script or example. "
+        "Each subcommand has its own --help.",
+    )
     p.add_argument("--run", action="store_true", help="run the job headless instead of opening the app")
-    p.add_argument("--json", action="store_true",
-                   help="with --run: one JSON event per line on stdout (start, step, log, error, summary)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print exactly what would be started where, and start nothing")
-    p.add_argument("--skip-checks", action="store_true",
-                   help="with --run: launch even if node checks fail")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="with --run: one JSON event per line on stdout (start, step, log, error, summary)",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print exactly what would be started where, and start nothing"
+    )
+    p.add_argument("--skip-checks", action="store_true", help="with --run: launch even if node checks fail")
     sub = p.add_subparsers(dest="command", metavar="SUBCOMMAND")
     cfg = config_parent(in_subcommand=True)
 
-    c = sub.add_parser("check", parents=[cfg], help="check every node and link",
-                       description="Check every node before a run: SSH and host key, python/mlx/boltring "
-                                   "versions, memory, the Thunderbolt ring interface and address, the route "
-                                   "to each ring neighbour, round-trip time and a short bandwidth probe. "
-                                   "Exit code 1 when any check fails.")
+    c = sub.add_parser(
+        "check",
+        parents=[cfg],
+        help="check every node and link",
+        description="Check every node before a run: SSH and host key, python/mlx/boltring "
+        "versions, memory, the Thunderbolt ring interface and address, the route "
+        "to each ring neighbour, round-trip time and a short bandwidth probe. "
+        "Exit code 1 when any check fails.",
+    )
     c.add_argument("--json", action="store_true", help="one JSON object per check")
     c.add_argument("--no-bandwidth", action="store_true", help="skip the bandwidth probes")
 
-    b = sub.add_parser("bench", help="allreduce benchmark: boltring's ring vs MLX's ring",
-                       description="Allreduce benchmark on local ranks over loopback: boltring's ring and, "
-                                   "in the same run, MLX's own ring backend (mx.distributed, launched with a "
-                                   "generated hostfile). Reports the median time over repeats, algorithm "
-                                   "bandwidth and bus bandwidth (busbw = bytes x 2(n-1)/n / time, as "
-                                   "nccl-tests define it), and the ratio boltring/MLX.")
+    b = sub.add_parser(
+        "bench",
+        help="allreduce benchmark: boltring's ring vs MLX's ring",
+        description="Allreduce benchmark on local ranks over loopback: boltring's ring and, "
+        "in the same run, MLX's own ring backend (mx.distributed, launched with a "
+        "generated hostfile). Reports the median time over repeats, algorithm "
+        "bandwidth and bus bandwidth (busbw = bytes x 2(n-1)/n / time, as "
+        "nccl-tests define it), and the ratio boltring/MLX.",
+    )
     b.add_argument("--ranks", "-n", type=int, default=2, metavar="N", help="local ranks (default 2)")
-    b.add_argument("--sizes", default="1MB,16MB,64MB", help="comma list of buffer sizes (default 1MB,16MB,64MB)")
+    b.add_argument(
+        "--sizes", default="1MB,16MB,64MB", help="comma list of buffer sizes (default 1MB,16MB,64MB)"
+    )
     b.add_argument("--backend", choices=("boltring", "mlx", "both"), default="both")
     b.add_argument("--repeat", type=int, default=10, metavar="R", help="timed repeats per size (median)")
     b.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16", "int32"))
     b.add_argument("--json", action="store_true", help="one JSON object per result")
 
-    st = sub.add_parser("status", parents=[cfg], help="show (and follow) the job left running",
-                        description="Show the job left running for this config (re-attaching to follow it)")
+    st = sub.add_parser(
+        "status",
+        parents=[cfg],
+        help="show (and follow) the job left running",
+        description="Show the job left running for this config (re-attaching to follow it)",
+    )
     st.add_argument("--follow", action="store_true", help="keep following until the job ends")
     st.add_argument("--json", action="store_true", help="JSON events")
 
-    sub.add_parser("kill", parents=[cfg], help="stop every rank of the job left running",
-                   description="Kill every rank of the job left running for this config")
+    sub.add_parser(
+        "kill",
+        parents=[cfg],
+        help="stop every rank of the job left running",
+        description="Kill every rank of the job left running for this config",
+    )
 
-    h = sub.add_parser("hostfile", parents=[cfg], help="write the MLX hostfile for mlx.launch",
-                       description="Write the MLX hostfile (JSON, as mlx.distributed_config writes it) "
-                                   "for this config")
+    h = sub.add_parser(
+        "hostfile",
+        parents=[cfg],
+        help="write the MLX hostfile for mlx.launch",
+        description="Write the MLX hostfile (JSON, as mlx.distributed_config writes it) for this config",
+    )
     h.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
     return p
 
@@ -120,7 +158,7 @@ def split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
     try to read the first of them as a subcommand), so the split happens before parsing."""
     if "--" in argv:
         i = argv.index("--")
-        return argv[:i], argv[i + 1:]
+        return argv[:i], argv[i + 1 :]
     return argv, []
 
 
@@ -135,14 +173,24 @@ def _load(args, ranks=None):
                 print(f"  mapped  {line}", file=sys.stderr)
             for line in report.ignored:
                 print(f"  ignored {line}", file=sys.stderr)
-        if ranks is not None or any(getattr(args, k, None) is not None for k in
-                                    ("example", "script", "steps", "seed", "global_batch")) \
-                or getattr(args, "script_args", None):
-            config = with_overrides(config, ranks=ranks, example=getattr(args, "example", None),
-                                    script=getattr(args, "script", None),
-                                    args=getattr(args, "script_args", None) or None,
-                                    steps=getattr(args, "steps", None), seed=getattr(args, "seed", None),
-                                    global_batch=getattr(args, "global_batch", None))
+        if (
+            ranks is not None
+            or any(
+                getattr(args, k, None) is not None
+                for k in ("example", "script", "steps", "seed", "global_batch")
+            )
+            or getattr(args, "script_args", None)
+        ):
+            config = with_overrides(
+                config,
+                ranks=ranks,
+                example=getattr(args, "example", None),
+                script=getattr(args, "script", None),
+                args=getattr(args, "script_args", None) or None,
+                steps=getattr(args, "steps", None),
+                seed=getattr(args, "seed", None),
+                global_batch=getattr(args, "global_batch", None),
+            )
         return config
     except ConfigError as e:
         raise SystemExit(f"boltring: {e}") from None
@@ -151,8 +199,10 @@ def _load(args, ranks=None):
 def _dry_run(controller, resume: bool) -> int:
     plans = controller.plan(resume=resume)
     config = controller.config
-    print(f"# boltring dry run: config {config.source}, {config.world_size} ranks, "
-          f"{controller.job_label()}, {config.job.steps} steps. Nothing is started.")
+    print(
+        f"# boltring dry run: config {config.source}, {config.world_size} ranks, "
+        f"{controller.job_label()}, {config.job.steps} steps. Nothing is started."
+    )
     for p in plans:
         print(f"\n# rank {p.rank} on {p.node} ({p.where}); run dir {p.run_dir}")
         print("#   the secret goes on stdin, never on the command line")
@@ -184,8 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.run:
         from .headless import run_headless
 
-        return asyncio.run(run_headless(controller, json_out=args.json, resume=args.resume,
-                                        skip_checks=args.skip_checks))
+        return asyncio.run(
+            run_headless(controller, json_out=args.json, resume=args.resume, skip_checks=args.skip_checks)
+        )
     if not sys.stdout.isatty():
         raise SystemExit("boltring: the app needs a terminal; use `boltring --run` for headless runs")
     from .app import run_app

@@ -17,8 +17,16 @@ from rich.console import Console
 from rich.table import Table
 
 from boltring.cluster.jobs.controller import ControllerError, JobController
-from boltring.cluster.jobs.events import (CheckResult, Event, JobStarted, JobSummary,
-                                     LogLine, RankExited, RankMetrics, StepProgress)
+from boltring.cluster.jobs.events import (
+    CheckResult,
+    Event,
+    JobStarted,
+    JobSummary,
+    LogLine,
+    RankExited,
+    RankMetrics,
+    StepProgress,
+)
 
 PROGRESS_EVERY_S = 0.5  # redraw limit for the live line on a terminal
 PLAIN_EVERY_S = 5.0  # when stdout is not a terminal, a progress line at most this often
@@ -49,24 +57,32 @@ class HeadlessView:
             self._progress = ev
             self._draw()
         elif isinstance(ev, LogLine) and (ev.level != "info" or ev.source == "controller"):
-            self._print(f"[{'red' if ev.level == 'error' else 'yellow' if ev.level == 'warn' else 'cyan'}]"
-                        f"{ev.source}[/]: {ev.text}")
+            self._print(
+                f"[{'red' if ev.level == 'error' else 'yellow' if ev.level == 'warn' else 'cyan'}]"
+                f"{ev.source}[/]: {ev.text}"
+            )
         elif isinstance(ev, JobStarted):
             verb = "re-attached to" if ev.attached else "started"
-            self._print(f"[bold]{verb} job {ev.job_id}[/]: {ev.job}, {ev.world_size} ranks on "
-                        f"{', '.join(ev.nodes)}, {ev.steps} steps")
+            self._print(
+                f"[bold]{verb} job {ev.job_id}[/]: {ev.job}, {ev.world_size} ranks on "
+                f"{', '.join(ev.nodes)}, {ev.steps} steps"
+            )
         elif isinstance(ev, RankExited) and ev.returncode not in (0, None):
             self._print(f"[red]rank {ev.rank} on {ev.node} {ev.reason}[/]")
         elif isinstance(ev, CheckResult) and ev.status in ("fail", "warn"):
             colour = "red" if ev.status == "fail" else "yellow"
-            self._print(f"[{colour}]{ev.status}[/] {ev.node} {ev.name}: {ev.value or ''}"
-                        + (f" — {ev.hint}" if ev.hint else ""))
+            self._print(
+                f"[{colour}]{ev.status}[/] {ev.node} {ev.name}: {ev.value or ''}"
+                + (f" — {ev.hint}" if ev.hint else "")
+            )
 
     def _line(self, p: StepProgress) -> str:
         parts = [f"step {p.step}/{p.total}", f"loss {_fmt(p.loss, '.4f')}"]
         for r, m in sorted(p.ranks.items()):
-            parts.append(f"r{r} {_fmt(m.get('samples_per_s'), '.0f')} samp/s "
-                         f"{_fmt(m.get('allreduce_gbps'), '.2f')} GB/s")
+            parts.append(
+                f"r{r} {_fmt(m.get('samples_per_s'), '.0f')} samp/s "
+                f"{_fmt(m.get('allreduce_gbps'), '.2f')} GB/s"
+            )
         return " | ".join(parts)
 
     def _draw(self, force: bool = False) -> None:
@@ -98,18 +114,31 @@ class HeadlessView:
         for col in ("rank", "node", "steps/s", "samples/s", "allreduce GB/s"):
             table.add_column(col, justify="right" if col not in ("node",) else "left")
         for r, m in sorted(summary.ranks.items()):
-            table.add_row(str(r), str(m.get("node", "")), _fmt(m.get("steps_per_s"), ".2f"),
-                          _fmt(m.get("samples_per_s"), ".0f"), _fmt(m.get("allreduce_gbps"), ".2f"))
+            table.add_row(
+                str(r),
+                str(m.get("node", "")),
+                _fmt(m.get("steps_per_s"), ".2f"),
+                _fmt(m.get("samples_per_s"), ".0f"),
+                _fmt(m.get("allreduce_gbps"), ".2f"),
+            )
         self.console.print(table)
-        self.console.print(f"steps {summary.steps}/{summary.total_steps}  loss "
-                           f"{_fmt(summary.first_loss, '.4f')} → {_fmt(summary.last_loss, '.4f')}  "
-                           f"wall {summary.wall_s:.1f} s  run dir {summary.run_dir}")
+        self.console.print(
+            f"steps {summary.steps}/{summary.total_steps}  loss "
+            f"{_fmt(summary.first_loss, '.4f')} → {_fmt(summary.last_loss, '.4f')}  "
+            f"wall {summary.wall_s:.1f} s  run dir {summary.run_dir}"
+        )
         if summary.reason:
             self.console.print(f"[red]{summary.reason}[/]")
 
 
-async def run_headless(controller: JobController, *, json_out: bool = False, resume: bool = False,
-                       skip_checks: bool = False, console: Console | None = None) -> int:
+async def run_headless(
+    controller: JobController,
+    *,
+    json_out: bool = False,
+    resume: bool = False,
+    skip_checks: bool = False,
+    console: Console | None = None,
+) -> int:
     view = HeadlessView(controller, json_out=json_out, console=console)
     controller.add_listener(view)
     loop = asyncio.get_running_loop()
@@ -124,8 +153,11 @@ async def run_headless(controller: JobController, *, json_out: bool = False, res
             results = await controller.run_checks()
             failed = [r for r in results if r.status == "fail"]
             if failed:
-                _say(view, f"{len(failed)} check(s) failed; not starting (fix them, or pass "
-                           f"--skip-checks): " + "; ".join(f"{r.node} {r.name}" for r in failed[:5]))
+                _say(
+                    view,
+                    f"{len(failed)} check(s) failed; not starting (fix them, or pass "
+                    f"--skip-checks): " + "; ".join(f"{r.node} {r.name}" for r in failed[:5]),
+                )
                 return 2
         try:
             await controller.launch(resume=resume)

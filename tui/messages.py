@@ -11,7 +11,7 @@ supersede another, for the same reason.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from textual.message import Message
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
+from boltring.cluster.config.schema import Config, Node
 from boltring.cluster.jobs.events import (
     FINAL_STATES,
     CheckResult,
@@ -26,7 +28,6 @@ from boltring.cluster.jobs.events import (
     RankStarted,
     StepProgress,
 )
-from boltring.cluster.config.schema import Config, Node
 
 LOG_KEEP = 5_000  # log entries kept for the whole cluster, and again for each node
 RANK_HISTORY = 120  # sparkline points per rank
@@ -65,8 +66,7 @@ CHECK_LABELS = {
 CHECK_ORDER = tuple(CHECK_LABELS)
 # What a panel always lists with its value; the rest only when not ok (the details screen
 # lists everything).
-PANEL_CHECKS = ("ring_iface", "link", "route", "rtt", "bw", "bandwidth", "python", "mlx",
-                "memory")
+PANEL_CHECKS = ("ring_iface", "link", "route", "rtt", "bw", "bandwidth", "python", "mlx", "memory")
 _SEVERITY = {"ok": 0, "skipped": 1, "warn": 2, "fail": 3}
 CHECK_MARKS = {"ok": "✓", "warn": "!", "fail": "✗", "skipped": "–"}
 
@@ -105,6 +105,7 @@ def check_sort_key(name: str) -> tuple[int, str]:
 
 
 # --- formatting ----------------------------------------------------------------------------
+
 
 def fmt_num(v: float | None) -> str:
     if v is None:
@@ -159,6 +160,7 @@ def node_address(node: Node) -> str:
 
 
 # --- state ---------------------------------------------------------------------------------
+
 
 class LogEntry(NamedTuple):
     seq: int  # increasing; the log pane appends entries past the last seq it wrote
@@ -243,8 +245,13 @@ class NodeView:
 class ClusterView:
     """Everything the screens show. Mutated only by `apply` and `note`, on the UI thread."""
 
-    def __init__(self, config: Config, state: str = "idle", job_id: str | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: Config,
+        state: str = "idle",
+        job_id: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
         self.clock = clock
         self.state = state
@@ -285,8 +292,14 @@ class ClusterView:
 
     # -- updates ---------------------------------------------------------------------------
 
-    def note(self, text: str, level: str = "info", node: str | None = None,
-             source: str = "boltring", t: float | None = None) -> None:
+    def note(
+        self,
+        text: str,
+        level: str = "info",
+        node: str | None = None,
+        source: str = "boltring",
+        t: float | None = None,
+    ) -> None:
         """A log line of the app itself (or one derived from an event)."""
         self._seq += 1
         entry = LogEntry(self._seq, self.clock() if t is None else t, source, text, level, node)
@@ -323,15 +336,20 @@ class ClusterView:
         self.loss_history.clear()
         self.loss_version += 1
         verb = "re-attached to" if ev.attached else "started"
-        self.note(f"{verb} job {ev.job_id}: {ev.job}, {ev.world_size} ranks on "
-                  f"{len(ev.nodes)} nodes, {ev.steps} steps", source="controller", t=ev.t)
+        self.note(
+            f"{verb} job {ev.job_id}: {ev.job}, {ev.world_size} ranks on "
+            f"{len(ev.nodes)} nodes, {ev.steps} steps",
+            source="controller",
+            t=ev.t,
+        )
 
     def _on_JobStateChanged(self, ev: JobStateChanged) -> None:
         previous, self.state = self.state, ev.state
         # After checks the controller goes back to where it was ("idle", or the final state
         # of the last job): nothing new to log; the app logs the checks' outcome.
         back_from_checks = previous == "checking" and (
-            ev.state == "idle" or (ev.state in FINAL_STATES and self.ended_t is not None))
+            ev.state == "idle" or (ev.state in FINAL_STATES and self.ended_t is not None)
+        )
         if ev.job_id:
             self.job_id = ev.job_id
         if ev.state in FINAL_STATES:
@@ -366,8 +384,7 @@ class ClusterView:
         sender, arrow, receiver = pair.partition("->")
         if ev.node == "ring" and base in ("bw", "bandwidth") and arrow and sender in self.nodes:
             # "bw:a->b" is measured from a to its ring neighbour b: show it on a's panel.
-            self.nodes[sender].checks[f"bw:{receiver}"] = replace(
-                ev, node=sender, name=f"bw:{receiver}")
+            self.nodes[sender].checks[f"bw:{receiver}"] = replace(ev, node=sender, name=f"bw:{receiver}")
         elif ev.node == "ring" or ev.node not in self.nodes:
             self.ring_checks[ev.name] = ev
         else:
@@ -379,8 +396,7 @@ class ClusterView:
             if ev.hint:
                 text += f" — {ev.hint}"
             node = ev.node if ev.node in self.nodes else None
-            self.note(text, "error" if ev.status == "fail" else "warn", node=node,
-                      source=ev.node, t=ev.t)
+            self.note(text, "error" if ev.status == "fail" else "warn", node=node, source=ev.node, t=ev.t)
 
     def _on_RankStarted(self, ev: RankStarted) -> None:
         self._rank(ev.rank, ev.node).reset(ev.t, ev.pid)
@@ -442,8 +458,10 @@ class ClusterView:
         loss = ""
         if ev.first_loss is not None or ev.last_loss is not None:
             loss = f", loss {fmt_loss(ev.first_loss)} → {fmt_loss(ev.last_loss)}"
-        text = (f"job {ev.job_id} {ev.status}: {ev.steps}/{ev.total_steps} steps in "
-                f"{fmt_elapsed(ev.wall_s)}{loss}")
+        text = (
+            f"job {ev.job_id} {ev.status}: {ev.steps}/{ev.total_steps} steps in "
+            f"{fmt_elapsed(ev.wall_s)}{loss}"
+        )
         if ev.reason:
             text += f" ({ev.reason})"
         if ev.run_dir:

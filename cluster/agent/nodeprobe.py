@@ -67,16 +67,21 @@ def _which(cmd: str) -> str | None:
     return None
 
 
-def run(argv: list[str], timeout: float = COMMAND_TIMEOUT_S, ok_codes=(0,),
-        with_stderr: bool = False) -> str:
+def run(argv: list[str], timeout: float = COMMAND_TIMEOUT_S, ok_codes=(0,), with_stderr: bool = False) -> str:
     """stdout of argv (and stderr after it, with_stderr); ProbeError with a one-line reason when
     it is missing, hangs or exits with a code outside ok_codes."""
     exe = _which(argv[0])
     if exe is None:
         raise ProbeError(f"{argv[0]} not found")
     try:
-        proc = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL, errors="replace")
+        proc = subprocess.run(
+            [exe, *argv[1:]],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            errors="replace",
+        )
     except subprocess.TimeoutExpired:
         raise ProbeError(f"{' '.join(argv)} took over {timeout:g} s") from None
     except OSError as e:
@@ -95,20 +100,26 @@ def _read(path: str) -> str:
 def _safe(fn, *args):
     try:
         return fn(*args)
-    except Exception as e:  # noqa: BLE001 - a probe must never crash the report
+    except Exception as e:
         return {"error": f"{e}" if isinstance(e, ProbeError) else f"{type(e).__name__}: {e}"}
 
 
 # -- probes common to every platform -----------------------------------------------------------
 
+
 def probe_python() -> dict:
-    return {"version": sys.version.split()[0], "full_version": sys.version,
-            "executable": sys.executable, "implementation": platform.python_implementation()}
+    return {
+        "version": sys.version.split()[0],
+        "full_version": sys.version,
+        "executable": sys.executable,
+        "implementation": platform.python_implementation(),
+    }
 
 
 def probe_boltring() -> dict:
     import importlib.metadata
     import importlib.util
+
     try:
         version = importlib.metadata.version("boltring")
     except importlib.metadata.PackageNotFoundError:
@@ -122,19 +133,20 @@ def probe_boltring() -> dict:
 
 def probe_mlx() -> dict:
     try:
-        import mlx.core as mx  # noqa: F401 - importing is the test
-    except Exception as e:  # noqa: BLE001 - ImportError, OSError from a bad wheel, …
+        import mlx.core as mx
+    except Exception as e:
         return {"error": f"{type(e).__name__}: {e}"}
     out: dict = {"version": getattr(mx, "__version__", None)}
     if not out["version"]:
         try:
             import importlib.metadata
+
             out["version"] = importlib.metadata.version("mlx")
-        except Exception:  # noqa: BLE001
+        except Exception:
             out["version"] = "unknown"
     try:
         out["metal"] = bool(mx.metal.is_available())
-    except Exception:  # noqa: BLE001
+    except Exception:
         out["metal"] = False
     return out
 
@@ -177,8 +189,14 @@ def probe_ping(ip: str, darwin: bool) -> dict:
     parse = probes_linux.parse_ping  # one parser reads the BSD and the Linux summaries
     for interval in (True, False):
         try:
-            proc = subprocess.run([exe, *_ping_argv(ip, darwin, interval)[1:]], capture_output=True,
-                                  text=True, timeout=8, stdin=subprocess.DEVNULL, errors="replace")
+            proc = subprocess.run(
+                [exe, *_ping_argv(ip, darwin, interval)[1:]],
+                capture_output=True,
+                text=True,
+                timeout=8,
+                stdin=subprocess.DEVNULL,
+                errors="replace",
+            )
         except subprocess.TimeoutExpired:
             return {"error": "ping took over 8 s"}
         except OSError as e:
@@ -186,7 +204,7 @@ def probe_ping(ip: str, darwin: bool) -> dict:
         try:
             return parse(proc.stdout)
         except ValueError:
-            err = (proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}")
+            err = proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}"
             if interval and ("interval" in err.lower() or "super-user" in err.lower()):
                 continue  # this ping refuses -i 0.2 for non-root users: retry at 1 s
             return {"error": re.sub(r"^\S*ping:\s*", "", err.splitlines()[-1])}
@@ -195,29 +213,35 @@ def probe_ping(ip: str, darwin: bool) -> dict:
 
 # -- platform probes ---------------------------------------------------------------------------
 
+
 def _darwin_jobs(req: dict) -> dict:
     pm = probes_macos
     jobs = {
         "sysctl": lambda: pm.parse_sysctl_chip_memory(
-            run(["sysctl", "-n", "machdep.cpu.brand_string", "hw.memsize"])),
-        "sp_hardware": lambda: pm.parse_sp_hardware(
-            run(["system_profiler", "SPHardwareDataType", "-json"])),
+            run(["sysctl", "-n", "machdep.cpu.brand_string", "hw.memsize"])
+        ),
+        "sp_hardware": lambda: pm.parse_sp_hardware(run(["system_profiler", "SPHardwareDataType", "-json"])),
         "vm_stat": lambda: pm.parse_vm_stat(run(["vm_stat"])),
-        "hardware_ports": lambda: {"ports": pm.parse_hardware_ports(
-            run(["networksetup", "-listallhardwareports"]))},
+        "hardware_ports": lambda: {
+            "ports": pm.parse_hardware_ports(run(["networksetup", "-listallhardwareports"]))
+        },
         "bridge_service": lambda: pm.parse_networksetup_getinfo(
-            run(["networksetup", "-getinfo", pm.THUNDERBOLT_BRIDGE_PORT])),
+            run(["networksetup", "-getinfo", pm.THUNDERBOLT_BRIDGE_PORT])
+        ),
         "ifconfig": lambda: {"ifaces": pm.parse_ifconfig(run(["ifconfig"]))},
         "netstat": lambda: {"routes": pm.parse_netstat_rn(run(["netstat", "-rn", "-f", "inet"]))},
         "route_default": lambda: pm.parse_route_get(
-            run(["route", "-n", "get", "default"], ok_codes=(0, 1), with_stderr=True)),
-        "thunderbolt": lambda: {"ports": pm.parse_sp_thunderbolt(
-            run(["system_profiler", "SPThunderboltDataType", "-json"]))},
+            run(["route", "-n", "get", "default"], ok_codes=(0, 1), with_stderr=True)
+        ),
+        "thunderbolt": lambda: {
+            "ports": pm.parse_sp_thunderbolt(run(["system_profiler", "SPThunderboltDataType", "-json"]))
+        },
     }
     for n in req.get("neighbours") or []:
         ip = n["ring_ip"]
-        jobs[f"route:{ip}"] = (lambda ip=ip: pm.parse_route_get(
-            run(["route", "-n", "get", ip], ok_codes=(0, 1), with_stderr=True)))
+        jobs[f"route:{ip}"] = lambda ip=ip: pm.parse_route_get(
+            run(["route", "-n", "get", ip], ok_codes=(0, 1), with_stderr=True)
+        )
     return jobs
 
 
@@ -227,32 +251,37 @@ def _linux_jobs(req: dict) -> dict:
         "cpuinfo": lambda: pl.parse_cpuinfo(_read("/proc/cpuinfo")),
         "meminfo": lambda: pl.parse_meminfo(_read("/proc/meminfo")),
         "ip_addr": lambda: {"ifaces": pl.parse_ip_addr(run(["ip", "-j", "addr", "show"]))},
-        "route_default": lambda: {"routes": pl.parse_ip_route_default(
-            run(["ip", "-j", "route", "show", "default"]))},
+        "route_default": lambda: {
+            "routes": pl.parse_ip_route_default(run(["ip", "-j", "route", "show", "default"]))
+        },
     }
     for n in req.get("neighbours") or []:
         ip = n["ring_ip"]
-        jobs[f"route:{ip}"] = (lambda ip=ip: pl.parse_ip_route_get(
-            run(["ip", "-j", "route", "get", ip])))
+        jobs[f"route:{ip}"] = lambda ip=ip: pl.parse_ip_route_get(run(["ip", "-j", "route", "get", ip]))
     return jobs
 
 
 # -- assembling the report ---------------------------------------------------------------------
+
 
 def _interfaces_darwin(req: dict, raw: dict) -> dict:
     pm = probes_macos
     ifaces = raw["ifconfig"].get("ifaces")
     ports = raw["hardware_ports"].get("ports") or []
     names = pm.port_names(ports)
-    out: dict = {"names": names, "bridge_device": pm.thunderbolt_bridge_device(ports),
-                 "thunderbolt_devices": {str(k): v for k, v in pm.thunderbolt_port_devices(ports).items()}}
+    out: dict = {
+        "names": names,
+        "bridge_device": pm.thunderbolt_bridge_device(ports),
+        "thunderbolt_devices": {str(k): v for k, v in pm.thunderbolt_port_devices(ports).items()},
+    }
     if ifaces is None:
         out["error"] = raw["ifconfig"].get("error", "ifconfig failed")
         return out
     bridge = ifaces.get(out["bridge_device"] or "")
     out["bridge_members"] = bridge.get("members", []) if bridge else None
-    return _resolve_ring_iface(req, ifaces, out, pm.find_iface_with_ip, pm.iface_is_up,
-                               default_iface=out["bridge_device"])
+    return _resolve_ring_iface(
+        req, ifaces, out, pm.find_iface_with_ip, pm.iface_is_up, default_iface=out["bridge_device"]
+    )
 
 
 def _interfaces_linux(req: dict, raw: dict) -> dict:
@@ -262,8 +291,9 @@ def _interfaces_linux(req: dict, raw: dict) -> dict:
     if ifaces is None:
         out["error"] = raw["ip_addr"].get("error", "ip addr failed")
         return out
-    return _resolve_ring_iface(req, ifaces, out, pl.find_iface_with_ip,
-                               lambda info: bool(info.get("up")), default_iface=None)
+    return _resolve_ring_iface(
+        req, ifaces, out, pl.find_iface_with_ip, lambda info: bool(info.get("up")), default_iface=None
+    )
 
 
 def _resolve_ring_iface(req, ifaces, out, find_ip, is_up, default_iface):
@@ -282,14 +312,19 @@ def _resolve_ring_iface(req, ifaces, out, find_ip, is_up, default_iface):
     info = ifaces.get(name) if name else None
     out["exists"] = info is not None
     if info is not None:
-        out.update(up=is_up(info), admin_up=info.get("admin_up", info.get("up")),
-                   mtu=info.get("mtu"), addresses=[a["addr"] for a in info.get("inet", [])],
-                   status=info.get("status") or info.get("operstate"),
-                   members=info.get("members", []))
+        out.update(
+            up=is_up(info),
+            admin_up=info.get("admin_up", info.get("up")),
+            mtu=info.get("mtu"),
+            addresses=[a["addr"] for a in info.get("inet", [])],
+            status=info.get("status") or info.get("operstate"),
+            members=info.get("members", []),
+        )
         out["member_status"] = {m: (ifaces.get(m) or {}).get("status") for m in out["members"]}
-    out["all"] = {n: {"up": is_up(i), "mtu": i.get("mtu"),
-                      "addresses": [a["addr"] for a in i.get("inet", [])]}
-                  for n, i in ifaces.items()}
+    out["all"] = {
+        n: {"up": is_up(i), "mtu": i.get("mtu"), "addresses": [a["addr"] for a in i.get("inet", [])]}
+        for n, i in ifaces.items()
+    }
     return out
 
 
@@ -303,10 +338,9 @@ def collect(req: dict, platform_name: str | None = None) -> dict:
     jobs["python"] = probe_python
     jobs["boltring"] = probe_boltring
     jobs["mlx"] = probe_mlx
-    jobs["ports"] = lambda: probe_ports(req.get("ring_ip"), req.get("ring_port"),
-                                        int(req.get("ranks") or 1))
+    jobs["ports"] = lambda: probe_ports(req.get("ring_ip"), req.get("ring_port"), int(req.get("ranks") or 1))
     for n in req.get("neighbours") or []:
-        jobs[f"ping:{n['ring_ip']}"] = (lambda ip=n["ring_ip"]: probe_ping(ip, darwin))
+        jobs[f"ping:{n['ring_ip']}"] = lambda ip=n["ring_ip"]: probe_ping(ip, darwin)
     # names resolved at call time, so tests can replace run/probe_ping/probe_ports
 
     raw: dict = {}
@@ -315,9 +349,15 @@ def collect(req: dict, platform_name: str | None = None) -> dict:
         for name, fut in futs.items():
             raw[name] = fut.result()
 
-    facts: dict = {"probe_version": PROBE_VERSION, "platform": plat,
-                   "hostname": socket.gethostname(), "python": raw["python"],
-                   "boltring": raw["boltring"], "mlx": raw["mlx"], "ports": raw["ports"]}
+    facts: dict = {
+        "probe_version": PROBE_VERSION,
+        "platform": plat,
+        "hostname": socket.gethostname(),
+        "python": raw["python"],
+        "boltring": raw["boltring"],
+        "mlx": raw["mlx"],
+        "ports": raw["ports"],
+    }
     if darwin:
         hw = dict(raw["sysctl"]) if "error" not in raw["sysctl"] else {}
         sp = raw["sp_hardware"]
@@ -327,10 +367,11 @@ def collect(req: dict, platform_name: str | None = None) -> dict:
             hw = {"error": raw["sysctl"].get("error") or sp.get("error")}
         vm = raw["vm_stat"]
         facts["hardware"] = hw
-        facts["memory"] = ({"total_bytes": hw.get("memory_bytes"),
-                            "available_bytes": vm.get("available_bytes")}
-                           if "error" not in vm else {"total_bytes": hw.get("memory_bytes"),
-                                                      "error": vm["error"]})
+        facts["memory"] = (
+            {"total_bytes": hw.get("memory_bytes"), "available_bytes": vm.get("available_bytes")}
+            if "error" not in vm
+            else {"total_bytes": hw.get("memory_bytes"), "error": vm["error"]}
+        )
         facts["interfaces"] = _safe(_interfaces_darwin, req, raw)
         facts["macos"] = {
             "hardware_ports": raw["hardware_ports"],
@@ -341,18 +382,20 @@ def collect(req: dict, platform_name: str | None = None) -> dict:
         }
     else:
         cpu, mem = raw["cpuinfo"], raw["meminfo"]
-        facts["hardware"] = {**cpu, "memory_bytes": mem.get("memory_bytes")} if "error" not in cpu \
-            else cpu
-        facts["memory"] = ({"total_bytes": mem["memory_bytes"],
-                            "available_bytes": mem.get("available_bytes")}
-                           if "error" not in mem else mem)
+        facts["hardware"] = {**cpu, "memory_bytes": mem.get("memory_bytes")} if "error" not in cpu else cpu
+        facts["memory"] = (
+            {"total_bytes": mem["memory_bytes"], "available_bytes": mem.get("available_bytes")}
+            if "error" not in mem
+            else mem
+        )
         facts["interfaces"] = _safe(_interfaces_linux, req, raw)
         facts["linux"] = {"default_routes": raw["route_default"]}
     neigh = []
     for n in req.get("neighbours") or []:
         ip = n["ring_ip"]
-        neigh.append({"name": n.get("name"), "ring_ip": ip, "route": raw[f"route:{ip}"],
-                      "ping": raw[f"ping:{ip}"]})
+        neigh.append(
+            {"name": n.get("name"), "ring_ip": ip, "route": raw[f"route:{ip}"], "ping": raw[f"ping:{ip}"]}
+        )
     facts["neighbours"] = neigh
     facts["elapsed_s"] = round(time.monotonic() - t0, 3)
     return facts

@@ -73,8 +73,11 @@ def parse_ip_addr(text: str) -> dict[str, dict]:
             continue
         flags = link.get("flags") or []
         oper = link.get("operstate")
-        inet = [{"addr": a.get("local"), "prefixlen": a.get("prefixlen")}
-                for a in link.get("addr_info") or [] if a.get("family") == "inet"]
+        inet = [
+            {"addr": a.get("local"), "prefixlen": a.get("prefixlen")}
+            for a in link.get("addr_info") or []
+            if a.get("family") == "inet"
+        ]
         out[name] = {
             "flags": flags,
             "up": "UP" in flags and "LOWER_UP" in flags and oper in ("UP", "UNKNOWN", None),
@@ -121,15 +124,18 @@ def parse_ip_route_get(text: str) -> dict:
     r = data[0]
     if not r.get("dev"):
         raise ValueError(f"route without a device: {r.get('type', 'unknown')} route")
-    return {"iface": r["dev"], "gateway": r.get("gateway"), "src": r.get("prefsrc"),
-            "type": r.get("type", "unicast")}
+    return {
+        "iface": r["dev"],
+        "gateway": r.get("gateway"),
+        "src": r.get("prefsrc"),
+        "type": r.get("type", "unicast"),
+    }
 
 
 def parse_ip_route_default(text: str) -> list[dict]:
     """`ip -j route show default` → [{"iface", "gateway", "metric"}]."""
     data = json.loads(text or "[]")
-    return [{"iface": r.get("dev"), "gateway": r.get("gateway"), "metric": r.get("metric", 0)}
-            for r in data]
+    return [{"iface": r.get("dev"), "gateway": r.get("gateway"), "metric": r.get("metric", 0)} for r in data]
 
 
 def parse_ping(text: str) -> dict:

@@ -31,6 +31,7 @@ TB5_CHIPS = ("M4 Pro", "M4 Max", "M3 Ultra", "M5 Pro", "M5 Max", "M5 Ultra")
 
 # -- hardware ----------------------------------------------------------------------------------
 
+
 def parse_sysctl_chip_memory(text: str) -> dict:
     """`sysctl -n machdep.cpu.brand_string hw.memsize` → {"chip", "memory_bytes"}."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
@@ -47,7 +48,7 @@ _SIZE_UNITS = {"KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
 
 
 def parse_size(text: str) -> int | None:
-    """"64 GB" → bytes (system_profiler uses binary units with decimal names)."""
+    """ "64 GB" → bytes (system_profiler uses binary units with decimal names)."""
     m = re.match(r"\s*([\d.]+)\s*([KMGT]B)\s*$", text or "", re.I)
     if not m:
         return None
@@ -92,12 +93,17 @@ def parse_vm_stat(text: str) -> dict:
     if "pages free" not in pages:
         raise ValueError("vm_stat output has no 'Pages free' line")
     free = pages.get("pages free", 0)
-    avail = free + pages.get("pages inactive", 0) + pages.get("pages speculative", 0) \
+    avail = (
+        free
+        + pages.get("pages inactive", 0)
+        + pages.get("pages speculative", 0)
         + pages.get("pages purgeable", 0)
+    )
     return {"page_size": page, "free_bytes": free * page, "available_bytes": avail * page}
 
 
 # -- network configuration ---------------------------------------------------------------------
+
 
 def parse_hardware_ports(text: str) -> list[dict]:
     """`networksetup -listallhardwareports` → [{"port": "Thunderbolt Bridge", "device": "bridge0",
@@ -195,9 +201,16 @@ def parse_ifconfig(text: str) -> dict[str, dict]:
         m = re.match(r"^([A-Za-z][\w.\-]*): flags=[0-9a-fA-F]+<([^>]*)>(?:\s+mtu\s+(\d+))?", ln)
         if m:
             flags = [f for f in m.group(2).split(",") if f]
-            cur = {"flags": flags, "up": "UP" in flags, "running": "RUNNING" in flags,
-                   "mtu": int(m.group(3)) if m.group(3) else None, "inet": [], "inet6": [],
-                   "members": [], "status": None}
+            cur = {
+                "flags": flags,
+                "up": "UP" in flags,
+                "running": "RUNNING" in flags,
+                "mtu": int(m.group(3)) if m.group(3) else None,
+                "inet": [],
+                "inet6": [],
+                "members": [],
+                "status": None,
+            }
             ifaces[m.group(1)] = cur
             continue
         if cur is None:
@@ -241,6 +254,7 @@ def is_self_assigned(ip: str) -> bool:
 
 
 # -- routing -----------------------------------------------------------------------------------
+
 
 def parse_route_get(text: str) -> dict:
     """`route -n get IP` → {"destination", "gateway", "iface", "flags": [...]}.
@@ -294,12 +308,18 @@ def parse_netstat_rn(text: str) -> list[dict]:
             continue
         if cols is None:
             continue
-        row = dict(zip(cols, words))
+        row = dict(zip(cols, words, strict=False))
         iface = row.get("netif") or row.get("interface")
         if iface is None or len(words) < 4:
             continue
-        routes.append({"destination": row.get("destination"), "gateway": row.get("gateway"),
-                       "flags": row.get("flags", ""), "iface": iface})
+        routes.append(
+            {
+                "destination": row.get("destination"),
+                "gateway": row.get("gateway"),
+                "flags": row.get("flags", ""),
+                "iface": iface,
+            }
+        )
     return routes
 
 
@@ -314,6 +334,7 @@ def default_routes(routes: list[dict]) -> list[dict]:
 
 
 # -- Thunderbolt -------------------------------------------------------------------------------
+
 
 def parse_speed_gbps(text: str | None) -> float | None:
     if not text:
@@ -353,35 +374,41 @@ def parse_sp_thunderbolt(text: str) -> list[dict]:
             port_no = None
         peers = []
         for item in bus.get("_items") or []:
-            peers.append({
-                "name": item.get("_name"),
-                "domain_uuid": item.get("domain_uuid_key"),
-                "model_id": item.get("device_name_key"),
-                "vendor": item.get("vendor_name_key"),
-                "speed": (item.get("receptacle_upstream_ambiguous_tag") or {}).get("current_speed_key"),
-                "ip_service": any(s.get("_name") == "service_ip"
-                                  for s in item.get("services_title") or [] if isinstance(s, dict)),
-            })
+            peers.append(
+                {
+                    "name": item.get("_name"),
+                    "domain_uuid": item.get("domain_uuid_key"),
+                    "model_id": item.get("device_name_key"),
+                    "vendor": item.get("vendor_name_key"),
+                    "speed": (item.get("receptacle_upstream_ambiguous_tag") or {}).get("current_speed_key"),
+                    "ip_service": any(
+                        s.get("_name") == "service_ip"
+                        for s in item.get("services_title") or []
+                        if isinstance(s, dict)
+                    ),
+                }
+            )
         status = tag.get("receptacle_status_key")
-        ports.append({
-            "bus": bus.get("_name"),
-            "port": port_no,
-            "domain_uuid": bus.get("domain_uuid_key"),
-            "speed": speed,
-            "speed_gbps": parse_speed_gbps(speed),
-            "up_to": bool(speed and speed.strip().lower().startswith("up to")),
-            "link_status": tag.get("link_status_key"),
-            "connected": status == "receptacle_connected" or (status is None and bool(peers)),
-            "peers": peers,
-        })
+        ports.append(
+            {
+                "bus": bus.get("_name"),
+                "port": port_no,
+                "domain_uuid": bus.get("domain_uuid_key"),
+                "speed": speed,
+                "speed_gbps": parse_speed_gbps(speed),
+                "up_to": bool(speed and speed.strip().lower().startswith("up to")),
+                "link_status": tag.get("link_status_key"),
+                "connected": status == "receptacle_connected" or (status is None and bool(peers)),
+                "peers": peers,
+            }
+        )
     return ports
 
 
 def port_capability_gbps(ports: list[dict], chip: str | None = None) -> float | None:
     """The fastest link this Mac's ports can do: the largest "Up to N Gb/s" (an idle port shows
     its capability), else the largest speed seen, raised to 80 for chips known to be TB5."""
-    cap = max((p["speed_gbps"] for p in ports if p.get("up_to") and p.get("speed_gbps")),
-              default=None)
+    cap = max((p["speed_gbps"] for p in ports if p.get("up_to") and p.get("speed_gbps")), default=None)
     if cap is None:
         cap = max((p["speed_gbps"] for p in ports if p.get("speed_gbps")), default=None)
     if chip and any(c in chip for c in TB5_CHIPS):

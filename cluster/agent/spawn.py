@@ -56,7 +56,7 @@ def group_alive(pgid: int) -> bool:
                 stat = (entry / "stat").read_text()
             except OSError:
                 continue
-            fields = stat[stat.rindex(")") + 2:].split()
+            fields = stat[stat.rindex(")") + 2 :].split()
             if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
                 return True
         return False
@@ -92,8 +92,9 @@ def start(run_dir: Path, spec: dict) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     current = status(run_dir)
     if current["alive"]:
-        raise SystemExit(_fail(f"a rank is already running in {run_dir} (pid {current['pid']}); "
-                               f"kill it first", code=3))
+        raise SystemExit(
+            _fail(f"a rank is already running in {run_dir} (pid {current['pid']}); kill it first", code=3)
+        )
     for stale in (EXIT_FILE, PID_FILE):
         (run_dir / stale).unlink(missing_ok=True)
     env = dict(os.environ)
@@ -149,8 +150,7 @@ def _keep(run_dir: Path, argv: list[str], env: dict, cwd: str) -> None:
             print(f"boltring: cannot start {argv[0]}: {e}", file=sys.stderr, flush=True)
             os._exit(127)
     _, wstatus = os.waitpid(child, 0)
-    record = {"returncode": os.waitstatus_to_exitcode(wstatus), "started": started,
-              "ended": time.time()}
+    record = {"returncode": os.waitstatus_to_exitcode(wstatus), "started": started, "ended": time.time()}
     if os.WIFSIGNALED(wstatus):
         record["signal"] = signal.Signals(os.WTERMSIG(wstatus)).name
     write_atomic(run_dir / EXIT_FILE, json.dumps(record))
@@ -174,11 +174,24 @@ def kill(run_dir: Path, grace: float = 5.0) -> dict:
             while group_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
     if read_exit(run_dir) is None and was_alive:
-        write_atomic(run_dir / EXIT_FILE, json.dumps(
-            {"returncode": None, "signal": "SIGKILL" if forced else "SIGTERM", "killed": True,
-             "ended": time.time()}))
-    return {"pid": pid, "was_alive": was_alive, "forced": forced, "alive": group_alive(pid),
-            "exit": read_exit(run_dir)}
+        write_atomic(
+            run_dir / EXIT_FILE,
+            json.dumps(
+                {
+                    "returncode": None,
+                    "signal": "SIGKILL" if forced else "SIGTERM",
+                    "killed": True,
+                    "ended": time.time(),
+                }
+            ),
+        )
+    return {
+        "pid": pid,
+        "was_alive": was_alive,
+        "forced": forced,
+        "alive": group_alive(pid),
+        "exit": read_exit(run_dir),
+    }
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -194,8 +207,10 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m boltring.cluster.agent.spawn",
-                                description="Start, kill or inspect a detached boltring rank.")
+    p = argparse.ArgumentParser(
+        prog="python -m boltring.cluster.agent.spawn",
+        description="Start, kill or inspect a detached boltring rank.",
+    )
     p.add_argument("action", choices=("start", "kill", "status"))
     p.add_argument("run_dir", help="the rank's run directory (~ is expanded)")
     p.add_argument("--grace", type=float, default=5.0, help="seconds between SIGTERM and SIGKILL")

@@ -16,8 +16,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from boltring.cluster.config.load import (LOCAL_HOSTS, ConfigError, LineList, LineMap, Where, config_from_data, describe,
-                     line_of, parse_ssh_target)
+from boltring.cluster.config.load import (
+    LOCAL_HOSTS,
+    ConfigError,
+    LineList,
+    LineMap,
+    Where,
+    config_from_data,
+    describe,
+    line_of,
+    parse_ssh_target,
+)
 from boltring.cluster.config.schema import Config
 
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]+")  # what config.py accepts as a node name
@@ -77,11 +86,18 @@ class _Draft:
         world = sum(node.get("ranks", 1) for node in self.nodes)
         if world and DEFAULT_GLOBAL_BATCH % world:  # the default must divide evenly over the ranks
             batch = max(world, DEFAULT_GLOBAL_BATCH // world * world)
-            self.put("job", "global_batch", batch, Where(self.source, "(default)", None),
-                     f" (a multiple of the world size {world}, near the default {DEFAULT_GLOBAL_BATCH})")
+            self.put(
+                "job",
+                "global_batch",
+                batch,
+                Where(self.source, "(default)", None),
+                f" (a multiple of the world size {world}, near the default {DEFAULT_GLOBAL_BATCH})",
+            )
         if any(not node.get("local") for node in self.nodes):
-            self.report.mapped.append("(default) → nodes[*].python python3 (set python: to the "
-                                      "interpreter on each node that can import mlx)")
+            self.report.mapped.append(
+                "(default) → nodes[*].python python3 (set python: to the "
+                "interpreter on each node that can import mlx)"
+            )
         return config_from_data(self.doc, self.source), self.report
 
 
@@ -145,8 +161,10 @@ def import_mlx_hostfile(data: Any, source: str) -> tuple[Config, ImportReport]:
         if previous == (ssh, ip):  # MLX lists a host once per rank: consecutive repeats are ranks
             node = d.nodes[-1]
             node.put("ranks", node.get("ranks", 1) + 1, at.line, at.path)
-            d.report.mapped.append(f"{at.path} → nodes[{len(d.nodes) - 1}].ranks {node['ranks']} "
-                                   "(the same host again: one more rank there)")
+            d.report.mapped.append(
+                f"{at.path} → nodes[{len(d.nodes) - 1}].ranks {node['ranks']} "
+                "(the same host again: one more rank there)"
+            )
             continue
         previous = (ssh, ip)
         _, hostname, _ = parse_ssh_target(ssh)
@@ -166,7 +184,7 @@ def _mlx_host(d: _Draft, host: Any, at: Where) -> tuple[str, str, Where, Where]:
     value, ssh_at = _need(host, "ssh", at, '"ssh": the host name or ssh alias, such as "mini1"')
     ssh = _text(value, ssh_at, 'the host name or ssh alias, such as "mini1"')
     if ssh.startswith("ssh://"):  # how write_mlx_hostfile keeps a port that ssh(1) accepts
-        ssh = ssh[len("ssh://"):].rstrip("/")
+        ssh = ssh[len("ssh://") :].rstrip("/")
     try:
         _, hostname, _ = parse_ssh_target(ssh)
     except ValueError as e:
@@ -183,7 +201,9 @@ def _mlx_host(d: _Draft, host: Any, at: Where) -> tuple[str, str, Where, Where]:
     elif hostname == "localhost":
         ip, ip_at = "127.0.0.1", ssh_at
     else:
-        at.fail(f"host {ssh!r} has no ips", 'ips: [the address other hosts reach it on], such as ["10.0.0.1"]')
+        at.fail(
+            f"host {ssh!r} has no ips", 'ips: [the address other hosts reach it on], such as ["10.0.0.1"]'
+        )
     for key in host:
         if key == "rdma":
             d.ignore(at.child(host, key).path, "boltring's ring runs over TCP; RDMA (JACCL) is not used")
@@ -242,17 +262,21 @@ def import_smolcluster(mapping: Any, source: str) -> tuple[Config, ImportReport]
     seen: dict[str, Where] = {}
     for hostname, host_at, ip, ip_at in hosts:
         if ip in seen:
-            ip_at.fail(f"{ip} is also the address of {seen[ip].path} (smolcluster files often give every "
-                       "host the server's address)", "each node's own Thunderbolt Bridge address, "
-                       "which its ring neighbours connect to")
+            ip_at.fail(
+                f"{ip} is also the address of {seen[ip].path} (smolcluster files often give every "
+                "host the server's address)",
+                "each node's own Thunderbolt Bridge address, which its ring neighbours connect to",
+            )
         seen[ip] = ip_at
         k = d.add_node(host_at)
         d.put(k, "name", d.unique_name(hostname, f"node{k}"), host_at)
         d.put(k, "ssh", hostname, host_at, " (an alias from ~/.ssh/config)")
         d.put(k, "ring_ip", ip, ip_at)
     if hosts and topology is None:
-        d.report.mapped.append(f"server {hosts[0][0]} → nodes[0] (boltring has no parameter server: "
-                               "every node trains and averages gradients)")
+        d.report.mapped.append(
+            f"server {hosts[0][0]} → nodes[0] (boltring has no parameter server: "
+            "every node trains and averages gradients)"
+        )
     used = {h[0] for h in hosts}
     for name in host_ip:
         if name not in used:
@@ -266,8 +290,11 @@ def import_smolcluster(mapping: Any, source: str) -> tuple[Config, ImportReport]
         elif key == "seed":
             d.put("job", "seed", mapping[key], where)
         elif key == "num_workers" and mapping[key] != len(hosts) - (topology is None):
-            d.ignore(where.path, f"it says {mapping[key]!r} but {len(hosts) - (topology is None)} workers "
-                     "are listed; boltring uses the list")
+            d.ignore(
+                where.path,
+                f"it says {mapping[key]!r} but {len(hosts) - (topology is None)} workers "
+                "are listed; boltring uses the list",
+            )
         else:
             d.ignore(where.path, _SMOL_IGNORED.get(key, "not a smolcluster key boltring knows"))
     if wrapper:
@@ -295,8 +322,10 @@ def _find_host_ip(mapping: dict, top: Where) -> tuple[dict, Where, str | None]:
 
 def _address(host_ip: dict, host_ip_at: Where, hostname: str, host_at: Where) -> tuple[str, Where]:
     if hostname not in host_ip:
-        host_at.fail(f"{hostname!r} has no entry in {host_ip_at.path}",
-                     f"{host_ip_at.path}: {{{hostname}: its Thunderbolt Bridge address}}")
+        host_at.fail(
+            f"{hostname!r} has no entry in {host_ip_at.path}",
+            f"{host_ip_at.path}: {{{hostname}: its Thunderbolt Bridge address}}",
+        )
     where = host_ip_at.child(host_ip, hostname)
     return _text(host_ip[hostname], where, "an IP address such as 10.10.0.2"), where
 
@@ -315,8 +344,9 @@ def _server_and_workers(mapping: dict, top: Where, host_ip: dict, host_ip_at: Wh
     return hosts
 
 
-def _topology_hosts(d: _Draft, mapping: dict, topology: str, top: Where, host_ip: dict,
-                    host_ip_at: Where) -> list:
+def _topology_hosts(
+    d: _Draft, mapping: dict, topology: str, top: Where, host_ip: dict, host_ip_at: Where
+) -> list:
     shape = f"{topology}: {{workers: {{regular: [{{hostname, rank, ip, port}}, ...]}}}}"
     workers, workers_at = _need(mapping[topology], "workers", top.child(mapping, topology), shape)
     regular, regular_at = _need(workers, "regular", workers_at, shape)
@@ -342,8 +372,9 @@ def _topology_hosts(d: _Draft, mapping: dict, topology: str, top: Where, host_ip
         if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 0):
             at.child(item, "rank").fail(describe(rank), "a rank number, 0 or more")
         if rank is not None and rank in [r for r, _, _ in entries]:
-            at.child(item, "rank").fail(f"rank {rank} is given to more than one worker",
-                                        "a different rank per worker")
+            at.child(item, "rank").fail(
+                f"rank {rank} is given to more than one worker", "a different rank per worker"
+            )
         for key in item:
             if key not in ("hostname", "ip", "rank", "port"):
                 d.ignore(at.child(item, key).path, "not a worker key boltring knows")
@@ -384,7 +415,7 @@ def _smol_port(d: _Draft, mapping: dict, top: Where, hosts: list, topology: str 
 _JUPITER_IGNORED = {
     "backend": "boltring always uses its own authenticated ring over TCP, not mpi, ring or jaccl",
     "use_thunderbolt_bridge": "ring traffic goes to each node's ring_ip: make that its Thunderbolt "
-                              "Bridge address",
+    "Bridge address",
     "sync_every_n_steps": "boltring averages gradients on every step",
     "gradient_compression": "boltring sends gradients uncompressed",
     "checkpoint_on_failure": "set job.checkpoint_every to checkpoint regularly",
@@ -444,12 +475,21 @@ def _jupiter_node(d: _Draft, node: Any, at: Where) -> None:
     elif local:
         d.put(k, "ring_ip", host if _is_ip(host) else "127.0.0.1", host_at, " (loopback: this machine)")
     elif _is_ip(host):
-        d.put(k, "ring_ip", host, host_at, " (jupiter has one address per node, so ring traffic follows "
-              "it; set ring_ip to the node's Thunderbolt Bridge address if this is not it)")
+        d.put(
+            k,
+            "ring_ip",
+            host,
+            host_at,
+            " (jupiter has one address per node, so ring traffic follows "
+            "it; set ring_ip to the node's Thunderbolt Bridge address if this is not it)",
+        )
     else:
-        host_at.fail(f"{host!r} is a hostname, and boltring needs the node's ring IP address, which "
-                     "jupiter does not record", "an IP address here, or add ring_ip: <its Thunderbolt "
-                     "Bridge address> to this node (jupiter ignores keys it does not know)")
+        host_at.fail(
+            f"{host!r} is a hostname, and boltring needs the node's ring IP address, which "
+            "jupiter does not record",
+            "an IP address here, or add ring_ip: <its Thunderbolt "
+            "Bridge address> to this node (jupiter ignores keys it does not know)",
+        )
     for key in ("chip", "memory_gb", "role"):
         if key in node:
             d.put(k, key, node[key], at.child(node, key))
@@ -457,8 +497,17 @@ def _jupiter_node(d: _Draft, node: Any, at: Where) -> None:
         where = at.child(node, key)
         if key in ("ssh_user", "ssh_port") and local:
             d.ignore(where.path, "a local node needs no SSH")
-        elif key not in ("host", "name", "ring_ip", "chip", "memory_gb", "role", "can_train",
-                         "ssh_user", "ssh_port"):
+        elif key not in (
+            "host",
+            "name",
+            "ring_ip",
+            "chip",
+            "memory_gb",
+            "role",
+            "can_train",
+            "ssh_user",
+            "ssh_port",
+        ):
             d.ignore(where.path, _JUPITER_NODE_IGNORED.get(key, "not a jupiter node key boltring knows"))
 
 
@@ -483,5 +532,12 @@ IMPORTERS: dict[str, Callable[[Any, str], tuple[Config, ImportReport]]] = {
     "jupiter": import_jupiter,
 }
 
-__all__ = ["ImportReport", "import_mlx_hostfile", "write_mlx_hostfile", "import_smolcluster",
-           "import_jupiter", "IMPORTERS", "ConfigError"]
+__all__ = [
+    "ImportReport",
+    "import_mlx_hostfile",
+    "write_mlx_hostfile",
+    "import_smolcluster",
+    "import_jupiter",
+    "IMPORTERS",
+    "ConfigError",
+]

@@ -27,6 +27,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 
 from boltring.cluster.config.schema import Config, JobSpec, Node, RingOptions, SshOptions
+from boltring.cluster.errors import BoltringError
 
 if TYPE_CHECKING:
     from boltring.cluster.config.importers import ImportReport
@@ -37,23 +38,23 @@ EMBEDDED_SOURCE = "<embedded local.yaml>"
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")  # ssh targets that mean "this machine"
 
 
-class ConfigError(Exception):
+class ConfigError(BoltringError):
     """One line: "FILE:LINE: KEY.PATH: what is wrong; what is expected"."""
 
-    def __init__(self, source: str, line: int | None, key: str | None, problem: str,
-                 hint: str | None = None):
-        super().__init__(source, line, key, problem, hint)
-        self.source, self.line, self.key, self.problem, self.hint = source, line, key, problem, hint
+    title = "config error"
 
-    def __str__(self) -> str:
-        parts = [self.source if self.line is None else f"{self.source}:{self.line}"]
-        if self.key:
-            parts.append(self.key)
-        text = ": ".join(parts + [self.problem]) + (f"; {self.hint}" if self.hint else "")
-        return " ".join(text.split())  # one line, whatever a YAML message contained
+    def __init__(self, source: str, line: int | None, key: str | None, problem: str, hint: str | None = None):
+        self.source, self.line, self.key, self.problem = source, line, key, problem
+        parts = [source if line is None else f"{source}:{line}"]
+        if key:
+            parts.append(key)
+        text = ": ".join([*parts, problem]) + (f"; {hint}" if hint else "")
+        # one line, whatever a YAML message contained; the hint is part of it, as users expect
+        super().__init__(" ".join(text.split()), hint=hint)
 
 
 # --- YAML with line numbers -------------------------------------------------------------
+
 
 class LineMap(dict):
     """A mapping that remembers the 1-based line of itself and of each of its keys.
@@ -106,17 +107,25 @@ def parse_yaml(text: str, source: str) -> Any:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
-        raise ConfigError(source, mark.line + 1 if mark else None, "YAML syntax",
-                          str(e.problem or e.context or "cannot parse"),
-                          "expected valid YAML (check indentation, colons and quotes)") from None
+        raise ConfigError(
+            source,
+            mark.line + 1 if mark else None,
+            "YAML syntax",
+            str(e.problem or e.context or "cannot parse"),
+            "expected valid YAML (check indentation, colons and quotes)",
+        ) from None
     except yaml.YAMLError as e:
         raise ConfigError(source, None, "YAML syntax", str(e), "expected one valid YAML document") from None
     except RecursionError:  # thousands of nested brackets
-        raise ConfigError(source, None, "YAML syntax", "nested too deeply", "expected a config file") from None
+        raise ConfigError(
+            source, None, "YAML syntax", "nested too deeply", "expected a config file"
+        ) from None
     try:
         return None if root is None else _from_node(root, source, SafeConstructor(), set(), "")
     except RecursionError:
-        raise ConfigError(source, None, "YAML syntax", "nested too deeply", "expected a config file") from None
+        raise ConfigError(
+            source, None, "YAML syntax", "nested too deeply", "expected a config file"
+        ) from None
 
 
 def _from_node(node: yaml.Node, source: str, cons: SafeConstructor, active: set[int], path: str) -> Any:
@@ -125,11 +134,21 @@ def _from_node(node: yaml.Node, source: str, cons: SafeConstructor, active: set[
         try:
             return cons.construct_object(node)
         except yaml.YAMLError as e:
-            raise ConfigError(source, line, path or None, str(getattr(e, "problem", e)),
-                              "expected a plain value (quote it to keep it as text)") from None
+            raise ConfigError(
+                source,
+                line,
+                path or None,
+                str(getattr(e, "problem", e)),
+                "expected a plain value (quote it to keep it as text)",
+            ) from None
     if id(node) in active:  # "&a [*a]": an alias inside itself would never end
-        raise ConfigError(source, line, path or None, "an alias refers to its own anchor",
-                          "expected anchors that do not contain themselves")
+        raise ConfigError(
+            source,
+            line,
+            path or None,
+            "an alias refers to its own anchor",
+            "expected anchors that do not contain themselves",
+        )
     active.add(id(node))
     try:
         if isinstance(node, yaml.SequenceNode):
@@ -141,14 +160,24 @@ def _from_node(node: yaml.Node, source: str, cons: SafeConstructor, active: set[
         for key_node, _ in node.value:
             key_line = key_node.start_mark.line + 1
             if not isinstance(key_node, yaml.ScalarNode):
-                raise ConfigError(source, key_line, path or None, "a list or mapping is used as a key",
-                                  "expected plain key names")
+                raise ConfigError(
+                    source,
+                    key_line,
+                    path or None,
+                    "a list or mapping is used as a key",
+                    "expected plain key names",
+                )
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
             key = cons.construct_object(key_node)
             if key in own:
-                raise ConfigError(source, key_line, f"{path}.{key}" if path else str(key),
-                                  f"{key!r} appears twice (first on line {own[key]})", "expected each key once")
+                raise ConfigError(
+                    source,
+                    key_line,
+                    f"{path}.{key}" if path else str(key),
+                    f"{key!r} appears twice (first on line {own[key]})",
+                    "expected each key once",
+                )
             own[key] = key_line
         # "<<: *anchor" merge keys: flattened as safe_load does; the mapping's own keys win.
         cons.flatten_mapping(node)
@@ -156,14 +185,16 @@ def _from_node(node: yaml.Node, source: str, cons: SafeConstructor, active: set[
         for key_node, value_node in node.value:
             key = cons.construct_object(key_node)
             key_path = f"{path}.{key}" if path else str(key)
-            mapping.put(key, _from_node(value_node, source, cons, active, key_path),
-                        key_node.start_mark.line + 1)
+            mapping.put(
+                key, _from_node(value_node, source, cons, active, key_path), key_node.start_mark.line + 1
+            )
         return mapping
     finally:
         active.discard(id(node))
 
 
 # --- where a value is, and how it is reported ---------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class Where:
@@ -218,9 +249,11 @@ def describe(value: Any) -> str:
 # --- checkers: return the value to store, or raise _Bad ------------------------------------
 
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
-_SSH_RE = re.compile(r"(?:(?P<user>[A-Za-z0-9._-]+)@)?"
-                     r"(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9._-]+)?\])"
-                     r"(?::(?P<port>[0-9]{1,5}))?")
+_SSH_RE = re.compile(
+    r"(?:(?P<user>[A-Za-z0-9._-]+)@)?"
+    r"(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9._-]+)?\])"
+    r"(?::(?P<port>[0-9]{1,5}))?"
+)
 
 
 def _text(v: Any) -> str:
@@ -248,6 +281,7 @@ def _int_min(minimum: int) -> Callable[[Any], int]:
         if v < minimum:
             raise _Bad(f"{v} is less than {minimum}")
         return v
+
     return check
 
 
@@ -358,22 +392,35 @@ Spec = dict[str, tuple[str, Callable[[Any], Any], str]]
 
 SSH_KEYS: Spec = {
     "config_file": ("config_file", _opt_text, "a path such as ~/.ssh/config, or null to read none"),
-    "known_hosts": ("known_hosts", _text,
-                    "a known_hosts path such as ~/.ssh/known_hosts (boltring always checks host keys)"),
+    "known_hosts": (
+        "known_hosts",
+        _text,
+        "a known_hosts path such as ~/.ssh/known_hosts (boltring always checks host keys)",
+    ),
     "identity_files": ("identity_files", _text_list, "a list of key files such as [~/.ssh/id_ed25519]"),
     "connect_timeout": ("connect_timeout_s", _positive, "seconds to wait for an SSH connection, such as 10"),
     "keepalive_interval": ("keepalive_interval_s", _positive, "seconds between SSH keepalives, such as 15"),
-    "keepalive_count_max": ("keepalive_count_max", _int_min(1),
-                            "how many unanswered keepalives drop a connection, such as 3"),
+    "keepalive_count_max": (
+        "keepalive_count_max",
+        _int_min(1),
+        "how many unanswered keepalives drop a connection, such as 3",
+    ),
 }
 RING_KEYS: Spec = {
     "port": ("port", _port, "a TCP port from 1024 to 65535 (a node's ranks use port, port+1, ...)"),
     "timeout": ("timeout_s", _positive, "seconds a collective may wait without progress, such as 60"),
-    "connect_timeout": ("connect_timeout_s", _positive, "seconds ranks wait for their neighbours, such as 30"),
+    "connect_timeout": (
+        "connect_timeout_s",
+        _positive,
+        "seconds ranks wait for their neighbours, such as 30",
+    ),
     "bucket_mb": ("bucket_mb", _positive, "megabytes of gradients per averaging bucket, such as 32"),
     "chunk_mb": ("chunk_mb", _positive, "megabytes per frame on the wire, such as 4"),
-    "order": ("order", _ring_order, "config (nodes in file order) or cabling (reordered to follow "
-                                    "the Thunderbolt cables)"),
+    "order": (
+        "order",
+        _ring_order,
+        "config (nodes in file order) or cabling (reordered to follow the Thunderbolt cables)",
+    ),
 }
 NODE_KEYS: Spec = {
     "name": ("name", _name, "a unique name of letters, digits, '.', '_' or '-', such as mini1"),
@@ -381,7 +428,11 @@ NODE_KEYS: Spec = {
     "local": ("local", _bool, "true to run this node's ranks on this machine without SSH, or false"),
     "ring_ip": ("ring_ip", _ip, "the node's Thunderbolt Bridge address such as 172.31.0.2"),
     "ring_iface": ("ring_iface", _iface, "a network interface name such as bridge0"),
-    "python": ("python", _text, "the node's interpreter that can import mlx, such as ~/boltring/.venv/bin/python"),
+    "python": (
+        "python",
+        _text,
+        "the node's interpreter that can import mlx, such as ~/boltring/.venv/bin/python",
+    ),
     "workdir": ("workdir", _text, "a directory on the node for runs and checkpoints, such as ~/boltring"),
     "ranks": ("ranks", _int_min(1), "how many ranks to start on this node, a whole number such as 1"),
     "chip": ("chip", _text, 'the chip name, such as "M4"'),
@@ -395,7 +446,11 @@ JOB_KEYS: Spec = {
     "args": ("args", _text_list, "a list of text arguments such as [--hidden, '256']"),
     "steps": ("steps", _int_min(1), "a whole number of training steps, at least 1"),
     "seed": ("seed", _int_min(0), "a whole number, 0 or more"),
-    "global_batch": ("global_batch", _int_min(1), "the batch size summed over all ranks, a positive whole number"),
+    "global_batch": (
+        "global_batch",
+        _int_min(1),
+        "the batch size summed over all ranks, a positive whole number",
+    ),
     "lr": ("learning_rate", _positive, "a positive learning rate such as 0.05"),
     "checkpoint_every": ("checkpoint_every", _int_min(0), "steps between checkpoints, or 0 for none"),
     "log_every": ("log_every", _int_min(1), "steps between metrics lines, at least 1"),
@@ -430,8 +485,13 @@ def _check_keys(m: dict, at: Where, valid: list[str] | tuple[str, ...], section:
             where = at.child(m, key)
             if section == "defaults" and key in ("name", "ring_ip"):
                 where.fail(f"{key} cannot have a default", f"{key} under each node (every node has its own)")
-            raise ConfigError(where.source, where.line, where.path, f"unknown key {key!r}",
-                              _unknown_key_hint(key, list(valid), section))
+            raise ConfigError(
+                where.source,
+                where.line,
+                where.path,
+                f"unknown key {key!r}",
+                _unknown_key_hint(key, list(valid), section),
+            )
 
 
 def _read(m: Any, at: Where, spec: Spec, section: str) -> dict[str, tuple[Any, Where]]:
@@ -464,6 +524,7 @@ def _values(fields: dict[str, tuple[Any, Where]]) -> dict[str, Any]:
 
 # --- building a Config --------------------------------------------------------------------
 
+
 def default_name(source: str) -> str:
     """A config's name when it sets none: the file stem, made into a valid name."""
     stem = Path(source).stem if not source.startswith("<") else "boltring"
@@ -478,13 +539,22 @@ def config_from_data(doc: Any, source: str, *, base_dir: Path | None = None) -> 
     top = Where(source, "", line_of(doc))  # None for plain data, which has no lines
     if not isinstance(doc, dict):
         what = "the file is empty" if doc is None else f"the file is not a mapping ({describe(doc)})"
-        raise ConfigError(source, top.line, None, what,
-                          "expected a boltring config with a 'nodes' list (see configs/minis.yaml)")
+        raise ConfigError(
+            source,
+            top.line,
+            None,
+            what,
+            "expected a boltring config with a 'nodes' list (see configs/minis.yaml)",
+        )
     _check_keys(doc, top, TOP_KEYS, "top")
     name = default_name(source)
     if "name" in doc:
-        name = _checked(_name, doc["name"], top.child(doc, "name"),
-                        "a name of letters, digits, '.', '_' or '-', such as minis")
+        name = _checked(
+            _name,
+            doc["name"],
+            top.child(doc, "name"),
+            "a name of letters, digits, '.', '_' or '-', such as minis",
+        )
     ssh = SshOptions(**_values(_read(doc.get("ssh"), top.child(doc, "ssh"), SSH_KEYS, "ssh")))
     ring = RingOptions(**_values(_read(doc.get("ring"), top.child(doc, "ring"), RING_KEYS, "ring")))
     nodes = _read_nodes(doc, top, ring)
@@ -523,11 +593,15 @@ def _node(item: Any, at: Where, defaults: dict[str, tuple[Any, Where]]) -> tuple
     fields = {f: v for f, v in defaults.items() if not (local and f == "ssh")}
     fields.update(own)
     if local and "ssh" in fields:
-        fields["ssh"][1].fail(f"node {name!r} is local, so it runs on this machine without SSH",
-                              "either local: true or ssh, not both")
+        fields["ssh"][1].fail(
+            f"node {name!r} is local, so it runs on this machine without SSH",
+            "either local: true or ssh, not both",
+        )
     if not local and "ssh" not in fields:
-        at.fail(f"node {name!r} has neither ssh nor local: true",
-                "ssh: an alias from ~/.ssh/config such as mini1 (or user@host), or local: true")
+        at.fail(
+            f"node {name!r} has neither ssh nor local: true",
+            "ssh: an alias from ~/.ssh/config such as mini1 (or user@host), or local: true",
+        )
     if "ring_ip" not in fields:
         if not local:
             at.fail(f"node {name!r} has no ring_ip", NODE_KEYS["ring_ip"][2])
@@ -558,28 +632,35 @@ def _check_nodes(built: list[tuple[Node, dict[str, Where]]], ring: RingOptions) 
     addresses: dict[Any, tuple[Node, Where]] = {}
     for node, w in built:
         if node.name in names:
-            w["name"].fail(f"{node.name!r} is already the name of {_at_text(names[node.name])}",
-                           "a unique name per node")
+            w["name"].fail(
+                f"{node.name!r} is already the name of {_at_text(names[node.name])}", "a unique name per node"
+            )
         names[node.name] = w[""]
         ip = ipaddress.ip_address(node.ring_ip)
         if ip in addresses:  # both would listen on ip:port, ip:port+1, ...
             other, other_at = addresses[ip]
-            w["ring_ip"].fail(f"{node.ring_ip} is also the ring_ip of node {other.name!r} "
-                              f"({_at_text(other_at)}), so both would listen on {node.ring_ip}:{ring.port}",
-                              "one address per machine (use ranks: N to run several ranks on one)")
+            w["ring_ip"].fail(
+                f"{node.ring_ip} is also the ring_ip of node {other.name!r} "
+                f"({_at_text(other_at)}), so both would listen on {node.ring_ip}:{ring.port}",
+                "one address per machine (use ranks: N to run several ranks on one)",
+            )
         addresses[ip] = (node, w[""])
         last = ring.port + node.ranks - 1
         if last > 65535:
-            w["ranks"].fail(f"{node.ranks} ranks from ring.port {ring.port} need ports up to {last}",
-                            "ring.port + ranks - 1 <= 65535 (lower ring.port or ranks)")
+            w["ranks"].fail(
+                f"{node.ranks} ranks from ring.port {ring.port} need ports up to {last}",
+                "ring.port + ranks - 1 <= 65535 (lower ring.port or ranks)",
+            )
     for node, w in built:
         if not ipaddress.ip_address(node.ring_ip).is_loopback:
             continue
         for other, _ in built:
             if _machine(other) != _machine(node):
-                w["ring_ip"].fail(f"{node.ring_ip} is a loopback address, which node {other.name!r} "
-                                  "on another machine cannot reach",
-                                  "this node's Thunderbolt Bridge address such as 172.31.0.1")
+                w["ring_ip"].fail(
+                    f"{node.ring_ip} is a loopback address, which node {other.name!r} "
+                    "on another machine cannot reach",
+                    "this node's Thunderbolt Bridge address such as 172.31.0.1",
+                )
 
 
 def _job(fields: dict[str, tuple[Any, Where]], base_dir: Path) -> JobSpec:
@@ -587,8 +668,10 @@ def _job(fields: dict[str, tuple[Any, Where]], base_dir: Path) -> JobSpec:
     if "script" in fields:
         where = fields["script"][1]
         if "example" in fields:
-            where.fail(f"set together with example {values['example']!r} ({_at_text(fields['example'][1])})",
-                       "either example or script, not both")
+            where.fail(
+                f"set together with example {values['example']!r} ({_at_text(fields['example'][1])})",
+                "either example or script, not both",
+            )
         values["script"] = _resolve_script(values["script"], base_dir, where)
         values["example"] = None
     return JobSpec(**values)
@@ -598,13 +681,21 @@ def _resolve_script(script: str, base_dir: Path, where: Where) -> str:
     path = Path(script).expanduser()
     path = (path if path.is_absolute() else base_dir / path).resolve()
     if not path.is_file():
-        where.fail(f"{script!r} is not a file (looked for {path})",
-                   "the path of a Python script on this machine, relative to the config file")
+        where.fail(
+            f"{script!r} is not a file (looked for {path})",
+            "the path of a Python script on this machine, relative to the config file",
+        )
     return str(path)
 
 
-def _check_batch(global_batch: int, nodes: list[Node] | tuple[Node, ...], where: Where,
-                 *, default: bool = False, what: str = "") -> None:
+def _check_batch(
+    global_batch: int,
+    nodes: list[Node] | tuple[Node, ...],
+    where: Where,
+    *,
+    default: bool = False,
+    what: str = "",
+) -> None:
     world = sum(n.ranks for n in nodes)
     if global_batch % world == 0:
         return
@@ -612,16 +703,26 @@ def _check_batch(global_batch: int, nodes: list[Node] | tuple[Node, ...], where:
     such_as = f"{lower} or {lower + world}" if lower else str(world)
     per_node = " + ".join(f"{n.ranks} on {n.name}" for n in nodes[:6]) + (" + ..." if len(nodes) > 6 else "")
     shown = f"{global_batch} (the default)" if default else str(global_batch)
-    where.fail(f"{what}{shown} is not divisible by the world size {world} ({per_node})",
-               f"a multiple of {world} such as {such_as}, so every rank gets the same share")
+    where.fail(
+        f"{what}{shown} is not divisible by the world size {world} ({per_node})",
+        f"a multiple of {world} such as {such_as}, so every rank gets the same share",
+    )
 
 
 # --- overrides from the command line ------------------------------------------------------
 
-def with_overrides(config: Config, *, ranks: int | None = None, example: str | None = None,
-                   script: str | None = None, args: list[str] | tuple[str, ...] | None = None,
-                   steps: int | None = None, seed: int | None = None,
-                   global_batch: int | None = None) -> Config:
+
+def with_overrides(
+    config: Config,
+    *,
+    ranks: int | None = None,
+    example: str | None = None,
+    script: str | None = None,
+    args: list[str] | tuple[str, ...] | None = None,
+    steps: int | None = None,
+    seed: int | None = None,
+    global_batch: int | None = None,
+) -> Config:
     """The config with command-line values applied and checked like the file's own."""
 
     def flag(name: str) -> Where:
@@ -630,19 +731,27 @@ def with_overrides(config: Config, *, ranks: int | None = None, example: str | N
     nodes = config.nodes
     if ranks is not None:
         if len(nodes) != 1 or not nodes[0].local:
-            raise ConfigError("command line", None, None, "--ranks applies to the local default",
-                              "set ranks per node in the config")
+            raise ConfigError(
+                "command line",
+                None,
+                None,
+                "--ranks applies to the local default",
+                "set ranks per node in the config",
+            )
         ranks = _checked(_int_min(1), ranks, flag("--ranks"), "a whole number of ranks, at least 1")
         if config.ring.port + ranks - 1 > 65535:
-            flag("--ranks").fail(f"{ranks} ranks from ring.port {config.ring.port} run past port 65535",
-                                 "fewer ranks or a lower ring.port")
+            flag("--ranks").fail(
+                f"{ranks} ranks from ring.port {config.ring.port} run past port 65535",
+                "fewer ranks or a lower ring.port",
+            )
         nodes = (dataclasses.replace(nodes[0], ranks=ranks),)
     if example is not None and script is not None:
         flag("--script").fail("given together with --example", "either --example or --script")
     changes: dict[str, Any] = {}
     if example is not None:
-        changes.update(example=_checked(_example, example, flag("--example"), JOB_KEYS["example"][2]),
-                       script=None)
+        changes.update(
+            example=_checked(_example, example, flag("--example"), JOB_KEYS["example"][2]), script=None
+        )
     if script is not None:
         text = _checked(_text, script, flag("--script"), "the path of a Python script")
         changes.update(script=_resolve_script(text, Path.cwd(), flag("--script")), example=None)
@@ -662,8 +771,9 @@ def with_overrides(config: Config, *, ranks: int | None = None, example: str | N
 
 # --- reading files ------------------------------------------------------------------------
 
+
 def detect_format(data: Any) -> str:
-    """"boltring", "mlx-hostfile", "smolcluster" or "jupiter", judged by the keys present."""
+    """ "boltring", "mlx-hostfile", "smolcluster" or "jupiter", judged by the keys present."""
     if isinstance(data, list):
         hosts = all(isinstance(h, dict) for h in data) and any({"ssh", "ips"} & set(h) for h in data)
         return "mlx-hostfile" if data and hosts else "boltring"
@@ -674,18 +784,33 @@ def detect_format(data: Any) -> str:
         if "hosts" in keys:
             return "mlx-hostfile"
         nested_host_ip = any(isinstance(v, dict) and "host_ip" in v for v in data.values())
-        if keys & {"host_ip", "allToAllTopology", "ringTopology"} or {"server", "workers"} <= keys \
-                or nested_host_ip:
+        if (
+            keys & {"host_ip", "allToAllTopology", "ringTopology"}
+            or {"server", "workers"} <= keys
+            or nested_host_ip
+        ):
             return "smolcluster"
-    if keys & {"use_thunderbolt_bridge", "sync_every_n_steps", "gradient_compression",
-               "checkpoint_on_failure", "auto_restart_failed_nodes", "network_interface"}:
+    if keys & {
+        "use_thunderbolt_bridge",
+        "sync_every_n_steps",
+        "gradient_compression",
+        "checkpoint_on_failure",
+        "auto_restart_failed_nodes",
+        "network_interface",
+    }:
         return "jupiter"
     nodes = data.get("nodes")
     if isinstance(nodes, list):
         node_keys = {k for n in nodes if isinstance(n, dict) for k in n}
-        if node_keys & {"host", "device_type", "connection_type", "ssh_user", "ssh_port",
-                        "can_generate", "can_train"} \
-                and not node_keys & {"ssh", "local", "ring_iface", "python", "workdir", "ranks"}:
+        if node_keys & {
+            "host",
+            "device_type",
+            "connection_type",
+            "ssh_user",
+            "ssh_port",
+            "can_generate",
+            "can_train",
+        } and not node_keys & {"ssh", "local", "ring_iface", "python", "workdir", "ranks"}:
             return "jupiter"
     return "boltring"
 
@@ -715,6 +840,7 @@ def _load_text(text: str, source: str, base_dir: Path | None) -> tuple[Config, I
     if fmt == "boltring":
         return config_from_data(data, source, base_dir=base_dir), None
     from boltring.cluster.config import importers
+
     return importers.IMPORTERS[fmt](data, source)
 
 
@@ -728,8 +854,9 @@ def load_config(path: str | Path | None = None, *, cwd: Path | None = None) -> C
     return load_config_with_report(path, cwd=cwd)[0]
 
 
-def load_config_with_report(path: str | Path | None = None, *,
-                            cwd: Path | None = None) -> tuple[Config, ImportReport | None]:
+def load_config_with_report(
+    path: str | Path | None = None, *, cwd: Path | None = None
+) -> tuple[Config, ImportReport | None]:
     """Like load_config, plus what an importer mapped and ignored (None for boltring YAML)."""
     base = Path(cwd) if cwd is not None else Path.cwd()
     if path is None:
@@ -754,7 +881,10 @@ def _read_file(file: Path, shown: str) -> str:
     except IsADirectoryError:
         raise ConfigError(shown, None, None, "is a directory", f"expected {formats}") from None
     except UnicodeDecodeError as e:
-        raise ConfigError(shown, None, None, f"is not UTF-8 text ({e.reason} at byte {e.start})",
-                          f"expected {formats}") from None
+        raise ConfigError(
+            shown, None, None, f"is not UTF-8 text ({e.reason} at byte {e.start})", f"expected {formats}"
+        ) from None
     except OSError as e:
-        raise ConfigError(shown, None, None, f"cannot be read ({e.strerror})", f"expected {formats}") from None
+        raise ConfigError(
+            shown, None, None, f"cannot be read ({e.strerror})", f"expected {formats}"
+        ) from None

@@ -82,8 +82,14 @@ class Config:
         slots: list[RankSlot] = []
         for node in self.nodes:
             for k in range(node.ranks):
-                slots.append(RankSlot(rank=len(slots), node=node, local_index=k,
-                                      ring_addr=f"{node.ring_ip}:{self.ring.port + k}"))
+                slots.append(
+                    RankSlot(
+                        rank=len(slots),
+                        node=node,
+                        local_index=k,
+                        ring_addr=f"{node.ring_ip}:{self.ring.port + k}",
+                    )
+                )
         return slots
 
 

@@ -20,20 +20,20 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from boltring.netio.jobenv import JobEnv
-
 from boltring.cluster.agent.spawn import write_atomic
+from boltring.cluster.errors import BoltringError
+from boltring.netio.jobenv import JobEnv
 
 SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]?i?B?)\s*$", re.I)
 UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 
-class BenchError(Exception):
-    pass
+class BenchError(BoltringError):
+    title = "bench error"
 
 
 def parse_size(text: str) -> int:
-    """"16MB" → 16 MiB in bytes (sizes are binary, like MLX's and nccl-tests' tables)."""
+    """ "16MB" → 16 MiB in bytes (sizes are binary, like MLX's and nccl-tests' tables)."""
     m = SIZE_RE.match(text)
     if not m:
         raise BenchError(f"cannot read size {text!r}; write sizes like 1MB,16MB,64MB or 4096")
@@ -74,13 +74,21 @@ class BenchResult:
         return self.algbw * 2 * (self.ranks - 1) / self.ranks
 
     def to_dict(self) -> dict:
-        return {"backend": self.backend, "ranks": self.ranks, "bytes": self.bytes, "dtype": self.dtype,
-                "median_ms": self.median_s * 1e3, "algbw_gbps": self.algbw, "busbw_gbps": self.busbw,
-                "repeats": len(self.times)}
+        return {
+            "backend": self.backend,
+            "ranks": self.ranks,
+            "bytes": self.bytes,
+            "dtype": self.dtype,
+            "median_ms": self.median_s * 1e3,
+            "algbw_gbps": self.algbw,
+            "busbw_gbps": self.busbw,
+            "repeats": len(self.times),
+        }
 
 
-def run_backend(backend: str, ranks: int, sizes: list[int], repeat: int, dtype: str = "float32",
-                timeout: float = 600.0) -> list[BenchResult]:
+def run_backend(
+    backend: str, ranks: int, sizes: list[int], repeat: int, dtype: str = "float32", timeout: float = 600.0
+) -> list[BenchResult]:
     """Start `ranks` local processes of bench_worker with one backend; rank 0's timings."""
     ports = free_ports(ranks)
     addrs = [f"127.0.0.1:{p}" for p in ports]
@@ -99,14 +107,40 @@ def run_backend(backend: str, ranks: int, sizes: list[int], repeat: int, dtype: 
                 if backend == "mlx":
                     env.update({"MLX_RANK": str(r), "MLX_HOSTFILE": str(hostfile)})
                 else:
-                    env.update(JobEnv(rank=r, size=ranks, job_id="bench", ring=tuple(addrs),
-                                      secret_file=str(secret), timeout_s=120,
-                                      connect_timeout_s=60).to_environ())
-                argv = [sys.executable, "-m", "boltring.cluster.train.bench_worker", "--backend", backend,
-                        "--sizes", ",".join(map(str, sizes)), "--repeat", str(repeat), "--dtype", dtype]
-                procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
-                                              stderr=subprocess.PIPE, text=True,
-                                              start_new_session=True))
+                    env.update(
+                        JobEnv(
+                            rank=r,
+                            size=ranks,
+                            job_id="bench",
+                            ring=tuple(addrs),
+                            secret_file=str(secret),
+                            timeout_s=120,
+                            connect_timeout_s=60,
+                        ).to_environ()
+                    )
+                argv = [
+                    sys.executable,
+                    "-m",
+                    "boltring.cluster.train.bench_worker",
+                    "--backend",
+                    backend,
+                    "--sizes",
+                    ",".join(map(str, sizes)),
+                    "--repeat",
+                    str(repeat),
+                    "--dtype",
+                    dtype,
+                ]
+                procs.append(
+                    subprocess.Popen(
+                        argv,
+                        env=env,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                        start_new_session=True,
+                    )
+                )
             outs = []
             for p in procs:
                 out, err = p.communicate(timeout=timeout)
@@ -116,13 +150,16 @@ def run_backend(backend: str, ranks: int, sizes: list[int], repeat: int, dtype: 
                 if p.poll() is None:
                     p.kill()
                     p.wait()
-        for r, (rc, out, err) in enumerate(outs):
+        for r, (rc, _out, err) in enumerate(outs):
             if rc != 0:
                 last = (err.strip().splitlines() or ["no output"])[-1]
                 raise BenchError(f"{backend} rank {r} failed (exit {rc}): {last}")
-        return [BenchResult(backend=d["backend"], ranks=d["ranks"], bytes=d["bytes"], dtype=d["dtype"],
-                            times=d["times"])
-                for d in (json.loads(line) for line in outs[0][1].splitlines() if line.startswith("{"))]
+        return [
+            BenchResult(
+                backend=d["backend"], ranks=d["ranks"], bytes=d["bytes"], dtype=d["dtype"], times=d["times"]
+            )
+            for d in (json.loads(line) for line in outs[0][1].splitlines() if line.startswith("{"))
+        ]
 
 
 def machine_line() -> str:
@@ -136,8 +173,10 @@ def machine_line() -> str:
         pass
     import mlx.core as mx
 
-    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), "
-            f"Python {platform.python_version()}, mlx {mx.__version__}")
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), "
+        f"Python {platform.python_version()}, mlx {mx.__version__}"
+    )
 
 
 def run_bench_cli(args) -> int:
@@ -152,8 +191,9 @@ def run_bench_cli(args) -> int:
         backends = ["boltring", "mlx"] if args.backend == "both" else [args.backend]
         results: dict[str, list[BenchResult]] = {}
         for b in backends:
-            console.print(f"running {b} with {args.ranks} local ranks, sizes {args.sizes}, "
-                          f"{args.repeat} repeats …")
+            console.print(
+                f"running {b} with {args.ranks} local ranks, sizes {args.sizes}, {args.repeat} repeats …"
+            )
             results[b] = run_backend(b, args.ranks, sizes, args.repeat, args.dtype)
     except BenchError as e:
         console.print(f"boltring bench: {e}")
@@ -166,20 +206,27 @@ def run_bench_cli(args) -> int:
         rows.append((size, row, ratio))
     if args.json:
         for size, row, ratio in rows:
-            for b, r in row.items():
+            for r in row.values():
                 print(json.dumps({**r.to_dict(), "machine": machine}))
             if ratio is not None:
                 print(json.dumps({"bytes": size, "ratio_boltring_over_mlx": ratio, "machine": machine}))
         return 0
-    table = Table(title=f"allreduce, {args.ranks} local ranks, {args.dtype}, median of {args.repeat}",
-                  title_justify="left")
+    table = Table(
+        title=f"allreduce, {args.ranks} local ranks, {args.dtype}, median of {args.repeat}",
+        title_justify="left",
+    )
     for col in ("size", "backend", "median ms", "algbw GB/s", "busbw GB/s", "boltring/mlx"):
         table.add_column(col, justify="right")
     for size, row, ratio in rows:
         for j, (b, r) in enumerate(row.items()):
-            table.add_row(_human(size) if j == 0 else "", b, f"{r.median_s * 1e3:.2f}",
-                          f"{r.algbw:.2f}", f"{r.busbw:.2f}",
-                          f"{ratio:.2f}×" if ratio is not None and j == len(row) - 1 else "")
+            table.add_row(
+                _human(size) if j == 0 else "",
+                b,
+                f"{r.median_s * 1e3:.2f}",
+                f"{r.algbw:.2f}",
+                f"{r.busbw:.2f}",
+                f"{ratio:.2f}×" if ratio is not None and j == len(row) - 1 else "",
+            )
     console.print(table)
     console.print(f"machine: {machine}")
     return 0

@@ -21,22 +21,34 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from boltring.netio.handshake import new_secret
-
-from boltring.cluster.jobs import plan as launcher
-from boltring.cluster.jobs.events import (CheckResult, Event, JobStarted, JobStateChanged, JobSummary,
-                     LogLine, RankExited, RankMetrics, RankStarted, StepProgress)
-from boltring.cluster.config.schema import Config, Node, boltring_home
 from boltring.cluster.agent.spawn import write_atomic
+from boltring.cluster.config.schema import Config, Node, boltring_home
+from boltring.cluster.errors import BoltringError
+from boltring.cluster.jobs import plan as launcher
+from boltring.cluster.jobs.events import (
+    CheckResult,
+    Event,
+    JobStarted,
+    JobStateChanged,
+    JobSummary,
+    LogLine,
+    RankExited,
+    RankMetrics,
+    RankStarted,
+    StepProgress,
+)
 from boltring.cluster.nodes.transport import LocalTransport, Transport, TransportError
+from boltring.netio.handshake import new_secret
 
 POLL_S = 0.25  # how often metrics and logs are read; ranks report far less often than this
 STATUS_EVERY_S = 3.0  # liveness check through `spawn status` (catches SIGKILLed keepers)
 FAILURE_GRACE_S = 8.0  # after one rank fails, how long the others get to notice before we kill
 
 
-class ControllerError(Exception):
+class ControllerError(BoltringError):
     """A one-line reason a job could not be launched, killed or attached."""
+
+    title = "job error"
 
 
 @dataclass
@@ -64,9 +76,13 @@ def _transport_for(node: Node, config: Config, on_state) -> Transport:
 
 
 class JobController:
-    def __init__(self, config: Config, *,
-                 transport_factory: Callable[[Node, Config, Callable], Transport] | None = None,
-                 poll_s: float = POLL_S):
+    def __init__(
+        self,
+        config: Config,
+        *,
+        transport_factory: Callable[[Node, Config, Callable], Transport] | None = None,
+        poll_s: float = POLL_S,
+    ):
         self.config = config
         self.state = "idle"
         self.job_id: str | None = None
@@ -131,8 +147,14 @@ class JobController:
             # While a job runs its ranks hold the ring ports, and a bandwidth burst would
             # compete with the gradients on the same cables: check only the rest.
             busy = previous in ("running", "launching")
-            results = await check_cluster(self.config, self, bandwidth=bandwidth and not busy,
-                                          check_ports=not busy, emit=self.emit, facts_out=facts)
+            results = await check_cluster(
+                self.config,
+                self,
+                bandwidth=bandwidth and not busy,
+                check_ports=not busy,
+                emit=self.emit,
+                facts_out=facts,
+            )
         finally:
             if previous not in ("running", "launching"):
                 self._set_state(previous if previous != "checking" else "idle")
@@ -147,8 +169,7 @@ class JobController:
         from boltring.cluster.nodes.checks.run import all_report_tb_ports, cable_edges, cabling_order
 
         names = [n.name for n in self.config.nodes]
-        if self.config.ring.order != "cabling" or len(names) < 2 or \
-                not all_report_tb_ports(names, facts):
+        if self.config.ring.order != "cabling" or len(names) < 2 or not all_report_tb_ports(names, facts):
             return
         order = cabling_order(names, cable_edges({n: facts[n] for n in names}))
         if order is None or order == names:
@@ -160,8 +181,12 @@ class JobController:
     # -- launch -----------------------------------------------------------------------------
     def plan(self, resume: bool = False, job_id: str | None = None) -> list[launcher.PlannedRank]:
         jid = job_id or self.job_id or "<job-id>"
-        return launcher.plan_job(self.config, jid, resume=resume,
-                                 command_line=lambda node, argv: self.transport(node).command_line(argv))
+        return launcher.plan_job(
+            self.config,
+            jid,
+            resume=resume,
+            command_line=lambda node, argv: self.transport(node).command_line(argv),
+        )
 
     async def launch(self, resume: bool = False) -> str:
         if self.state in ("launching", "running"):
@@ -181,13 +206,14 @@ class JobController:
                 await self._upload_script()
             for rs in self._ranks.values():
                 t = self.transport(rs.node)
-                res = await t.run(rs.plan.spawn_argv, input=launcher.spawn_input(rs.plan, secret),
-                                  timeout=30)
+                res = await t.run(rs.plan.spawn_argv, input=launcher.spawn_input(rs.plan, secret), timeout=30)
                 info = _json_or_none(res.stdout)
                 if not res.ok or not info or "pid" not in info:
                     why = (info or {}).get("error") or res.stderr.strip().splitlines()[-1:] or ["no output"]
-                    raise ControllerError(f"rank {rs.plan.rank} on {rs.node.name} did not start: "
-                                          f"{why if isinstance(why, str) else why[0]}")
+                    raise ControllerError(
+                        f"rank {rs.plan.rank} on {rs.node.name} did not start: "
+                        f"{why if isinstance(why, str) else why[0]}"
+                    )
                 started.append(rs)
                 self.emit(RankStarted(rank=rs.plan.rank, node=rs.node.name, pid=info["pid"]))
         except (ControllerError, TransportError, OSError) as e:
@@ -198,9 +224,16 @@ class JobController:
             raise ControllerError(str(e)) from None
         self._started_at = time.time()
         self._write_record()
-        self.emit(JobStarted(job_id=self.job_id, config=self.config.source,
-                             world_size=self.config.world_size, steps=self.config.job.steps,
-                             nodes=[n.name for n in self.config.nodes], job=self.job_label()))
+        self.emit(
+            JobStarted(
+                job_id=self.job_id,
+                config=self.config.source,
+                world_size=self.config.world_size,
+                steps=self.config.job.steps,
+                nodes=[n.name for n in self.config.nodes],
+                job=self.job_label(),
+            )
+        )
         self._set_state("running")
         self._follower = asyncio.create_task(self._follow())
         return self.job_id
@@ -210,8 +243,10 @@ class JobController:
         if record and record.get("state") == "running":
             alive = await self._alive_ranks_of(record)
             if alive:
-                raise ControllerError(f"job {record['job_id']} is still running ({len(alive)} ranks "
-                                      f"alive); `boltring kill` it or re-attach with `boltring`")
+                raise ControllerError(
+                    f"job {record['job_id']} is still running ({len(alive)} ranks "
+                    f"alive); `boltring kill` it or re-attach with `boltring`"
+                )
 
     async def _upload_script(self) -> None:
         data = Path(self.config.job.script).read_bytes()
@@ -222,8 +257,10 @@ class JobController:
             await t.write_file(path, data, mode=0o644)
             back = await t.read_from(path, 0, len(data) + 1)
             if launcher.file_digest(back) != digest:
-                raise ControllerError(f"{node.name}: the copy of {self.config.job.script} does not "
-                                      f"match (sha256 differs); check free disk space on the node")
+                raise ControllerError(
+                    f"{node.name}: the copy of {self.config.job.script} does not "
+                    f"match (sha256 differs); check free disk space on the node"
+                )
 
     def job_label(self) -> str:
         """What the job runs, for humans: 'example charlm' or 'script train.py'."""
@@ -244,12 +281,18 @@ class JobController:
         failed_at: float | None = None
         try:
             while True:
-                await asyncio.gather(*(self._poll_rank(rs) for rs in self._ranks.values()
-                                       if not rs.exited or rs.partial_metrics))
+                await asyncio.gather(
+                    *(
+                        self._poll_rank(rs)
+                        for rs in self._ranks.values()
+                        if not rs.exited or rs.partial_metrics
+                    )
+                )
                 if time.monotonic() - last_status > STATUS_EVERY_S:
                     last_status = time.monotonic()
-                    await asyncio.gather(*(self._check_alive(rs) for rs in self._ranks.values()
-                                           if not rs.exited))
+                    await asyncio.gather(
+                        *(self._check_alive(rs) for rs in self._ranks.values() if not rs.exited)
+                    )
                 if all(rs.exited for rs in self._ranks.values()):
                     await asyncio.gather(*(self._poll_rank(rs) for rs in self._ranks.values()))
                     break
@@ -259,8 +302,9 @@ class JobController:
                         failed_at = time.monotonic()
                         # A rank that was SIGKILLed leaves no exit record: ask now, so the
                         # reason names the rank that died rather than its neighbours.
-                        await asyncio.gather(*(self._check_alive(rs) for rs in self._ranks.values()
-                                               if not rs.exited))
+                        await asyncio.gather(
+                            *(self._check_alive(rs) for rs in self._ranks.values() if not rs.exited)
+                        )
                         self._reason = self._failure_reason()
                         self._log(self._reason, "error")
                     elif time.monotonic() - failed_at > FAILURE_GRACE_S:
@@ -269,7 +313,7 @@ class JobController:
                 await asyncio.sleep(self.poll_s)
         except asyncio.CancelledError:
             raise
-        except Exception as e:  # noqa: BLE001 - a follower bug must not leave the job unowned
+        except Exception as e:
             self._reason = f"controller lost track of the job: {e}"
             self._log(self._reason, "error")
         if self._killing:
@@ -285,16 +329,20 @@ class JobController:
 
     def _failure_reason(self) -> str:
         """One line naming the first rank that failed and the last thing it printed."""
+
         def victim(rs: _RankState) -> bool:  # it failed only because a neighbour went away
             return any(k in rs.last_log for k in ("PeerClosed", "PeerTimeout"))
 
-        bad = sorted((rs for rs in self._ranks.values() if rs.exited and rs.returncode != 0),
-                     key=lambda rs: (victim(rs), rs.plan.rank))
+        bad = sorted(
+            (rs for rs in self._ranks.values() if rs.exited and rs.returncode != 0),
+            key=lambda rs: (victim(rs), rs.plan.rank),
+        )
         if not bad:
             return "the controller stopped following the job"
         first = bad[0]
-        return (f"rank {first.plan.rank} on {first.node.name} {first.exit_reason}"
-                + (f": {first.last_log}" if first.last_log else ""))
+        return f"rank {first.plan.rank} on {first.node.name} {first.exit_reason}" + (
+            f": {first.last_log}" if first.last_log else ""
+        )
 
     async def _poll_rank(self, rs: _RankState) -> None:
         t = self.transport(rs.node)
@@ -311,9 +359,15 @@ class JobController:
                     text = line.decode(errors="replace").rstrip()
                     if text:
                         rs.last_log = text
-                        self.emit(LogLine(source=f"rank {rs.plan.rank}@{rs.node.name}", text=text,
-                                          node=rs.node.name, rank=rs.plan.rank,
-                                          level="error" if "Error" in text else "info"))
+                        self.emit(
+                            LogLine(
+                                source=f"rank {rs.plan.rank}@{rs.node.name}",
+                                text=text,
+                                node=rs.node.name,
+                                rank=rs.plan.rank,
+                                level="error" if "Error" in text else "info",
+                            )
+                        )
             if not rs.exited:
                 raw = await t.read_from(f"{rs.plan.run_dir}/exit.json", 0)
                 info = _json_or_none(raw.decode(errors="replace")) if raw else None
@@ -325,7 +379,8 @@ class JobController:
     async def _check_alive(self, rs: _RankState) -> None:
         try:
             res = await self.transport(rs.node).run(
-                [rs.node.python, "-m", launcher.SPAWN_MODULE, "status", rs.plan.run_dir], timeout=15)
+                [rs.node.python, "-m", launcher.SPAWN_MODULE, "status", rs.plan.run_dir], timeout=15
+            )
         except TransportError:
             return
         info = _json_or_none(res.stdout)
@@ -348,12 +403,20 @@ class JobController:
         rec = _json_or_none(line.decode(errors="replace"))
         if not rec or rec.get("kind") != "step":
             return
-        ev = RankMetrics(rank=rs.plan.rank, node=rs.node.name, step=int(rec.get("step", 0)),
-                         loss=rec.get("loss"), steps_per_s=rec.get("steps_per_s"),
-                         samples_per_s=_per_rank(rec.get("samples_per_s"), self.config.world_size),
-                         allreduce_gbps=rec.get("allreduce_gbps"), allreduce_s=rec.get("allreduce_s"),
-                         bytes_sent=rec.get("bytes_sent"), bytes_recv=rec.get("bytes_recv"),
-                         mem_mb=rec.get("mem_mb"), wall=rec.get("wall"))
+        ev = RankMetrics(
+            rank=rs.plan.rank,
+            node=rs.node.name,
+            step=int(rec.get("step", 0)),
+            loss=rec.get("loss"),
+            steps_per_s=rec.get("steps_per_s"),
+            samples_per_s=_per_rank(rec.get("samples_per_s"), self.config.world_size),
+            allreduce_gbps=rec.get("allreduce_gbps"),
+            allreduce_s=rec.get("allreduce_s"),
+            bytes_sent=rec.get("bytes_sent"),
+            bytes_recv=rec.get("bytes_recv"),
+            mem_mb=rec.get("mem_mb"),
+            wall=rec.get("wall"),
+        )
         rs.last = ev
         rs.steps_seen.append(ev)
         self.emit(ev)
@@ -368,19 +431,31 @@ class JobController:
         step = min((r.last.step if r.last else -1) for r in self._ranks.values())
         if step > self._global_step:
             self._global_step = step
-            ranks = {r: {"steps_per_s": s.last.steps_per_s, "samples_per_s": s.last.samples_per_s,
-                         "allreduce_gbps": s.last.allreduce_gbps}
-                     for r, s in self._ranks.items() if s.last}
+            ranks = {
+                r: {
+                    "steps_per_s": s.last.steps_per_s,
+                    "samples_per_s": s.last.samples_per_s,
+                    "allreduce_gbps": s.last.allreduce_gbps,
+                }
+                for r, s in self._ranks.items()
+                if s.last
+            }
             for done in sorted(k for k in self._pending_steps if k <= step):
-                self.emit(StepProgress(step=done, total=self.config.job.steps,
-                                       loss=self._pending_steps.pop(done), ranks=ranks))
+                self.emit(
+                    StepProgress(
+                        step=done,
+                        total=self.config.job.steps,
+                        loss=self._pending_steps.pop(done),
+                        ranks=ranks,
+                    )
+                )
 
     # -- kill, wait, finish -----------------------------------------------------------------
     async def kill(self) -> None:
         if self.state not in ("running", "launching"):
             return
         self._killing = True
-        self._log("killing every rank of job %s" % self.job_id, "warn")
+        self._log(f"killing every rank of job {self.job_id}", "warn")
         await self._kill_ranks([rs for rs in self._ranks.values() if not rs.exited])
         if self._follower is not None:
             await asyncio.shield(self._done)
@@ -389,7 +464,8 @@ class JobController:
         async def one(rs: _RankState) -> None:
             try:
                 res = await self.transport(rs.node).run(
-                    [rs.node.python, "-m", launcher.SPAWN_MODULE, "kill", rs.plan.run_dir], timeout=30)
+                    [rs.node.python, "-m", launcher.SPAWN_MODULE, "kill", rs.plan.run_dir], timeout=30
+                )
                 info = _json_or_none(res.stdout)
                 if info and info.get("alive"):
                     self._log(f"rank {rs.plan.rank} on {rs.node.name} survived SIGKILL", "error")
@@ -397,6 +473,7 @@ class JobController:
                     self._on_exit(rs, info["exit"])
             except TransportError as e:
                 self._log(f"could not kill rank {rs.plan.rank} on {rs.node.name}: {e}", "error")
+
         await asyncio.gather(*(one(rs) for rs in ranks))
 
     async def wait(self) -> JobSummary:
@@ -415,16 +492,24 @@ class JobController:
         ranks = {}
         for r, rs in self._ranks.items():
             seen = rs.steps_seen[1:] or rs.steps_seen  # the first step includes compilation/setup
-            ranks[r] = {"node": rs.node.name,
-                        "samples_per_s": _mean(m.samples_per_s for m in seen),
-                        "steps_per_s": _mean(m.steps_per_s for m in seen),
-                        "allreduce_gbps": _mean(m.allreduce_gbps for m in seen)}
-        return JobSummary(job_id=self.job_id or "", status=status or self.state,
-                          steps=max(self._global_step, 0), total_steps=self.config.job.steps,
-                          first_loss=self._first_loss, last_loss=self._last_loss,
-                          wall_s=(time.time() - self._started_at) if self._started_at else 0.0,
-                          ranks=ranks, reason=self._reason,
-                          run_dir=launcher.job_dir(self.config.nodes[0], self.job_id or ""))
+            ranks[r] = {
+                "node": rs.node.name,
+                "samples_per_s": _mean(m.samples_per_s for m in seen),
+                "steps_per_s": _mean(m.steps_per_s for m in seen),
+                "allreduce_gbps": _mean(m.allreduce_gbps for m in seen),
+            }
+        return JobSummary(
+            job_id=self.job_id or "",
+            status=status or self.state,
+            steps=max(self._global_step, 0),
+            total_steps=self.config.job.steps,
+            first_loss=self._first_loss,
+            last_loss=self._last_loss,
+            wall_s=(time.time() - self._started_at) if self._started_at else 0.0,
+            ranks=ranks,
+            reason=self._reason,
+            run_dir=launcher.job_dir(self.config.nodes[0], self.job_id or ""),
+        )
 
     # -- re-attach ---------------------------------------------------------------------------
     def _record_path(self, job_id: str) -> Path:
@@ -433,10 +518,17 @@ class JobController:
     def _write_record(self, state: str = "running") -> None:
         if not self.job_id or not self._ranks:
             return
-        record = {"job_id": self.job_id, "state": state, "config": self.config.source,
-                  "started": self._started_at, "steps": self.config.job.steps,
-                  "ranks": [{"rank": rs.plan.rank, "node": rs.node.name, "run_dir": rs.plan.run_dir}
-                            for rs in self._ranks.values()]}
+        record = {
+            "job_id": self.job_id,
+            "state": state,
+            "config": self.config.source,
+            "started": self._started_at,
+            "steps": self.config.job.steps,
+            "ranks": [
+                {"rank": rs.plan.rank, "node": rs.node.name, "run_dir": rs.plan.run_dir}
+                for rs in self._ranks.values()
+            ],
+        }
         path = self._record_path(self.job_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, json.dumps(record, indent=1))
@@ -451,8 +543,9 @@ class JobController:
                 continue
             try:
                 t = await self.connect(node)
-                res = await t.run([node.python, "-m", launcher.SPAWN_MODULE, "status", r["run_dir"]],
-                                  timeout=15)
+                res = await t.run(
+                    [node.python, "-m", launcher.SPAWN_MODULE, "status", r["run_dir"]], timeout=15
+                )
             except TransportError:
                 continue
             info = _json_or_none(res.stdout)
@@ -473,13 +566,24 @@ class JobController:
         self._reset()
         nodes = {n.name: n for n in self.config.nodes}
         plans = {p.rank: p for p in self.plan(job_id=self.job_id)}
-        self._ranks = {r["rank"]: _RankState(plan=plans[r["rank"]], node=nodes[r["node"]])
-                       for r in record["ranks"] if r["rank"] in plans and r["node"] in nodes}
+        self._ranks = {
+            r["rank"]: _RankState(plan=plans[r["rank"]], node=nodes[r["node"]])
+            for r in record["ranks"]
+            if r["rank"] in plans and r["node"] in nodes
+        }
         self._started_at = record.get("started") or time.time()
-        self.emit(JobStarted(job_id=self.job_id, config=self.config.source,
-                             world_size=self.config.world_size, steps=self.config.job.steps,
-                             nodes=[n.name for n in self.config.nodes], job=self.job_label(),
-                             attached=True, t=self._started_at))  # the job's age, not ours
+        self.emit(
+            JobStarted(
+                job_id=self.job_id,
+                config=self.config.source,
+                world_size=self.config.world_size,
+                steps=self.config.job.steps,
+                nodes=[n.name for n in self.config.nodes],
+                job=self.job_label(),
+                attached=True,
+                t=self._started_at,
+            )
+        )  # the job's age, not ours
         self._set_state("running")
         self._log(f"re-attached to job {self.job_id}")
         self._follower = asyncio.create_task(self._follow())

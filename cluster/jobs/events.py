@@ -10,15 +10,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
-# Job life cycle, in order. "finished", "failed" and "killed" are final.
-JOB_STATES = ("idle", "checking", "launching", "running", "finished", "failed", "killed")
-FINAL_STATES = ("finished", "failed", "killed")
+from boltring.cluster.states import FINAL_STATES, CheckStatus, JobState, SshState, StoppedBy
 
-# What a node panel shows as its connection badge. Local nodes are always "local".
-SSH_STATES = ("local", "connecting", "connected", "auth failed", "host key unknown",
-              "host key changed", "unreachable", "lost", "reconnecting", "closed")
-
-CHECK_STATUSES = ("ok", "warn", "fail", "skipped")
+__all__ = ["FINAL_STATES", "CheckStatus", "JobState", "SshState", "StoppedBy"]  # re-exported for views
 
 
 @dataclass
@@ -44,14 +38,17 @@ class JobStarted(Event):
     nodes: list[str]
     job: str  # "example mlp" or "script train.py"
     attached: bool = False
+    backend: str = "boltring"  # the collective backend: boltring | mlx-ring | jaccl
+    resume_from: str | None = None  # "step 200 (step-200.safetensors)" when resuming, else None
 
 
 @dataclass
 class JobStateChanged(Event):
     kind: ClassVar[str] = "state"
-    state: str  # one of JOB_STATES
+    state: JobState
     job_id: str | None = None
-    reason: str | None = None  # one line, for failed/killed
+    reason: str | None = None  # one line, for failed/killed, in words ("stopped by you at step 143")
+    by: StoppedBy | None = None  # who stopped it, for killed (and for ranks boltring stopped itself)
 
 
 @dataclass
@@ -60,7 +57,7 @@ class NodeState(Event):
 
     kind: ClassVar[str] = "node"
     node: str
-    state: str  # one of SSH_STATES
+    state: SshState
     detail: str | None = None
 
 
@@ -69,7 +66,7 @@ class CheckResult(Event):
     kind: ClassVar[str] = "check"
     node: str  # node name, or "ring" for checks across nodes
     name: str  # e.g. "ssh", "python", "mlx", "ring_iface", "ring_ip", "route", "rtt:mini2"
-    status: str  # one of CHECK_STATUSES
+    status: CheckStatus
     value: str | None = None  # measured value, human readable ("0.21 ms", "9.4 Gb/s")
     hint: str | None = None  # one line: what to do, when status is not ok
 
@@ -99,6 +96,32 @@ class RankMetrics(Event):
     bytes_recv: int | None = None
     mem_mb: float | None = None
     wall: float | None = None  # worker's wall clock when it wrote the line
+    tokens_per_s: float | None = None  # language-model jobs (charlm, lm): tokens this rank trained per second
+    val_loss: float | None = None  # set on the steps where a validation pass ran
+    peak_mem_mb: float | None = None
+
+
+@dataclass
+class RankStalled(Event):
+    """A rank's heartbeat (its metrics lines) has been silent for much longer than its usual step
+    time; the job has not failed (yet). Cleared by that rank's next RankMetrics."""
+
+    kind: ClassVar[str] = "stalled"
+    rank: int
+    node: str
+    silent_s: float
+
+
+@dataclass
+class JobRestarted(Event):
+    """--restarts: the job failed, every rank was stopped, and it is relaunched from a checkpoint."""
+
+    kind: ClassVar[str] = "restart"
+    job_id: str
+    attempt: int  # 1 for the first restart
+    max_restarts: int
+    cause: str  # the one-line reason of the failure that caused it
+    resume_from: str | None = None  # "step 200 (step-200.safetensors)", None: from step 0
 
 
 @dataclass
@@ -135,7 +158,7 @@ class RankExited(Event):
 class JobSummary(Event):
     kind: ClassVar[str] = "summary"
     job_id: str
-    status: str  # finished | failed | killed
+    status: JobState  # FINISHED | FAILED | KILLED
     steps: int
     total_steps: int
     first_loss: float | None
@@ -144,3 +167,7 @@ class JobSummary(Event):
     ranks: dict[int, dict[str, float | None]] = field(default_factory=dict)  # mean samples/s, GB/s
     reason: str | None = None
     run_dir: str | None = None
+    tokens_per_s: float | None = None  # all ranks together, language-model jobs
+    val_loss: float | None = None  # the last validation loss
+    stopped_by: StoppedBy | None = None
+    restarts: list[dict[str, Any]] = field(default_factory=list)  # JobRestarted.to_dict() of each

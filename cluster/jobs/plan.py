@@ -13,9 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from boltring.netio.jobenv import JobEnv
-
 from boltring.cluster.config.schema import Config, JobSpec, Node
+from boltring.netio.jobenv import JobEnv
 
 RUNNER_MODULE = "boltring.cluster.train.runner"
 SPAWN_MODULE = "boltring.cluster.agent.spawn"
@@ -56,10 +55,20 @@ def runner_argv(config: Config, node: Node, job_id: str, *, resume: bool) -> lis
         argv += ["--script", script_remote_path(node, job_id, job.script)]
     else:
         argv += ["--example", job.example or "mlp"]
-    argv += ["--steps", str(job.steps), "--seed", str(job.seed),
-             "--global-batch", str(job.global_batch), "--log-every", str(job.log_every),
-             "--checkpoint-every", str(job.checkpoint_every),
-             "--checkpoint-dir", checkpoint_dir(node, config)]
+    argv += [
+        "--steps",
+        str(job.steps),
+        "--seed",
+        str(job.seed),
+        "--global-batch",
+        str(job.global_batch),
+        "--log-every",
+        str(job.log_every),
+        "--checkpoint-every",
+        str(job.checkpoint_every),
+        "--checkpoint-dir",
+        checkpoint_dir(node, config),
+    ]
     if job.learning_rate is not None:
         argv += ["--lr", repr(job.learning_rate)]
     if job.data:
@@ -71,8 +80,7 @@ def runner_argv(config: Config, node: Node, job_id: str, *, resume: bool) -> lis
     return argv
 
 
-def plan_job(config: Config, job_id: str, *, resume: bool = False,
-             command_line=None) -> list[PlannedRank]:
+def plan_job(config: Config, job_id: str, *, resume: bool = False, command_line=None) -> list[PlannedRank]:
     """One PlannedRank per rank, in rank order. `command_line(node, argv)` renders a command
     as its transport would run it (ssh …); by default the plain quoted argv."""
     import shlex
@@ -83,17 +91,32 @@ def plan_job(config: Config, job_id: str, *, resume: bool = False,
     for slot in layout:
         node = slot.node
         run_dir = f"{job_dir(node, job_id)}/rank{slot.rank}"
-        env = JobEnv(rank=slot.rank, size=len(layout), job_id=job_id, ring=ring,
-                     timeout_s=config.ring.timeout_s, connect_timeout_s=config.ring.connect_timeout_s,
-                     bucket_mb=config.ring.bucket_mb, chunk_mb=config.ring.chunk_mb,
-                     node=node.name).to_environ()
+        env = JobEnv(
+            rank=slot.rank,
+            size=len(layout),
+            job_id=job_id,
+            ring=ring,
+            timeout_s=config.ring.timeout_s,
+            connect_timeout_s=config.ring.connect_timeout_s,
+            bucket_mb=config.ring.bucket_mb,
+            chunk_mb=config.ring.chunk_mb,
+            node=node.name,
+        ).to_environ()
         argv = runner_argv(config, node, job_id, resume=resume)
         spawn = [node.python, "-m", SPAWN_MODULE, "start", run_dir]
         rendered = command_line(node, spawn) if command_line else shlex.join(spawn)
-        plans.append(PlannedRank(rank=slot.rank, node=node.name,
-                                 where="local" if node.local else (node.ssh or node.name),
-                                 command=rendered, run_dir=run_dir, argv=argv, env=env,
-                                 spawn_argv=spawn))
+        plans.append(
+            PlannedRank(
+                rank=slot.rank,
+                node=node.name,
+                where="local" if node.local else (node.ssh or node.name),
+                command=rendered,
+                run_dir=run_dir,
+                argv=argv,
+                env=env,
+                spawn_argv=spawn,
+            )
+        )
     return plans
 
 

@@ -15,7 +15,7 @@ How it connects (`SshOptions`, Node.ssh):
 - `connect_timeout` bounds the whole connection including authentication; keepalives
   (`keepalive_interval_s` x `keepalive_count_max`) notice a silently dead link.
 
-States (`NodeState` events, events.SSH_STATES): connecting -> connected; or auth failed,
+States (`NodeState` events, cluster.states.SshState): connecting -> connected; or auth failed,
 host key unknown, host key changed, unreachable, each with a one-line hint in `detail`.
 When an established connection drops: lost -> reconnecting (attempts after 0.5, 1, 2, 4, 8, 8... s)
 -> connected, until `close()` -> closed. A reconnect attempt that hits a key or authentication
@@ -64,7 +64,7 @@ class _Failure(Exception):
 
 
 def parse_target(ssh: str) -> tuple[str | None, str, int | None]:
-    """"user@host:port" -> (user, host, port); "alias" -> (None, "alias", None)."""
+    """ "user@host:port" -> (user, host, port); "alias" -> (None, "alias", None)."""
     user, sep, rest = ssh.rpartition("@")
     if not sep:
         user, rest = "", ssh
@@ -153,7 +153,7 @@ class SshTransport(Transport):
             conn.close()
             try:
                 await asyncio.wait_for(conn.wait_closed(), 5)
-            except (asyncio.TimeoutError, OSError, asyncssh.Error):
+            except (TimeoutError, OSError, asyncssh.Error):
                 pass
         self._set_state("closed")
 
@@ -177,17 +177,26 @@ class SshTransport(Transport):
         try:
             return asyncssh.import_known_hosts(text)
         except ValueError as e:
-            raise _Failure("host key unknown", f"{path} is not a valid known_hosts file ({e}); "
-                           f"fix or remove the bad line") from None
+            raise _Failure(
+                "host key unknown",
+                f"{path} is not a valid known_hosts file ({e}); fix or remove the bad line",
+            ) from None
 
     async def _options(self, known: asyncssh.SSHKnownHosts) -> asyncssh.SSHClientConnectionOptions:
         o = self.options
         kw: dict = dict(
-            config=self._config_paths(), host=self._host, known_hosts=known,
-            connect_timeout=o.connect_timeout_s, keepalive_interval=o.keepalive_interval_s,
-            keepalive_count_max=o.keepalive_count_max, agent_forwarding=False,
-            password_auth=False, kbdint_auth=False, ignore_encrypted=True,
-            client_factory=lambda: _Client(self))
+            config=self._config_paths(),
+            host=self._host,
+            known_hosts=known,
+            connect_timeout=o.connect_timeout_s,
+            keepalive_interval=o.keepalive_interval_s,
+            keepalive_count_max=o.keepalive_count_max,
+            agent_forwarding=False,
+            password_auth=False,
+            kbdint_auth=False,
+            ignore_encrypted=True,
+            client_factory=lambda: _Client(self),
+        )
         if self._port is not None:
             kw["port"] = self._port
         if self._user is not None:
@@ -196,15 +205,19 @@ class SshTransport(Transport):
             opts = await asyncssh.SSHClientConnectionOptions.construct(**kw)
             if o.identity_files:
                 # explicit client_keys replace IdentityFile from the config: keep both
-                keys = [str(Path(p).expanduser()) for p in
-                        [*(opts.config.get("IdentityFile", ()) or ()), *o.identity_files]]
+                keys = [
+                    str(Path(p).expanduser())
+                    for p in [*(opts.config.get("IdentityFile", ()) or ()), *o.identity_files]
+                ]
                 keys = [k for k in dict.fromkeys(keys) if os.path.isfile(k)]
                 if keys:
                     opts = await asyncssh.SSHClientConnectionOptions.construct(
-                        opts, client_keys=keys, ignore_encrypted=True)
+                        opts, client_keys=keys, ignore_encrypted=True
+                    )
         except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as e:
-            raise _Failure("auth failed", f"cannot load an SSH key: {e}; check IdentityFile "
-                           f"and identity_files") from None
+            raise _Failure(
+                "auth failed", f"cannot load an SSH key: {e}; check IdentityFile and identity_files"
+            ) from None
         except (OSError, ValueError, asyncssh.ConfigParseError) as e:
             raise _Failure("unreachable", f"cannot use ssh config {self.options.config_file}: {e}") from None
         return opts
@@ -219,28 +232,40 @@ class SshTransport(Transport):
         try:
             conn = await asyncssh.connect(self._host, self._port or (), options=opts)
         except asyncssh.PermissionDenied:
-            raise _Failure("auth failed", f"{self._where} did not accept our SSH key; add your public "
-                           f"key to ~/.ssh/authorized_keys on the node "
-                           f"(ssh-copy-id {self._cli_target()})") from None
+            raise _Failure(
+                "auth failed",
+                f"{self._where} did not accept our SSH key; add your public "
+                f"key to ~/.ssh/authorized_keys on the node "
+                f"(ssh-copy-id {self._cli_target()})",
+            ) from None
         except asyncssh.HostKeyNotVerifiable:
             kh = self._known_hosts_path()
             if await self._has_other_key(known, opts.host_key_alias or host, port):
-                raise _Failure("host key changed", f"the host key of {host} changed: it is not the one in {kh}; "
-                               f"if the node was reinstalled, run `ssh-keygen -R {host}"
-                               f"{' -f ' + str(kh) if self.options.known_hosts else ''}` and "
-                               f"`ssh {self._cli_target()}` once; otherwise do not connect") from None
-            raise _Failure("host key unknown", f"the host key of {host} is not in {kh}: run "
-                           f"`ssh {self._cli_target()}` once and accept it") from None
+                raise _Failure(
+                    "host key changed",
+                    f"the host key of {host} changed: it is not the one in {kh}; "
+                    f"if the node was reinstalled, run `ssh-keygen -R {host}"
+                    f"{' -f ' + str(kh) if self.options.known_hosts else ''}` and "
+                    f"`ssh {self._cli_target()}` once; otherwise do not connect",
+                ) from None
+            raise _Failure(
+                "host key unknown",
+                f"the host key of {host} is not in {kh}: run `ssh {self._cli_target()}` once and accept it",
+            ) from None
         except ConnectionRefusedError:
-            raise _Failure("unreachable", f"{host}:{port} refused the connection: "
-                           f"{REMOTE_LOGIN_HINT}") from None
-        except asyncio.TimeoutError:
-            raise _Failure("unreachable", f"no SSH answer from {host}:{port} within {timeout:g} s: "
-                           f"is the node on and on this network?") from None
+            raise _Failure(
+                "unreachable", f"{host}:{port} refused the connection: {REMOTE_LOGIN_HINT}"
+            ) from None
+        except TimeoutError:
+            raise _Failure(
+                "unreachable",
+                f"no SSH answer from {host}:{port} within {timeout:g} s: is the node on and on this network?",
+            ) from None
         except OSError as e:
             what = e.strerror or str(e) or type(e).__name__
-            raise _Failure("unreachable", f"cannot reach {host}:{port}: {what}: is the node on and "
-                           f"on this network?") from None
+            raise _Failure(
+                "unreachable", f"cannot reach {host}:{port}: {what}: is the node on and on this network?"
+            ) from None
         except asyncssh.Error as e:
             raise _Failure("unreachable", f"SSH to {host}:{port} failed: {e.reason}") from None
         if self._closing:
@@ -256,7 +281,7 @@ class SshTransport(Transport):
         try:
             infos = await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(host, port), 2)
             addrs |= {info[4][0] for info in infos}
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             pass
         p = port if port != 22 else None
         return any(known.match(host, addr, p)[0] for addr in addrs)
@@ -298,8 +323,7 @@ class SshTransport(Transport):
                     return
                 delay = min(delay * 2, BACKOFF_MAX_S)
                 if not self._closing:
-                    self._set_state("reconnecting", f"attempt {attempt}: {f.detail}; "
-                                    f"next in {delay:g} s")
+                    self._set_state("reconnecting", f"attempt {attempt}: {f.detail}; next in {delay:g} s")
                 continue
             if not self._closing:
                 self._set_state("connected", self._where)
@@ -322,8 +346,9 @@ class SshTransport(Transport):
         if task.done() and self._failure is not None:
             raise TransportError(f"{self.node.name}: {self._failure.detail}")
         last = f" (last: {self._failure.detail})" if self._failure else ""
-        raise TransportError(f"{self.node.name}: SSH connection lost and not back within "
-                             f"{timeout:g} s{last}; still retrying")
+        raise TransportError(
+            f"{self.node.name}: SSH connection lost and not back within {timeout:g} s{last}; still retrying"
+        )
 
     async def _connection(self) -> asyncssh.SSHClientConnection:
         if self._closing:
@@ -341,8 +366,9 @@ class SshTransport(Transport):
 
     # -- operations ----------------------------------------------------------------------------
 
-    async def run(self, argv: list[str], *, input: bytes | None = None,
-                  timeout: float = 30.0) -> CommandResult:
+    async def run(
+        self, argv: list[str], *, input: bytes | None = None, timeout: float = 30.0
+    ) -> CommandResult:
         """Run argv on the node, every word quoted; "~/…" words are resolved first (see resolve)."""
         argv = await self.expand_argv(argv)
         cmd = shlex.join(argv)
@@ -355,8 +381,9 @@ class SshTransport(Transport):
                 stdin = {"input": input} if input else {"stdin": asyncssh.DEVNULL}  # EOF at once
                 res = await asyncio.wait_for(
                     conn.run(cmd, check=False, timeout=timeout, encoding=None, **stdin),
-                    timeout + self.options.connect_timeout_s)
-            except (asyncssh.TimeoutError, asyncio.TimeoutError):
+                    timeout + self.options.connect_timeout_s,
+                )
+            except (TimeoutError, asyncssh.TimeoutError):
                 raise TransportError(f"{self.node.name}: {short} took over {timeout:g} s") from None
             except asyncssh.ChannelOpenError as e:
                 if attempt == 1 and self._dropped(conn):
@@ -364,8 +391,10 @@ class SshTransport(Transport):
                     continue  # the command never started: safe to run on the new connection
                 raise TransportError(f"{self.node.name}: cannot start {argv[0]}: {e.reason}") from None
             except (asyncssh.Error, OSError) as e:
-                raise TransportError(f"{self.node.name}: SSH connection lost while running {short} "
-                                     f"({_reason(e)}); it may or may not have finished") from None
+                raise TransportError(
+                    f"{self.node.name}: SSH connection lost while running {short} "
+                    f"({_reason(e)}); it may or may not have finished"
+                ) from None
             rc = res.returncode if res.returncode is not None else 255
             return CommandResult(rc, _text(res.stdout), _text(res.stderr))
         raise AssertionError("unreachable")
@@ -409,7 +438,9 @@ class SshTransport(Transport):
             try:
                 self._home = await self._with_sftp("home directory", lambda s: s.realpath("."))
             except (asyncssh.SFTPError, TransportError):
-                res = await self.run(["sh", "-c", 'printf %s "$HOME"'], timeout=self.options.connect_timeout_s)
+                res = await self.run(
+                    ["sh", "-c", 'printf %s "$HOME"'], timeout=self.options.connect_timeout_s
+                )
                 if not res.ok or not res.stdout.startswith("/"):
                     raise TransportError(f"{self.node.name}: cannot find the home directory") from None
                 self._home = res.stdout

@@ -19,8 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from boltring.cluster.jobs.events import NodeState
 from boltring.cluster.config.schema import Node
+from boltring.cluster.errors import BoltringError
+from boltring.cluster.jobs.events import NodeState
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,10 @@ class CommandResult:
         return self.returncode == 0
 
 
-class TransportError(Exception):
+class TransportError(BoltringError):
     """A node could not be reached or a command could not be started; the message says why."""
+
+    title = "node unreachable"
 
 
 class Transport(ABC):
@@ -53,8 +56,9 @@ class Transport(ABC):
         """Make the node usable; raise TransportError with a one-line reason when it is not."""
 
     @abstractmethod
-    async def run(self, argv: list[str], *, input: bytes | None = None,
-                  timeout: float = 30.0) -> CommandResult:
+    async def run(
+        self, argv: list[str], *, input: bytes | None = None, timeout: float = 30.0
+    ) -> CommandResult:
         """Run argv on the node and wait for it (stdin from `input`); TransportError on timeout."""
 
     @abstractmethod
@@ -92,21 +96,27 @@ class LocalTransport(Transport):
     async def connect(self) -> None:
         self._set_state("local")
 
-    async def run(self, argv: list[str], *, input: bytes | None = None,
-                  timeout: float = 30.0) -> CommandResult:
+    async def run(
+        self, argv: list[str], *, input: bytes | None = None, timeout: float = 30.0
+    ) -> CommandResult:
         argv = await self.expand_argv(argv)
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                *argv,
+                stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
         except OSError as e:
             raise TransportError(f"{self.node.name}: cannot run {argv[0]}: {e.strerror}") from e
         try:
             out, err = await asyncio.wait_for(proc.communicate(input), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             await proc.wait()
-            raise TransportError(f"{self.node.name}: {shlex.join(argv[:4])} … took over {timeout:g} s") from None
+            raise TransportError(
+                f"{self.node.name}: {shlex.join(argv[:4])} … took over {timeout:g} s"
+            ) from None
         return CommandResult(proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))
 
     async def resolve(self, path: str) -> str:

@@ -56,11 +56,24 @@ def main() -> int:
             if i >= a.warmup:
                 times.append(dt)
         expected = float(size)
-        if abs(float(y[0].astype(mx.float32)) - expected) > 1e-3 or abs(float(y[-1].astype(mx.float32)) - expected) > 1e-3:
+        if (
+            abs(float(y[0].astype(mx.float32)) - expected) > 1e-3
+            or abs(float(y[-1].astype(mx.float32)) - expected) > 1e-3
+        ):
             raise SystemExit(f"rank {rank}: wrong sum {y[0]} for {nbytes} bytes, expected {expected}")
         if rank == 0:
-            print(json.dumps({"backend": a.backend, "bytes": n * x.itemsize, "ranks": size,
-                              "dtype": a.dtype, "times": times}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "backend": a.backend,
+                        "bytes": n * x.itemsize,
+                        "ranks": size,
+                        "dtype": a.dtype,
+                        "times": times,
+                    }
+                ),
+                flush=True,
+            )
     if a.backend == "boltring":
         group.close()
     return 0

@@ -45,18 +45,24 @@ CORPUS = Path(__file__).with_name("corpus.txt")
 
 
 def extra_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="--example charlm --", add_help=False,
-                                description="Extra arguments of the charlm example.")
+    p = argparse.ArgumentParser(
+        prog="--example charlm --", add_help=False, description="Extra arguments of the charlm example."
+    )
     p.add_argument("--context", type=int, default=16, help="characters per window (default 16)")
     p.add_argument("--dim", type=int, default=32, help="model width (default 32)")
     p.add_argument("--layers", type=int, default=2, help="transformer blocks (default 2)")
     p.add_argument("--heads", type=int, default=2, help="attention heads (default 2)")
     p.add_argument("--mlp-ratio", type=int, default=4, help="MLP width / model width (default 4)")
     p.add_argument("--warmup", type=int, default=20, help="linear learning-rate warm-up steps (default 20)")
-    p.add_argument("--clip", type=float, default=1.0,
-                   help="clip the gradient norm to this value, 0 = off (default 1.0)")
-    p.add_argument("--sample", type=int, default=160,
-                   help="characters to sample at the end on rank 0, 0 = none (default 160)")
+    p.add_argument(
+        "--clip", type=float, default=1.0, help="clip the gradient norm to this value, 0 = off (default 1.0)"
+    )
+    p.add_argument(
+        "--sample",
+        type=int,
+        default=160,
+        help="characters to sample at the end on rank 0, 0 = none (default 160)",
+    )
     return p
 
 
@@ -85,8 +91,7 @@ class Block(nn.Module):
 
 
 class CharTransformer(nn.Module):
-    def __init__(self, vocab: int, context: int, dim: int, layers: int, heads: int,
-                 mlp_ratio: int = 4):
+    def __init__(self, vocab: int, context: int, dim: int, layers: int, heads: int, mlp_ratio: int = 4):
         super().__init__()
         self.context = context
         self.tok = nn.Embedding(vocab, dim)
@@ -133,8 +138,9 @@ class CharLMTask:
         self.seed = cfg.seed
         text = load_text(cfg.data)
         if len(text) < ns.context + 2:
-            raise ValueError(f"the text has {len(text)} characters; need more than --context "
-                             f"{ns.context} + 1")
+            raise ValueError(
+                f"the text has {len(text)} characters; need more than --context {ns.context} + 1"
+            )
         self.chars = sorted(set(text))
         self.stoi = {c: i for i, c in enumerate(self.chars)}
         self.tokens = np.fromiter((self.stoi[c] for c in text), dtype=np.int32, count=len(text))
@@ -144,8 +150,7 @@ class CharLMTask:
         self._offsets = np.arange(ns.context + 1, dtype=np.int64)
 
         mx.random.seed(cfg.seed)  # identical initial parameters on every rank
-        self.model = CharTransformer(len(self.chars), ns.context, ns.dim, ns.layers, ns.heads,
-                                     ns.mlp_ratio)
+        self.model = CharTransformer(len(self.chars), ns.context, ns.dim, ns.layers, ns.heads, ns.mlp_ratio)
         mx.eval(self.model.parameters())
         self.lr = cfg.lr if cfg.lr is not None else DEFAULT_LR
         schedule = self.lr
@@ -167,13 +172,12 @@ class CharLMTask:
     def loss(self, model: nn.Module, x: mx.array, y: mx.array) -> mx.array:
         return nn.losses.cross_entropy(model(x), y, reduction="mean")
 
-    def sample(self, prompt: str = "The ", length: int = 160, temperature: float = 0.8,
-               step: int = 0) -> str:
+    def sample(self, prompt: str = "The ", length: int = 160, temperature: float = 0.8, step: int = 0) -> str:
         """Sample ``length`` characters after ``prompt`` (deterministic given seed and step)."""
         key = step_key(self.seed, step)
         ids = [self.stoi.get(c, 0) for c in prompt] or [0]
         for _ in range(length):
-            ctx = mx.array([ids[-self.context:]])
+            ctx = mx.array([ids[-self.context :]])
             logits = self.model(ctx)[0, -1]
             key, sub = mx.random.split(key)
             ids.append(int(mx.random.categorical(logits / temperature, key=sub).item()))

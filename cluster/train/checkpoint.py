@@ -65,6 +65,7 @@ def checkpoint_name(step: int) -> str:
 def _fsync_file(fd: int) -> None:
     if sys.platform == "darwin":
         import fcntl
+
         try:
             fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
             return
@@ -87,8 +88,9 @@ def _host_tag() -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
 
 
-def atomic_write(path: Path, write: Callable[[Any], None], *,
-                 before_replace: Callable[[Path], None] | None = None) -> Path:
+def atomic_write(
+    path: Path, write: Callable[[Any], None], *, before_replace: Callable[[Path], None] | None = None
+) -> Path:
     """Write ``path`` atomically: ``write(fileobj)`` into a temp file, fsync, rename, fsync dir.
 
     ``before_replace(tmp_path)`` runs after the data is durable and before the rename (a test
@@ -147,9 +149,17 @@ def _state_arrays(task: Any) -> dict[str, mx.array]:
     return arrays
 
 
-def save(directory: str | os.PathLike, task: Any, *, step: int, samples_seen: int, seed: int,
-         global_batch: int, world_size: int = 1,
-         before_replace: Callable[[Path], None] | None = None) -> Path:
+def save(
+    directory: str | os.PathLike,
+    task: Any,
+    *,
+    step: int,
+    samples_seen: int,
+    seed: int,
+    global_batch: int,
+    world_size: int = 1,
+    before_replace: Callable[[Path], None] | None = None,
+) -> Path:
     """Write ``step-NNNNNN.safetensors`` then ``latest``, each atomically; return the file path."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -168,15 +178,21 @@ def save(directory: str | os.PathLike, task: Any, *, step: int, samples_seen: in
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         # Randomness is stateless (see loop.py): the data order is a pure function of the seed
         # and the stream position, per-step keys of seed and step. This is the whole RNG state.
-        "rng": json.dumps({"kind": "stateless", "data_order": "numpy PCG64 per epoch, "
-                           "SeedSequence([seed, epoch, 0x0B017])", "seed": seed,
-                           "position": samples_seen, "step": step}),
+        "rng": json.dumps(
+            {
+                "kind": "stateless",
+                "data_order": "numpy PCG64 per epoch, SeedSequence([seed, epoch, 0x0B017])",
+                "seed": seed,
+                "position": samples_seen,
+                "step": step,
+            }
+        ),
     }
     path = directory / checkpoint_name(step)
-    atomic_write(path, lambda f: mx.save_safetensors(f, arrays, metadata=meta),
-                 before_replace=before_replace)
-    atomic_write(directory / LATEST, lambda f: f.write((path.name + "\n").encode()),
-                 before_replace=before_replace)
+    atomic_write(path, lambda f: mx.save_safetensors(f, arrays, metadata=meta), before_replace=before_replace)
+    atomic_write(
+        directory / LATEST, lambda f: f.write((path.name + "\n").encode()), before_replace=before_replace
+    )
     return path
 
 
@@ -215,7 +231,7 @@ def load_file(path: str | os.PathLike) -> Loaded:
     path = Path(path)
     try:
         arrays, meta = mx.load(str(path), return_metadata=True)
-    except Exception as e:  # noqa: BLE001 - mlx raises several types for a bad file
+    except Exception as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a boltring checkpoint (format {meta.get('format')!r})")
@@ -229,28 +245,33 @@ def load_file(path: str | os.PathLike) -> Loaded:
 def _check_against(loaded: Loaded, template: dict[str, mx.array], task: Any, seed: int) -> None:
     where = loaded.path or "checkpoint"
     if loaded.meta.get("task") != task.name:
-        raise CheckpointError(f"{where} was written by example {loaded.meta.get('task')!r}, "
-                              f"not {task.name!r}; use another --checkpoint-dir")
+        raise CheckpointError(
+            f"{where} was written by example {loaded.meta.get('task')!r}, "
+            f"not {task.name!r}; use another --checkpoint-dir"
+        )
     if loaded.meta.get("seed") != str(seed):
-        raise CheckpointError(f"{where} was written with --seed {loaded.meta.get('seed')}, this run "
-                              f"has --seed {seed}; pass the same seed or use another --checkpoint-dir")
+        raise CheckpointError(
+            f"{where} was written with --seed {loaded.meta.get('seed')}, this run "
+            f"has --seed {seed}; pass the same seed or use another --checkpoint-dir"
+        )
     missing = sorted(set(template) - set(loaded.arrays))
     extra = sorted(set(loaded.arrays) - set(template))
     if missing or extra:
-        raise CheckpointError(f"{where} does not match the model: missing {missing[:5]}, "
-                              f"unexpected {extra[:5]}")
+        raise CheckpointError(
+            f"{where} does not match the model: missing {missing[:5]}, unexpected {extra[:5]}"
+        )
     for k, t in template.items():
         a = loaded.arrays[k]
         if a.shape != t.shape or a.dtype != t.dtype:
-            raise CheckpointError(f"{where}: {k} is {a.dtype}{list(a.shape)}, "
-                                  f"the model has {t.dtype}{list(t.shape)}")
+            raise CheckpointError(
+                f"{where}: {k} is {a.dtype}{list(a.shape)}, the model has {t.dtype}{list(t.shape)}"
+            )
 
 
 def apply(task: Any, arrays: dict[str, mx.array]) -> None:
     """Put checkpoint arrays into the task's model and optimizer (structures must match)."""
     task.model.update(tree_map_with_path(lambda p, _: arrays[f"model.{p}"], task.model.parameters()))
-    task.optimizer.state = tree_map_with_path(lambda p, _: arrays[f"optimizer.{p}"],
-                                              task.optimizer.state)
+    task.optimizer.state = tree_map_with_path(lambda p, _: arrays[f"optimizer.{p}"], task.optimizer.state)
     mx.eval(task.model.parameters(), task.optimizer.state)
 
 
@@ -281,8 +302,9 @@ def _broadcast_bytes(group: Any, data: np.ndarray | None, nbytes: int) -> np.nda
     return np.frombuffer(memoryview(out), dtype=np.uint8)[:nbytes].copy()
 
 
-def _broadcast_arrays(group: Any, arrays: dict[str, mx.array] | None,
-                      template: dict[str, mx.array]) -> dict[str, mx.array]:
+def _broadcast_arrays(
+    group: Any, arrays: dict[str, mx.array] | None, template: dict[str, mx.array]
+) -> dict[str, mx.array]:
     """Rank 0's arrays (shaped like ``template``) on every rank, in buckets of ~64 MiB."""
     if group.size == 1:
         assert arrays is not None
@@ -304,7 +326,7 @@ def _broadcast_arrays(group: Any, arrays: dict[str, mx.array] | None,
         off = 0
         for k in bucket:
             n = template[k].nbytes
-            out[k] = _from_bytes(got[off:off + n], template[k])
+            out[k] = _from_bytes(got[off : off + n], template[k])
             off += n
     return out
 
@@ -355,10 +377,15 @@ def restore(group: Any, directory: str | os.PathLike, task: Any, *, seed: int) -
     if status == _NONE:
         return None
     if status == _ERROR:
-        raise CheckpointError(info["message"] if group.rank == 0
-                              else f"rank 0 could not resume: {info['message']}")
+        raise CheckpointError(
+            info["message"] if group.rank == 0 else f"rank 0 could not resume: {info['message']}"
+        )
     meta = info["meta"]
     arrays = _broadcast_arrays(group, loaded.arrays if loaded else None, template)
     apply(task, arrays)
-    return ResumeInfo(step=int(meta["step"]), samples_seen=int(meta["samples_seen"]),
-                      path=loaded.path if loaded else None, meta=meta)
+    return ResumeInfo(
+        step=int(meta["step"]),
+        samples_seen=int(meta["samples_seen"]),
+        path=loaded.path if loaded else None,
+        meta=meta,
+    )

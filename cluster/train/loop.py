@@ -126,7 +126,7 @@ def global_batch_indices(seed: int, position: int, global_batch: int, num_exampl
     while filled < global_batch:
         epoch, offset = divmod(position + filled, num_examples)
         take = min(global_batch - filled, num_examples - offset)
-        out[filled:filled + take] = _epoch_permutation(seed, epoch, num_examples)[offset:offset + take]
+        out[filled : filled + take] = _epoch_permutation(seed, epoch, num_examples)[offset : offset + take]
         filled += take
     return out
 
@@ -136,14 +136,17 @@ def shard_bounds(global_batch: int, rank: int, size: int) -> tuple[int, int]:
     if size < 1 or not 0 <= rank < size:
         raise ValueError(f"bad rank {rank} for world size {size}")
     if global_batch % size:
-        raise ValueError(f"global batch {global_batch} is not divisible by the world size {size}; "
-                         f"choose a multiple of {size}")
+        raise ValueError(
+            f"global batch {global_batch} is not divisible by the world size {size}; "
+            f"choose a multiple of {size}"
+        )
     per = global_batch // size
     return rank * per, (rank + 1) * per
 
 
-def local_batch_indices(seed: int, position: int, global_batch: int, num_examples: int,
-                        rank: int, size: int) -> np.ndarray:
+def local_batch_indices(
+    seed: int, position: int, global_batch: int, num_examples: int, rank: int, size: int
+) -> np.ndarray:
     """This rank's shard of the global batch at ``position``."""
     lo, hi = shard_bounds(global_batch, rank, size)
     return global_batch_indices(seed, position, global_batch, num_examples)[lo:hi]
@@ -177,8 +180,10 @@ def check_consistent(group: Any, what: str, token: str) -> None:
     mismatch = int(total != h * group.size)
     bad = int(np.asarray(group.all_sum(np.array([mismatch], dtype=np.int32))).reshape(-1)[0])
     if bad:
-        raise RuntimeError(f"{what} differs between ranks ({bad} of {group.size} ranks disagree "
-                           f"with the mean); every rank must run the same job on the same data")
+        raise RuntimeError(
+            f"{what} differs between ranks ({bad} of {group.size} ranks disagree "
+            f"with the mean); every rank must run the same job on the same data"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,9 +194,14 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stdout, flush=True)
 
 
-def train(group: Any, cfg: TrainConfig, task: Task, *,
-          log: Callable[[str], None] = _log,
-          on_step: Callable[[int, float], None] | None = None) -> TrainResult:
+def train(
+    group: Any,
+    cfg: TrainConfig,
+    task: Task,
+    *,
+    log: Callable[[str], None] = _log,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainResult:
     """Train ``task`` for ``cfg.steps`` steps on ``group``; see the module docstring.
 
     ``on_step(step, local_loss)`` is called after every update (tests use it).
@@ -204,15 +214,22 @@ def train(group: Any, cfg: TrainConfig, task: Task, *,
     lo, hi = shard_bounds(B, rank, size)  # raises early with a clear message if B % size
     model, opt = task.model, task.optimizer
 
-    check_consistent(group, "the job (example, seed, global batch, lr, steps, data)",
-                     json.dumps([task.name, cfg.seed, B, cfg.lr, cfg.steps, task.fingerprint]))
+    check_consistent(
+        group,
+        "the job (example, seed, global batch, lr, steps, data)",
+        json.dumps([task.name, cfg.seed, B, cfg.lr, cfg.steps, task.fingerprint]),
+    )
 
     # Materialise parameters and optimizer state, so checkpoints (and resume broadcasts) see
     # the full state structure from step 0.
     opt.init(model.trainable_parameters())
     mx.eval(model.parameters(), opt.state)
 
-    ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else Path(getattr(group, "run_dir", ".")) / "checkpoints"
+    ckpt_dir = (
+        Path(cfg.checkpoint_dir)
+        if cfg.checkpoint_dir
+        else Path(getattr(group, "run_dir", ".")) / "checkpoints"
+    )
     start_step, position = 0, 0
     if cfg.resume:
         info = checkpoint.restore(group, ckpt_dir, task, seed=cfg.seed)
@@ -220,15 +237,19 @@ def train(group: Any, cfg: TrainConfig, task: Task, *,
             log(f"[rank {rank}] resume: no checkpoint in {ckpt_dir}; starting from step 0")
         else:
             start_step, position = info.step, info.samples_seen
-            log(f"[rank {rank}] resumed from {info.path.name if info.path else 'rank 0'}: "
-                f"step {start_step}, {position} samples seen")
+            log(
+                f"[rank {rank}] resumed from {info.path.name if info.path else 'rank 0'}: "
+                f"step {start_step}, {position} samples seen"
+            )
     if cfg.lr is not None:
         opt.learning_rate = cfg.lr  # the command line wins over a checkpoint's learning rate
 
     result = TrainResult(start_step=start_step, final_step=start_step, samples_seen=position)
     progress_every = cfg.progress_every or max(1, cfg.steps // 10)
-    log(f"[rank {rank}/{size}] {task.name}: steps {start_step + 1}..{cfg.steps}, global batch {B} "
-        f"(rows {lo}..{hi - 1} on this rank), {task.num_examples} examples, seed {cfg.seed}")
+    log(
+        f"[rank {rank}/{size}] {task.name}: steps {start_step + 1}..{cfg.steps}, global batch {B} "
+        f"(rows {lo}..{hi - 1} on this rank), {task.num_examples} examples, seed {cfg.seed}"
+    )
 
     if start_step >= cfg.steps:
         log(f"[rank {rank}] nothing to do: the checkpoint is at step {start_step}, --steps is {cfg.steps}")
@@ -264,16 +285,29 @@ def train(group: Any, cfg: TrainConfig, task: Task, *,
                 log(f"[rank {rank}] step {step}/{cfg.steps} loss {gloss:.4f} ({rate:.1f} steps/s)")
 
         if cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or last) and rank == 0:
-            path = checkpoint.save(ckpt_dir, task, step=step, samples_seen=position, seed=cfg.seed,
-                                   global_batch=B, world_size=size)
+            path = checkpoint.save(
+                ckpt_dir,
+                task,
+                step=step,
+                samples_seen=position,
+                seed=cfg.seed,
+                global_batch=B,
+                world_size=size,
+            )
             result.checkpoints.append(path)
             log(f"[rank 0] checkpoint {path}")
 
     result.seconds = time.perf_counter() - t0
     done = result.final_step - start_step
     if done:
-        log(f"[rank {rank}] done: {done} steps in {result.seconds:.1f}s"
-            + (f", final loss {result.losses[result.final_step]:.4f}" if result.final_step in result.losses else ""))
+        log(
+            f"[rank {rank}] done: {done} steps in {result.seconds:.1f}s"
+            + (
+                f", final loss {result.losses[result.final_step]:.4f}"
+                if result.final_step in result.losses
+                else ""
+            )
+        )
     return result
 
 

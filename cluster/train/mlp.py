@@ -32,21 +32,24 @@ _DATA_TAG = 0x6D6C70  # "mlp": separates the dataset stream from other seeded st
 
 
 def extra_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="--example mlp --", add_help=False,
-                                description="Extra arguments of the mlp example.")
+    p = argparse.ArgumentParser(
+        prog="--example mlp --", add_help=False, description="Extra arguments of the mlp example."
+    )
     p.add_argument("--samples", type=int, default=4096, help="dataset size (default 4096)")
     p.add_argument("--features", type=int, default=32, help="input features (default 32)")
     p.add_argument("--classes", type=int, default=4, help="number of classes (default 4)")
     p.add_argument("--hidden", type=int, default=64, help="hidden units per layer (default 64)")
     p.add_argument("--depth", type=int, default=2, help="hidden layers (default 2)")
-    p.add_argument("--label-noise", type=float, default=0.02,
-                   help="fraction of labels replaced at random (default 0.02)")
+    p.add_argument(
+        "--label-noise", type=float, default=0.02, help="fraction of labels replaced at random (default 0.02)"
+    )
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
     return p
 
 
-def make_dataset(seed: int, samples: int = 4096, features: int = 32, classes: int = 4,
-                 label_noise: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
+def make_dataset(
+    seed: int, samples: int = 4096, features: int = 32, classes: int = 4, label_noise: float = 0.02
+) -> tuple[np.ndarray, np.ndarray]:
     """``(x float32 [samples, features], y int32 [samples])``, a pure function of its arguments."""
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, _DATA_TAG])))
     x = rng.standard_normal((samples, features)).astype(np.float32)
@@ -63,7 +66,7 @@ class MLP(nn.Module):
     def __init__(self, features: int, hidden: int, depth: int, classes: int):
         super().__init__()
         dims = [features] + [hidden] * depth
-        self.layers = [nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:])]
+        self.layers = [nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=False)]
         self.head = nn.Linear(dims[-1], classes)
 
     def __call__(self, x: mx.array) -> mx.array:

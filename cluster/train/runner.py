@@ -62,45 +62,85 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m boltring.cluster.train.runner",
         description="Run one rank of a boltring data-parallel training job. Every rank runs the\n"
-                    "same command; the rank, world size and peers come from the environment the\n"
-                    "launcher sets (with none, this is a single-rank run).",
+        "same command; the rank, world size and peers come from the environment the\n"
+        "launcher sets (with none, this is a single-rank run).",
         epilog="Examples:\n"
-               "  %(prog)s --example mlp --steps 200 --global-batch 256 --lr 0.05\n"
-               "  %(prog)s --example charlm --data book.txt --steps 500 -- --layers 3 --dim 64\n"
-               "  %(prog)s --script train.py -- --epochs 3\n\n"
-               "Built-in examples:\n"
-               + "".join(f"  {k:8s}{v}\n" for k, v in EXAMPLES.items())
-               + "\nArguments after '--' go to the example or the script; for an example's own "
-                 "options run it with '-- --help'.",
+        "  %(prog)s --example mlp --steps 200 --global-batch 256 --lr 0.05\n"
+        "  %(prog)s --example charlm --data book.txt --steps 500 -- --layers 3 --dim 64\n"
+        "  %(prog)s --script train.py -- --epochs 3\n\n"
+        "Built-in examples:\n"
+        + "".join(f"  {k:8s}{v}\n" for k, v in EXAMPLES.items())
+        + "\nArguments after '--' go to the example or the script; for an example's own "
+        "options run it with '-- --help'.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--example", choices=sorted(EXAMPLES), help="built-in example to train")
-    what.add_argument("--script", metavar="PATH",
-                      help="user script to run on this rank (it calls boltring.netio.init())")
-    p.add_argument("--steps", type=int, default=200,
-                   help="total optimizer steps; a resumed run continues up to this step (default 200)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the data, the data order and the initial parameters (default 0)")
-    p.add_argument("--global-batch", type=int, default=256, metavar="B",
-                   help="examples per step over all ranks; each rank takes B / world size; "
-                        "must be divisible by the world size (default 256)")
-    p.add_argument("--lr", type=float, default=None,
-                   help="learning rate (default: the example's own, mlp 0.05, charlm 0.003)")
-    p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
-                   help="rank 0 writes a checkpoint every N steps and at the last step; 0 = never (default 0)")
-    p.add_argument("--checkpoint-dir", metavar="DIR", default=None,
-                   help="checkpoint directory (default: ./checkpoints in the run directory)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the latest checkpoint in --checkpoint-dir (rank 0 reads it and "
-                        "sends it to the other ranks); start fresh if there is none")
-    p.add_argument("--log-every", type=int, default=1, metavar="N",
-                   help="report metrics (global mean loss, throughput) every N steps (default 1)")
-    p.add_argument("--data", metavar="FILE", default=None,
-                   help="data file for examples that read one (charlm: a UTF-8 text file; "
-                        "default: the corpus shipped with boltring)")
-    p.add_argument("extra", nargs=argparse.REMAINDER, metavar="-- ARGS",
-                   help="arguments for the example or the script")
+    what.add_argument(
+        "--script", metavar="PATH", help="user script to run on this rank (it calls boltring.netio.init())"
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=200,
+        help="total optimizer steps; a resumed run continues up to this step (default 200)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the data, the data order and the initial parameters (default 0)",
+    )
+    p.add_argument(
+        "--global-batch",
+        type=int,
+        default=256,
+        metavar="B",
+        help="examples per step over all ranks; each rank takes B / world size; "
+        "must be divisible by the world size (default 256)",
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="learning rate (default: the example's own, mlp 0.05, charlm 0.003)",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="rank 0 writes a checkpoint every N steps and at the last step; 0 = never (default 0)",
+    )
+    p.add_argument(
+        "--checkpoint-dir",
+        metavar="DIR",
+        default=None,
+        help="checkpoint directory (default: ./checkpoints in the run directory)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the latest checkpoint in --checkpoint-dir (rank 0 reads it and "
+        "sends it to the other ranks); start fresh if there is none",
+    )
+    p.add_argument(
+        "--log-every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="report metrics (global mean loss, throughput) every N steps (default 1)",
+    )
+    p.add_argument(
+        "--data",
+        metavar="FILE",
+        default=None,
+        help="data file for examples that read one (charlm: a UTF-8 text file; "
+        "default: the corpus shipped with boltring)",
+    )
+    p.add_argument(
+        "extra", nargs=argparse.REMAINDER, metavar="-- ARGS", help="arguments for the example or the script"
+    )
     return p
 
 
@@ -110,7 +150,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     extra: list[str] = []
     if "--" in argv:
         i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1:]
+        argv, extra = argv[:i], argv[i + 1 :]
     ns = build_parser().parse_args(argv)
     if ns.extra:
         build_parser().error(f"unrecognized arguments: {' '.join(ns.extra)} (put them after '--')")
@@ -119,9 +159,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def config_from_args(ns: argparse.Namespace) -> TrainConfig:
-    cfg = TrainConfig(steps=ns.steps, seed=ns.seed, global_batch=ns.global_batch, lr=ns.lr,
-                      checkpoint_every=ns.checkpoint_every, checkpoint_dir=ns.checkpoint_dir,
-                      resume=ns.resume, log_every=ns.log_every, data=ns.data, args=tuple(ns.extra))
+    cfg = TrainConfig(
+        steps=ns.steps,
+        seed=ns.seed,
+        global_batch=ns.global_batch,
+        lr=ns.lr,
+        checkpoint_every=ns.checkpoint_every,
+        checkpoint_dir=ns.checkpoint_dir,
+        resume=ns.resume,
+        log_every=ns.log_every,
+        data=ns.data,
+        args=tuple(ns.extra),
+    )
     cfg.validate()
     return cfg
 
@@ -143,12 +192,17 @@ def run_example(name: str, cfg: TrainConfig) -> None:
 
 
 def _script_env(ns: argparse.Namespace) -> dict[str, str]:
-    env = {"BOLTRING_STEPS": ns.steps, "BOLTRING_SEED": ns.seed,
-           "BOLTRING_GLOBAL_BATCH": ns.global_batch, "BOLTRING_LR": ns.lr,
-           "BOLTRING_CHECKPOINT_EVERY": ns.checkpoint_every,
-           "BOLTRING_CHECKPOINT_DIR": ns.checkpoint_dir,
-           "BOLTRING_RESUME": "1" if ns.resume else None,
-           "BOLTRING_LOG_EVERY": ns.log_every, "BOLTRING_DATA": ns.data}
+    env = {
+        "BOLTRING_STEPS": ns.steps,
+        "BOLTRING_SEED": ns.seed,
+        "BOLTRING_GLOBAL_BATCH": ns.global_batch,
+        "BOLTRING_LR": ns.lr,
+        "BOLTRING_CHECKPOINT_EVERY": ns.checkpoint_every,
+        "BOLTRING_CHECKPOINT_DIR": ns.checkpoint_dir,
+        "BOLTRING_RESUME": "1" if ns.resume else None,
+        "BOLTRING_LOG_EVERY": ns.log_every,
+        "BOLTRING_DATA": ns.data,
+    }
     return {k: str(v) for k, v in env.items() if v is not None}
 
 
@@ -189,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         name = signal.Signals(e.signum).name
         print(f"{PREFIX}: stopped by {name}", file=sys.stderr, flush=True)
         return int(e.code)
-    except Exception as e:  # noqa: BLE001 - the worker's last word
+    except Exception as e:
         traceback.print_exc()
         msg = " ".join(str(e).split()) or "(no message)"
         print(f"{PREFIX}: error: {type(e).__name__}: {msg}", file=sys.stderr, flush=True)

@@ -16,9 +16,26 @@ pytestmark = pytest.mark.bench
 
 
 def test_bench_boltring_vs_mlx_ring_two_ranks():
-    res = subprocess.run([sys.executable, "-m", "boltring.tui.cli", "bench", "--ranks", "2",
-                          "--sizes", "16MB,64MB", "--backend", "both", "--repeat", "10", "--json"],
-                         capture_output=True, text=True, timeout=900)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "boltring.tui.cli",
+            "bench",
+            "--ranks",
+            "2",
+            "--sizes",
+            "16MB,64MB",
+            "--backend",
+            "both",
+            "--repeat",
+            "10",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert res.returncode == 0, res.stderr
     rows = [json.loads(line) for line in res.stdout.splitlines()]
     ratios = {r["bytes"]: r["ratio_boltring_over_mlx"] for r in rows if "ratio_boltring_over_mlx" in r}

@@ -28,12 +28,40 @@ def test_ring_allreduce_uses_at_least_90_percent_of_a_shaped_link(lab, tmp_path)
     ring = tuple(f"{h.ring_ip}:52700" for h in lab.hosts)
     procs = []
     for r, h in enumerate(lab.hosts):
-        env = {**os.environ, **JobEnv(rank=r, size=len(ring), job_id="shaped", ring=ring,
-                                      secret_file=str(secret), timeout_s=60,
-                                      chunk_mb=float(os.environ.get("BENCH_CHUNK_MB", 4))).to_environ()}
-        procs.append(lab.popen(h, [sys.executable, "-m", "boltring.cluster.train.bench_worker",
-                                   "--backend", "boltring", "--sizes", str(64 << 20), "--repeat", "5",
-                                   "--warmup", "1"], env=env, stdout=-1, stderr=-1, text=True))
+        env = {
+            **os.environ,
+            **JobEnv(
+                rank=r,
+                size=len(ring),
+                job_id="shaped",
+                ring=ring,
+                secret_file=str(secret),
+                timeout_s=60,
+                chunk_mb=float(os.environ.get("BENCH_CHUNK_MB", 4)),
+            ).to_environ(),
+        }
+        procs.append(
+            lab.popen(
+                h,
+                [
+                    sys.executable,
+                    "-m",
+                    "boltring.cluster.train.bench_worker",
+                    "--backend",
+                    "boltring",
+                    "--sizes",
+                    str(64 << 20),
+                    "--repeat",
+                    "5",
+                    "--warmup",
+                    "1",
+                ],
+                env=env,
+                stdout=-1,
+                stderr=-1,
+                text=True,
+            )
+        )
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outs]
     result = json.loads(outs[0][0].strip().splitlines()[-1])
@@ -41,6 +69,15 @@ def test_ring_allreduce_uses_at_least_90_percent_of_a_shaped_link(lab, tmp_path)
     busbw = result["bytes"] * 2 * (n - 1) / n / statistics.median(result["times"])
     bound = LINK_MBIT * 1e6 / 8
     ratio = busbw / bound
-    print(json.dumps({"ranks": n, "bytes": result["bytes"], "link_mbit": LINK_MBIT,
-                      "busbw_gbit": busbw * 8 / 1e9, "ratio_of_link": ratio}))
+    print(
+        json.dumps(
+            {
+                "ranks": n,
+                "bytes": result["bytes"],
+                "link_mbit": LINK_MBIT,
+                "busbw_gbit": busbw * 8 / 1e9,
+                "ratio_of_link": ratio,
+            }
+        )
+    )
     assert ratio >= 0.9, f"busbw {busbw * 8 / 1e9:.2f} Gbit/s is {ratio:.0%} of the {LINK_MBIT} Mbit/s link"

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from boltring.cluster.nodes.checks import run as checks
 from boltring.cluster.config.schema import Config
+from boltring.cluster.nodes.checks import run as checks
 from boltring.cluster.nodes.transport import TransportError
 
 pytestmark = pytest.mark.netns
@@ -22,8 +22,9 @@ pytestmark = pytest.mark.netns
 def lab_config(lab, **node_overrides) -> Config:
     """The config a user wrote for the healthy lab (ring addresses as first assigned, even after
     set_ring_ip moved one)."""
-    nodes = tuple(lab.node(h, **{"ring_ip": h.base_ring_ip, **node_overrides.get(h.name, {})})
-                  for h in lab.hosts)
+    nodes = tuple(
+        lab.node(h, **{"ring_ip": h.base_ring_ip, **node_overrides.get(h.name, {})}) for h in lab.hosts
+    )
     return Config(name="lab", nodes=nodes, ssh=lab.ssh_options())
 
 
@@ -42,7 +43,9 @@ async def run_checks(lab, config: Config, **kw):
         except TransportError as e:
             return str(e)
 
-    given = dict(zip(transports, await asyncio.gather(*(connect(k, t) for k, t in transports.items()))))
+    given = dict(
+        zip(transports, await asyncio.gather(*(connect(k, t) for k, t in transports.items())), strict=False)
+    )
     try:
         results = await checks.check_cluster(config, given, **kw)
     finally:
@@ -66,8 +69,19 @@ async def test_healthy_cluster_is_all_ok_within_15_s(lab):
     assert not not_ok(results), not_ok(results)
     names = {(r.node, r.name) for r in results}
     for h in ("h1", "h2", "h3"):
-        for name in ("ssh", "python", "boltring", "mlx", "chip", "memory", "ring_iface", "ring_ip",
-                     "mtu", "ports", "default_route"):
+        for name in (
+            "ssh",
+            "python",
+            "boltring",
+            "mlx",
+            "chip",
+            "memory",
+            "ring_iface",
+            "ring_ip",
+            "mtu",
+            "ports",
+            "default_route",
+        ):
             assert (h, name) in names
     assert get(results, "h1", "route:h2").value == "via tb0"
     assert get(results, "h1", "rtt:h3").value.endswith(" ms")
@@ -131,10 +145,13 @@ async def test_sshd_stopped(lab):
     assert elapsed < 15
 
 
-@pytest.mark.parametrize("fault, state, fix", [
-    ("forget_host_key", "is not in", "once"),
-    ("change_host_key", "changed", "ssh-keygen -R"),
-])
+@pytest.mark.parametrize(
+    "fault, state, fix",
+    [
+        ("forget_host_key", "is not in", "once"),
+        ("change_host_key", "changed", "ssh-keygen -R"),
+    ],
+)
 async def test_host_key_unknown_or_changed(lab, fault, state, fix):
     getattr(lab, fault)("h2")
     results, elapsed = await run_checks(lab, lab_config(lab))

@@ -23,9 +23,23 @@ pytestmark = pytest.mark.netns
 
 def ssh(lab: Lab, host: str, *command: str, timeout: float = 15) -> subprocess.CompletedProcess:
     """The real OpenSSH client, strict host key checking, never a prompt."""
-    return subprocess.run(["ssh", "-F", str(lab.ssh_config), "-o", "BatchMode=yes",
-                           "-o", "StrictHostKeyChecking=yes", host, *command],
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [
+            "ssh",
+            "-F",
+            str(lab.ssh_config),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            host,
+            *command,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def route_dev(lab: Lab, host: str, dest: str) -> str:
@@ -38,15 +52,18 @@ def leftovers(lab_id: str) -> list[str]:
     found = [n for n in [*_netns_list(), *_link_names()] if n.startswith(lab_id)]
     found += [f"pid {p}" for p in _pids_with_arg(f"{d}/")]
     found += [str(d)] if d.exists() else []
-    found += [f"/etc/netns/{e}" for e in (os.listdir(ETC_NETNS) if ETC_NETNS.exists() else [])
-              if e.startswith(lab_id)]
+    found += [
+        f"/etc/netns/{e}"
+        for e in (os.listdir(ETC_NETNS) if ETC_NETNS.exists() else [])
+        if e.startswith(lab_id)
+    ]
     found += [f"slot {k}" for k, owner in _slots().items() if owner == lab_id]
     return found
 
 
 def test_hosts_reach_each_other_over_tb0(lab: Lab) -> None:
     hosts = lab.hosts
-    for a, b in zip(hosts, hosts[1:] + hosts[:1]):
+    for a, b in zip(hosts, hosts[1:] + hosts[:1], strict=False):
         assert route_dev(lab, a.name, b.ring_ip) == "tb0"
         p = lab.exec(a.name, ["ping", "-c", "1", "-W", "2", b.ring_ip])
         assert p.returncode == 0, p.stdout + p.stderr
@@ -55,8 +72,10 @@ def test_hosts_reach_each_other_over_tb0(lab: Lab) -> None:
 def test_root_namespace_cannot_reach_the_ring(lab: Lab) -> None:
     h1 = lab.host("h1")
     br = f"{lab.id}br"
-    assert "inet" not in subprocess.run(["ip", "-o", "addr", "show", "dev", br],
-                                        capture_output=True, text=True).stdout
+    assert (
+        "inet"
+        not in subprocess.run(["ip", "-o", "addr", "show", "dev", br], capture_output=True, text=True).stdout
+    )
     p = subprocess.run(["ping", "-c", "1", "-W", "1", h1.ring_ip], capture_output=True, text=True)
     assert p.returncode != 0
     with socket.socket() as s:
@@ -90,8 +109,11 @@ def test_openssh_client_with_strict_host_keys(lab: Lab) -> None:
 
 
 def test_sshd_stop_and_dropped_sessions(lab: Lab) -> None:
-    session = subprocess.Popen(["ssh", "-F", str(lab.ssh_config), "h3", "sleep 30"],
-                               stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    session = subprocess.Popen(
+        ["ssh", "-F", str(lab.ssh_config), "h3", "sleep 30"],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 10
         while not lab.ssh_session_pids("h3"):
@@ -154,8 +176,11 @@ def test_lab_leaves_nothing_behind(lab3: Lab) -> None:
             assert lab.control_net != lab3.control_net  # parallel labs get their own subnets
             lab_id = lab.id
             lab.popen("h1", ["sleep", "60"])
-            session = subprocess.Popen(["ssh", "-F", str(lab.ssh_config), "h2", "sleep 60"],
-                                       stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            session = subprocess.Popen(
+                ["ssh", "-F", str(lab.ssh_config), "h2", "sleep 60"],
+                stdin=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             deadline = time.monotonic() + 10
             while not lab.ssh_session_pids("h2") and time.monotonic() < deadline:
                 time.sleep(0.02)
@@ -201,6 +226,7 @@ def test_stale_lab_of_a_killed_run_is_removed(lab3: Lab) -> None:
 
 def test_require_lab_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
     import tests.lab.fixtures as fx
+
     monkeypatch.setattr(fx, "lab_available", lambda: "no namespaces here")
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="no namespaces here"):

@@ -13,8 +13,13 @@ SPAWN = [sys.executable, "-m", "boltring.cluster.agent.spawn"]
 
 
 def spawn(action: str, run_dir, stdin: dict | None = None, *extra: str) -> dict:
-    out = subprocess.run([*SPAWN, action, str(run_dir), *extra], input=json.dumps(stdin) if stdin else None,
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [*SPAWN, action, str(run_dir), *extra],
+        input=json.dumps(stdin) if stdin else None,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1]) | {"_rc": out.returncode}
 
 
@@ -29,8 +34,14 @@ def wait_for(pred, timeout=10.0):
 
 def test_start_runs_detached_and_records_exit(no_leftovers, tmp_path):
     run = tmp_path / "rank0"
-    info = spawn("start", run, {"argv": [sys.executable, "-c", "import os,sys; print('hi', os.getpgrp()); sys.exit(3)"],
-                                "env": {"X": "1"}})
+    info = spawn(
+        "start",
+        run,
+        {
+            "argv": [sys.executable, "-c", "import os,sys; print('hi', os.getpgrp()); sys.exit(3)"],
+            "env": {"X": "1"},
+        },
+    )
     assert info["_rc"] == 0 and info["pid"] > 0
     assert wait_for(lambda: (run / "exit.json").exists())
     assert json.loads((run / "exit.json").read_text())["returncode"] == 3
@@ -42,7 +53,9 @@ def test_start_runs_detached_and_records_exit(no_leftovers, tmp_path):
 def test_secret_is_a_0600_file_and_never_on_argv(no_leftovers, tmp_path):
     run = tmp_path / "rank0"
     secret = "ab" * 32
-    info = spawn("start", run, {"argv": [sys.executable, "-c", "import time; time.sleep(30)"], "secret": secret})
+    info = spawn(
+        "start", run, {"argv": [sys.executable, "-c", "import time; time.sleep(30)"], "secret": secret}
+    )
     try:
         assert (run / "secret").stat().st_mode & 0o777 == 0o600
         assert (run / "secret").read_text() == secret

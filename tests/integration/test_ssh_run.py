@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,10 +22,10 @@ pytestmark = pytest.mark.netns
 CLI = [sys.executable, "-m", "boltring.tui.cli"]
 
 
-def lab_yaml(lab, path: Path, *, steps: int, example: str = "mlp", seed: int = 7,
-             port: int = 52620) -> Path:
-    nodes = "\n".join(f"  - {{name: {h.name}, ssh: {h.name}, ring_ip: {h.ring_ip}, ring_iface: tb0}}"
-                      for h in lab.hosts)
+def lab_yaml(lab, path: Path, *, steps: int, example: str = "mlp", seed: int = 7, port: int = 52620) -> Path:
+    nodes = "\n".join(
+        f"  - {{name: {h.name}, ssh: {h.name}, ring_ip: {h.ring_ip}, ring_iface: tb0}}" for h in lab.hosts
+    )
     path.write_text(f"""name: lab
 ssh:
   config_file: {lab.ssh_config}
@@ -49,8 +48,7 @@ def run_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
 
 def lab_processes(lab) -> list[psutil.Process]:
     """Rank processes on any test host (their run dirs are under the hosts' homes)."""
-    return [p for p in boltring_processes(str(lab.dir), settle_s=5.0)
-            if "sshd" not in " ".join(p.cmdline())]
+    return [p for p in boltring_processes(str(lab.dir), settle_s=5.0) if "sshd" not in " ".join(p.cmdline())]
 
 
 async def _collect(controller: JobController, until) -> list:
@@ -62,8 +60,12 @@ async def _collect(controller: JobController, until) -> list:
 
 
 def rank_losses(events, rank=0) -> list[float]:
-    return [m.loss for m in sorted((e for e in events if isinstance(e, RankMetrics) and e.rank == rank),
-                                   key=lambda m: m.step)]
+    return [
+        m.loss
+        for m in sorted(
+            (e for e in events if isinstance(e, RankMetrics) and e.rank == rank), key=lambda m: m.step
+        )
+    ]
 
 
 def test_check_and_run_over_ssh_match_the_local_loss_curve(lab, tmp_path, home):
@@ -90,7 +92,7 @@ def test_check_and_run_over_ssh_match_the_local_loss_curve(lab, tmp_path, home):
 
     local_curve = rank_losses(asyncio.run(run_local()))
     assert len(ssh_curve) == len(local_curve) == 25
-    for a, b in zip(ssh_curve, local_curve):
+    for a, b in zip(ssh_curve, local_curve, strict=False):
         assert abs(a - b) <= 1e-5 * max(1.0, abs(b)), (ssh_curve, local_curve)
     # the ring really used the ring network: rank 1 listened on h2's tb0 address
     spec = json.loads((lab.host("h2").workdir / "runs").glob("*/rank1/spec.json").__next__().read_text())
@@ -118,8 +120,7 @@ def test_dropped_ssh_session_mid_run_loses_nothing_and_kill_leaves_nothing(lab, 
         c.add_listener(seen.append)
         await c.launch()
         secret = next((lab.host("h1").workdir / "runs").glob("*/rank0/secret")).read_text()
-        assert all(secret not in " ".join(p.info["cmdline"] or [])
-                   for p in psutil.process_iter(["cmdline"]))
+        assert all(secret not in " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"]))
 
         def metrics(rank):
             return [e for e in seen if isinstance(e, RankMetrics) and e.rank == rank]
@@ -131,8 +132,9 @@ def test_dropped_ssh_session_mid_run_loses_nothing_and_kill_leaves_nothing(lab, 
         before = len(metrics(1))
 
         def reconnected():
-            return any(isinstance(e, NodeState) and e.node == "h2" and e.state == "connected"
-                       for e in seen[mark:])
+            return any(
+                isinstance(e, NodeState) and e.node == "h2" and e.state == "connected" for e in seen[mark:]
+            )
 
         while not reconnected():
             await asyncio.sleep(0.05)
@@ -196,8 +198,18 @@ def test_user_script_reaches_every_host_by_sftp_and_runs(lab, tmp_path, home):
     script = tmp_path / "train.py"
     script.write_text(USER_SCRIPT)
     cfg = lab_yaml(lab, tmp_path / "lab.yaml", steps=15)
-    res = run_cli("--run", "--json", "--skip-checks", "--config", str(cfg), "--script", str(script),
-                  "--", "--steps", "15")
+    res = run_cli(
+        "--run",
+        "--json",
+        "--skip-checks",
+        "--config",
+        str(cfg),
+        "--script",
+        str(script),
+        "--",
+        "--steps",
+        "15",
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     events = [json.loads(line) for line in res.stdout.splitlines()]
     assert [e["step"] for e in events if e["event"] == "step"] == list(range(1, 16))

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from boltring.cluster.jobs.events import SSH_STATES, NodeState
-from boltring.cluster.nodes.transport import TransportError
+from boltring.cluster.jobs.events import NodeState, SshState
 from boltring.cluster.nodes.ssh import SshTransport, parse_target
+from boltring.cluster.nodes.transport import TransportError
 from tests.lab import Lab
 
 pytestmark = pytest.mark.netns
@@ -36,8 +36,9 @@ def states(events: list[NodeState]) -> list[str]:
     return [e.state for e in events]
 
 
-async def wait_for_state(t: SshTransport, events: list[NodeState], state: str, after: int = 0,
-                         timeout: float = 10) -> None:
+async def wait_for_state(
+    t: SshTransport, events: list[NodeState], state: str, after: int = 0, timeout: float = 10
+) -> None:
     deadline = time.monotonic() + timeout
     while state not in states(events)[after:]:
         assert time.monotonic() < deadline, f"no {state!r} in {states(events)}"
@@ -50,7 +51,7 @@ async def test_run_read_write(lab: Lab) -> None:
     try:
         await t.connect()
         assert states(events) == ["connecting", "connected"]
-        assert all(e.node == "h1" and e.state in SSH_STATES for e in events)
+        assert all(e.node == "h1" and e.state in set(SshState) for e in events)
 
         r = await t.run(["sh", "-c", 'echo "out $1"; echo err >&2; exit 3', "sh", "a b; $(x)"])
         assert (r.returncode, r.stdout, r.stderr) == (3, "out a b; $(x)\n", "err\n")
@@ -89,11 +90,14 @@ async def test_run_read_write(lab: Lab) -> None:
 
         argv = ["echo", "a b", "$HOME", "~/x y", "~"]
         line = t.command_line(argv)
-        assert line == (f"ssh -F {lab.ssh_config} -o UserKnownHostsFile={lab.known_hosts} h1 -- "
-                        "'echo '\"'\"'a b'\"'\"' '\"'\"'$HOME'\"'\"' ~/'\"'\"'x y'\"'\"' ~'")
+        assert line == (
+            f"ssh -F {lab.ssh_config} -o UserKnownHostsFile={lab.known_hosts} h1 -- "
+            "'echo '\"'\"'a b'\"'\"' '\"'\"'$HOME'\"'\"' ~/'\"'\"'x y'\"'\"' ~'"
+        )
         # pasted into a shell, the dry-run line does exactly what run() does
-        pasted = subprocess.run(line, shell=True, capture_output=True, text=True, timeout=15,
-                                stdin=subprocess.DEVNULL)
+        pasted = subprocess.run(
+            line, shell=True, capture_output=True, text=True, timeout=15, stdin=subprocess.DEVNULL
+        )
         assert pasted.returncode == 0, pasted.stderr
         assert pasted.stdout == (await t.run(argv)).stdout == f"a b $HOME {h.home}/x y {h.home}\n"
     finally:
@@ -142,8 +146,9 @@ async def expect_failure(t: SshTransport, events: list[NodeState], state: str, *
 async def test_sshd_stopped_is_unreachable(lab: Lab) -> None:
     lab.stop_sshd("h1")
     t, events = make(lab)
-    await expect_failure(t, events, "unreachable", "refused", "enable Remote Login",
-                         "System Settings → General → Sharing")
+    await expect_failure(
+        t, events, "unreachable", "refused", "enable Remote Login", "System Settings → General → Sharing"
+    )
 
 
 async def test_no_ssh_answer_is_unreachable(lab: Lab) -> None:
@@ -153,8 +158,7 @@ async def test_no_ssh_answer_is_unreachable(lab: Lab) -> None:
         silent.bind((h.control_ip, 0))
         silent.listen(8)
         port = silent.getsockname()[1]
-        t, events = make(lab, node=lab.node("h1", ssh=f"root@{h.control_ip}:{port}"),
-                         connect_timeout_s=1.0)
+        t, events = make(lab, node=lab.node("h1", ssh=f"root@{h.control_ip}:{port}"), connect_timeout_s=1.0)
         await expect_failure(t, events, "unreachable", f"no SSH answer from {h.control_ip}:{port} within 1 s")
     finally:
         silent.close()
@@ -266,8 +270,9 @@ async def test_secret_input_never_in_any_argv(lab: Lab) -> None:
         await t.connect()
         run = asyncio.ensure_future(t.run(["sh", "-c", 'cat > "$1"; sleep 1', "sh", str(dest)], input=secret))
         while not run.done():
-            ps = await asyncio.to_thread(subprocess.run, ["ps", "-eww", "-o", "pid=,args="],
-                                         capture_output=True, text=True)
+            ps = await asyncio.to_thread(
+                subprocess.run, ["ps", "-eww", "-o", "pid=,args="], capture_output=True, text=True
+            )
             seen.append(ps.stdout)
             await asyncio.sleep(0.05)
         assert (await run).ok

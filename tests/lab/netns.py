@@ -67,8 +67,9 @@ class LabError(RuntimeError):
     """The lab could not be built or changed; the message has the failing command's stderr."""
 
 
-def _run(argv: list[str], *, check: bool = True, timeout: float = 30.0,
-         input: str | None = None) -> subprocess.CompletedProcess:
+def _run(
+    argv: list[str], *, check: bool = True, timeout: float = 30.0, input: str | None = None
+) -> subprocess.CompletedProcess:
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input)
     if check and proc.returncode != 0:
         raise LabError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
@@ -81,6 +82,7 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 # --- availability ----------------------------------------------------------------------------
 
+
 @lru_cache(maxsize=1)
 def lab_available() -> str | None:
     """None when labs can be built here; otherwise the reason (for skip/fail messages)."""
@@ -92,8 +94,11 @@ def lab_available() -> str | None:
     if not os.access(SSHD, os.X_OK):
         missing.append(SSHD)
     if missing:
-        return ("missing " + ", ".join(missing)
-                + " (apt-get install -y iproute2 openssh-server openssh-client iputils-ping)")
+        return (
+            "missing "
+            + ", ".join(missing)
+            + " (apt-get install -y iproute2 openssh-server openssh-client iputils-ping)"
+        )
     probe = f"{PREFIX}{secrets.token_hex(2)}p"
     proc = _ip("netns", "add", probe, check=False)
     if proc.returncode != 0:
@@ -103,6 +108,7 @@ def lab_available() -> str | None:
 
 
 # --- process and namespace helpers -----------------------------------------------------------
+
 
 def _proc_stat(pid: int) -> tuple[int, int] | None:
     """(ppid, start time) of a live process, None when it is gone or a zombie."""
@@ -210,9 +216,9 @@ def _slots() -> dict[int, str]:
     """slot -> lab id, from the reservation files."""
     out = {}
     for e in os.listdir(tempfile.gettempdir()):
-        if e.startswith(SLOT_PREFIX) and e[len(SLOT_PREFIX):].isdigit():
+        if e.startswith(SLOT_PREFIX) and e[len(SLOT_PREFIX) :].isdigit():
             try:
-                out[int(e[len(SLOT_PREFIX):])] = (Path(tempfile.gettempdir()) / e).read_text().strip()
+                out[int(e[len(SLOT_PREFIX) :])] = (Path(tempfile.gettempdir()) / e).read_text().strip()
             except OSError:
                 pass
     return out
@@ -246,7 +252,7 @@ def lab_ids_in_use() -> set[str]:
         except FileNotFoundError:
             continue
         for e in entries:
-            rest = e[len(prefix):] if e.startswith(prefix) else ""
+            rest = e[len(prefix) :] if e.startswith(prefix) else ""
             if _LAB_ID.match(rest):  # temp dir "boltring-lab-<id>"
                 ids.add(rest)
             elif m := _OWNED_NAME.match(rest):  # /etc/netns/<id>h<i>
@@ -325,7 +331,9 @@ def _mtime(path: Path) -> float:
 
 
 def _root_addresses() -> str:
-    return _ip("-o", "-4", "addr", "show", check=False).stdout + _ip("-4", "route", "show", check=False).stdout
+    return (
+        _ip("-o", "-4", "addr", "show", check=False).stdout + _ip("-4", "route", "show", check=False).stdout
+    )
 
 
 def _in_netns(ns: str, fn):
@@ -343,7 +351,7 @@ def _in_netns(ns: str, fn):
             finally:
                 os.close(fd)
             result["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller
+        except BaseException as e:
             result["error"] = e
 
     t = threading.Thread(target=target, name=f"netns-{ns}")
@@ -355,6 +363,7 @@ def _in_netns(ns: str, fn):
 
 
 # --- the lab ---------------------------------------------------------------------------------
+
 
 @dataclass
 class Host:
@@ -480,8 +489,19 @@ class Lab:
         passwd = Path("/etc/passwd").read_text().splitlines()
 
         for br in (f"{p}bc", f"{p}br"):
-            _ip("link", "add", br, "type", "bridge", "nf_call_iptables", "0",
-                "nf_call_ip6tables", "0", "nf_call_arptables", "0")
+            _ip(
+                "link",
+                "add",
+                br,
+                "type",
+                "bridge",
+                "nf_call_iptables",
+                "0",
+                "nf_call_ip6tables",
+                "0",
+                "nf_call_arptables",
+                "0",
+            )
             _no_ipv6(br)
         _ip("addr", "add", f"{self.gateway}/24", "dev", f"{p}bc")
         # This machine has no address on the ring: make the ring subnet fail here, instead of
@@ -494,17 +514,31 @@ class Lab:
             hd = d / f"h{i}"
             home = hd / "home"
             (home / ".boltring").mkdir(parents=True)
-            h = Host(name=f"h{i}", index=i, ns=f"{p}h{i}", control_ip=f"{self.control_net}.{i}",
-                     ring_ip=f"{self.ring_net}.{i}", base_ring_ip=f"{self.ring_net}.{i}", dir=hd, home=home,
-                     workdir=home / ".boltring", host_key=hd / "ssh_host_ed25519_key",
-                     sshd_config=hd / "sshd_config", sshd_log=hd / "sshd.log",
-                     control_veth=f"{p}c{i}", ring_veth=f"{p}r{i}")
+            h = Host(
+                name=f"h{i}",
+                index=i,
+                ns=f"{p}h{i}",
+                control_ip=f"{self.control_net}.{i}",
+                ring_ip=f"{self.ring_net}.{i}",
+                base_ring_ip=f"{self.ring_net}.{i}",
+                dir=hd,
+                home=home,
+                workdir=home / ".boltring",
+                host_key=hd / "ssh_host_ed25519_key",
+                sshd_config=hd / "sshd_config",
+                sshd_log=hd / "sshd.log",
+                control_veth=f"{p}c{i}",
+                ring_veth=f"{p}r{i}",
+            )
             self.hosts.append(h)
             # per-host /etc/passwd: root's home is this host's home (see module doc)
             etc = ETC_NETNS / h.ns
             etc.mkdir(parents=True)
-            (etc / "passwd").write_text("".join(
-                (_with_home(line, home) if line.startswith("root:") else line) + "\n" for line in passwd))
+            (etc / "passwd").write_text(
+                "".join(
+                    (_with_home(line, home) if line.startswith("root:") else line) + "\n" for line in passwd
+                )
+            )
             _ip("netns", "add", h.ns)
             with open(d / "netns-inodes", "a") as f:
                 f.write(f"{_netns_inode(h.ns)}\n")
@@ -556,8 +590,9 @@ class Lab:
                 return h
         raise KeyError(f"no lab host {host!r}")
 
-    def exec(self, host, argv: list[str], *, input: str | None = None, timeout: float = 30.0,
-             check: bool = False) -> subprocess.CompletedProcess:
+    def exec(
+        self, host, argv: list[str], *, input: str | None = None, timeout: float = 30.0, check: bool = False
+    ) -> subprocess.CompletedProcess:
         """Run argv inside the host's namespace (text mode); returns the CompletedProcess."""
         h = self.host(host)
         return _run(["ip", "netns", "exec", h.ns, *argv], check=check, timeout=timeout, input=input)
@@ -583,6 +618,7 @@ class Lab:
     def node(self, host, **overrides):
         """A boltring Node for this host, reached through the lab ssh_config alias."""
         from boltring.cluster.config.schema import Node
+
         h = self.host(host)
         kw = dict(name=h.name, ring_ip=h.ring_ip, ssh=h.name, python=self.python, ring_iface="tb0")
         kw.update(overrides)
@@ -591,8 +627,14 @@ class Lab:
     def ssh_options(self, **overrides):
         """SshOptions that use the lab's ssh_config and known_hosts (short timeouts)."""
         from boltring.cluster.config.schema import SshOptions
-        kw = dict(config_file=str(self.ssh_config), known_hosts=str(self.known_hosts),
-                  connect_timeout_s=5.0, keepalive_interval_s=2.0, keepalive_count_max=3)
+
+        kw = dict(
+            config_file=str(self.ssh_config),
+            known_hosts=str(self.known_hosts),
+            connect_timeout_s=5.0,
+            keepalive_interval_s=2.0,
+            keepalive_count_max=3,
+        )
         kw.update(overrides)
         return SshOptions(**kw)
 
@@ -604,9 +646,13 @@ class Lab:
             return
         log = open(h.sshd_log, "ab")
         try:
-            h.sshd = subprocess.Popen(["ip", "netns", "exec", h.ns, SSHD, "-D", "-e", "-f", str(h.sshd_config)],
-                                      stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                      start_new_session=True)
+            h.sshd = subprocess.Popen(
+                ["ip", "netns", "exec", h.ns, SSHD, "-D", "-e", "-f", str(h.sshd_config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
         finally:
             log.close()
         deadline = time.monotonic() + 10
@@ -640,8 +686,11 @@ class Lab:
         h = self.host(host)
         listener = h.sshd.pid if self.sshd_running(h) else None
         inode = _netns_inode(h.ns)
-        return sorted(p for p in _pids_in_netns({inode} if inode else set())
-                      if p != listener and _exe_name(p) in _SSHD_EXES)
+        return sorted(
+            p
+            for p in _pids_in_netns({inode} if inode else set())
+            if p != listener and _exe_name(p) in _SSHD_EXES
+        )
 
     def kill_ssh_sessions(self, host) -> int:
         """SIGKILL the per-connection sshd processes (not the listener, not the commands they
@@ -826,4 +875,3 @@ def _ssh_config_text(lab: Lab) -> str:
     ConnectTimeout 5
     LogLevel ERROR
 """
-

@@ -52,7 +52,7 @@ def tcp_throughput_mbit(lab: Lab, src, dst, *, seconds: float = 1.0, chunk: int 
         while receiver.is_alive() and time.monotonic() < deadline:
             try:
                 cli.send(buf)
-            except (socket.timeout, BlockingIOError):
+            except (TimeoutError, BlockingIOError):
                 continue
             except OSError:
                 break  # the receiver closed: done

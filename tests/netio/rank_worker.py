@@ -62,8 +62,14 @@ def bits_to_float64(bits_or_values: np.ndarray, dtype: str) -> np.ndarray:
 # The gradient tree: many small arrays of mixed dtypes, nested in dicts and lists. The 24
 # float32 (64, 64) leaves are 384 KiB, so with a 64 KiB bucket they span several buckets.
 TREE_SPEC = {
-    "layers": [{"w": ((64, 64), "float32"), "b": ((64,), "float32"),
-                "norm": [((5,), "float16"), ((3, 2), "bfloat16")]} for _ in range(24)],
+    "layers": [
+        {
+            "w": ((64, 64), "float32"),
+            "b": ((64,), "float32"),
+            "norm": [((5,), "float16"), ((3, 2), "bfloat16")],
+        }
+        for _ in range(24)
+    ],
     "embed": ((17, 5), "bfloat16"),
     "head": {"w": ((5, 3), "float32"), "scale": ((), "float32")},
     "count": ((3,), "int32"),
@@ -148,9 +154,13 @@ def run_cases(group, spec: dict, out_dir: str | None) -> dict:
         x = input_for(case, group.rank)
         out = group.all_sum(x)
         res = as_numpy(out)
-        entry = {"type": type(out).__module__.split(".")[0], "shape": list(out.shape),
-                 "dtype": dtype_name(out), "digest": digest(res),
-                 "input_digest_after": digest(as_numpy(x))}
+        entry = {
+            "type": type(out).__module__.split(".")[0],
+            "shape": list(out.shape),
+            "dtype": dtype_name(out),
+            "digest": digest(res),
+            "input_digest_after": digest(as_numpy(x)),
+        }
         if case.get("repeat"):
             entry["repeat_digest"] = digest(as_numpy(group.all_sum(x)))
         if out_dir is not None and group.rank == 0:
@@ -167,7 +177,7 @@ def run_tree(group, seed: int, out_dir: str | None) -> dict:
         if isinstance(spec, dict):
             return {k: convert(t[k], spec[k]) for k in spec}
         if isinstance(spec, list):
-            return [convert(a, s) for a, s in zip(t, spec)]
+            return [convert(a, s) for a, s in zip(t, spec, strict=False)]
         return to_mx(t, spec[1])
 
     grads = convert(make_tree(seed, group.rank), TREE_SPEC)
@@ -188,8 +198,12 @@ def run_tree(group, seed: int, out_dir: str | None) -> dict:
         if out_dir is not None and group.rank == 0:
             np.save(os.path.join(out_dir, f"tree.{key}.npy"), res, allow_pickle=False)
     after = {k: digest(as_numpy(v)) for k, v in tree_flatten(grads)}
-    return {"structure": structure(avg), "digests": leaves, "inputs_unchanged": before == after,
-            "is_mx": all(isinstance(v, mx.array) for _, v in tree_flatten(avg))}
+    return {
+        "structure": structure(avg),
+        "digests": leaves,
+        "inputs_unchanged": before == after,
+        "is_mx": all(isinstance(v, mx.array) for _, v in tree_flatten(avg)),
+    }
 
 
 def run_barrier(group, stagger_s: float) -> dict:
@@ -271,9 +285,14 @@ def main() -> int:
         if "mismatch" in spec:
             result["mismatch"] = run_mismatch(group, spec["mismatch"])
     except (NetioError, JobEnvError) as e:
-        result = {"ok": False, "error_type": type(e).__name__, "message": str(e),
-                  "peer": getattr(e, "peer", None), "t_error": time.time(),
-                  "elapsed": time.time() - t0}
+        result = {
+            "ok": False,
+            "error_type": type(e).__name__,
+            "message": str(e),
+            "peer": getattr(e, "peer", None),
+            "t_error": time.time(),
+            "elapsed": time.time() - t0,
+        }
     finally:
         if group is not None:
             group.close()

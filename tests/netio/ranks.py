@@ -83,8 +83,10 @@ class RankOutcome:
     t_exit: float | None  # parent's time.time() when the exit was noticed
 
     def describe(self) -> str:
-        return (f"rank {self.rank}: rc={self.returncode} result={self.result}\n"
-                f"--- stderr ---\n{self.stderr[-4000:]}")
+        return (
+            f"rank {self.rank}: rc={self.returncode} result={self.result}\n"
+            f"--- stderr ---\n{self.stderr[-4000:]}"
+        )
 
 
 @dataclass
@@ -99,10 +101,19 @@ class _Proc:
 
 
 class RankJob:
-    def __init__(self, tmp_path: Path, size: int, *, job_id: str = "netio-test",
-                 timeout: float = 20.0, connect_timeout: float = 20.0,
-                 chunk_mb: float | None = None, bucket_mb: float | None = None,
-                 secret_mode: int = 0o600, host: str = "127.0.0.1"):
+    def __init__(
+        self,
+        tmp_path: Path,
+        size: int,
+        *,
+        job_id: str = "netio-test",
+        timeout: float = 20.0,
+        connect_timeout: float = 20.0,
+        chunk_mb: float | None = None,
+        bucket_mb: float | None = None,
+        secret_mode: int = 0o600,
+        host: str = "127.0.0.1",
+    ):
         self.tmp = Path(tmp_path)
         self.size = size
         self.job_id = job_id
@@ -110,8 +121,10 @@ class RankJob:
         self.ring = [f"{host}:{p}" for p in self.ports]
         self.secret_file = write_secret(self.tmp / "job.secret", mode=secret_mode)
         self.base_env = {
-            "BOLTRING_WORLD_SIZE": str(size), "BOLTRING_JOB_ID": job_id,
-            "BOLTRING_RING": json.dumps(self.ring), "BOLTRING_SECRET_FILE": str(self.secret_file),
+            "BOLTRING_WORLD_SIZE": str(size),
+            "BOLTRING_JOB_ID": job_id,
+            "BOLTRING_RING": json.dumps(self.ring),
+            "BOLTRING_SECRET_FILE": str(self.secret_file),
             "BOLTRING_TIMEOUT": repr(float(timeout)),
             "BOLTRING_CONNECT_TIMEOUT": repr(float(connect_timeout)),
         }
@@ -135,8 +148,13 @@ class RankJob:
         return env
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self, spec: dict, ranks=None, env_overrides: dict[int, dict[str, str]] | None = None,
-              per_rank: dict[int, dict] | None = None) -> None:
+    def start(
+        self,
+        spec: dict,
+        ranks=None,
+        env_overrides: dict[int, dict[str, str]] | None = None,
+        per_rank: dict[int, dict] | None = None,
+    ) -> None:
         """Start the given ranks (default: all) running `spec` (merged with per_rank[r])."""
         ranks = range(self.size) if ranks is None else ranks
         for r in ranks:
@@ -145,11 +163,16 @@ class RankJob:
             with open(stderr_path, "wb") as err:
                 popen = subprocess.Popen(
                     [sys.executable, str(WORKER), json.dumps(rank_spec)],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                    env=self.env(r, **((env_overrides or {}).get(r, {}))), cwd=self.tmp)
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                    env=self.env(r, **((env_overrides or {}).get(r, {}))),
+                    cwd=self.tmp,
+                )
             proc = _Proc(r, popen, stderr_path)
-            proc.reader = threading.Thread(target=self._read, args=(proc,), daemon=True,
-                                           name=f"rank{r}-stdout")
+            proc.reader = threading.Thread(
+                target=self._read, args=(proc,), daemon=True, name=f"rank{r}-stdout"
+            )
             self.procs[r] = proc
             proc.reader.start()
 
@@ -177,12 +200,15 @@ class RankJob:
                     if obj.get("event") == event:
                         return obj
                     if obj.get("event") == "eof":
-                        raise AssertionError(f"rank {rank} ended before {event!r}:\n"
-                                             f"{self._outcome(proc).describe()}")
+                        raise AssertionError(
+                            f"rank {rank} ended before {event!r}:\n{self._outcome(proc).describe()}"
+                        )
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise AssertionError(f"rank {rank} sent no {event!r} within {timeout:g} s:\n"
-                                         f"{self._outcome(proc).describe()}")
+                    raise AssertionError(
+                        f"rank {rank} sent no {event!r} within {timeout:g} s:\n"
+                        f"{self._outcome(proc).describe()}"
+                    )
                 proc.cond.wait(remaining)
 
     def signal(self, rank: int, sig: int) -> None:
@@ -205,7 +231,8 @@ class RankJob:
                 self.close()
                 raise AssertionError(
                     f"ranks {sorted(stuck)} did not exit within {timeout:g} s:\n"
-                    + "\n".join(o.describe() for o in stuck.values()))
+                    + "\n".join(o.describe() for o in stuck.values())
+                )
             time.sleep(0.01)  # polling interval only; exits are timed by t_exit
         out = {}
         for r in ranks:

@@ -25,8 +25,11 @@ from .rank_worker import TREE_SPEC, bf16_bits, bits_to_float64, make_input, make
 from .ranks import RankJob, expect_ok, no_leftover_processes  # noqa: F401 - autouse fixture
 
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "int32": 4}
-EPS = {"float32": float(np.finfo(np.float32).eps), "float16": float(np.finfo(np.float16).eps),
-       "bfloat16": 2.0 ** -7}
+EPS = {
+    "float32": float(np.finfo(np.float32).eps),
+    "float16": float(np.finfo(np.float16).eps),
+    "bfloat16": 2.0**-7,
+}
 CHUNK_MB = 0.0625  # 64 KiB chunks: the ~3 MB cases move as dozens of chunks per direction
 BUCKET_MB = 0.0625  # the smallest bucket Group allows: the gradient tree spans several
 
@@ -41,12 +44,22 @@ def _cases() -> list[dict]:
 
     def add(api, dtype, shape, transpose=False, repeat=False):
         sid = "x".join(map(str, shape)) or "scalar"
-        cases.append({"id": f"{api}-{dtype}-{sid}{'-T' if transpose else ''}", "api": api,
-                      "dtype": dtype, "shape": list(shape), "transpose": transpose,
-                      "repeat": repeat, "seed": 1000 + len(cases)})
+        cases.append(
+            {
+                "id": f"{api}-{dtype}-{sid}{'-T' if transpose else ''}",
+                "api": api,
+                "dtype": dtype,
+                "shape": list(shape),
+                "transpose": transpose,
+                "repeat": repeat,
+                "seed": 1000 + len(cases),
+            }
+        )
 
-    for api, dtypes in (("mx", ("float32", "float16", "bfloat16", "int32")),
-                        ("np", ("float32", "float16", "int32"))):
+    for api, dtypes in (
+        ("mx", ("float32", "float16", "bfloat16", "int32")),
+        ("np", ("float32", "float16", "int32")),
+    ):
         for dtype in dtypes:
             for n in (0, 1, 7, 1001):
                 add(api, dtype, (n,))
@@ -72,19 +85,24 @@ def world(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(f"allreduce{size}")
     out_dir = tmp / "results"
     out_dir.mkdir()
-    spec = {"cases": CASES, "out_dir": str(out_dir), "tree_seed": 7, "barrier_stagger": 0.15,
-            "report": True, "max_seconds": 60}
-    with RankJob(tmp, size, timeout=20, connect_timeout=20, chunk_mb=CHUNK_MB,
-                 bucket_mb=BUCKET_MB) as job:
+    spec = {
+        "cases": CASES,
+        "out_dir": str(out_dir),
+        "tree_seed": 7,
+        "barrier_stagger": 0.15,
+        "report": True,
+        "max_seconds": 60,
+    }
+    with RankJob(tmp, size, timeout=20, connect_timeout=20, chunk_mb=CHUNK_MB, bucket_mb=BUCKET_MB) as job:
         job.start(spec)
         results = expect_ok(job.wait(timeout=75))
-        return SimpleNamespace(size=size, results=results, out_dir=out_dir,
-                               run_dirs={r: job.run_dir(r) for r in range(size)})
+        return SimpleNamespace(
+            size=size, results=results, out_dir=out_dir, run_dirs={r: job.run_dir(r) for r in range(size)}
+        )
 
 
 def _inputs(case: dict, size: int) -> list[np.ndarray]:
-    return [make_input(case["seed"], r, case["dtype"], case["shape"], case["transpose"])
-            for r in range(size)]
+    return [make_input(case["seed"], r, case["dtype"], case["shape"], case["transpose"]) for r in range(size)]
 
 
 def _as_sent(a: np.ndarray, dtype: str) -> np.ndarray:
@@ -96,8 +114,9 @@ def _digest(a: np.ndarray) -> str:
     return hashlib.sha256(np.asarray(a, order="C").tobytes()).hexdigest()
 
 
-def _check_close(got_bits: np.ndarray, inputs: list[np.ndarray], dtype: str, divide: int = 1,
-                 what: str = "") -> None:
+def _check_close(
+    got_bits: np.ndarray, inputs: list[np.ndarray], dtype: str, divide: int = 1, what: str = ""
+) -> None:
     """got ≈ sum(inputs) / divide, within what n-1 roundings in `dtype` can explain."""
     xs = [bits_to_float64(_as_sent(a, dtype), dtype) for a in inputs]
     ref = np.sum(xs, axis=0) / divide
@@ -107,7 +126,8 @@ def _check_close(got_bits: np.ndarray, inputs: list[np.ndarray], dtype: str, div
     bad = ~(np.abs(got - ref) <= tol)
     assert not bad.any(), (
         f"{what}: {int(bad.sum())} of {bad.size} elements off; first at "
-        f"{np.argwhere(bad)[0].tolist()}: got {got[bad][:3]}, float64 reference {ref[bad][:3]}")
+        f"{np.argwhere(bad)[0].tolist()}: got {got[bad][:3]}, float64 reference {ref[bad][:3]}"
+    )
 
 
 def _pair_sum_bits(inputs: list[np.ndarray], dtype: str, divide: int = 1) -> np.ndarray:
@@ -116,12 +136,12 @@ def _pair_sum_bits(inputs: list[np.ndarray], dtype: str, divide: int = 1) -> np.
     a, b = inputs
     if dtype != "bfloat16":
         total = np.add(a, b)
-        return np.asarray(total / np.asarray(divide, dtype=total.dtype) if divide != 1 else total,
-                          order="C")
+        return np.asarray(total / np.asarray(divide, dtype=total.dtype) if divide != 1 else total, order="C")
     import mlx.core as mx
 
-    total = mx.array(np.asarray(a, order="C")).astype(mx.bfloat16) + \
-        mx.array(np.asarray(b, order="C")).astype(mx.bfloat16)
+    total = mx.array(np.asarray(a, order="C")).astype(mx.bfloat16) + mx.array(
+        np.asarray(b, order="C")
+    ).astype(mx.bfloat16)
     if divide != 1:
         total = total / divide
     return np.asarray(np.array(total.view(mx.uint16)), order="C")
@@ -160,16 +180,20 @@ def test_sum_matches_numpy_reference(world, case):
     else:
         _check_close(got, inputs, case["dtype"], what=case["id"])
         if world.size == 2:
-            np.testing.assert_array_equal(got, _pair_sum_bits(inputs, case["dtype"]),
-                                          err_msg=f"{case['id']}: not the correctly rounded sum")
+            np.testing.assert_array_equal(
+                got,
+                _pair_sum_bits(inputs, case["dtype"]),
+                err_msg=f"{case['id']}: not the correctly rounded sum",
+            )
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_caller_input_is_not_modified(world, case):
     for rank, res in world.results.items():
         original = _as_sent(_inputs(case, world.size)[rank], case["dtype"])
-        assert res["cases"][case["id"]]["input_digest_after"] == _digest(original), \
+        assert res["cases"][case["id"]]["input_digest_after"] == _digest(original), (
             f"rank {rank}'s input to all_sum changed ({case['id']})"
+        )
 
 
 # -- average_gradients -------------------------------------------------------------------------
@@ -193,8 +217,7 @@ def test_average_gradients_structure_and_identity(world):
     for rank, res in world.results.items():
         tree = res["tree"]
         assert tree["structure"] == expected, f"rank {rank} returned another tree structure"
-        assert tree["is_mx"] and tree["inputs_unchanged"], (rank, tree["is_mx"],
-                                                             tree["inputs_unchanged"])
+        assert tree["is_mx"] and tree["inputs_unchanged"], (rank, tree["is_mx"], tree["inputs_unchanged"])
     keys = [k for k, _, _ in tree_leaves()]
     assert sorted(world.results[0]["tree"]["digests"]) == sorted(keys)
     for key in keys:
@@ -214,8 +237,11 @@ def test_average_gradients_is_the_mean(world):
         else:
             _check_close(got, inputs, dtype, divide=world.size, what=f"leaf {key}")
             if world.size == 2:
-                np.testing.assert_array_equal(got, _pair_sum_bits(inputs, dtype, divide=2),
-                                              err_msg=f"leaf {key}: not the correctly rounded mean")
+                np.testing.assert_array_equal(
+                    got,
+                    _pair_sum_bits(inputs, dtype, divide=2),
+                    err_msg=f"leaf {key}: not the correctly rounded mean",
+                )
 
 
 # -- barrier and metrics ----------------------------------------------------------------------
@@ -227,8 +253,21 @@ def test_barrier_holds_every_rank_until_the_last_arrives(world):
     assert first_exit >= last_arrival, b
 
 
-STEP_FIELDS = {"kind", "rank", "wall", "step", "loss", "samples", "steps_per_s", "samples_per_s",
-               "allreduce_s", "allreduce_gbps", "bytes_sent", "bytes_recv", "mem_mb"}
+STEP_FIELDS = {
+    "kind",
+    "rank",
+    "wall",
+    "step",
+    "loss",
+    "samples",
+    "steps_per_s",
+    "samples_per_s",
+    "allreduce_s",
+    "allreduce_gbps",
+    "bytes_sent",
+    "bytes_recv",
+    "mem_mb",
+}
 
 
 def _payload_bytes_before_first_report(size: int) -> int:

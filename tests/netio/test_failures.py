@@ -18,6 +18,7 @@ from boltring.netio import FrameError, Group, JobEnv, JobEnvError
 from boltring.netio.framing import Channel
 from boltring.netio.handshake import client_handshake, server_handshake
 from boltring.netio.ring import Ring
+
 from .ranks import RankJob, free_ports, no_leftover_processes, write_secret  # noqa: F401
 
 NAMES_A_RANK = re.compile(r"\brank [0-9]+ \(127\.0\.0\.1:[0-9]+\)")
@@ -52,8 +53,12 @@ def test_killed_rank_gives_every_survivor_a_clear_error(tmp_path):
             assert out[r].t_exit - t_kill < timeout + 3, "the rank errored but did not exit"
         # the dead rank's two neighbours know which rank it was
         assert "rank 1 (" in out[0].result["message"] or "rank 1 (" in out[2].result["message"]
-        assert out[2].result["error_type"] == "PeerClosed" and "rank 1 (" in out[2].result["message"] \
-            or out[0].result["error_type"] == "PeerClosed" and "rank 1 (" in out[0].result["message"]
+        assert (
+            out[2].result["error_type"] == "PeerClosed"
+            and "rank 1 (" in out[2].result["message"]
+            or out[0].result["error_type"] == "PeerClosed"
+            and "rank 1 (" in out[0].result["message"]
+        )
 
 
 def test_hung_rank_gives_peer_timeout_within_the_timeout(tmp_path):
@@ -102,8 +107,7 @@ def test_rank_with_another_secret_never_joins(tmp_path):
     connect_timeout = 2.5
     with RankJob(tmp_path, 2, connect_timeout=connect_timeout) as job:
         other = write_secret(tmp_path / "other.secret")
-        job.start({"max_seconds": 20},
-                  env_overrides={1: {"BOLTRING_SECRET_FILE": str(other)}})
+        job.start({"max_seconds": 20}, env_overrides={1: {"BOLTRING_SECRET_FILE": str(other)}})
         out = job.wait(timeout=connect_timeout + 15)
     for r in (0, 1):
         err = _error(out[r])
@@ -120,8 +124,11 @@ def test_mismatched_shapes_name_the_contract(tmp_path):
     errs = {r: _error(out[r]) for r in (0, 1)}
     # Whoever reads the other's first chunk header says what went wrong; a rank whose
     # neighbour hung up first (it detected the mismatch before sending) is told to look there.
-    assert any(e["error_type"] == "FrameError" and "every rank must call the same collectives "
-               "with the same shapes" in e["message"] for e in errs.values()), errs
+    assert any(
+        e["error_type"] == "FrameError"
+        and "every rank must call the same collectives with the same shapes" in e["message"]
+        for e in errs.values()
+    ), errs
     for r, e in errs.items():
         assert e["error_type"] in ("FrameError", "PeerClosed"), errs
         assert f"rank {1 - r} ({job.ring[1 - r]})" in e["message"], errs
@@ -144,7 +151,7 @@ def test_larger_chunk_from_a_neighbour_names_the_contract():
             ring.connect()
             ring.allreduce_(np.ones(7, dtype=np.float32), "float32")
             result["error"] = None
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             result["error"] = e
 
     t = threading.Thread(target=rank0)
@@ -165,8 +172,9 @@ def test_larger_chunk_from_a_neighbour_names_the_contract():
         chans.append(Channel(sock, "rank 0", timeout=5))
         client_handshake(chans[-1], secret, job, 1, 2, 0)
         # rank 0 expects float32[7] at offset 4 (12 bytes) in step 0; we send float32[8] (16)
-        chans[-1].send_frame("data", np.ones(4, dtype=np.float32), op=1, step=0, off=4, len=8,
-                             dtype="float32")
+        chans[-1].send_frame(
+            "data", np.ones(4, dtype=np.float32), op=1, step=0, off=4, len=8, dtype="float32"
+        )
         t.join(10)
     finally:
         listener.close()
@@ -186,16 +194,18 @@ def test_mismatched_dtypes_name_the_contract(tmp_path):
         job.start({"mismatch": {"shapes": [[6], [6]], "dtypes": {"1": "int32"}}, "max_seconds": 20})
         out = job.wait(timeout=30)
     errs = [_error(out[r]) for r in (0, 1)]
-    assert any(e["error_type"] == "FrameError" and "same shapes and dtypes" in e["message"]
-               for e in errs), errs
+    assert any(e["error_type"] == "FrameError" and "same shapes and dtypes" in e["message"] for e in errs), (
+        errs
+    )
     for e in errs:
         assert NAMES_A_RANK.search(e["message"]), e
 
 
 def test_secret_file_readable_by_others_is_refused(tmp_path):
     secret = write_secret(tmp_path / "job.secret", mode=0o644)
-    env = JobEnv(rank=0, size=2, job_id="j", ring=("127.0.0.1:1", "127.0.0.1:2"),
-                 secret_file=str(secret)).to_environ()
+    env = JobEnv(
+        rank=0, size=2, job_id="j", ring=("127.0.0.1:1", "127.0.0.1:2"), secret_file=str(secret)
+    ).to_environ()
     job = JobEnv.from_environ(env)
     with pytest.raises(JobEnvError, match=r"has mode 644; it must be 0600"):
         job.read_secret()

@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from boltring.netio.errors import FrameError, NetioError, PeerClosed, PeerTimeout
-from boltring.netio.framing import (MAX_HEADER_BYTES, PROTOCOL_VERSION, Channel, pack_header)
+from boltring.netio.framing import MAX_HEADER_BYTES, PROTOCOL_VERSION, Channel, pack_header
+
 from .ranks import no_leftover_processes  # noqa: F401 - autouse fixture
 
 PEER = "rank 7 (127.0.0.1:4242)"
@@ -49,8 +50,16 @@ def test_round_trip_header_fields_and_payload(pair):
     sender.send_frame("data", payload, op=3, step=1, off=40, len=1000, dtype="float32")
     sender.send_frame("ok")
     h = chan.recv_header("data")
-    assert h == {"v": 1, "kind": "data", "nbytes": 4000, "op": 3, "step": 1, "off": 40,
-                 "len": 1000, "dtype": "float32"}
+    assert h == {
+        "v": 1,
+        "kind": "data",
+        "nbytes": 4000,
+        "op": 3,
+        "step": 1,
+        "off": 40,
+        "len": 1000,
+        "dtype": "float32",
+    }
     got = np.empty(1000, dtype=np.float32)
     chan.recv_payload(memoryview(got).cast("B"), "a test payload")
     np.testing.assert_array_equal(got, payload)
@@ -75,7 +84,7 @@ def test_large_payload_round_trip_through_partial_sends():
                 reader.recv_payload(memoryview(got), "the big payload")
                 np.testing.assert_array_equal(got, payload)
                 got[:] = 0
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
 
     t = threading.Thread(target=read)
@@ -149,7 +158,9 @@ def test_peer_reset_is_peer_closed():
 def test_sending_to_a_closed_peer_raises_peer_closed(pair):
     chan, w = pair
     w.close()
-    with pytest.raises(PeerClosed, match=r"rank 7 .* while we sent a data frame|sending a data frame to rank 7"):
+    with pytest.raises(
+        PeerClosed, match=r"rank 7 .* while we sent a data frame|sending a data frame to rank 7"
+    ):
         for _ in range(100):  # the first send may still land in the kernel buffer
             chan.send_frame("data", b"x" * 65536)
 
@@ -177,7 +188,9 @@ def test_header_of_exactly_the_limit_is_read(pair):
 def test_payload_over_channel_limit(pair):
     chan, w = pair
     w.sendall(raw_frame(hdr(nbytes=(1 << 20) + 1)))
-    with pytest.raises(FrameError, match=r"announced a 1048577-byte payload, over the 1048576-byte limit") as ei:
+    with pytest.raises(
+        FrameError, match=r"announced a 1048577-byte payload, over the 1048576-byte limit"
+    ) as ei:
         chan.recv_header("data")
     assert ei.value.peer == PEER
 
@@ -214,8 +227,9 @@ def test_wrong_kind(pair):
     assert ei.value.peer == PEER
 
 
-@pytest.mark.parametrize("bad", [{"kind": 5}, {"kind": None}, {"nbytes": -1}, {"nbytes": "8"},
-                                 {"nbytes": 1.5}])
+@pytest.mark.parametrize(
+    "bad", [{"kind": 5}, {"kind": None}, {"nbytes": -1}, {"nbytes": "8"}, {"nbytes": 1.5}]
+)
 def test_invalid_kind_or_nbytes(pair, bad):
     chan, w = pair
     w.sendall(raw_frame(hdr(**bad)))
@@ -223,8 +237,9 @@ def test_invalid_kind_or_nbytes(pair, bad):
         chan.recv_header()
 
 
-@pytest.mark.parametrize("body,typename", [([1, "data", 0], "list"), (7, "int"), ("data", "str"),
-                                           (None, "NoneType")])
+@pytest.mark.parametrize(
+    "body,typename", [([1, "data", 0], "list"), (7, "int"), ("data", "str"), (None, "NoneType")]
+)
 def test_non_map_header(pair, body, typename):
     chan, w = pair
     w.sendall(raw_frame(body))
@@ -239,17 +254,24 @@ def header_with_raw_value(raw: bytes) -> bytes:
     return bytes([0x84]) + body[1:] + msgpack.packb("x") + raw
 
 
-@pytest.mark.parametrize("raw", [
-    msgpack.packb(msgpack.ExtType(5, b"payload")),
-    b"\xd4\xfb\x00",  # fixext1 of the reserved type -5
-    b"\xd6\xff\x00\x00\x00\x01",  # fixext4 of type -1: a msgpack Timestamp
-    msgpack.packb([1, msgpack.ExtType(127, b"")]),  # nested inside a list
-], ids=["ext5", "ext-5", "timestamp", "nested"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        msgpack.packb(msgpack.ExtType(5, b"payload")),
+        b"\xd4\xfb\x00",  # fixext1 of the reserved type -5
+        b"\xd6\xff\x00\x00\x00\x01",  # fixext4 of type -1: a msgpack Timestamp
+        msgpack.packb([1, msgpack.ExtType(127, b"")]),  # nested inside a list
+    ],
+    ids=["ext5", "ext-5", "timestamp", "nested"],
+)
 def test_ext_types_refused(pair, raw):
     chan, w = pair
     body = header_with_raw_value(raw)
     w.sendall(struct.pack("!I", len(body)) + body)
-    with pytest.raises(FrameError, match=r"frame header from rank 7 .* refused: msgpack extension type -?\d+ (\(timestamp\) )?is not allowed") as ei:
+    with pytest.raises(
+        FrameError,
+        match=r"frame header from rank 7 .* refused: msgpack extension type -?\d+ (\(timestamp\) )?is not allowed",
+    ) as ei:
         chan.recv_header()
     assert ei.value.peer == PEER
 
@@ -261,14 +283,18 @@ def test_non_string_map_key_refused(pair):
         chan.recv_header()
 
 
-@pytest.mark.parametrize("body", [
-    b"\xc1" * 10,  # 0xc1 is never used in msgpack
-    msgpack.packb(hdr()) + b"\x01",  # trailing bytes after the map
-    b"\x85\xa1v",  # a map cut short inside the announced length
-    b"\x91" * 2000 + b"\xc0",  # nesting deeper than the unpacker's stack
-    b"\xdd\xff\xff\xff\xff",  # an array claiming 4 billion elements
-    b"\xc6\x7f\xff\xff\xff",  # a bin claiming 2 GB
-], ids=["reserved-byte", "extra-data", "cut-short", "deep", "huge-array", "huge-bin"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\xc1" * 10,  # 0xc1 is never used in msgpack
+        msgpack.packb(hdr()) + b"\x01",  # trailing bytes after the map
+        b"\x85\xa1v",  # a map cut short inside the announced length
+        b"\x91" * 2000 + b"\xc0",  # nesting deeper than the unpacker's stack
+        b"\xdd\xff\xff\xff\xff",  # an array claiming 4 billion elements
+        b"\xc6\x7f\xff\xff\xff",  # a bin claiming 2 GB
+    ],
+    ids=["reserved-byte", "extra-data", "cut-short", "deep", "huge-array", "huge-bin"],
+)
 def test_garbage_header_bytes(pair, body):
     chan, w = pair
     w.sendall(struct.pack("!I", len(body)) + body)
@@ -277,12 +303,16 @@ def test_garbage_header_bytes(pair, body):
     assert ei.value.peer == PEER
 
 
-@pytest.mark.parametrize("extra,ok", [
-    ({"xs": list(range(64))}, True),
-    ({"xs": list(range(65))}, False),
-    ({"m": {str(i): i for i in range(64)}}, True),
-    ({"m": {str(i): i for i in range(65)}}, False),
-], ids=["list64", "list65", "map64", "map65"])
+@pytest.mark.parametrize(
+    "extra,ok",
+    [
+        ({"xs": list(range(64))}, True),
+        ({"xs": list(range(65))}, False),
+        ({"m": {str(i): i for i in range(64)}}, True),
+        ({"m": {str(i): i for i in range(65)}}, False),
+    ],
+    ids=["list64", "list65", "map64", "map65"],
+)
 def test_header_container_limits(pair, extra, ok):
     chan, w = pair
     w.sendall(raw_frame(hdr(**extra)))
@@ -307,8 +337,11 @@ def test_silent_peer_times_out():
     chan = Channel(a, PEER, timeout=0.3)
     try:
         t0 = time.monotonic()
-        with pytest.raises(PeerTimeout, match=r"no data from rank 7 .* for 0\.3 s while waiting for "
-                                              r"a frame header \(0 of 4 bytes\)") as ei:
+        with pytest.raises(
+            PeerTimeout,
+            match=r"no data from rank 7 .* for 0\.3 s while waiting for "
+            r"a frame header \(0 of 4 bytes\)",
+        ) as ei:
             chan.recv_header()
         assert 0.25 <= time.monotonic() - t0 < 2.0
         assert ei.value.peer == PEER
@@ -335,8 +368,11 @@ def test_peer_not_reading_times_out_the_sender():
     chan = Channel(a, PEER, timeout=0.3)
     try:
         t0 = time.monotonic()
-        with pytest.raises(PeerTimeout, match=r"rank 7 .* accepted no data for 0\.3 s while we sent a "
-                                              r"data frame"):
+        with pytest.raises(
+            PeerTimeout,
+            match=r"rank 7 .* accepted no data for 0\.3 s while we sent a "
+            r"data frame",
+        ):
             chan.send_frame("data", np.zeros(64 << 20, dtype=np.uint8))
         assert time.monotonic() - t0 < 3.0
     finally:
@@ -346,14 +382,25 @@ def test_peer_not_reading_times_out_the_sender():
 
 # -- properties -------------------------------------------------------------------------------
 _scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(1 << 63), max_value=(1 << 64) - 1),
-    st.floats(allow_nan=False), st.text(max_size=40), st.binary(max_size=40))
-_values = st.recursive(_scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=8), inner, max_size=5)),
-    max_leaves=12)
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(1 << 63), max_value=(1 << 64) - 1),
+    st.floats(allow_nan=False),
+    st.text(max_size=40),
+    st.binary(max_size=40),
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=8), inner, max_size=5)
+    ),
+    max_leaves=12,
+)
 _fields = st.dictionaries(
     st.text(min_size=1, max_size=12).filter(lambda k: k not in ("v", "kind", "nbytes", "payload")),
-    _values, max_size=10)
+    _values,
+    max_size=10,
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -378,11 +425,11 @@ def test_random_headers_round_trip(kind, fields, payload):
 _garbage = st.one_of(
     st.binary(max_size=6000),
     # a plausible length prefix followed by random bytes exercises the msgpack decoder
-    st.tuples(st.integers(1, 200), st.binary(max_size=300)).map(
-        lambda t: struct.pack("!I", t[0]) + t[1]),
+    st.tuples(st.integers(1, 200), st.binary(max_size=300)).map(lambda t: struct.pack("!I", t[0]) + t[1]),
     # valid frames followed by junk
     st.tuples(st.binary(max_size=50), st.binary(max_size=100)).map(
-        lambda t: raw_frame(hdr(nbytes=len(t[0])), t[0]) + t[1]),
+        lambda t: raw_frame(hdr(nbytes=len(t[0])), t[0]) + t[1]
+    ),
 )
 
 

@@ -24,6 +24,7 @@ from boltring.netio.errors import FrameError, HandshakeError, NetioError, PeerCl
 from boltring.netio.framing import Channel, pack_header
 from boltring.netio.handshake import _mac, client_handshake, new_secret, server_handshake
 from boltring.netio.ring import HANDSHAKE_TIMEOUT_S, Ring
+
 from .ranks import free_ports, no_leftover_processes  # noqa: F401 - autouse fixture
 
 SECRET = bytes(range(32))
@@ -45,12 +46,14 @@ def run_pair(client: dict | None = None, server: dict | None = None, timeout: fl
         try:
             fn(chan, **kwargs)
             out[name] = None
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             out[name] = e
             chan.close()  # as the Ring does: a failed handshake closes the connection
 
-    threads = [threading.Thread(target=side, args=("client", client_handshake, cchan, c)),
-               threading.Thread(target=side, args=("server", server_handshake, schan, s))]
+    threads = [
+        threading.Thread(target=side, args=("client", client_handshake, cchan, c)),
+        threading.Thread(target=side, args=("server", server_handshake, schan, s)),
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -82,12 +85,16 @@ def test_wrong_secret_fails_on_both_sides(wrong):
     assert out["client"].peer == "rank 1 (server end)" and out["server"].peer == "rank 0 (client end)"
 
 
-@pytest.mark.parametrize("client,server,reason", [
-    ({"job": "job-b"}, {}, "it belongs to job 'job-b', we are job 'job-a'"),
-    ({"size": 4}, {}, "it expects 4 ranks, this job has 3"),
-    ({"rank": 2}, {}, "it is rank 2, expected our left neighbour rank 0"),
-    ({}, {"client_rank": 2}, "it is rank 0, expected our left neighbour rank 2"),
-], ids=["job", "size", "client-rank", "server-expects-other-rank"])
+@pytest.mark.parametrize(
+    "client,server,reason",
+    [
+        ({"job": "job-b"}, {}, "it belongs to job 'job-b', we are job 'job-a'"),
+        ({"size": 4}, {}, "it expects 4 ranks, this job has 3"),
+        ({"rank": 2}, {}, "it is rank 2, expected our left neighbour rank 0"),
+        ({}, {"client_rank": 2}, "it is rank 0, expected our left neighbour rank 2"),
+    ],
+    ids=["job", "size", "client-rank", "server-expects-other-rank"],
+)
 def test_mismatch_is_rejected_with_the_reason(client, server, reason):
     out, _, _ = run_pair(client, server)
     assert isinstance(out["server"], HandshakeError) and isinstance(out["client"], HandshakeError), out
@@ -115,7 +122,7 @@ def serve_in_thread(chan: Channel, **kwargs):
         try:
             server_handshake(chan, **args)
             out["result"] = None
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             out["result"] = e
             chan.close()
 
@@ -174,13 +181,16 @@ def test_replayed_client_proof_is_refused():
     assert isinstance(out["result"], HandshakeError), out
 
 
-@pytest.mark.parametrize("hello,message", [
-    ({"rank": True}, "without a valid 'rank'"),
-    ({"rank": "0"}, "without a valid 'rank'"),
-    ({"job": None}, "without a valid 'job'"),
-    ({"nonce": "x" * 32}, "without a valid 'nonce'"),
-    ({"nonce": b"short"}, "its nonce is not 32 bytes"),
-])
+@pytest.mark.parametrize(
+    "hello,message",
+    [
+        ({"rank": True}, "without a valid 'rank'"),
+        ({"rank": "0"}, "without a valid 'rank'"),
+        ({"job": None}, "without a valid 'job'"),
+        ({"nonce": "x" * 32}, "without a valid 'nonce'"),
+        ({"nonce": b"short"}, "its nonce is not 32 bytes"),
+    ],
+)
 def test_malformed_hello_is_rejected(hello, message):
     a, b = socket.socketpair()
     t, out = serve_in_thread(Channel(b, "client", timeout=5.0))
@@ -201,8 +211,10 @@ def test_malformed_hello_is_rejected(hello, message):
 def test_other_protocol_version_is_refused():
     a, b = socket.socketpair()
     t, out = serve_in_thread(Channel(b, "rank 0 (old boltring)", timeout=5.0))
-    body = msgpack.packb({"v": 2, "kind": "hello", "nbytes": 0, "job": JOB, "rank": 0, "size": 3,
-                          "nonce": os.urandom(32)}, use_bin_type=True)
+    body = msgpack.packb(
+        {"v": 2, "kind": "hello", "nbytes": 0, "job": JOB, "rank": 0, "size": 3, "nonce": os.urandom(32)},
+        use_bin_type=True,
+    )
     a.sendall(struct.pack("!I", len(body)) + body)
     t.join(5)
     a.close()
@@ -215,13 +227,18 @@ def test_client_refuses_an_unexpected_frame():
     c = Channel(a, "rank 1 (not a boltring server)", timeout=5.0)
     srv = Channel(b, "client", timeout=5.0)
     try:
+
         def answer():
             srv.recv_small("hello")
             srv.send_frame("data")
+
         t = threading.Thread(target=answer)
         t.start()
-        with pytest.raises(FrameError, match=r"rank 1 \(not a boltring server\) sent a 'data' frame, "
-                                             r"expected 'challenge' or 'reject'"):
+        with pytest.raises(
+            FrameError,
+            match=r"rank 1 \(not a boltring server\) sent a 'data' frame, "
+            r"expected 'challenge' or 'reject'",
+        ):
             client_handshake(c, SECRET, JOB, 0, 3, 1)
         t.join(5)
     finally:
@@ -235,15 +252,16 @@ class RingThread:
 
     def __init__(self, rank, size, addrs, secret=SECRET, job=JOB, connect_timeout=15.0):
         self.logs: list[str] = []
-        self.ring = Ring(rank, size, addrs, secret, job, timeout=5.0,
-                         connect_timeout=connect_timeout, log=self.logs.append)
+        self.ring = Ring(
+            rank, size, addrs, secret, job, timeout=5.0, connect_timeout=connect_timeout, log=self.logs.append
+        )
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"ring{rank}")
 
     def _run(self):
         try:
             self.ring.connect()
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             self.error = e
 
     def start(self):
@@ -291,7 +309,10 @@ def wait_closed_by_peer(sock: socket.socket, limit: float) -> float:
 
 
 def allreduce_pair(rings, arrays):
-    threads = [threading.Thread(target=r.allreduce_, args=(a, "float32")) for r, a in zip(rings, arrays)]
+    threads = [
+        threading.Thread(target=r.allreduce_, args=(a, "float32"))
+        for r, a in zip(rings, arrays, strict=False)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -313,7 +334,7 @@ def test_ring_drops_impostors_within_a_second_and_admits_the_genuine_neighbour(t
     try:
         # 1. a client with the wrong secret, running the genuine protocol
         s = connect_when_listening((host, port))
-        src = "%s:%d" % s.getsockname()
+        src = "{}:{}".format(*s.getsockname())
         t0 = time.monotonic()
         with pytest.raises(HandshakeError, match="could not prove the job secret"):
             client_handshake(Channel(s, "rank 0", timeout=5.0), new_secret(), JOB, 1, 2, 0)
@@ -323,7 +344,7 @@ def test_ring_drops_impostors_within_a_second_and_admits_the_genuine_neighbour(t
 
         # 2. a forged proof: a right-looking hello, then a random MAC
         s = connect_when_listening((host, port))
-        src = "%s:%d" % s.getsockname()
+        src = "{}:{}".format(*s.getsockname())
         c = Channel(s, "rank 0", timeout=5.0)
         c.send_frame("hello", job=JOB, rank=1, size=2, nonce=os.urandom(32))
         c.recv_small("challenge")
@@ -336,7 +357,7 @@ def test_ring_drops_impostors_within_a_second_and_admits_the_genuine_neighbour(t
 
         # 3. a silent connection (a port scan, or a process that hung)
         s = connect_when_listening((host, port))
-        src = "%s:%d" % s.getsockname()
+        src = "{}:{}".format(*s.getsockname())
         elapsed = wait_closed_by_peer(s, 5.0)
         s.close()
         assert elapsed <= limit, f"a silent connection held the listener for {elapsed:.2f} s"
@@ -344,7 +365,7 @@ def test_ring_drops_impostors_within_a_second_and_admits_the_genuine_neighbour(t
 
         # 4. a slow connection that trickles a valid hello, one byte every 0.2 s
         s = connect_when_listening((host, port))
-        src = "%s:%d" % s.getsockname()
+        src = "{}:{}".format(*s.getsockname())
         frame = pack_header("hello", job=JOB, rank=1, size=2, nonce=os.urandom(32))
         t0 = time.monotonic()
         dropped_after = None
@@ -366,7 +387,8 @@ def test_ring_drops_impostors_within_a_second_and_admits_the_genuine_neighbour(t
         s.close()
         assert dropped_after is not None and dropped_after <= limit, (
             f"a connection trickling its hello was not dropped within {limit} s "
-            f"(dropped after {dropped_after}); it would keep the genuine neighbour out")
+            f"(dropped after {dropped_after}); it would keep the genuine neighbour out"
+        )
         wait_for_log(r0, f"dropped {src}", 1.0)
 
         # the genuine left neighbour still gets in, and the ring works
@@ -402,8 +424,10 @@ def test_ring_skips_an_impostor_right_neighbour_and_keeps_waiting(two_addrs):
         conn.close()
         impostor.close()
         wait_for_log(r0, "failed", 5.0)
-        assert any(f"handshake with rank 1 ({addrs[1]}) failed" in line and "secret" in line
-                   and "retrying" in line for line in r0.logs), r0.logs
+        assert any(
+            f"handshake with rank 1 ({addrs[1]}) failed" in line and "secret" in line and "retrying" in line
+            for line in r0.logs
+        ), r0.logs
         r1 = RingThread(1, 2, addrs).start()
         r0.join()
         r1.join()
@@ -426,8 +450,11 @@ def test_listener_binds_only_the_ring_address():
     try:
         deadline = time.monotonic() + 10
         while True:
-            listening = [c for c in psutil.Process().net_connections(kind="tcp")
-                         if c.status == psutil.CONN_LISTEN and c.laddr.port == p0]
+            listening = [
+                c
+                for c in psutil.Process().net_connections(kind="tcp")
+                if c.status == psutil.CONN_LISTEN and c.laddr.port == p0
+            ]
             if listening or time.monotonic() > deadline:
                 break
             time.sleep(0.01)  # polling until the listener exists

@@ -9,9 +9,10 @@ the snapshot tests their cluster states; `CLOCK` is the frozen "now" they pass t
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
+from boltring.cluster.config.schema import Config, JobSpec, Node
 from boltring.cluster.jobs.events import (
     FINAL_STATES,
     CheckResult,
@@ -26,7 +27,6 @@ from boltring.cluster.jobs.events import (
     RankStarted,
     StepProgress,
 )
-from boltring.cluster.config.schema import Config, JobSpec, Node
 
 CLOCK = 1000.0  # the app's frozen "now" in snapshots
 T_START = 880.0  # the scripted job starts 2 minutes before CLOCK
@@ -45,11 +45,18 @@ class PlannedRank:
 
 
 class FeedController:
-    def __init__(self, config: Config, *, attached: bool = False,
-                 attach_events: Iterable[Event] = (), check_events: Iterable[Event] = (),
-                 launch_events: Iterable[Event] = (), kill_events: Iterable[Event] = (),
-                 job_id: str = "20260101-120000-ab12",
-                 fail: dict[str, BaseException] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        attached: bool = False,
+        attach_events: Iterable[Event] = (),
+        check_events: Iterable[Event] = (),
+        launch_events: Iterable[Event] = (),
+        kill_events: Iterable[Event] = (),
+        job_id: str = "20260101-120000-ab12",
+        fail: dict[str, BaseException] | None = None,
+    ) -> None:
         self.config = config
         self.state = "idle"
         self.job_id: str | None = None
@@ -103,8 +110,10 @@ class FeedController:
         for slot in self.config.rank_layout():
             node = slot.node
             where = "local subprocess" if node.local else f"ssh {node.ssh or node.name}"
-            cmd = (f"{node.python} -m boltring.cluster.train.worker --rank {slot.rank} "
-                   f"--world {self.config.world_size} --listen {slot.ring_addr}")
+            cmd = (
+                f"{node.python} -m boltring.cluster.train.worker --rank {slot.rank} "
+                f"--world {self.config.world_size} --listen {slot.ring_addr}"
+            )
             if resume:
                 cmd += " --resume"
             out.append(PlannedRank(slot.rank, node.name, where, cmd))
@@ -129,8 +138,7 @@ class FeedController:
             self.emit(*self.check_events)
         finally:
             if not busy:
-                self.emit(JobStateChanged(previous if previous != "checking" else "idle",
-                                          t=t + 1))
+                self.emit(JobStateChanged(previous if previous != "checking" else "idle", t=t + 1))
         return [e for e in self.check_events if isinstance(e, CheckResult)]
 
     async def launch(self, resume: bool = False) -> str:
@@ -145,8 +153,7 @@ class FeedController:
         self._maybe_fail("kill")
         self.emit(*self.kill_events)
         if self.state not in FINAL_STATES:
-            self.emit(JobStateChanged("killed", job_id=self.job_id, reason="killed by user",
-                                      t=CLOCK - 5))
+            self.emit(JobStateChanged("killed", job_id=self.job_id, reason="killed by user", t=CLOCK - 5))
 
     async def wait(self) -> JobSummary | None:
         self.calls.append(("wait",))
@@ -170,12 +177,25 @@ def lab_config() -> Config:
         name="lab",
         source="configs/lab.yaml",
         nodes=(
-            Node("mini1", ring_ip="198.18.1.1", local=True, ranks=2, ring_iface="bridge0",
-                 chip="M4 Pro", memory_gb=64, role="controller"),
-            Node("mini2", ring_ip="198.18.1.2", ssh="mini2", ring_iface="bridge0",
-                 chip="M4", memory_gb=32),
-            Node("mini3", ring_ip="198.18.1.3", ssh="admin@mini3.local", ring_iface="bridge0",
-                 chip="M4", memory_gb=32),
+            Node(
+                "mini1",
+                ring_ip="198.18.1.1",
+                local=True,
+                ranks=2,
+                ring_iface="bridge0",
+                chip="M4 Pro",
+                memory_gb=64,
+                role="controller",
+            ),
+            Node("mini2", ring_ip="198.18.1.2", ssh="mini2", ring_iface="bridge0", chip="M4", memory_gb=32),
+            Node(
+                "mini3",
+                ring_ip="198.18.1.3",
+                ssh="admin@mini3.local",
+                ring_iface="bridge0",
+                chip="M4",
+                memory_gb=32,
+            ),
         ),
         job=JobSpec(example="mlp", steps=200, global_batch=256),
     )
@@ -225,39 +245,70 @@ def check_events(failing: bool = False, t: float = T_START - 15) -> list[Event]:
         evs.append(CheckResult("ring", f"bw:{name}->{peer}", "ok", "31.8 Gb/s", t=t))
     if failing:
         evs += [
-            CheckResult("mini3", "route:mini1", "fail", "via en0",
-                        hint="198.18.1.1 is reached over en0, not bridge0: "
-                             "sudo route change 198.18.1.1 -interface bridge0", t=t),
-            CheckResult("ring", "bw:mini3->mini1", "warn", "0.9 Gb/s",
-                        hint="ring traffic is not on Thunderbolt", t=t),
-            CheckResult("mini2", "mlx", "warn", "0.29.1 (controller 0.32.4)",
-                        hint="install the same mlx everywhere", t=t),
-            CheckResult("ring", "ring", "fail", "mini3→mini1 goes over en0",
-                        hint="fix the route on mini3", t=t),
+            CheckResult(
+                "mini3",
+                "route:mini1",
+                "fail",
+                "via en0",
+                hint="198.18.1.1 is reached over en0, not bridge0: "
+                "sudo route change 198.18.1.1 -interface bridge0",
+                t=t,
+            ),
+            CheckResult(
+                "ring", "bw:mini3->mini1", "warn", "0.9 Gb/s", hint="ring traffic is not on Thunderbolt", t=t
+            ),
+            CheckResult(
+                "mini2",
+                "mlx",
+                "warn",
+                "0.29.1 (controller 0.32.4)",
+                hint="install the same mlx everywhere",
+                t=t,
+            ),
+            CheckResult(
+                "ring", "ring", "fail", "mini3→mini1 goes over en0", hint="fix the route on mini3", t=t
+            ),
         ]
     return evs
 
 
-def running_events(until: float = CLOCK - 1, steps_done: int = 120,
-                   stale_node: str | None = None, stale_from: float | None = None) -> list[Event]:
+def running_events(
+    until: float = CLOCK - 1,
+    steps_done: int = 120,
+    stale_node: str | None = None,
+    stale_from: float | None = None,
+) -> list[Event]:
     """A job started at T_START and trained `steps_done` steps by `until`."""
     cfg = lab_config()
     evs: list[Event] = check_events()[:3]
     evs += [
-        JobStarted(JOB_ID, "configs/lab.yaml", world_size=4, steps=200,
-                   nodes=["mini1", "mini2", "mini3"], job="example mlp", t=T_START),
+        JobStarted(
+            JOB_ID,
+            "configs/lab.yaml",
+            world_size=4,
+            steps=200,
+            nodes=["mini1", "mini2", "mini3"],
+            job="example mlp",
+            t=T_START,
+        ),
         JobStateChanged("launching", job_id=JOB_ID, t=T_START),
     ]
     for slot in cfg.rank_layout():
         evs.append(RankStarted(slot.rank, slot.node.name, pid=4100 + slot.rank, t=T_START + 1))
-        evs.append(LogLine(f"rank {slot.rank}@{slot.node.name}", f"rank {slot.rank} listening "
-                           f"on {slot.ring_addr}", node=slot.node.name, rank=slot.rank,
-                           t=T_START + 1))
+        evs.append(
+            LogLine(
+                f"rank {slot.rank}@{slot.node.name}",
+                f"rank {slot.rank} listening on {slot.ring_addr}",
+                node=slot.node.name,
+                rank=slot.rank,
+                t=T_START + 1,
+            )
+        )
     evs.append(JobStateChanged("running", job_id=JOB_ID, t=T_START + 3))
     span = until - (T_START + 4)
     for step in range(1, steps_done + 1):
         t = T_START + 4 + span * step / steps_done
-        loss = 2.3 * (0.97 ** step) + 0.05 * ((step * 7) % 5) / 5
+        loss = 2.3 * (0.97**step) + 0.05 * ((step * 7) % 5) / 5
         for slot in cfg.rank_layout():
             node = slot.node.name
             if stale_node == node and stale_from is not None and t > stale_from:
@@ -265,21 +316,37 @@ def running_events(until: float = CLOCK - 1, steps_done: int = 120,
             if stale_from is not None and stale_node is None and t > stale_from:
                 continue
             wobble = ((step * (slot.rank + 3)) % 11) / 11
-            evs.append(RankMetrics(
-                slot.rank, node, step, loss=loss if slot.rank == 0 else None,
-                steps_per_s=1.1 + 0.1 * wobble, samples_per_s=70.4 + 6 * wobble,
-                allreduce_gbps=2.6 + 1.2 * wobble - (0.8 if node == "mini3" else 0),
-                allreduce_s=0.08, mem_mb=812 + 3 * slot.rank + step * 0.5, t=t))
+            evs.append(
+                RankMetrics(
+                    slot.rank,
+                    node,
+                    step,
+                    loss=loss if slot.rank == 0 else None,
+                    steps_per_s=1.1 + 0.1 * wobble,
+                    samples_per_s=70.4 + 6 * wobble,
+                    allreduce_gbps=2.6 + 1.2 * wobble - (0.8 if node == "mini3" else 0),
+                    allreduce_s=0.08,
+                    mem_mb=812 + 3 * slot.rank + step * 0.5,
+                    t=t,
+                )
+            )
         if stale_from is None or t <= stale_from:
             evs.append(StepProgress(step, 200, loss, t=t))
         if stale_from is not None and t > stale_from:
             continue
         if step == steps_done - 10:
-            evs.append(LogLine("rank 2@mini2", "warning: slow allreduce (0.31 s)",
-                               level="warn", node="mini2", rank=2, t=t))
+            evs.append(
+                LogLine(
+                    "rank 2@mini2",
+                    "warning: slow allreduce (0.31 s)",
+                    level="warn",
+                    node="mini2",
+                    rank=2,
+                    t=t,
+                )
+            )
         if step % 40 == 0:
-            evs.append(LogLine("rank 0@mini1", f"step {step}: loss {loss:.4f}", node="mini1",
-                               rank=0, t=t))
+            evs.append(LogLine("rank 0@mini1", f"step {step}: loss {loss:.4f}", node="mini1", rank=0, t=t))
     return evs
 
 
@@ -292,8 +359,9 @@ def checks_failure() -> FeedController:
 
 
 def running() -> FeedController:
-    return FeedController(lab_config(), attached=True, attach_events=running_events(),
-                          check_events=check_events(t=CLOCK - 0.5))
+    return FeedController(
+        lab_config(), attached=True, attach_events=running_events(), check_events=check_events(t=CLOCK - 0.5)
+    )
 
 
 def killed() -> FeedController:
@@ -301,26 +369,51 @@ def killed() -> FeedController:
     evs += [JobStateChanged("killed", job_id=JOB_ID, reason="killed by user", t=CLOCK - 18)]
     for r, node in ((0, "mini1"), (1, "mini1"), (2, "mini2"), (3, "mini3")):
         evs.append(RankExited(r, node, returncode=-15, reason="SIGTERM", t=CLOCK - 18))
-    evs.append(JobSummary(JOB_ID, "killed", steps=110, total_steps=200, first_loss=2.28,
-                          last_loss=0.1043, wall_s=CLOCK - 18 - T_START, reason="killed by user",
-                          run_dir="~/.boltring/runs/" + JOB_ID, t=CLOCK - 18))
-    return FeedController(lab_config(), attached=True, attach_events=evs,
-                          check_events=check_events(t=CLOCK - 0.5))
+    evs.append(
+        JobSummary(
+            JOB_ID,
+            "killed",
+            steps=110,
+            total_steps=200,
+            first_loss=2.28,
+            last_loss=0.1043,
+            wall_s=CLOCK - 18 - T_START,
+            reason="killed by user",
+            run_dir="~/.boltring/runs/" + JOB_ID,
+            t=CLOCK - 18,
+        )
+    )
+    return FeedController(
+        lab_config(), attached=True, attach_events=evs, check_events=check_events(t=CLOCK - 0.5)
+    )
 
 
 def node_lost() -> FeedController:
     evs = running_events(until=CLOCK - 1, steps_done=120, stale_from=CLOCK - 16)
     evs += [
         NodeState("mini3", "lost", detail="no keepalive reply for 45 s", t=CLOCK - 15),
-        LogLine("controller", "mini3 stopped answering; ranks on it are gone", level="error",
-                t=CLOCK - 15),
+        LogLine("controller", "mini3 stopped answering; ranks on it are gone", level="error", t=CLOCK - 15),
     ]
     # the checks that follow the re-attach cannot reach mini3
-    checks = [e for e in check_events(t=CLOCK - 0.5) if not (
-        isinstance(e, NodeState) or getattr(e, "node", None) == "mini3"
-        or "mini3" in getattr(e, "name", ""))]
-    checks += [CheckResult("mini3", "ssh", "fail", "connection lost",
-                           hint="is mini3 up? ssh mini3 by hand to see why", t=CLOCK - 0.5)]
+    checks = [
+        e
+        for e in check_events(t=CLOCK - 0.5)
+        if not (
+            isinstance(e, NodeState)
+            or getattr(e, "node", None) == "mini3"
+            or "mini3" in getattr(e, "name", "")
+        )
+    ]
+    checks += [
+        CheckResult(
+            "mini3",
+            "ssh",
+            "fail",
+            "connection lost",
+            hint="is mini3 up? ssh mini3 by hand to see why",
+            t=CLOCK - 0.5,
+        )
+    ]
     return FeedController(lab_config(), attached=True, attach_events=evs, check_events=checks)
 
 
@@ -333,20 +426,32 @@ def launchable() -> FeedController:
 def many_nodes() -> FeedController:
     """Eight nodes, checks passed: the grid takes as many columns as fit, then scrolls."""
     nodes = [Node("mini1", ring_ip="198.18.1.1", local=True, ring_iface="bridge0")]
-    nodes += [Node(f"mini{i}", ring_ip=f"198.18.1.{i}", ssh=f"mini{i}", ring_iface="bridge0")
-              for i in range(2, 9)]
-    cfg = Config(name="rack", source="/Users/me/projects/boltring/configs/rack-of-eight.yaml",
-                 nodes=tuple(nodes))
+    nodes += [
+        Node(f"mini{i}", ring_ip=f"198.18.1.{i}", ssh=f"mini{i}", ring_iface="bridge0") for i in range(2, 9)
+    ]
+    cfg = Config(
+        name="rack", source="/Users/me/projects/boltring/configs/rack-of-eight.yaml", nodes=tuple(nodes)
+    )
     t = T_START - 15
     names = tuple(n.name for n in nodes)
     evs: list[Event] = []
     for i, node in enumerate(nodes):
         if node.name == "mini6":
             evs.append(NodeState("mini6", "auth failed", detail="publickey rejected", t=t))
-            evs.append(CheckResult("mini6", "ssh", "fail", "publickey rejected",
-                                   hint="ssh-copy-id mini6, then c to re-run the checks", t=t))
-            evs += [CheckResult("mini6", name, "skipped", "no connection", t=t)
-                    for name in ("ring_iface", "python", "mlx", "memory")]
+            evs.append(
+                CheckResult(
+                    "mini6",
+                    "ssh",
+                    "fail",
+                    "publickey rejected",
+                    hint="ssh-copy-id mini6, then c to re-run the checks",
+                    t=t,
+                )
+            )
+            evs += [
+                CheckResult("mini6", name, "skipped", "no connection", t=t)
+                for name in ("ring_iface", "python", "mlx", "memory")
+            ]
             continue
         evs.append(NodeState(node.name, "local" if node.local else "connected", t=t))
         evs += _node_checks(node.name, node.ring_ip, _neighbours(names, i), t)

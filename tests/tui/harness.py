@@ -9,10 +9,9 @@ A real-controller test can use them the same way:
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from collections.abc import Callable
 
 from boltring.tui.app import BoltringApp
-
 from tests.tui import feed
 
 
@@ -31,8 +30,7 @@ async def settle(pilot, rounds: int = 3) -> None:
     app = pilot.app
 
     def busy() -> bool:
-        return bool(len(app.inbox)) or any(
-            w.group == "controller" and w.is_running for w in app.workers)
+        return bool(len(app.inbox)) or any(w.group == "controller" and w.is_running for w in app.workers)
 
     for i in range(100):
         if _exited(app) or (i >= rounds and not busy()):

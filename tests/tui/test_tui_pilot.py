@@ -14,7 +14,6 @@ from boltring.tui.screens.quit_modal import QuitModal
 from boltring.tui.widgets.log_pane import LogPane
 from boltring.tui.widgets.node_panel import NodePanel
 from boltring.tui.widgets.status_header import StatusHeader
-
 from tests.tui import feed
 from tests.tui.harness import make_app, settle, wait_exit
 
@@ -231,8 +230,7 @@ async def test_enter_on_node_opens_details():
         assert "route" in checks and "sudo route change" in checks
         assert any("check route:mini1: fail" in line for line in log_text(app, "#details-log"))
         # new events for the node reach the open details screen
-        ctrl.emit(LogLine("rank 3@mini3", "hello from mini3", node="mini3", rank=3,
-                          t=feed.CLOCK))
+        ctrl.emit(LogLine("rank 3@mini3", "hello from mini3", node="mini3", rank=3, t=feed.CLOCK))
         await settle(pilot)
         assert any("hello from mini3" in line for line in log_text(app, "#details-log"))
         await pilot.press("escape")
@@ -279,8 +277,7 @@ async def test_event_bursts_collapse_into_few_messages():
     async with app.run_test(size=SIZE, message_hook=hook) as pilot:
         await settle(pilot)
         before = len(pending)
-        ctrl.emit(*[RankMetrics(0, "mini1", 500 + i, allreduce_gbps=3.0, t=feed.CLOCK)
-                    for i in range(2000)])
+        ctrl.emit(*[RankMetrics(0, "mini1", 500 + i, allreduce_gbps=3.0, t=feed.CLOCK) for i in range(2000)])
         await settle(pilot)
         assert len(pending) - before <= 2
         assert app.view.ranks[0].step == 2499
@@ -295,8 +292,7 @@ async def test_events_do_not_redraw_until_tick():
         app.refresh_timer.pause()
         header = app.query_one(StatusHeader)
         shown = header._last.plain
-        ctrl.emit(JobStateChanged("failed", job_id=feed.JOB_ID, reason="rank 2 exited with 1",
-                                  t=feed.CLOCK))
+        ctrl.emit(JobStateChanged("failed", job_id=feed.JOB_ID, reason="rank 2 exited with 1", t=feed.CLOCK))
         await pilot.pause()
         assert app.view.state == "failed"
         assert header._last.plain == shown  # state changed, screen not yet redrawn
@@ -306,15 +302,28 @@ async def test_events_do_not_redraw_until_tick():
 
 async def test_bindings_have_ids_and_palette_commands():
     ids = {b.id: b.key for b in BoltringApp.BINDINGS}
-    assert ids == {"launch": "l", "resume": "r", "kill": "k", "checks": "c", "filter": "slash",
-                   "clear_filter": "escape", "quit": "q"}
+    assert ids == {
+        "launch": "l",
+        "resume": "r",
+        "kill": "k",
+        "checks": "c",
+        "filter": "slash",
+        "clear_filter": "escape",
+        "quit": "q",
+    }
     assert NodePanel.BINDINGS[0].id == "node.details"
     app = make_app(feed.idle())
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         titles = {c.title for c in app.get_system_commands(app.screen)}
-    for title in ("Launch job", "Resume job", "Kill job", "Re-run checks", "Filter log",
-                  "Node details: mini2"):
+    for title in (
+        "Launch job",
+        "Resume job",
+        "Kill job",
+        "Re-run checks",
+        "Filter log",
+        "Node details: mini2",
+    ):
         assert title in titles
 
 
@@ -351,8 +360,9 @@ async def test_tui_never_imports_network_modules():
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
             for name in names:
-                assert name.split(".")[0] not in banned and not name.startswith(
-                    "boltring.netio"), f"{path.name} imports {name}"
+                assert name.split(".")[0] not in banned and not name.startswith("boltring.netio"), (
+                    f"{path.name} imports {name}"
+                )
 
 
 async def test_escape_in_details_filter_clears_filter_first():
@@ -399,9 +409,11 @@ def test_importing_the_app_loads_no_backend():
     import subprocess
     import sys
 
-    code = ("import sys, boltring.tui.app; "
-            "print([m for m in ('asyncssh', 'mlx', 'boltring.netio', 'boltring.cluster.jobs.controller')"
-            " if m in sys.modules])")
+    code = (
+        "import sys, boltring.tui.app; "
+        "print([m for m in ('asyncssh', 'mlx', 'boltring.netio', 'boltring.cluster.jobs.controller')"
+        " if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
@@ -413,8 +425,9 @@ async def test_log_follows_new_lines_only_at_the_bottom():
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         log = app.query_one("#log", LogPane).query_one(RichLog)
-        ctrl.emit(*[LogLine("rank 0@mini1", f"line {i}", node="mini1", rank=0, t=feed.CLOCK)
-                    for i in range(200)])
+        ctrl.emit(
+            *[LogLine("rank 0@mini1", f"line {i}", node="mini1", rank=0, t=feed.CLOCK) for i in range(200)]
+        )
         await settle(pilot)
         assert log.is_vertical_scroll_end and log.max_scroll_y > 0
         log.scroll_home(animate=False, immediate=True)

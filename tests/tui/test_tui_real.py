@@ -24,8 +24,11 @@ def rank_views(app):
 
 
 def metrics_lines(path: Path) -> dict[int, dict]:
-    return {rec["step"]: rec for rec in map(json.loads, path.read_text().splitlines())
-            if rec.get("kind") == "step"}
+    return {
+        rec["step"]: rec
+        for rec in map(json.loads, path.read_text().splitlines())
+        if rec.get("kind") == "step"
+    }
 
 
 async def launch_and_kill(pilot, app, *, ranks: int, timeout: float = 90) -> None:
@@ -33,8 +36,14 @@ async def launch_and_kill(pilot, app, *, ranks: int, timeout: float = 90) -> Non
     await pilot.press("l")
     await wait_until(pilot, lambda: app.screen.__class__.__name__ == "ConfirmModal", 10)
     await pilot.press("y")
-    await wait_until(pilot, lambda: len(rank_views(app)) == ranks and all(
-        r.step >= 20 and r.samples_per_s and r.allreduce_gbps for r in rank_views(app)), timeout)
+    await wait_until(
+        pilot,
+        lambda: (
+            len(rank_views(app)) == ranks
+            and all(r.step >= 20 and r.samples_per_s and r.allreduce_gbps for r in rank_views(app))
+        ),
+        timeout,
+    )
 
 
 async def kill(pilot, app) -> None:
@@ -71,8 +80,16 @@ async def test_launch_and_kill_over_ssh_shows_badges_and_checks(lab, tmp_path, h
     controller = JobController(config, poll_s=0.1)
     app = make_app(controller, clock=time.time)
     async with app.run_test(size=(140, 40)) as pilot:
-        await wait_until(pilot, lambda: app.view.state == "idle" and all(
-            {"ssh", "python", "mlx", "ring_iface"} <= set(n.checks) for n in app.view.nodes.values()), 30)
+        await wait_until(
+            pilot,
+            lambda: (
+                app.view.state == "idle"
+                and all(
+                    {"ssh", "python", "mlx", "ring_iface"} <= set(n.checks) for n in app.view.nodes.values()
+                )
+            ),
+            30,
+        )
         for n in app.view.nodes.values():
             assert any(k.startswith(("rtt:", "route:")) for k in n.checks), sorted(n.checks)
             assert n.ssh_state == "connected", (n.name, n.ssh_state)

@@ -80,5 +80,4 @@ def test_node_details(snap_compare):
         await pilot.press("enter")
         await settle(pilot)
 
-    assert snap_compare(make_app(feed.checks_failure()), terminal_size=WIDE,
-                        run_before=open_details)
+    assert snap_compare(make_app(feed.checks_failure()), terminal_size=WIDE, run_before=open_details)

@@ -11,14 +11,22 @@ AGENT_MODULES = ["spawn", "nodeprobe", "probes_linux", "probes_macos"]
 
 @pytest.mark.parametrize("name", AGENT_MODULES)
 def test_agent_module_imports_only_the_standard_library(name):
-    code = ("import sys, json; before = set(sys.modules); "
-            f"import boltring.cluster.agent.{name}; "
-            "print(json.dumps(sorted(set(sys.modules) - before)))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         check=True).stdout
+    code = (
+        "import sys, json; before = set(sys.modules); "
+        f"import boltring.cluster.agent.{name}; "
+        "print(json.dumps(sorted(set(sys.modules) - before)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
     loaded = json.loads(out)
-    foreign = [m for m in loaded
-               if m.split(".")[0] not in sys.stdlib_module_names
-               and not (m in ("boltring", "boltring.cluster", "boltring.cluster.agent")
-                        or m.startswith("boltring.cluster.agent."))]
+    foreign = [
+        m
+        for m in loaded
+        if m.split(".")[0] not in sys.stdlib_module_names
+        and not (
+            m in ("boltring", "boltring.cluster", "boltring.cluster.agent")
+            or m.startswith("boltring.cluster.agent.")
+        )
+    ]
     assert foreign == [], f"boltring.cluster.agent.{name} pulls in {foreign}"

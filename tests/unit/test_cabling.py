@@ -16,23 +16,30 @@ import json
 import pytest
 
 from boltring.cluster.agent import nodeprobe
-from boltring.cluster.nodes.checks import run as checks
 from boltring.cluster.agent import probes_linux as pl
 from boltring.cluster.config.load import ConfigError, load_config_text
+from boltring.cluster.config.schema import Config, Node, RingOptions
 from boltring.cluster.jobs.controller import JobController
 from boltring.cluster.jobs.events import LogLine
-from boltring.cluster.config.schema import Config, Node, RingOptions
+from boltring.cluster.nodes.checks import run as checks
 from boltring.cluster.nodes.transport import CommandResult, Transport
 from tests.macos_samples import mac_commands, sample
 
-LOOP = {"mini1": "sp_thunderbolt_tb4_mini1.json", "mini2": "sp_thunderbolt_tb4_mini2.json",
-        "mini3": "sp_thunderbolt_tb4_mini3.json"}
-LINE = {"mini1": "sp_thunderbolt_tb4_line_mini1.json", "mini2": "sp_thunderbolt_tb4_line_mini2.json",
-        "mini3": "sp_thunderbolt_tb4_mini3.json"}
+LOOP = {
+    "mini1": "sp_thunderbolt_tb4_mini1.json",
+    "mini2": "sp_thunderbolt_tb4_mini2.json",
+    "mini3": "sp_thunderbolt_tb4_mini3.json",
+}
+LINE = {
+    "mini1": "sp_thunderbolt_tb4_line_mini1.json",
+    "mini2": "sp_thunderbolt_tb4_line_mini2.json",
+    "mini3": "sp_thunderbolt_tb4_mini3.json",
+}
 NODES = tuple(Node(name=f"mini{i}", ring_ip=f"10.0.0.{i}", ssh=f"mini{i}") for i in (1, 2, 3))
 
 
 # -- cabling_order on hand-made cables ---------------------------------------------------------
+
 
 def test_a_line_is_walked_end_to_end():
     edges = [("a", "b"), ("b", "c"), ("c", "d")]
@@ -50,14 +57,13 @@ def test_a_ring_starts_at_the_first_node_and_closes():
     chord = edges + [("b", "d")]
     order = checks.cabling_order(["a", "b", "d", "c"], chord)
     assert order[0] == "a" and order[-1] in ("b", "d")  # last cabled back to a
-    assert all(frozenset(p) in {frozenset(e) for e in chord} for p in zip(order, order[1:]))
+    assert all(frozenset(p) in {frozenset(e) for e in chord} for p in zip(order, order[1:], strict=False))
 
 
 def test_missing_cables_give_no_order():
     assert checks.cabling_order(["a", "b", "c"], [("a", "b")]) is None  # c has no cable
     # a star: the hub cannot sit between three leaves
-    assert checks.cabling_order(["hub", "x", "y", "z"],
-                                [("hub", "x"), ("hub", "y"), ("hub", "z")]) is None
+    assert checks.cabling_order(["hub", "x", "y", "z"], [("hub", "x"), ("hub", "y"), ("hub", "z")]) is None
     assert checks.cabling_order(["a", "b"], []) is None
     # a cable to a node not in the cluster does not help
     assert checks.cabling_order(["a", "b"], [("a", "elsewhere")]) is None
@@ -70,6 +76,7 @@ def test_two_nodes_and_one():
 
 
 # -- facts from the macOS samples --------------------------------------------------------------
+
 
 def mac_facts(monkeypatch, config: Config, node: Node, tb: str) -> dict:
     """What nodeprobe on a Mac reports, its commands answered from the samples."""
@@ -92,8 +99,7 @@ def mac_facts(monkeypatch, config: Config, node: Node, tb: str) -> dict:
 
 def cluster(order=("mini1", "mini2", "mini3"), ring_order="config") -> Config:
     by_name = {n.name: n for n in NODES}
-    return Config(name="minis", nodes=tuple(by_name[n] for n in order),
-                  ring=RingOptions(order=ring_order))
+    return Config(name="minis", nodes=tuple(by_name[n] for n in order), ring=RingOptions(order=ring_order))
 
 
 def all_facts(monkeypatch, config: Config, cabling: dict[str, str]) -> dict[str, dict]:
@@ -103,8 +109,11 @@ def all_facts(monkeypatch, config: Config, cabling: dict[str, str]) -> dict[str,
 def test_cable_edges_from_the_samples(monkeypatch):
     config = cluster()
     loop = checks.cable_edges(all_facts(monkeypatch, config, LOOP))
-    assert {frozenset(e) for e in loop} == {frozenset(("mini1", "mini2")), frozenset(("mini2", "mini3")),
-                                            frozenset(("mini1", "mini3"))}
+    assert {frozenset(e) for e in loop} == {
+        frozenset(("mini1", "mini2")),
+        frozenset(("mini2", "mini3")),
+        frozenset(("mini1", "mini3")),
+    }
     assert len(loop) == 3
     line = checks.cable_edges(all_facts(monkeypatch, config, LINE))
     assert {frozenset(e) for e in line} == {frozenset(("mini1", "mini3")), frozenset(("mini2", "mini3"))}
@@ -125,8 +134,9 @@ def test_ring_order_warns_with_the_cable_order(monkeypatch):
     r = checks.ring_order_result(config, facts)
     assert r.status == "warn"
     assert r.value == "mini1→mini2 has no direct cable"
-    assert r.hint == ("put the nodes in cable order in the config: mini1, mini3, mini2 "
-                      "(or set ring: {order: cabling})")
+    assert r.hint == (
+        "put the nodes in cable order in the config: mini1, mini3, mini2 (or set ring: {order: cabling})"
+    )
     # with ring.order: cabling the controller follows the cables, so nothing to fix
     r = checks.ring_order_result(dataclasses.replace(config, ring=RingOptions(order="cabling")), facts)
     assert r.status == "ok" and r.value.endswith("mini1, mini3, mini2")
@@ -140,7 +150,10 @@ def test_ring_order_needs_every_nodes_ports(monkeypatch):
     facts.pop("mini2")
     assert checks.ring_order_result(config, facts) is None
     # Linux facts have no "macos" section at all
-    assert checks.ring_order_result(config, {n: {"platform": "linux"} for n in ("mini1", "mini2", "mini3")}) is None
+    assert (
+        checks.ring_order_result(config, {n: {"platform": "linux"} for n in ("mini1", "mini2", "mini3")})
+        is None
+    )
 
 
 def test_unplugged_node_warns_without_an_order(monkeypatch):
@@ -175,6 +188,7 @@ def test_config_ring_order():
 
 # -- the controller follows the cables ---------------------------------------------------------
 
+
 class SampleMac(Transport):
     """A Mac whose python answers the version question and runs nodeprobe from sample facts."""
 
@@ -201,7 +215,9 @@ class SampleMac(Transport):
 
 def run_checks(monkeypatch, config: Config, cabling: dict[str, str]):
     facts = all_facts(monkeypatch, config, cabling)
-    ctl = JobController(config, transport_factory=lambda node, cfg, emit: SampleMac(node, facts[node.name], emit))
+    ctl = JobController(
+        config, transport_factory=lambda node, cfg, emit: SampleMac(node, facts[node.name], emit)
+    )
     events = []
     ctl.add_listener(events.append)
     results = asyncio.run(ctl.run_checks(bandwidth=False))

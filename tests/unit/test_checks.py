@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from boltring.cluster.nodes.checks import run as checks
-from boltring.cluster.jobs.events import CheckResult
 from boltring.cluster.config.schema import Config, Node, RingOptions
+from boltring.cluster.jobs.events import CheckResult
+from boltring.cluster.nodes.checks import run as checks
 from boltring.cluster.nodes.transport import LocalTransport, TransportError
 from boltring.netio import probe
 
@@ -34,10 +34,15 @@ def free_port() -> int:
 
 # -- ring neighbours ---------------------------------------------------------------------------
 
+
 def cfg(*ranks: int, **kw) -> Config:
-    return Config(name="t", nodes=tuple(Node(name=f"n{i}", ring_ip=f"127.0.0.{i}", local=True,
-                                             ring_iface="lo", python=PY, ranks=r, **kw)
-                                        for i, r in enumerate(ranks, 1)))
+    return Config(
+        name="t",
+        nodes=tuple(
+            Node(name=f"n{i}", ring_ip=f"127.0.0.{i}", local=True, ring_iface="lo", python=PY, ranks=r, **kw)
+            for i, r in enumerate(ranks, 1)
+        ),
+    )
 
 
 def names(d):
@@ -45,17 +50,23 @@ def names(d):
 
 
 def test_neighbours_wrap_around_and_skip_self():
-    assert names(checks.ring_neighbours(cfg(1, 1, 1))) == {"n1": ["n3", "n2"], "n2": ["n1", "n3"],
-                                                           "n3": ["n2", "n1"]}
+    assert names(checks.ring_neighbours(cfg(1, 1, 1))) == {
+        "n1": ["n3", "n2"],
+        "n2": ["n1", "n3"],
+        "n3": ["n2", "n1"],
+    }
     assert names(checks.ring_neighbours(cfg(1, 1))) == {"n1": ["n2"], "n2": ["n1"]}
     assert names(checks.ring_neighbours(cfg(4))) == {"n1": []}
     # n1 holds ranks 0,1; n2 rank 2; n3 rank 3: n1's neighbours are n3 (before 0) and n2 (after 1)
-    assert names(checks.ring_neighbours(cfg(2, 1, 1))) == {"n1": ["n3", "n2"], "n2": ["n1", "n3"],
-                                                           "n3": ["n2", "n1"]}
+    assert names(checks.ring_neighbours(cfg(2, 1, 1))) == {
+        "n1": ["n3", "n2"],
+        "n2": ["n1", "n3"],
+        "n3": ["n2", "n1"],
+    }
 
 
 def test_ring_links_are_directed_ring_order():
-    links = lambda c: [(a.name, b.name) for a, b in checks.ring_links(c)]  # noqa: E731
+    links = lambda c: [(a.name, b.name) for a, b in checks.ring_links(c)]
     assert links(cfg(1, 1, 1)) == [("n1", "n2"), ("n2", "n3"), ("n3", "n1")]
     assert links(cfg(2, 1)) == [("n1", "n2"), ("n2", "n1")]
     assert links(cfg(3)) == []
@@ -82,16 +93,34 @@ def linux_facts(**over) -> dict:
         "mlx": {"version": "0.32.4", "metal": False},
         "hardware": {"chip": "AMD EPYC", "memory_bytes": 32 << 30},
         "memory": {"total_bytes": 32 << 30, "available_bytes": 20 << 30},
-        "interfaces": {"names": {}, "holder": "tb0", "ring_iface": "tb0", "resolved_by": "config",
-                       "exists": True, "up": True, "admin_up": True, "mtu": 1500,
-                       "addresses": ["198.18.1.1"], "status": "UP", "members": [], "member_status": {},
-                       "all": {"tb0": {"up": True, "mtu": 1500, "addresses": ["198.18.1.1"]},
-                               "eth0": {"up": True, "mtu": 1500, "addresses": ["198.18.0.1"]}}},
+        "interfaces": {
+            "names": {},
+            "holder": "tb0",
+            "ring_iface": "tb0",
+            "resolved_by": "config",
+            "exists": True,
+            "up": True,
+            "admin_up": True,
+            "mtu": 1500,
+            "addresses": ["198.18.1.1"],
+            "status": "UP",
+            "members": [],
+            "member_status": {},
+            "all": {
+                "tb0": {"up": True, "mtu": 1500, "addresses": ["198.18.1.1"]},
+                "eth0": {"up": True, "mtu": 1500, "addresses": ["198.18.0.1"]},
+            },
+        },
         "ports": {"52520": "free"},
         "linux": {"default_routes": {"routes": [{"iface": "eth0", "gateway": "198.18.0.254"}]}},
-        "neighbours": [{"name": "b", "ring_ip": "198.18.1.2",
-                        "route": {"iface": "tb0", "gateway": None},
-                        "ping": {"sent": 3, "received": 3, "loss_pct": 0.0, "avg_ms": 0.05}}],
+        "neighbours": [
+            {
+                "name": "b",
+                "ring_ip": "198.18.1.2",
+                "route": {"iface": "tb0", "gateway": None},
+                "ping": {"sent": 3, "received": 3, "loss_pct": 0.0, "avg_ms": 0.05},
+            }
+        ],
     }
     for path, value in over.items():
         d = facts
@@ -103,22 +132,39 @@ def linux_facts(**over) -> dict:
 
 
 def verdicts(facts, versions=None, node=A):
-    return by_name(checks.node_results(TWO, node, facts, versions or {"boltring": "0.1.0", "mlx": "0.32.4"},
-                                       checks.ring_neighbours(TWO)[node.name]))
+    return by_name(
+        checks.node_results(
+            TWO,
+            node,
+            facts,
+            versions or {"boltring": "0.1.0", "mlx": "0.32.4"},
+            checks.ring_neighbours(TWO)[node.name],
+        )
+    )
 
 
 def test_healthy_facts_are_all_ok():
     res = verdicts(linux_facts())
     assert {k: r.status for k, r in res.items()} == {
-        "boltring": "ok", "mlx": "ok", "chip": "ok", "memory": "ok", "ring_iface": "ok",
-        "ring_ip": "ok", "mtu": "ok", "ports": "ok", "route:b": "ok", "rtt:b": "ok",
-        "default_route": "ok"}
+        "boltring": "ok",
+        "mlx": "ok",
+        "chip": "ok",
+        "memory": "ok",
+        "ring_iface": "ok",
+        "ring_ip": "ok",
+        "mtu": "ok",
+        "ports": "ok",
+        "route:b": "ok",
+        "rtt:b": "ok",
+        "default_route": "ok",
+    }
     assert res["rtt:b"].value == "0.05 ms" and res["memory"].value == "32 GB (20 GB free)"
 
 
 def test_interface_down():
-    r = verdicts(linux_facts(interfaces__up=False, interfaces__admin_up=False,
-                             interfaces__status="DOWN"))["ring_iface"]
+    r = verdicts(linux_facts(interfaces__up=False, interfaces__admin_up=False, interfaces__status="DOWN"))[
+        "ring_iface"
+    ]
     assert (r.status, r.value) == ("fail", "tb0 is down")
     assert "sudo ip link set tb0 up" in r.hint
 
@@ -159,7 +205,7 @@ def test_mlx_missing_and_versions_differ():
 
 
 def test_rtt_verdicts():
-    ping = lambda **p: verdicts(linux_facts(neighbours__0__ping=p))["rtt:b"]  # noqa: E731
+    ping = lambda **p: verdicts(linux_facts(neighbours__0__ping=p))["rtt:b"]
     assert ping(sent=3, received=0, loss_pct=100.0).value == "no reply"
     slow = ping(sent=3, received=3, loss_pct=0.0, avg_ms=4.2)
     assert (slow.status, slow.value) == ("warn", "4.20 ms")
@@ -170,9 +216,13 @@ def test_rtt_verdicts():
 
 
 def test_memory_ports_chip_and_default_route_warnings():
-    res = verdicts(linux_facts(memory={"total_bytes": 32 << 30, "available_bytes": 1 << 30},
-                               ports={"52520": "Address already in use"},
-                               linux={"default_routes": {"routes": [{"iface": "tb0"}]}}))
+    res = verdicts(
+        linux_facts(
+            memory={"total_bytes": 32 << 30, "available_bytes": 1 << 30},
+            ports={"52520": "Address already in use"},
+            linux={"default_routes": {"routes": [{"iface": "tb0"}]}},
+        )
+    )
     assert res["memory"].status == "warn"
     assert res["ports"].status == "warn" and "boltring kill" in res["ports"].hint
     assert res["default_route"].status == "warn"
@@ -191,6 +241,7 @@ def test_ssh_hints():
 
 
 # -- live, local nodes on loopback -------------------------------------------------------------
+
 
 def local(name="n1", ip="127.0.0.1", **kw) -> Node:
     return Node(name=name, ring_ip=ip, local=True, ring_iface="lo", python=kw.pop("python", PY), **kw)
@@ -259,16 +310,19 @@ async def test_ssh_error_text_fails_and_skips_the_rest():
     assert all(r.status == "skipped" for r in res[1:])
 
 
-THREE = Config(name="three", nodes=(local("n1", "127.0.0.1"), local("n2", "127.0.0.2"),
-                                    local("n3", "127.0.0.3")),
-               ring=RingOptions(port=free_port() + 100))
+THREE = Config(
+    name="three",
+    nodes=(local("n1", "127.0.0.1"), local("n2", "127.0.0.2"), local("n3", "127.0.0.3")),
+    ring=RingOptions(port=free_port() + 100),
+)
 
 
 async def test_check_cluster_three_local_nodes_all_ok():
     seen: list[CheckResult] = []
     t0 = time.monotonic()
-    res = await checks.check_cluster(THREE, {n.name: LocalTransport(n) for n in THREE.nodes},
-                                     on_result=seen.append)
+    res = await checks.check_cluster(
+        THREE, {n.name: LocalTransport(n) for n in THREE.nodes}, on_result=seen.append
+    )
     elapsed = time.monotonic() - t0
     assert elapsed < 15
     bad = [r for r in res if r.status not in ("ok",)]
@@ -282,8 +336,9 @@ async def test_check_cluster_three_local_nodes_all_ok():
 
 
 async def test_check_cluster_slow_link_fails_with_its_bandwidth():
-    res = await checks.check_cluster(THREE, {n.name: LocalTransport(n) for n in THREE.nodes},
-                                     bandwidth_seconds=0.2, min_gbps=10_000)
+    res = await checks.check_cluster(
+        THREE, {n.name: LocalTransport(n) for n in THREE.nodes}, bandwidth_seconds=0.2, min_gbps=10_000
+    )
     bw = [r for r in res if r.name.startswith("bw:")]
     assert len(bw) == 3 and all(r.status == "fail" and r.value.endswith("Gb/s") for r in bw)
     assert "moves only" in bw[0].hint
@@ -315,10 +370,16 @@ def serve_in_thread(port, secret=SECRET, accept_timeout=5.0):
 
     def target():
         try:
-            out["result"] = probe.serve("127.0.0.1", port, bytes.fromhex(secret),
-                                        accept_timeout=accept_timeout, log=lambda m: out.setdefault("log", []).append(m))
+            out["result"] = probe.serve(
+                "127.0.0.1",
+                port,
+                bytes.fromhex(secret),
+                accept_timeout=accept_timeout,
+                log=lambda m: out.setdefault("log", []).append(m),
+            )
         except probe.ProbeFailure as e:
             out["error"] = e
+
     th = threading.Thread(target=target, daemon=True)
     th.start()
     return th, out
@@ -351,20 +412,49 @@ def test_probe_wrong_secret_is_refused_and_server_keeps_waiting():
 def test_probe_cli_timeout_bind_and_secret_rules():
     port = free_port()
     t0 = time.monotonic()
-    p = subprocess.run([PY, "-m", "boltring.netio.probe", "serve", "--bind", "127.0.0.1", "--port",
-                        str(port), "--accept-timeout", "0.5"], input=SECRET + "\n",
-                       capture_output=True, text=True, timeout=20)
+    p = subprocess.run(
+        [
+            PY,
+            "-m",
+            "boltring.netio.probe",
+            "serve",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--accept-timeout",
+            "0.5",
+        ],
+        input=SECRET + "\n",
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert p.returncode == probe.EXIT_NO_PEER and time.monotonic() - t0 < 10
     assert "nobody connected" in p.stderr and "nobody connected" in json.loads(p.stdout)["error"]
-    p = subprocess.run([PY, "-m", "boltring.netio.probe", "serve", "--bind", "0.0.0.0", "--port",
-                        str(port)], input=SECRET + "\n", capture_output=True, text=True, timeout=20)
+    p = subprocess.run(
+        [PY, "-m", "boltring.netio.probe", "serve", "--bind", "0.0.0.0", "--port", str(port)],
+        input=SECRET + "\n",
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert p.returncode == probe.EXIT_USAGE and "every interface" in p.stderr
-    p = subprocess.run([PY, "-m", "boltring.netio.probe", "send", "--to", f"127.0.0.1:{port}"],
-                       input="", capture_output=True, text=True, timeout=20)
+    p = subprocess.run(
+        [PY, "-m", "boltring.netio.probe", "send", "--to", f"127.0.0.1:{port}"],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert p.returncode == probe.EXIT_USAGE and "no secret on stdin" in p.stderr
-    p = subprocess.run([PY, "-m", "boltring.netio.probe", "send", "--to", f"127.0.0.1:{port}",
-                        "--connect-timeout", "0.3"], input=SECRET + "\n", capture_output=True,
-                       text=True, timeout=20)
+    p = subprocess.run(
+        [PY, "-m", "boltring.netio.probe", "send", "--to", f"127.0.0.1:{port}", "--connect-timeout", "0.3"],
+        input=SECRET + "\n",
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert p.returncode == probe.EXIT_NO_PEER and "cannot connect" in p.stderr
 
 

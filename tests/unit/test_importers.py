@@ -12,9 +12,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from boltring.cluster.config.importers import (
+    ImportReport,
+    import_jupiter,
+    import_mlx_hostfile,
+    import_smolcluster,
+    write_mlx_hostfile,
+)
 from boltring.cluster.config.load import ConfigError, load_config, load_config_text, load_config_with_report
-from boltring.cluster.config.importers import (ImportReport, import_jupiter, import_mlx_hostfile, import_smolcluster,
-                                        write_mlx_hostfile)
 from boltring.cluster.config.schema import Config, Node
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "formats"
@@ -43,11 +48,15 @@ def summary(config: Config) -> list[tuple]:
 
 # --- MLX hostfile ----------------------------------------------------------------------------
 
+
 def test_mlx_hostfile_list_form(tmp_path):
     config, report = load_sample(tmp_path, "mlx_hostfile_list.json")
     assert report.source_format == "MLX hostfile"
-    assert summary(config) == [("mini1", "mini1", False, "10.0.0.1", 1), ("mini2", "mini2", False, "10.0.0.2", 1),
-                               ("mini3", "mini3", False, "10.0.0.3", 1)]
+    assert summary(config) == [
+        ("mini1", "mini1", False, "10.0.0.1", 1),
+        ("mini2", "mini2", False, "10.0.0.2", 1),
+        ("mini3", "mini3", False, "10.0.0.3", 1),
+    ]
     assert config.name == "mlx_hostfile_list"
     assert config.job.global_batch == 255  # the default 256 does not divide over 3 ranks
     assert "[1].ips[0] → nodes[1].ring_ip 10.0.0.2" in report.mapped
@@ -58,7 +67,12 @@ def test_mlx_hostfile_list_form(tmp_path):
 def test_mlx_hostfile_object_form(tmp_path):
     config, report = load_sample(tmp_path, "mlx_hostfile_object.json")
     assert [n.name for n in config.nodes] == ["m3-ultra-1", "m3-ultra-2", "m3-ultra-3", "m3-ultra-4"]
-    assert [n.ring_ip for n in config.nodes] == ["192.168.0.11", "192.168.0.12", "192.168.0.13", "192.168.0.14"]
+    assert [n.ring_ip for n in config.nodes] == [
+        "192.168.0.11",
+        "192.168.0.12",
+        "192.168.0.13",
+        "192.168.0.14",
+    ]
     assert config.job.global_batch == 256
     assert "backend: ignored (boltring always uses its own authenticated ring over TCP)" in report.ignored
     assert any(line.startswith("envs: ignored") for line in report.ignored)
@@ -73,19 +87,27 @@ def test_mlx_hostfile_repeated_host_becomes_ranks(tmp_path):
 
 
 def test_mlx_hostfile_errors_have_lines(tmp_path):
-    e = import_error(tmp_path, """
+    e = import_error(
+        tmp_path,
+        """
         [
           {"ssh": "mini1", "ips": ["10.0.0.1"]},
           {"ssh": "mini2", "ips": ["10.0.0.300"]}
         ]
-    """, "hosts.json")
+    """,
+        "hosts.json",
+    )
     assert str(e).startswith("hosts.json:3: [1].ips[0]: '10.0.0.300' is not an IPv4/IPv6 address")
-    e = import_error(tmp_path, """
+    e = import_error(
+        tmp_path,
+        """
         {"backend": "ring",
          "hosts": [
            {"ssh": "mini1"}
          ]}
-    """, "hosts.json")
+    """,
+        "hosts.json",
+    )
     assert (e.line, e.key) == (3, "hosts[0]") and "host 'mini1' has no ips" in str(e)
     e = import_error(tmp_path, '[{"ssh": "mini1", "ips": ["10.0.0.1"]}, {"ips": ["10.0.0.2"]}]', "h.json")
     assert (e.line, e.key) == (1, "[1]") and "there is no 'ssh'" in str(e)
@@ -104,11 +126,14 @@ def test_importer_on_plain_data_reports_without_a_line():
 
 # --- write_mlx_hostfile -------------------------------------------------------------------------
 
+
 def test_write_mlx_hostfile_lists_ranks_in_order(tmp_path):
     minis = load_config(Path(str(resources.files("boltring.configs").joinpath("minis.yaml"))))
     assert json.loads(write_mlx_hostfile(minis)) == [
-        {"ssh": "mini1", "ips": ["172.31.0.1"]}, {"ssh": "mini2", "ips": ["172.31.0.2"]},
-        {"ssh": "mini3", "ips": ["172.31.0.3"]}]
+        {"ssh": "mini1", "ips": ["172.31.0.1"]},
+        {"ssh": "mini2", "ips": ["172.31.0.2"]},
+        {"ssh": "mini3", "ips": ["172.31.0.3"]},
+    ]
     local = load_config(cwd=tmp_path)  # the embedded default: one local node with 2 ranks
     assert json.loads(write_mlx_hostfile(local)) == [{"ssh": "localhost", "ips": ["127.0.0.1"]}] * 2
 
@@ -123,8 +148,11 @@ def test_write_mlx_hostfile_keeps_a_port_as_an_ssh_uri():
 @st.composite
 def clusters(draw) -> list[Node]:
     count = draw(st.integers(1, 5))
-    hosts = draw(st.lists(st.from_regex(r"[a-z][a-z0-9-]{0,6}", fullmatch=True), min_size=count,
-                          max_size=count, unique=True).filter(lambda hs: "localhost" not in hs))
+    hosts = draw(
+        st.lists(
+            st.from_regex(r"[a-z][a-z0-9-]{0,6}", fullmatch=True), min_size=count, max_size=count, unique=True
+        ).filter(lambda hs: "localhost" not in hs)
+    )
     local_at = draw(st.one_of(st.none(), st.integers(0, count - 1)))
     nodes = []
     for i, host in enumerate(hosts):
@@ -149,17 +177,23 @@ def test_write_mlx_hostfile_round_trips(nodes):
 
 # --- smolcluster ---------------------------------------------------------------------------------
 
+
 def test_smolcluster_early_form(tmp_path):
     config, report = load_sample(tmp_path, "smolcluster_cluster_config.yaml")
     assert report.source_format == "smolcluster"
-    assert summary(config) == [("mini1", "mini1", False, "10.10.0.1", 1), ("mini2", "mini2", False, "10.10.0.2", 1),
-                               ("mini3", "mini3", False, "10.10.0.3", 1)]
+    assert summary(config) == [
+        ("mini1", "mini1", False, "10.10.0.1", 1),
+        ("mini2", "mini2", False, "10.10.0.2", 1),
+        ("mini3", "mini3", False, "10.10.0.3", 1),
+    ]
     assert config.ring.port == 65432
     assert "host_ip.mini2 → nodes[1].ring_ip 10.10.0.2" in report.mapped
     assert "workers[0] → nodes[1].ssh mini2 (an alias from ~/.ssh/config)" in report.mapped
     assert "port → ring.port 65432" in report.mapped
-    assert "timeout: ignored (smolcluster's wait for gradients; boltring's is ring.timeout, default 60 s)" \
+    assert (
+        "timeout: ignored (smolcluster's wait for gradients; boltring's is ring.timeout, default 60 s)"
         in report.ignored
+    )
     assert "host_ip.pi5: ignored (not the server or a worker)" in report.ignored
     assert "num_workers: ignored (boltring counts the nodes it is given)" in report.ignored
 
@@ -170,71 +204,97 @@ def test_smolcluster_all_to_all_form(tmp_path):
     assert [n.ring_ip for n in config.nodes] == ["10.10.0.1", "10.10.0.2", "10.10.0.3"]
     assert config.ring.port == 65432 and config.job.seed == 42
     assert "port.default → ring.port 65432" in report.mapped
-    assert "allToAllTopology.workers.regular[0].port: ignored (boltring uses one ring.port for every node)" \
+    assert (
+        "allToAllTopology.workers.regular[0].port: ignored (boltring uses one ring.port for every node)"
         in report.ignored
+    )
     assert any(line.startswith("buffer_size: ignored") for line in report.ignored)
     assert any(line.startswith("model_name: ignored") for line in report.ignored)
 
 
 def test_smolcluster_shared_server_address_is_explained(tmp_path):
-    e = import_error(tmp_path, """
+    e = import_error(
+        tmp_path,
+        """
         host_ip:
           mini1: "10.10.0.1"
           mini2: "10.10.0.1"
         port: 65432
         server: mini1
         workers: [mini2]
-    """, "cluster_config.yaml")
+    """,
+        "cluster_config.yaml",
+    )
     assert (e.line, e.key) == (3, "host_ip.mini2")
     assert "10.10.0.1 is also the address of host_ip.mini1" in str(e) and "server's address" in str(e)
 
 
 def test_smolcluster_errors_point_at_the_users_keys(tmp_path):
-    e = import_error(tmp_path, """
+    e = import_error(
+        tmp_path,
+        """
         host_ip:
           mini1: "10.10.0.1"
           mini2: "10.10.0.300"
         server: mini1
         workers: [mini2]
-    """, "cluster_config.yaml")
-    assert str(e).startswith("cluster_config.yaml:3: host_ip.mini2: '10.10.0.300' is not an IPv4/IPv6 address")
-    e = import_error(tmp_path, """
+    """,
+        "cluster_config.yaml",
+    )
+    assert str(e).startswith(
+        "cluster_config.yaml:3: host_ip.mini2: '10.10.0.300' is not an IPv4/IPv6 address"
+    )
+    e = import_error(
+        tmp_path,
+        """
         host_ip:
           mini1: "10.10.0.1"
         server: mini1
         workers:
           - mini2
-    """, "cluster_config.yaml")
+    """,
+        "cluster_config.yaml",
+    )
     assert (e.line, e.key) == (5, "workers[0]") and "'mini2' has no entry in host_ip" in str(e)
-    e = import_error(tmp_path, """
+    e = import_error(
+        tmp_path,
+        """
         host_ip: {mini1: "10.10.0.1"}
         port: 80
         server: mini1
         workers: []
-    """, "cluster_config.yaml")
+    """,
+        "cluster_config.yaml",
+    )
     assert (e.line, e.key) == (2, "port") and "80 is outside 1024-65535" in str(e)
 
 
 def test_smolcluster_duplicate_rank(tmp_path):
-    e = import_error(tmp_path, """
+    e = import_error(
+        tmp_path,
+        """
         allToAllTopology:
           workers:
             regular:
               - {hostname: a, rank: 0, ip: 10.0.0.1}
               - {hostname: b, rank: 0, ip: 10.0.0.2}
-    """, "c.yaml")
+    """,
+        "c.yaml",
+    )
     assert (e.line, e.key) == (5, "allToAllTopology.workers.regular[1].rank")
     assert "rank 0 is given to more than one worker" in str(e)
 
 
 def test_smolcluster_plain_mapping():
-    config, report = import_smolcluster({"host_ip": {"a": "10.0.0.1", "b": "10.0.0.2"}, "server": "a",
-                                         "workers": ["b"]}, "x.yaml")
+    config, report = import_smolcluster(
+        {"host_ip": {"a": "10.0.0.1", "b": "10.0.0.2"}, "server": "a", "workers": ["b"]}, "x.yaml"
+    )
     assert summary(config) == [("a", "a", False, "10.0.0.1", 1), ("b", "b", False, "10.0.0.2", 1)]
     assert config.ring.port == 52520 and report.ignored == []
 
 
 # --- jupiter ---------------------------------------------------------------------------------------
+
 
 def test_jupiter_cluster_yaml(tmp_path):
     config, report = load_sample(tmp_path, "jupiter_cluster.yaml")
@@ -242,54 +302,84 @@ def test_jupiter_cluster_yaml(tmp_path):
     assert summary(config) == [
         ("Mac-Mini-1", "admin@mac-mini-1.local", False, "172.31.0.1", 1),
         ("Mac-Mini-2", "admin@172.31.0.2:2222", False, "172.31.0.2", 1),
-        ("Mac-Mini-3", "172.31.0.3", False, "172.31.0.3", 1)]
+        ("Mac-Mini-3", "172.31.0.3", False, "172.31.0.3", 1),
+    ]
     assert [(n.chip, n.memory_gb, n.role) for n in config.nodes] == [
-        ("M4", 16, "trainer"), ("M4", 16, "trainer"), ("M4 Pro", 32, "trainer")]
+        ("M4", 16, "trainer"),
+        ("M4", 16, "trainer"),
+        ("M4 Pro", 32, "trainer"),
+    ]
     assert "nodes[0] (Main MacBook): ignored (skipped: can_train is false)" in report.ignored
-    assert any(line.startswith("nodes[2].host → nodes[1].ring_ip 172.31.0.2 (jupiter has one address per node")
-               and "Thunderbolt Bridge address" in line for line in report.mapped)
-    for key in ("backend", "use_thunderbolt_bridge", "sync_every_n_steps", "gradient_compression",
-                "checkpoint_on_failure", "auto_restart_failed_nodes"):
+    assert any(
+        line.startswith("nodes[2].host → nodes[1].ring_ip 172.31.0.2 (jupiter has one address per node")
+        and "Thunderbolt Bridge address" in line
+        for line in report.mapped
+    )
+    for key in (
+        "backend",
+        "use_thunderbolt_bridge",
+        "sync_every_n_steps",
+        "gradient_compression",
+        "checkpoint_on_failure",
+        "auto_restart_failed_nodes",
+    ):
         assert any(line.startswith(f"{key}: ignored (") for line in report.ignored), key
 
 
 def test_jupiter_hostname_without_ring_ip_says_what_to_add(tmp_path):
-    e = import_error(tmp_path, """
+    e = import_error(
+        tmp_path,
+        """
         backend: "mpi"
         nodes:
           - host: "mac-mini-1.local"
             name: "Mac Mini 1"
-    """, "cluster.yaml")
+    """,
+        "cluster.yaml",
+    )
     assert (e.line, e.key) == (3, "nodes[0].host")
     assert "'mac-mini-1.local' is a hostname" in str(e) and "add ring_ip:" in str(e)
 
 
 def test_jupiter_errors_point_at_the_users_keys(tmp_path):
-    e = import_error(tmp_path, """
+    e = import_error(
+        tmp_path,
+        """
         use_thunderbolt_bridge: true
         nodes:
           - host: 10.0.0.1
             ssh_port: "twenty-two"
-    """, "cluster.yaml")
+    """,
+        "cluster.yaml",
+    )
     assert (e.line, e.key) == (4, "nodes[0].ssh_port") and "'twenty-two' is text" in str(e)
-    e = import_error(tmp_path, """
+    e = import_error(
+        tmp_path,
+        """
         use_thunderbolt_bridge: true
         nodes:
           - host: 10.0.0.1
             memory_gb: -16
-    """, "cluster.yaml")
+    """,
+        "cluster.yaml",
+    )
     assert (e.line, e.key) == (4, "nodes[0].memory_gb") and "-16 is not a positive number" in str(e)
-    e = import_error(tmp_path, """
+    e = import_error(
+        tmp_path,
+        """
         use_thunderbolt_bridge: true
         nodes:
           - {host: 10.0.0.1, can_train: false}
-    """, "cluster.yaml")
+    """,
+        "cluster.yaml",
+    )
     assert (e.line, e.key) == (2, "nodes") and "every node has can_train: false" in str(e)
 
 
 def test_jupiter_localhost_and_network_interface():
-    config, report = import_jupiter({"network_interface": "bridge0",
-                                     "nodes": [{"host": "localhost", "ssh_user": "me"}]}, "cluster.yaml")
+    config, report = import_jupiter(
+        {"network_interface": "bridge0", "nodes": [{"host": "localhost", "ssh_user": "me"}]}, "cluster.yaml"
+    )
     (node,) = config.nodes
     assert node.local and node.ring_ip == "127.0.0.1" and node.ring_iface == "bridge0"
     assert "network_interface → defaults.ring_iface bridge0" in report.mapped
@@ -298,10 +388,17 @@ def test_jupiter_localhost_and_network_interface():
 
 # --- detection -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,fmt", [
-    ("mlx_hostfile_list.json", "MLX hostfile"), ("mlx_hostfile_object.json", "MLX hostfile"),
-    ("smolcluster_cluster_config.yaml", "smolcluster"), ("smolcluster_alltoall.yaml", "smolcluster"),
-    ("jupiter_cluster.yaml", "jupiter")])
+
+@pytest.mark.parametrize(
+    "name,fmt",
+    [
+        ("mlx_hostfile_list.json", "MLX hostfile"),
+        ("mlx_hostfile_object.json", "MLX hostfile"),
+        ("smolcluster_cluster_config.yaml", "smolcluster"),
+        ("smolcluster_alltoall.yaml", "smolcluster"),
+        ("jupiter_cluster.yaml", "jupiter"),
+    ],
+)
 def test_format_is_detected_by_content(tmp_path, name, fmt):
     (tmp_path / "renamed.conf").write_text((SAMPLES / name).read_text())
     _, report = load_config_with_report(tmp_path / "renamed.conf")

@@ -11,15 +11,14 @@ import json
 import pytest
 
 from boltring.cluster.agent import nodeprobe
-from boltring.cluster.nodes.checks import run as checks
 from boltring.cluster.agent import probes_linux as pl
 from boltring.cluster.agent import probes_macos as pm
 from boltring.cluster.config.schema import Config, Node
-
+from boltring.cluster.nodes.checks import run as checks
 from tests.macos_samples import mac_commands, sample
 
-
 # -- parsers -----------------------------------------------------------------------------------
+
 
 def test_hardware_ports_map_bridge_and_thunderbolt_ports():
     ports = pm.parse_hardware_ports(sample("networksetup_listallhardwareports.txt"))
@@ -58,12 +57,15 @@ def test_ifconfig_inactive_bridge_is_not_up():
     assert not pm.iface_is_up(ifs["bridge0"])  # … but no member has a cable
 
 
-@pytest.mark.parametrize("name,iface,gateway", [
-    ("route_get_bridge0.txt", "bridge0", None),
-    ("route_get_en0.txt", "en0", "192.168.1.1"),
-    ("route_get_default.txt", "en0", "192.168.1.1"),
-    ("route_get_default_bridge0.txt", "bridge0", "10.0.0.254"),
-])
+@pytest.mark.parametrize(
+    "name,iface,gateway",
+    [
+        ("route_get_bridge0.txt", "bridge0", None),
+        ("route_get_en0.txt", "en0", "192.168.1.1"),
+        ("route_get_default.txt", "en0", "192.168.1.1"),
+        ("route_get_default_bridge0.txt", "bridge0", "10.0.0.254"),
+    ],
+)
 def test_route_get(name, iface, gateway):
     r = pm.parse_route_get(sample(name))
     assert r["iface"] == iface
@@ -86,17 +88,25 @@ def test_netstat_default_routes():
 
 def test_networksetup_getinfo():
     assert pm.parse_networksetup_getinfo(sample("networksetup_getinfo_manual.txt")) == {
-        "config": "manual", "ip": "10.0.0.1", "subnet_mask": "255.255.255.0", "router": None}
+        "config": "manual",
+        "ip": "10.0.0.1",
+        "subnet_mask": "255.255.255.0",
+        "router": None,
+    }
     dhcp = pm.parse_networksetup_getinfo(sample("networksetup_getinfo_dhcp.txt"))
     assert dhcp["config"] == "dhcp" and dhcp["ip"] == "169.254.77.21"
     with pytest.raises(ValueError):
-        pm.parse_networksetup_getinfo("** Error: The parameters were not valid.\n"
-                                      "Thunderbolt Bridge is not a recognized network service.\n")
+        pm.parse_networksetup_getinfo(
+            "** Error: The parameters were not valid.\n"
+            "Thunderbolt Bridge is not a recognized network service.\n"
+        )
 
 
 def test_hardware_and_memory():
     assert pm.parse_sysctl_chip_memory(sample("sysctl_chip_memory.txt")) == {
-        "chip": "Apple M4", "memory_bytes": 32 << 30}
+        "chip": "Apple M4",
+        "memory_bytes": 32 << 30,
+    }
     hw = pm.parse_sp_hardware(sample("sp_hardware.json"))
     assert hw["chip"] == "Apple M4" and hw["memory_bytes"] == 32 << 30
     assert hw["model"] == "Mac mini" and hw["model_id"] == "Mac16,10"
@@ -108,8 +118,14 @@ def test_hardware_and_memory():
 
 def test_ping_summary():
     ok = pl.parse_ping(sample("ping_ok.txt"))
-    assert ok == {"sent": 3, "received": 3, "loss_pct": 0.0, "min_ms": 0.183, "avg_ms": 0.208,
-                  "max_ms": 0.244}
+    assert ok == {
+        "sent": 3,
+        "received": 3,
+        "loss_pct": 0.0,
+        "min_ms": 0.183,
+        "avg_ms": 0.208,
+        "max_ms": 0.244,
+    }
     none = pl.parse_ping(sample("ping_noreply.txt"))
     assert none["received"] == 0 and none["loss_pct"] == 100.0 and "avg_ms" not in none
     with pytest.raises(ValueError):
@@ -139,12 +155,14 @@ def test_thunderbolt_tb5_capability_and_link():
 
 # -- the probe, assembled from samples ---------------------------------------------------------
 
+
 def fake_run(table: dict[tuple[str, ...], str]):
     def run(argv, timeout=None, ok_codes=(0,), with_stderr=False):
         key = tuple(argv)
         if key not in table:
             raise nodeprobe.ProbeError(f"{argv[0]} not found")
         return sample(table[key])
+
     return run
 
 
@@ -155,10 +173,15 @@ def mac_table(**over) -> dict[tuple[str, ...], str]:
         ("route", "-n", "get", "10.0.0.3"): "route_get_bridge0.txt",
     }
     for k, v in over.items():
-        key = {"ifconfig": ("ifconfig",), "getinfo": ("networksetup", "-getinfo", "Thunderbolt Bridge"),
-               "netstat": ("netstat", "-rn", "-f", "inet"), "default": ("route", "-n", "get", "default"),
-               "tb": ("system_profiler", "SPThunderboltDataType", "-json"),
-               "route2": ("route", "-n", "get", "10.0.0.2"), "route3": ("route", "-n", "get", "10.0.0.3")}[k]
+        key = {
+            "ifconfig": ("ifconfig",),
+            "getinfo": ("networksetup", "-getinfo", "Thunderbolt Bridge"),
+            "netstat": ("netstat", "-rn", "-f", "inet"),
+            "default": ("route", "-n", "get", "default"),
+            "tb": ("system_profiler", "SPThunderboltDataType", "-json"),
+            "route2": ("route", "-n", "get", "10.0.0.2"),
+            "route3": ("route", "-n", "get", "10.0.0.3"),
+        }[k]
         if v is None:
             table.pop(key)
         else:
@@ -166,16 +189,19 @@ def mac_table(**over) -> dict[tuple[str, ...], str]:
     return table
 
 
-NODES = (Node(name="mini1", ring_ip="10.0.0.1", ssh="mini1"),
-         Node(name="mini2", ring_ip="10.0.0.2", ssh="mini2"),
-         Node(name="mini3", ring_ip="10.0.0.3", ssh="mini3"))
+NODES = (
+    Node(name="mini1", ring_ip="10.0.0.1", ssh="mini1"),
+    Node(name="mini2", ring_ip="10.0.0.2", ssh="mini2"),
+    Node(name="mini3", ring_ip="10.0.0.3", ssh="mini3"),
+)
 CONFIG = Config(name="minis", nodes=NODES)
 
 
 def mac_facts(monkeypatch, node: Node = NODES[0], *, ping=None, **over) -> dict:
     monkeypatch.setattr(nodeprobe, "run", fake_run(mac_table(**over)))
-    monkeypatch.setattr(nodeprobe, "probe_ping",
-                        lambda ip, darwin: ping or pl.parse_ping(sample("ping_ok.txt")))
+    monkeypatch.setattr(
+        nodeprobe, "probe_ping", lambda ip, darwin: ping or pl.parse_ping(sample("ping_ok.txt"))
+    )
     monkeypatch.setattr(nodeprobe, "probe_ports", lambda ip, port, ranks: {str(port): "free"})
     req = checks.probe_request(CONFIG, node, checks.ring_neighbours(CONFIG)[node.name])
     facts = nodeprobe.collect(req, platform_name="darwin")
@@ -197,10 +223,23 @@ def test_probe_on_a_healthy_mini(monkeypatch):
     assert (ifs["ring_iface"], ifs["resolved_by"], ifs["holder"]) == ("bridge0", "address", "bridge0")
     assert ifs["members"] == ["en1", "en2", "en3"] and ifs["up"] and ifs["mtu"] == 1500
     assert [n["route"]["iface"] for n in facts["neighbours"]] == ["bridge0", "bridge0"]
-    res = by_name(checks.node_results(CONFIG, NODES[0], facts, VERSIONS,
-                                      checks.ring_neighbours(CONFIG)["mini1"]))
-    for name in ("chip", "memory", "ring_iface", "ring_ip", "mtu", "route:mini2", "route:mini3",
-                 "rtt:mini2", "rtt:mini3", "bridge_dhcp", "default_route", "tb_speed"):
+    res = by_name(
+        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
+    )
+    for name in (
+        "chip",
+        "memory",
+        "ring_iface",
+        "ring_ip",
+        "mtu",
+        "route:mini2",
+        "route:mini3",
+        "rtt:mini2",
+        "rtt:mini3",
+        "bridge_dhcp",
+        "default_route",
+        "tb_speed",
+    ):
         assert res[name].status == "ok", (name, res[name])
     assert res["ring_iface"].value == "bridge0 up (en1, en2)"  # en3 has no cable
     assert res["rtt:mini2"].value == "0.21 ms"
@@ -212,8 +251,9 @@ def test_one_failing_command_leaves_an_error_not_a_crash(monkeypatch):
     facts = mac_facts(monkeypatch, tb=None, getinfo=None)
     assert "not found" in facts["macos"]["thunderbolt"]["error"]
     assert facts["interfaces"]["ring_iface"] == "bridge0"
-    res = by_name(checks.node_results(CONFIG, NODES[0], facts, VERSIONS,
-                                      checks.ring_neighbours(CONFIG)["mini1"]))
+    res = by_name(
+        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
+    )
     assert res["tb_speed"].status == "skipped"
     assert res["bridge_dhcp"].status == "skipped"
     assert res["ring_ip"].status == "ok"
@@ -221,8 +261,9 @@ def test_one_failing_command_leaves_an_error_not_a_crash(monkeypatch):
 
 def test_route_over_ethernet_fails_naming_the_interface(monkeypatch):
     facts = mac_facts(monkeypatch, route2="route_get_en0.txt")
-    res = by_name(checks.node_results(CONFIG, NODES[0], facts, VERSIONS,
-                                      checks.ring_neighbours(CONFIG)["mini1"]))
+    res = by_name(
+        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
+    )
     r = res["route:mini2"]
     assert r.status == "fail"
     assert r.value == "traffic to mini2 would go over en0 (Ethernet), not bridge0"
@@ -233,18 +274,21 @@ def test_route_over_ethernet_fails_naming_the_interface(monkeypatch):
 def test_no_route_fails(monkeypatch):
     facts = mac_facts(monkeypatch, route3="route_get_not_in_table.txt")
     assert "not in table" in facts["neighbours"][0]["route"]["error"]  # mini3 comes first (rank before)
-    res = by_name(checks.node_results(CONFIG, NODES[0], facts, VERSIONS,
-                                      checks.ring_neighbours(CONFIG)["mini1"]))
+    res = by_name(
+        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
+    )
     assert res["route:mini3"].status == "fail" and "no route" in res["route:mini3"].value
 
 
 def test_self_assigned_bridge_address(monkeypatch):
-    facts = mac_facts(monkeypatch, ifconfig="ifconfig_bridge0_selfassigned.txt",
-                      getinfo="networksetup_getinfo_dhcp.txt")
+    facts = mac_facts(
+        monkeypatch, ifconfig="ifconfig_bridge0_selfassigned.txt", getinfo="networksetup_getinfo_dhcp.txt"
+    )
     ifs = facts["interfaces"]
     assert ifs["holder"] is None and ifs["resolved_by"] == "thunderbolt_bridge"
-    res = by_name(checks.node_results(CONFIG, NODES[0], facts, VERSIONS,
-                                      checks.ring_neighbours(CONFIG)["mini1"]))
+    res = by_name(
+        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
+    )
     assert res["bridge_dhcp"].status == "warn"
     assert res["bridge_dhcp"].value == "bridge0 has self-assigned 169.254.77.21"
     assert 'networksetup -setmanual "Thunderbolt Bridge" 10.0.0.1 255.255.255.0' in res["bridge_dhcp"].hint
@@ -254,26 +298,30 @@ def test_self_assigned_bridge_address(monkeypatch):
 
 def test_dhcp_bridge_with_the_right_address_still_warns(monkeypatch):
     facts = mac_facts(monkeypatch, getinfo="networksetup_getinfo_dhcp.txt")
-    res = by_name(checks.node_results(CONFIG, NODES[0], facts, VERSIONS,
-                                      checks.ring_neighbours(CONFIG)["mini1"]))
+    res = by_name(
+        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
+    )
     assert res["bridge_dhcp"].status == "warn" and "DHCP" in res["bridge_dhcp"].value
     assert res["ring_ip"].status == "ok"
 
 
 def test_inactive_bridge_fails_ring_iface(monkeypatch):
     facts = mac_facts(monkeypatch, ifconfig="ifconfig_bridge0_inactive.txt")
-    res = by_name(checks.node_results(CONFIG, NODES[0], facts, VERSIONS,
-                                      checks.ring_neighbours(CONFIG)["mini1"]))
+    res = by_name(
+        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
+    )
     assert res["ring_iface"].status == "fail"
     assert res["ring_iface"].value == "bridge0 is down (inactive)"
     assert "Thunderbolt cable" in res["ring_iface"].hint
 
 
 def test_default_route_over_the_bridge_warns(monkeypatch):
-    facts = mac_facts(monkeypatch, default="route_get_default_bridge0.txt",
-                      netstat="netstat_rn_default_bridge0.txt")
-    res = by_name(checks.node_results(CONFIG, NODES[0], facts, VERSIONS,
-                                      checks.ring_neighbours(CONFIG)["mini1"]))
+    facts = mac_facts(
+        monkeypatch, default="route_get_default_bridge0.txt", netstat="netstat_rn_default_bridge0.txt"
+    )
+    res = by_name(
+        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
+    )
     assert res["default_route"].status == "warn"
     assert res["default_route"].value == "default route goes over bridge0"
     assert "Router" in res["default_route"].hint
@@ -281,13 +329,15 @@ def test_default_route_over_the_bridge_warns(monkeypatch):
 
 def test_tb4_cable_on_a_tb5_mac_warns(monkeypatch):
     facts = mac_facts(monkeypatch, tb="sp_thunderbolt_tb5_tb4_cable.json")
-    res = by_name(checks.node_results(CONFIG, NODES[0], facts, VERSIONS,
-                                      checks.ring_neighbours(CONFIG)["mini1"]))
+    res = by_name(
+        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
+    )
     assert res["tb_speed"].status == "warn"
     assert "Thunderbolt 4 on a Thunderbolt 5 Mac" in res["tb_speed"].value
     facts = mac_facts(monkeypatch, tb="sp_thunderbolt_tb5.json")
-    res = by_name(checks.node_results(CONFIG, NODES[0], facts, VERSIONS,
-                                      checks.ring_neighbours(CONFIG)["mini1"]))
+    res = by_name(
+        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
+    )
     assert res["tb_speed"].status == "ok" and "Thunderbolt 5" in res["tb_speed"].value
 
 

@@ -36,8 +36,9 @@ CHARLM_ARGS = ["--dim", "16", "--context", "16", "--sample", "0", "--warmup", "3
 
 @pytest.mark.parametrize("example,args", [(mlp, []), (charlm, CHARLM_ARGS)])
 def test_round_trip_restores_identical_params_and_optimizer_state(solo, tmp_path, example, args):
-    cfg = loop.TrainConfig(steps=5, seed=3, global_batch=16, checkpoint_every=5,
-                           checkpoint_dir=str(tmp_path / "ck"))
+    cfg = loop.TrainConfig(
+        steps=5, seed=3, global_batch=16, checkpoint_every=5, checkpoint_dir=str(tmp_path / "ck")
+    )
     trained = example.make_task(cfg, args)
     res = loop.train(solo, cfg, trained, log=lambda m: None)
     assert [p.name for p in res.checkpoints] == ["step-000005.safetensors"]
@@ -56,8 +57,14 @@ def test_round_trip_restores_identical_params_and_optimizer_state(solo, tmp_path
 @pytest.mark.parametrize("example,args", [(mlp, []), (charlm, CHARLM_ARGS)])
 def test_resumed_run_gives_the_same_losses_as_an_uninterrupted_one(solo, tmp_path, example, args):
     def run(steps, ck, resume=False, every=0):
-        cfg = loop.TrainConfig(steps=steps, seed=11, global_batch=32, checkpoint_every=every,
-                               checkpoint_dir=str(ck), resume=resume)
+        cfg = loop.TrainConfig(
+            steps=steps,
+            seed=11,
+            global_batch=32,
+            checkpoint_every=every,
+            checkpoint_dir=str(ck),
+            resume=resume,
+        )
         task = example.make_task(cfg, args)
         return loop.train(solo, cfg, task, log=lambda m: None), task
 
@@ -90,8 +97,7 @@ def test_resume_refuses_another_seed_or_example(solo, tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="example 'mlp'"):
         loop.train(solo, other, charlm.make_task(other, CHARLM_ARGS), log=lambda m: None)
     with pytest.raises(checkpoint.CheckpointError, match="does not match the model"):
-        loop.train(solo, other, mlp.make_task(other, ["--hidden", "8", "--depth", "1"]),
-                   log=lambda m: None)
+        loop.train(solo, other, mlp.make_task(other, ["--hidden", "8", "--depth", "1"]), log=lambda m: None)
 
 
 def test_corrupt_checkpoint_is_a_clear_error(solo, tmp_path):
@@ -135,8 +141,9 @@ def test_failure_before_rename_leaves_no_partial_checkpoint(solo, tmp_path):
             raise OSError("disk unplugged")
 
     with pytest.raises(OSError):
-        checkpoint.save(ck, task, step=2, samples_seen=16, seed=0, global_batch=8,
-                        before_replace=boom_on_latest)
+        checkpoint.save(
+            ck, task, step=2, samples_seen=16, seed=0, global_batch=8, before_replace=boom_on_latest
+        )
     assert ".latest." in calls[1]
     assert (ck / "latest").read_text() == "step-000001.safetensors\n"  # still the old, valid one
     assert checkpoint.latest_path(ck) == first and _tmp_files(ck) == []
@@ -147,7 +154,8 @@ def test_failure_before_rename_leaves_no_partial_checkpoint(solo, tmp_path):
 def test_sigkill_between_write_and_rename_leaves_no_partial_checkpoint(solo, tmp_path):
     ck = tmp_path / "ck"
     script = tmp_path / "writer.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import os, signal
         from boltring.cluster.train import checkpoint, loop, mlp
         cfg = loop.TrainConfig(seed=0, global_batch=8)
@@ -160,10 +168,10 @@ def test_sigkill_between_write_and_rename_leaves_no_partial_checkpoint(solo, tmp
             os.kill(os.getpid(), signal.SIGKILL)
         checkpoint.save(ck, task, step=2, samples_seen=16, seed=0, global_batch=8, before_replace=die)
         print("not reached", flush=True)
-    """))
+    """)
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOLTRING_")}
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=120, env=env)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert "dying with .step-000002.safetensors." in proc.stdout and "not reached" not in proc.stdout
 
@@ -174,8 +182,9 @@ def test_sigkill_between_write_and_rename_leaves_no_partial_checkpoint(solo, tmp
     assert checkpoint.load_file(ck / "step-000001.safetensors").step == 1
 
     # Resuming sees step 1; the next save (another process) clears the dead writer's temp file.
-    cfg = loop.TrainConfig(steps=3, seed=0, global_batch=8, checkpoint_every=3,
-                           checkpoint_dir=str(ck), resume=True)
+    cfg = loop.TrainConfig(
+        steps=3, seed=0, global_batch=8, checkpoint_every=3, checkpoint_dir=str(ck), resume=True
+    )
     res = loop.train(solo, cfg, mlp.make_task(cfg), log=lambda m: None)
     assert res.start_step == 1 and res.final_step == 3
     assert _tmp_files(ck) == []
@@ -197,8 +206,9 @@ def test_latest_falls_back_to_highest_complete_file(tmp_path, solo):
 
 def test_checkpoint_has_no_pickle_and_describes_itself(tmp_path, solo):
     task = _saved_task(tmp_path, solo)
-    path = checkpoint.save(tmp_path / "ck", task, step=7, samples_seen=56, seed=0, global_batch=8,
-                           world_size=2)
+    path = checkpoint.save(
+        tmp_path / "ck", task, step=7, samples_seen=56, seed=0, global_batch=8, world_size=2
+    )
     raw = path.read_bytes()
     assert b"\x80\x04\x95" not in raw and b"\x80\x05\x95" not in raw  # no pickle protocol 4/5 frames
     arrays, meta = mx.load(str(path), return_metadata=True)
@@ -208,9 +218,13 @@ def test_checkpoint_has_no_pickle_and_describes_itself(tmp_path, solo):
 
 
 def test_broadcast_helpers_round_trip_every_dtype():
-    arrays = {"a": mx.array([1.5, -2.0, float("nan")]), "b": mx.array([[1, 2], [3, 4]], dtype=mx.int64),
-              "c": mx.array(7, dtype=mx.uint64), "d": mx.array([0.5, 3.25]).astype(mx.bfloat16),
-              "e": mx.zeros((0, 3))}
+    arrays = {
+        "a": mx.array([1.5, -2.0, float("nan")]),
+        "b": mx.array([[1, 2], [3, 4]], dtype=mx.int64),
+        "c": mx.array(7, dtype=mx.uint64),
+        "d": mx.array([0.5, 3.25]).astype(mx.bfloat16),
+        "e": mx.zeros((0, 3)),
+    }
     for k, a in arrays.items():
         back = checkpoint._from_bytes(checkpoint._to_bytes(a), a)
         assert back.dtype == a.dtype and back.shape == a.shape

@@ -17,8 +17,9 @@ def test_union_of_shards_is_the_global_batch_for_any_world_size(num_examples, gl
         full = loop.global_batch_indices(42, position, global_batch, num_examples)
         assert full.shape == (global_batch,)
         for n in (1, 2, 4):
-            shards = [loop.local_batch_indices(42, position, global_batch, num_examples, r, n)
-                      for r in range(n)]
+            shards = [
+                loop.local_batch_indices(42, position, global_batch, num_examples, r, n) for r in range(n)
+            ]
             assert all(len(s) == global_batch // n for s in shards)
             np.testing.assert_array_equal(np.concatenate(shards), full)
 
@@ -29,8 +30,12 @@ def test_data_order_depends_only_on_seed_and_position():
     assert not np.array_equal(a, loop.global_batch_indices(2, 512, 256, 4096))
     assert not np.array_equal(a, loop.global_batch_indices(1, 768, 256, 4096))
     # Two half batches are the same stream as one whole batch.
-    np.testing.assert_array_equal(np.concatenate([loop.global_batch_indices(1, 512, 128, 4096),
-                                                  loop.global_batch_indices(1, 640, 128, 4096)]), a)
+    np.testing.assert_array_equal(
+        np.concatenate(
+            [loop.global_batch_indices(1, 512, 128, 4096), loop.global_batch_indices(1, 640, 128, 4096)]
+        ),
+        a,
+    )
 
 
 def test_each_epoch_is_a_permutation_and_epochs_differ():
@@ -42,7 +47,7 @@ def test_each_epoch_is_a_permutation_and_epochs_differ():
     assert not np.array_equal(epochs[0], epochs[1])
     # A batch crossing an epoch boundary takes the end of one epoch and the start of the next.
     cross = loop.global_batch_indices(3, n - 4, 8, n)
-    np.testing.assert_array_equal(cross, stream[n - 4:n + 4])
+    np.testing.assert_array_equal(cross, stream[n - 4 : n + 4])
 
 
 def test_shard_bounds_and_errors():
@@ -70,9 +75,12 @@ def test_averaged_shard_gradients_equal_the_global_batch_gradient():
     full_loss, full = grad_fn(task.model, *task.batch(idx))
     full = dict(tree_flatten(full))
     for n in (2, 4):
-        parts = [grad_fn(task.model, *task.batch(loop.local_batch_indices(cfg.seed, 0, 64,
-                                                                          task.num_examples, r, n)))
-                 for r in range(n)]
+        parts = [
+            grad_fn(
+                task.model, *task.batch(loop.local_batch_indices(cfg.seed, 0, 64, task.num_examples, r, n))
+            )
+            for r in range(n)
+        ]
         mean_loss = sum(p[0].item() for p in parts) / n
         assert abs(mean_loss - full_loss.item()) < 1e-5
         for key, g in full.items():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
@@ -63,7 +62,11 @@ def test_bad_example_arguments_are_clear():
 
 def test_config_validation(solo):
     task = mlp.make_task(loop.TrainConfig())
-    for bad, msg in [(dict(global_batch=0), "--global-batch"), (dict(log_every=0), "--log-every"),
-                     (dict(seed=-1), "--seed"), (dict(lr=0.0), "--lr")]:
+    for bad, msg in [
+        (dict(global_batch=0), "--global-batch"),
+        (dict(log_every=0), "--log-every"),
+        (dict(seed=-1), "--seed"),
+        (dict(lr=0.0), "--lr"),
+    ]:
         with pytest.raises(ValueError, match=msg):
             loop.train(solo, loop.TrainConfig(**bad), task)

@@ -26,8 +26,9 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def run(args, cwd, timeout=180, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([*RUNNER, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=_env(**env))
+    return subprocess.run(
+        [*RUNNER, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=_env(**env)
+    )
 
 
 def steps_of(run_dir: Path) -> list[dict]:
@@ -38,9 +39,21 @@ def steps_of(run_dir: Path) -> list[dict]:
 def test_help(tmp_path):
     res = run(["--help"], tmp_path)
     assert res.returncode == 0
-    for word in ("--example", "--script", "--steps", "--seed", "--global-batch", "--lr",
-                 "--checkpoint-every", "--checkpoint-dir", "--resume", "--log-every", "--data",
-                 "mlp", "charlm"):
+    for word in (
+        "--example",
+        "--script",
+        "--steps",
+        "--seed",
+        "--global-batch",
+        "--lr",
+        "--checkpoint-every",
+        "--checkpoint-dir",
+        "--resume",
+        "--log-every",
+        "--data",
+        "mlp",
+        "charlm",
+    ):
         assert word in res.stdout, word
     res = run(["--example", "charlm", "--", "--help"], tmp_path)
     assert res.returncode == 0 and "--context" in res.stdout and "--layers" in res.stdout
@@ -57,17 +70,34 @@ def test_bad_command_line_exits_2(tmp_path):
 
 def test_example_runs_reports_and_checkpoints(tmp_path):
     ck = tmp_path / "ck"
-    res = run(["--example", "mlp", "--steps", "20", "--global-batch", "64", "--log-every", "5",
-               "--checkpoint-every", "10", "--checkpoint-dir", str(ck)], tmp_path,
-              BOLTRING_RUN_DIR=str(tmp_path))
+    res = run(
+        [
+            "--example",
+            "mlp",
+            "--steps",
+            "20",
+            "--global-batch",
+            "64",
+            "--log-every",
+            "5",
+            "--checkpoint-every",
+            "10",
+            "--checkpoint-dir",
+            str(ck),
+        ],
+        tmp_path,
+        BOLTRING_RUN_DIR=str(tmp_path),
+    )
     assert res.returncode == 0, res.stderr
     steps = steps_of(tmp_path)
     assert [s["step"] for s in steps] == [5, 10, 15, 20]
     assert all(s["samples"] == 64 and s["loss"] > 0 for s in steps)
     assert steps[-1]["loss"] < steps[0]["loss"]
     assert "step 20/20" in res.stdout and "train accuracy" in res.stdout
-    assert [p.name for p in checkpoint.list_checkpoints(ck)] == ["step-000010.safetensors",
-                                                                "step-000020.safetensors"]
+    assert [p.name for p in checkpoint.list_checkpoints(ck)] == [
+        "step-000010.safetensors",
+        "step-000020.safetensors",
+    ]
 
 
 def test_error_is_one_line_after_the_traceback_and_exit_1(tmp_path):
@@ -84,7 +114,8 @@ def test_user_script_runs_as_main_with_its_args_and_can_report(tmp_path):
     script = tmp_path / "proj" / "train.py"
     script.parent.mkdir()
     (script.parent / "helper.py").write_text("VALUE = 41\n")
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import json, os, sys
         import helper  # the script's own directory is importable, as with `python train.py`
         from boltring.netio import init
@@ -95,22 +126,35 @@ def test_user_script_runs_as_main_with_its_args_and_can_report(tmp_path):
             print(json.dumps({"argv": sys.argv, "rank": group.rank, "size": group.size,
                               "sum": float(total[0]), "steps": os.environ.get("BOLTRING_STEPS"),
                               "resume": os.environ.get("BOLTRING_RESUME")}))
-    """))
+    """)
+    )
     run_dir = tmp_path / "run"
-    res = run(["--script", str(script), "--steps", "7", "--resume", "--", "--epochs", "3"], tmp_path,
-              BOLTRING_RUN_DIR=str(run_dir))
+    res = run(
+        ["--script", str(script), "--steps", "7", "--resume", "--", "--epochs", "3"],
+        tmp_path,
+        BOLTRING_RUN_DIR=str(run_dir),
+    )
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout.strip().splitlines()[-1])
-    assert out == {"argv": [str(script), "--epochs", "3"], "rank": 0, "size": 1, "sum": 42.0,
-                   "steps": "7", "resume": "1"}
+    assert out == {
+        "argv": [str(script), "--epochs", "3"],
+        "rank": 0,
+        "size": 1,
+        "sum": 42.0,
+        "steps": "7",
+        "resume": "1",
+    }
     assert steps_of(run_dir)[0]["loss"] == 0.5
 
 
-@pytest.mark.parametrize("body,code,last", [
-    ("raise ValueError('bad\\nthing')", 1, "boltring-train: error: ValueError: bad thing"),
-    ("import sys; sys.exit(3)", 3, None),
-    ("import sys; sys.exit(0)", 0, None),
-])
+@pytest.mark.parametrize(
+    "body,code,last",
+    [
+        ("raise ValueError('bad\\nthing')", 1, "boltring-train: error: ValueError: bad thing"),
+        ("import sys; sys.exit(3)", 3, None),
+        ("import sys; sys.exit(0)", 0, None),
+    ],
+)
 def test_user_script_failures(tmp_path, body, code, last):
     script = tmp_path / "s.py"
     script.write_text(body + "\n")
@@ -124,10 +168,28 @@ def test_user_script_failures(tmp_path, body, code, last):
 
 def test_sigterm_exits_promptly_and_leaves_only_complete_checkpoints(tmp_path):
     ck = tmp_path / "ck"
-    proc = subprocess.Popen([*RUNNER, "--example", "mlp", "--steps", "1000000", "--global-batch", "32",
-                             "--checkpoint-every", "1", "--checkpoint-dir", str(ck), "--log-every", "50"],
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=_env(BOLTRING_RUN_DIR=str(tmp_path)))
+    proc = subprocess.Popen(
+        [
+            *RUNNER,
+            "--example",
+            "mlp",
+            "--steps",
+            "1000000",
+            "--global-batch",
+            "32",
+            "--checkpoint-every",
+            "1",
+            "--checkpoint-dir",
+            str(ck),
+            "--log-every",
+            "50",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(BOLTRING_RUN_DIR=str(tmp_path)),
+    )
     try:
         deadline = time.monotonic() + 120
         while len(checkpoint.list_checkpoints(ck)) < 5:  # checkpoints are being written all the time
@@ -160,10 +222,19 @@ def _ring_env(tmp_path: Path, size: int) -> list[dict[str, str]]:
     ports = free_ports(size)
     secret = write_secret(tmp_path / "job.secret")
     ring = json.dumps([f"127.0.0.1:{p}" for p in ports])
-    return [_env(BOLTRING_RANK=str(r), BOLTRING_WORLD_SIZE=str(size), BOLTRING_JOB_ID="train-test",
-                 BOLTRING_RING=ring, BOLTRING_SECRET_FILE=str(secret), BOLTRING_TIMEOUT="30",
-                 BOLTRING_CONNECT_TIMEOUT="30", BOLTRING_RUN_DIR=str(tmp_path / f"rank{r}"))
-            for r in range(size)]
+    return [
+        _env(
+            BOLTRING_RANK=str(r),
+            BOLTRING_WORLD_SIZE=str(size),
+            BOLTRING_JOB_ID="train-test",
+            BOLTRING_RING=ring,
+            BOLTRING_SECRET_FILE=str(secret),
+            BOLTRING_TIMEOUT="30",
+            BOLTRING_CONNECT_TIMEOUT="30",
+            BOLTRING_RUN_DIR=str(tmp_path / f"rank{r}"),
+        )
+        for r in range(size)
+    ]
 
 
 def _run_ranks(tmp_path: Path, args_for, size: int) -> list[subprocess.CompletedProcess]:
@@ -173,8 +244,16 @@ def _run_ranks(tmp_path: Path, args_for, size: int) -> list[subprocess.Completed
         for r in range(size):
             run_dir = Path(envs[r]["BOLTRING_RUN_DIR"])
             run_dir.mkdir(parents=True, exist_ok=True)
-            procs.append(subprocess.Popen([*RUNNER, *args_for(r)], cwd=run_dir, env=envs[r],
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            procs.append(
+                subprocess.Popen(
+                    [*RUNNER, *args_for(r)],
+                    cwd=run_dir,
+                    env=envs[r],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
         out = []
         for p in procs:
             o, e = p.communicate(timeout=180)
@@ -195,7 +274,15 @@ def test_two_ranks_resume_from_rank0_checkpoint_and_match_one_rank(tmp_path):
     reference = {s["step"]: s["loss"] for s in steps_of(tmp_path / "solo")}
 
     def first(r):
-        return [*common, "--steps", "8", "--checkpoint-every", "8", "--checkpoint-dir", str(tmp_path / f"ck{r}")]
+        return [
+            *common,
+            "--steps",
+            "8",
+            "--checkpoint-every",
+            "8",
+            "--checkpoint-dir",
+            str(tmp_path / f"ck{r}"),
+        ]
 
     def second(r):
         return [*common, "--steps", "16", "--resume", "--checkpoint-dir", str(tmp_path / f"ck{r}")]

@@ -45,9 +45,16 @@ class ConfirmModal(ModalScreen[bool]):
 
     AUTO_FOCUS = "#confirm"
 
-    def __init__(self, title: str, message: str = "", details: Content | str | None = None,
-                 *, confirm_label: str = "OK", cancel_label: str = "Cancel",
-                 danger: bool = False) -> None:
+    def __init__(
+        self,
+        title: str,
+        message: str = "",
+        details: Content | str | None = None,
+        *,
+        confirm_label: str = "OK",
+        cancel_label: str = "Cancel",
+        danger: bool = False,
+    ) -> None:
         super().__init__(classes="-danger" if danger else None)
         self.title_text = title
         self.message = message
@@ -66,8 +73,7 @@ class ConfirmModal(ModalScreen[bool]):
                     yield Static(self.details, id="details", markup=False)
             with Horizontal(id="buttons"):
                 yield Button(self.cancel_label, id="cancel")
-                yield Button(self.confirm_label, id="confirm",
-                             variant="error" if self.danger else "primary")
+                yield Button(self.confirm_label, id="confirm", variant="error" if self.danger else "primary")
 
     @on(Button.Pressed, "#confirm")
     def action_confirm(self) -> None:

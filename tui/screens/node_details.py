@@ -9,11 +9,11 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from ..view_state import CHECK_MARKS, ClusterView, NodeView, node_address
 from ..widgets.check_list import STATUS_STYLE
 from ..widgets.log_pane import LogPane
 from ..widgets.rank_row import RankRow
 from ..widgets.ssh_badge import SshBadge
-from ..view_state import CHECK_MARKS, ClusterView, NodeView, node_address
 
 
 def checks_table(view: NodeView) -> Content:
@@ -26,8 +26,12 @@ def checks_table(view: NodeView) -> Content:
     for c in checks:
         style = STATUS_STYLE.get(c.status, "")
         parts: list[str | tuple[str, str]] = [
-            (CHECK_MARKS.get(c.status, "?"), f"bold {style}"), " ",
-            (c.status.ljust(7), style), " ", (c.name.ljust(name_w), "bold"), "  ",
+            (CHECK_MARKS.get(c.status, "?"), f"bold {style}"),
+            " ",
+            (c.status.ljust(7), style),
+            " ",
+            (c.name.ljust(name_w), "bold"),
+            "  ",
             ((c.value or "").ljust(value_w), ""),
         ]
         if c.hint:
@@ -90,8 +94,7 @@ class NodeDetailsScreen(Screen):
                 ranks.border_title = "ranks"
                 for rank in sorted(nv.ranks):
                     yield RankRow(rank)
-        yield LogPane(node=nv.name, lock_node=True, cursor_blink=self._cursor_blink,
-                      id="details-log")
+        yield LogPane(node=nv.name, lock_node=True, cursor_blink=self._cursor_blink, id="details-log")
         yield Footer()
 
     def _address(self) -> str:

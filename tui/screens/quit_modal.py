@@ -53,7 +53,9 @@ class QuitModal(ModalScreen[str | None]):
                 f"{job} is still running on the cluster.\n\n"
                 "Leave it running: it goes on (next boltring re-attaches to it).\n"
                 "Kill it: every rank on every node is stopped.",
-                id="message", markup=False)
+                id="message",
+                markup=False,
+            )
             with Horizontal(id="buttons"):
                 yield Button("Leave it running", id="leave", variant="primary")
                 yield Button("Kill it", id="kill", variant="error")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from textual.app import RenderResult
 from textual.content import Content
@@ -19,7 +19,8 @@ STATUS_STYLE = {"ok": "$success", "warn": "$warning", "fail": "$error", "skipped
 def check_item(check: CheckResult) -> Content:
     mark = CHECK_MARKS.get(check.status, "?")
     parts: list[str | tuple[str, str]] = [
-        (mark, f"bold {STATUS_STYLE.get(check.status, '')}".strip()), " ",
+        (mark, f"bold {STATUS_STYLE.get(check.status, '')}".strip()),
+        " ",
         (check_label(check.name), "$text-muted"),
     ]
     if check.value:
@@ -55,8 +56,9 @@ class CheckList(Widget):
         self._state = state
         self.refresh(layout=resize)
 
-    def _lines(self, width: int,
-               state: tuple[tuple[CheckResult, ...], int, str] | None = None) -> list[Content]:
+    def _lines(
+        self, width: int, state: tuple[tuple[CheckResult, ...], int, str] | None = None
+    ) -> list[Content]:
         checks, more_ok, placeholder = self._state if state is None else state
         width = max(width, 10)
         if not checks and not more_ok:
@@ -64,8 +66,7 @@ class CheckList(Widget):
         items = [check_item(c) for c in checks]
         if more_ok:
             what = f"{more_ok} more ok" if checks else f"all {more_ok} checks ok"
-            items.append(Content.assemble(("✓", f"bold {STATUS_STYLE['ok']}"), " ",
-                                          (what, "$text-muted")))
+            items.append(Content.assemble(("✓", f"bold {STATUS_STYLE['ok']}"), " ", (what, "$text-muted")))
         lines: list[Content] = []
         line = Content("")
         for item in items:

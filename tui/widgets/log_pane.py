@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterable
+from collections.abc import Iterable
 
 from rich.text import Text
 from textual import on
@@ -39,8 +39,7 @@ class LogPane(Vertical):
     """
 
     BINDINGS = [
-        Binding("escape", "clear_text_filter", "Clear filter", show=False,
-                id="log.clear_filter"),
+        Binding("escape", "clear_text_filter", "Clear filter", show=False, id="log.clear_filter"),
     ]
 
     DEFAULT_CSS = """
@@ -68,8 +67,14 @@ class LogPane(Vertical):
     }
     """
 
-    def __init__(self, *, node: str | None = None, lock_node: bool = False,
-                 cursor_blink: bool = True, id: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        node: str | None = None,
+        lock_node: bool = False,
+        cursor_blink: bool = True,
+        id: str | None = None,
+    ) -> None:
         super().__init__(id=id)
         self.node_filter = node
         self.lock_node = lock_node  # a details screen's pane always shows its own node
@@ -80,8 +85,15 @@ class LogPane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="filter the log (enter: keep, esc: clear)", id="log-filter")
-        yield RichLog(max_lines=MAX_LINES, min_width=20, wrap=True, markup=False,
-                      highlight=False, auto_scroll=True, id="log-lines")
+        yield RichLog(
+            max_lines=MAX_LINES,
+            min_width=20,
+            wrap=True,
+            markup=False,
+            highlight=False,
+            auto_scroll=True,
+            id="log-lines",
+        )
 
     def on_mount(self) -> None:
         self.query_one(Input).cursor_blink = self._cursor_blink

@@ -6,8 +6,8 @@ from textual import events
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 
-from .node_panel import NodePanel
 from ..view_state import NodeView
+from .node_panel import NodePanel
 
 PANEL_MIN_WIDTH = 38  # a panel narrower than this wraps its rank lines
 

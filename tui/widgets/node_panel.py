@@ -8,10 +8,10 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
 from ..messages import NodeDetailsRequested, NodeSelected
+from ..view_state import NodeView, node_address
 from .check_list import CheckList
 from .rank_row import RankRow
 from .ssh_badge import SshBadge
-from ..view_state import NodeView, node_address
 
 
 class NodePanel(Vertical, can_focus=True):

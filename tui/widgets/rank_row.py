@@ -66,8 +66,13 @@ class RankRow(Vertical):
         head = (f"r{rv.rank}", "bold")
         if rv.status == "running":
             stats = Content.assemble(
-                head, " ", (fmt_num(rv.steps_per_s), "bold"), " step/s  ",
-                (fmt_num(rv.samples_per_s), "bold"), " smp/s  ", (fmt_mem(rv.mem_mb), ""),
+                head,
+                " ",
+                (fmt_num(rv.steps_per_s), "bold"),
+                " step/s  ",
+                (fmt_num(rv.samples_per_s), "bold"),
+                " smp/s  ",
+                (fmt_mem(rv.mem_mb), ""),
             )
         else:
             label = {

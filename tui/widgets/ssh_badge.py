@@ -6,12 +6,11 @@ from textual.widgets import Static
 
 from ..view_state import SSH_BAD, SSH_BUSY, SSH_GOOD
 
-_GROUPS = {**{s: "-good" for s in SSH_GOOD}, **{s: "-busy" for s in SSH_BUSY},
-           **{s: "-bad" for s in SSH_BAD}}
+_GROUPS = {**{s: "-good" for s in SSH_GOOD}, **{s: "-busy" for s in SSH_BUSY}, **{s: "-bad" for s in SSH_BAD}}
 
 
 class SshBadge(Static):
-    """Shows one of SSH_STATES (or "?" before the first NodeState event)."""
+    """Shows one of SshState (or "?" before the first NodeState event)."""
 
     DEFAULT_CSS = """
     SshBadge {
@@ -27,8 +26,9 @@ class SshBadge(Static):
     SshBadge.-bad { background: $error-darken-1; color: $text; }
     """
 
-    def __init__(self, state: str | None = None, *, id: str | None = None,
-                 classes: str | None = None) -> None:
+    def __init__(
+        self, state: str | None = None, *, id: str | None = None, classes: str | None = None
+    ) -> None:
         super().__init__("", id=id, classes=classes, markup=False)
         self._state: str | None = "<unset>"
         self.set_state(state)

@@ -8,8 +8,8 @@ from textual import events
 from textual.content import Content
 from textual.widgets import Static
 
-from .check_list import check_item
 from ..view_state import ClusterView, fmt_elapsed, fmt_loss
+from .check_list import check_item
 
 STATE_STYLE = {
     "idle": "$text-muted",
@@ -34,7 +34,7 @@ def short_path(path: str | None, limit: int = 28) -> str:
             return tail
     if len(parts[-1]) <= limit:
         return parts[-1]
-    return "…" + path[-(limit - 1):]
+    return "…" + path[-(limit - 1) :]
 
 
 class StatusHeader(Static):
@@ -68,13 +68,17 @@ class StatusHeader(Static):
         parts: list[str | tuple[str, str]] = []
         if compact < 2:
             parts.append(("boltring ", "bold $accent"))
-        parts += [(view.config.name, "bold"), sep,
-                  (short_path(view.config.source, 28 if compact < 2 else 18), "$text-muted"),
-                  sep, ("● " + view.state, STATE_STYLE.get(view.state, "bold")), sep]
+        parts += [
+            (view.config.name, "bold"),
+            sep,
+            (short_path(view.config.source, 28 if compact < 2 else 18), "$text-muted"),
+            sep,
+            ("● " + view.state, STATE_STYLE.get(view.state, "bold")),
+            sep,
+        ]
         if not compact:
             parts.append(("elapsed ", "$text-muted"))
-        parts += [(clock, ""), sep, (step, ""), sep, ("loss ", "$text-muted"),
-                  (fmt_loss(view.loss), "bold")]
+        parts += [(clock, ""), sep, (step, ""), sep, ("loss ", "$text-muted"), (fmt_loss(view.loss), "bold")]
         return Content.assemble(*parts)
 
     def update_from(self, view: ClusterView, now: float) -> None:
@@ -88,8 +92,7 @@ class StatusHeader(Static):
         if view.error:
             extra.append(Content.styled(f"⚠ {view.error}", "bold $error"))
         if view.reason and view.state in ("failed", "killed"):
-            reason = view.reason if view.reason.startswith(view.state) else \
-                f"{view.state}: {view.reason}"
+            reason = view.reason if view.reason.startswith(view.state) else f"{view.state}: {view.reason}"
             extra.append(Content.styled(reason, STATE_STYLE[view.state]))
         bad_ring = [c for c in view.ring_checks.values() if c.status in ("warn", "fail")]
         if bad_ring:

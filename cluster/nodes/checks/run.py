@@ -28,11 +28,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from boltring.cluster.agent import nodeprobe
-from boltring.cluster.agent import probes_linux
-from boltring.cluster.agent import probes_macos
-from boltring.cluster.jobs.events import CheckResult
+from boltring.cluster.agent import nodeprobe, probes_linux, probes_macos
 from boltring.cluster.config.schema import Config, Node
+from boltring.cluster.jobs.events import CheckResult
 from boltring.cluster.nodes.transport import LocalTransport, Transport, TransportError
 
 PROBE_TIMEOUT_S = 12.0
@@ -45,12 +43,15 @@ SLOW_RTT_MS = 2.0  # Thunderbolt round trips are 0.1–0.5 ms; Wi-Fi is several 
 MIN_PYTHON = (3, 11)
 GIB = 1 << 30
 
-PYTHON_HINT = ("set python: in the config to an interpreter that has boltring installed "
-               "(e.g. ~/boltring/.venv/bin/python)")
+PYTHON_HINT = (
+    "set python: in the config to an interpreter that has boltring installed "
+    "(e.g. ~/boltring/.venv/bin/python)"
+)
 MLX_HINT = "pip install mlx in that python"
 
 
 # -- small helpers -----------------------------------------------------------------------------
+
 
 def _r(node: str, name: str, status: str, value: str | None = None, hint: str | None = None):
     return CheckResult(node=node, name=name, status=status, value=value, hint=hint)
@@ -158,22 +159,29 @@ def _ssh_hint(node: Node, text: str, state: str | None = None) -> str:
     t = (text or "").lower()
     state = state or ""
     if "changed" in t or state == "host key changed":
-        return (f"{target}'s host key changed: if it was reinstalled, remove the old key with "
-                f"`ssh-keygen -R <host>` and reconnect; otherwise stop, the connection may be intercepted")
+        return (
+            f"{target}'s host key changed: if it was reinstalled, remove the old key with "
+            f"`ssh-keygen -R <host>` and reconnect; otherwise stop, the connection may be intercepted"
+        )
     if "host key" in t or state == "host key unknown":
         return f"run `ssh {target}` once to check and save its host key, then check again"
     if "auth" in t or "permission denied" in t or "publickey" in t or state == "auth failed":
         return f"copy your key to the node (ssh-copy-id {target}) or set identity files in the config"
     if "refused" in t:
-        return (f"nothing accepts SSH on {target}: turn on Remote Login (System Settings > General > "
-                f"Sharing) or start sshd")
-    if any(w in t for w in ("timed out", "timeout", "unreachable", "no route", "resolve",
-                            "name or service", "nodename")):
+        return (
+            f"nothing accepts SSH on {target}: turn on Remote Login (System Settings > General > "
+            f"Sharing) or start sshd"
+        )
+    if any(
+        w in t
+        for w in ("timed out", "timeout", "unreachable", "no route", "resolve", "name or service", "nodename")
+    ):
         return f"check that {target} is on and reachable from here, then try `ssh {target}`"
     return f"try `ssh {target}` by hand to see why it fails"
 
 
 # -- per node ----------------------------------------------------------------------------------
+
 
 @dataclass
 class NodeReport:
@@ -193,16 +201,24 @@ class NodeReport:
 
 
 def probe_request(config: Config, node: Node, neighbours: Iterable[Node]) -> dict:
-    return {"ring_ip": node.ring_ip, "ring_iface": node.ring_iface, "ring_port": config.ring.port,
-            "ranks": node.ranks,
-            "neighbours": [{"name": n.name, "ring_ip": n.ring_ip, "port": config.ring.port}
-                           for n in neighbours]}
+    return {
+        "ring_ip": node.ring_ip,
+        "ring_iface": node.ring_iface,
+        "ring_port": config.ring.port,
+        "ranks": node.ranks,
+        "neighbours": [{"name": n.name, "ring_ip": n.ring_ip, "port": config.ring.port} for n in neighbours],
+    }
 
 
 def _bootstrap_input(request: dict) -> bytes:
-    sources = {name: Path(mod.__file__).read_text(encoding="utf-8")
-               for name, mod in (("probes_linux", probes_linux), ("probes_macos", probes_macos),
-                                 ("nodeprobe", nodeprobe))}
+    sources = {
+        name: Path(mod.__file__).read_text(encoding="utf-8")
+        for name, mod in (
+            ("probes_linux", probes_linux),
+            ("probes_macos", probes_macos),
+            ("nodeprobe", nodeprobe),
+        )
+    }
     return json.dumps({"sources": sources, "request": request}).encode()
 
 
@@ -231,9 +247,13 @@ async def _connect(transport, node: Node) -> tuple[Transport | None, CheckResult
     return transport, _r(node.name, "ssh", "ok", "connected")
 
 
-async def probe_node(transport, config: Config, node: Node,
-                     neighbours: list[Node] | None = None,
-                     versions: dict[str, str | None] | None = None) -> NodeReport:
+async def probe_node(
+    transport,
+    config: Config,
+    node: Node,
+    neighbours: list[Node] | None = None,
+    versions: dict[str, str | None] | None = None,
+) -> NodeReport:
     """Connect check, then one nodeprobe round trip; `transport` may also be the text of the
     error that prevented connecting."""
     if neighbours is None:
@@ -251,20 +271,32 @@ async def probe_node(transport, config: Config, node: Node,
     request = probe_request(config, node, neighbours)
     version_res, probe_res = await asyncio.gather(
         _run_or_error(transport, [py, "-c", "import sys; print(sys.version)"], timeout=PYTHON_TIMEOUT_S),
-        _run_or_error(transport, [py, "-m", "boltring.cluster.agent.nodeprobe"],
-                      input=json.dumps(request).encode(), timeout=PROBE_TIMEOUT_S))
+        _run_or_error(
+            transport,
+            [py, "-m", "boltring.cluster.agent.nodeprobe"],
+            input=json.dumps(request).encode(),
+            timeout=PROBE_TIMEOUT_S,
+        ),
+    )
 
     # python
     if _missing_interpreter(version_res):
-        detail = str(version_res) if isinstance(version_res, TransportError) else \
-            (_last_line(version_res.stderr) or f"exit {version_res.returncode}")
-        report.results.append(_r(node.name, "python", "fail", _short(f"{node.python} not found: {detail}"),
-                                 PYTHON_HINT))
+        detail = (
+            str(version_res)
+            if isinstance(version_res, TransportError)
+            else (_last_line(version_res.stderr) or f"exit {version_res.returncode}")
+        )
+        report.results.append(
+            _r(node.name, "python", "fail", _short(f"{node.python} not found: {detail}"), PYTHON_HINT)
+        )
         report.results += _skipped(node, neighbours, "no python", include_python=False)
         return report
     if isinstance(version_res, TransportError) or not version_res.ok:
-        text = str(version_res) if isinstance(version_res, TransportError) else \
-            _last_line(version_res.stderr) or f"exit {version_res.returncode}"
+        text = (
+            str(version_res)
+            if isinstance(version_res, TransportError)
+            else _last_line(version_res.stderr) or f"exit {version_res.returncode}"
+        )
         report.results.append(_r(node.name, "python", "fail", _short(text), PYTHON_HINT))
         report.results += _skipped(node, neighbours, "no python", include_python=False)
         return report
@@ -286,21 +318,37 @@ async def probe_node(transport, config: Config, node: Node,
         probe_err = str(probe_res)
     else:
         facts = _last_json(probe_res.stdout) if probe_res.ok else None
-        probe_err = None if facts else (_last_line(probe_res.stderr) or
-                                        f"nodeprobe exited {probe_res.returncode}")
-        if facts is None and "boltring" in (probe_res.stderr or "") and \
-                "No module named" in (probe_res.stderr or ""):
-            res2 = await _run_or_error(transport, [py, "-c", nodeprobe.BOOTSTRAP],
-                                       input=_bootstrap_input(request), timeout=PROBE_TIMEOUT_S)
+        probe_err = (
+            None if facts else (_last_line(probe_res.stderr) or f"nodeprobe exited {probe_res.returncode}")
+        )
+        if (
+            facts is None
+            and "boltring" in (probe_res.stderr or "")
+            and "No module named" in (probe_res.stderr or "")
+        ):
+            res2 = await _run_or_error(
+                transport,
+                [py, "-c", nodeprobe.BOOTSTRAP],
+                input=_bootstrap_input(request),
+                timeout=PROBE_TIMEOUT_S,
+            )
             if not isinstance(res2, TransportError) and res2.ok:
                 facts = _last_json(res2.stdout)
             if facts is None:
-                probe_err = str(res2) if isinstance(res2, TransportError) else \
-                    (_last_line(res2.stderr) or probe_err)
+                probe_err = (
+                    str(res2) if isinstance(res2, TransportError) else (_last_line(res2.stderr) or probe_err)
+                )
     if facts is None:
-        report.results.append(_r(node.name, "probe", "fail", probe_err,
-                                 f"run `{node.python} -m boltring.cluster.agent.nodeprobe </dev/null` on "
-                                 f"{node.name} to see the error"))
+        report.results.append(
+            _r(
+                node.name,
+                "probe",
+                "fail",
+                probe_err,
+                f"run `{node.python} -m boltring.cluster.agent.nodeprobe </dev/null` on "
+                f"{node.name} to see the error",
+            )
+        )
         report.results += _skipped(node, neighbours, "node probe failed", include_python=False)
         return report
     report.facts = facts
@@ -310,8 +358,9 @@ async def probe_node(transport, config: Config, node: Node,
     return report
 
 
-def _skipped(node: Node, neighbours: list[Node], why: str, *,
-             include_python: bool = True) -> list[CheckResult]:
+def _skipped(
+    node: Node, neighbours: list[Node], why: str, *, include_python: bool = True
+) -> list[CheckResult]:
     """What could not be checked on a node, so its panel still lists every check."""
     names = (["python"] if include_python else []) + ["boltring", "mlx", "ring_iface", "ring_ip"]
     names += [f"route:{n.name}" for n in neighbours] + [f"rtt:{n.name}" for n in neighbours]
@@ -326,8 +375,10 @@ async def check_node(transport, config: Config, node: Node) -> list[CheckResult]
 
 # -- turning facts into results (pure) ---------------------------------------------------------
 
-def node_results(config: Config, node: Node, facts: dict, versions: dict[str, str | None],
-                 neighbours: list[Node]) -> list[CheckResult]:
+
+def node_results(
+    config: Config, node: Node, facts: dict, versions: dict[str, str | None], neighbours: list[Node]
+) -> list[CheckResult]:
     """Every per-node check from a nodeprobe report. Pure: tested on hand-written facts."""
     n = node.name
     darwin = facts.get("platform") == "darwin"
@@ -337,30 +388,64 @@ def node_results(config: Config, node: Node, facts: dict, versions: dict[str, st
     bt = facts.get("boltring") or {}
     mine = versions.get("boltring")
     if not bt.get("installed"):
-        out.append(_r(n, "boltring", "fail", "not installed",
-                      f"install boltring into that python ({node.python} -m pip install boltring) "
-                      f"or {PYTHON_HINT[0].lower() + PYTHON_HINT[1:]}"))
+        out.append(
+            _r(
+                n,
+                "boltring",
+                "fail",
+                "not installed",
+                f"install boltring into that python ({node.python} -m pip install boltring) "
+                f"or {PYTHON_HINT[0].lower() + PYTHON_HINT[1:]}",
+            )
+        )
     elif mine and bt.get("version") not in (mine, "unknown"):
-        out.append(_r(n, "boltring", "warn", f"{bt.get('version')} (controller {mine})",
-                      f"install the same boltring on every node: {node.python} -m pip install "
-                      f"boltring=={mine}"))
+        out.append(
+            _r(
+                n,
+                "boltring",
+                "warn",
+                f"{bt.get('version')} (controller {mine})",
+                f"install the same boltring on every node: {node.python} -m pip install boltring=={mine}",
+            )
+        )
     else:
         out.append(_r(n, "boltring", "ok", bt.get("version")))
 
     # mlx
     mx = facts.get("mlx") or {}
     if mx.get("error"):
-        out.append(_r(n, "mlx", "fail", _short(mx["error"]), f"{MLX_HINT} ({node.python} -m pip install "
-                                                              f"{'mlx' if darwin else 'mlx[cpu]'})"))
+        out.append(
+            _r(
+                n,
+                "mlx",
+                "fail",
+                _short(mx["error"]),
+                f"{MLX_HINT} ({node.python} -m pip install {'mlx' if darwin else 'mlx[cpu]'})",
+            )
+        )
     else:
         ver = mx.get("version") or "unknown"
         mine = versions.get("mlx")
         if mine and ver not in (mine, "unknown"):
-            out.append(_r(n, "mlx", "warn", f"{ver} (controller {mine})",
-                          f"use the same mlx everywhere: {node.python} -m pip install mlx=={mine}"))
+            out.append(
+                _r(
+                    n,
+                    "mlx",
+                    "warn",
+                    f"{ver} (controller {mine})",
+                    f"use the same mlx everywhere: {node.python} -m pip install mlx=={mine}",
+                )
+            )
         elif darwin and mx.get("metal") is False:
-            out.append(_r(n, "mlx", "warn", f"{ver}, no Metal GPU",
-                          "mlx cannot see the GPU: run on Apple Silicon with a native (arm64) python"))
+            out.append(
+                _r(
+                    n,
+                    "mlx",
+                    "warn",
+                    f"{ver}, no Metal GPU",
+                    "mlx cannot see the GPU: run on Apple Silicon with a native (arm64) python",
+                )
+            )
         else:
             out.append(_r(n, "mlx", "ok", ver))
 
@@ -370,8 +455,15 @@ def node_results(config: Config, node: Node, facts: dict, versions: dict[str, st
     if hw.get("error") and not chip:
         out.append(_r(n, "chip", "warn", _short(hw["error"]), None))
     elif node.chip and chip and node.chip.lower() not in chip.lower():
-        out.append(_r(n, "chip", "warn", f"{chip} (config says {node.chip})",
-                      f"set chip: {chip!r} for {n} in the config"))
+        out.append(
+            _r(
+                n,
+                "chip",
+                "warn",
+                f"{chip} (config says {node.chip})",
+                f"set chip: {chip!r} for {n} in the config",
+            )
+        )
     else:
         out.append(_r(n, "chip", "ok", chip or "unknown"))
     mem = facts.get("memory") or {}
@@ -381,11 +473,25 @@ def node_results(config: Config, node: Node, facts: dict, versions: dict[str, st
     else:
         value = f"{_gb(total)} ({_gb(avail)} free)" if avail is not None else _gb(total)
         if node.memory_gb and abs(total / GIB - node.memory_gb) > 0.1 * node.memory_gb + 1:
-            out.append(_r(n, "memory", "warn", f"{value}, config says {node.memory_gb:g} GB",
-                          f"set memory_gb: {round(total / GIB)} for {n} in the config"))
+            out.append(
+                _r(
+                    n,
+                    "memory",
+                    "warn",
+                    f"{value}, config says {node.memory_gb:g} GB",
+                    f"set memory_gb: {round(total / GIB)} for {n} in the config",
+                )
+            )
         elif avail is not None and (avail < 2 * GIB or avail < 0.1 * total):
-            out.append(_r(n, "memory", "warn", value,
-                          f"little memory is free on {n}: close other programs, or training will swap"))
+            out.append(
+                _r(
+                    n,
+                    "memory",
+                    "warn",
+                    value,
+                    f"little memory is free on {n}: close other programs, or training will swap",
+                )
+            )
         else:
             out.append(_r(n, "memory", "ok", value))
 
@@ -399,8 +505,15 @@ def node_results(config: Config, node: Node, facts: dict, versions: dict[str, st
     busy = [p for p, state in ports.items() if state != "free"]
     if ports and ifs.get("holder"):
         if busy:
-            out.append(_r(n, "ports", "warn", f"{', '.join(busy)} in use ({ports[busy[0]]})",
-                          "a previous run may still be alive: `boltring kill`, or change ring: port:"))
+            out.append(
+                _r(
+                    n,
+                    "ports",
+                    "warn",
+                    f"{', '.join(busy)} in use ({ports[busy[0]]})",
+                    "a previous run may still be alive: `boltring kill`, or change ring: port:",
+                )
+            )
         else:
             out.append(_r(n, "ports", "ok", ", ".join(ports)))
 
@@ -410,8 +523,17 @@ def node_results(config: Config, node: Node, facts: dict, versions: dict[str, st
     for peer in neighbours:
         info = by_ip.get(peer.ring_ip) or {}
         route = info.get("route") or {"error": "not probed"}
-        out.append(_route_result(node, peer, route, ring_iface, names, darwin,
-                                 iface_down=bool(ifs.get("exists")) and not ifs.get("up")))
+        out.append(
+            _route_result(
+                node,
+                peer,
+                route,
+                ring_iface,
+                names,
+                darwin,
+                iface_down=bool(ifs.get("exists")) and not ifs.get("up"),
+            )
+        )
         if route.get("error"):
             out.append(_r(n, f"rtt:{peer.name}", "skipped", "no route"))
         else:
@@ -429,32 +551,51 @@ def node_results(config: Config, node: Node, facts: dict, versions: dict[str, st
 
 def _short(text: str, limit: int = 120) -> str:
     text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _iface_results(node: Node, ifs: dict, darwin: bool) -> list[CheckResult]:
     n, ip = node.name, node.ring_ip
     if ifs.get("error"):
-        return [_r(n, "ring_iface", "fail", _short(ifs["error"]),
-                   "the node's interfaces could not be read; run `ifconfig`/`ip addr` there"),
-                _r(n, "ring_ip", "skipped", "interfaces unknown")]
+        return [
+            _r(
+                n,
+                "ring_iface",
+                "fail",
+                _short(ifs["error"]),
+                "the node's interfaces could not be read; run `ifconfig`/`ip addr` there",
+            ),
+            _r(n, "ring_ip", "skipped", "interfaces unknown"),
+        ]
     name = ifs.get("ring_iface")
     holder = ifs.get("holder")
     others = {k: v for k, v in (ifs.get("all") or {}).items() if v.get("addresses")}
     out: list[CheckResult] = []
     if name is None:
-        hint = (f'give the Thunderbolt Bridge the ring address: sudo networksetup -setmanual '
-                f'"Thunderbolt Bridge" {ip} 255.255.255.0' if darwin else
-                f"assign {ip} to the ring interface (sudo ip addr add {ip}/24 dev IFACE) "
-                f"or set ring_iface: in the config")
-        return [_r(n, "ring_iface", "fail", f"no interface holds {ip}", hint),
-                _r(n, "ring_ip", "fail", f"{ip} is on no interface", hint)]
+        hint = (
+            f"give the Thunderbolt Bridge the ring address: sudo networksetup -setmanual "
+            f'"Thunderbolt Bridge" {ip} 255.255.255.0'
+            if darwin
+            else f"assign {ip} to the ring interface (sudo ip addr add {ip}/24 dev IFACE) "
+            f"or set ring_iface: in the config"
+        )
+        return [
+            _r(n, "ring_iface", "fail", f"no interface holds {ip}", hint),
+            _r(n, "ring_ip", "fail", f"{ip} is on no interface", hint),
+        ]
     if not ifs.get("exists"):
         choices = ", ".join(sorted(others)) or "none with an address"
-        out.append(_r(n, "ring_iface", "fail", f"{name} does not exist",
-                      f"set ring_iface: for {n} to a real interface ({choices})"
-                      if ifs.get("resolved_by") == "config" else
-                      "turn on Thunderbolt Bridge in System Settings > Network"))
+        out.append(
+            _r(
+                n,
+                "ring_iface",
+                "fail",
+                f"{name} does not exist",
+                f"set ring_iface: for {n} to a real interface ({choices})"
+                if ifs.get("resolved_by") == "config"
+                else "turn on Thunderbolt Bridge in System Settings > Network",
+            )
+        )
         out.append(_r(n, "ring_ip", "skipped", f"{name} missing"))
         return out
     members = ifs.get("members") or []
@@ -462,13 +603,17 @@ def _iface_results(node: Node, ifs: dict, darwin: bool) -> list[CheckResult]:
     if not ifs.get("up"):
         state = ifs.get("status") or ("down" if not ifs.get("admin_up") else "no carrier")
         if darwin:
-            hint = (f"plug in the Thunderbolt cable(s) and bring it up: sudo ifconfig {name} up"
-                    if members or name.startswith("bridge") else f"sudo ifconfig {name} up, and check the cable")
+            hint = (
+                f"plug in the Thunderbolt cable(s) and bring it up: sudo ifconfig {name} up"
+                if members or name.startswith("bridge")
+                else f"sudo ifconfig {name} up, and check the cable"
+            )
         else:
             hint = f"bring it up: sudo ip link set {name} up (and check the cable or peer)"
         state = str(state).lower()
-        out.append(_r(n, "ring_iface", "fail", f"{name} is down" + (f" ({state})" if state != "down" else ""),
-                      hint))
+        out.append(
+            _r(n, "ring_iface", "fail", f"{name} is down" + (f" ({state})" if state != "down" else ""), hint)
+        )
     else:
         extra = f" ({', '.join(active)})" if active else ""
         out.append(_r(n, "ring_iface", "ok", f"{name} up{extra}"))
@@ -476,16 +621,25 @@ def _iface_results(node: Node, ifs: dict, darwin: bool) -> list[CheckResult]:
     if holder == name:
         out.append(_r(n, "ring_ip", "ok", f"{ip} on {name}"))
     elif holder:
-        out.append(_r(n, "ring_ip", "fail", f"{ip} is on {holder}, not {name}",
-                      f"set ring_iface: {holder} for {n}, or move {ip} to {name}"))
+        out.append(
+            _r(
+                n,
+                "ring_ip",
+                "fail",
+                f"{ip} is on {holder}, not {name}",
+                f"set ring_iface: {holder} for {n}, or move {ip} to {name}",
+            )
+        )
     else:
         held = ", ".join(addrs) if addrs else "no IPv4 address"
         if darwin:
-            hint = (f'set it: sudo networksetup -setmanual "Thunderbolt Bridge" {ip} 255.255.255.0'
-                    + (f" (or set ring_ip: {addrs[0]} in the config)" if addrs else ""))
+            hint = f'set it: sudo networksetup -setmanual "Thunderbolt Bridge" {ip} 255.255.255.0' + (
+                f" (or set ring_ip: {addrs[0]} in the config)" if addrs else ""
+            )
         else:
-            hint = (f"set it: sudo ip addr add {ip}/24 dev {name}"
-                    + (f" (or set ring_ip: {addrs[0]} in the config)" if addrs else ""))
+            hint = f"set it: sudo ip addr add {ip}/24 dev {name}" + (
+                f" (or set ring_ip: {addrs[0]} in the config)" if addrs else ""
+            )
         out.append(_r(n, "ring_ip", "fail", f"{name} holds {held}, not {ip}", hint))
     mtu = ifs.get("mtu")
     if mtu and mtu < 1500:
@@ -501,55 +655,105 @@ def _describe_iface(iface: str, names: dict) -> str:
     return f"{iface} ({kind})" if kind else iface
 
 
-def _route_result(node: Node, peer: Node, route: dict, ring_iface: str | None, names: dict,
-                  darwin: bool, iface_down: bool = False) -> CheckResult:
+def _route_result(
+    node: Node,
+    peer: Node,
+    route: dict,
+    ring_iface: str | None,
+    names: dict,
+    darwin: bool,
+    iface_down: bool = False,
+) -> CheckResult:
     n, name = node.name, f"route:{peer.name}"
     if route.get("error"):
         if iface_down and ring_iface:
             hint = f"{ring_iface} is down on {n}: bring it up first (see the ring_iface check)"
         else:
-            hint = (f"put {n} and {peer.name} ring addresses in one subnet on the ring interface "
-                    f"and check the cable")
+            hint = (
+                f"put {n} and {peer.name} ring addresses in one subnet on the ring interface "
+                f"and check the cable"
+            )
         return _r(n, name, "fail", f"no route to {peer.name} ({peer.ring_ip})", hint)
     iface = route.get("iface")
     loopback = iface in ("lo", "lo0")
-    if loopback and not (ring_iface in ("lo", "lo0")) and not (node.local and peer.local):
-        return _r(n, name, "fail", f"{peer.ring_ip} ({peer.name}) is an address of {n} itself",
-                  f"every node needs its own ring_ip: fix {peer.name}'s or {n}'s ring_ip in the config")
+    if loopback and ring_iface not in ("lo", "lo0") and not (node.local and peer.local):
+        return _r(
+            n,
+            name,
+            "fail",
+            f"{peer.ring_ip} ({peer.name}) is an address of {n} itself",
+            f"every node needs its own ring_ip: fix {peer.name}'s or {n}'s ring_ip in the config",
+        )
     if ring_iface and iface != ring_iface and not (loopback and node.local and peer.local):
-        pin = (f"sudo route change {peer.ring_ip} -interface {ring_iface}" if darwin
-               else f"sudo ip route replace {peer.ring_ip}/32 dev {ring_iface}")
-        return _r(n, name, "fail",
-                  f"traffic to {peer.name} would go over {_describe_iface(iface, names)}, not {ring_iface}",
-                  f"give the ring interfaces a subnet no other interface uses, or pin the route: {pin}")
+        pin = (
+            f"sudo route change {peer.ring_ip} -interface {ring_iface}"
+            if darwin
+            else f"sudo ip route replace {peer.ring_ip}/32 dev {ring_iface}"
+        )
+        return _r(
+            n,
+            name,
+            "fail",
+            f"traffic to {peer.name} would go over {_describe_iface(iface, names)}, not {ring_iface}",
+            f"give the ring interfaces a subnet no other interface uses, or pin the route: {pin}",
+        )
     if route.get("gateway") and not str(route["gateway"]).startswith("link#"):
-        return _r(n, name, "warn", f"via {iface} through gateway {route['gateway']}",
-                  f"{n} and {peer.name} are not in one subnet: give ring addresses one subnet "
-                  f"(e.g. 10.10.0.x/24)")
+        return _r(
+            n,
+            name,
+            "warn",
+            f"via {iface} through gateway {route['gateway']}",
+            f"{n} and {peer.name} are not in one subnet: give ring addresses one subnet (e.g. 10.10.0.x/24)",
+        )
     return _r(n, name, "ok", f"via {iface}")
 
 
 def _rtt_result(node: Node, peer: Node, ping: dict) -> CheckResult:
     n, name = node.name, f"rtt:{peer.name}"
     if ping.get("missing"):
-        return _r(n, name, "skipped", "ping not found",
-                  "install ping (iputils-ping) on the node to measure round trips")
+        return _r(
+            n,
+            name,
+            "skipped",
+            "ping not found",
+            "install ping (iputils-ping) on the node to measure round trips",
+        )
     if ping.get("error"):
-        return _r(n, name, "warn", _short(ping["error"], 80),
-                  f"could not ping {peer.name} at {peer.ring_ip}: check its cable and address")
+        return _r(
+            n,
+            name,
+            "warn",
+            _short(ping["error"], 80),
+            f"could not ping {peer.name} at {peer.ring_ip}: check its cable and address",
+        )
     if not ping.get("received"):
-        return _r(n, name, "warn", "no reply",
-                  f"{peer.name} does not answer ping at {peer.ring_ip}: check the cable and address "
-                  f"(a firewall in stealth mode also drops pings)")
+        return _r(
+            n,
+            name,
+            "warn",
+            "no reply",
+            f"{peer.name} does not answer ping at {peer.ring_ip}: check the cable and address "
+            f"(a firewall in stealth mode also drops pings)",
+        )
     avg = ping.get("avg_ms")
     value = format_ms(avg) if avg is not None else "?"
     if ping.get("loss_pct"):
-        return _r(n, name, "warn", f"{value}, {ping['loss_pct']:g}% lost",
-                  f"packets to {peer.name} are lost: reseat or replace the cable")
+        return _r(
+            n,
+            name,
+            "warn",
+            f"{value}, {ping['loss_pct']:g}% lost",
+            f"packets to {peer.name} are lost: reseat or replace the cable",
+        )
     if avg is not None and avg > SLOW_RTT_MS:
-        return _r(n, name, "warn", value,
-                  "Thunderbolt round trips take 0.1-0.5 ms: this link looks like Wi-Fi/Ethernet "
-                  "or a congested path")
+        return _r(
+            n,
+            name,
+            "warn",
+            value,
+            "Thunderbolt round trips take 0.1-0.5 ms: this link looks like Wi-Fi/Ethernet "
+            "or a congested path",
+        )
     return _r(n, name, "ok", value)
 
 
@@ -562,9 +766,11 @@ def _default_route_result(node: Node, facts: dict, ring_iface: str | None, darwi
         primary = mac.get("default_route") or {}
         routes = (mac.get("routes") or {}).get("routes") or []
         defaults = probes_macos.default_routes(routes)
-        hint = ('remove the Router from "Thunderbolt Bridge" (sudo networksetup -setmanual '
-                '"Thunderbolt Bridge" IP MASK with no router) and keep Wi-Fi/Ethernet first in the '
-                'service order')
+        hint = (
+            'remove the Router from "Thunderbolt Bridge" (sudo networksetup -setmanual '
+            '"Thunderbolt Bridge" IP MASK with no router) and keep Wi-Fi/Ethernet first in the '
+            "service order"
+        )
         if primary.get("iface") in suspects:
             return _r(n, "default_route", "warn", f"default route goes over {primary['iface']}", hint)
         unscoped = [d for d in defaults if not d["scoped"] and d["iface"] in suspects]
@@ -576,8 +782,13 @@ def _default_route_result(node: Node, facts: dict, ring_iface: str | None, darwi
     routes = ((facts.get("linux") or {}).get("default_routes") or {}).get("routes") or []
     bad = [r for r in routes if ring_iface and r.get("iface") == ring_iface and ring_iface != "lo"]
     if bad:
-        return _r(n, "default_route", "warn", f"default route goes over {ring_iface}",
-                  f"remove it: sudo ip route del default dev {ring_iface}")
+        return _r(
+            n,
+            "default_route",
+            "warn",
+            f"default route goes over {ring_iface}",
+            f"remove it: sudo ip route del default dev {ring_iface}",
+        )
     return _r(n, "default_route", "ok", f"via {routes[0]['iface']}" if routes else "none")
 
 
@@ -596,8 +807,13 @@ def _bridge_dhcp_result(node: Node, ifs: dict, mac: dict) -> CheckResult:
         return _r(n, "bridge_dhcp", "skipped", _short(info["error"], 80))
     config = info.get("config")
     if config in ("dhcp", "bootp"):
-        return _r(n, "bridge_dhcp", "warn", f"Thunderbolt Bridge uses {config.upper()}",
-                  hint + " (DHCP addresses change after reboots)")
+        return _r(
+            n,
+            "bridge_dhcp",
+            "warn",
+            f"Thunderbolt Bridge uses {config.upper()}",
+            hint + " (DHCP addresses change after reboots)",
+        )
     return _r(n, "bridge_dhcp", "ok", config or "unknown")
 
 
@@ -612,29 +828,47 @@ def _tb_speed_result(node: Node, mac: dict, chip: str | None, ifs: dict) -> Chec
         ring_iface = ifs.get("ring_iface") or ""
         tb_devs = set((ifs.get("thunderbolt_devices") or {}).values()) | {ifs.get("bridge_device")}
         if ring_iface in tb_devs:
-            return _r(n, "tb_speed", "warn", "no Thunderbolt cable connected",
-                      "connect this Mac to its ring neighbours with Thunderbolt cables")
+            return _r(
+                n,
+                "tb_speed",
+                "warn",
+                "no Thunderbolt cable connected",
+                "connect this Mac to its ring neighbours with Thunderbolt cables",
+            )
         return _r(n, "tb_speed", "skipped", "no Thunderbolt peers")
     cap = probes_macos.port_capability_gbps(ports, chip)
     speeds = [p.get("speed_gbps") for p in linked]
-    value = ", ".join(f"port {p.get('port')}: {format_gbps(p['speed_gbps']) if p.get('speed_gbps') else '?'}"
-                      for p in linked)
+    value = ", ".join(
+        f"port {p.get('port')}: {format_gbps(p['speed_gbps']) if p.get('speed_gbps') else '?'}"
+        for p in linked
+    )
     slow = [p for p in linked if p.get("speed_gbps") and p["speed_gbps"] < 40]
     if slow:
-        return _r(n, "tb_speed", "warn", value,
-                  f"port {slow[0].get('port')} links at {format_gbps(slow[0]['speed_gbps'])}: use a "
-                  f"Thunderbolt 4/5 cable (USB-C charge cables link at USB speeds)")
+        return _r(
+            n,
+            "tb_speed",
+            "warn",
+            value,
+            f"port {slow[0].get('port')} links at {format_gbps(slow[0]['speed_gbps'])}: use a "
+            f"Thunderbolt 4/5 cable (USB-C charge cables link at USB speeds)",
+        )
     if cap and cap >= 80:
         tb4 = [p for p in linked if p.get("speed_gbps") and p["speed_gbps"] < 80]
         if tb4:
-            return _r(n, "tb_speed", "warn", value + " (Thunderbolt 4 on a Thunderbolt 5 Mac)",
-                      f"port {tb4[0].get('port')} runs at Thunderbolt 4 speed: use a Thunderbolt 5 "
-                      f"cable, and a Thunderbolt 5 Mac at the other end, for 80 Gb/s")
+            return _r(
+                n,
+                "tb_speed",
+                "warn",
+                value + " (Thunderbolt 4 on a Thunderbolt 5 Mac)",
+                f"port {tb4[0].get('port')} runs at Thunderbolt 4 speed: use a Thunderbolt 5 "
+                f"cable, and a Thunderbolt 5 Mac at the other end, for 80 Gb/s",
+            )
     gen = probes_macos.tb_generation(max((s for s in speeds if s), default=None))
     return _r(n, "tb_speed", "ok", f"{value} ({gen})")
 
 
 # -- across nodes ------------------------------------------------------------------------------
+
 
 def _tb_ports(facts: dict) -> list[dict]:
     return ((facts.get("macos") or {}).get("thunderbolt") or {}).get("ports") or []
@@ -723,7 +957,7 @@ def cabling_order(nodes: list[str], edges: Iterable[tuple[str, str]]) -> list[st
 def uncabled_pairs(nodes: list[str], edges: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """Consecutive pairs of `nodes` (no wrap-around) with no cable between them."""
     cabled = {frozenset(e) for e in edges}
-    return [(a, b) for a, b in zip(nodes, nodes[1:]) if frozenset((a, b)) not in cabled]
+    return [(a, b) for a, b in zip(nodes, nodes[1:], strict=False) if frozenset((a, b)) not in cabled]
 
 
 def tb_loops(reports: dict[str, dict]) -> dict[str, str]:
@@ -758,15 +992,16 @@ def tb_loops(reports: dict[str, dict]) -> dict[str, str]:
     return out
 
 
-TB_LOOP_HINT = ("a cable loop with Thunderbolt Bridge on floods the network: remove one cable, or take "
-                "the Thunderbolt ports out of the bridge and give each cable its own subnet "
-                "(mlx.distributed_config --over thunderbolt --auto-setup)")
+TB_LOOP_HINT = (
+    "a cable loop with Thunderbolt Bridge on floods the network: remove one cable, or take "
+    "the Thunderbolt ports out of the bridge and give each cable its own subnet "
+    "(mlx.distributed_config --over thunderbolt --auto-setup)"
+)
 
 
 def all_report_tb_ports(names: list[str], facts: dict[str, dict]) -> bool:
     """Every named node reported its Thunderbolt ports (macOS facts), so its cables are known."""
-    return all("ports" in (((facts.get(n) or {}).get("macos") or {}).get("thunderbolt") or {})
-               for n in names)
+    return all("ports" in (((facts.get(n) or {}).get("macos") or {}).get("thunderbolt") or {}) for n in names)
 
 
 def ring_order_result(config: Config, facts: dict[str, dict]) -> CheckResult | None:
@@ -785,16 +1020,21 @@ def ring_order_result(config: Config, facts: dict[str, dict]) -> CheckResult | N
     a, b = missing[0]
     value = f"{a}→{b} has no direct cable" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else "")
     if order is None:
-        hint = ("no order of the nodes has a cable between each neighbour: cable them in a line "
-                "or a loop (tb_loop warns when a loop goes through Thunderbolt Bridge)")
+        hint = (
+            "no order of the nodes has a cable between each neighbour: cable them in a line "
+            "or a loop (tb_loop warns when a loop goes through Thunderbolt Bridge)"
+        )
     else:
-        hint = (f"put the nodes in cable order in the config: {', '.join(order)} "
-                f"(or set ring: {{order: cabling}})")
+        hint = (
+            f"put the nodes in cable order in the config: {', '.join(order)} "
+            f"(or set ring: {{order: cabling}})"
+        )
     return _r("ring", "ring_order", "warn", value, hint)
 
 
-def _pair_state(rep: NodeReport, b: Node, bw: dict[tuple[str, str], CheckResult]
-                ) -> tuple[str, str, str | None]:
+def _pair_state(
+    rep: NodeReport, b: Node, bw: dict[tuple[str, str], CheckResult]
+) -> tuple[str, str, str | None]:
     """(verdict, reason, hint) for the direction rep.node -> b; verdict is "ok", "bad" (no
     route, or TCP failed) or "unknown" (not probed, or no ping reply and no TCP test: a Mac in
     stealth mode drops pings)."""
@@ -820,8 +1060,9 @@ def _pair_state(rep: NodeReport, b: Node, bw: dict[tuple[str, str], CheckResult]
     return "unknown", "untested", None
 
 
-def _ring_results(config: Config, reports: dict[str, NodeReport],
-                  bw: dict[tuple[str, str], CheckResult]) -> list[CheckResult]:
+def _ring_results(
+    config: Config, reports: dict[str, NodeReport], bw: dict[tuple[str, str], CheckResult]
+) -> list[CheckResult]:
     """The "ring" reachability matrix over every neighbour direction, and MTU agreement."""
     neighbours = ring_neighbours(config)
     pairs = [(a, b) for a in config.nodes for b in neighbours[a.name]]
@@ -840,46 +1081,111 @@ def _ring_results(config: Config, reports: dict[str, NodeReport],
             first_hint = first_hint or hint
     ok_count = len(pairs) - sum(len(v) for v in groups.values())
     order = ("no route", "no TCP", "no reply", "not probed", "untested")
-    value = "; ".join([f"{ok_count}/{len(pairs)} reachable"] +
-                      [f"{reason}: {', '.join(groups[reason])}" for reason in order if reason in groups])
+    value = "; ".join(
+        [f"{ok_count}/{len(pairs)} reachable"]
+        + [f"{reason}: {', '.join(groups[reason])}" for reason in order if reason in groups]
+    )
     out = []
     if bad:
-        out.append(_r("ring", "ring", "fail", value,
-                      first_hint or "check the cables and ring addresses of those nodes"))
+        out.append(
+            _r(
+                "ring",
+                "ring",
+                "fail",
+                value,
+                first_hint or "check the cables and ring addresses of those nodes",
+            )
+        )
     elif groups:
-        out.append(_r("ring", "ring", "warn", value,
-                      "fix the failing node checks, then check again (no reply can also be a "
-                      "firewall in stealth mode)"))
+        out.append(
+            _r(
+                "ring",
+                "ring",
+                "warn",
+                value,
+                "fix the failing node checks, then check again (no reply can also be a "
+                "firewall in stealth mode)",
+            )
+        )
     else:
         out.append(_r("ring", "ring", "ok", value))
-    mtus = {name: rep.facts["interfaces"]["mtu"] for name, rep in reports.items()
-            if rep.facts and (rep.facts.get("interfaces") or {}).get("mtu")}
-    mismatch = [(a.name, b.name) for a, b in pairs
-                if a.name in mtus and b.name in mtus and mtus[a.name] != mtus[b.name]]
+    mtus = {
+        name: rep.facts["interfaces"]["mtu"]
+        for name, rep in reports.items()
+        if rep.facts and (rep.facts.get("interfaces") or {}).get("mtu")
+    }
+    mismatch = [
+        (a.name, b.name)
+        for a, b in pairs
+        if a.name in mtus and b.name in mtus and mtus[a.name] != mtus[b.name]
+    ]
     if mismatch:
         a, b = mismatch[0]
-        out.append(_r("ring", "mtu", "warn", ", ".join(f"{k} {v}" for k, v in mtus.items()),
-                      f"use one MTU on every ring interface ({a} has {mtus[a]}, {b} has {mtus[b]})"))
+        out.append(
+            _r(
+                "ring",
+                "mtu",
+                "warn",
+                ", ".join(f"{k} {v}" for k, v in mtus.items()),
+                f"use one MTU on every ring interface ({a} has {mtus[a]}, {b} has {mtus[b]})",
+            )
+        )
     return out
 
 
-async def measure_bandwidth(a_transport: Transport, a: Node, a_python: str,
-                            b_transport: Transport, b: Node, b_python: str, port: int, *,
-                            seconds: float = BW_SECONDS, bytes_limit: int = BW_BYTES_LIMIT) -> dict:
+async def measure_bandwidth(
+    a_transport: Transport,
+    a: Node,
+    a_python: str,
+    b_transport: Transport,
+    b: Node,
+    b_python: str,
+    port: int,
+    *,
+    seconds: float = BW_SECONDS,
+    bytes_limit: int = BW_BYTES_LIMIT,
+) -> dict:
     """Run a probe server on b (bound to b's ring address) and a sender on a; both prove a fresh
     secret passed on stdin. Returns the sender's JSON ({"gbps", ...} or {"error"})."""
     secret = secrets.token_hex(32)
     job = f"bw-{secrets.token_hex(4)}"
     accept_timeout = BW_CONNECT_TIMEOUT_S + 2.0
-    serve_argv = [b_python, "-m", "boltring.netio.probe", "serve", "--bind", b.ring_ip, "--port",
-                  str(port), "--seconds", f"{seconds:g}", "--accept-timeout", f"{accept_timeout:g}",
-                  "--job", job]
-    send_argv = [a_python, "-m", "boltring.netio.probe", "send", "--to", f"{b.ring_ip}:{port}",
-                 "--seconds", f"{seconds:g}", "--bytes-limit", str(bytes_limit),
-                 "--connect-timeout", f"{BW_CONNECT_TIMEOUT_S:g}", "--job", job]
+    serve_argv = [
+        b_python,
+        "-m",
+        "boltring.netio.probe",
+        "serve",
+        "--bind",
+        b.ring_ip,
+        "--port",
+        str(port),
+        "--seconds",
+        f"{seconds:g}",
+        "--accept-timeout",
+        f"{accept_timeout:g}",
+        "--job",
+        job,
+    ]
+    send_argv = [
+        a_python,
+        "-m",
+        "boltring.netio.probe",
+        "send",
+        "--to",
+        f"{b.ring_ip}:{port}",
+        "--seconds",
+        f"{seconds:g}",
+        "--bytes-limit",
+        str(bytes_limit),
+        "--connect-timeout",
+        f"{BW_CONNECT_TIMEOUT_S:g}",
+        "--job",
+        job,
+    ]
     limit = accept_timeout + seconds * 3 + 15
-    server = asyncio.create_task(_run_or_error(b_transport, serve_argv, input=(secret + "\n").encode(),
-                                               timeout=limit))
+    server = asyncio.create_task(
+        _run_or_error(b_transport, serve_argv, input=(secret + "\n").encode(), timeout=limit)
+    )
     await asyncio.sleep(0.05)
     sender = await _run_or_error(a_transport, send_argv, input=(secret + "\n").encode(), timeout=limit)
     srv = await server
@@ -900,14 +1206,24 @@ async def measure_bandwidth(a_transport: Transport, a: Node, a_python: str,
 def _bw_result(a: Node, b: Node, res: dict, min_gbps: float) -> CheckResult:
     name = f"bw:{a.name}->{b.name}"
     if "gbps" not in res:
-        return _r("ring", name, "fail", _short(res.get("error", "failed"), 100),
-                  f"{a.name} cannot send to {b.name} at {b.ring_ip}: check route:{b.name} on "
-                  f"{a.name} and any firewall on {b.name}")
+        return _r(
+            "ring",
+            name,
+            "fail",
+            _short(res.get("error", "failed"), 100),
+            f"{a.name} cannot send to {b.name} at {b.ring_ip}: check route:{b.name} on "
+            f"{a.name} and any firewall on {b.name}",
+        )
     gbps = float(res["gbps"])
     if gbps < min_gbps:
-        return _r("ring", name, "fail", format_gbps(gbps),
-                  f"{a.name}->{b.name} moves only {format_gbps(gbps)} (Thunderbolt gives 10-40+): "
-                  f"check the cable and that the route goes over the ring interface")
+        return _r(
+            "ring",
+            name,
+            "fail",
+            format_gbps(gbps),
+            f"{a.name}->{b.name} moves only {format_gbps(gbps)} (Thunderbolt gives 10-40+): "
+            f"check the cable and that the route goes over the ring interface",
+        )
     return _r("ring", name, "ok", format_gbps(gbps))
 
 
@@ -921,18 +1237,29 @@ def _relative_bw(results: list[CheckResult], gbps: dict[str, float]) -> list[Che
             others = [v for k, v in gbps.items() if k != r.name]
             med = statistics.median(others)
             if gbps[r.name] < 0.5 * med:
-                r = _r(r.node, r.name, "warn", f"{r.value} (others ~{format_gbps(med)})",
-                       "this link is much slower than the others: check its cable and route")
+                r = _r(
+                    r.node,
+                    r.name,
+                    "warn",
+                    f"{r.value} (others ~{format_gbps(med)})",
+                    "this link is much slower than the others: check its cable and route",
+                )
         out.append(r)
     return out
 
 
-async def check_cluster(config: Config, transports, *,
-                        bandwidth: bool = True, bandwidth_seconds: float = BW_SECONDS,
-                        min_gbps: float = MIN_GBPS, check_ports: bool = True,
-                        on_result: Callable[[CheckResult], None] | None = None,
-                        emit: Callable[[CheckResult], None] | None = None,
-                        facts_out: dict[str, dict] | None = None) -> list[CheckResult]:
+async def check_cluster(
+    config: Config,
+    transports,
+    *,
+    bandwidth: bool = True,
+    bandwidth_seconds: float = BW_SECONDS,
+    min_gbps: float = MIN_GBPS,
+    check_ports: bool = True,
+    on_result: Callable[[CheckResult], None] | None = None,
+    emit: Callable[[CheckResult], None] | None = None,
+    facts_out: dict[str, dict] | None = None,
+) -> list[CheckResult]:
     """Every check on every node (concurrently), then across nodes: Thunderbolt loops, ring
     reachability, MTU agreement and (with `bandwidth`) one bandwidth burst per ring link.
 
@@ -969,14 +1296,21 @@ async def check_cluster(config: Config, transports, *,
         facts_out.update({name: rep.facts for name, rep in reports.items() if rep.facts})
 
     # Thunderbolt loops (macOS nodes that reported their ports)
-    mac_facts = {name: rep.facts for name, rep in reports.items()
-                 if rep.facts and rep.facts.get("platform") == "darwin"
-                 and "ports" in ((rep.facts.get("macos") or {}).get("thunderbolt") or {})}
+    mac_facts = {
+        name: rep.facts
+        for name, rep in reports.items()
+        if rep.facts
+        and rep.facts.get("platform") == "darwin"
+        and "ports" in ((rep.facts.get("macos") or {}).get("thunderbolt") or {})
+    }
     if mac_facts:
         loops = tb_loops(mac_facts)
         for name in mac_facts:
-            r = (_r(name, "tb_loop", "warn", loops[name], TB_LOOP_HINT) if name in loops
-                 else _r(name, "tb_loop", "ok", "no loop"))
+            r = (
+                _r(name, "tb_loop", "warn", loops[name], TB_LOOP_HINT)
+                if name in loops
+                else _r(name, "tb_loop", "ok", "no loop")
+            )
             reports[name].results.append(r)
             emit_fn(r)
 
@@ -999,15 +1333,19 @@ async def check_cluster(config: Config, transports, *,
             if why:
                 return (a.name, b.name), _r("ring", f"bw:{a.name}->{b.name}", "skipped", why)
             port = config.ring.port - 1 - (i % 64)
-            res = await measure_bandwidth(ra.transport, a, ra.python, rb.transport, b, rb.python,
-                                          port, seconds=bandwidth_seconds)
+            res = await measure_bandwidth(
+                ra.transport, a, ra.python, rb.transport, b, rb.python, port, seconds=bandwidth_seconds
+            )
             return (a.name, b.name), _bw_result(a, b, res, min_gbps)
 
         done = await asyncio.gather(*(bw(i, a, b) for i, (a, b) in enumerate(links)))
-        measured = {r.name: float(r.value.split()[0]) for _, r in done
-                    if r.status == "ok" and r.value and r.value.endswith("Gb/s")}
+        measured = {
+            r.name: float(r.value.split()[0])
+            for _, r in done
+            if r.status == "ok" and r.value and r.value.endswith("Gb/s")
+        }
         adjusted = _relative_bw([r for _, r in done], measured)
-        bw_results = {key: r for (key, _), r in zip(done, adjusted)}
+        bw_results = {key: r for (key, _), r in zip(done, adjusted, strict=False)}
 
     ring = _ring_results(config, reports, bw_results)
     order = ring_order_result(config, {name: rep.facts for name, rep in reports.items() if rep.facts})
