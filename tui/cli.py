@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from boltring.cluster.config.schema import EXAMPLES
+
 DESCRIPTION = """\
 Train one MLX model data-parallel across Thunderbolt-wired Macs (or N local ranks).
 
@@ -26,8 +28,6 @@ The config is --config FILE, else ./boltring.yaml, else the embedded local defau
 (2 ranks on loopback). It may also be an MLX hostfile, a smolcluster cluster_config.yaml or
 a jupiter cluster.yaml: boltring reports what it mapped and ignored.
 """
-
-EXAMPLES = ("mlp", "charlm")  # built-in examples (cluster/train/); the config validator knows the same list
 
 
 def config_parent(*, in_subcommand: bool = False) -> argparse.ArgumentParser:

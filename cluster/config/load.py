@@ -26,13 +26,22 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import yaml
 from yaml.constructor import SafeConstructor
 
-from boltring.cluster.config.schema import Config, JobSpec, Node, RingOptions, SshOptions
+from boltring.cluster.config.schema import (
+    BACKENDS,
+    EXAMPLES,
+    WIRE_DTYPES,
+    Config,
+    JobSpec,
+    Node,
+    RingOptions,
+    SetupOptions,
+    SshOptions,
+)
 from boltring.cluster.errors import BoltringError
 
 if TYPE_CHECKING:
     from boltring.cluster.config.importers import ImportReport
 
-EXAMPLES = ("mlp", "charlm")
 CONFIG_FILENAME = "boltring.yaml"
 EMBEDDED_SOURCE = "<embedded local.yaml>"
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")  # ssh targets that mean "this machine"
@@ -379,6 +388,17 @@ def _ring_order(v: Any) -> str:
     return v
 
 
+def _choice(what: str, choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        v = _text(v)
+        if v not in choices:
+            close = difflib.get_close_matches(v, choices, n=1, cutoff=0.5)
+            raise _Bad(f"{v!r} is not {what}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        return v
+
+    return check
+
+
 def _example(v: Any) -> str:
     v = _text(v)
     if v not in EXAMPLES:
@@ -421,6 +441,16 @@ RING_KEYS: Spec = {
         _ring_order,
         "config (nodes in file order) or cabling (reordered to follow the Thunderbolt cables)",
     ),
+    "backend": (
+        "backend",
+        _choice("a collective backend", BACKENDS),
+        "boltring (our ring), mlx-ring (MLX's TCP ring) or jaccl (MLX's RDMA over Thunderbolt 5)",
+    ),
+    "wire_dtype": (
+        "wire_dtype",
+        _choice("a wire dtype", WIRE_DTYPES),
+        "float32 (exact), bfloat16 or float16 (half the bytes; sums still accumulate in float32)",
+    ),
 }
 NODE_KEYS: Spec = {
     "name": ("name", _name, "a unique name of letters, digits, '.', '_' or '-', such as mini1"),
@@ -455,9 +485,27 @@ JOB_KEYS: Spec = {
     "checkpoint_every": ("checkpoint_every", _int_min(0), "steps between checkpoints, or 0 for none"),
     "log_every": ("log_every", _int_min(1), "steps between metrics lines, at least 1"),
     "data": ("data", _text, "the path of the data file the example reads"),
+    "module": ("module", _text, "an installed Python module run on every rank, like python -m NAME"),
+    "keep_checkpoints": ("keep_checkpoints", _int_min(1), "how many newest checkpoints to keep, such as 3"),
+    "allow_nonfinite": ("allow_nonfinite", _bool, "true to keep training when the loss becomes NaN or inf"),
+    "restarts": ("restarts", _int_min(0), "how many times a failed job is relaunched, such as 0 or 2"),
+    "restart_delay": ("restart_delay_s", _positive, "seconds to wait before a restart, such as 5"),
+    "sync": ("sync", _text_list, "a list of local paths sent to every node before launch, such as [data/]"),
+    "wandb": ("wandb", _text, "a Weights & Biases project name (rank 0 logs there when wandb is installed)"),
+    "steps_per_eval": ("steps_per_eval", _int_min(0), "steps between validation passes, or 0 for none"),
 }
-TOP_KEYS = ("name", "ssh", "ring", "defaults", "nodes", "job")
-_SECTIONS = {"ssh": SSH_KEYS, "ring": RING_KEYS, "defaults": DEFAULT_KEYS, "job": JOB_KEYS}
+SETUP_KEYS: Spec = {
+    "wheelhouse": ("wheelhouse", _text, "a local folder of wheels for offline nodes, such as ./wheels"),
+    "extras": ("extras", _text_list, "boltring extras to install on the nodes, such as [lm]"),
+}
+TOP_KEYS = ("name", "ssh", "ring", "defaults", "nodes", "job", "setup")
+_SECTIONS = {
+    "ssh": SSH_KEYS,
+    "ring": RING_KEYS,
+    "defaults": DEFAULT_KEYS,
+    "job": JOB_KEYS,
+    "setup": SETUP_KEYS,
+}
 
 
 def _unknown_key_hint(key: Any, valid: list[str], section: str) -> str:
@@ -565,7 +613,8 @@ def config_from_data(doc: Any, source: str, *, base_dir: Path | None = None) -> 
     else:  # the default 256 must divide too; point at the job section (or the nodes)
         line = line_of(doc, "job") or line_of(doc, "nodes") or top.line
         _check_batch(job.global_batch, nodes, Where(source, "job.global_batch", line), default=True)
-    return Config(name=name, nodes=tuple(nodes), job=job, ring=ring, ssh=ssh, source=source)
+    setup = SetupOptions(**_values(_read(doc.get("setup"), top.child(doc, "setup"), SETUP_KEYS, "setup")))
+    return Config(name=name, nodes=tuple(nodes), job=job, ring=ring, ssh=ssh, setup=setup, source=source)
 
 
 def _read_nodes(doc: dict, top: Where, ring: RingOptions) -> list[Node]:

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_RING_PORT = 52520  # first ring port; a node's k-th local rank listens on port + k
+EXAMPLES = ("mlp", "charlm", "lm")  # built-in examples under cluster/train/
+BACKENDS = ("boltring", "mlx-ring", "jaccl")  # who runs the collectives (ring.backend, --backend)
+WIRE_DTYPES = ("float32", "bfloat16", "float16")  # what average_gradients sends (ring.wire_dtype)
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,14 @@ class JobSpec:
     checkpoint_every: int = 0  # 0 = no checkpoints
     log_every: int = 1  # steps between metrics lines
     data: str | None = None  # data file for examples that read one (charlm)
+    module: str | None = None  # an installed module run on every rank (python -m), instead of example/script
+    keep_checkpoints: int = 3  # newest checkpoints kept; older ones are pruned
+    allow_nonfinite: bool = False  # False: a NaN/inf loss fails the job, naming step and rank
+    restarts: int = 0  # --restarts: relaunch a failed job from its newest verified checkpoint
+    restart_delay_s: float = 5.0
+    sync: tuple[str, ...] = ()  # local paths sent to every node's workdir before launch, when changed
+    wandb: str | None = None  # W&B project; rank 0 logs there when wandb is installed
+    steps_per_eval: int = 0  # validation every N steps (lm example); 0 = none
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,16 @@ class RingOptions:
     bucket_mb: float = 32.0  # gradient bucket size for average_gradients
     chunk_mb: float = 4.0  # frame payload size on the wire
     order: str = "config"  # "config": nodes in file order; "cabling": reordered to follow the cables
+    backend: str = "boltring"  # one of BACKENDS
+    wire_dtype: str = "float32"  # one of WIRE_DTYPES; half precision halves the bytes of average_gradients
+
+
+@dataclass(frozen=True)
+class SetupOptions:
+    """`boltring setup`: how nodes get the same environment as the laptop."""
+
+    wheelhouse: str | None = None  # local folder of wheels: nodes install with --no-index
+    extras: tuple[str, ...] = ()  # boltring extras installed on nodes, e.g. ("lm",)
 
 
 @dataclass(frozen=True)
@@ -71,6 +92,7 @@ class Config:
     job: JobSpec = field(default_factory=JobSpec)
     ring: RingOptions = field(default_factory=RingOptions)
     ssh: SshOptions = field(default_factory=SshOptions)
+    setup: SetupOptions = field(default_factory=SetupOptions)
     source: str | None = None  # path of the file it came from ("<embedded local.yaml>" for the default)
 
     @property
