@@ -37,7 +37,7 @@ from boltring.cluster.jobs.events import (
     RankStarted,
     StepProgress,
 )
-from boltring.cluster.nodes.transport import LocalTransport, Transport, TransportError
+from boltring.cluster.nodes.transport import LocalTransport, Transport, TransportError, last_json_object
 from boltring.netio.handshake import new_secret
 
 POLL_S = 0.25  # how often metrics and logs are read; ranks report far less often than this
@@ -207,7 +207,7 @@ class JobController:
             for rs in self._ranks.values():
                 t = self.transport(rs.node)
                 res = await t.run(rs.plan.spawn_argv, input=launcher.spawn_input(rs.plan, secret), timeout=30)
-                info = _json_or_none(res.stdout)
+                info = res.last_json()
                 if not res.ok or not info or "pid" not in info:
                     why = (info or {}).get("error") or res.stderr.strip().splitlines()[-1:] or ["no output"]
                     raise ControllerError(
@@ -370,7 +370,7 @@ class JobController:
                         )
             if not rs.exited:
                 raw = await t.read_from(f"{rs.plan.run_dir}/exit.json", 0)
-                info = _json_or_none(raw.decode(errors="replace")) if raw else None
+                info = last_json_object(raw.decode(errors="replace")) if raw else None
                 if info is not None:
                     self._on_exit(rs, info)
         except TransportError as e:
@@ -379,11 +379,11 @@ class JobController:
     async def _check_alive(self, rs: _RankState) -> None:
         try:
             res = await self.transport(rs.node).run(
-                [rs.node.python, "-m", launcher.SPAWN_MODULE, "status", rs.plan.run_dir], timeout=15
+                launcher.spawn_argv(rs.node, "status", rs.plan.run_dir), timeout=15
             )
         except TransportError:
             return
-        info = _json_or_none(res.stdout)
+        info = res.last_json()
         if info and not info.get("alive"):
             self._on_exit(rs, info.get("exit") or {"returncode": None, "signal": "lost"})
 
@@ -400,7 +400,7 @@ class JobController:
         self.emit(RankExited(rank=rs.plan.rank, node=rs.node.name, returncode=rc, reason=rs.exit_reason))
 
     def _on_metrics_line(self, rs: _RankState, line: bytes) -> None:
-        rec = _json_or_none(line.decode(errors="replace"))
+        rec = last_json_object(line.decode(errors="replace"))
         if not rec or rec.get("kind") != "step":
             return
         ev = RankMetrics(
@@ -464,9 +464,9 @@ class JobController:
         async def one(rs: _RankState) -> None:
             try:
                 res = await self.transport(rs.node).run(
-                    [rs.node.python, "-m", launcher.SPAWN_MODULE, "kill", rs.plan.run_dir], timeout=30
+                    launcher.spawn_argv(rs.node, "kill", rs.plan.run_dir), timeout=30
                 )
-                info = _json_or_none(res.stdout)
+                info = res.last_json()
                 if info and info.get("alive"):
                     self._log(f"rank {rs.plan.rank} on {rs.node.name} survived SIGKILL", "error")
                 if info and info.get("exit"):
@@ -543,12 +543,10 @@ class JobController:
                 continue
             try:
                 t = await self.connect(node)
-                res = await t.run(
-                    [node.python, "-m", launcher.SPAWN_MODULE, "status", r["run_dir"]], timeout=15
-                )
+                res = await t.run(launcher.spawn_argv(node, "status", r["run_dir"]), timeout=15)
             except TransportError:
                 continue
-            info = _json_or_none(res.stdout)
+            info = res.last_json()
             if info and info.get("alive"):
                 alive.append(r["rank"])
         return alive
@@ -607,18 +605,6 @@ def _lines(rs: _RankState, attr: str, data: bytes) -> list[bytes]:
     *lines, rest = buf.split(b"\n")
     setattr(rs, attr, rest)
     return lines
-
-
-def _json_or_none(text: str | None):
-    if not text:
-        return None
-    for line in reversed(text.strip().splitlines()):
-        try:
-            value = json.loads(line)
-            return value if isinstance(value, dict) else None
-        except ValueError:
-            continue
-    return None
 
 
 def _mean(values) -> float | None:

@@ -32,6 +32,11 @@ class PlannedRank:
     spawn_argv: list[str] = field(default_factory=list)  # what the transport executes
 
 
+def spawn_argv(node: Node, verb: str, run_dir: str) -> list[str]:
+    """The agent command that starts, kills or reports one rank (`spawn start|kill|status`)."""
+    return [node.python, "-m", SPAWN_MODULE, verb, run_dir]
+
+
 def new_job_id(name: str) -> str:
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
@@ -103,7 +108,7 @@ def plan_job(config: Config, job_id: str, *, resume: bool = False, command_line=
             node=node.name,
         ).to_environ()
         argv = runner_argv(config, node, job_id, resume=resume)
-        spawn = [node.python, "-m", SPAWN_MODULE, "start", run_dir]
+        spawn = spawn_argv(node, "start", run_dir)
         rendered = command_line(node, spawn) if command_line else shlex.join(spawn)
         plans.append(
             PlannedRank(

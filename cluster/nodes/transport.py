@@ -12,12 +12,14 @@ Paths may start with "~/": each transport resolves them against the node user's 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from boltring.cluster.config.schema import Node
 from boltring.cluster.errors import BoltringError
@@ -33,6 +35,24 @@ class CommandResult:
     @property
     def ok(self) -> bool:
         return self.returncode == 0
+
+    def last_json(self) -> dict[str, Any] | None:
+        """The last line of stdout that is a JSON object: agent commands (spawn, nodeprobe, the
+        bandwidth probe) print their answer there, after anything a shell profile printed."""
+        return last_json_object(self.stdout)
+
+
+def last_json_object(text: str | None) -> dict[str, Any] | None:
+    for line in reversed((text or "").strip().splitlines()):
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+    return None
 
 
 class TransportError(BoltringError):

@@ -130,18 +130,6 @@ async def _python_argv0(transport: Transport, node: Node) -> str:
     return py
 
 
-def _last_json(text: str) -> dict | None:
-    for line in reversed(text.strip().splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError:
-                return None
-            return value if isinstance(value, dict) else None
-    return None
-
-
 def _missing_interpreter(res_or_err) -> bool:
     if isinstance(res_or_err, TransportError):
         msg = str(res_or_err).lower()
@@ -317,7 +305,7 @@ async def probe_node(
     if isinstance(probe_res, TransportError):
         probe_err = str(probe_res)
     else:
-        facts = _last_json(probe_res.stdout) if probe_res.ok else None
+        facts = probe_res.last_json() if probe_res.ok else None
         probe_err = (
             None if facts else (_last_line(probe_res.stderr) or f"nodeprobe exited {probe_res.returncode}")
         )
@@ -333,7 +321,7 @@ async def probe_node(
                 timeout=PROBE_TIMEOUT_S,
             )
             if not isinstance(res2, TransportError) and res2.ok:
-                facts = _last_json(res2.stdout)
+                facts = res2.last_json()
             if facts is None:
                 probe_err = (
                     str(res2) if isinstance(res2, TransportError) else (_last_line(res2.stderr) or probe_err)
@@ -1189,8 +1177,8 @@ async def measure_bandwidth(
     await asyncio.sleep(0.05)
     sender = await _run_or_error(a_transport, send_argv, input=(secret + "\n").encode(), timeout=limit)
     srv = await server
-    result = None if isinstance(sender, TransportError) else _last_json(sender.stdout)
-    srv_json = None if isinstance(srv, TransportError) else _last_json(srv.stdout)
+    result = None if isinstance(sender, TransportError) else sender.last_json()
+    srv_json = None if isinstance(srv, TransportError) else srv.last_json()
     if result and "gbps" in result:
         return result
     # prefer the server's reason when it never got going (e.g. could not bind)
