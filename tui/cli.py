@@ -163,7 +163,7 @@ def split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _load(args, ranks=None):
-    from boltring.cluster.config.load import ConfigError, load_config_with_report, with_overrides
+    from boltring.cluster.config import ConfigError, load_config_with_report, with_overrides
 
     try:
         config, report = load_config_with_report(args.config)
@@ -251,7 +251,7 @@ def _sub(name: str, args) -> int:
         return run_bench_cli(args)
     config = _load(args)
     if name == "hostfile":
-        from boltring.cluster.config.importers import write_mlx_hostfile
+        from boltring.cluster.config import write_mlx_hostfile
 
         text = write_mlx_hostfile(config)
         if args.output:
