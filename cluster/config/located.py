@@ -237,8 +237,10 @@ def _check_expansion(root: yaml.Node, source: str) -> None:
 
 
 def _scalar(node: yaml.ScalarNode, cons: SafeConstructor) -> Any:
-    if node.tag == _STR_TAG and node.style is None and _EXPONENT_FLOAT.fullmatch(node.value):
-        return float(node.value)  # plain 3e-4: a number, as YAML 1.2 reads it
+    if node.tag == _STR_TAG and not node.style and _EXPONENT_FLOAT.fullmatch(node.value):
+        return float(
+            node.value
+        )  # plain 3e-4 (style None, or '' from libyaml): a number, as YAML 1.2 reads it
     return cons.construct_object(node)
 
 
