@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import ipaddress
-import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -152,7 +151,7 @@ def _values(fields: dict[str, tuple[Any, Where]]) -> dict[str, Any]:
 def default_name(source: str) -> str:
     """A config's name when it sets none: the file stem, made into a valid name."""
     stem = Path(source).stem if not source.startswith("<") else "boltring"
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-") or "boltring"
+    return v.to_name(stem) or "boltring"
 
 
 def config_from_data(doc: Any, source: str, *, base_dir: Path | None = None) -> Config:

@@ -18,6 +18,12 @@ from boltring.cluster.config.ssh_target import parse_ssh_target
 
 NAME_RE = re.compile(r"[A-Za-z0-9._-]+")  # node, config and interface names
 
+
+def to_name(text: str) -> str:
+    """`text` made into a valid name (runs of other characters become "-"); may be empty."""
+    return text if NAME_RE.fullmatch(text) else re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
+
+
 Checker = Callable[[Any], Any]
 
 

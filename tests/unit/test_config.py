@@ -701,10 +701,12 @@ def test_config_accepts_the_ipv6_targets_the_transport_accepts(target):
     assert config.nodes[0].ssh == target
 
 
-def test_one_name_regex():
+def test_one_name_rule():
     from boltring.cluster.config.formats import draft
+    from boltring.cluster.config.validate import default_name
 
-    assert draft.NAME_RE is values.NAME_RE
+    assert draft.to_name is values.to_name
+    assert default_name("my cluster (2).yaml") == values.to_name("my cluster (2)") == "my-cluster-2"
 
 
 def test_the_rank_program_defaults_to_the_config_default_batch():

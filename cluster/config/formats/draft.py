@@ -4,14 +4,13 @@ what it carried over and what it left behind (printed by the CLI)."""
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from boltring.cluster.config.located import LineList, LineMap, Where, line_of
 from boltring.cluster.config.schema import Config
 from boltring.cluster.config.validate import config_from_data
-from boltring.cluster.config.values import NAME_RE, describe
+from boltring.cluster.config.values import describe, to_name
 
 
 @dataclass
@@ -55,8 +54,7 @@ class Draft:
         self.report.ignored.append(f"{label}: ignored ({why})")
 
     def unique_name(self, text: str, fallback: str) -> str:
-        base = text if NAME_RE.fullmatch(text) else re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
-        base = base or fallback
+        base = to_name(text) or fallback
         name, n = base, 2
         while name in self.names:
             name, n = f"{base}-{n}", n + 1
