@@ -201,11 +201,12 @@ def base_dir_of(source: str) -> Path:
 
 
 def _read_nodes(doc: dict, top: Where, ring: RingOptions, problems: Problems) -> list[Node] | None:
-    """The nodes, or None when any of them has a problem (recorded in `problems`)."""
+    """The nodes, or None when they or their defaults have a problem (recorded in `problems`)."""
+    before = len(problems.errors)
     defaults = _read(doc.get("defaults"), top.child(doc, "defaults"), DEFAULT_KEYS, "defaults", problems)
     shape = "a list of nodes, each with name and ring_ip, and ssh or local: true"
     if "nodes" not in doc:
-        if not problems.errors:  # else a misspelt "nodes" said it already
+        if all(key in TOP_KEYS for key in doc):  # else a misspelt "nodes" was reported as unknown
             with problems.collect():
                 top.fail("there is no 'nodes' list", f"nodes: {shape}")
         return None
@@ -217,7 +218,6 @@ def _read_nodes(doc: dict, top: Where, ring: RingOptions, problems: Problems) ->
             at.fail(f"lists {len(items):,} nodes, more than {MAX_NODES}", f"at most {MAX_NODES} nodes")
     if not isinstance(items, list) or not 0 < len(items) <= MAX_NODES:
         return None
-    before = len(problems.errors)
     built = []
     for i, item in enumerate(items):
         with problems.collect():

@@ -942,3 +942,17 @@ def test_hostfile_into_a_missing_directory_is_one_line(tmp_path):
         f"boltring: cannot write {target}: No such file or directory; "
         "give -o a file in an existing, writable directory"
     )
+
+
+def test_errors_do_not_echo_each_other():
+    """A wrong default or a misspelt key is reported once, not again as its consequences."""
+    with pytest.raises(ConfigError) as info:
+        load_config_text(
+            "defaults: {ranks: 0}\nnodes:\n  - {name: a, ssh: m1, ring_ip: 10.0.0.1}\n"
+            "  - {name: b, ssh: m2, ring_ip: 10.0.0.2}\njob: {global_batch: 3}\n",
+            "d.yaml",
+        )
+    assert [e.key for e in info.value.errors] == ["defaults.ranks"]
+    with pytest.raises(ConfigError) as info:
+        load_config_text("ring: {port: 1}\n", "n.yaml")
+    assert [e.key for e in info.value.errors] == ["ring.port", None]  # and: there is no 'nodes' list
