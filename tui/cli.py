@@ -163,7 +163,7 @@ def split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _load(args, ranks=None):
-    from boltring.cluster.config.load import ConfigError, load_config_with_report, with_overrides
+    from boltring.cluster.config import ConfigError, load_config_with_report, with_overrides
 
     try:
         config, report = load_config_with_report(args.config)
@@ -193,7 +193,7 @@ def _load(args, ranks=None):
             )
         return config
     except ConfigError as e:
-        raise SystemExit(f"boltring: {e}") from None
+        raise SystemExit("\n".join(f"boltring: {line}" for line in str(e).splitlines())) from None
 
 
 def _dry_run(controller, resume: bool) -> int:
@@ -217,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     argv, script_args = split_passthrough(list(sys.argv[1:] if argv is None else argv))
     parser = main_parser()
     args = parser.parse_args(argv)
+    if args.command is None and args.json and not args.run:
+        print("boltring: --json prints the events of a headless run: add --run", file=sys.stderr)
+        return 2
     if args.command is not None:
         if script_args:
             parser.error(f"`--` passes arguments to a training job; `boltring {args.command}` takes none")
@@ -251,11 +254,17 @@ def _sub(name: str, args) -> int:
         return run_bench_cli(args)
     config = _load(args)
     if name == "hostfile":
-        from boltring.cluster.config.importers import write_mlx_hostfile
+        from boltring.cluster.config import write_mlx_hostfile
 
         text = write_mlx_hostfile(config)
         if args.output:
-            Path(args.output).write_text(text + ("\n" if not text.endswith("\n") else ""))
+            try:
+                Path(args.output).write_text(text + ("\n" if not text.endswith("\n") else ""))
+            except OSError as e:
+                raise SystemExit(
+                    f"boltring: cannot write {args.output}: {e.strerror}; "
+                    "give -o a file in an existing, writable directory"
+                ) from None
             print(f"boltring: wrote {args.output} ({config.world_size} ranks)", file=sys.stderr)
         else:
             print(text)

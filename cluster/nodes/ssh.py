@@ -45,6 +45,7 @@ from pathlib import Path
 import asyncssh
 
 from boltring.cluster.config.schema import Node, SshOptions
+from boltring.cluster.config.ssh_target import parse_ssh_target as parse_target
 from boltring.cluster.nodes.transport import CommandResult, Transport, TransportError
 
 BACKOFF_FIRST_S = 0.5
@@ -61,29 +62,6 @@ class _Failure(Exception):
         super().__init__(detail)
         self.state = state
         self.detail = detail
-
-
-def parse_target(ssh: str) -> tuple[str | None, str, int | None]:
-    """ "user@host:port" -> (user, host, port); "alias" -> (None, "alias", None)."""
-    user, sep, rest = ssh.rpartition("@")
-    if not sep:
-        user, rest = "", ssh
-    port: str | None = None
-    if rest.startswith("["):
-        host, _, tail = rest[1:].partition("]")
-        if tail:
-            if not tail.startswith(":"):
-                raise ValueError(f"bad ssh target {ssh!r}")
-            port = tail[1:]
-    elif rest.count(":") == 1:
-        host, port = rest.split(":")
-    else:
-        host = rest
-    if not host or any(c.isspace() for c in ssh):
-        raise ValueError(f"bad ssh target {ssh!r}")
-    if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
-        raise ValueError(f"bad port in ssh target {ssh!r}")
-    return user or None, host, int(port) if port is not None else None
 
 
 class _Client(asyncssh.SSHClient):

@@ -52,7 +52,7 @@ class TrainConfig:
 
     steps: int = 200  # total steps; a resumed run continues until this step
     seed: int = 0
-    global_batch: int = 256
+    global_batch: int | None = None  # None: schema.DEFAULT_BATCH_PER_RANK x world size, as the config
     lr: float | None = None  # None: the example's default
     checkpoint_every: int = 0  # 0 = no checkpoints
     checkpoint_dir: str | None = None  # None: <run dir>/checkpoints
@@ -67,7 +67,7 @@ class TrainConfig:
             raise ValueError(f"--steps must be >= 0, got {self.steps}")
         if self.seed < 0:
             raise ValueError(f"--seed must be >= 0, got {self.seed}")
-        if self.global_batch < 1:
+        if self.global_batch is not None and self.global_batch < 1:
             raise ValueError(f"--global-batch must be >= 1, got {self.global_batch}")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
@@ -211,6 +211,10 @@ def train(
     cfg.validate()
     rank, size = group.rank, group.size
     B = cfg.global_batch
+    if B is None:  # run by hand without --global-batch: the config's own default
+        from boltring.cluster.config.schema import default_global_batch
+
+        B = default_global_batch(size)
     lo, hi = shard_bounds(B, rank, size)  # raises early with a clear message if B % size
     model, opt = task.model, task.optimizer
 

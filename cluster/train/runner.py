@@ -94,10 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--global-batch",
         type=int,
-        default=256,
+        default=None,
         metavar="B",
         help="examples per step over all ranks; each rank takes B / world size; "
-        "must be divisible by the world size (default 256)",
+        "must be divisible by the world size (default: 128 per rank, as in a config without it)",
     )
     p.add_argument(
         "--lr",

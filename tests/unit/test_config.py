@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import subprocess
 import sys
+import tempfile
 import textwrap
 from importlib import resources
 from pathlib import Path
@@ -11,16 +15,33 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from boltring.cluster.config.load import (
+from boltring.cluster.config import (
     EMBEDDED_SOURCE,
     ConfigError,
+    ConfigErrors,
+    formats,
     load_config,
     load_config_text,
     load_config_with_report,
     parse_ssh_target,
+    values,
     with_overrides,
 )
-from boltring.cluster.config.schema import DEFAULT_RING_PORT
+from boltring.cluster.config import load as load_module
+from boltring.cluster.config.located import MAX_FILE_BYTES
+from boltring.cluster.config.schema import (
+    DEFAULT_BATCH_PER_RANK,
+    DEFAULT_RING_PORT,
+    JobSpec,
+    Node,
+    RingOptions,
+    SetupOptions,
+    SshOptions,
+    default_global_batch,
+    keys_of,
+)
+from boltring.cluster.config.validate import JOB_KEYS, MAX_NODES, NODE_KEYS, RING_KEYS, SETUP_KEYS, SSH_KEYS
+from boltring.tui import cli
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "formats"
 
@@ -405,13 +426,6 @@ ERRORS = [
         "job.global_batch",
         "100 is not divisible by the world size 3",
     ),
-    (
-        "nodes:\n  - {name: a, ssh: m1, ring_ip: 10.0.0.1}\n  - {name: b, ssh: m2, ring_ip: 10.0.0.2}\n"
-        "  - {name: c, ssh: m3, ring_ip: 10.0.0.3}\n",
-        1,
-        "job.global_batch",
-        "256 (the default) is not divisible by the world size 3",
-    ),
     ("name: my cluster\nnodes: [{name: a, local: true}]\n", 1, "name", "has characters other than"),
     ("nodes: {name: a}\n", 1, "nodes", "got a mapping"),
     ("nodes: []\n", 1, "nodes", "the list is empty"),
@@ -532,6 +546,9 @@ def test_bad_overrides(tmp_path, kwargs, fragment):
         ("me@10.0.0.1:2222", ("me", "10.0.0.1", 2222)),
         ("me@[fe80::1%bridge0]:22", ("me", "fe80::1%bridge0", 22)),
         ("host:2200", (None, "host", 2200)),
+        # a bare IPv6 address is a host without a port, as ssh(1) and the transport read it
+        ("fe80::1", (None, "fe80::1", None)),
+        ("me@fe80::1", ("me", "fe80::1", None)),
     ],
 )
 def test_parse_ssh_target(target, parsed):
@@ -539,7 +556,8 @@ def test_parse_ssh_target(target, parsed):
 
 
 @pytest.mark.parametrize(
-    "target", ["", "a b", "-oX", "me@-host", "me@host:0", "me@[nothex]", "a@b@c", "fe80::1"]
+    "target",
+    ["", "a b", "-oX", "me@-host", "me@host:0", "me@[nothex]", "a@b@c", "me@", "host:x", "[fe80::1]x"],
 )
 def test_parse_ssh_target_rejects(target):
     with pytest.raises(ValueError):
@@ -607,5 +625,334 @@ def _mutations() -> st.SearchStrategy[str]:
 def test_any_text_gives_a_config_or_a_config_error(text):
     try:
         load_config_text(text, "fuzz.yaml", base_dir=SAMPLES)
-    except ConfigError as e:
-        assert "\n" not in str(e) and str(e).startswith("fuzz.yaml")
+    except ConfigError as e:  # every problem, one line each, each naming the file
+        lines = str(e).splitlines()
+        assert 1 <= len(lines) <= 11 and all(line.startswith("fuzz.yaml") for line in lines)
+
+
+# --- the package's layout (issue 8) -------------------------------------------------------------
+
+CONFIG_MODULES = [
+    "located",
+    "values",
+    "ssh_target",
+    "schema",
+    "validate",
+    "load",
+    "formats",
+    "formats.draft",
+    "formats.mlx_hostfile",
+    "formats.smolcluster",
+    "formats.jupiter",
+]
+
+
+@pytest.mark.parametrize("module", CONFIG_MODULES)
+def test_each_config_module_imports_first_in_a_fresh_interpreter(module):
+    """An import circle fails when one of its modules is imported first; try every one."""
+    done = subprocess.run(
+        [sys.executable, "-c", f"import boltring.cluster.config.{module}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_load_knows_no_foreign_keys():
+    """The foreign formats' keys live with their readers (each with sniff()), not in load.py."""
+    text = (Path(load_module.__file__)).read_text()
+    for key in ("host_ip", "use_thunderbolt_bridge", "allToAllTopology", "can_train"):
+        assert key not in text
+    assert [f.NAME for f in formats.FORMATS] == ["mlx-hostfile", "smolcluster", "jupiter"]
+    assert all(callable(f.sniff) and callable(f.read) for f in formats.FORMATS)
+
+
+def test_every_yaml_key_is_declared_on_its_field():
+    """Adding a key is one edit: the validator's spec is read from the dataclass fields."""
+    assert keys_of(JobSpec)["lr"].field == "learning_rate"
+    assert keys_of(RingOptions)["timeout"].field == "timeout_s"
+    for cls, spec in [
+        (JobSpec, JOB_KEYS),
+        (RingOptions, RING_KEYS),
+        (SshOptions, SSH_KEYS),
+        (SetupOptions, SETUP_KEYS),
+    ]:
+        fields = {f.name for f in dataclasses.fields(cls) if "check" in f.metadata}
+        assert {k.field for k in spec.values()} == fields
+    assert set(NODE_KEYS) == {f.name for f in dataclasses.fields(Node)}
+    # the field's own "expected" text is what the error says
+    e = error(Path(tempfile.mkdtemp()), "nodes: [{name: a, local: true}]\nring: {wire_dtype: fp8}\n")
+    assert str(e).endswith("expected " + keys_of(RingOptions)["wire_dtype"].expected)
+
+
+# --- one ssh-target parser, one name regex, one default batch (issue 8 §3) -------------------
+
+
+def test_the_ssh_transport_parses_targets_with_the_config_parser():
+    from boltring.cluster.nodes import ssh
+
+    assert ssh.parse_target is parse_ssh_target
+
+
+@pytest.mark.parametrize("target", ["fe80::1", "me@fe80::1", "me@[fe80::1%bridge0]:22"])
+def test_config_accepts_the_ipv6_targets_the_transport_accepts(target):
+    config = load_config_text(f"nodes:\n  - {{name: a, ssh: '{target}', ring_ip: 10.0.0.1}}\n", "v6.yaml")
+    assert config.nodes[0].ssh == target
+
+
+def test_one_name_rule():
+    from boltring.cluster.config.formats import draft
+    from boltring.cluster.config.validate import default_name
+
+    assert draft.to_name is values.to_name
+    assert default_name("my cluster (2).yaml") == values.to_name("my cluster (2)") == "my-cluster-2"
+
+
+def test_the_rank_program_defaults_to_the_config_default_batch():
+    from boltring.cluster.train.loop import TrainConfig
+    from boltring.cluster.train.runner import build_parser
+
+    assert TrainConfig().global_batch is None  # resolved in train() from the world size
+    assert build_parser().parse_args(["--example", "mlp"]).global_batch is None
+    assert [default_global_batch(n) for n in (1, 3, 7)] == [
+        DEFAULT_BATCH_PER_RANK,
+        3 * DEFAULT_BATCH_PER_RANK,
+        7 * DEFAULT_BATCH_PER_RANK,
+    ]
+
+
+# --- defaults work for every world size (issue 11, defect 9) ----------------------------------
+
+
+@pytest.mark.parametrize("n", range(1, 9))
+def test_no_job_section_loads_for_1_to_8_nodes(n):
+    nodes = "".join(f"  - {{name: mini{i}, ssh: mini{i}, ring_ip: 172.31.0.{i}}}\n" for i in range(1, n + 1))
+    config = load_config_text(f"nodes:\n{nodes}", "minis.yaml")
+    assert config.world_size == n
+    assert config.job.global_batch == n * DEFAULT_BATCH_PER_RANK
+    assert config.job.global_batch % n == 0 and config.job.global_batch_is_default
+
+
+def test_default_batch_follows_ranks_override(tmp_path):
+    write(tmp_path, "nodes:\n  - {name: here, local: true, ranks: 2}\n")
+    config = load_config(cwd=tmp_path)
+    assert config.job.global_batch == 2 * DEFAULT_BATCH_PER_RANK
+    for ranks in (3, 5, 7):
+        changed = with_overrides(config, ranks=ranks)
+        assert changed.job.global_batch == ranks * DEFAULT_BATCH_PER_RANK
+    fixed = with_overrides(config, ranks=3, global_batch=30)
+    assert fixed.job.global_batch == 30 and not fixed.job.global_batch_is_default
+    assert (
+        with_overrides(fixed, ranks=5).world_size == 5
+        and with_overrides(fixed, ranks=5).job.global_batch == 30
+    )
+
+
+def test_imported_hostfile_of_three_hosts_gets_a_dividing_default(tmp_path):
+    hosts = [{"ssh": f"mini{i}", "ips": [f"10.0.0.{i}"]} for i in (1, 2, 3)]
+    config = load_config_text(json.dumps(hosts), "hostfile.json")
+    assert config.job.global_batch == 3 * DEFAULT_BATCH_PER_RANK
+
+
+# --- every error at once (issue 11, defect 8) ---------------------------------------------------
+
+
+def test_all_errors_are_shown_one_line_each(tmp_path):
+    write(
+        tmp_path,
+        """
+        ring:
+          port: 80
+          timeout: -1
+        nodes:
+          - {name: a, ssh: m1, ring_ip: 10.0.0.300}
+          - {name: b, ssh: m2, rign_ip: 10.0.0.2}
+        job:
+          steps: 0
+    """,
+    )
+    with pytest.raises(ConfigErrors) as info:
+        load_config("boltring.yaml", cwd=tmp_path)
+    lines = str(info.value).splitlines()
+    assert lines == [e.message for e in info.value.errors]
+    assert [(e.line, e.key) for e in info.value.errors] == [
+        (2, "ring.port"),
+        (3, "ring.timeout"),
+        (5, "nodes[0].ring_ip"),
+        (6, "nodes[1].rign_ip"),
+        (8, "job.steps"),
+    ]
+    assert all(
+        line.startswith(f"boltring.yaml:{e.line}: {e.key}: ")
+        for line, e in zip(lines, info.value.errors, strict=True)
+    )
+    # still a ConfigError, reading as its first error
+    assert isinstance(info.value, ConfigError)
+    assert (info.value.line, info.value.key) == (2, "ring.port")
+
+
+def test_at_most_ten_errors_are_shown(tmp_path):
+    text = "nodes: [{name: a, local: true}]\njob:\n" + "".join(f"  bad{i}: 1\n" for i in range(15))
+    with pytest.raises(ConfigErrors) as info:
+        load_config_text(text, "many.yaml")
+    lines = str(info.value).splitlines()
+    assert len(info.value.errors) == 15 and len(lines) == 11
+    assert lines[-1] == "many.yaml: 5 more errors not shown; fix these first"
+
+
+def test_a_single_error_is_a_plain_config_error():
+    with pytest.raises(ConfigError) as info:
+        load_config_text("nodes: [{name: a, local: true}]\njob: {steps: 0}\n", "one.yaml")
+    assert type(info.value) is ConfigError and "\n" not in str(info.value)
+    assert info.value.errors == [info.value]
+
+
+def test_cli_prints_every_config_error_on_its_own_line(tmp_path):
+    path = write(tmp_path, "nodes: [{name: a, local: true}]\njob: {steps: 0, seed: -1}\n")
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--config", str(path), "--dry-run"])
+    assert str(info.value).splitlines() == [
+        f"boltring: {path}:2: job.steps: 0 is less than 1; expected a whole number of training steps, at least 1",
+        f"boltring: {path}:2: job.seed: -1 is less than 0; expected a whole number, 0 or more",
+    ]
+
+
+# --- bounded loading (issue 12, defect 3) -----------------------------------------------------
+
+BOMB = """\
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+nodes: [{name: a, local: true}]
+"""  # "billion laughs": 9 levels of 9 aliases, 9^9 = 387 million strings once expanded
+
+_MEASURE = """
+import resource, sys, time
+from boltring.cluster.config import ConfigError, load_config
+start = time.perf_counter()
+try:
+    load_config(sys.argv[1])
+    print("ACCEPTED")
+except ConfigError as e:
+    print(str(e))
+print(time.perf_counter() - start)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # kB on Linux
+"""
+
+
+# Linux carries a process's peak RSS across fork and exec, so a child of this (large) test
+# process would report pytest's own peak: measure in a grandchild of a small interpreter.
+_VIA_SMALL_PARENT = "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:]).returncode)"
+
+
+def _load_measured(path: Path) -> tuple[str, float, float]:
+    """(message, seconds, peak MB) of load_config(path) in a fresh interpreter."""
+    done = subprocess.run(
+        [sys.executable, "-c", _VIA_SMALL_PARENT, sys.executable, "-c", _MEASURE, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    message, seconds, rss_kb = done.stdout.strip().splitlines()
+    return message, float(seconds), int(rss_kb) / 1024
+
+
+def test_alias_bomb_is_refused_quickly_in_little_memory(tmp_path):
+    assert len(BOMB) < 400
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BOMB)
+    message, seconds, rss_mb = _load_measured(path)
+    assert message.startswith(f"{path}: YAML aliases: the document expands to more than")
+    assert seconds < 1.0 and rss_mb < 100, (seconds, rss_mb)
+
+
+def test_huge_node_list_is_refused_unread(tmp_path):
+    path = tmp_path / "huge.yaml"
+    chunk = b"  - {name: n, ssh: n, ring_ip: 10.0.0.1}\n" * 25_000  # 1 MB
+    with path.open("wb") as f:
+        f.write(b"nodes:\n")
+        for _ in range(50):
+            f.write(chunk)
+    message, seconds, rss_mb = _load_measured(path)
+    assert path.stat().st_size > 50_000_000
+    assert message.startswith(f"{path}: is 5") and message.endswith(
+        " MB, more than the 1 MB a config may have; expected a config file (a few kB lists hundreds of nodes)"
+    )
+    assert seconds < 1.0 and rss_mb < 100, (seconds, rss_mb)
+
+
+def test_text_over_the_size_cap_is_refused():
+    with pytest.raises(ConfigError, match="more than the 1 MB"):
+        load_config_text("#" * (MAX_FILE_BYTES + 1), "big.yaml")
+
+
+def test_node_count_is_capped():
+    nodes = "".join(
+        f"  - {{name: n{i}, ssh: n{i}, ring_ip: 10.0.{i // 250}.{i % 250 + 1}}}\n" for i in range(1500)
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config_text("nodes:\n" + nodes, "many.yaml")
+    assert (
+        str(info.value)
+        == f"many.yaml:1: nodes: lists 1,500 nodes, more than {MAX_NODES}; expected at most {MAX_NODES} nodes"
+    )
+
+
+def test_small_aliases_still_work():
+    text = (
+        "nodes:\n  - &one {name: a, ssh: m1, ring_ip: 10.0.0.1, chip: M4}\n"
+        "  - {<<: *one, name: b, ssh: m2, ring_ip: 10.0.0.2}\n"
+    )
+    config = load_config_text(text, "alias.yaml")
+    assert [n.chip for n in config.nodes] == ["M4", "M4"]
+
+
+# --- smaller defects (issue 12 §8) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("written,value", [("3e-4", 3e-4), ("1E-3", 1e-3), ("5e+2", 500.0), ("0.003", 0.003)])
+def test_lr_in_exponent_notation_is_a_number(written, value):
+    config = load_config_text(f"nodes: [{{name: a, local: true}}]\njob: {{lr: {written}}}\n", "lr.yaml")
+    assert config.job.learning_rate == value
+
+
+def test_quoted_exponent_is_still_text():
+    with pytest.raises(ConfigError, match="'3e-4' is text"):
+        load_config_text("nodes: [{name: a, local: true}]\njob: {lr: '3e-4'}\n", "lr.yaml")
+
+
+def test_json_without_run_is_refused_with_one_line(capsys):
+    assert cli.main(["--json"]) == 2
+    assert capsys.readouterr().err == "boltring: --json prints the events of a headless run: add --run\n"
+
+
+def test_hostfile_into_a_missing_directory_is_one_line(tmp_path):
+    target = tmp_path / "missing" / "dir" / "x"
+    with pytest.raises(SystemExit) as info:
+        cli.main(["hostfile", "-o", str(target)])
+    assert str(info.value) == (
+        f"boltring: cannot write {target}: No such file or directory; "
+        "give -o a file in an existing, writable directory"
+    )
+
+
+def test_errors_do_not_echo_each_other():
+    """A wrong default or a misspelt key is reported once, not again as its consequences."""
+    with pytest.raises(ConfigError) as info:
+        load_config_text(
+            "defaults: {ranks: 0}\nnodes:\n  - {name: a, ssh: m1, ring_ip: 10.0.0.1}\n"
+            "  - {name: b, ssh: m2, ring_ip: 10.0.0.2}\njob: {global_batch: 3}\n",
+            "d.yaml",
+        )
+    assert [e.key for e in info.value.errors] == ["defaults.ranks"]
+    with pytest.raises(ConfigError) as info:
+        load_config_text("ring: {port: 1}\n", "n.yaml")
+    assert [e.key for e in info.value.errors] == ["ring.port", None]  # and: there is no 'nodes' list

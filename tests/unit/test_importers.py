@@ -12,15 +12,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from boltring.cluster.config.importers import (
+from boltring.cluster.config import (
+    ConfigError,
     ImportReport,
-    import_jupiter,
-    import_mlx_hostfile,
-    import_smolcluster,
+    load_config,
+    load_config_text,
+    load_config_with_report,
     write_mlx_hostfile,
 )
-from boltring.cluster.config.load import ConfigError, load_config, load_config_text, load_config_with_report
-from boltring.cluster.config.schema import Config, Node
+from boltring.cluster.config.formats.jupiter import read as import_jupiter
+from boltring.cluster.config.formats.mlx_hostfile import read as import_mlx_hostfile
+from boltring.cluster.config.formats.smolcluster import read as import_smolcluster
+from boltring.cluster.config.schema import DEFAULT_BATCH_PER_RANK, Config, Node
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "formats"
 
@@ -58,10 +61,9 @@ def test_mlx_hostfile_list_form(tmp_path):
         ("mini3", "mini3", False, "10.0.0.3", 1),
     ]
     assert config.name == "mlx_hostfile_list"
-    assert config.job.global_batch == 255  # the default 256 does not divide over 3 ranks
+    assert config.job.global_batch == 3 * DEFAULT_BATCH_PER_RANK  # the default divides any world size
     assert "[1].ips[0] → nodes[1].ring_ip 10.0.0.2" in report.mapped
     assert "[1].ips[1]: ignored (boltring uses one ring address per node: the first)" in report.ignored
-    assert any(line.startswith("(default) → job.global_batch 255") for line in report.mapped)
 
 
 def test_mlx_hostfile_object_form(tmp_path):
@@ -73,7 +75,7 @@ def test_mlx_hostfile_object_form(tmp_path):
         "192.168.0.13",
         "192.168.0.14",
     ]
-    assert config.job.global_batch == 256
+    assert config.job.global_batch == 4 * DEFAULT_BATCH_PER_RANK
     assert "backend: ignored (boltring always uses its own authenticated ring over TCP)" in report.ignored
     assert any(line.startswith("envs: ignored") for line in report.ignored)
     assert sum(line.endswith("RDMA (JACCL) is not used)") for line in report.ignored) == 4
