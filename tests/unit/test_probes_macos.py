@@ -14,7 +14,10 @@ from boltring.cluster.agent import nodeprobe
 from boltring.cluster.agent import probes_linux as pl
 from boltring.cluster.agent import probes_macos as pm
 from boltring.cluster.config.schema import Config, Node
-from boltring.cluster.nodes.checks import run as checks
+from boltring.cluster.nodes.checks.cabling import tb_loops
+from boltring.cluster.nodes.checks.ring import ring_neighbours
+from boltring.cluster.nodes.checks.run import probe_request
+from boltring.cluster.nodes.checks.verdicts import node_results
 from tests.macos_samples import mac_commands, sample
 
 # -- parsers -----------------------------------------------------------------------------------
@@ -203,7 +206,7 @@ def mac_facts(monkeypatch, node: Node = NODES[0], *, ping=None, **over) -> dict:
         nodeprobe, "probe_ping", lambda ip, darwin: ping or pl.parse_ping(sample("ping_ok.txt"))
     )
     monkeypatch.setattr(nodeprobe, "probe_ports", lambda ip, port, ranks: {str(port): "free"})
-    req = checks.probe_request(CONFIG, node, checks.ring_neighbours(CONFIG)[node.name])
+    req = probe_request(CONFIG, node, ring_neighbours(CONFIG)[node.name])
     facts = nodeprobe.collect(req, platform_name="darwin")
     return json.loads(json.dumps(facts))  # what the controller gets: plain JSON
 
@@ -224,7 +227,7 @@ def test_probe_on_a_healthy_mini(monkeypatch):
     assert ifs["members"] == ["en1", "en2", "en3"] and ifs["up"] and ifs["mtu"] == 1500
     assert [n["route"]["iface"] for n in facts["neighbours"]] == ["bridge0", "bridge0"]
     res = by_name(
-        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
+        node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"])
     )
     for name in (
         "chip",
@@ -252,7 +255,7 @@ def test_one_failing_command_leaves_an_error_not_a_crash(monkeypatch):
     assert "not found" in facts["macos"]["thunderbolt"]["error"]
     assert facts["interfaces"]["ring_iface"] == "bridge0"
     res = by_name(
-        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
+        node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"])
     )
     assert res["tb_speed"].status == "skipped"
     assert res["bridge_dhcp"].status == "skipped"
@@ -262,7 +265,7 @@ def test_one_failing_command_leaves_an_error_not_a_crash(monkeypatch):
 def test_route_over_ethernet_fails_naming_the_interface(monkeypatch):
     facts = mac_facts(monkeypatch, route2="route_get_en0.txt")
     res = by_name(
-        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
+        node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"])
     )
     r = res["route:mini2"]
     assert r.status == "fail"
@@ -275,7 +278,7 @@ def test_no_route_fails(monkeypatch):
     facts = mac_facts(monkeypatch, route3="route_get_not_in_table.txt")
     assert "not in table" in facts["neighbours"][0]["route"]["error"]  # mini3 comes first (rank before)
     res = by_name(
-        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
+        node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"])
     )
     assert res["route:mini3"].status == "fail" and "no route" in res["route:mini3"].value
 
@@ -287,7 +290,7 @@ def test_self_assigned_bridge_address(monkeypatch):
     ifs = facts["interfaces"]
     assert ifs["holder"] is None and ifs["resolved_by"] == "thunderbolt_bridge"
     res = by_name(
-        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
+        node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"])
     )
     assert res["bridge_dhcp"].status == "warn"
     assert res["bridge_dhcp"].value == "bridge0 has self-assigned 169.254.77.21"
@@ -299,7 +302,7 @@ def test_self_assigned_bridge_address(monkeypatch):
 def test_dhcp_bridge_with_the_right_address_still_warns(monkeypatch):
     facts = mac_facts(monkeypatch, getinfo="networksetup_getinfo_dhcp.txt")
     res = by_name(
-        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
+        node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"])
     )
     assert res["bridge_dhcp"].status == "warn" and "DHCP" in res["bridge_dhcp"].value
     assert res["ring_ip"].status == "ok"
@@ -308,7 +311,7 @@ def test_dhcp_bridge_with_the_right_address_still_warns(monkeypatch):
 def test_inactive_bridge_fails_ring_iface(monkeypatch):
     facts = mac_facts(monkeypatch, ifconfig="ifconfig_bridge0_inactive.txt")
     res = by_name(
-        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
+        node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"])
     )
     assert res["ring_iface"].status == "fail"
     assert res["ring_iface"].value == "bridge0 is down (inactive)"
@@ -320,7 +323,7 @@ def test_default_route_over_the_bridge_warns(monkeypatch):
         monkeypatch, default="route_get_default_bridge0.txt", netstat="netstat_rn_default_bridge0.txt"
     )
     res = by_name(
-        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
+        node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"])
     )
     assert res["default_route"].status == "warn"
     assert res["default_route"].value == "default route goes over bridge0"
@@ -330,13 +333,13 @@ def test_default_route_over_the_bridge_warns(monkeypatch):
 def test_tb4_cable_on_a_tb5_mac_warns(monkeypatch):
     facts = mac_facts(monkeypatch, tb="sp_thunderbolt_tb5_tb4_cable.json")
     res = by_name(
-        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
+        node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"])
     )
     assert res["tb_speed"].status == "warn"
     assert "Thunderbolt 4 on a Thunderbolt 5 Mac" in res["tb_speed"].value
     facts = mac_facts(monkeypatch, tb="sp_thunderbolt_tb5.json")
     res = by_name(
-        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
+        node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"])
     )
     assert res["tb_speed"].status == "ok" and "Thunderbolt 5" in res["tb_speed"].value
 
@@ -345,12 +348,12 @@ def test_three_minis_cabled_in_a_loop_through_the_bridge(monkeypatch):
     reports = {}
     for i, node in enumerate(NODES, 1):
         reports[node.name] = mac_facts(monkeypatch, node, tb=f"sp_thunderbolt_tb4_mini{i}.json")
-    loops = checks.tb_loops(reports)
+    loops = tb_loops(reports)
     assert set(loops) == {"mini1", "mini2", "mini3"}
     assert "loop" in loops["mini1"]
     # take the ports out of the bridge on one Mac: no layer-2 loop any more
     reports["mini2"]["interfaces"]["bridge_members"] = []
-    assert checks.tb_loops(reports) == {}
+    assert tb_loops(reports) == {}
     # a chain (mini3 unplugged from mini1) has no loop
     reports = {}
     for i, node in enumerate(NODES, 1):
@@ -361,4 +364,4 @@ def test_three_minis_cabled_in_a_loop_through_the_bridge(monkeypatch):
     for port in reports["mini1"]["macos"]["thunderbolt"]["ports"]:
         if port["port"] == 2:
             port["peers"] = []
-    assert checks.tb_loops(reports) == {}
+    assert tb_loops(reports) == {}
