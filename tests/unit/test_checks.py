@@ -3,6 +3,7 @@ loopback (127.0.0.x only), and the authenticated bandwidth probe."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 
 from boltring.cluster.config.schema import Config, Node, RingOptions
 from boltring.cluster.jobs.events import CheckResult
-from boltring.cluster.nodes.checks.bandwidth import measure_bandwidth
+from boltring.cluster.nodes.checks.bandwidth import bw_result, measure_bandwidth
 from boltring.cluster.nodes.checks.hints import PYTHON_HINT, ssh_command, ssh_hint
 from boltring.cluster.nodes.checks.results import count_checks, exit_code
 from boltring.cluster.nodes.checks.ring import ring_links, ring_neighbours
@@ -505,3 +506,55 @@ async def test_measure_bandwidth_keeps_the_secret_off_argv():
     secret = secret_in.decode().strip()
     assert all(secret not in word for word in serve_argv + send_argv)
     assert serve_argv[serve_argv.index("--bind") + 1] == "127.0.0.2"
+
+
+def silent_connection(port: int, host: str = "127.0.0.1", wait_s: float = 5.0) -> socket.socket:
+    """A stranger that connects to the probe's port and never says a word (retries until the
+    server listens)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return socket.create_connection((host, port), timeout=1)
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def test_probe_drops_a_silent_connection_within_a_second_and_measures_the_real_sender():
+    port = free_port()
+    th, out = serve_in_thread(port, accept_timeout=4.0)
+    silent = silent_connection(port)
+    try:
+        t0 = time.monotonic()
+        res = probe.send("127.0.0.1", port, bytes.fromhex(SECRET), seconds=0.1, bytes_limit=8 << 20)
+        took = time.monotonic() - t0
+    finally:
+        silent.close()
+    th.join(10)
+    assert res["bytes"] == 8 << 20 and out["result"]["bytes"] == res["bytes"]
+    assert took < 3  # the silent peer held the acceptor for about 1 s, not 10
+    assert any("dropped" in m and "within 1 s" in m for m in out["log"])
+
+
+async def test_bandwidth_check_passes_despite_a_silent_connection_to_its_port():
+    class Stranger(LocalTransport):
+        """The sender's node, where someone else connects to the probe port first and stays silent."""
+
+        silent: socket.socket | None = None
+
+        async def run(self, argv, *, input=None, timeout=30.0):
+            if "send" in argv:
+                host, port = argv[argv.index("--to") + 1].rsplit(":", 1)
+                self.silent = await asyncio.to_thread(silent_connection, int(port), host)
+            return await super().run(argv, input=input, timeout=timeout)
+
+    a, b = local("n1", "127.0.0.1"), local("n2", "127.0.0.2")
+    sender = Stranger(a)
+    try:
+        res = await measure_bandwidth(sender, a, PY, LocalTransport(b), b, PY, free_port(), seconds=0.2)
+    finally:
+        if sender.silent is not None:
+            sender.silent.close()
+    assert sender.silent is not None
+    assert bw_result(a, b, res, 0.001).status == "ok", res

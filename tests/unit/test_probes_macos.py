@@ -226,9 +226,7 @@ def test_probe_on_a_healthy_mini(monkeypatch):
     assert (ifs["ring_iface"], ifs["resolved_by"], ifs["holder"]) == ("bridge0", "address", "bridge0")
     assert ifs["members"] == ["en1", "en2", "en3"] and ifs["up"] and ifs["mtu"] == 1500
     assert [n["route"]["iface"] for n in facts["neighbours"]] == ["bridge0", "bridge0"]
-    res = by_name(
-        node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"])
-    )
+    res = by_name(node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"]))
     for name in (
         "chip",
         "memory",
@@ -254,9 +252,7 @@ def test_one_failing_command_leaves_an_error_not_a_crash(monkeypatch):
     facts = mac_facts(monkeypatch, tb=None, getinfo=None)
     assert "not found" in facts["macos"]["thunderbolt"]["error"]
     assert facts["interfaces"]["ring_iface"] == "bridge0"
-    res = by_name(
-        node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"])
-    )
+    res = by_name(node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"]))
     assert res["tb_speed"].status == "skipped"
     assert res["bridge_dhcp"].status == "skipped"
     assert res["ring_ip"].status == "ok"
@@ -264,9 +260,7 @@ def test_one_failing_command_leaves_an_error_not_a_crash(monkeypatch):
 
 def test_route_over_ethernet_fails_naming_the_interface(monkeypatch):
     facts = mac_facts(monkeypatch, route2="route_get_en0.txt")
-    res = by_name(
-        node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"])
-    )
+    res = by_name(node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"]))
     r = res["route:mini2"]
     assert r.status == "fail"
     assert r.value == "traffic to mini2 would go over en0 (Ethernet), not bridge0"
@@ -277,9 +271,7 @@ def test_route_over_ethernet_fails_naming_the_interface(monkeypatch):
 def test_no_route_fails(monkeypatch):
     facts = mac_facts(monkeypatch, route3="route_get_not_in_table.txt")
     assert "not in table" in facts["neighbours"][0]["route"]["error"]  # mini3 comes first (rank before)
-    res = by_name(
-        node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"])
-    )
+    res = by_name(node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"]))
     assert res["route:mini3"].status == "fail" and "no route" in res["route:mini3"].value
 
 
@@ -289,9 +281,7 @@ def test_self_assigned_bridge_address(monkeypatch):
     )
     ifs = facts["interfaces"]
     assert ifs["holder"] is None and ifs["resolved_by"] == "thunderbolt_bridge"
-    res = by_name(
-        node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"])
-    )
+    res = by_name(node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"]))
     assert res["bridge_dhcp"].status == "warn"
     assert res["bridge_dhcp"].value == "bridge0 has self-assigned 169.254.77.21"
     assert 'networksetup -setmanual "Thunderbolt Bridge" 10.0.0.1 255.255.255.0' in res["bridge_dhcp"].hint
@@ -301,18 +291,14 @@ def test_self_assigned_bridge_address(monkeypatch):
 
 def test_dhcp_bridge_with_the_right_address_still_warns(monkeypatch):
     facts = mac_facts(monkeypatch, getinfo="networksetup_getinfo_dhcp.txt")
-    res = by_name(
-        node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"])
-    )
+    res = by_name(node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"]))
     assert res["bridge_dhcp"].status == "warn" and "DHCP" in res["bridge_dhcp"].value
     assert res["ring_ip"].status == "ok"
 
 
 def test_inactive_bridge_fails_ring_iface(monkeypatch):
     facts = mac_facts(monkeypatch, ifconfig="ifconfig_bridge0_inactive.txt")
-    res = by_name(
-        node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"])
-    )
+    res = by_name(node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"]))
     assert res["ring_iface"].status == "fail"
     assert res["ring_iface"].value == "bridge0 is down (inactive)"
     assert "Thunderbolt cable" in res["ring_iface"].hint
@@ -322,9 +308,7 @@ def test_default_route_over_the_bridge_warns(monkeypatch):
     facts = mac_facts(
         monkeypatch, default="route_get_default_bridge0.txt", netstat="netstat_rn_default_bridge0.txt"
     )
-    res = by_name(
-        node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"])
-    )
+    res = by_name(node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"]))
     assert res["default_route"].status == "warn"
     assert res["default_route"].value == "default route goes over bridge0"
     assert "Router" in res["default_route"].hint
@@ -332,15 +316,11 @@ def test_default_route_over_the_bridge_warns(monkeypatch):
 
 def test_tb4_cable_on_a_tb5_mac_warns(monkeypatch):
     facts = mac_facts(monkeypatch, tb="sp_thunderbolt_tb5_tb4_cable.json")
-    res = by_name(
-        node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"])
-    )
+    res = by_name(node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"]))
     assert res["tb_speed"].status == "warn"
     assert "Thunderbolt 4 on a Thunderbolt 5 Mac" in res["tb_speed"].value
     facts = mac_facts(monkeypatch, tb="sp_thunderbolt_tb5.json")
-    res = by_name(
-        node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"])
-    )
+    res = by_name(node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"]))
     assert res["tb_speed"].status == "ok" and "Thunderbolt 5" in res["tb_speed"].value
 
 
