@@ -171,10 +171,7 @@ class SshTransport(Transport):
         path = self.options.config_file
         if not path or self._config_paths():
             return ""
-        return (
-            f" ({path} does not exist: {self.target!r} is used as written, with no HostName, "
-            f"User, Port or IdentityFile from it)"
-        )
+        return f" (no {path}: nothing sets HostName, User, Port or IdentityFile for {self.target!r})"
 
     def _config_paths(self) -> list[str]:
         path = self.options.config_file
