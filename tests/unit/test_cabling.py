@@ -89,7 +89,7 @@ def mac_facts(monkeypatch, config: Config, node: Node, tb: str) -> dict:
         if key[:3] == ("route", "-n", "get") and key not in table:
             return sample("route_get_bridge0.txt")
         if key not in table:
-            raise nodeprobe.ProbeError(f"{argv[0]} not found")
+            raise nodeprobe.CommandMissing(f"{argv[0]} not found")
         return sample(table[key])
 
     monkeypatch.setattr(nodeprobe, "run", run)
