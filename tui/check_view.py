@@ -112,7 +112,7 @@ def print_nodes(console: Console, config: Config, results: list[CheckResult]) ->
             total_mem += n.memory_gb
         nodes.add_row(
             n.name,
-            "local" if n.local else (n.ssh or ""),
+            SshState.LOCAL if n.local else (n.ssh or ""),
             n.ring_ip,
             str(n.ranks),
             n.chip or (chip.value if chip else "") or "",

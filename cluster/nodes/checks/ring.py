@@ -41,13 +41,13 @@ def ring_links(config: Config) -> list[tuple[Node, Node]]:
     return out
 
 
-Verdict = Literal["reachable", "unreachable", "unknown"]
+Verdict = Literal["up", "down", "unknown"]
 
 
 def _pair_state(
     rep: NodeReport, b: Node, bw: dict[tuple[str, str], CheckResult]
 ) -> tuple[Verdict, str, str | None]:
-    """(verdict, reason, hint) for the direction rep.node -> b: "unreachable" is no route, or TCP
+    """(verdict, reason, hint) for the direction rep.node -> b: "down" is no route, or TCP
     failed; "unknown" is not probed, or no ping reply and no TCP test (a Mac in stealth mode
     drops pings)."""
     a = rep.node.name
@@ -58,7 +58,7 @@ def _pair_state(
     route = info.get("route") or {}
     if route.get("error"):
         hint = next((r.hint for r in rep.results if r.name == f"route:{b.name}"), None)
-        return "unreachable", "no route", hint
+        return "down", "no route", hint
     # A TCP transfer either way proves IP works both ways (its ACKs flow back).
     tried = [
         r
@@ -66,12 +66,12 @@ def _pair_state(
         if r is not None and r.status != CheckStatus.SKIPPED
     ]
     if any(r.status in (CheckStatus.OK, CheckStatus.WARN) or (r.value or "").endswith("Gb/s") for r in tried):
-        return "reachable", "", None
+        return "up", "", None
     ping = info.get("ping") or {}
     if ping.get("received"):
-        return "reachable", "", None
+        return "up", "", None
     if tried:
-        return "unreachable", "no TCP", tried[0].hint
+        return "down", "no TCP", tried[0].hint
     if "received" in ping:
         return "unknown", "no reply", None
     return "unknown", "untested", None
@@ -94,10 +94,10 @@ def reachability_results(
     first_hint = None
     for a, b in pairs:
         verdict, reason, hint = _pair_state(reports[a.name], b, bw)
-        if verdict == "reachable":
+        if verdict == "up":
             continue
         groups.setdefault(reason, []).append(f"{a.name}->{b.name}")
-        if verdict == "unreachable":
+        if verdict == "down":
             bad += 1
             first_hint = first_hint or hint
     ok_count = len(pairs) - sum(len(v) for v in groups.values())

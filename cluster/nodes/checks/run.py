@@ -165,13 +165,13 @@ async def _connect(link: NodeLink, node: Node) -> tuple[Transport | None, CheckR
     if isinstance(link, LocalTransport) or link.state == SshState.LOCAL:
         if link.state != SshState.LOCAL:
             await link.connect()
-        return link, result(node.name, "ssh", CheckStatus.OK, "local")
+        return link, result(node.name, "ssh", CheckStatus.OK, SshState.LOCAL)
     if link.state != SshState.CONNECTED:
         try:
             await link.connect()
         except TransportError as e:
             return None, result(node.name, "ssh", CheckStatus.FAIL, e.cause, ssh_hint(node, e))
-    return link, result(node.name, "ssh", CheckStatus.OK, "connected")
+    return link, result(node.name, "ssh", CheckStatus.OK, SshState.CONNECTED)
 
 
 def _skipped(node: Node, neighbours: list[Node], why: str) -> list[CheckResult]:
