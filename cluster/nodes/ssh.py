@@ -1,6 +1,6 @@
 """SshTransport: a node reached over SSH with asyncssh, one connection shared by everything.
 
-How it connects (`SshOptions`, Node.ssh):
+How it connects (`SshOptions`, Node.ssh; one attempt and its failures are ssh_login.py's):
 - `node.ssh` is an alias from the ssh config file or "user@host[:port]" ("[v6addr]:port" too);
   without it the node name is used as the alias.
 - The ssh config file is `options.config_file` when it exists, otherwise none at all (asyncssh is
@@ -40,32 +40,26 @@ passed verbatim. `read_from` and `write_file` resolve a leading "~/" too (SFTP k
 from __future__ import annotations
 
 import asyncio
-import os
 import posixpath
 import secrets
 import shlex
-from pathlib import Path
 
 import asyncssh
 
 from boltring.cluster.config.schema import Node, SshOptions
 from boltring.cluster.nodes.errors import (
     NEEDS_A_PERSON,
-    AuthFailed,
     CommandTimeout,
     ConnectionLost,
-    HostKeyChanged,
-    HostKeyUnknown,
     TransportClosed,
     TransportError,
-    Unreachable,
 )
+from boltring.cluster.nodes.ssh_login import SshLogin
 from boltring.cluster.nodes.transport import CommandResult, Transport
 from boltring.cluster.states import SshState
 
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 8.0
-REMOTE_LOGIN_HINT = "enable Remote Login on it (System Settings → General → Sharing) or start sshd"
 
 
 def parse_target(ssh: str) -> tuple[str | None, str, int | None]:
@@ -120,7 +114,7 @@ class SshTransport(Transport):
         self._closing = False
         self._failure: TransportError | None = None  # why the last attempt failed
         self._home: str | None = None
-        self._where = self.target  # "user@address port N" once known, for messages
+        self._login = SshLogin(node, self.options, self._user, self._host, self._port, lambda: _Client(self))
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -141,7 +135,7 @@ class SshTransport(Transport):
                 self._failure = f
                 self._set_state(f.state or SshState.UNREACHABLE, _detail(f))
                 raise
-        self._set_state(SshState.CONNECTED, self._where)
+        self._set_state(SshState.CONNECTED, self._login.where)
 
     async def close(self) -> None:
         self._closing = True
@@ -162,146 +156,9 @@ class SshTransport(Transport):
                 pass
         self._set_state(SshState.CLOSED)
 
-    def _fail(self, cls: type[TransportError], cause: str, hint: str | None) -> TransportError:
-        return cls(f"{self.node.name}: {cause}", hint=hint)
-
-    def _no_config_note(self) -> str:
-        """Says so when the ssh config file is missing: HostName, User, Port and IdentityFile then
-        come from nowhere, which explains many failures of a target written as an alias."""
-        path = self.options.config_file
-        if not path or self._config_paths():
-            return ""
-        return f" (no {path}: nothing sets HostName, User, Port or IdentityFile for {self.target!r})"
-
-    def _config_paths(self) -> list[str]:
-        path = self.options.config_file
-        if path and Path(path).expanduser().is_file():
-            return [str(Path(path).expanduser())]
-        return []
-
-    def _known_hosts_path(self) -> Path:
-        return Path(self.options.known_hosts or "~/.ssh/known_hosts").expanduser()
-
-    def _load_known_hosts(self) -> asyncssh.SSHKnownHosts:
-        path = self._known_hosts_path()
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            text = ""  # trust nothing (never None: that would disable checking)
-        except OSError as e:
-            raise self._fail(
-                HostKeyUnknown, f"cannot read {path}: {e.strerror}", f"make {path} readable"
-            ) from None
-        try:
-            return asyncssh.import_known_hosts(text)
-        except ValueError as e:
-            raise self._fail(
-                HostKeyUnknown,
-                f"{path} is not a valid known_hosts file ({e})",
-                "fix or remove the bad line",
-            ) from None
-
-    async def _options(self, known: asyncssh.SSHKnownHosts) -> asyncssh.SSHClientConnectionOptions:
-        o = self.options
-        kw: dict = dict(
-            config=self._config_paths(),
-            host=self._host,
-            known_hosts=known,
-            connect_timeout=o.connect_timeout_s,
-            keepalive_interval=o.keepalive_interval_s,
-            keepalive_count_max=o.keepalive_count_max,
-            agent_forwarding=False,
-            password_auth=False,
-            kbdint_auth=False,
-            ignore_encrypted=True,
-            client_factory=lambda: _Client(self),
-        )
-        if self._port is not None:
-            kw["port"] = self._port
-        if self._user is not None:
-            kw["username"] = self._user
-        try:
-            opts = await asyncssh.SSHClientConnectionOptions.construct(**kw)
-            if o.identity_files:
-                # explicit client_keys replace IdentityFile from the config: keep both
-                keys = [
-                    str(Path(p).expanduser())
-                    for p in [*(opts.config.get("IdentityFile", ()) or ()), *o.identity_files]
-                ]
-                keys = [k for k in dict.fromkeys(keys) if os.path.isfile(k)]
-                if keys:
-                    opts = await asyncssh.SSHClientConnectionOptions.construct(
-                        opts, client_keys=keys, ignore_encrypted=True
-                    )
-        except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as e:
-            raise self._fail(
-                AuthFailed, f"cannot load an SSH key: {e}", "check IdentityFile and identity_files"
-            ) from None
-        except (OSError, ValueError, asyncssh.ConfigParseError) as e:
-            raise self._fail(
-                Unreachable,
-                f"cannot use ssh config {self.options.config_file}: {e}",
-                "fix that file (`ssh -G HOST` shows how OpenSSH reads it)",
-            ) from None
-        return opts
-
     async def _open(self) -> None:
         """One connection attempt; sets self._conn or raises a TransportError subclass."""
-        known = await asyncio.to_thread(self._load_known_hosts)
-        opts = await self._options(known)
-        host, port, user = opts.host, opts.port or 22, opts.username
-        # never "user@host:port" (OpenSSH would read it as a host name): the port is said apart
-        self._where = f"{user}@{host}" + (f" port {port}" if port != 22 else "")
-        timeout = self.options.connect_timeout_s
-        ssh = f"`{self.ssh_command()}`"
-        note = self._no_config_note()
-        except_known = "" if not self.options.known_hosts else f" -f {self._known_hosts_path()}"
-        try:
-            conn = await asyncssh.connect(self._host, self._port or (), options=opts)
-        except asyncssh.PermissionDenied:
-            raise self._fail(
-                AuthFailed,
-                f"{self._where} did not accept our SSH key",
-                f"add your public key to ~/.ssh/authorized_keys on the node "
-                f"(`{self.ssh_command('ssh-copy-id')}`), or set identity_files in the config{note}",
-            ) from None
-        except asyncssh.HostKeyNotVerifiable:
-            kh = self._known_hosts_path()
-            if await self._has_other_key(known, opts.host_key_alias or host, port):
-                raise self._fail(
-                    HostKeyChanged,
-                    f"the host key of {host} changed: it is not the one in {kh}",
-                    f"if the node was reinstalled, run `ssh-keygen -R {host}{except_known}` and "
-                    f"{ssh} once; otherwise do not connect (the connection may be intercepted)",
-                ) from None
-            raise self._fail(
-                HostKeyUnknown,
-                f"the host key of {host} is not in {kh}",
-                f"run {ssh} once, check the key and accept it",
-            ) from None
-        except ConnectionRefusedError:
-            raise self._fail(
-                Unreachable,
-                f"{host}:{port} refused the connection",
-                f"nothing accepts SSH there: {REMOTE_LOGIN_HINT}, then try {ssh}{note}",
-            ) from None
-        except TimeoutError:
-            raise self._fail(
-                Unreachable,
-                f"no SSH answer from {host}:{port} within {timeout:g} s",
-                f"is the node on and on this network? try {ssh}{note}",
-            ) from None
-        except OSError as e:
-            what = e.strerror or str(e) or type(e).__name__
-            raise self._fail(
-                Unreachable,
-                f"cannot reach {host}:{port}: {what}",
-                f"is the node on and on this network? try {ssh}{note}",
-            ) from None
-        except asyncssh.Error as e:
-            raise self._fail(
-                Unreachable, f"SSH to {host}:{port} failed: {e.reason}", f"try {ssh} to see why{note}"
-            ) from None
+        conn = await self._login.open()
         if self._closing:
             conn.close()
             raise self._fail(TransportClosed, "closed while connecting", None)
@@ -309,39 +166,14 @@ class SshTransport(Transport):
         self._failure = None
         self._ready.set()
 
-    async def _has_other_key(self, known: asyncssh.SSHKnownHosts, host: str, port: int) -> bool:
-        """Whether known_hosts trusts some key for this host (so the one offered is a change)."""
-        addrs = {host}
-        try:
-            infos = await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(host, port), 2)
-            addrs |= {str(info[4][0]) for info in infos}
-        except (TimeoutError, OSError):
-            pass
-        p = port if port != 22 else None
-        return any(known.match(host, addr, p)[0] for addr in addrs)
-
-    def _ssh_options_argv(self) -> list[str]:
-        """The OpenSSH options that make `ssh` use the same files and port as this transport."""
-        parts: list[str] = []
-        o, default = self.options, SshOptions()
-        cfg = self._config_paths()
-        if cfg and o.config_file != default.config_file:
-            parts += ["-F", cfg[0]]
-        if o.known_hosts and o.known_hosts != default.known_hosts:
-            parts += ["-o", f"UserKnownHostsFile={Path(o.known_hosts).expanduser()}"]
-        if self._port is not None:
-            parts += ["-p", str(self._port)]
-        return parts
-
-    def _cli_target(self) -> str:
-        """The node as the OpenSSH command line takes it: `[user@]host`, never `host:port`."""
-        return f"{self._user}@{self._host}" if self._user else self._host
+    def _fail(self, cls: type[TransportError], cause: str, hint: str | None) -> TransportError:
+        return self._login.fail(cls, cause, hint)
 
     def ssh_command(self, program: str = "ssh") -> str:
         """A command line that reaches this node as we do, to paste into a shell: `ssh -p 2299
         you@127.0.0.1` (OpenSSH takes the port as -p, never as host:port). `ssh-copy-id` takes
         the same options."""
-        return shlex.join([program, *self._ssh_options_argv(), self._cli_target()])
+        return self._login.command(program)
 
     def _connection_lost(self, conn: asyncssh.SSHClientConnection, exc: Exception | None) -> None:
         if conn is not self._conn:
@@ -378,7 +210,7 @@ class SshTransport(Transport):
                     )
                 continue
             if not self._closing:
-                self._set_state(SshState.CONNECTED, self._where)
+                self._set_state(SshState.CONNECTED, self._login.where)
             return
 
     async def _wait_reconnect(self) -> None:
@@ -564,7 +396,7 @@ class SshTransport(Transport):
         shell instead of by resolve())."""
         # "~/…" words keep an unquoted "~/" so the remote shell expands them as run() resolves them
         remote = " ".join(_remote_word(w) for w in argv)
-        return shlex.join(["ssh", *self._ssh_options_argv(), self._cli_target(), "--", remote])
+        return shlex.join(["ssh", *self._login.options_argv(), self._login.cli_target(), "--", remote])
 
 
 def _remote_word(word: str) -> str:
