@@ -14,6 +14,9 @@ facts.
 Stdlib only: this runs on user nodes that have nothing but Python (and usually boltring; the
 controller can also ship this file and the two parser modules as source when boltring is
 missing, see `BOOTSTRAP`). Parsing lives in probes_macos.py / probes_linux.py.
+
+Over ~400 lines on purpose: it is shipped as one source file to nodes without boltring, so
+the command table of each platform and the assembly of the report stay together.
 """
 
 from __future__ import annotations

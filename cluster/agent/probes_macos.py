@@ -4,6 +4,9 @@ Pure functions only (no subprocesses, no platform checks), so every one is teste
 outputs under tests/samples/macos/ on any machine. Stdlib only: this module is imported by
 `nodeprobe` on user nodes that have nothing but Python and boltring.
 
+Over ~400 lines on purpose: one small parser per command, in ONE file, because the controller
+ships this file as source to a node where boltring is not installed (nodeprobe.BOOTSTRAP).
+
 Commands and the formats parsed here:
   sysctl -n machdep.cpu.brand_string hw.memsize         two lines: chip name, bytes
   system_profiler SPHardwareDataType -json               chip_type, physical_memory, machine_name
