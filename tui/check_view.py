@@ -167,7 +167,6 @@ def results_table(results: list[CheckResult]) -> Table:
 def print_results(console: Console, results: list[CheckResult]) -> None:
     for line in unreachable_lines(results):
         console.print(line, soft_wrap=True)
-    shown = [r for r in results if not (r.name == "ssh" and r.status == CheckStatus.FAIL)]
-    if shown:
+    if any(not (r.name == "ssh" and r.status == CheckStatus.FAIL) for r in results):
         console.print(results_table(results))
     console.print(f"{len(results)} checks: {count_checks(results)}")

@@ -55,7 +55,9 @@ class SshLogin:
         path = self.options.config_file
         if not path or self.config_paths():
             return ""
-        return f" (no {path}: nothing sets HostName, User, Port or IdentityFile for {self.target!r})"
+        if self._user is None and self._port is None:  # an alias: only a Host entry can define it
+            return f" (there is no {path}: no Host entry gives {self._host} a HostName, User, Port or key)"
+        return f" (there is no {path}: no IdentityFile or other setting comes from it)"
 
     def config_paths(self) -> list[str]:
         path = self.options.config_file

@@ -186,7 +186,7 @@ async def test_missing_ssh_config_is_mentioned(lab: Lab, tmp_path) -> None:
     absent = tmp_path / "no-such-config"
     t, events = make(lab, config_file=str(absent), connect_timeout_s=2.0)
     # "h1" is an alias of the lab's ssh config: without the file it is only a name
-    await expect_failure(t, events, Unreachable, f"(no {absent}: nothing sets HostName", "for 'h1')")
+    await expect_failure(t, events, Unreachable, f"(there is no {absent}: no Host entry gives h1 a HostName")
 
 
 async def test_unknown_host_key(lab: Lab, tmp_path) -> None:

@@ -147,7 +147,7 @@ def _relative_bw(results: list[CheckResult], gbps: dict[str, float]) -> list[Che
 
 def _not_measurable(rep: NodeReport) -> str | None:
     if rep.transport is None or rep.python is None:
-        return f"{rep.node.name} not reachable"
+        return f"no python on {rep.node.name}"
     if not rep.boltring_ok:
         return f"boltring missing on {rep.node.name}"
     if not rep.ring_ok:
@@ -163,8 +163,13 @@ async def measure_links(
     min_gbps: float = MIN_GBPS,
 ) -> dict[tuple[str, str], CheckResult]:
     """One bw:<a>-><b> result per ring link, all measured at once; a link whose ends are not
-    ready is skipped, saying which end and why."""
-    links = ring_links(config)
+    ready is skipped, saying which end and why. A link to or from a node SSH could not reach
+    gets no result at all: that node's one ssh line already says why."""
+    links = [
+        (a, b)
+        for a, b in ring_links(config)
+        if reports[a.name].transport is not None and reports[b.name].transport is not None
+    ]
 
     async def one(i: int, a: Node, b: Node) -> CheckResult:
         ra, rb = reports[a.name], reports[b.name]
