@@ -22,6 +22,7 @@ from rich.text import Text
 from boltring.cluster.config.schema import Config
 from boltring.cluster.jobs.controller import JobController
 from boltring.cluster.jobs.events import CheckResult, Event, NodeState
+from boltring.cluster.nodes.checks.hints import ssh_command
 from boltring.cluster.nodes.checks.results import count_checks, exit_code
 from boltring.cluster.states import CheckStatus, SshState
 
@@ -112,7 +113,7 @@ def print_nodes(console: Console, config: Config, results: list[CheckResult]) ->
             total_mem += n.memory_gb
         nodes.add_row(
             n.name,
-            SshState.LOCAL if n.local else (n.ssh or ""),
+            SshState.LOCAL if n.local else ssh_command(n).removeprefix("ssh "),  # as OpenSSH takes it
             n.ring_ip,
             str(n.ranks),
             n.chip or (chip.value if chip else "") or "",

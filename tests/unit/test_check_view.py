@@ -74,6 +74,8 @@ async def test_unreachable_node_is_one_runnable_line_and_skipped_checks_fold(tmp
     # the missing ssh config is mentioned
     assert f"(there is no {tmp_path / 'no-ssh-config'}: no IdentityFile" in line
     assert "no SSH connection" not in text
+    # the nodes table gives the target as OpenSSH takes it too
+    assert re.search(rf"far\s+│\s+-p {silent_sshd} you@127\.0\.0\.1\s+│", text), text
     # n2 has no python: its checks that could not run fold into one "+N skipped" row
     assert re.search(r"n2\s+│\s+\+8 skipped\s+│\s+-\s+│\s+no python", text), text
     assert not re.search(r"│\s+- skipped\s+│", text)  # no row per skipped check

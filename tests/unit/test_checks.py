@@ -300,7 +300,7 @@ async def test_missing_python_fails_with_the_hint():
     res = await check_node(LocalTransport(node), Config(name="one", nodes=(node,)), node)
     r = by_name(res)["python"]
     assert r.status == "fail" and "/nonexistent/bin/python3" in r.value
-    assert r.hint == PYTHON_HINT
+    assert r.hint == PYTHON_HINT and "`boltring setup`" in PYTHON_HINT
     assert by_name(res)["mlx"].status == "skipped"
 
 
