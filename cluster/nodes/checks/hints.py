@@ -8,6 +8,8 @@ message for words.
 
 from __future__ import annotations
 
+import shlex
+
 from boltring.cluster.config.schema import Node
 from boltring.cluster.nodes.errors import (
     AuthFailed,
@@ -54,8 +56,6 @@ RDMA_INACTIVE_HINT = (
 def ssh_command(node: Node, program: str = "ssh") -> str:
     """`ssh -p 2299 you@127.0.0.1` for a node whose ssh: is "you@127.0.0.1:2299" (OpenSSH takes
     the port as -p, never as host:port); `ssh mini2` for an alias."""
-    import shlex
-
     from boltring.cluster.nodes.ssh import parse_target  # asyncssh: only for nodes reached by SSH
 
     target = node.ssh or node.name

@@ -1,7 +1,7 @@
 """Building, formatting and counting check results, and the per-node report the checks share.
 
-`count_checks` is THE way to count results (ok / warn / fail / skipped): `boltring check`, the
-app and `--run` all say "12 ok, 1 warning, 2 failed, +30 skipped" from it.
+`count_checks` is the one way to count results (ok / warn / fail / skipped): every view that
+says "12 ok, 1 warning, 2 failed, +30 skipped" should get it from here (`boltring check` does).
 """
 
 from __future__ import annotations
