@@ -278,8 +278,11 @@ def _rdma_darwin(raw: dict) -> RdmaFacts:
     out: RdmaFacts = {"status": ctl.get("status"), "enabled": None, "devices": []}
     if ctl.get("missing"):
         out["missing"] = True  # no rdma_ctl: macOS before 26.2
-    if ctl.get("status") in ("enabled", "disabled"):
-        out["enabled"] = ctl["status"] == "enabled"
+    words = str(ctl.get("status") or "").replace(".", " ").split()  # "enabled", or a sentence
+    if "disabled" in words or "not" in words:
+        out["enabled"] = False
+    elif "enabled" in words:
+        out["enabled"] = True
     states = info.get("states") or {}
     out["devices"] = [{"name": d, "port_state": states.get(d)} for d in devs.get("devices") or []]
     errors = [x["error"] for x in (ctl, devs) if x.get("error")]
