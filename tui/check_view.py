@@ -10,6 +10,7 @@ one for the ring links. Then:
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 
 from rich.console import Console, Group
@@ -36,11 +37,14 @@ RING = "ring"
 
 
 class CheckProgress:
-    """One spinner per node and one for the ring, fed by the controller's events."""
+    """One spinner per node and one for the ring, fed by the controller's events. A node that is
+    connecting counts the seconds against its connect timeout ("connecting… 4/10 s")."""
 
     def __init__(self, config: Config, bandwidth: bool) -> None:
         self.names = [n.name for n in config.nodes]
+        self.connect_timeout_s = config.ssh.connect_timeout_s
         self.spinners = {name: Spinner("dots", text=f"{name}: waiting") for name in self.names}
+        self.connecting_since: dict[str, float] = {}
         self.done: dict[str, list[CheckResult]] = {}
         self.ring_label = "ring links: reachability" + (" and bandwidth" if bandwidth else "")
         self.ring = Spinner("dots", text=f"{self.ring_label}: waiting for the nodes")
@@ -48,24 +52,33 @@ class CheckProgress:
     def on_event(self, ev: Event) -> None:
         if isinstance(ev, NodeState) and ev.node in self.spinners and ev.node not in self.done:
             state = SshState(ev.state)
-            word = {SshState.CONNECTING: "connecting…", SshState.RECONNECTING: "reconnecting…"}.get(
-                state, "checking…" if state.usable else f"{state}"
-            )
+            self.connecting_since.pop(ev.node, None)
+            if state.busy:  # connecting, reconnecting: the countdown is drawn in __rich__
+                self.connecting_since[ev.node] = time.monotonic()
+                return
+            word = "checking…" if state.usable else f"{state}"
             self.spinners[ev.node].update(text=f"{ev.node}: {word}")
         elif isinstance(ev, CheckResult) and ev.node in self.spinners:
             self.done.setdefault(ev.node, []).append(ev)
+            self.connecting_since.pop(ev.node, None)
             if len(self.done) == len(self.names):
                 self.ring.update(text=f"{self.ring_label}: measuring…")
 
     def __rich__(self) -> Group:
         rows: list[Spinner | Text] = []
+        now = time.monotonic()
         for name in self.names:
             if name in self.done:
                 counts = count_checks(self.done[name])
                 mark = "[red]✘[/]" if counts.failed else "[green]✔[/]"
                 rows.append(Text.from_markup(f"{mark} {escape(name)}: {counts}"))
-            else:
-                rows.append(self.spinners[name])
+                continue
+            if name in self.connecting_since:
+                waited = min(now - self.connecting_since[name], self.connect_timeout_s)
+                self.spinners[name].update(
+                    text=f"{name}: connecting… {waited:.0f}/{self.connect_timeout_s:g} s"
+                )
+            rows.append(self.spinners[name])
         rows.append(self.ring)
         return Group(*rows)
 
