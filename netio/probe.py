@@ -9,8 +9,11 @@ way, `hmac.compare_digest`) before a single data byte moves. Data then travels a
 (`framing.py`), so the figure includes the framing the ring pays.
 
 The server binds only the given address (never 0.0.0.0), accepts one authenticated connection
-(others are dropped and it keeps waiting), and gives up with exit code 3 and a clear message
-when nobody has authenticated within --accept-timeout seconds. The sender sends for at most
+and gives up with exit code 3 and a clear message
+when nobody has authenticated within --accept-timeout seconds. It follows the ring's rule
+(ring.py): a connection must complete the whole handshake within 1 s, or it is dropped (and
+logged on stderr) while the server keeps waiting for the right sender, so a stranger that
+connects and stays silent cannot use up the window and fail the measurement. The sender sends for at most
 --seconds and at most --bytes-limit bytes, then both print one JSON line:
 
     {"gbps": 9.41, "bytes": 1176502272, "seconds": 1.0003, "role": "send"}
@@ -39,6 +42,7 @@ DEFAULT_BYTES_LIMIT = 8 << 30
 DEFAULT_ACCEPT_TIMEOUT = 5.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
 IO_TIMEOUT = 10.0
+HANDSHAKE_TIMEOUT_S = 1.0  # the ring's rule: the whole handshake, not each read, within this
 MAX_SECONDS = 30.0
 SERVER_RANK, CLIENT_RANK, SIZE = 1, 0, 2
 
@@ -119,13 +123,17 @@ def serve(
             except TimeoutError:
                 continue
             peer = f"{addr[0]}:{addr[1]}"
-            chan = Channel(conn, f"probe sender {peer}", timeout=min(IO_TIMEOUT, max(left, 1.0)))
+            chan = Channel(conn, f"probe sender {peer}", timeout=HANDSHAKE_TIMEOUT_S)
+            # A deadline for the whole exchange: a peer that trickles bytes or says nothing must
+            # not hold the one acceptor while the real sender waits in the backlog.
+            chan.deadline = time.monotonic() + HANDSHAKE_TIMEOUT_S
             try:
                 server_handshake(chan, secret, job, SERVER_RANK, SIZE, CLIENT_RANK)
             except NetioError as e:
-                log(f"probe server: dropped {peer}: {e}")
+                log(f"probe server: dropped {peer} within {HANDSHAKE_TIMEOUT_S:g} s: {e}")
                 chan.close()
                 continue
+            chan.deadline = None
             try:
                 return _receive(chan, max_seconds)
             finally:

@@ -1,62 +1,186 @@
-"""`boltring check`: the node checks as tables (or JSON lines), and an exit code."""
+"""`boltring check`: the node checks as tables (or JSON lines), and an exit code.
+
+While the checks run, a terminal shows one spinner per node (connecting…, checking…, done) and
+one for the ring links. Then:
+- a node SSH could not reach takes ONE line: the cause and what to do (a command that runs);
+- the table lists the checks that ran; skipped ones fold into "+N skipped" (one row per node,
+  with the reason), and the last line counts everything with `count_checks`.
+"""
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterable
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
+from rich.markup import escape
+from rich.spinner import Spinner
 from rich.table import Table
+from rich.text import Text
 
+from boltring.cluster.config.schema import Config
 from boltring.cluster.jobs.controller import JobController
+from boltring.cluster.jobs.events import CheckResult, Event, NodeState
+from boltring.cluster.nodes.checks.hints import ssh_command
+from boltring.cluster.nodes.checks.results import count_checks, exit_code
+from boltring.cluster.states import CheckStatus, SshState
 
 MARKS = {
-    "ok": "[green]✔ ok[/]",
-    "warn": "[yellow]! warn[/]",
-    "fail": "[red]✘ fail[/]",
-    "skipped": "[dim]- skipped[/]",
+    CheckStatus.OK: "[green]✔ ok[/]",
+    CheckStatus.WARN: "[yellow]! warn[/]",
+    CheckStatus.FAIL: "[red]✘ fail[/]",
+    CheckStatus.SKIPPED: "[dim]- skipped[/]",
 }
+RING = "ring"
 
 
-async def run_check(controller: JobController, *, json_out: bool = False, bandwidth: bool = True) -> int:
-    console = Console(highlight=False)
+class CheckProgress:
+    """One spinner per node and one for the ring, fed by the controller's events. A node that is
+    connecting counts the seconds against its connect timeout ("connecting… 4/10 s")."""
+
+    def __init__(self, config: Config, bandwidth: bool) -> None:
+        self.names = [n.name for n in config.nodes]
+        self.connect_timeout_s = config.ssh.connect_timeout_s
+        self.spinners = {name: Spinner("dots", text=f"{name}: waiting") for name in self.names}
+        self.connecting_since: dict[str, float] = {}
+        self.done: dict[str, list[CheckResult]] = {}
+        self.ring_label = "ring links: reachability" + (" and bandwidth" if bandwidth else "")
+        self.ring = Spinner("dots", text=f"{self.ring_label}: waiting for the nodes")
+
+    def on_event(self, ev: Event) -> None:
+        if isinstance(ev, NodeState) and ev.node in self.spinners and ev.node not in self.done:
+            state = SshState(ev.state)
+            self.connecting_since.pop(ev.node, None)
+            if state.busy:  # connecting, reconnecting: the countdown is drawn in __rich__
+                self.connecting_since[ev.node] = time.monotonic()
+                return
+            word = "checking…" if state.usable else f"{state}"
+            self.spinners[ev.node].update(text=f"{ev.node}: {word}")
+        elif isinstance(ev, CheckResult) and ev.node in self.spinners:
+            self.done.setdefault(ev.node, []).append(ev)
+            self.connecting_since.pop(ev.node, None)
+            if len(self.done) == len(self.names):
+                self.ring.update(text=f"{self.ring_label}: measuring…")
+
+    def __rich__(self) -> Group:
+        rows: list[Spinner | Text] = []
+        now = time.monotonic()
+        for name in self.names:
+            if name in self.done:
+                counts = count_checks(self.done[name])
+                mark = "[red]✘[/]" if counts.failed else "[green]✔[/]"
+                rows.append(Text.from_markup(f"{mark} {escape(name)}: {counts}"))
+                continue
+            if name in self.connecting_since:
+                waited = min(now - self.connecting_since[name], self.connect_timeout_s)
+                self.spinners[name].update(
+                    text=f"{name}: connecting… {waited:.0f}/{self.connect_timeout_s:g} s"
+                )
+            rows.append(self.spinners[name])
+        rows.append(self.ring)
+        return Group(*rows)
+
+
+async def run_check(
+    controller: JobController,
+    *,
+    json_out: bool = False,
+    bandwidth: bool = True,
+    console: Console | None = None,
+) -> int:
+    console = console or Console(highlight=False)
     config = controller.config
+    progress = CheckProgress(config, bandwidth)
+    if not json_out:
+        controller.add_listener(progress.on_event)
     try:
-        results = await controller.run_checks(bandwidth=bandwidth)
+        if json_out:
+            results = await controller.run_checks(bandwidth=bandwidth)
+        else:
+            with Live(progress, console=console, transient=True, refresh_per_second=12.5):
+                results = await controller.run_checks(bandwidth=bandwidth)
     finally:
+        controller.remove_listener(progress.on_event)
         await controller.close()
     if json_out:
         for r in results:
             print(json.dumps(r.to_dict()))
-    else:
-        nodes = Table(title=f"cluster {config.name} ({config.source})", title_justify="left")
-        for col in ("node", "ssh", "ring address", "ranks", "chip", "memory"):
-            nodes.add_column(col)
-        total_mem = 0.0
-        facts = {(r.node, r.name): r for r in results}
-        for n in config.nodes:
-            mem = facts.get((n.name, "memory"))
-            chip = facts.get((n.name, "chip"))
-            if n.memory_gb:
-                total_mem += n.memory_gb
-            nodes.add_row(
-                n.name,
-                "local" if n.local else (n.ssh or ""),
-                n.ring_ip,
-                str(n.ranks),
-                n.chip or (chip.value if chip else "") or "",
-                f"{n.memory_gb:g} GB" if n.memory_gb else (mem.value if mem else "") or "",
-            )
-        console.print(nodes)
-        if total_mem:
-            console.print(f"total memory (configured): {total_mem:g} GB over {len(config.nodes)} nodes")
-        table = Table(title="checks", title_justify="left")
-        for col in ("node", "check", "status", "value", "what to do"):
-            table.add_column(col, overflow="fold")
+        return exit_code(results)
+    print_nodes(console, config, results)
+    print_results(console, results)
+    return exit_code(results)
+
+
+def print_nodes(console: Console, config: Config, results: list[CheckResult]) -> None:
+    nodes = Table(title=f"cluster {config.name} ({config.source})", title_justify="left")
+    for col in ("node", "ssh", "ring address", "ranks", "chip", "memory"):
+        nodes.add_column(col)
+    total_mem = 0.0
+    facts = {(r.node, r.name): r for r in results}
+    for n in config.nodes:
+        mem = facts.get((n.name, "memory"))
+        chip = facts.get((n.name, "chip"))
+        if n.memory_gb:
+            total_mem += n.memory_gb
+        nodes.add_row(
+            n.name,
+            SshState.LOCAL if n.local else ssh_command(n).removeprefix("ssh "),  # as OpenSSH takes it
+            n.ring_ip,
+            str(n.ranks),
+            n.chip or (chip.value if chip else "") or "",
+            f"{n.memory_gb:g} GB" if n.memory_gb else (mem.value if mem else "") or "",
+        )
+    console.print(nodes)
+    if total_mem:
+        console.print(f"total memory (configured): {total_mem:g} GB over {len(config.nodes)} nodes")
+
+
+def unreachable_lines(results: Iterable[CheckResult]) -> list[str]:
+    """One line per node SSH could not reach: its cause, then what to do."""
+    return [
+        f"[red]✘ {escape(r.node)}[/] ssh: {escape(r.value or 'not connected')}"
+        + (f" [dim]→[/] {escape(r.hint)}" if r.hint else "")
+        for r in results
+        if r.name == "ssh" and r.status == CheckStatus.FAIL
+    ]
+
+
+def results_table(results: list[CheckResult]) -> Table:
+    """The checks that ran (an unreachable node's ssh line is printed apart); each node's skipped
+    checks fold into one "+N skipped" row with the first reason."""
+    table = Table(title="checks", title_justify="left")
+    for col in ("node", "check", "status", "value", "what to do"):
+        table.add_column(col, overflow="fold")
+    skipped: dict[str, list[CheckResult]] = {}
+    order: list[str] = []
+    for r in results:
+        if r.node not in order:
+            order.append(r.node)
+        if r.status == CheckStatus.SKIPPED:
+            skipped.setdefault(r.node, []).append(r)
+    for node in order:
         for r in results:
-            table.add_row(r.node, r.name, MARKS.get(r.status, r.status), r.value or "", r.hint or "")
-        console.print(table)
-    fails = sum(r.status == "fail" for r in results)
-    warns = sum(r.status == "warn" for r in results)
-    if not json_out:
-        console.print(f"{len(results)} checks: {fails} failed, {warns} warnings")
-    return 1 if fails else 0
+            if r.node != node or r.status == CheckStatus.SKIPPED:
+                continue
+            if r.name == "ssh" and r.status == CheckStatus.FAIL:
+                continue
+            table.add_row(
+                escape(r.node), escape(r.name), MARKS[CheckStatus(r.status)], escape(r.value or ""),
+                escape(r.hint or ""),
+            )  # fmt: skip
+        if node in skipped:
+            first = skipped[node][0]
+            table.add_row(
+                escape(node), f"+{len(skipped[node])} skipped", "[dim]-[/]", escape(first.value or ""), ""
+            )
+    return table
+
+
+def print_results(console: Console, results: list[CheckResult]) -> None:
+    for line in unreachable_lines(results):
+        console.print(line, soft_wrap=True)
+    if any(not (r.name == "ssh" and r.status == CheckStatus.FAIL) for r in results):
+        console.print(results_table(results))
+    console.print(f"{len(results)} checks: {count_checks(results)}")

@@ -3,20 +3,26 @@
 Reads one JSON request on stdin:
 
     {"ring_ip": "10.0.0.1", "ring_iface": "bridge0" | null, "ring_port": 52520, "ranks": 1,
-     "neighbours": [{"name": "mini2", "ring_ip": "10.0.0.2", "port": 52520}, ...]}
+     "neighbours": [{"name": "mini2", "ring_ip": "10.0.0.2", "port": 52520}, ...],
+     "rdma": false}
 
-and prints ONE JSON object of facts (see `collect`). Every probe runs in its own thread with
-its own timeout, and a probe that fails leaves {"error": "..."} in its place instead of
-crashing the whole report, so one broken command never hides the other facts.
+and prints ONE JSON object of facts (see `collect`; its shape is `facts.NodeFacts`). Every
+probe runs in its own thread with its own timeout, and a probe that fails leaves {"error": "..."}
+in its place instead of crashing the whole report, so one broken command never hides the other
+facts.
 
 Stdlib only: this runs on user nodes that have nothing but Python (and usually boltring; the
 controller can also ship this file and the two parser modules as source when boltring is
 missing, see `BOOTSTRAP`). Parsing lives in probes_macos.py / probes_linux.py.
+
+Over ~400 lines on purpose: it is shipped as one source file to nodes without boltring, so
+the command table of each platform and the assembly of the report stay together.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import json
 import os
 import platform
@@ -26,6 +32,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:  # types only: the controller may ship this file alone, without facts.py
+    from .facts import HardwareFacts, NeighbourFacts, NodeFacts, ProbeRequest, RdmaFacts
 
 try:
     from . import probes_linux, probes_macos
@@ -56,6 +67,10 @@ class ProbeError(Exception):
     pass
 
 
+class CommandMissing(ProbeError):
+    """The program is not installed on this node (facts say {"missing": true}, not a failure)."""
+
+
 def _which(cmd: str) -> str | None:
     found = shutil.which(cmd)
     if found:
@@ -72,7 +87,7 @@ def run(argv: list[str], timeout: float = COMMAND_TIMEOUT_S, ok_codes=(0,), with
     it is missing, hangs or exits with a code outside ok_codes."""
     exe = _which(argv[0])
     if exe is None:
-        raise ProbeError(f"{argv[0]} not found")
+        raise CommandMissing(f"{argv[0]} not found")
     try:
         proc = subprocess.run(
             [exe, *argv[1:]],
@@ -100,6 +115,8 @@ def _read(path: str) -> str:
 def _safe(fn, *args):
     try:
         return fn(*args)
+    except CommandMissing as e:
+        return {"error": str(e), "missing": True}
     except Exception as e:
         return {"error": f"{e}" if isinstance(e, ProbeError) else f"{type(e).__name__}: {e}"}
 
@@ -214,9 +231,9 @@ def probe_ping(ip: str, darwin: bool) -> dict:
 # -- platform probes ---------------------------------------------------------------------------
 
 
-def _darwin_jobs(req: dict) -> dict:
+def _darwin_jobs(req: ProbeRequest) -> dict:
     pm = probes_macos
-    jobs = {
+    jobs: dict[str, Callable[[], object]] = {
         "sysctl": lambda: pm.parse_sysctl_chip_memory(
             run(["sysctl", "-n", "machdep.cpu.brand_string", "hw.memsize"])
         ),
@@ -239,15 +256,44 @@ def _darwin_jobs(req: dict) -> dict:
     }
     for n in req.get("neighbours") or []:
         ip = n["ring_ip"]
-        jobs[f"route:{ip}"] = lambda ip=ip: pm.parse_route_get(
-            run(["route", "-n", "get", ip], ok_codes=(0, 1), with_stderr=True)
-        )
+        jobs[f"route:{ip}"] = functools.partial(_route_get_darwin, ip)
+    if req.get("rdma"):
+        jobs["rdma_ctl"] = lambda: {"status": pm.parse_rdma_ctl_status(run(["rdma_ctl", "status"]))}
+        jobs["ibv_devices"] = lambda: {"devices": pm.parse_ibv_devices(run(["ibv_devices"]))}
+        jobs["ibv_devinfo"] = lambda: {"states": pm.parse_ibv_devinfo(run(["ibv_devinfo"]))}
     return jobs
 
 
-def _linux_jobs(req: dict) -> dict:
+def _route_get_darwin(ip: str) -> dict:
+    return probes_macos.parse_route_get(run(["route", "-n", "get", ip], ok_codes=(0, 1), with_stderr=True))
+
+
+def _route_get_linux(ip: str) -> dict:
+    return probes_linux.parse_ip_route_get(run(["ip", "-j", "route", "get", ip]))
+
+
+def _rdma_darwin(raw: dict) -> RdmaFacts:
+    """RDMA over Thunderbolt from `rdma_ctl status`, `ibv_devices` and `ibv_devinfo`."""
+    ctl, devs, info = raw["rdma_ctl"], raw["ibv_devices"], raw["ibv_devinfo"]
+    out: RdmaFacts = {"status": ctl.get("status"), "enabled": None, "devices": []}
+    if ctl.get("missing"):
+        out["missing"] = True  # no rdma_ctl: macOS before 26.2
+    words = str(ctl.get("status") or "").replace(".", " ").split()  # "enabled", or a sentence
+    if "disabled" in words or "not" in words:
+        out["enabled"] = False
+    elif "enabled" in words:
+        out["enabled"] = True
+    states = info.get("states") or {}
+    out["devices"] = [{"name": d, "port_state": states.get(d)} for d in devs.get("devices") or []]
+    errors = [x["error"] for x in (ctl, devs) if x.get("error")]
+    if errors:
+        out["error"] = "; ".join(errors)
+    return out
+
+
+def _linux_jobs(req: ProbeRequest) -> dict:
     pl = probes_linux
-    jobs = {
+    jobs: dict[str, Callable[[], object]] = {
         "cpuinfo": lambda: pl.parse_cpuinfo(_read("/proc/cpuinfo")),
         "meminfo": lambda: pl.parse_meminfo(_read("/proc/meminfo")),
         "ip_addr": lambda: {"ifaces": pl.parse_ip_addr(run(["ip", "-j", "addr", "show"]))},
@@ -257,7 +303,7 @@ def _linux_jobs(req: dict) -> dict:
     }
     for n in req.get("neighbours") or []:
         ip = n["ring_ip"]
-        jobs[f"route:{ip}"] = lambda ip=ip: pl.parse_ip_route_get(run(["ip", "-j", "route", "get", ip]))
+        jobs[f"route:{ip}"] = functools.partial(_route_get_linux, ip)
     return jobs
 
 
@@ -328,7 +374,7 @@ def _resolve_ring_iface(req, ifaces, out, find_ip, is_up, default_iface):
     return out
 
 
-def collect(req: dict, platform_name: str | None = None) -> dict:
+def collect(req: ProbeRequest, platform_name: str | None = None) -> NodeFacts:
     """All facts for one request. `platform_name` overrides sys.platform (tests feed macOS
     samples through a fake `run` on Linux)."""
     t0 = time.monotonic()
@@ -349,7 +395,7 @@ def collect(req: dict, platform_name: str | None = None) -> dict:
         for name, fut in futs.items():
             raw[name] = fut.result()
 
-    facts: dict = {
+    facts: NodeFacts = {
         "probe_version": PROBE_VERSION,
         "platform": plat,
         "hostname": socket.gethostname(),
@@ -359,14 +405,14 @@ def collect(req: dict, platform_name: str | None = None) -> dict:
         "ports": raw["ports"],
     }
     if darwin:
-        hw = dict(raw["sysctl"]) if "error" not in raw["sysctl"] else {}
+        hw: dict = dict(raw["sysctl"]) if "error" not in raw["sysctl"] else {}
         sp = raw["sp_hardware"]
         if "error" not in sp:
             hw.update({k: v for k, v in sp.items() if k not in hw})
         if not hw:
             hw = {"error": raw["sysctl"].get("error") or sp.get("error")}
         vm = raw["vm_stat"]
-        facts["hardware"] = hw
+        facts["hardware"] = cast("HardwareFacts", hw)
         facts["memory"] = (
             {"total_bytes": hw.get("memory_bytes"), "available_bytes": vm.get("available_bytes")}
             if "error" not in vm
@@ -380,6 +426,8 @@ def collect(req: dict, platform_name: str | None = None) -> dict:
             "routes": raw["netstat"],
             "thunderbolt": raw["thunderbolt"],
         }
+        if req.get("rdma"):
+            facts["macos"]["rdma"] = _rdma_darwin(raw)
     else:
         cpu, mem = raw["cpuinfo"], raw["meminfo"]
         facts["hardware"] = {**cpu, "memory_bytes": mem.get("memory_bytes")} if "error" not in cpu else cpu
@@ -390,7 +438,7 @@ def collect(req: dict, platform_name: str | None = None) -> dict:
         )
         facts["interfaces"] = _safe(_interfaces_linux, req, raw)
         facts["linux"] = {"default_routes": raw["route_default"]}
-    neigh = []
+    neigh: list[NeighbourFacts] = []
     for n in req.get("neighbours") or []:
         ip = n["ring_ip"]
         neigh.append(
@@ -401,7 +449,7 @@ def collect(req: dict, platform_name: str | None = None) -> dict:
     return facts
 
 
-def main(request: dict | None = None) -> int:
+def main(request: ProbeRequest | None = None) -> int:
     if request is None:
         text = sys.stdin.read()
         try:

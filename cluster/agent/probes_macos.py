@@ -4,6 +4,9 @@ Pure functions only (no subprocesses, no platform checks), so every one is teste
 outputs under tests/samples/macos/ on any machine. Stdlib only: this module is imported by
 `nodeprobe` on user nodes that have nothing but Python and boltring.
 
+Over ~400 lines on purpose: one small parser per command, in ONE file, because the controller
+ships this file as source to a node where boltring is not installed (nodeprobe.BOOTSTRAP).
+
 Commands and the formats parsed here:
   sysctl -n machdep.cpu.brand_string hw.memsize         two lines: chip name, bytes
   system_profiler SPHardwareDataType -json               chip_type, physical_memory, machine_name
@@ -15,6 +18,9 @@ Commands and the formats parsed here:
   netstat -rn                                            routing table, "Internet:" section
   vm_stat                                                page counts
   ping -c N IP                                           "round-trip min/avg/max/stddev = …"
+  rdma_ctl status                                        "enabled" / "disabled" (macOS 26.2+)
+  ibv_devices                                            RDMA devices: "rdma_en2  <node GUID>"
+  ibv_devinfo                                            "hca_id: rdma_en2" … "state: PORT_ACTIVE (4)"
 """
 
 from __future__ import annotations
@@ -369,7 +375,7 @@ def parse_sp_thunderbolt(text: str) -> list[dict]:
         tag = tag or {}
         speed = tag.get("current_speed_key")
         try:
-            port_no = int(tag.get("receptacle_id_key"))
+            port_no = int(str(tag.get("receptacle_id_key")))
         except (TypeError, ValueError):
             port_no = None
         peers = []
@@ -428,4 +434,42 @@ def tb_generation(gbps: float | None) -> str:
     return "USB"
 
 
-# -- ping --------------------------------------------------------------------------------------
+# -- RDMA over Thunderbolt (MLX's jaccl backend) ------------------------------------------------
+# RDMA is switched on once per Mac from macOS Recovery (`rdma_ctl enable`); then every Thunderbolt
+# port gets an RDMA device named after its network device (en2 -> rdma_en2). MLX's own
+# `mlx.distributed_config` decides "RDMA enabled" the same way: some `ibv_devices` word starts
+# with "rdma_". A device's port is PORT_ACTIVE once the Mac at the other end of its cable has RDMA
+# enabled too.
+
+
+def parse_rdma_ctl_status(text: str) -> str:
+    """`rdma_ctl status` → "enabled", "disabled", or its own words (lower case) otherwise."""
+    words = " ".join(text.split()).lower()
+    if not words:
+        raise ValueError("rdma_ctl status printed nothing")
+    return words
+
+
+def parse_ibv_devices(text: str) -> list[str]:
+    """`ibv_devices` → the RDMA device names ("rdma_en2", …), in listed order. The table has a
+    "device / node GUID" header and a dashed rule; without RDMA it is only those two lines."""
+    out: list[str] = []
+    for ln in text.splitlines():
+        words = ln.split()
+        if words and words[0].startswith("rdma_"):
+            out.append(words[0])
+    return out
+
+
+def parse_ibv_devinfo(text: str) -> dict[str, str]:
+    """`ibv_devinfo` → {device: port state} ("PORT_ACTIVE", "PORT_DOWN", …): the first "state:"
+    line after each "hca_id:" line (a device has one port)."""
+    out: dict[str, str] = {}
+    current: str | None = None
+    for ln in text.splitlines():
+        s = ln.strip()
+        if s.startswith("hca_id:"):
+            current = s.split(":", 1)[1].strip()
+        elif current is not None and s.startswith("state:") and current not in out:
+            out[current] = s.split(":", 1)[1].split()[0]
+    return out

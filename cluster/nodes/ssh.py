@@ -1,6 +1,6 @@
 """SshTransport: a node reached over SSH with asyncssh, one connection shared by everything.
 
-How it connects (`SshOptions`, Node.ssh):
+How it connects (`SshOptions`, Node.ssh; one attempt and its failures are ssh_login.py's):
 - `node.ssh` is an alias from the ssh config file or "user@host[:port]" ("[v6addr]:port" too);
   without it the node name is used as the alias.
 - The ssh config file is `options.config_file` when it exists, otherwise none at all (asyncssh is
@@ -16,7 +16,11 @@ How it connects (`SshOptions`, Node.ssh):
   (`keepalive_interval_s` x `keepalive_count_max`) notice a silently dead link.
 
 States (`NodeState` events, cluster.states.SshState): connecting -> connected; or auth failed,
-host key unknown, host key changed, unreachable, each with a one-line hint in `detail`.
+host key unknown, host key changed, unreachable, each with "cause; what to do" in `detail`. The
+same failure is raised as its class from cluster/nodes/errors.py (`AuthFailed`, `HostKeyUnknown`,
+`HostKeyChanged`, `Unreachable`, `ConnectionLost`, …), carrying the state and the hint; hints
+name OpenSSH commands that run as written (`ssh -p 2299 you@127.0.0.1`, with -F/-o when the
+config uses files other than OpenSSH's own).
 When an established connection drops: lost -> reconnecting (attempts after 0.5, 1, 2, 4, 8, 8... s)
 -> connected, until `close()` -> closed. A reconnect attempt that hits a key or authentication
 problem stops retrying (only a person can fix it; hammering a node with failing logins can get
@@ -36,32 +40,27 @@ passed verbatim. `read_from` and `write_file` resolve a leading "~/" too (SFTP k
 from __future__ import annotations
 
 import asyncio
-import os
 import posixpath
 import secrets
 import shlex
-from pathlib import Path
 
 import asyncssh
 
 from boltring.cluster.config.schema import Node, SshOptions
 from boltring.cluster.config.ssh_target import parse_ssh_target as parse_target
-from boltring.cluster.nodes.transport import CommandResult, Transport, TransportError
+from boltring.cluster.nodes.errors import (
+    NEEDS_A_PERSON,
+    CommandTimeout,
+    ConnectionLost,
+    TransportClosed,
+    TransportError,
+)
+from boltring.cluster.nodes.ssh_login import SshLogin
+from boltring.cluster.nodes.transport import CommandResult, Transport
+from boltring.cluster.states import SshState
 
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 8.0
-REMOTE_LOGIN_HINT = "enable Remote Login on it (System Settings → General → Sharing)"
-# States after which retrying on our own is pointless (a person has to act).
-_PERMANENT = ("auth failed", "host key unknown", "host key changed")
-
-
-class _Failure(Exception):
-    """A connection attempt failed: the SSH state to show and a one-line what + what to do."""
-
-    def __init__(self, state: str, detail: str):
-        super().__init__(detail)
-        self.state = state
-        self.detail = detail
 
 
 class _Client(asyncssh.SSHClient):
@@ -91,9 +90,9 @@ class SshTransport(Transport):
         self._sftp_lock = asyncio.Lock()
         self._reconnector: asyncio.Task | None = None
         self._closing = False
-        self._failure: _Failure | None = None  # why the last attempt failed
+        self._failure: TransportError | None = None  # why the last attempt failed
         self._home: str | None = None
-        self._where = self.target  # "user@address:port" once known, for messages
+        self._login = SshLogin(node, self.options, self._user, self._host, self._port, lambda: _Client(self))
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -107,14 +106,14 @@ class SshTransport(Transport):
         async with self._lock:
             if self._conn is not None:
                 return
-            self._set_state("connecting", self.target)
+            self._set_state(SshState.CONNECTING, self.target)
             try:
                 await self._open()
-            except _Failure as f:
+            except TransportError as f:
                 self._failure = f
-                self._set_state(f.state, f.detail)
-                raise TransportError(f"{self.node.name}: {f.detail}") from None
-        self._set_state("connected", self._where)
+                self._set_state(f.state or SshState.UNREACHABLE, _detail(f))
+                raise
+        self._set_state(SshState.CONNECTED, self._login.where)
 
     async def close(self) -> None:
         self._closing = True
@@ -133,143 +132,26 @@ class SshTransport(Transport):
                 await asyncio.wait_for(conn.wait_closed(), 5)
             except (TimeoutError, OSError, asyncssh.Error):
                 pass
-        self._set_state("closed")
-
-    def _config_paths(self) -> list[str]:
-        path = self.options.config_file
-        if path and Path(path).expanduser().is_file():
-            return [str(Path(path).expanduser())]
-        return []
-
-    def _known_hosts_path(self) -> Path:
-        return Path(self.options.known_hosts or "~/.ssh/known_hosts").expanduser()
-
-    def _load_known_hosts(self) -> asyncssh.SSHKnownHosts:
-        path = self._known_hosts_path()
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            text = ""  # trust nothing (never None: that would disable checking)
-        except OSError as e:
-            raise _Failure("host key unknown", f"cannot read {path}: {e.strerror}") from None
-        try:
-            return asyncssh.import_known_hosts(text)
-        except ValueError as e:
-            raise _Failure(
-                "host key unknown",
-                f"{path} is not a valid known_hosts file ({e}); fix or remove the bad line",
-            ) from None
-
-    async def _options(self, known: asyncssh.SSHKnownHosts) -> asyncssh.SSHClientConnectionOptions:
-        o = self.options
-        kw: dict = dict(
-            config=self._config_paths(),
-            host=self._host,
-            known_hosts=known,
-            connect_timeout=o.connect_timeout_s,
-            keepalive_interval=o.keepalive_interval_s,
-            keepalive_count_max=o.keepalive_count_max,
-            agent_forwarding=False,
-            password_auth=False,
-            kbdint_auth=False,
-            ignore_encrypted=True,
-            client_factory=lambda: _Client(self),
-        )
-        if self._port is not None:
-            kw["port"] = self._port
-        if self._user is not None:
-            kw["username"] = self._user
-        try:
-            opts = await asyncssh.SSHClientConnectionOptions.construct(**kw)
-            if o.identity_files:
-                # explicit client_keys replace IdentityFile from the config: keep both
-                keys = [
-                    str(Path(p).expanduser())
-                    for p in [*(opts.config.get("IdentityFile", ()) or ()), *o.identity_files]
-                ]
-                keys = [k for k in dict.fromkeys(keys) if os.path.isfile(k)]
-                if keys:
-                    opts = await asyncssh.SSHClientConnectionOptions.construct(
-                        opts, client_keys=keys, ignore_encrypted=True
-                    )
-        except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as e:
-            raise _Failure(
-                "auth failed", f"cannot load an SSH key: {e}; check IdentityFile and identity_files"
-            ) from None
-        except (OSError, ValueError, asyncssh.ConfigParseError) as e:
-            raise _Failure("unreachable", f"cannot use ssh config {self.options.config_file}: {e}") from None
-        return opts
+        self._set_state(SshState.CLOSED)
 
     async def _open(self) -> None:
-        """One connection attempt; sets self._conn or raises _Failure."""
-        known = await asyncio.to_thread(self._load_known_hosts)
-        opts = await self._options(known)
-        host, port, user = opts.host, opts.port or 22, opts.username
-        self._where = f"{user}@{host}" + (f":{port}" if port != 22 else "")
-        timeout = self.options.connect_timeout_s
-        try:
-            conn = await asyncssh.connect(self._host, self._port or (), options=opts)
-        except asyncssh.PermissionDenied:
-            raise _Failure(
-                "auth failed",
-                f"{self._where} did not accept our SSH key; add your public "
-                f"key to ~/.ssh/authorized_keys on the node "
-                f"(ssh-copy-id {self._cli_target()})",
-            ) from None
-        except asyncssh.HostKeyNotVerifiable:
-            kh = self._known_hosts_path()
-            if await self._has_other_key(known, opts.host_key_alias or host, port):
-                raise _Failure(
-                    "host key changed",
-                    f"the host key of {host} changed: it is not the one in {kh}; "
-                    f"if the node was reinstalled, run `ssh-keygen -R {host}"
-                    f"{' -f ' + str(kh) if self.options.known_hosts else ''}` and "
-                    f"`ssh {self._cli_target()}` once; otherwise do not connect",
-                ) from None
-            raise _Failure(
-                "host key unknown",
-                f"the host key of {host} is not in {kh}: run `ssh {self._cli_target()}` once and accept it",
-            ) from None
-        except ConnectionRefusedError:
-            raise _Failure(
-                "unreachable", f"{host}:{port} refused the connection: {REMOTE_LOGIN_HINT}"
-            ) from None
-        except TimeoutError:
-            raise _Failure(
-                "unreachable",
-                f"no SSH answer from {host}:{port} within {timeout:g} s: is the node on and on this network?",
-            ) from None
-        except OSError as e:
-            what = e.strerror or str(e) or type(e).__name__
-            raise _Failure(
-                "unreachable", f"cannot reach {host}:{port}: {what}: is the node on and on this network?"
-            ) from None
-        except asyncssh.Error as e:
-            raise _Failure("unreachable", f"SSH to {host}:{port} failed: {e.reason}") from None
+        """One connection attempt; sets self._conn or raises a TransportError subclass."""
+        conn = await self._login.open()
         if self._closing:
             conn.close()
-            raise _Failure("closed", "closed while connecting")
+            raise self._fail(TransportClosed, "closed while connecting", None)
         self._conn = conn
         self._failure = None
         self._ready.set()
 
-    async def _has_other_key(self, known: asyncssh.SSHKnownHosts, host: str, port: int) -> bool:
-        """Whether known_hosts trusts some key for this host (so the one offered is a change)."""
-        addrs = {host}
-        try:
-            infos = await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(host, port), 2)
-            addrs |= {info[4][0] for info in infos}
-        except (TimeoutError, OSError):
-            pass
-        p = port if port != 22 else None
-        return any(known.match(host, addr, p)[0] for addr in addrs)
+    def _fail(self, cls: type[TransportError], cause: str, hint: str | None) -> TransportError:
+        return self._login.fail(cls, cause, hint)
 
-    def _cli_target(self) -> str:
-        """The node as the OpenSSH command line takes it (for hints and command_line)."""
-        if self._port is None:
-            return self.target
-        user = f"{self._user}@" if self._user else ""
-        return f"-p {self._port} {user}{self._host}"
+    def ssh_command(self, program: str = "ssh") -> str:
+        """A command line that reaches this node as we do, to paste into a shell: `ssh -p 2299
+        you@127.0.0.1` (OpenSSH takes the port as -p, never as host:port). `ssh-copy-id` takes
+        the same options."""
+        return self._login.command(program)
 
     def _connection_lost(self, conn: asyncssh.SSHClientConnection, exc: Exception | None) -> None:
         if conn is not self._conn:
@@ -279,14 +161,14 @@ class SshTransport(Transport):
         if self._closing:
             return
         why = f"connection dropped: {_reason(exc)}" if exc else "the node closed the connection"
-        self._set_state("lost", why)
+        self._set_state(SshState.LOST, why)
         self._reconnector = asyncio.get_running_loop().create_task(self._reconnect_loop())
 
     async def _reconnect_loop(self) -> None:
         """After "lost": "reconnecting" (and again after each failed attempt, saying why and when
         the next one is), until "connected", a key/auth problem, or close()."""
         delay, attempt = BACKOFF_FIRST_S, 0
-        self._set_state("reconnecting", f"next attempt in {delay:g} s")
+        self._set_state(SshState.RECONNECTING, f"next attempt in {delay:g} s")
         while not self._closing:
             await asyncio.sleep(delay)
             attempt += 1
@@ -294,17 +176,19 @@ class SshTransport(Transport):
                 async with self._lock:
                     if self._conn is None:
                         await self._open()
-            except _Failure as f:
+            except TransportError as f:
                 self._failure = f
-                if f.state in _PERMANENT:
-                    self._set_state(f.state, f.detail)
+                if isinstance(f, NEEDS_A_PERSON):
+                    self._set_state(f.state or SshState.UNREACHABLE, _detail(f))
                     return
                 delay = min(delay * 2, BACKOFF_MAX_S)
                 if not self._closing:
-                    self._set_state("reconnecting", f"attempt {attempt}: {f.detail}; next in {delay:g} s")
+                    self._set_state(
+                        SshState.RECONNECTING, f"attempt {attempt}: {f.cause}; next in {delay:g} s"
+                    )
                 continue
             if not self._closing:
-                self._set_state("connected", self._where)
+                self._set_state(SshState.CONNECTED, self._login.where)
             return
 
     async def _wait_reconnect(self) -> None:
@@ -320,17 +204,20 @@ class SshTransport(Transport):
         if self._conn is not None:
             return
         if self._closing:
-            raise TransportError(f"{self.node.name}: SSH transport is closed")
+            raise self._fail(TransportClosed, "SSH transport is closed", None)
         if task.done() and self._failure is not None:
-            raise TransportError(f"{self.node.name}: {self._failure.detail}")
-        last = f" (last: {self._failure.detail})" if self._failure else ""
-        raise TransportError(
-            f"{self.node.name}: SSH connection lost and not back within {timeout:g} s{last}; still retrying"
+            f = self._failure
+            raise type(f)(f.message, hint=f.hint)
+        last = f" (last: {self._failure.cause})" if self._failure else ""
+        raise self._fail(
+            ConnectionLost,
+            f"SSH connection lost and not back within {timeout:g} s{last}; still retrying",
+            f"check that the node is on and reachable: {self.ssh_command()}",
         )
 
     async def _connection(self) -> asyncssh.SSHClientConnection:
         if self._closing:
-            raise TransportError(f"{self.node.name}: SSH transport is closed")
+            raise self._fail(TransportClosed, "SSH transport is closed", None)
         if self._conn is None:
             if self._reconnector is not None and not self._reconnector.done():
                 await self._wait_reconnect()
@@ -362,16 +249,18 @@ class SshTransport(Transport):
                     timeout + self.options.connect_timeout_s,
                 )
             except (TimeoutError, asyncssh.TimeoutError):
-                raise TransportError(f"{self.node.name}: {short} took over {timeout:g} s") from None
+                raise self._fail(CommandTimeout, f"{short} took over {timeout:g} s", None) from None
             except asyncssh.ChannelOpenError as e:
                 if attempt == 1 and self._dropped(conn):
                     await self._await_drop(conn)
                     continue  # the command never started: safe to run on the new connection
                 raise TransportError(f"{self.node.name}: cannot start {argv[0]}: {e.reason}") from None
             except (asyncssh.Error, OSError) as e:
-                raise TransportError(
-                    f"{self.node.name}: SSH connection lost while running {short} "
-                    f"({_reason(e)}); it may or may not have finished"
+                raise self._fail(
+                    ConnectionLost,
+                    f"SSH connection lost while running {short} ({_reason(e)}); "
+                    f"it may or may not have finished",
+                    None,
                 ) from None
             rc = res.returncode if res.returncode is not None else 255
             return CommandResult(rc, _text(res.stdout), _text(res.stderr))
@@ -407,7 +296,7 @@ class SshTransport(Transport):
                 if attempt == 1 and self._dropped(conn):
                     await self._await_drop(conn)
                     continue
-                raise TransportError(f"{self.node.name}: {what}: {_reason(e)}") from None
+                raise self._fail(ConnectionLost, f"{what}: {_reason(e)}", None) from None
         raise AssertionError("unreachable")
 
     async def home(self) -> str:
@@ -483,25 +372,20 @@ class SshTransport(Transport):
         """`ssh [-F CONFIG] [-o UserKnownHostsFile=F] [-p PORT] NODE -- 'quoted command'`, to paste
         into a shell: it runs the same command as run() (a "~/" word is expanded by the remote
         shell instead of by resolve())."""
-        parts = ["ssh"]
-        o, default = self.options, SshOptions()
-        cfg = self._config_paths()
-        if cfg and o.config_file != default.config_file:
-            parts += ["-F", cfg[0]]
-        if o.known_hosts and o.known_hosts != default.known_hosts:
-            parts += ["-o", f"UserKnownHostsFile={Path(o.known_hosts).expanduser()}"]
-        if self._port is not None:
-            parts += ["-p", str(self._port)]
-        target = f"{self._user}@{self._host}" if self._user else self._host
         # "~/…" words keep an unquoted "~/" so the remote shell expands them as run() resolves them
         remote = " ".join(_remote_word(w) for w in argv)
-        return shlex.join([*parts, target, "--", remote])
+        return shlex.join(["ssh", *self._login.options_argv(), self._login.cli_target(), "--", remote])
 
 
 def _remote_word(word: str) -> str:
     if word == "~" or word.startswith("~/"):
         return word[:2] + (shlex.quote(word[2:]) if word[2:] else "")
     return shlex.quote(word)
+
+
+def _detail(e: TransportError) -> str:
+    """A node panel's one line for a failure: the cause, then what to do."""
+    return f"{e.cause}; {e.hint}" if e.hint else e.cause
 
 
 def _text(data) -> str:

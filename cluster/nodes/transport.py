@@ -1,8 +1,9 @@
 """How the controller acts on a node: run a command, read a file from an offset, write a file.
 
 Two implementations share this interface: `LocalTransport` (subprocesses on this machine) and
-`SshTransport` (asyncssh, in transport_ssh.py). Launch, kill, log following and checks are
-written once against it, so the local default exercises the same code paths as a cluster.
+`SshTransport` (asyncssh, in ssh.py). Launch, kill, log following and checks are written once
+against it, so the local default exercises the same code paths as a cluster. What can fail is a
+class in errors.py (re-exported here).
 
 Commands are argv lists. Locally they are executed without a shell; over SSH they are joined
 with `shlex.join` (every word quoted), so no caller ever builds a shell string by hand.
@@ -22,8 +23,35 @@ from pathlib import Path
 from typing import Any
 
 from boltring.cluster.config.schema import Node
-from boltring.cluster.errors import BoltringError
 from boltring.cluster.jobs.events import NodeState
+from boltring.cluster.nodes.errors import (
+    AuthFailed,
+    CommandNotFound,
+    CommandTimeout,
+    ConnectionLost,
+    HostKeyChanged,
+    HostKeyUnknown,
+    TransportClosed,
+    TransportError,
+    Unreachable,
+)
+from boltring.cluster.states import SshState
+
+__all__ = [
+    "AuthFailed",
+    "CommandNotFound",
+    "CommandResult",
+    "CommandTimeout",
+    "ConnectionLost",
+    "HostKeyChanged",
+    "HostKeyUnknown",
+    "LocalTransport",
+    "Transport",
+    "TransportClosed",
+    "TransportError",
+    "Unreachable",
+    "last_json_object",
+]
 
 
 @dataclass(frozen=True)
@@ -55,19 +83,13 @@ def last_json_object(text: str | None) -> dict[str, Any] | None:
     return None
 
 
-class TransportError(BoltringError):
-    """A node could not be reached or a command could not be started; the message says why."""
-
-    title = "node unreachable"
-
-
 class Transport(ABC):
     def __init__(self, node: Node, on_state: Callable[[NodeState], None] | None = None):
         self.node = node
         self._on_state = on_state or (lambda ev: None)
-        self.state = "closed"
+        self.state = SshState.CLOSED
 
-    def _set_state(self, state: str, detail: str | None = None) -> None:
+    def _set_state(self, state: SshState, detail: str | None = None) -> None:
         self.state = state
         self._on_state(NodeState(node=self.node.name, state=state, detail=detail))
 
@@ -99,7 +121,7 @@ class Transport(ABC):
         return path
 
     async def close(self) -> None:
-        self._set_state("closed")
+        self._set_state(SshState.CLOSED)
 
     async def expand_argv(self, argv: list[str]) -> list[str]:
         """argv with "~/…" words resolved on the node (commands run without a shell's expansion)."""
@@ -114,7 +136,7 @@ class LocalTransport(Transport):
     """Ranks on this machine: plain subprocesses, files read directly."""
 
     async def connect(self) -> None:
-        self._set_state("local")
+        self._set_state(SshState.LOCAL)
 
     async def run(
         self, argv: list[str], *, input: bytes | None = None, timeout: float = 30.0
@@ -128,13 +150,16 @@ class LocalTransport(Transport):
                 stderr=asyncio.subprocess.PIPE,
             )
         except OSError as e:
-            raise TransportError(f"{self.node.name}: cannot run {argv[0]}: {e.strerror}") from e
+            raise CommandNotFound(
+                f"{self.node.name}: cannot run {argv[0]}: {e.strerror}",
+                hint=f"check that {argv[0]} exists and is executable",
+            ) from e
         try:
             out, err = await asyncio.wait_for(proc.communicate(input), timeout)
         except TimeoutError:
             proc.kill()
             await proc.wait()
-            raise TransportError(
+            raise CommandTimeout(
                 f"{self.node.name}: {shlex.join(argv[:4])} … took over {timeout:g} s"
             ) from None
         return CommandResult(proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))

@@ -14,7 +14,13 @@ import pytest
 
 from boltring.cluster.jobs.events import NodeState, SshState
 from boltring.cluster.nodes.ssh import SshTransport, parse_target
-from boltring.cluster.nodes.transport import TransportError
+from boltring.cluster.nodes.transport import (
+    AuthFailed,
+    HostKeyChanged,
+    HostKeyUnknown,
+    TransportError,
+    Unreachable,
+)
 from tests.lab import Lab
 
 pytestmark = pytest.mark.netns
@@ -129,26 +135,33 @@ def test_parse_target() -> None:
             parse_target(bad)
 
 
-async def expect_failure(t: SshTransport, events: list[NodeState], state: str, *hints: str) -> str:
+async def expect_failure(
+    t: SshTransport, events: list[NodeState], cls: type[TransportError], *words: str
+) -> TransportError:
+    """connect() raises `cls`, whose state the node panel shows; the cause (message) and what to
+    do (hint) are one line each, and the panel's detail holds both. `words` appear in one of
+    them."""
     try:
-        with pytest.raises(TransportError) as e:
+        with pytest.raises(cls) as e:
             await t.connect()
     finally:
         await t.close()
-    msg = str(e.value)
-    assert "\n" not in msg and msg.startswith(f"{t.node.name}: ")
-    assert states(events) == ["connecting", state, "closed"]
-    for hint in hints:
-        assert hint in msg and hint in events[1].detail
-    return msg
+    err = e.value
+    msg, hint = str(err), err.hint or ""
+    assert "\n" not in msg + hint and msg.startswith(f"{t.node.name}: ") and hint
+    assert states(events) == ["connecting", cls.state, "closed"]
+    for word in words:
+        assert word in f"{msg} {hint}" and word in events[1].detail
+    return err
 
 
 async def test_sshd_stopped_is_unreachable(lab: Lab) -> None:
     lab.stop_sshd("h1")
     t, events = make(lab)
-    await expect_failure(
-        t, events, "unreachable", "refused", "enable Remote Login", "System Settings → General → Sharing"
+    err = await expect_failure(
+        t, events, Unreachable, "refused", "enable Remote Login", "System Settings → General → Sharing"
     )
+    assert f"`{t.ssh_command()}`" in (err.hint or "")  # a command that runs as written
 
 
 async def test_no_ssh_answer_is_unreachable(lab: Lab) -> None:
@@ -159,25 +172,38 @@ async def test_no_ssh_answer_is_unreachable(lab: Lab) -> None:
         silent.listen(8)
         port = silent.getsockname()[1]
         t, events = make(lab, node=lab.node("h1", ssh=f"root@{h.control_ip}:{port}"), connect_timeout_s=1.0)
-        await expect_failure(t, events, "unreachable", f"no SSH answer from {h.control_ip}:{port} within 1 s")
+        err = await expect_failure(
+            t, events, Unreachable, f"no SSH answer from {h.control_ip}:{port} within 1 s"
+        )
+        # OpenSSH takes the port as -p: the hint must never say root@host:port
+        assert f"-p {port} root@{h.control_ip}`" in (err.hint or "")
+        assert f"@{h.control_ip}:{port}" not in (err.hint or "")
     finally:
         silent.close()
+
+
+async def test_missing_ssh_config_is_mentioned(lab: Lab, tmp_path) -> None:
+    absent = tmp_path / "no-such-config"
+    t, events = make(lab, config_file=str(absent), connect_timeout_s=2.0)
+    # "h1" is an alias of the lab's ssh config: without the file it is only a name
+    await expect_failure(t, events, Unreachable, f"(there is no {absent}: no Host entry gives h1 a HostName")
 
 
 async def test_unknown_host_key(lab: Lab, tmp_path) -> None:
     lab.forget_host_key("h1")
     t, events = make(lab)
-    await expect_failure(t, events, "host key unknown", "is not in", "`ssh h1` once")
+    await expect_failure(t, events, HostKeyUnknown, "is not in", f"`{t.ssh_command()}` once")
+    assert t.ssh_command() == f"ssh -F {lab.ssh_config} -o UserKnownHostsFile={lab.known_hosts} h1"
     # a missing known_hosts file trusts nothing (and never disables checking)
     t, events = make(lab, known_hosts=str(tmp_path / "absent"))
-    await expect_failure(t, events, "host key unknown", str(tmp_path / "absent"))
+    await expect_failure(t, events, HostKeyUnknown, str(tmp_path / "absent"))
 
 
 async def test_changed_host_key(lab: Lab) -> None:
     lab.change_host_key("h1")
     t, events = make(lab)
     ip = lab.host("h1").control_ip
-    await expect_failure(t, events, "host key changed", f"ssh-keygen -R {ip}", "`ssh h1` once")
+    await expect_failure(t, events, HostKeyChanged, f"ssh-keygen -R {ip}", f"`{t.ssh_command()}` once")
 
 
 async def test_wrong_client_key_is_auth_failed(lab: Lab) -> None:
@@ -185,7 +211,8 @@ async def test_wrong_client_key_is_auth_failed(lab: Lab) -> None:
     wrong = lab.new_client_key("stranger")
     node = lab.node("h2", ssh=f"root@{h.control_ip}")
     t, events = make(lab, node=node, config_file=None, identity_files=(str(wrong),))
-    await expect_failure(t, events, "auth failed", "authorized_keys", f"ssh-copy-id root@{h.control_ip}")
+    await expect_failure(t, events, AuthFailed, "authorized_keys", f"`{t.ssh_command('ssh-copy-id')}`")
+    assert t.ssh_command("ssh-copy-id").endswith(f" root@{h.control_ip}")
     # ... and the right key through identity_files (no ssh config at all) works
     t, events = make(lab, node=node, config_file=None, identity_files=(str(lab.client_key),))
     try:
@@ -253,8 +280,9 @@ async def test_reconnect_stops_on_a_changed_host_key(lab: Lab) -> None:
         lab.kill_ssh_sessions("h2")
         await wait_for_state(t, events, "host key changed")
         assert states(events)[2:] == ["lost", "reconnecting", "host key changed"]
-        with pytest.raises(TransportError, match="ssh-keygen -R"):
+        with pytest.raises(HostKeyChanged) as e:
             await t.run(["true"])
+        assert "ssh-keygen -R" in (e.value.hint or "")
         lab.trust_host_key("h2")  # the person checked and accepted the new key
         assert (await t.run(["true"])).ok and t.state == "connected"
     finally:

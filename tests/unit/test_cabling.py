@@ -21,7 +21,9 @@ from boltring.cluster.config.load import ConfigError, load_config_text
 from boltring.cluster.config.schema import Config, Node, RingOptions
 from boltring.cluster.jobs.controller import JobController
 from boltring.cluster.jobs.events import LogLine
-from boltring.cluster.nodes.checks import run as checks
+from boltring.cluster.nodes.checks.cabling import cable_edges, cabling_order, ring_order_result
+from boltring.cluster.nodes.checks.ring import ring_neighbours
+from boltring.cluster.nodes.checks.run import probe_request
 from boltring.cluster.nodes.transport import CommandResult, Transport
 from tests.macos_samples import mac_commands, sample
 
@@ -43,36 +45,36 @@ NODES = tuple(Node(name=f"mini{i}", ring_ip=f"10.0.0.{i}", ssh=f"mini{i}") for i
 
 def test_a_line_is_walked_end_to_end():
     edges = [("a", "b"), ("b", "c"), ("c", "d")]
-    assert checks.cabling_order(["a", "b", "c", "d"], edges) == ["a", "b", "c", "d"]
+    assert cabling_order(["a", "b", "c", "d"], edges) == ["a", "b", "c", "d"]
     # the first node sits in the middle of the line: start from an end instead
-    assert checks.cabling_order(["b", "a", "c", "d"], edges) == ["a", "b", "c", "d"]
-    assert checks.cabling_order(["a", "c", "b"], [("a", "b"), ("b", "c")]) == ["a", "b", "c"]
+    assert cabling_order(["b", "a", "c", "d"], edges) == ["a", "b", "c", "d"]
+    assert cabling_order(["a", "c", "b"], [("a", "b"), ("b", "c")]) == ["a", "b", "c"]
 
 
 def test_a_ring_starts_at_the_first_node_and_closes():
     edges = [("a", "b"), ("b", "c"), ("c", "d"), ("d", "a")]
-    assert checks.cabling_order(["a", "c", "b", "d"], edges) == ["a", "b", "c", "d"]
-    assert checks.cabling_order(["c", "a", "b", "d"], edges) == ["c", "b", "a", "d"]
+    assert cabling_order(["a", "c", "b", "d"], edges) == ["a", "b", "c", "d"]
+    assert cabling_order(["c", "a", "b", "d"], edges) == ["c", "b", "a", "d"]
     # with a chord, a path that cannot close (a, b, d, c) loses to the cycle a, b, c, d
     chord = edges + [("b", "d")]
-    order = checks.cabling_order(["a", "b", "d", "c"], chord)
+    order = cabling_order(["a", "b", "d", "c"], chord)
     assert order[0] == "a" and order[-1] in ("b", "d")  # last cabled back to a
     assert all(frozenset(p) in {frozenset(e) for e in chord} for p in zip(order, order[1:], strict=False))
 
 
 def test_missing_cables_give_no_order():
-    assert checks.cabling_order(["a", "b", "c"], [("a", "b")]) is None  # c has no cable
+    assert cabling_order(["a", "b", "c"], [("a", "b")]) is None  # c has no cable
     # a star: the hub cannot sit between three leaves
-    assert checks.cabling_order(["hub", "x", "y", "z"], [("hub", "x"), ("hub", "y"), ("hub", "z")]) is None
-    assert checks.cabling_order(["a", "b"], []) is None
+    assert cabling_order(["hub", "x", "y", "z"], [("hub", "x"), ("hub", "y"), ("hub", "z")]) is None
+    assert cabling_order(["a", "b"], []) is None
     # a cable to a node not in the cluster does not help
-    assert checks.cabling_order(["a", "b"], [("a", "elsewhere")]) is None
+    assert cabling_order(["a", "b"], [("a", "elsewhere")]) is None
 
 
 def test_two_nodes_and_one():
-    assert checks.cabling_order(["b", "a"], [("a", "b")]) == ["b", "a"]
-    assert checks.cabling_order(["b", "a"], [("a", "b"), ("b", "a")]) == ["b", "a"]  # two cables
-    assert checks.cabling_order(["solo"], []) == ["solo"]
+    assert cabling_order(["b", "a"], [("a", "b")]) == ["b", "a"]
+    assert cabling_order(["b", "a"], [("a", "b"), ("b", "a")]) == ["b", "a"]  # two cables
+    assert cabling_order(["solo"], []) == ["solo"]
 
 
 # -- facts from the macOS samples --------------------------------------------------------------
@@ -87,13 +89,13 @@ def mac_facts(monkeypatch, config: Config, node: Node, tb: str) -> dict:
         if key[:3] == ("route", "-n", "get") and key not in table:
             return sample("route_get_bridge0.txt")
         if key not in table:
-            raise nodeprobe.ProbeError(f"{argv[0]} not found")
+            raise nodeprobe.CommandMissing(f"{argv[0]} not found")
         return sample(table[key])
 
     monkeypatch.setattr(nodeprobe, "run", run)
     monkeypatch.setattr(nodeprobe, "probe_ping", lambda ip, darwin: pl.parse_ping(sample("ping_ok.txt")))
     monkeypatch.setattr(nodeprobe, "probe_ports", lambda ip, port, ranks: {str(port): "free"})
-    req = checks.probe_request(config, node, checks.ring_neighbours(config)[node.name])
+    req = probe_request(config, node, ring_neighbours(config)[node.name])
     return json.loads(json.dumps(nodeprobe.collect(req, platform_name="darwin")))
 
 
@@ -108,37 +110,37 @@ def all_facts(monkeypatch, config: Config, cabling: dict[str, str]) -> dict[str,
 
 def test_cable_edges_from_the_samples(monkeypatch):
     config = cluster()
-    loop = checks.cable_edges(all_facts(monkeypatch, config, LOOP))
+    loop = cable_edges(all_facts(monkeypatch, config, LOOP))
     assert {frozenset(e) for e in loop} == {
         frozenset(("mini1", "mini2")),
         frozenset(("mini2", "mini3")),
         frozenset(("mini1", "mini3")),
     }
     assert len(loop) == 3
-    line = checks.cable_edges(all_facts(monkeypatch, config, LINE))
+    line = cable_edges(all_facts(monkeypatch, config, LINE))
     assert {frozenset(e) for e in line} == {frozenset(("mini1", "mini3")), frozenset(("mini2", "mini3"))}
 
 
 def test_ring_order_ok_when_the_config_follows_the_cables(monkeypatch):
     config = cluster()
-    r = checks.ring_order_result(config, all_facts(monkeypatch, config, LOOP))
+    r = ring_order_result(config, all_facts(monkeypatch, config, LOOP))
     assert (r.node, r.name, r.status, r.value) == ("ring", "ring_order", "ok", "follows the cables")
     config = cluster(("mini1", "mini3", "mini2"))
-    r = checks.ring_order_result(config, all_facts(monkeypatch, config, LINE))
+    r = ring_order_result(config, all_facts(monkeypatch, config, LINE))
     assert r.status == "ok" and r.value == "follows the cables"
 
 
 def test_ring_order_warns_with_the_cable_order(monkeypatch):
     config = cluster()
     facts = all_facts(monkeypatch, config, LINE)
-    r = checks.ring_order_result(config, facts)
+    r = ring_order_result(config, facts)
     assert r.status == "warn"
     assert r.value == "mini1→mini2 has no direct cable"
     assert r.hint == (
         "put the nodes in cable order in the config: mini1, mini3, mini2 (or set ring: {order: cabling})"
     )
     # with ring.order: cabling the controller follows the cables, so nothing to fix
-    r = checks.ring_order_result(dataclasses.replace(config, ring=RingOptions(order="cabling")), facts)
+    r = ring_order_result(dataclasses.replace(config, ring=RingOptions(order="cabling")), facts)
     assert r.status == "ok" and r.value.endswith("mini1, mini3, mini2")
 
 
@@ -146,14 +148,11 @@ def test_ring_order_needs_every_nodes_ports(monkeypatch):
     config = cluster()
     facts = all_facts(monkeypatch, config, LINE)
     del facts["mini2"]["macos"]["thunderbolt"]["ports"]
-    assert checks.ring_order_result(config, facts) is None
+    assert ring_order_result(config, facts) is None
     facts.pop("mini2")
-    assert checks.ring_order_result(config, facts) is None
+    assert ring_order_result(config, facts) is None
     # Linux facts have no "macos" section at all
-    assert (
-        checks.ring_order_result(config, {n: {"platform": "linux"} for n in ("mini1", "mini2", "mini3")})
-        is None
-    )
+    assert ring_order_result(config, {n: {"platform": "linux"} for n in ("mini1", "mini2", "mini3")}) is None
 
 
 def test_unplugged_node_warns_without_an_order(monkeypatch):
@@ -164,7 +163,7 @@ def test_unplugged_node_warns_without_an_order(monkeypatch):
     for name in ("mini1", "mini2"):  # their cables went to mini3
         for port in facts[name]["macos"]["thunderbolt"]["ports"]:
             port["peers"] = []
-    r = checks.ring_order_result(config, facts)
+    r = ring_order_result(config, facts)
     assert r.status == "warn" and "(+1 more)" in r.value
     assert "no order of the nodes" in r.hint
 

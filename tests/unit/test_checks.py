@@ -3,6 +3,7 @@ loopback (127.0.0.x only), and the authenticated bandwidth probe."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
@@ -15,8 +16,20 @@ import pytest
 
 from boltring.cluster.config.schema import Config, Node, RingOptions
 from boltring.cluster.jobs.events import CheckResult
-from boltring.cluster.nodes.checks import run as checks
-from boltring.cluster.nodes.transport import LocalTransport, TransportError
+from boltring.cluster.nodes.checks.bandwidth import bw_result, measure_bandwidth
+from boltring.cluster.nodes.checks.hints import PYTHON_HINT, ssh_command, ssh_hint
+from boltring.cluster.nodes.checks.results import count_checks, exit_code
+from boltring.cluster.nodes.checks.ring import ring_links, ring_neighbours
+from boltring.cluster.nodes.checks.run import check_cluster, check_node
+from boltring.cluster.nodes.checks.verdicts import node_results
+from boltring.cluster.nodes.transport import (
+    AuthFailed,
+    HostKeyChanged,
+    HostKeyUnknown,
+    LocalTransport,
+    Unreachable,
+)
+from boltring.cluster.states import CheckStatus
 from boltring.netio import probe
 
 PY = sys.executable
@@ -50,15 +63,15 @@ def names(d):
 
 
 def test_neighbours_wrap_around_and_skip_self():
-    assert names(checks.ring_neighbours(cfg(1, 1, 1))) == {
+    assert names(ring_neighbours(cfg(1, 1, 1))) == {
         "n1": ["n3", "n2"],
         "n2": ["n1", "n3"],
         "n3": ["n2", "n1"],
     }
-    assert names(checks.ring_neighbours(cfg(1, 1))) == {"n1": ["n2"], "n2": ["n1"]}
-    assert names(checks.ring_neighbours(cfg(4))) == {"n1": []}
+    assert names(ring_neighbours(cfg(1, 1))) == {"n1": ["n2"], "n2": ["n1"]}
+    assert names(ring_neighbours(cfg(4))) == {"n1": []}
     # n1 holds ranks 0,1; n2 rank 2; n3 rank 3: n1's neighbours are n3 (before 0) and n2 (after 1)
-    assert names(checks.ring_neighbours(cfg(2, 1, 1))) == {
+    assert names(ring_neighbours(cfg(2, 1, 1))) == {
         "n1": ["n3", "n2"],
         "n2": ["n1", "n3"],
         "n3": ["n2", "n1"],
@@ -66,17 +79,20 @@ def test_neighbours_wrap_around_and_skip_self():
 
 
 def test_ring_links_are_directed_ring_order():
-    links = lambda c: [(a.name, b.name) for a, b in checks.ring_links(c)]
+    links = lambda c: [(a.name, b.name) for a, b in ring_links(c)]
     assert links(cfg(1, 1, 1)) == [("n1", "n2"), ("n2", "n3"), ("n3", "n1")]
     assert links(cfg(2, 1)) == [("n1", "n2"), ("n2", "n1")]
     assert links(cfg(3)) == []
 
 
-def test_summary_and_exit_code():
-    rs = [CheckResult(node="a", name="x", status=s) for s in ("ok", "ok", "warn", "skipped")]
-    assert checks.summarize(rs) == (2, 1, 0) and checks.exit_code(rs) == 0
-    rs.append(CheckResult(node="a", name="y", status="fail"))
-    assert checks.summarize(rs) == (2, 1, 1) and checks.exit_code(rs) == 1
+def test_counts_and_exit_code():
+    S = CheckStatus
+    rs = [CheckResult(node="a", name="x", status=s) for s in (S.OK, S.OK, S.WARN, S.SKIPPED, S.SKIPPED)]
+    counts = count_checks(rs)
+    assert (counts.ok, counts.warn, counts.fail, counts.skipped, counts.total) == (2, 1, 0, 2, 5)
+    assert str(counts) == "2 ok, 1 warning, +2 skipped" and exit_code(rs) == 0
+    rs.append(CheckResult(node="a", name="y", status=S.FAIL))
+    assert str(count_checks(rs)) == "2 ok, 1 warning, 1 failed, +2 skipped" and exit_code(rs) == 1
 
 
 # -- verdicts on facts (pure) ------------------------------------------------------------------
@@ -133,12 +149,12 @@ def linux_facts(**over) -> dict:
 
 def verdicts(facts, versions=None, node=A):
     return by_name(
-        checks.node_results(
+        node_results(
             TWO,
             node,
             facts,
             versions or {"boltring": "0.1.0", "mlx": "0.32.4"},
-            checks.ring_neighbours(TWO)[node.name],
+            ring_neighbours(TWO)[node.name],
         )
     )
 
@@ -198,10 +214,14 @@ def test_mlx_missing_and_versions_differ():
     res = verdicts(linux_facts(mlx={"error": "ModuleNotFoundError: No module named 'mlx'"}))
     assert res["mlx"].status == "fail" and res["mlx"].hint.startswith("pip install mlx in that python")
     res = verdicts(linux_facts(), versions={"boltring": "0.2.0", "mlx": "0.33.0"})
-    assert res["boltring"].status == "warn" and res["boltring"].value == "0.1.0 (controller 0.2.0)"
-    assert res["mlx"].status == "warn" and "mlx==0.33.0" in res["mlx"].hint
+    assert res["boltring"].status == "warn" and res["boltring"].value == "0.1.0 (laptop 0.2.0)"
+    assert res["mlx"].status == "warn" and res["mlx"].value == "0.32.4 (laptop 0.33.0)"
+    # versions that differ from the laptop's: `boltring setup` installs the laptop's
+    assert "`boltring setup`" in res["boltring"].hint and "boltring 0.2.0" in res["boltring"].hint
+    assert "`boltring setup`" in res["mlx"].hint and "mlx 0.33.0" in res["mlx"].hint
     res = verdicts(linux_facts(boltring={"version": "unknown", "installed": False}))
     assert res["boltring"].status == "fail" and "pip install boltring" in res["boltring"].hint
+    assert "`boltring setup`" in res["boltring"].hint
 
 
 def test_rtt_verdicts():
@@ -231,13 +251,22 @@ def test_memory_ports_chip_and_default_route_warnings():
     assert res["chip"].status == "warn" and res["memory"].status == "warn"
 
 
-def test_ssh_hints():
+def test_ssh_hints_come_from_the_error_class_never_from_its_words():
     n = Node(name="mini2", ring_ip="198.18.1.2", ssh="mini2")
-    assert "ssh-copy-id mini2" in checks._ssh_hint(n, "mini2: authentication failed (publickey)")
-    assert "Remote Login" in checks._ssh_hint(n, "mini2: connection refused")
-    assert "ssh mini2` once" in checks._ssh_hint(n, "mini2: host key is not trusted (unknown host key)")
-    assert "ssh-keygen -R" in checks._ssh_hint(n, "mini2: host key changed")
-    assert "reachable" in checks._ssh_hint(n, "mini2: connect timed out after 10 s")
+    # the transport's own hint wins
+    assert ssh_hint(n, AuthFailed("mini2: refused", hint="do this")) == "do this"
+    # without one, the class decides; the words of the message do not
+    assert "ssh-copy-id mini2" in ssh_hint(n, AuthFailed("mini2: connection refused"))
+    assert "`ssh mini2` once" in ssh_hint(n, HostKeyUnknown("mini2: authentication failed"))
+    assert "ssh-keygen -R" in ssh_hint(n, HostKeyChanged("mini2: x"))
+    assert "reachable" in ssh_hint(n, Unreachable("mini2: host key changed"))
+    assert ssh_hint(n, "mini2: host key changed") == "try `ssh mini2` by hand to see why it fails"
+    # OpenSSH takes the port as -p: a hint never says user@host:port
+    p = Node(name="h", ring_ip="198.18.1.3", ssh="you@127.0.0.1:2299")
+    assert ssh_command(p) == "ssh -p 2299 you@127.0.0.1"
+    assert "`ssh -p 2299 you@127.0.0.1`" in ssh_hint(p, Unreachable("h: timed out"))
+    assert "127.0.0.1:2299" not in ssh_hint(p, Unreachable("h: timed out"))
+    assert ssh_command(p, "ssh-copy-id") == "ssh-copy-id -p 2299 you@127.0.0.1"
 
 
 # -- live, local nodes on loopback -------------------------------------------------------------
@@ -250,7 +279,7 @@ def local(name="n1", ip="127.0.0.1", **kw) -> Node:
 async def test_check_node_healthy_local():
     node = local()
     t0 = time.monotonic()
-    res = by_name(await checks.check_node(LocalTransport(node), Config(name="one", nodes=(node,)), node))
+    res = by_name(await check_node(LocalTransport(node), Config(name="one", nodes=(node,)), node))
     assert time.monotonic() - t0 < 10
     assert res["ssh"].value == "local"
     for name in ("ssh", "python", "boltring", "mlx", "chip", "memory", "ring_iface", "ring_ip", "mtu"):
@@ -262,16 +291,16 @@ async def test_python_under_home_is_expanded(home):
     (home / "venv" / "bin").mkdir(parents=True)
     wrapper(home / "venv" / "bin", "python", f'exec {PY} "$@"')  # a symlink would leave the venv
     node = local(python="~/venv/bin/python")
-    res = by_name(await checks.check_node(LocalTransport(node), Config(name="one", nodes=(node,)), node))
+    res = by_name(await check_node(LocalTransport(node), Config(name="one", nodes=(node,)), node))
     assert res["python"].status == "ok" and res["mlx"].status == "ok"
 
 
 async def test_missing_python_fails_with_the_hint():
     node = local(python="/nonexistent/bin/python3")
-    res = await checks.check_node(LocalTransport(node), Config(name="one", nodes=(node,)), node)
+    res = await check_node(LocalTransport(node), Config(name="one", nodes=(node,)), node)
     r = by_name(res)["python"]
     assert r.status == "fail" and "/nonexistent/bin/python3" in r.value
-    assert r.hint == checks.PYTHON_HINT
+    assert r.hint == PYTHON_HINT and "`boltring setup`" in PYTHON_HINT
     assert by_name(res)["mlx"].status == "skipped"
 
 
@@ -288,7 +317,7 @@ async def test_python_without_mlx(tmp_path):
     (fake / "__init__.py").write_text("raise ImportError('libmlx.so: cannot open shared object file')\n")
     py = wrapper(tmp_path, "python", f'PYTHONPATH={fake.parent} exec {PY} "$@"')
     node = local(python=py)
-    res = by_name(await checks.check_node(LocalTransport(node), Config(name="one", nodes=(node,)), node))
+    res = by_name(await check_node(LocalTransport(node), Config(name="one", nodes=(node,)), node))
     assert res["python"].status == "ok" and res["boltring"].status == "ok"
     assert res["mlx"].status == "fail" and "libmlx.so" in res["mlx"].value
     assert res["mlx"].hint.startswith("pip install mlx in that python")
@@ -297,17 +326,19 @@ async def test_python_without_mlx(tmp_path):
 async def test_python_without_boltring_is_still_probed(tmp_path):
     py = wrapper(tmp_path, "python", f'cd {tmp_path} && exec {PY} -S "$@"')  # no site-packages
     node = local(python=py)
-    res = by_name(await checks.check_node(LocalTransport(node), Config(name="one", nodes=(node,)), node))
+    res = by_name(await check_node(LocalTransport(node), Config(name="one", nodes=(node,)), node))
     assert res["boltring"].status == "fail" and "pip install boltring" in res["boltring"].hint
     assert res["mlx"].status == "fail"
     assert res["ring_iface"].status == "ok" and res["ring_ip"].status == "ok"  # from shipped source
 
 
-async def test_ssh_error_text_fails_and_skips_the_rest():
+async def test_unreachable_node_is_one_line_with_cause_and_hint():
     node = Node(name="mini9", ring_ip="198.18.1.9", ssh="mini9")
-    res = await checks.check_node("mini9: connection refused", Config(name="one", nodes=(node,)), node)
-    assert res[0].name == "ssh" and res[0].status == "fail" and "Remote Login" in res[0].hint
-    assert all(r.status == "skipped" for r in res[1:])
+    err = Unreachable("mini9: 198.18.1.9:22 refused the connection", hint="enable Remote Login")
+    res = await check_node(err, Config(name="one", nodes=(node,)), node)
+    assert len(res) == 1  # not followed by a "no SSH connection" line per check it could not run
+    assert (res[0].name, res[0].status) == ("ssh", "fail")
+    assert res[0].value == "198.18.1.9:22 refused the connection" and res[0].hint == "enable Remote Login"
 
 
 THREE = Config(
@@ -320,9 +351,7 @@ THREE = Config(
 async def test_check_cluster_three_local_nodes_all_ok():
     seen: list[CheckResult] = []
     t0 = time.monotonic()
-    res = await checks.check_cluster(
-        THREE, {n.name: LocalTransport(n) for n in THREE.nodes}, on_result=seen.append
-    )
+    res = await check_cluster(THREE, {n.name: LocalTransport(n) for n in THREE.nodes}, on_result=seen.append)
     elapsed = time.monotonic() - t0
     assert elapsed < 15
     bad = [r for r in res if r.status not in ("ok",)]
@@ -332,11 +361,11 @@ async def test_check_cluster_three_local_nodes_all_ok():
     for name in ("bw:n1->n2", "bw:n2->n3", "bw:n3->n1"):
         assert rs[name].value.endswith(" Gb/s") and float(rs[name].value.split()[0]) > 1
     assert {(r.node, r.name) for r in seen} == {(r.node, r.name) for r in res}
-    assert checks.exit_code(res) == 0
+    assert exit_code(res) == 0
 
 
 async def test_check_cluster_slow_link_fails_with_its_bandwidth():
-    res = await checks.check_cluster(
+    res = await check_cluster(
         THREE, {n.name: LocalTransport(n) for n in THREE.nodes}, bandwidth_seconds=0.2, min_gbps=10_000
     )
     bw = [r for r in res if r.name.startswith("bw:")]
@@ -348,16 +377,19 @@ async def test_check_cluster_without_bandwidth_and_through_a_controller():
     class Controller:  # what JobController passes: connect(node) -> Transport
         async def connect(self, node):
             if node.name == "n3":
-                raise TransportError("n3: connection refused")
+                raise Unreachable("n3: connection refused", hint="start sshd")
             return LocalTransport(node)
 
-    res = await checks.check_cluster(THREE, Controller(), bandwidth=False)
+    res = await check_cluster(THREE, Controller(), bandwidth=False)
     rs = {(r.node, r.name): r for r in res}
-    assert rs[("n3", "ssh")].status == "fail"
+    assert rs[("n3", "ssh")].status == "fail" and rs[("n3", "ssh")].hint == "start sshd"
+    assert [r for r in res if r.node == "n3"] == [rs[("n3", "ssh")]]  # one line for n3
     assert not any(r.name.startswith("bw:") for r in res)
     assert rs[("n1", "route:n2")].status == "ok"
-    # n3 could not be probed, but n1 and n2 pinged it: every direction but n3's own is known
-    assert rs[("ring", "ring")].status == "warn" and "n3->n2" in rs[("ring", "ring")].value
+    # n3 could not be probed, but n1 and n2 pinged it: their directions are known, n3's are not
+    # listed again (its ssh line says why)
+    ring = rs[("ring", "ring")]
+    assert ring.status == "ok" and ring.value == "4/4 reachable; not checked from n3"
 
 
 # -- the bandwidth probe -----------------------------------------------------------------------
@@ -467,10 +499,62 @@ async def test_measure_bandwidth_keeps_the_secret_off_argv():
             return await super().run(argv, input=input, timeout=timeout)
 
     a, b = local("n1", "127.0.0.1"), local("n2", "127.0.0.2")
-    res = await checks.measure_bandwidth(Spy(a), a, PY, Spy(b), b, PY, free_port(), seconds=0.2)
+    res = await measure_bandwidth(Spy(a), a, PY, Spy(b), b, PY, free_port(), seconds=0.2)
     assert res["gbps"] > 0
     (serve_argv, secret_in), (send_argv, secret_in2) = sorted(seen, key=lambda x: "send" in x[0])
     assert secret_in == secret_in2 and len(secret_in.strip()) == 64
     secret = secret_in.decode().strip()
     assert all(secret not in word for word in serve_argv + send_argv)
     assert serve_argv[serve_argv.index("--bind") + 1] == "127.0.0.2"
+
+
+def silent_connection(port: int, host: str = "127.0.0.1", wait_s: float = 5.0) -> socket.socket:
+    """A stranger that connects to the probe's port and never says a word (retries until the
+    server listens)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return socket.create_connection((host, port), timeout=1)
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def test_probe_drops_a_silent_connection_within_a_second_and_measures_the_real_sender():
+    port = free_port()
+    th, out = serve_in_thread(port, accept_timeout=4.0)
+    silent = silent_connection(port)
+    try:
+        t0 = time.monotonic()
+        res = probe.send("127.0.0.1", port, bytes.fromhex(SECRET), seconds=0.1, bytes_limit=8 << 20)
+        took = time.monotonic() - t0
+    finally:
+        silent.close()
+    th.join(10)
+    assert res["bytes"] == 8 << 20 and out["result"]["bytes"] == res["bytes"]
+    assert took < 3  # the silent peer held the acceptor for about 1 s, not 10
+    assert any("dropped" in m and "within 1 s" in m for m in out["log"])
+
+
+async def test_bandwidth_check_passes_despite_a_silent_connection_to_its_port():
+    class Stranger(LocalTransport):
+        """The sender's node, where someone else connects to the probe port first and stays silent."""
+
+        silent: socket.socket | None = None
+
+        async def run(self, argv, *, input=None, timeout=30.0):
+            if "send" in argv:
+                host, port = argv[argv.index("--to") + 1].rsplit(":", 1)
+                self.silent = await asyncio.to_thread(silent_connection, int(port), host)
+            return await super().run(argv, input=input, timeout=timeout)
+
+    a, b = local("n1", "127.0.0.1"), local("n2", "127.0.0.2")
+    sender = Stranger(a)
+    try:
+        res = await measure_bandwidth(sender, a, PY, LocalTransport(b), b, PY, free_port(), seconds=0.2)
+    finally:
+        if sender.silent is not None:
+            sender.silent.close()
+    assert sender.silent is not None
+    assert bw_result(a, b, res, 0.001).status == "ok", res

@@ -6,6 +6,7 @@ No Mac here: the commands' outputs were written in the formats macOS prints, and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -13,8 +14,11 @@ import pytest
 from boltring.cluster.agent import nodeprobe
 from boltring.cluster.agent import probes_linux as pl
 from boltring.cluster.agent import probes_macos as pm
-from boltring.cluster.config.schema import Config, Node
-from boltring.cluster.nodes.checks import run as checks
+from boltring.cluster.config.schema import Config, Node, RingOptions
+from boltring.cluster.nodes.checks.cabling import tb_loops
+from boltring.cluster.nodes.checks.ring import ring_neighbours
+from boltring.cluster.nodes.checks.run import probe_request
+from boltring.cluster.nodes.checks.verdicts import node_results
 from tests.macos_samples import mac_commands, sample
 
 # -- parsers -----------------------------------------------------------------------------------
@@ -160,7 +164,7 @@ def fake_run(table: dict[tuple[str, ...], str]):
     def run(argv, timeout=None, ok_codes=(0,), with_stderr=False):
         key = tuple(argv)
         if key not in table:
-            raise nodeprobe.ProbeError(f"{argv[0]} not found")
+            raise nodeprobe.CommandMissing(f"{argv[0]} not found")
         return sample(table[key])
 
     return run
@@ -181,6 +185,9 @@ def mac_table(**over) -> dict[tuple[str, ...], str]:
             "tb": ("system_profiler", "SPThunderboltDataType", "-json"),
             "route2": ("route", "-n", "get", "10.0.0.2"),
             "route3": ("route", "-n", "get", "10.0.0.3"),
+            "rdma_ctl": ("rdma_ctl", "status"),
+            "ibv_devices": ("ibv_devices",),
+            "ibv_devinfo": ("ibv_devinfo",),
         }[k]
         if v is None:
             table.pop(key)
@@ -197,13 +204,13 @@ NODES = (
 CONFIG = Config(name="minis", nodes=NODES)
 
 
-def mac_facts(monkeypatch, node: Node = NODES[0], *, ping=None, **over) -> dict:
+def mac_facts(monkeypatch, node: Node = NODES[0], *, ping=None, config: Config = CONFIG, **over) -> dict:
     monkeypatch.setattr(nodeprobe, "run", fake_run(mac_table(**over)))
     monkeypatch.setattr(
         nodeprobe, "probe_ping", lambda ip, darwin: ping or pl.parse_ping(sample("ping_ok.txt"))
     )
     monkeypatch.setattr(nodeprobe, "probe_ports", lambda ip, port, ranks: {str(port): "free"})
-    req = checks.probe_request(CONFIG, node, checks.ring_neighbours(CONFIG)[node.name])
+    req = probe_request(config, node, ring_neighbours(config)[node.name])
     facts = nodeprobe.collect(req, platform_name="darwin")
     return json.loads(json.dumps(facts))  # what the controller gets: plain JSON
 
@@ -223,9 +230,7 @@ def test_probe_on_a_healthy_mini(monkeypatch):
     assert (ifs["ring_iface"], ifs["resolved_by"], ifs["holder"]) == ("bridge0", "address", "bridge0")
     assert ifs["members"] == ["en1", "en2", "en3"] and ifs["up"] and ifs["mtu"] == 1500
     assert [n["route"]["iface"] for n in facts["neighbours"]] == ["bridge0", "bridge0"]
-    res = by_name(
-        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
-    )
+    res = by_name(node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"]))
     for name in (
         "chip",
         "memory",
@@ -251,9 +256,7 @@ def test_one_failing_command_leaves_an_error_not_a_crash(monkeypatch):
     facts = mac_facts(monkeypatch, tb=None, getinfo=None)
     assert "not found" in facts["macos"]["thunderbolt"]["error"]
     assert facts["interfaces"]["ring_iface"] == "bridge0"
-    res = by_name(
-        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
-    )
+    res = by_name(node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"]))
     assert res["tb_speed"].status == "skipped"
     assert res["bridge_dhcp"].status == "skipped"
     assert res["ring_ip"].status == "ok"
@@ -261,9 +264,7 @@ def test_one_failing_command_leaves_an_error_not_a_crash(monkeypatch):
 
 def test_route_over_ethernet_fails_naming_the_interface(monkeypatch):
     facts = mac_facts(monkeypatch, route2="route_get_en0.txt")
-    res = by_name(
-        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
-    )
+    res = by_name(node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"]))
     r = res["route:mini2"]
     assert r.status == "fail"
     assert r.value == "traffic to mini2 would go over en0 (Ethernet), not bridge0"
@@ -274,9 +275,7 @@ def test_route_over_ethernet_fails_naming_the_interface(monkeypatch):
 def test_no_route_fails(monkeypatch):
     facts = mac_facts(monkeypatch, route3="route_get_not_in_table.txt")
     assert "not in table" in facts["neighbours"][0]["route"]["error"]  # mini3 comes first (rank before)
-    res = by_name(
-        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
-    )
+    res = by_name(node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"]))
     assert res["route:mini3"].status == "fail" and "no route" in res["route:mini3"].value
 
 
@@ -286,9 +285,7 @@ def test_self_assigned_bridge_address(monkeypatch):
     )
     ifs = facts["interfaces"]
     assert ifs["holder"] is None and ifs["resolved_by"] == "thunderbolt_bridge"
-    res = by_name(
-        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
-    )
+    res = by_name(node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"]))
     assert res["bridge_dhcp"].status == "warn"
     assert res["bridge_dhcp"].value == "bridge0 has self-assigned 169.254.77.21"
     assert 'networksetup -setmanual "Thunderbolt Bridge" 10.0.0.1 255.255.255.0' in res["bridge_dhcp"].hint
@@ -298,18 +295,14 @@ def test_self_assigned_bridge_address(monkeypatch):
 
 def test_dhcp_bridge_with_the_right_address_still_warns(monkeypatch):
     facts = mac_facts(monkeypatch, getinfo="networksetup_getinfo_dhcp.txt")
-    res = by_name(
-        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
-    )
+    res = by_name(node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"]))
     assert res["bridge_dhcp"].status == "warn" and "DHCP" in res["bridge_dhcp"].value
     assert res["ring_ip"].status == "ok"
 
 
 def test_inactive_bridge_fails_ring_iface(monkeypatch):
     facts = mac_facts(monkeypatch, ifconfig="ifconfig_bridge0_inactive.txt")
-    res = by_name(
-        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
-    )
+    res = by_name(node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"]))
     assert res["ring_iface"].status == "fail"
     assert res["ring_iface"].value == "bridge0 is down (inactive)"
     assert "Thunderbolt cable" in res["ring_iface"].hint
@@ -319,9 +312,7 @@ def test_default_route_over_the_bridge_warns(monkeypatch):
     facts = mac_facts(
         monkeypatch, default="route_get_default_bridge0.txt", netstat="netstat_rn_default_bridge0.txt"
     )
-    res = by_name(
-        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
-    )
+    res = by_name(node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"]))
     assert res["default_route"].status == "warn"
     assert res["default_route"].value == "default route goes over bridge0"
     assert "Router" in res["default_route"].hint
@@ -329,15 +320,11 @@ def test_default_route_over_the_bridge_warns(monkeypatch):
 
 def test_tb4_cable_on_a_tb5_mac_warns(monkeypatch):
     facts = mac_facts(monkeypatch, tb="sp_thunderbolt_tb5_tb4_cable.json")
-    res = by_name(
-        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
-    )
+    res = by_name(node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"]))
     assert res["tb_speed"].status == "warn"
     assert "Thunderbolt 4 on a Thunderbolt 5 Mac" in res["tb_speed"].value
     facts = mac_facts(monkeypatch, tb="sp_thunderbolt_tb5.json")
-    res = by_name(
-        checks.node_results(CONFIG, NODES[0], facts, VERSIONS, checks.ring_neighbours(CONFIG)["mini1"])
-    )
+    res = by_name(node_results(CONFIG, NODES[0], facts, VERSIONS, ring_neighbours(CONFIG)["mini1"]))
     assert res["tb_speed"].status == "ok" and "Thunderbolt 5" in res["tb_speed"].value
 
 
@@ -345,12 +332,12 @@ def test_three_minis_cabled_in_a_loop_through_the_bridge(monkeypatch):
     reports = {}
     for i, node in enumerate(NODES, 1):
         reports[node.name] = mac_facts(monkeypatch, node, tb=f"sp_thunderbolt_tb4_mini{i}.json")
-    loops = checks.tb_loops(reports)
+    loops = tb_loops(reports)
     assert set(loops) == {"mini1", "mini2", "mini3"}
     assert "loop" in loops["mini1"]
     # take the ports out of the bridge on one Mac: no layer-2 loop any more
     reports["mini2"]["interfaces"]["bridge_members"] = []
-    assert checks.tb_loops(reports) == {}
+    assert tb_loops(reports) == {}
     # a chain (mini3 unplugged from mini1) has no loop
     reports = {}
     for i, node in enumerate(NODES, 1):
@@ -361,4 +348,94 @@ def test_three_minis_cabled_in_a_loop_through_the_bridge(monkeypatch):
     for port in reports["mini1"]["macos"]["thunderbolt"]["ports"]:
         if port["port"] == 2:
             port["peers"] = []
-    assert checks.tb_loops(reports) == {}
+    assert tb_loops(reports) == {}
+
+
+# -- RDMA over Thunderbolt (ring.backend: jaccl) -------------------------------------------------
+
+JACCL = dataclasses.replace(CONFIG, ring=RingOptions(backend="jaccl"))
+RDMA_OK = dict(
+    rdma_ctl="rdma_ctl_status_enabled.txt",
+    ibv_devices="ibv_devices_m4pro.txt",
+    ibv_devinfo="ibv_devinfo_m4pro.txt",
+)
+
+
+def test_rdma_parsers_on_samples():
+    assert pm.parse_rdma_ctl_status(sample("rdma_ctl_status_enabled.txt")) == "enabled"
+    assert pm.parse_rdma_ctl_status(sample("rdma_ctl_status_disabled.txt")) == "disabled"
+    assert pm.parse_ibv_devices(sample("ibv_devices_m4pro.txt")) == ["rdma_en2", "rdma_en3", "rdma_en4"]
+    assert pm.parse_ibv_devices(sample("ibv_devices_none.txt")) == []  # header and rule only
+    assert pm.parse_ibv_devinfo(sample("ibv_devinfo_m4pro.txt")) == {
+        "rdma_en2": "PORT_ACTIVE",
+        "rdma_en3": "PORT_ACTIVE",
+        "rdma_en4": "PORT_DOWN",
+    }
+    with pytest.raises(ValueError):
+        pm.parse_rdma_ctl_status("\n")
+
+
+def rdma_check(monkeypatch, config: Config = JACCL, **over):
+    facts = mac_facts(monkeypatch, config=config, **over)
+    res = by_name(node_results(config, NODES[0], facts, VERSIONS, ring_neighbours(config)["mini1"]))
+    return facts, res.get("rdma")
+
+
+def test_jaccl_rdma_enabled_with_devices(monkeypatch):
+    facts, r = rdma_check(monkeypatch, **RDMA_OK)
+    assert facts["macos"]["rdma"] == {
+        "status": "enabled",
+        "enabled": True,
+        "devices": [
+            {"name": "rdma_en2", "port_state": "PORT_ACTIVE"},
+            {"name": "rdma_en3", "port_state": "PORT_ACTIVE"},
+            {"name": "rdma_en4", "port_state": "PORT_DOWN"},
+        ],
+    }
+    assert (r.status, r.value) == ("ok", "enabled; active: rdma_en2, rdma_en3 (of 3)")
+
+
+def test_jaccl_rdma_disabled_names_recovery(monkeypatch):
+    _, r = rdma_check(
+        monkeypatch, rdma_ctl="rdma_ctl_status_disabled.txt", ibv_devices="ibv_devices_none.txt"
+    )
+    assert (r.status, r.value) == ("fail", "RDMA disabled (rdma_ctl status)")
+    assert "Recovery" in r.hint and "`rdma_ctl enable`" in r.hint
+
+
+def test_jaccl_rdma_enabled_without_devices_or_active_ports(monkeypatch):
+    _, r = rdma_check(monkeypatch, rdma_ctl="rdma_ctl_status_enabled.txt", ibv_devices="ibv_devices_none.txt")
+    assert (r.status, r.value) == ("fail", "RDMA enabled, no rdma_* devices")
+    facts, _ = rdma_check(monkeypatch, **RDMA_OK)
+    for d in facts["macos"]["rdma"]["devices"]:
+        d["port_state"] = "PORT_DOWN"
+    r = by_name(node_results(JACCL, NODES[0], facts, VERSIONS, ring_neighbours(JACCL)["mini1"]))["rdma"]
+    assert r.status == "warn" and "none active" in r.value and "PORT_ACTIVE" in r.hint
+
+
+def test_jaccl_on_a_mac_without_rdma_ctl(monkeypatch):
+    _, r = rdma_check(monkeypatch)  # no rdma_ctl, no ibv_devices: macOS before 26.2
+    assert (r.status, r.value) == ("fail", "no rdma_ctl on this Mac")
+    assert "macOS 26.2" in r.hint
+
+
+def test_no_rdma_check_unless_the_backend_is_jaccl(monkeypatch):
+    asked: list[tuple[str, ...]] = []
+    run = fake_run(mac_table(**RDMA_OK))
+    monkeypatch.setattr(nodeprobe, "run", lambda argv, **kw: asked.append(tuple(argv)) or run(argv, **kw))
+    monkeypatch.setattr(nodeprobe, "probe_ping", lambda ip, darwin: pl.parse_ping(sample("ping_ok.txt")))
+    monkeypatch.setattr(nodeprobe, "probe_ports", lambda ip, port, ranks: {str(port): "free"})
+    facts = nodeprobe.collect(probe_request(CONFIG, NODES[0], []), platform_name="darwin")
+    assert "rdma" not in facts["macos"] and not any(a[0] in ("rdma_ctl", "ibv_devices") for a in asked)
+    res = by_name(node_results(CONFIG, NODES[0], facts, VERSIONS, []))
+    assert "rdma" not in res
+    for backend in ("boltring", "mlx-ring"):
+        cfg = dataclasses.replace(CONFIG, ring=RingOptions(backend=backend))
+        assert "rdma" not in by_name(node_results(cfg, NODES[0], facts, VERSIONS, []))
+
+
+def test_jaccl_on_linux_fails_clearly():
+    cfg = JACCL
+    facts = {"platform": "linux", "boltring": {"installed": True, "version": "x"}, "mlx": {"version": "x"}}
+    r = by_name(node_results(cfg, NODES[0], facts, VERSIONS, []))["rdma"]
+    assert r.status == "fail" and r.value == "not macOS (linux)" and "mlx-ring" in r.hint

@@ -1,1 +1,1 @@
-"""Node and link checks, run from the laptop against every node."""
+"""Node checks (`boltring check`): run.py orchestrates; see its docstring for the other modules."""

@@ -1,0 +1,155 @@
+"""The ring across nodes: who neighbours whom in ring order, which directed links carry the ring,
+and the reachability matrix over every neighbour direction (plus MTU agreement)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from boltring.cluster.agent.facts import NeighbourFacts
+from boltring.cluster.config.schema import Config, Node
+from boltring.cluster.jobs.events import CheckResult
+from boltring.cluster.nodes.checks.results import NodeReport, result
+from boltring.cluster.states import CheckStatus
+
+
+def ring_neighbours(config: Config) -> dict[str, list[Node]]:
+    """For each node, the other nodes holding the ranks just before/after its ranks in ring
+    order (wrapping around); a node is never its own neighbour."""
+    slots = config.rank_layout()
+    out: dict[str, list[Node]] = {n.name: [] for n in config.nodes}
+    count = len(slots)
+    for i, slot in enumerate(slots):
+        for j in (i - 1, i + 1):
+            other = slots[j % count].node
+            mine = out[slot.node.name]
+            if other.name != slot.node.name and all(o.name != other.name for o in mine):
+                mine.append(other)
+    return out
+
+
+def ring_links(config: Config) -> list[tuple[Node, Node]]:
+    """Directed node pairs (sender, receiver) the ring sends over, in ring order, deduplicated."""
+    slots = config.rank_layout()
+    out: list[tuple[Node, Node]] = []
+    seen: set[tuple[str, str]] = set()
+    for i, slot in enumerate(slots):
+        nxt = slots[(i + 1) % len(slots)].node
+        key = (slot.node.name, nxt.name)
+        if nxt.name != slot.node.name and key not in seen:
+            seen.add(key)
+            out.append((slot.node, nxt))
+    return out
+
+
+Verdict = Literal["up", "down", "unknown"]
+
+
+def _pair_state(
+    rep: NodeReport, b: Node, bw: dict[tuple[str, str], CheckResult]
+) -> tuple[Verdict, str, str | None]:
+    """(verdict, reason, hint) for the direction rep.node -> b: "down" is no route, or TCP
+    failed; "unknown" is not probed, or no ping reply and no TCP test (a Mac in stealth mode
+    drops pings)."""
+    a = rep.node.name
+    if rep.facts is None:
+        return "unknown", "not probed", None
+    empty: NeighbourFacts = {}
+    info = next((x for x in rep.facts.get("neighbours") or [] if x.get("ring_ip") == b.ring_ip), empty)
+    route = info.get("route") or {}
+    if route.get("error"):
+        hint = next((r.hint for r in rep.results if r.name == f"route:{b.name}"), None)
+        return "down", "no route", hint
+    # A TCP transfer either way proves IP works both ways (its ACKs flow back).
+    tried = [
+        r
+        for r in (bw.get((a, b.name)), bw.get((b.name, a)))
+        if r is not None and r.status != CheckStatus.SKIPPED
+    ]
+    if any(r.status in (CheckStatus.OK, CheckStatus.WARN) or (r.value or "").endswith("Gb/s") for r in tried):
+        return "up", "", None
+    ping = info.get("ping") or {}
+    if ping.get("received"):
+        return "up", "", None
+    if tried:
+        return "down", "no TCP", tried[0].hint
+    if "received" in ping:
+        return "unknown", "no reply", None
+    return "unknown", "untested", None
+
+
+def reachability_results(
+    config: Config, reports: dict[str, NodeReport], bw: dict[tuple[str, str], CheckResult]
+) -> list[CheckResult]:
+    """The "ring" reachability matrix over every neighbour direction, and MTU agreement.
+
+    Directions from a node SSH could not reach are left out (its ssh check already says why, in
+    one line): they are named once as "not checked"."""
+    neighbours = ring_neighbours(config)
+    unreached = [n.name for n in config.nodes if reports[n.name].transport is None]
+    pairs = [(a, b) for a in config.nodes if a.name not in unreached for b in neighbours[a.name]]
+    if not pairs:
+        return []
+    groups: dict[str, list[str]] = {}
+    bad = 0
+    first_hint = None
+    for a, b in pairs:
+        verdict, reason, hint = _pair_state(reports[a.name], b, bw)
+        if verdict == "up":
+            continue
+        groups.setdefault(reason, []).append(f"{a.name}->{b.name}")
+        if verdict == "down":
+            bad += 1
+            first_hint = first_hint or hint
+    ok_count = len(pairs) - sum(len(v) for v in groups.values())
+    order = ("no route", "no TCP", "no reply", "not probed", "untested")
+    value = "; ".join(
+        [f"{ok_count}/{len(pairs)} reachable"]
+        + [f"{reason}: {', '.join(groups[reason])}" for reason in order if reason in groups]
+        + ([f"not checked from {', '.join(unreached)}"] if unreached else [])
+    )
+    out = []
+    if bad:
+        out.append(
+            result(
+                "ring",
+                "ring",
+                CheckStatus.FAIL,
+                value,
+                first_hint or "check the cables and ring addresses of those nodes",
+            )
+        )
+    elif groups:
+        out.append(
+            result(
+                "ring",
+                "ring",
+                CheckStatus.WARN,
+                value,
+                "fix the failing node checks, then check again (no reply can also be a "
+                "firewall in stealth mode)",
+            )
+        )
+    else:
+        out.append(result("ring", "ring", CheckStatus.OK, value))
+    mtus: dict[str, int] = {}
+    for name, rep in reports.items():
+        mtu = ((rep.facts or {}).get("interfaces") or {}).get("mtu")
+        if mtu:
+            mtus[name] = mtu
+    mismatch = [
+        (a.name, b.name)
+        for a, b in pairs
+        if a.name in mtus and b.name in mtus and mtus[a.name] != mtus[b.name]
+    ]
+    if mismatch:
+        a, b = mismatch[0]
+        out.append(
+            result(
+                "ring",
+                "mtu",
+                CheckStatus.WARN,
+                ", ".join(f"{k} {v}" for k, v in mtus.items()),
+                f"use one MTU on every ring interface ({a} has {mtus[a]}, {b} has {mtus[b]})",
+            )
+        )
+    return out
