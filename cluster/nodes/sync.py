@@ -273,22 +273,26 @@ class NodeSync:
     bytes_sent: int = 0
     files_unchanged: int = 0
     stale_removed: int = 0
+    pruned: int = 0  # files removed because the laptop's copy no longer has them (prune=True)
     seconds: float = 0.0
 
 
 ProgressFn = Callable[[str, str, int, int], None]  # (node, workspace-relative path, sent, total)
 
 
-async def remote_manifest(t: Transport, node: Node, names: list[str]) -> tuple[dict[str, list], list[str]]:
-    ws = workspace_dir(node)
+async def remote_manifest(
+    t: Transport, node: Node, names: list[str], dest: str | None = None, python: str | None = None
+) -> tuple[dict[str, list], list[str]]:
+    ws = dest or workspace_dir(node)
+    python = python or node.python
     res = await t.run(
-        [node.python, "-", await t.resolve(ws), *names], input=AGENT_SOURCE.read_bytes(), timeout=120
+        [python, "-", await t.resolve(ws), *names], input=AGENT_SOURCE.read_bytes(), timeout=120
     )
     info = res.last_json()
     if not res.ok or info is None or "files" not in info:
         why = (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1]
         raise SyncError(
-            f"{node.name}: cannot list the workspace {ws} with {node.python}: {why}",
+            f"{node.name}: cannot list the workspace {ws} with {python}: {why}",
             hint="run `boltring setup` so the node has a working python",
         )
     return info["files"], list(info.get("stale") or [])
@@ -300,16 +304,24 @@ async def sync_node(
     local: dict[str, LocalFile],
     names: list[str],
     progress: ProgressFn | None = None,
+    dest: str | None = None,
+    python: str | None = None,
+    prune: bool = False,
 ) -> NodeSync:
-    """Send what differs from the node's copy; returns what was sent."""
+    """Send what differs from the node's copy in `dest` (default: the node's workspace)."""
     started = time.monotonic()
-    ws = workspace_dir(node)
+    ws = dest or workspace_dir(node)
     result = NodeSync(node=node.name, workspace=ws)
-    theirs, stale = await remote_manifest(t, node, names)
+    theirs, stale = await remote_manifest(t, node, names, ws, python)
     home_ws = await t.resolve(ws)
-    for rel in stale:  # an interrupted upload's temp file, never under a final name
-        await t.run(["rm", "-f", "--", posixpath.join(home_ws, rel)], timeout=30)
-        result.stale_removed += 1
+    # an interrupted upload's temp files (never under a final name); with prune (a mirror, as a
+    # wheelhouse must be exactly the laptop's), also what the laptop no longer has
+    gone = sorted(set(theirs) - set(local)) if prune else []
+    if stale or gone:
+        await t.run(
+            ["rm", "-f", "--", *(posixpath.join(home_ws, rel) for rel in [*stale, *gone])], timeout=60
+        )
+    result.stale_removed, result.pruned = len(stale), len(gone)
     for rel, f in local.items():
         have = theirs.get(rel)
         if have and have[0] == f.size and have[1] == f.sha256:
