@@ -10,7 +10,6 @@ import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -20,7 +19,6 @@ from rich.text import Text
 
 from boltring.cluster.config.schema import Config, Node
 from boltring.cluster.nodes.setup import NodeSetup, node_platforms, setup_nodes
-from boltring.cluster.nodes.transport import Transport
 from boltring.cluster.nodes.wheels import SetupError, boltring_wheel, download_argv, wanted
 
 REDRAW_S = 0.25
@@ -173,19 +171,6 @@ async def run_download_wheelhouse(
     return 0
 
 
-def transports(config: Config) -> tuple[dict[str, Transport], Callable[[Node], Transport]]:
-    from boltring.cluster.jobs.controller import _transport_for
-
-    made: dict[str, Transport] = {}
-
-    def of(node: Node) -> Transport:
-        if node.name not in made:
-            made[node.name] = _transport_for(node, config, lambda ev: None)
-        return made[node.name]
-
-    return made, of
-
-
 def _wheelhouse(config: Config, flag: str | None) -> Path | None:
     """--wheelhouse (from the current folder), else setup.wheelhouse (from the config's folder)."""
     if flag:
@@ -209,14 +194,17 @@ def setup_main(config: Config, names: list[str] | None, wheelhouse: str | None, 
         )
         return 2
     nodes = [by_name[n] for n in names] if names else list(config.nodes)
-    made, of = transports(config)
 
     async def go() -> int:
+        from boltring.cluster.jobs.controller import JobController
+
+        controller = JobController(config)  # only for its transports: the same SSH as a job's
+        of = controller.transport
         try:
             if download:
                 return await run_download_wheelhouse(config, of, Path(download).expanduser(), nodes=nodes)
             return await run_setup(config, of, wheelhouse=_wheelhouse(config, wheelhouse), nodes=nodes)
         finally:
-            await asyncio.gather(*(t.close() for t in made.values()), return_exceptions=True)
+            await controller.close()
 
     return asyncio.run(go())

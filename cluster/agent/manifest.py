@@ -1,6 +1,6 @@
 """Sizes and sha256 of the files under a folder on the node, as one JSON line. Standard library only.
 
-    PYTHON - ROOT NAME [NAME ...]        (this file's source on stdin; boltring need not be installed)
+    PYTHON -c "$(cat manifest.py)" ROOT NAME [NAME ...]   (how the laptop runs it: no boltring needed)
     PYTHON -m boltring.cluster.agent.manifest ROOT NAME [NAME ...]
 
 prints {"root": ROOT, "files": {"NAME/rel/path": [size, "sha256hex"], ...}, "stale": [...]}.

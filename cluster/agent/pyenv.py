@@ -1,6 +1,6 @@
 """What a Python on the node is and has, as one JSON line. Standard library only.
 
-    PYTHON - [DIST ...]            (this file's source on stdin: it runs before boltring is installed)
+    PYTHON -c "$(cat pyenv.py)" [DIST ...]   (how the laptop runs it: before boltring is installed)
 
 prints {"executable", "version": [3, 12, 4], "prefix", "base_prefix", "in_venv", "base_python",
 "platform", "machine", "macos", "glibc", "pip", "dists": {DIST: version or null}}.

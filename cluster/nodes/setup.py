@@ -2,7 +2,7 @@
 
 Per node, over the node's transport (SSH with host keys checked, or local), nodes in parallel:
 1. "check":   the configured `python` (which must be `<venv>/bin/python…`) is asked, by the
-               stdlib-only agent/pyenv.py sent on stdin, for its version and installed packages.
+               stdlib-only agent/pyenv.py sent as `python -c`, for its version and installed packages.
                Same boltring, same mlx, the extras' packages present: "up to date", done (one
                command, well under a second or two on a LAN).
 2. "python":   a Python 3.11+ to build the venv with: the venv's own base interpreter, then
@@ -38,6 +38,9 @@ MIN_PYTHON = (3, 11)
 PIP_TIMEOUT_S = 1800.0
 TAIL_LINES = 12
 
+_NO_NETWORK = re.compile(
+    r"Failed to establish a new connection|Temporary failure in name resolution|Network is unreachable"
+)
 Report = Callable[[str, str, str], None]  # (node, kind: "step" | "pip", text)
 
 
@@ -69,10 +72,9 @@ def setup_dir(node: Node) -> str:
 
 async def describe(t: Transport, python: str, dists: list[str]) -> dict | None:
     """agent/pyenv.py's answer for this interpreter, or None when it cannot run."""
-    try:
-        res = await t.run([python, "-", *dists], input=PYENV_SOURCE.read_bytes(), timeout=60)
-    except TransportError:
-        raise
+    # The program goes as the -c argument, not on stdin: a python that does not exist makes the
+    # remote shell exit at once, and stdin sent to a closed channel fails the whole command.
+    res = await t.run([python, "-c", PYENV_SOURCE.read_text(), *dists], timeout=60)
     info = res.last_json() if res.ok else None
     return info if info and "version" in info else None
 
@@ -182,7 +184,18 @@ class NodeSetupRun:
             pkg = missing_package(lines)
             where = f"the wheelhouse {self.wheelhouse}" if self.wheelhouse else "the package index"
             what = f"no wheel for {pkg} in {where}" if pkg else f"exit {res.returncode}"
-            self._fail_with(res, "pip", f"{node.name}: pip install failed: {what}")
+            offline = self.wheelhouse is None and any(_NO_NETWORK.search(line) for line in lines)
+            if offline:
+                what = f"the node cannot reach the package index (needed {pkg or 'packages'})"
+            self._fail_with(
+                res,
+                "pip",
+                f"{node.name}: pip install failed: {what}",
+                "for nodes without internet access: boltring setup --download-wheelhouse DIR, "
+                "then boltring setup --wheelhouse DIR"
+                if offline or self.wheelhouse
+                else None,
+            )
         self._step("verify", "verifying")
         after = await describe(self.t, node.python, want.dists())
         if after is None or not _up_to_date(after, want):
@@ -191,10 +204,10 @@ class NodeSetupRun:
         r.changes += _changes((before or {}).get("dists") or {}, after["dists"])
         r.status, r.step = "installed", None
 
-    def _fail_with(self, res: CommandResult, step: str, message: str):
+    def _fail_with(self, res: CommandResult, step: str, message: str, hint: str | None = None):
         self.result.step = step
         self.result.tail = (res.stdout + res.stderr).strip().splitlines()[-TAIL_LINES:]
-        raise SetupError(message)
+        raise SetupError(message, hint=hint)
 
     async def _find_python(self) -> str:
         self._step("python", "looking for Python 3.11+")

@@ -8,7 +8,7 @@ What is synced (the "roots"), each to `<node workdir>/workspace/<name>`:
 A path inside another root travels with that root. Two roots with the same name are an error.
 
 How: the laptop hashes its files (sha256, size), the node reports its own with the stdlib-only
-agent/manifest.py (sent as the program's stdin, so it works before boltring is installed there),
+agent/manifest.py (sent as `python -c PROGRAM`, so it works before boltring is installed there),
 and only files whose size or hash differ are uploaded, over SFTP, each written to a temp file with
 its final mode and renamed into place (Transport.upload). Files the node has but the laptop no
 longer does are left alone. Temp files an interrupted upload left behind are removed.
@@ -285,9 +285,7 @@ async def remote_manifest(
 ) -> tuple[dict[str, list], list[str]]:
     ws = dest or workspace_dir(node)
     python = python or node.python
-    res = await t.run(
-        [python, "-", await t.resolve(ws), *names], input=AGENT_SOURCE.read_bytes(), timeout=120
-    )
+    res = await t.run([python, "-c", AGENT_SOURCE.read_text(), await t.resolve(ws), *names], timeout=120)
     info = res.last_json()
     if not res.ok or info is None or "files" not in info:
         why = (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1]
