@@ -18,18 +18,17 @@ from rich.table import Table
 from rich.text import Text
 
 from boltring.cluster.config.schema import Config, Node
-from boltring.cluster.nodes.setup import NodeSetup, node_platforms, setup_nodes
+from boltring.cluster.nodes.setup import (
+    NodeSetup,
+    config_wheelhouse,
+    node_platforms,
+    setup_extras,
+    setup_nodes,
+)
 from boltring.cluster.nodes.wheels import SetupError, boltring_wheel, download_argv, wanted
 
 REDRAW_S = 0.25
 PLAIN_EVERY_S = 5.0  # without a terminal, a node's pip line at most this often
-
-
-def _extras(config: Config) -> tuple[str, ...]:
-    extras = list(config.setup.extras)
-    if config.job.example == "lm" and "lm" not in extras:
-        extras.append("lm")
-    return tuple(extras)
 
 
 class SetupView:
@@ -89,7 +88,7 @@ async def run_setup(
 ) -> int:
     console = console or Console(highlight=False)
     try:
-        want = wanted(_extras(config))
+        want = wanted(setup_extras(config))
     except SetupError as e:
         console.print(f"[red]boltring setup:[/] {e}")
         return 2
@@ -138,7 +137,7 @@ async def run_download_wheelhouse(
     """Fill `dest` with every wheel the nodes need, for their platform (asked from the nodes)."""
     console = console or Console(highlight=False)
     try:
-        want = wanted(_extras(config))
+        want = wanted(setup_extras(config))
         platforms, problems = await node_platforms(config, transport_of, nodes)
         for p in problems:
             console.print(f"[yellow]warn[/] {p}")
@@ -171,19 +170,6 @@ async def run_download_wheelhouse(
     return 0
 
 
-def _wheelhouse(config: Config, flag: str | None) -> Path | None:
-    """--wheelhouse (from the current folder), else setup.wheelhouse (from the config's folder)."""
-    if flag:
-        return Path(flag).expanduser().resolve()
-    if not config.setup.wheelhouse:
-        return None
-    path = Path(config.setup.wheelhouse).expanduser()
-    src = config.source
-    if not path.is_absolute() and src and not src.startswith("<"):
-        path = Path(src).resolve().parent / path
-    return path.resolve()
-
-
 def setup_main(config: Config, names: list[str] | None, wheelhouse: str | None, download: str | None) -> int:
     by_name = {n.name: n for n in config.nodes}
     unknown = [n for n in names or [] if n not in by_name]
@@ -203,7 +189,7 @@ def setup_main(config: Config, names: list[str] | None, wheelhouse: str | None, 
         try:
             if download:
                 return await run_download_wheelhouse(config, of, Path(download).expanduser(), nodes=nodes)
-            return await run_setup(config, of, wheelhouse=_wheelhouse(config, wheelhouse), nodes=nodes)
+            return await run_setup(config, of, wheelhouse=config_wheelhouse(config, wheelhouse), nodes=nodes)
         finally:
             await controller.close()
 

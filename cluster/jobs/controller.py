@@ -273,6 +273,28 @@ class JobController:
         if missing:
             raise ControllerError("; ".join(str(e) for e in missing), hint=missing[0].hint)
 
+    async def setup(self, names: list[str] | None = None) -> list:
+        """`boltring setup` of these nodes (default: all), for the app: every step and pip line is
+        a LogLine of its node, then one line per node with the outcome (nodes/setup.py)."""
+        from boltring.cluster.nodes import setup as node_setup
+        from boltring.cluster.nodes.wheels import wanted
+
+        nodes = [n for n in self.config.nodes if names is None or n.name in names]
+
+        def report(node: str, kind: str, text: str) -> None:
+            if text.strip():
+                self.emit(LogLine(source=f"setup@{node}", text=text.strip(), node=node))
+
+        want = wanted(node_setup.setup_extras(self.config))
+        wheelhouse = node_setup.config_wheelhouse(self.config)
+        results = await node_setup.setup_nodes(
+            self.config, self.transport, want, wheelhouse=wheelhouse, nodes=nodes, report=report
+        )
+        for r in results:
+            level = "error" if r.status == "failed" else "info"
+            self.emit(LogLine(source=f"setup@{r.node}", text=node_setup.outcome(r), level=level, node=r.node))
+        return results
+
     def job_label(self) -> str:
         """What the job runs, for humans: 'example charlm' or 'script train.py'."""
         job = self.config.job

@@ -57,6 +57,35 @@ class NodeSetup:
     tail: list[str] = field(default_factory=list)  # pip's last lines, on failure
 
 
+def setup_extras(config: Config) -> tuple[str, ...]:
+    """setup.extras, plus "lm" when the job is the lm example."""
+    extras = list(config.setup.extras)
+    if config.job.example == "lm" and "lm" not in extras:
+        extras.append("lm")
+    return tuple(extras)
+
+
+def config_wheelhouse(config: Config, flag: str | None = None) -> Path | None:
+    """--wheelhouse (from the current folder), else setup.wheelhouse (from the config's folder)."""
+    if flag:
+        return Path(flag).expanduser().resolve()
+    if not config.setup.wheelhouse:
+        return None
+    path = Path(config.setup.wheelhouse).expanduser()
+    src = config.source
+    if not path.is_absolute() and src and not src.startswith("<"):
+        path = Path(src).resolve().parent / path
+    return path.resolve()
+
+
+def outcome(r: NodeSetup) -> str:
+    """One line for a node's result (the app's log, plain output)."""
+    if r.status == "failed":
+        return f"setup failed at step {r.step}: {r.error}"
+    what = ", ".join(r.changes) if r.changes else "nothing to install"
+    return f"setup {r.status} in {r.seconds:.1f} s: {what} (venv {r.venv}, python {r.python})"
+
+
 def venv_of(node: Node) -> str | None:
     """`~/x/.venv` for python `~/x/.venv/bin/python3`; None when python is not a venv's."""
     head, name = posixpath.split(node.python)

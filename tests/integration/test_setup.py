@@ -31,7 +31,9 @@ CLI = [sys.executable, "-m", "boltring.tui.cli"]
 VENV = "~/venv/bin/python"  # per host: each host has its own home, so its own venv
 
 
-def setup_yaml(lab, path: Path, *, python: dict[str, str] | None = None, steps: int = 20) -> Path:
+def setup_yaml(
+    lab, path: Path, *, python: dict[str, str] | None = None, steps: int = 20, extra: str = ""
+) -> Path:
     python = python or {}
     nodes = "\n".join(
         f"  - {{name: {h.name}, ssh: {h.name}, ring_ip: {h.ring_ip}, ring_iface: tb0, "
@@ -47,7 +49,7 @@ ring: {{port: 52720, timeout: 20, connect_timeout: 20}}
 nodes:
 {nodes}
 job: {{example: mlp, steps: {steps}, seed: 7, global_batch: 240}}
-""")
+{extra}""")
     return path
 
 
@@ -224,3 +226,48 @@ def test_missing_wheel_fails_that_node_naming_the_package_while_others_finish(
         line.split()[1]: line for line in out.splitlines() if line.strip().startswith(("│ h", "┃ h", "| h"))
     }
     assert "up to date" in lines.get("h1", "") and "up to date" in lines.get("h3", ""), out
+
+
+async def test_app_setup_action_on_a_node_panel_shows_pip_and_rechecks(lab, wheelhouse, tmp_path):
+    """s on h2's panel, confirm: h2 alone is set up (pip's lines in its log), then checks re-run."""
+    from boltring.cluster.config.load import load_config
+    from boltring.cluster.jobs.controller import JobController
+    from boltring.cluster.jobs.events import LogLine
+    from boltring.tui.widgets.node_panel import NodePanel
+    from tests.tui.harness import make_app, wait_until
+
+    cfg = setup_yaml(
+        lab,
+        tmp_path / "lab.yaml",
+        python={"h2": "~/venv-app/bin/python"},
+        extra=f"setup: {{wheelhouse: {wheelhouse}}}\n",
+    )
+    controller = JobController(load_config(cfg), poll_s=0.1)
+    logs: list[LogLine] = []
+    controller.add_listener(lambda e: logs.append(e) if isinstance(e, LogLine) else None)
+    app = make_app(controller, clock=time.time)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await wait_until(
+            pilot, lambda: app.view.state == "idle" and "python" in app.view.nodes["h2"].checks, 60
+        )
+        assert app.view.nodes["h2"].checks["boltring"].status != "ok"  # no venv there yet
+        panel = next(p for p in app.query(NodePanel) if p.node_name == "h2")
+        panel.focus()
+        await pilot.press("s")
+        await wait_until(pilot, lambda: app.screen.__class__.__name__ == "ConfirmModal", 10)
+        await pilot.press("y")
+        await wait_until(pilot, lambda: any("setup installed" in e.text for e in logs), 300)
+        await wait_until(
+            pilot,
+            lambda: (
+                app.view.nodes["h2"].checks.get("boltring")
+                and app.view.nodes["h2"].checks["boltring"].status == "ok"
+            ),
+            60,
+        )
+        for name in ("python", "boltring", "mlx"):
+            assert app.view.nodes["h2"].checks[name].status == "ok"
+        app.simulate_key("q")
+    setup_lines = [e for e in logs if e.source.startswith("setup@")]
+    assert {e.node for e in setup_lines} == {"h2"}  # only the focused node
+    assert any(e.text.startswith("Successfully installed") for e in setup_lines)  # pip's own lines
