@@ -259,8 +259,8 @@ class JobController:
         try:
             done = await sync.sync_workspace(self.config, self.transport, progress)
             missing = await sync.missing_job_paths(self.config, self.transport, sync.sync_roots(self.config))
-        except sync.SyncError as e:
-            raise ControllerError(str(e), hint=e.hint) from None
+        except sync.SyncError as e:  # the hint goes in the line: launch() re-raises the message only
+            raise ControllerError(f"{e}; {e.hint}" if e.hint else str(e), hint=e.hint) from None
         for r in done:
             self.emit(
                 SyncDone(r.node, len(r.files_sent), r.bytes_sent, r.files_unchanged, r.seconds, r.workspace)
@@ -271,7 +271,9 @@ class JobController:
                 what = "nothing changed, nothing sent"
             self._log(f"{r.node}: workspace {r.workspace}: {what} ({r.files_unchanged} files unchanged)")
         if missing:
-            raise ControllerError("; ".join(str(e) for e in missing), hint=missing[0].hint)
+            raise ControllerError(
+                "; ".join(str(e) for e in missing) + f"; {missing[0].hint}", hint=missing[0].hint
+            )
 
     async def setup(self, names: list[str] | None = None) -> list:
         """`boltring setup` of these nodes (default: all), for the app: every step and pip line is

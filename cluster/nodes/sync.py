@@ -397,19 +397,20 @@ def job_path_words(config: Config) -> list[str]:
 async def missing_job_paths(
     config: Config, transport_of: Callable[[Node], Transport], roots: list[SyncRoot]
 ) -> list[SyncError]:
-    """One error per node and path the job names that no root sends and the node lacks: the
-    pre-launch check for a model or dataset folder that is only on the laptop."""
+    """One error per path the job names that no root sends and some nodes lack (naming them):
+    the pre-launch check for a model or dataset folder that is only on the laptop."""
     words = [w for w in job_path_words(config) if not any(remote_path(n, w, roots) for n in config.nodes[:1])]
+    remote = [n for n in config.nodes if not n.local]
     errors: list[SyncError] = []
-    for node in (n for n in config.nodes if not n.local):
-        for w in words:
-            res = await transport_of(node).run(["test", "-e", w], timeout=30)
-            if not res.ok:
-                errors.append(
-                    SyncError(
-                        f"{node.name}: {w} is on this machine but not on the node",
-                        hint=f"add it to job.sync in the config (job: {{sync: [{w}]}}) so boltring "
-                        f"sends it, or copy it to {w} on {node.name}",
-                    )
+    for w in words:
+        found = await asyncio.gather(*(transport_of(n).run(["test", "-e", w], timeout=30) for n in remote))
+        lacking = [n.name for n, res in zip(remote, found, strict=True) if not res.ok]
+        if lacking:
+            errors.append(
+                SyncError(
+                    f"{', '.join(lacking)}: {w} is on this machine but not on the node"
+                    + ("s" if len(lacking) > 1 else ""),
+                    hint=f"add it to job.sync in the config (job: {{sync: [{w}]}}) so boltring sends it",
                 )
+            )
     return errors
