@@ -3,7 +3,8 @@
     PYTHON -c "$(cat pyenv.py)" [DIST ...]   (how the laptop runs it: before boltring is installed)
 
 prints {"executable", "version": [3, 12, 4], "prefix", "base_prefix", "in_venv", "base_python",
-"platform", "machine", "macos", "glibc", "pip", "dists": {DIST: version or null}}.
+"platform", "machine", "macos", "glibc", "pip", "dists": {DIST: version or null}, "setup": the
+venv's boltring-setup.json (what `boltring setup` installed there) or null}.
 `boltring setup` runs it with each candidate interpreter (to find a Python 3.11+), with the venv's
 python (to see whether it is already up to date), and to learn the platform tags for
 `--download-wheelhouse`.
@@ -16,6 +17,8 @@ import os
 import platform
 import sys
 from importlib import metadata
+
+SETUP_RECORD = "boltring-setup.json"  # in the venv: {"boltring": version, "source": digest or null}
 
 
 def _version(dist: str) -> str | None:
@@ -41,6 +44,16 @@ def _base_python() -> str:
     return base
 
 
+def _setup_record() -> dict | None:
+    """What `boltring setup` last installed into this venv (SETUP_RECORD), if anything."""
+    try:
+        with open(os.path.join(sys.prefix, SETUP_RECORD)) as f:
+            value = json.load(f)
+        return value if isinstance(value, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
 def describe(dists: list[str]) -> dict:
     return {
         "executable": sys.executable,
@@ -55,6 +68,7 @@ def describe(dists: list[str]) -> dict:
         "glibc": _glibc(),
         "pip": _version("pip"),
         "dists": {d: _version(d) for d in dists},
+        "setup": _setup_record(),
     }
 
 

@@ -20,6 +20,7 @@ Every remote command is an argv (quoted with shlex.join by the SSH transport).
 from __future__ import annotations
 
 import asyncio
+import json
 import posixpath
 import re
 import time
@@ -27,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from boltring.cluster.agent.pyenv import SETUP_RECORD
 from boltring.cluster.config.schema import Config, Node
 from boltring.cluster.nodes import sync
 from boltring.cluster.nodes.transport import CommandResult, Transport, TransportError
@@ -115,6 +117,7 @@ def _up_to_date(info: dict, want: Wanted) -> bool:
         and d.get("boltring") == want.boltring
         and (want.mlx is None or d.get("mlx") == want.mlx)
         and all(d.get(x) for x in want.extra_dists)
+        and (want.source is None or (info.get("setup") or {}).get("source") == want.source)
     )
 
 
@@ -198,8 +201,9 @@ class NodeSetupRun:
         self._step("upload", "uploading wheels")
         spec = await self._upload(base)
         self._step("pip", "pip install")
-        argv = [node.python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
-        argv += ["--progress-bar", "off"]
+        pip = [node.python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
+        pip += ["--progress-bar", "off"]
+        argv = list(pip)
         if self.wheelhouse is not None:
             argv += ["--no-index", "--find-links", f"{setup_dir(node)}/wheelhouse"]
         argv.append(spec)
@@ -225,12 +229,32 @@ class NodeSetupRun:
                 if offline or self.wheelhouse
                 else None,
             )
+        had = ((before or {}).get("dists") or {}).get("boltring")
+        if want.source is not None and had == want.boltring and spec.startswith(("~", "/")):
+            # pip keeps an installed boltring of the same version, but this is other code (from a
+            # source tree): replace boltring's own files, and only those
+            res = await self.t.run_lines(
+                [*pip, "--no-index", "--no-deps", "--force-reinstall", spec.split("[")[0]],
+                lambda line: self.report(node.name, "pip", line),
+                timeout=PIP_TIMEOUT_S,
+            )
+            if not res.ok:
+                self._fail_with(res, "pip", f"{node.name}: reinstalling boltring's wheel failed")
+        record = {"boltring": want.boltring, "source": want.source}
+        await self.t.write_file(f"{venv}/{SETUP_RECORD}", json.dumps(record).encode(), mode=0o644)
         self._step("verify", "verifying")
         after = await describe(self.t, node.python, want.dists())
         if after is None or not _up_to_date(after, want):
             got = (after or {}).get("dists")
             raise SetupError(f"{node.name}: after pip install the venv has {got}, not what was asked")
         r.changes += _changes((before or {}).get("dists") or {}, after["dists"])
+        old_source = ((before or {}).get("setup") or {}).get("source")
+        if (
+            want.source
+            and not any(c.startswith("boltring ") for c in r.changes)
+            and old_source != want.source
+        ):
+            r.changes.append(f"boltring {want.boltring} (rebuilt from source {want.source[:8]})")
         r.status, r.step = "installed", None
 
     def _fail_with(self, res: CommandResult, step: str, message: str, hint: str | None = None):

@@ -9,6 +9,10 @@ wheelhouse when there is one; else, when boltring runs from a source tree (an ed
 a checkout), a wheel built from a copy of that tree (`pip wheel --no-deps`, so no `build/` lands
 in the user's checkout), cached in ~/.boltring/wheels/ by version and source digest; else none, and
 online nodes install `boltring==<version>` from the index.
+
+Running from a source tree, the version alone does not say which code a node has (it stays
+0.1.0 while the tree changes), so a node also records the digest of the tree its wheel came from
+(`<venv>/boltring-setup.json`), and a node with another digest gets the new wheel.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class Wanted:
     mlx: str | None
     extras: tuple[str, ...]
     extra_dists: tuple[str, ...]  # distributions the extras pull in (to see whether they are there)
+    source: str | None = None  # digest of the source tree boltring runs from here (None: a release)
 
     def dists(self) -> list[str]:
         return ["boltring", "mlx", *self.extra_dists]
@@ -75,7 +80,14 @@ def wanted(extras: tuple[str, ...]) -> Wanted:
     version = _version("boltring")
     if version is None:
         raise SetupError("boltring is not installed on this machine (no package metadata)")
-    return Wanted(boltring=version, mlx=_version("mlx"), extras=extras, extra_dists=extra_dists(extras))
+    root = source_tree()
+    return Wanted(
+        boltring=version,
+        mlx=_version("mlx"),
+        extras=extras,
+        extra_dists=extra_dists(extras),
+        source=_tree_digest(root) if root is not None else None,
+    )
 
 
 def source_tree() -> Path | None:

@@ -109,6 +109,7 @@ def installed(lab3, state, wheelhouse):
     state["first_s"] = time.monotonic() - t0
     state["cfg"] = cfg
     state["first"] = res
+    state["wheelhouse"] = wheelhouse
     print(f"first setup of 3 hosts: {state['first_s']:.1f} s")
     return state
 
@@ -205,6 +206,32 @@ def test_second_setup_is_up_to_date_and_reinstalls_nothing(lab, installed):
     installed["second_s"] = times
     print(f"second setup, 3 hosts up to date, whole command: {', '.join(f'{t:.2f}' for t in times)} s")
     assert min(times) < 10, times  # "a second or two"; the bound leaves room for a busy CI box
+
+
+def test_a_node_with_other_code_of_the_same_version_gets_boltring_alone_again(lab, installed):
+    """Run from a source tree, the version does not tell the code apart: the node's record of the
+    tree's digest does. A node whose record differs gets boltring's wheel again, nothing else."""
+    assert installed["first"].returncode == 0
+    h1 = lab.host("h1")
+    record = h1.home / "venv" / "boltring-setup.json"
+    mine = json.loads(record.read_text())
+    assert mine["boltring"] == metadata.version("boltring") and mine["source"]
+    site = sorted((h1.home / "venv" / "lib").glob("python*/site-packages"))[0]
+    mlx_before = (site / "mlx").stat().st_mtime_ns
+    record.write_text(json.dumps({**mine, "source": "0" * 16}))  # as if set up from older code
+    res = cli(
+        "setup",
+        "--config",
+        str(installed["cfg"]),
+        "--wheelhouse",
+        str(installed["wheelhouse"]),
+        env=installed["env"],
+    )
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    assert "rebuilt from source" in out and out.count("up to date") >= 2, out
+    assert json.loads(record.read_text()) == mine
+    assert (site / "mlx").stat().st_mtime_ns == mlx_before  # mlx untouched
 
 
 def test_missing_wheel_fails_that_node_naming_the_package_while_others_finish(
