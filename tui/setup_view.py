@@ -18,14 +18,15 @@ from rich.table import Table
 from rich.text import Text
 
 from boltring.cluster.config.schema import Config, Node
-from boltring.cluster.nodes.setup import (
-    NodeSetup,
+from boltring.cluster.nodes.setup import NodeSetup, node_platforms, setup_nodes
+from boltring.cluster.nodes.wheels import (
+    SetupError,
+    boltring_wheel,
     config_wheelhouse,
-    node_platforms,
+    download_argv,
     setup_extras,
-    setup_nodes,
+    wanted,
 )
-from boltring.cluster.nodes.wheels import SetupError, boltring_wheel, download_argv, wanted
 
 REDRAW_S = 0.25
 PLAIN_EVERY_S = 5.0  # without a terminal, a node's pip line at most this often
@@ -62,7 +63,7 @@ def summary_table(results: list[NodeSetup]) -> Table:
     t = Table(title="boltring setup", show_lines=False)
     for col in ("node", "result", "python", "venv", "installed or upgraded", "time"):
         t.add_column(col)
-    colours = {"up to date": "green", "installed": "cyan", "failed": "red"}
+    colours = {"up to date": "green", "installed": "cyan", "failed": "red", "local": "dim"}
     for r in results:
         t.add_row(
             r.node,

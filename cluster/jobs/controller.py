@@ -279,7 +279,7 @@ class JobController:
         """`boltring setup` of these nodes (default: all), for the app: every step and pip line is
         a LogLine of its node, then one line per node with the outcome (nodes/setup.py)."""
         from boltring.cluster.nodes import setup as node_setup
-        from boltring.cluster.nodes.wheels import wanted
+        from boltring.cluster.nodes.wheels import config_wheelhouse, setup_extras, wanted
 
         nodes = [n for n in self.config.nodes if names is None or n.name in names]
 
@@ -287,8 +287,8 @@ class JobController:
             if text.strip():
                 self.emit(LogLine(source=f"setup@{node}", text=text.strip(), node=node))
 
-        want = wanted(node_setup.setup_extras(self.config))
-        wheelhouse = node_setup.config_wheelhouse(self.config)
+        want = wanted(setup_extras(self.config))
+        wheelhouse = config_wheelhouse(self.config)
         results = await node_setup.setup_nodes(
             self.config, self.transport, want, wheelhouse=wheelhouse, nodes=nodes, report=report
         )

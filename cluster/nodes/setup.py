@@ -59,27 +59,6 @@ class NodeSetup:
     tail: list[str] = field(default_factory=list)  # pip's last lines, on failure
 
 
-def setup_extras(config: Config) -> tuple[str, ...]:
-    """setup.extras, plus "lm" when the job is the lm example."""
-    extras = list(config.setup.extras)
-    if config.job.example == "lm" and "lm" not in extras:
-        extras.append("lm")
-    return tuple(extras)
-
-
-def config_wheelhouse(config: Config, flag: str | None = None) -> Path | None:
-    """--wheelhouse (from the current folder), else setup.wheelhouse (from the config's folder)."""
-    if flag:
-        return Path(flag).expanduser().resolve()
-    if not config.setup.wheelhouse:
-        return None
-    path = Path(config.setup.wheelhouse).expanduser()
-    src = config.source
-    if not path.is_absolute() and src and not src.startswith("<"):
-        path = Path(src).resolve().parent / path
-    return path.resolve()
-
-
 def outcome(r: NodeSetup) -> str:
     """One line for a node's result (the app's log, plain output)."""
     if r.status == "failed":
@@ -167,6 +146,9 @@ class NodeSetupRun:
 
     async def _run(self) -> None:
         node, want, r = self.node, self.want, self.result
+        if node.local:
+            r.status, r.python, r.step = "local", node.python, None
+            return
         venv = venv_of(node)
         if venv is None:
             self.result.step = "config"
@@ -337,7 +319,8 @@ async def setup_nodes(
     nodes: list[Node] | None = None,
     report: Report | None = None,
 ) -> list[NodeSetup]:
-    """Set up the nodes in parallel; one NodeSetup each, in config order (failures included)."""
+    """Set up the nodes in parallel; one NodeSetup each, in config order (failures included).
+    Local nodes (`local: true`) run this machine's own python: nothing to set up there."""
     if wheelhouse is not None and not wheelhouse.is_dir():
         raise SetupError(
             f"the wheelhouse {wheelhouse} is not a folder", hint="create it with --download-wheelhouse"

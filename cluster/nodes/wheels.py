@@ -28,7 +28,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from boltring.cluster.config.schema import boltring_home
+from boltring.cluster.config.schema import Config, boltring_home
 from boltring.cluster.errors import BoltringError
 
 _SOURCE_DIRS = ("netio", "cluster", "tui", "configs")
@@ -170,6 +170,27 @@ def boltring_wheel(version: str, wheelhouse: Path | None) -> Path | None:
         final = cache / wheels[0].name
         shutil.copy2(wheels[0], final)
         return final
+
+
+def setup_extras(config: Config) -> tuple[str, ...]:
+    """setup.extras, plus "lm" when the job is the lm example."""
+    extras = list(config.setup.extras)
+    if config.job.example == "lm" and "lm" not in extras:
+        extras.append("lm")
+    return tuple(extras)
+
+
+def config_wheelhouse(config: Config, flag: str | None = None) -> Path | None:
+    """--wheelhouse (from the current folder), else setup.wheelhouse (from the config's folder)."""
+    if flag:
+        return Path(flag).expanduser().resolve()
+    if not config.setup.wheelhouse:
+        return None
+    path = Path(config.setup.wheelhouse).expanduser()
+    src = config.source
+    if not path.is_absolute() and src and not src.startswith("<"):
+        path = Path(src).resolve().parent / path
+    return path.resolve()
 
 
 # -- --download-wheelhouse ---------------------------------------------------------------------------

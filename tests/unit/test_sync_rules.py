@@ -11,6 +11,7 @@ import pytest
 
 from boltring.cluster.config.schema import Config, JobSpec, Node
 from boltring.cluster.nodes import sync
+from boltring.cluster.nodes.ignore import IgnoreRules
 from boltring.cluster.nodes.setup import missing_package, venv_of
 from boltring.cluster.nodes.transport import LocalTransport
 from boltring.cluster.nodes.wheels import platform_tags
@@ -38,7 +39,7 @@ from boltring.cluster.nodes.wheels import platform_tags
     ],
 )
 def test_ignore_rules_follow_gitignore(rules, path, is_dir, ignored):
-    assert sync.IgnoreRules(rules).ignored(path, is_dir) is ignored
+    assert IgnoreRules(rules).ignored(path, is_dir) is ignored
 
 
 def _config(tmp_path: Path, **job) -> Config:
