@@ -217,7 +217,9 @@ def test_model_folder_only_on_the_laptop_fails_the_prelaunch_check_unless_synced
 
     with pytest.raises(ControllerError) as err:
         asyncio.run(prelaunch(cfg))
-    assert "h1, h2, h3: tiny-model is on this machine but not on the nodes; add it to job.sync" in str(err.value)
+    assert "h1, h2, h3: tiny-model is on this machine but not on the nodes; add it to job.sync" in str(
+        err.value
+    )
     assert "job.sync" in (err.value.hint or "")
 
     synced = dataclasses.replace(cfg, job=dataclasses.replace(job, sync=("tiny-model",)))
