@@ -56,9 +56,6 @@ def last_json_object(text: str | None) -> dict[str, Any] | None:
     return None
 
 
-UPLOAD_CHUNK = 1 << 20  # bytes per write (and per progress report) of an upload
-
-
 class TransportError(BoltringError):
     """A node could not be reached or a command could not be started; the message says why."""
 
@@ -217,6 +214,9 @@ def _read_local(path: Path, offset: int, limit: int) -> bytes:
             return f.read(limit)
     except FileNotFoundError:
         return b""
+
+
+UPLOAD_CHUNK = 1 << 20  # bytes per write (and per progress report) of an upload
 
 
 async def _pump(stream: asyncio.StreamReader, on_line: Callable[[str], None]) -> str:
