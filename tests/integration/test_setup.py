@@ -89,6 +89,8 @@ def wheelhouse(lab3, state) -> Path:
         res = cli(
             "setup", "--config", str(cfg), "--download-wheelhouse", str(tmp), env=state["env"], timeout=1800
         )
+        if res.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
         for w in tmp.glob("boltring-*.whl"):
             w.unlink()
