@@ -65,6 +65,7 @@ class ControllerLike(Protocol):
     def remove_listener(self, fn: Callable[[Event], None]) -> None: ...
     def plan(self, resume: bool = False) -> Sequence[PlannedRankLike]: ...
     async def run_checks(self) -> Any: ...
+    async def setup(self, names: list[str] | None = None) -> Any: ...
     async def launch(self, resume: bool = False) -> str: ...
     async def kill(self) -> None: ...
     async def wait(self) -> Any: ...
@@ -106,6 +107,8 @@ class BoltringApp(App[int]):
         Binding("r", "resume", "Resume", id="resume"),
         Binding("k", "kill", "Kill", id="kill"),
         Binding("c", "checks", "Checks", id="checks"),
+        # not in the footer (keeps it short); the command palette lists "Set up node: NAME"
+        Binding("s", "setup_node", "Setup", id="setup", show=False),
         Binding("slash", "filter_log", "Filter", id="filter"),
         Binding("escape", "clear_filter", "All nodes", show=False, id="clear_filter"),
         Binding("q", "quit", "Quit", id="quit"),
@@ -230,6 +233,9 @@ class BoltringApp(App[int]):
         elif action == "kill":
             if not running or "kill" in self._busy:
                 return None
+        elif action == "setup_node":  # never under a running job: pip would replace its packages
+            if running or self.view.state in ("checking", "launching") or self._busy & {"setup", "launch"}:
+                return None
         elif action == "checks":  # allowed while a job runs: the controller then skips the
             # bandwidth burst and the port probes, which would disturb the ring
             if self.view.state in ("checking", "launching") or self._busy & {"checks", "launch"}:
@@ -254,6 +260,12 @@ class BoltringApp(App[int]):
             "Filter log", "Show only log lines containing some text (/)", self.action_filter_log
         )
         yield SystemCommand("Show all nodes' log", "Clear the log filters (escape)", self.action_clear_filter)
+        for name in self.view.nodes:
+            yield SystemCommand(
+                f"Set up node: {name}",
+                f"Install this machine's boltring and mlx into {name}'s venv (s on its panel)",
+                lambda name=name: self.setup_node(name),
+            )
         for name in self.view.nodes:
             yield SystemCommand(
                 f"Node details: {name}",
@@ -322,6 +334,30 @@ class BoltringApp(App[int]):
             self.bell()
             return
         self._run_checks()
+
+    def action_setup_node(self) -> None:
+        """`boltring setup` for the focused node panel's node (every node when none is focused)."""
+        self.setup_node(self.focused.node_name if isinstance(self.focused, NodePanel) else None)
+
+    def setup_node(self, name: str | None) -> None:
+        if self.check_action("setup_node", ()) is not True:
+            self.bell()
+            return
+        which = name or "every node"
+
+        def done(ok: bool | None) -> None:
+            if ok:
+                self._setup([name] if name else None)
+
+        self.push_screen(
+            ConfirmModal(
+                f"Set up {which}?",
+                f"Installs this machine's boltring and mlx into the venv of {which}'s python, "
+                "over SSH; a node already on them is left as it is. pip's output goes to the log.",
+                confirm_label="Set up",
+            ),
+            done,
+        )
 
     def action_filter_log(self) -> None:
         pane = self._log_pane()
@@ -433,6 +469,15 @@ class BoltringApp(App[int]):
                     severity="warning",
                     timeout=6,
                 )
+
+    @work(group="setup", exclusive=True, exit_on_error=False)
+    async def _setup(self, names: list[str] | None) -> None:
+        ok, results = await self._call("setup", "setting up", lambda: self.controller.setup(names))
+        if ok and results is not None:
+            failed = [r.node for r in results if r.status == "failed"]
+            summary = ", ".join(f"{r.node} {r.status}" for r in results)
+            self.notify(summary, title="setup", severity="error" if failed else "information", timeout=6)
+            await self._checks_body()  # the python, boltring and mlx checks show the new state
 
     @work(group="job", exit_on_error=False)
     async def _launch(self, resume: bool) -> None:

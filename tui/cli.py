@@ -20,6 +20,7 @@ Train one MLX model data-parallel across Thunderbolt-wired Macs (or N local rank
   boltring                      open the terminal app on the config (keys: l launch, k kill, q quit)
   boltring --run                run the job headless: progress, summary, exit code
   boltring check                check every node: SSH, python/mlx, Thunderbolt interface, routes, bandwidth
+  boltring setup                give every node a venv with this machine's boltring and mlx (over SSH)
   boltring bench                allreduce benchmark: boltring's ring vs MLX's own ring backend
   boltring status | kill        follow or stop a job left running
   boltring hostfile             write the MLX hostfile (mlx.launch --hostfile) for this cluster
@@ -139,6 +140,36 @@ def main_parser() -> argparse.ArgumentParser:
         parents=[cfg],
         help="stop every rank of the job left running",
         description="Kill every rank of the job left running for this config",
+    )
+
+    s = sub.add_parser(
+        "setup",
+        parents=[cfg],
+        help="give every node a venv with this machine's boltring and mlx",
+        description="Set up every node (or the --node ones) over SSH: find a Python 3.11+, create "
+        "the venv the node's `python:` belongs to (e.g. ~/boltring/.venv/bin/python), and install "
+        "exactly the boltring and mlx versions of this machine, plus setup.extras (and the lm extra "
+        "when the job uses --example lm). boltring's own wheel is built or found here and uploaded "
+        "over SFTP. A node already on those versions is reported up to date and nothing is "
+        "reinstalled. Exit code 1 when any node failed; the others still finish.",
+    )
+    s.add_argument(
+        "--node",
+        action="append",
+        metavar="NAME",
+        help="set up only this node (repeat for more; default: every node)",
+    )
+    s.add_argument(
+        "--wheelhouse",
+        metavar="DIR",
+        help="folder of wheels on this machine (overrides setup.wheelhouse): every wheel the nodes "
+        "need is uploaded from it and pip runs with --no-index, for nodes without internet access",
+    )
+    s.add_argument(
+        "--download-wheelhouse",
+        metavar="DIR",
+        help="instead of setting up, fill DIR with the wheels the nodes need, for their platform and "
+        "Python (asked from the nodes), with `pip download --platform ... --only-binary=:all:`",
     )
 
     h = sub.add_parser(
@@ -269,6 +300,10 @@ def _sub(name: str, args) -> int:
         else:
             print(text)
         return 0
+    if name == "setup":
+        from .setup_view import setup_main
+
+        return setup_main(config, args.node, args.wheelhouse, args.download_wheelhouse)
     from boltring.cluster.jobs.controller import JobController
 
     controller = JobController(config)

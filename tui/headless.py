@@ -26,6 +26,7 @@ from boltring.cluster.jobs.events import (
     RankExited,
     RankMetrics,
     StepProgress,
+    SyncProgress,
 )
 
 PROGRESS_EVERY_S = 0.5  # redraw limit for the live line on a terminal
@@ -44,6 +45,7 @@ class HeadlessView:
         self.live_line = self.console.is_terminal and not json_out
         self._last_draw = 0.0
         self._progress: StepProgress | None = None
+        self._sync_drawn = 0.0
 
     def __call__(self, ev: Event) -> None:
         if self.json_out:
@@ -53,7 +55,9 @@ class HeadlessView:
                     d["event"] = "error"
                 print(json.dumps(d, default=str), flush=True)
             return
-        if isinstance(ev, StepProgress):
+        if isinstance(ev, SyncProgress):
+            self._sync_progress(ev)
+        elif isinstance(ev, StepProgress):
             self._progress = ev
             self._draw()
         elif isinstance(ev, LogLine) and (ev.level != "info" or ev.source == "controller"):
@@ -84,6 +88,19 @@ class HeadlessView:
                 f"{_fmt(m.get('allreduce_gbps'), '.2f')} GB/s"
             )
         return " | ".join(parts)
+
+    def _sync_progress(self, ev: SyncProgress) -> None:
+        """Bytes of a large file going to a node (workspace sync before launch)."""
+        now, done = time.monotonic(), ev.sent >= ev.total
+        mb = f"{ev.sent / 1e6:.0f}/{ev.total / 1e6:.0f} MB"
+        line = f"sync {ev.node} {ev.path}: {mb} ({ev.sent / max(ev.total, 1):.0%})"
+        if self.live_line:
+            width = self.console.width
+            self.console.file.write("\r" + (line if not done else "")[: width - 1].ljust(width - 1) + "\r")
+            self.console.file.flush()
+        elif done or now - self._sync_drawn >= PLAIN_EVERY_S:
+            self._sync_drawn = now
+            self.console.print(line, markup=False)
 
     def _draw(self, force: bool = False) -> None:
         now = time.monotonic()

@@ -202,8 +202,7 @@ class JobController:
         started: list[_RankState] = []
         try:
             await asyncio.gather(*(self.connect(n) for n in self.config.nodes))
-            if self.config.job.script:
-                await self._upload_script()
+            await self._sync_workspace()
             for rs in self._ranks.values():
                 t = self.transport(rs.node)
                 res = await t.run(rs.plan.spawn_argv, input=launcher.spawn_input(rs.plan, secret), timeout=30)
@@ -248,19 +247,55 @@ class JobController:
                     f"alive); `boltring kill` it or re-attach with `boltring`"
                 )
 
-    async def _upload_script(self) -> None:
-        data = Path(self.config.job.script).read_bytes()
-        digest = launcher.file_digest(data)
-        for node in self.config.nodes:
-            t = self.transport(node)
-            path = launcher.script_remote_path(node, self.job_id, self.config.job.script)
-            await t.write_file(path, data, mode=0o644)
-            back = await t.read_from(path, 0, len(data) + 1)
-            if launcher.file_digest(back) != digest:
-                raise ControllerError(
-                    f"{node.name}: the copy of {self.config.job.script} does not "
-                    f"match (sha256 differs); check free disk space on the node"
-                )
+    async def _sync_workspace(self) -> None:
+        """The job's files (script folder, --data, job.sync) to every remote node, only what
+        changed (nodes/sync.py); then a job path no root sends must already be on each node."""
+        from boltring.cluster.jobs.events import SyncDone, SyncProgress
+        from boltring.cluster.nodes import sync
+
+        def progress(node: str, path: str, sent: int, total: int) -> None:
+            self.emit(SyncProgress(node=node, path=path, sent=sent, total=total))
+
+        try:
+            done = await sync.sync_workspace(self.config, self.transport, progress)
+            missing = await sync.missing_job_paths(self.config, self.transport, sync.sync_roots(self.config))
+        except sync.SyncError as e:  # the hint goes in the line: launch() re-raises the message only
+            raise ControllerError(f"{e}; {e.hint}" if e.hint else str(e), hint=e.hint) from None
+        for r in done:
+            self.emit(
+                SyncDone(r.node, len(r.files_sent), r.bytes_sent, r.files_unchanged, r.seconds, r.workspace)
+            )
+            if r.files_sent:
+                what = f"sent {len(r.files_sent)} changed files ({r.bytes_sent:,} bytes) in {r.seconds:.1f} s"
+            else:
+                what = "nothing changed, nothing sent"
+            self._log(f"{r.node}: workspace {r.workspace}: {what} ({r.files_unchanged} files unchanged)")
+        if missing:
+            raise ControllerError(
+                "; ".join(str(e) for e in missing) + f"; {missing[0].hint}", hint=missing[0].hint
+            )
+
+    async def setup(self, names: list[str] | None = None) -> list:
+        """`boltring setup` of these nodes (default: all), for the app: every step and pip line is
+        a LogLine of its node, then one line per node with the outcome (nodes/setup.py)."""
+        from boltring.cluster.nodes import setup as node_setup
+        from boltring.cluster.nodes.wheels import config_wheelhouse, setup_extras, wanted
+
+        nodes = [n for n in self.config.nodes if names is None or n.name in names]
+
+        def report(node: str, kind: str, text: str) -> None:
+            if text.strip():
+                self.emit(LogLine(source=f"setup@{node}", text=text.strip(), node=node))
+
+        want = wanted(setup_extras(self.config))
+        wheelhouse = config_wheelhouse(self.config)
+        results = await node_setup.setup_nodes(
+            self.config, self.transport, want, wheelhouse=wheelhouse, nodes=nodes, report=report
+        )
+        for r in results:
+            level = "error" if r.status == "failed" else "info"
+            self.emit(LogLine(source=f"setup@{r.node}", text=node_setup.outcome(r), level=level, node=r.node))
+        return results
 
     def job_label(self) -> str:
         """What the job runs, for humans: 'example charlm' or 'script train.py'."""

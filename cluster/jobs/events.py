@@ -171,3 +171,27 @@ class JobSummary(Event):
     val_loss: float | None = None  # the last validation loss
     stopped_by: StoppedBy | None = None
     restarts: list[dict[str, Any]] = field(default_factory=list)  # JobRestarted.to_dict() of each
+
+
+@dataclass
+class SyncProgress(Event):
+    """Bytes of one large file sent to a node so far (workspace sync before launch)."""
+
+    kind: ClassVar[str] = "sync_progress"
+    node: str
+    path: str  # workspace-relative, e.g. "project/data/big.bin"
+    sent: int
+    total: int
+
+
+@dataclass
+class SyncDone(Event):
+    """One node's workspace is in place: what was sent, what was already there."""
+
+    kind: ClassVar[str] = "sync"
+    node: str
+    files_sent: int
+    bytes_sent: int
+    files_unchanged: int
+    seconds: float
+    workspace: str  # the folder on the node, e.g. "~/.boltring/workspace"

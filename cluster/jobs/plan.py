@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from boltring.cluster.config.schema import Config, JobSpec, Node
+from boltring.cluster.nodes.sync import SyncError, SyncRoot, map_args, remote_path, sync_roots, workspace_dir
 from boltring.netio.jobenv import JobEnv
 
 RUNNER_MODULE = "boltring.cluster.train.runner"
@@ -50,14 +51,30 @@ def checkpoint_dir(node: Node, config: Config) -> str:
 
 
 def script_remote_path(node: Node, job_id: str, script: str) -> str:
-    return f"{job_dir(node, job_id)}/script/{Path(script).name}"
+    """Where the script is on the node: inside its folder, synced to the node's workspace
+    (nodes/sync.py); a local node runs the laptop's own file."""
+    local = Path(script).expanduser().resolve()
+    if node.local:
+        return str(local)
+    return f"{workspace_dir(node)}/{local.parent.name}/{local.name}"
+
+
+def _roots(config: Config, node: Node) -> list[SyncRoot]:
+    if node.local:
+        return []
+    try:
+        return sync_roots(config)
+    except SyncError:
+        return []  # the launch's sync step reports it; a plan (--dry-run) still shows the rest
 
 
 def runner_argv(config: Config, node: Node, job_id: str, *, resume: bool) -> list[str]:
     job: JobSpec = config.job
     argv = [node.python, "-m", RUNNER_MODULE]
+    roots = _roots(config, node)  # synced paths: the job sees them under the node's workspace
     if job.script:
-        argv += ["--script", script_remote_path(node, job_id, job.script)]
+        script = remote_path(node, job.script, roots) if roots else None
+        argv += ["--script", script or script_remote_path(node, job_id, job.script)]
     else:
         argv += ["--example", job.example or "mlp"]
     argv += [
@@ -77,11 +94,11 @@ def runner_argv(config: Config, node: Node, job_id: str, *, resume: bool) -> lis
     if job.learning_rate is not None:
         argv += ["--lr", repr(job.learning_rate)]
     if job.data:
-        argv += ["--data", job.data]
+        argv += ["--data", remote_path(node, job.data, roots) or job.data]
     if resume:
         argv.append("--resume")
     if job.args:
-        argv += ["--", *job.args]
+        argv += ["--", *map_args(node, job.args, roots)]
     return argv
 
 

@@ -43,6 +43,8 @@ import asyncio
 import posixpath
 import secrets
 import shlex
+from collections.abc import Callable
+from pathlib import Path
 
 import asyncssh
 
@@ -56,7 +58,7 @@ from boltring.cluster.nodes.errors import (
     TransportError,
 )
 from boltring.cluster.nodes.ssh_login import SshLogin
-from boltring.cluster.nodes.transport import CommandResult, Transport
+from boltring.cluster.nodes.transport import UPLOAD_CHUNK, CommandResult, Transport
 from boltring.cluster.states import SshState
 
 BACKOFF_FIRST_S = 0.5
@@ -367,6 +369,84 @@ class SshTransport(Transport):
             await self._with_sftp(f"cannot write {path}", op)
         except asyncssh.SFTPError as e:
             raise TransportError(f"{self.node.name}: cannot write {path}: {e.reason}") from None
+
+    async def upload(
+        self,
+        local_path: str | Path,
+        remote_path: str,
+        mode: int = 0o644,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Stream a local file over SFTP into a temp file created with `mode` beside the target,
+        then rename it into place (as write_file does). Any failure or cancellation removes the
+        temp file, so the final name only ever holds a complete copy."""
+        remote_path = await self.resolve(remote_path)
+        parent, name = posixpath.split(remote_path)
+
+        async def op(sftp: asyncssh.SFTPClient) -> None:
+            if parent:
+                await sftp.makedirs(parent, exist_ok=True)
+            tmp = posixpath.join(parent, f".{name}.boltring-{secrets.token_hex(4)}")
+            sent = 0
+            try:
+                async with sftp.open(tmp, "xb", asyncssh.SFTPAttrs(permissions=mode)) as f:
+                    await f.chmod(mode)
+                    with open(local_path, "rb") as src:
+                        while chunk := src.read(UPLOAD_CHUNK):
+                            await f.write(chunk, sent)
+                            sent += len(chunk)
+                            if progress is not None:
+                                progress(sent)
+                try:
+                    await sftp.posix_rename(tmp, remote_path)
+                except asyncssh.SFTPOpUnsupported:
+                    await sftp.remove(remote_path) if await sftp.exists(remote_path) else None
+                    await sftp.rename(tmp, remote_path)
+            except BaseException:
+                try:
+                    await asyncio.shield(sftp.remove(tmp))
+                except (asyncssh.Error, OSError, asyncio.CancelledError):
+                    pass
+                raise
+
+        try:
+            await self._with_sftp(f"cannot write {remote_path}", op)
+        except asyncssh.SFTPError as e:
+            raise TransportError(f"{self.node.name}: cannot write {remote_path}: {e.reason}") from None
+
+    async def run_lines(
+        self, argv: list[str], on_line: Callable[[str], None], *, timeout: float = 30.0
+    ) -> CommandResult:
+        """run(), reporting each output line (stdout and stderr) as it arrives."""
+        argv = await self.expand_argv(argv)
+        cmd = shlex.join(argv)
+        short = shlex.join(argv[:4]) + (" …" if len(argv) > 4 else "")
+        conn = await self._connection()
+
+        async def pump(stream, parts: list[str]) -> None:
+            async for line in stream:
+                parts.append(line)
+                on_line(line.rstrip("\r\n"))
+
+        try:
+            proc = await conn.create_process(cmd, stdin=asyncssh.DEVNULL, encoding="utf-8", errors="replace")
+        except asyncssh.ChannelOpenError as e:
+            raise TransportError(f"{self.node.name}: cannot start {argv[0]}: {e.reason}") from None
+        out: list[str] = []
+        err: list[str] = []
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(pump(proc.stdout, out), pump(proc.stderr, err), proc.wait_closed()), timeout
+            )
+        except TimeoutError:
+            proc.close()
+            raise TransportError(f"{self.node.name}: {short} took over {timeout:g} s") from None
+        except (asyncssh.Error, OSError) as e:
+            raise TransportError(
+                f"{self.node.name}: SSH connection lost while running {short} ({_reason(e)})"
+            ) from None
+        rc = proc.returncode if proc.returncode is not None else 255
+        return CommandResult(rc, "".join(out), "".join(err))
 
     def command_line(self, argv: list[str]) -> str:
         """`ssh [-F CONFIG] [-o UserKnownHostsFile=F] [-p PORT] NODE -- 'quoted command'`, to paste

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -111,6 +112,31 @@ class Transport(ABC):
     async def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
         """Create or replace a file (parents created); the mode is set before data is written."""
 
+    async def upload(
+        self,
+        local_path: str | Path,
+        remote_path: str,
+        mode: int = 0o644,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Copy a local file to the node atomically (temp file with `mode`, then rename), calling
+        `progress(bytes_sent_so_far)` as it goes. Interrupted, it leaves nothing under the final
+        name. This default reads the whole file; transports override it to stream."""
+        data = Path(local_path).read_bytes()
+        await self.write_file(remote_path, data, mode)
+        if progress is not None:
+            progress(len(data))
+
+    async def run_lines(
+        self, argv: list[str], on_line: Callable[[str], None], *, timeout: float = 30.0
+    ) -> CommandResult:
+        """run(), calling `on_line` with each line of stdout and stderr as it arrives (pip's
+        progress in `boltring setup`). This default reports the lines when the command ends."""
+        res = await self.run(argv, timeout=timeout)
+        for line in (res.stdout + res.stderr).splitlines():
+            on_line(line)
+        return res
+
     async def resolve(self, path: str) -> str:
         """`path` with a leading "~" or "~/" replaced by the node user's home; others unchanged.
 
@@ -173,6 +199,38 @@ class LocalTransport(Transport):
     async def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
         await asyncio.to_thread(_write_local, Path(path).expanduser(), data, mode)
 
+    async def upload(
+        self,
+        local_path: str | Path,
+        remote_path: str,
+        mode: int = 0o644,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        await asyncio.to_thread(_copy_local, Path(local_path), Path(remote_path).expanduser(), mode, progress)
+
+    async def run_lines(
+        self, argv: list[str], on_line: Callable[[str], None], *, timeout: float = 30.0
+    ) -> CommandResult:
+        argv = await self.expand_argv(argv)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        except OSError as e:
+            raise TransportError(f"{self.node.name}: cannot run {argv[0]}: {e.strerror}") from e
+        try:
+            out, err = await _wait_lines(proc, on_line, timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise TransportError(
+                f"{self.node.name}: {shlex.join(argv[:4])} … took over {timeout:g} s"
+            ) from None
+        return CommandResult(proc.returncode or 0, out, err)
+
 
 def _read_local(path: Path, offset: int, limit: int) -> bytes:
     try:
@@ -181,6 +239,49 @@ def _read_local(path: Path, offset: int, limit: int) -> bytes:
             return f.read(limit)
     except FileNotFoundError:
         return b""
+
+
+UPLOAD_CHUNK = 1 << 20  # bytes per write (and per progress report) of an upload
+
+
+async def _pump(stream: asyncio.StreamReader, on_line: Callable[[str], None]) -> str:
+    """Read a stream to its end, reporting each line; returns all of it."""
+    parts = []
+    while line := await stream.readline():
+        text = line.decode(errors="replace")
+        parts.append(text)
+        on_line(text.rstrip("\r\n"))
+    return "".join(parts)
+
+
+async def _wait_lines(
+    proc: asyncio.subprocess.Process, on_line: Callable[[str], None], timeout: float
+) -> tuple[str, str]:
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err, _ = await asyncio.wait_for(
+        asyncio.gather(_pump(proc.stdout, on_line), _pump(proc.stderr, on_line), proc.wait()), timeout
+    )
+    return out, err
+
+
+def _copy_local(src: Path, dst: Path, mode: int, progress: Callable[[int], None] | None) -> None:
+    """Copy through a temp file in the destination folder, renamed into place when complete."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.boltring-{secrets.token_hex(4)}")
+    sent = 0
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with open(src, "rb") as f, os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), mode)
+            while chunk := f.read(UPLOAD_CHUNK):
+                out.write(chunk)
+                sent += len(chunk)
+                if progress is not None:
+                    progress(sent)
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _write_local(path: Path, data: bytes, mode: int) -> None:

@@ -195,7 +195,8 @@ def test_status_follows_a_job_left_running_and_hostfile_round_trips(lab, tmp_pat
 def test_user_script_reaches_every_host_by_sftp_and_runs(lab, tmp_path, home):
     from tests.integration.test_local_run import USER_SCRIPT
 
-    script = tmp_path / "train.py"
+    script = tmp_path / "proj" / "train.py"
+    script.parent.mkdir()
     script.write_text(USER_SCRIPT)
     cfg = lab_yaml(lab, tmp_path / "lab.yaml", steps=15)
     res = run_cli(
@@ -213,6 +214,6 @@ def test_user_script_reaches_every_host_by_sftp_and_runs(lab, tmp_path, home):
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     events = [json.loads(line) for line in res.stdout.splitlines()]
     assert [e["step"] for e in events if e["event"] == "step"] == list(range(1, 16))
-    for h in lab.hosts:  # each host got its own copy, in the job's run directory
-        (copy,) = (h.workdir / "runs").glob("*/script/train.py")
+    for h in lab.hosts:  # each host got its own copy, in its synced workspace (test_sync.py)
+        copy = h.workdir / "workspace" / "proj" / "train.py"
         assert copy.read_text() == USER_SCRIPT

@@ -307,6 +307,7 @@ async def test_bindings_have_ids_and_palette_commands():
         "resume": "r",
         "kill": "k",
         "checks": "c",
+        "setup": "s",
         "filter": "slash",
         "clear_filter": "escape",
         "quit": "q",
@@ -323,6 +324,7 @@ async def test_bindings_have_ids_and_palette_commands():
         "Re-run checks",
         "Filter log",
         "Node details: mini2",
+        "Set up node: mini2",
     ):
         assert title in titles
 

@@ -1,0 +1,336 @@
+"""Workspace sync: what a job needs goes to every node before launch, and only when it changed.
+
+What is synced (the "roots"), each to `<node workdir>/workspace/<name>`:
+- the user's script's whole folder (name: the folder's name), minus what its `.boltringignore`
+  excludes (gitignore syntax; `.git/`, `__pycache__/`, `*.pyc`, `.DS_Store`, `.venv/` always);
+- `job.data` (`--data`) when it is a local file or folder;
+- every `job.sync` path (relative ones are taken from the config file's folder).
+A path inside another root travels with that root. Two roots with the same name are an error.
+
+How: the laptop hashes its files (sha256, size), the node reports its own with the stdlib-only
+agent/manifest.py (sent as `python -c PROGRAM`, so it works before boltring is installed there),
+and only files whose size or hash differ are uploaded, over SFTP, each written to a temp file with
+its final mode and renamed into place (Transport.upload). Files the node has but the laptop no
+longer does are left alone. Temp files an interrupted upload left behind are removed.
+
+The job sees the same layout on every node: plan.runner_argv rewrites the script path, `--data`
+and any argument that names a synced path to `~/…/workspace/<name>/…` (spawn expands "~/").
+Local nodes (`local: true`) are not synced: their ranks read the laptop's files directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import posixpath
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from boltring.cluster.config.schema import Config, Node
+from boltring.cluster.errors import BoltringError
+from boltring.cluster.nodes.ignore import IGNORE_FILE, IgnoreRules
+from boltring.cluster.nodes.transport import Transport
+
+MAX_FILES = 20000  # a script folder with more than this is most likely a home directory
+PROGRESS_MIN_BYTES = 8 << 20  # files at least this large report byte progress
+PROGRESS_EVERY_S = 0.2
+AGENT_SOURCE = Path(__file__).resolve().parent.parent / "agent" / "manifest.py"
+
+
+class SyncError(BoltringError):
+    title = "workspace sync failed"
+
+
+# -- what is synced ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyncRoot:
+    local: Path  # absolute, resolved
+    name: str  # the entry under the workspace folder on every node
+    why: str  # "script folder", "--data", "job.sync"
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    path: Path
+    size: int
+    sha256: str
+    mode: int
+
+
+def workspace_dir(node: Node) -> str:
+    return f"{node.workdir.rstrip('/')}/workspace"
+
+
+def _base_dir(config: Config) -> Path:
+    src = config.source
+    if src and not src.startswith("<") and Path(src).is_file():
+        return Path(src).resolve().parent
+    return Path.cwd()
+
+
+def sync_roots(config: Config) -> list[SyncRoot]:
+    """The local paths this job needs on the nodes, outermost first; SyncError on clashes."""
+    job = config.job
+    wanted: list[tuple[Path, str]] = []
+    if job.script:
+        wanted.append((Path(job.script).expanduser().resolve().parent, "script folder"))
+    if job.data and Path(job.data).expanduser().exists():
+        wanted.append((Path(job.data).expanduser().resolve(), "--data"))
+    base = _base_dir(config)
+    for p in job.sync:
+        path = Path(p).expanduser()
+        path = (path if path.is_absolute() else base / path).resolve()
+        if not path.exists():
+            raise SyncError(
+                f"job.sync names {p}, which does not exist here ({path})",
+                hint="fix the path in job.sync (relative paths are taken from the config file's folder)",
+            )
+        wanted.append((path, "job.sync"))
+    roots: list[SyncRoot] = []
+    for path, why in sorted(wanted, key=lambda w: len(w[0].parts)):
+        if any(path == r.local or path.is_relative_to(r.local) for r in roots):
+            continue  # travels with the root that holds it
+        if path == Path(path.anchor) or path == Path.home():
+            raise SyncError(
+                f"the {why} is {path}: syncing all of it to every node is surely not meant",
+                hint="put the script in its own folder, or name what to send in job.sync",
+            )
+        clash = next((r for r in roots if r.name == path.name), None)
+        if clash is not None:
+            raise SyncError(
+                f"{path} ({why}) and {clash.local} ({clash.why}) would both be "
+                f"workspace/{path.name} on the nodes",
+                hint="rename one of them",
+            )
+        roots.append(SyncRoot(local=path, name=path.name, why=why))
+    return roots
+
+
+def remote_path(node: Node, local: str, roots: list[SyncRoot]) -> str | None:
+    """Where a local path is on the node after sync (None when no root holds it)."""
+    p = Path(local).expanduser()
+    if not p.is_absolute() and not p.exists():
+        return None
+    p = p.resolve()
+    for r in roots:
+        if p == r.local or p.is_relative_to(r.local):
+            rel = p.relative_to(r.local).as_posix()
+            tail = f"/{rel}" if rel != "." else ""
+            return f"{workspace_dir(node)}/{r.name}{tail}"
+    return None
+
+
+def map_args(node: Node, args: list[str] | tuple[str, ...], roots: list[SyncRoot]) -> list[str]:
+    """Job arguments with every word naming a synced path replaced by its node path
+    (`--model=DIR` becomes `--model NODE_DIR`, so spawn can expand the "~/")."""
+    out: list[str] = []
+    for a in args:
+        flag, eq, value = a.partition("=")
+        if eq and flag.startswith("--") and (mapped := remote_path(node, value, roots)):
+            out += [flag, mapped]
+        else:
+            out.append(remote_path(node, a, roots) or a if not a.startswith("-") else a)
+    return out
+
+
+def local_manifest(
+    roots: list[SyncRoot], cache: dict[tuple[str, int, int], str] | None = None
+) -> dict[str, LocalFile]:
+    """workspace-relative path -> LocalFile for every file the roots hold (ignores applied)."""
+    files: dict[str, LocalFile] = {}
+    for r in roots:
+        if r.local.is_file():
+            files[r.name] = _local_file(r.local, cache)
+            continue
+        rules = IgnoreRules.for_folder(r.local)
+        for dirpath, dirnames, filenames in os.walk(r.local):
+            rel_dir = Path(dirpath).relative_to(r.local).as_posix()
+            prefix = "" if rel_dir == "." else rel_dir + "/"
+            dirnames[:] = sorted(d for d in dirnames if not rules.ignored(prefix + d, True))
+            for fn in sorted(filenames):
+                if rules.ignored(prefix + fn, False):
+                    continue
+                full = Path(dirpath) / fn
+                if full.is_symlink() and not full.exists():
+                    continue
+                files[f"{r.name}/{prefix}{fn}"] = _local_file(full, cache)
+                if len(files) > MAX_FILES:
+                    raise SyncError(
+                        f"{r.local} ({r.why}) holds over {MAX_FILES} files",
+                        hint=f"list what the job does not need in {r.local / IGNORE_FILE} (gitignore syntax)",
+                    )
+    return files
+
+
+def _local_file(path: Path, cache: dict[tuple[str, int, int], str] | None) -> LocalFile:
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    digest = cache.get(key) if cache is not None else None
+    if digest is None:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        digest = h.hexdigest()
+        if cache is not None:
+            cache[key] = digest
+    return LocalFile(path=path, size=st.st_size, sha256=digest, mode=st.st_mode & 0o777)
+
+
+# -- sending -------------------------------------------------------------------------------------
+
+
+@dataclass
+class NodeSync:
+    node: str
+    workspace: str
+    files_sent: list[str] = field(default_factory=list)
+    bytes_sent: int = 0
+    files_unchanged: int = 0
+    stale_removed: int = 0
+    pruned: int = 0  # files removed because the laptop's copy no longer has them (prune=True)
+    seconds: float = 0.0
+
+
+ProgressFn = Callable[[str, str, int, int], None]  # (node, workspace-relative path, sent, total)
+
+
+async def remote_manifest(
+    t: Transport, node: Node, names: list[str], dest: str | None = None, python: str | None = None
+) -> tuple[dict[str, list], list[str]]:
+    ws = dest or workspace_dir(node)
+    python = python or node.python
+    res = await t.run([python, "-c", AGENT_SOURCE.read_text(), await t.resolve(ws), *names], timeout=120)
+    info = res.last_json()
+    if not res.ok or info is None or "files" not in info:
+        why = (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1]
+        raise SyncError(
+            f"{node.name}: cannot list the workspace {ws} with {python}: {why}",
+            hint="run `boltring setup` so the node has a working python",
+        )
+    return info["files"], list(info.get("stale") or [])
+
+
+async def sync_node(
+    t: Transport,
+    node: Node,
+    local: dict[str, LocalFile],
+    names: list[str],
+    progress: ProgressFn | None = None,
+    dest: str | None = None,
+    python: str | None = None,
+    prune: bool = False,
+) -> NodeSync:
+    """Send what differs from the node's copy in `dest` (default: the node's workspace)."""
+    started = time.monotonic()
+    ws = dest or workspace_dir(node)
+    result = NodeSync(node=node.name, workspace=ws)
+    theirs, stale = await remote_manifest(t, node, names, ws, python)
+    home_ws = await t.resolve(ws)
+    # an interrupted upload's temp files (never under a final name); with prune (a mirror, as a
+    # wheelhouse must be exactly the laptop's), also what the laptop no longer has
+    gone = sorted(set(theirs) - set(local)) if prune else []
+    if stale or gone:
+        await t.run(
+            ["rm", "-f", "--", *(posixpath.join(home_ws, rel) for rel in [*stale, *gone])], timeout=60
+        )
+    result.stale_removed, result.pruned = len(stale), len(gone)
+    for rel, f in local.items():
+        have = theirs.get(rel)
+        if have and have[0] == f.size and have[1] == f.sha256:
+            result.files_unchanged += 1
+            continue
+        report = None
+        if progress is not None and f.size >= PROGRESS_MIN_BYTES:
+            report = _throttled(progress, node.name, rel, f.size)
+        await t.upload(f.path, f"{ws}/{rel}", mode=f.mode, progress=report)
+        if report is not None:
+            progress(node.name, rel, f.size, f.size)  # type: ignore[misc]
+        result.files_sent.append(rel)
+        result.bytes_sent += f.size
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _throttled(progress: ProgressFn, node: str, rel: str, total: int) -> Callable[[int], None]:
+    last = [0.0]
+
+    def report(sent: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= PROGRESS_EVERY_S:
+            last[0] = now
+            progress(node, rel, sent, total)
+
+    return report
+
+
+async def sync_workspace(
+    config: Config,
+    transport_of: Callable[[Node], Transport],
+    progress: ProgressFn | None = None,
+    nodes: list[Node] | None = None,
+) -> list[NodeSync]:
+    """Sync every non-local node (in parallel); SyncError names the first node that failed."""
+    roots = sync_roots(config)
+    targets = [n for n in (nodes or list(config.nodes)) if not n.local]
+    if not roots or not targets:
+        return []
+    local = await asyncio.to_thread(local_manifest, roots, _HASH_CACHE)
+    names = [r.name for r in roots]
+    results = await asyncio.gather(
+        *(sync_node(transport_of(n), n, local, names, progress) for n in targets), return_exceptions=True
+    )
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return [r for r in results if isinstance(r, NodeSync)]
+
+
+# Local hashes by (path, size, mtime_ns): an app session that launches again does not re-read
+# unchanged large files.
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+PATH_FLAGS = ("--model", "--data")  # job arguments that name a model or dataset folder (lm example)
+
+
+def job_path_words(config: Config) -> list[str]:
+    """Local paths the job names outside a synced root: `--data`, and `--model`/`--data` values
+    among the job's arguments, when they exist on the laptop."""
+    words: list[str] = [config.job.data] if config.job.data else []
+    args = list(config.job.args)
+    for i, a in enumerate(args):
+        flag, eq, value = a.partition("=")
+        if flag in PATH_FLAGS:
+            if eq:
+                words.append(value)
+            elif i + 1 < len(args):
+                words.append(args[i + 1])
+    return [w for w in words if Path(w).expanduser().exists()]
+
+
+async def missing_job_paths(
+    config: Config, transport_of: Callable[[Node], Transport], roots: list[SyncRoot]
+) -> list[SyncError]:
+    """One error per path the job names that no root sends and some nodes lack (naming them):
+    the pre-launch check for a model or dataset folder that is only on the laptop."""
+    words = [w for w in job_path_words(config) if not any(remote_path(n, w, roots) for n in config.nodes[:1])]
+    remote = [n for n in config.nodes if not n.local]
+    errors: list[SyncError] = []
+    for w in words:
+        found = await asyncio.gather(*(transport_of(n).run(["test", "-e", w], timeout=30) for n in remote))
+        lacking = [n.name for n, res in zip(remote, found, strict=True) if not res.ok]
+        if lacking:
+            errors.append(
+                SyncError(
+                    f"{', '.join(lacking)}: {w} is on this machine but not on the node"
+                    + ("s" if len(lacking) > 1 else ""),
+                    hint=f"add it to job.sync in the config (job: {{sync: [{w}]}}) so boltring sends it",
+                )
+            )
+    return errors

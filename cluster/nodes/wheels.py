@@ -1,0 +1,226 @@
+"""Laptop side of `boltring setup`: which versions the nodes must get, boltring's own wheel, and
+`--download-wheelhouse` (wheels for the nodes' platform, for nodes without internet access).
+
+The versions are the laptop's: nodes get exactly the boltring and mlx that run here, so a job
+behaves the same everywhere and `boltring check` sees no skew.
+
+boltring's wheel (nodes never need the source tree): a `boltring-<version>-*.whl` in the
+wheelhouse when there is one; else, when boltring runs from a source tree (an editable install or
+a checkout), a wheel built from a copy of that tree (`pip wheel --no-deps`, so no `build/` lands
+in the user's checkout), cached in ~/.boltring/wheels/ by version and source digest; else none, and
+online nodes install `boltring==<version>` from the index.
+
+Running from a source tree, the version alone does not say which code a node has (it stays
+0.1.0 while the tree changes), so a node also records the digest of the tree its wheel came from
+(`<venv>/boltring-setup.json`), and a node with another digest gets the new wheel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from boltring.cluster.config.schema import Config, boltring_home
+from boltring.cluster.errors import BoltringError
+
+_SOURCE_DIRS = ("netio", "cluster", "tui", "configs")
+_SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", ".venv", ".git")
+
+
+class SetupError(BoltringError):
+    title = "setup failed"
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What every node must have: the laptop's versions, and the extras' packages."""
+
+    boltring: str
+    mlx: str | None
+    extras: tuple[str, ...]
+    extra_dists: tuple[str, ...]  # distributions the extras pull in (to see whether they are there)
+    source: str | None = None  # digest of the source tree boltring runs from here (None: a release)
+
+    def dists(self) -> list[str]:
+        return ["boltring", "mlx", *self.extra_dists]
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+_REQ_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def extra_dists(extras: tuple[str, ...]) -> tuple[str, ...]:
+    """Names of the distributions boltring's metadata lists for these extras."""
+    names: list[str] = []
+    for req in importlib.metadata.requires("boltring") or []:
+        _, _, marker = req.partition(";")
+        for extra in extras:
+            if re.search(rf"""extra\s*==\s*['"]{re.escape(extra)}['"]""", marker):
+                m = _REQ_NAME.match(req)
+                if m and m.group(1) not in names:
+                    names.append(m.group(1))
+    return tuple(names)
+
+
+def wanted(extras: tuple[str, ...]) -> Wanted:
+    version = _version("boltring")
+    if version is None:
+        raise SetupError("boltring is not installed on this machine (no package metadata)")
+    root = source_tree()
+    return Wanted(
+        boltring=version,
+        mlx=_version("mlx"),
+        extras=extras,
+        extra_dists=extra_dists(extras),
+        source=_tree_digest(root) if root is not None else None,
+    )
+
+
+def source_tree() -> Path | None:
+    """The folder with boltring's pyproject.toml when boltring runs from source, else None."""
+    spec = importlib.util.find_spec("boltring.cluster")
+    if spec is None or not spec.origin:
+        return None
+    root = Path(spec.origin).resolve().parent.parent
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file() and 'name = "boltring"' in pyproject.read_text():
+        return root
+    return None
+
+
+def _tree_digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for name in ("pyproject.toml", "README.md", *_SOURCE_DIRS):
+        base = root / name
+        paths = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file())
+        for p in paths:
+            if "__pycache__" in p.parts or p.suffix == ".pyc":
+                continue
+            h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _can_build_here() -> bool:
+    """Whether this Python can build the wheel without fetching build tools: setuptools with its
+    own bdist_wheel (70.1+), or setuptools and the `wheel` package."""
+    if importlib.util.find_spec("setuptools") is None:
+        return False
+    if importlib.util.find_spec("wheel") is not None:
+        return True
+    parts = (_version("setuptools") or "0").split(".")
+    nums = tuple(int(p) if p.isdigit() else 0 for p in parts[:2])
+    return nums >= (70, 1)
+
+
+def in_wheelhouse(wheelhouse: Path | None, version: str) -> Path | None:
+    if wheelhouse is None:
+        return None
+    found = sorted(wheelhouse.glob(f"boltring-{version}-*.whl"))
+    return found[0] if found else None
+
+
+def boltring_wheel(version: str, wheelhouse: Path | None) -> Path | None:
+    """boltring's wheel for the nodes (see module doc); None when only the index can provide it."""
+    found = in_wheelhouse(wheelhouse, version)
+    if found is not None:
+        return found
+    root = source_tree()
+    if root is None:
+        return None
+    digest = _tree_digest(root)
+    cache = boltring_home() / "wheels" / f"{version}-{digest}"
+    cached = sorted(cache.glob(f"boltring-{version}-*.whl"))
+    if cached:
+        return cached[0]
+    with tempfile.TemporaryDirectory(prefix="boltring-wheel-") as tmp:
+        copy = Path(tmp) / "src"
+        copy.mkdir()
+        for name in ("pyproject.toml", "README.md"):
+            if (root / name).is_file():
+                shutil.copy2(root / name, copy / name)
+        for name in _SOURCE_DIRS:
+            if (root / name).is_dir():
+                shutil.copytree(root / name, copy / name, ignore=_SKIP)
+        argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check", "-q"]
+        if _can_build_here():
+            argv.append("--no-build-isolation")  # no index needed to build (offline laptops)
+        out = Path(tmp) / "out"
+        res = subprocess.run([*argv, "-w", str(out), str(copy)], capture_output=True, text=True, timeout=600)
+        wheels = sorted(out.glob("boltring-*.whl"))
+        if res.returncode != 0 or not wheels:
+            lines = (res.stdout + res.stderr).strip().splitlines()
+            errors = [ln.strip() for ln in lines if ln.strip().lower().startswith("error")]
+            tail = " / ".join(errors[:3] or lines[-3:])
+            raise SetupError(f"could not build boltring's wheel from {root}: {tail}")
+        cache.mkdir(parents=True, exist_ok=True)
+        final = cache / wheels[0].name
+        shutil.copy2(wheels[0], final)
+        return final
+
+
+def setup_extras(config: Config) -> tuple[str, ...]:
+    """setup.extras, plus "lm" when the job is the lm example."""
+    extras = list(config.setup.extras)
+    if config.job.example == "lm" and "lm" not in extras:
+        extras.append("lm")
+    return tuple(extras)
+
+
+def config_wheelhouse(config: Config, flag: str | None = None) -> Path | None:
+    """--wheelhouse (from the current folder), else setup.wheelhouse (from the config's folder)."""
+    if flag:
+        return Path(flag).expanduser().resolve()
+    if not config.setup.wheelhouse:
+        return None
+    path = Path(config.setup.wheelhouse).expanduser()
+    src = config.source
+    if not path.is_absolute() and src and not src.startswith("<"):
+        path = Path(src).resolve().parent / path
+    return path.resolve()
+
+
+# -- --download-wheelhouse ---------------------------------------------------------------------------
+
+
+def platform_tags(info: dict) -> list[str]:
+    """pip `--platform` values for a node described by agent/pyenv.py."""
+    machine = info.get("machine") or "arm64"
+    if info.get("platform") == "darwin":
+        major = (info.get("macos") or "14.0").split(".")[0]
+        # pip expands a macosx tag to every older macOS version it is compatible with
+        return [f"macosx_{major}_0_{machine}"]
+    glibc = info.get("glibc")
+    tags = []
+    if glibc and re.fullmatch(r"2\.\d+", glibc):
+        minor = int(glibc.split(".")[1])
+        tags += [f"manylinux_2_{m}_{machine}" for m in range(minor, 4, -1)]
+        tags += [f"manylinux2014_{machine}", f"manylinux2010_{machine}", f"manylinux1_{machine}"]
+    return [*tags, f"linux_{machine}"]
+
+
+def download_argv(dest: Path, info: dict, want: Wanted, wheel: Path | None) -> list[str]:
+    """`pip download` of everything a node needs, for its platform and Python, binary only."""
+    major, minor = info["version"][:2]
+    argv = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:"]
+    for tag in platform_tags(info):
+        argv += ["--platform", tag]
+    argv += ["--python-version", f"{major}.{minor}", "--implementation", "cp", "-d", str(dest)]
+    extras = f"[{','.join(want.extras)}]" if want.extras else ""
+    argv.append(f"{wheel}{extras}" if wheel is not None else f"boltring{extras}=={want.boltring}")
+    if want.mlx:
+        argv.append(f"mlx=={want.mlx}")
+    return argv
