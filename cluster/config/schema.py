@@ -75,6 +75,9 @@ class RingOptions:
     order: str = "config"  # "config": nodes in file order; "cabling": reordered to follow the cables
     backend: str = "boltring"  # one of BACKENDS
     wire_dtype: str = "float32"  # one of WIRE_DTYPES; half precision halves the bytes of average_gradients
+    # jaccl: n x n RDMA device names by node (row i, column j: the device on node i that reaches
+    # node j; None on the diagonal), from `--rdma-devices FILE` (mlx.distributed_config's output)
+    rdma_devices: tuple[tuple[str | None, ...], ...] = ()
 
 
 @dataclass(frozen=True)
