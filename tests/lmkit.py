@@ -105,3 +105,77 @@ def parameter_count(directory: Path) -> int:
     import mlx.core as mx
 
     return sum(a.size for a in mx.load(str(directory / "model.safetensors")).values())
+
+
+# --- running boltring jobs on local ranks (tests and benches) ---------------------------------
+
+
+def free_ports(count: int) -> int:
+    """A first port such that `count` consecutive ports on 127.0.0.1 are free right now."""
+    import socket
+
+    rng = random.Random()
+    for _ in range(200):
+        first = rng.randrange(40000, 60000 - count)
+        socks = []
+        try:
+            for k in range(count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", first + k))
+            return first
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free block of ports")
+
+
+def local_config(path: Path, ranks: int, *, name: str = "wl") -> Path:
+    """A boltring.yaml with `ranks` local ranks on loopback, on a free block of ring ports."""
+    path.write_text(
+        f"name: {name}\n"
+        "nodes:\n"
+        "  - name: local\n"
+        "    local: true\n"
+        "    ring_ip: 127.0.0.1\n"
+        f"    ranks: {ranks}\n"
+        "ring:\n"
+        f"  port: {free_ports(ranks)}\n"
+        "job:\n"
+        "  global_batch: 12\n"  # divides by 1, 2, 3, 4 and 6 ranks
+    )
+    return path
+
+
+def run_job(config: Path, *args: str, timeout: float = 300):
+    """`boltring --run --json --skip-checks -c CONFIG ARGS`: (CompletedProcess, events)."""
+    import os
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "boltring.tui.cli",
+            "--run",
+            "--json",
+            "--skip-checks",
+            "-c",
+            str(config),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ),
+    )
+    events = []
+    for line in res.stdout.splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            pass
+    return res, events
