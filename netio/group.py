@@ -114,15 +114,18 @@ class Group:
         loss: float | None = None,
         samples: int | None = None,
         tokens: int | None = None,
+        exclude_s: float = 0.0,
         **extra,
     ) -> dict:
         """Append one metrics line: throughput since the previous report, allreduce figures.
 
         ``samples`` is the global batch of one step; ``tokens`` (language models) is the number
         of tokens THIS rank trained on since its previous report, reported as ``tokens_per_s``.
+        ``exclude_s``: seconds of the interval that were not training (a validation pass), left
+        out of the throughput figures.
         """
         now = time.perf_counter()
-        dt = max(now - self._last_report_t, 1e-9)
+        dt = max(now - self._last_report_t - max(exclude_s, 0.0), 1e-9)
         steps = step - self._last_step if self._last_step is not None else 1
         ar_s = self.ring.seconds - self._mark_seconds
         sent = self.ring.bytes_sent - self._mark_sent

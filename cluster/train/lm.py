@@ -34,6 +34,7 @@ optimizer state; ``--resume`` continues from them. At the end rank 0 writes
 from __future__ import annotations
 
 import json
+import time
 import types
 from collections.abc import Sequence
 from functools import partial
@@ -353,9 +354,11 @@ def train_lm(group, cfg: TrainConfig, args: types.SimpleNamespace, log=_log) -> 
         mx.eval(model.state, opt.state)
         tokens_since += ntoks
         last = step == cfg.steps
-        val = None
+        val, val_s = None, 0.0
         if valid_set is not None and eval_every and (step % eval_every == 0 or last):
+            t_val = time.perf_counter()
             val = evaluate(group, model, valid_set, args, comm)
+            val_s = time.perf_counter() - t_val  # not training: left out of tokens/s
         if step % cfg.log_every == 0 or last or val is not None:
             summed = group.all_sum(np.array([ce.item() * ntoks], dtype=np.float32))
             gloss = float(summed[0]) / max(global_toks, 1)
@@ -363,7 +366,9 @@ def train_lm(group, cfg: TrainConfig, args: types.SimpleNamespace, log=_log) -> 
             extra = {"peak_mem_mb": mx.get_peak_memory() / 1e6}
             if val is not None:
                 extra["val_loss"] = val
-            rec = group.report(step=step, loss=gloss, samples=B, tokens=tokens_since, **extra)
+            rec = group.report(
+                step=step, loss=gloss, samples=B, tokens=tokens_since, exclude_s=val_s, **extra
+            )
             tokens_since = 0
             tps = rec.get("tokens_per_s")
             log(
