@@ -223,6 +223,9 @@ def evaluate(group, model, dataset, args, comm) -> float | None:
     if batch_size < n:
         return None
     model.eval()
+    # iterate_batches shuffles with numpy's global RNG, which also orders the training batches:
+    # keep validation from moving it, so a resumed run sees the same batches as an unbroken one.
+    rng_state = np.random.get_state()
     total, tokens = mx.array(0.0), mx.array(0)
     limit = args.val_batches if args.val_batches != -1 else None
     batches = iterate_batches(dataset, batch_size, args.max_seq_length, comm_group=comm)
@@ -232,6 +235,7 @@ def evaluate(group, model, dataset, args, comm) -> float | None:
         ce, ntoks = default_loss(model, batch, lengths)
         total, tokens = total + ce * ntoks, tokens + ntoks
         mx.eval(total, tokens)
+    np.random.set_state(rng_state)
     model.train()
     summed = group.all_sum(np.array([total.item(), tokens.item()], dtype=np.float32))
     return float(summed[0] / summed[1]) if summed[1] > 0 else None

@@ -120,8 +120,12 @@ def _runner(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Comple
 
 
 def test_lm_resume_continues_the_same_curve(tiny, tmp_path):
-    model, data = tiny
-    common = ["--global-batch", "4", "--checkpoint-dir", str(tmp_path / "ck")]
+    model, _ = tiny
+    # 16 examples / 4 a step: steps 5 and 6 are in the second epoch, and validation passes
+    # (every step, 2 batches each) run before it: neither a resume nor a validation pass
+    # may change the order of the training batches.
+    data = write_dataset(tmp_path / "data", train=16, valid=8)
+    common = ["--global-batch", "4", "--steps-per-eval", "1", "--checkpoint-dir", str(tmp_path / "ck")]
     extra = [
         "--",
         "--model",
@@ -137,19 +141,19 @@ def test_lm_resume_continues_the_same_curve(tiny, tmp_path):
     def losses(out: str) -> dict[int, float]:
         return {int(s): float(v) for s, v in re.findall(r"step (\d+)/\d+ loss ([0-9.]+)", out)}
 
-    whole = _runner("--example", "lm", "--steps", "5", *common[:2], *extra, cwd=tmp_path)
+    whole = _runner("--example", "lm", "--steps", "6", *common[:4], *extra, cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr[-2000:]
     first = _runner(
         "--example", "lm", "--steps", "3", "--checkpoint-every", "3", *common, *extra, cwd=tmp_path
     )
     assert first.returncode == 0, first.stderr[-2000:]
     assert (tmp_path / "ck" / "step-000003.safetensors").is_file()
-    rest = _runner("--example", "lm", "--steps", "5", "--resume", *common, *extra, cwd=tmp_path)
+    rest = _runner("--example", "lm", "--steps", "6", "--resume", *common, *extra, cwd=tmp_path)
     assert rest.returncode == 0, rest.stderr[-2000:]
     assert "resumed from step 3" in rest.stdout
     a, b = losses(whole.stdout), losses(rest.stdout)
-    assert sorted(b) == [4, 5]
-    for step in (4, 5):
+    assert sorted(b) == [4, 5, 6]
+    for step in (4, 5, 6):
         assert b[step] == pytest.approx(a[step], rel=1e-5), step
 
 
