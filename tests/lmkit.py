@@ -132,7 +132,7 @@ def free_ports(count: int) -> int:
     raise RuntimeError("no free block of ports")
 
 
-def local_config(path: Path, ranks: int, *, name: str = "wl") -> Path:
+def local_config(path: Path, ranks: int, *, name: str = "wl", backend: str = "boltring") -> Path:
     """A boltring.yaml with `ranks` local ranks on loopback, on a free block of ring ports."""
     path.write_text(
         f"name: {name}\n"
@@ -143,6 +143,7 @@ def local_config(path: Path, ranks: int, *, name: str = "wl") -> Path:
         f"    ranks: {ranks}\n"
         "ring:\n"
         f"  port: {free_ports(ranks)}\n"
+        f"  backend: {backend}\n"
         "job:\n"
         "  global_batch: 12\n"  # divides by 1, 2, 3, 4 and 6 ranks
     )

@@ -334,7 +334,9 @@ class JobController:
         """One line naming the first rank that failed and the last thing it printed."""
 
         def victim(rs: _RankState) -> bool:  # it failed only because a neighbour went away
-            return any(k in rs.last_log for k in ("PeerClosed", "PeerTimeout"))
+            # boltring's ring errors, and MLX's ring (mlx-ring backend) losing a peer
+            victim_words = ("PeerClosed", "PeerTimeout", "connection to a peer was lost")
+            return any(k in rs.last_log for k in victim_words)
 
         bad = sorted(
             (rs for rs in self._ranks.values() if rs.exited and rs.returncode != 0),

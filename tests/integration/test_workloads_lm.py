@@ -194,3 +194,80 @@ def test_mx_distributed_module_under_boltring_backend_is_a_clear_error(tmp_path,
     summary = events[-1]
     assert summary["status"] == "failed"
     assert "MxDistributedUnderBoltring" in summary["reason"] and "--backend mlx-ring" in summary["reason"]
+
+
+def _lm_controller_config(tmp_path: Path, model: Path, data: Path, backend: str):
+    from boltring.cluster.config.load import load_config, with_overrides
+
+    path = local_config(tmp_path / "boltring.yaml", 2, backend=backend)
+    args = ["--model", str(model), "--data", str(data), "--fine-tune-type", "lora", "--num-layers", "1"]
+    return with_overrides(load_config(path), example="lm", args=args, steps=100000, global_batch=4)
+
+
+def test_lm_on_mlx_ring_reattach_and_kill_leave_nothing(tiny, tmp_path, no_leftovers):
+    import asyncio
+
+    from boltring.cluster.jobs.controller import JobController
+    from boltring.cluster.jobs.events import JobStarted, RankMetrics
+
+    config = _lm_controller_config(tmp_path, *tiny, "mlx-ring")
+
+    async def first():
+        c = JobController(config, poll_s=0.1)
+        seen: list = []
+        c.add_listener(seen.append)
+        job = await c.launch()
+        while len({m.rank for m in seen if isinstance(m, RankMetrics)}) < 2:
+            await asyncio.sleep(0.1)
+        await c.close(kill_running=False)  # the controller quits; the job goes on
+        return job, seen
+
+    async def second():
+        c = JobController(config, poll_s=0.1)
+        seen: list = []
+        c.add_listener(seen.append)
+        assert await c.attach()
+        while len([m for m in seen if isinstance(m, RankMetrics) and m.rank == 1]) < 3:
+            await asyncio.sleep(0.1)
+        await c.kill()
+        summary = await asyncio.wait_for(c.wait(), 60)
+        await c.close()
+        return c, summary, seen
+
+    job, seen1 = asyncio.run(asyncio.wait_for(first(), 120))
+    c, summary, seen2 = asyncio.run(asyncio.wait_for(second(), 120))
+    starts = [e for e in seen1 + seen2 if isinstance(e, JobStarted)]
+    assert [s.backend for s in starts] == ["mlx-ring", "mlx-ring"] and starts[1].attached
+    assert c.job_id == job and summary.status == "killed"
+    metrics = [m for m in seen2 if isinstance(m, RankMetrics)]
+    assert all(m.tokens_per_s and m.tokens_per_s > 0 for m in metrics)
+    assert summary.tokens_per_s and summary.tokens_per_s > 0
+
+
+def test_lm_on_mlx_ring_a_dead_rank_fails_the_job_without_a_hung_rank(tiny, tmp_path, no_leftovers):
+    import asyncio
+    import signal
+    import time
+
+    from boltring.cluster.jobs.controller import JobController
+    from boltring.cluster.jobs.events import RankMetrics
+
+    config = _lm_controller_config(tmp_path, *tiny, "mlx-ring")
+
+    async def scenario():
+        c = JobController(config, poll_s=0.1)
+        metrics: list = []
+        c.add_listener(lambda ev: metrics.append(ev) if isinstance(ev, RankMetrics) else None)
+        await c.launch()
+        while not any(m.rank == 1 for m in metrics):
+            await asyncio.sleep(0.1)
+        pid = int((Path(c._ranks[1].plan.run_dir.replace("~", str(no_leftovers), 1)) / "pid").read_text())
+        os.killpg(pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        summary = await asyncio.wait_for(c.wait(), 90)
+        await c.close()
+        return summary, time.monotonic() - t0
+
+    summary, took = asyncio.run(scenario())
+    assert summary.status == "failed" and "rank 1" in summary.reason, summary.reason
+    assert took < 60
