@@ -254,12 +254,28 @@ def _with_workload(config, args):
             raise SystemExit("boltring: --steps-per-eval must be 0 or more")
         job = dataclasses.replace(job, steps_per_eval=args.steps_per_eval)
     config = dataclasses.replace(config, ring=ring, job=job)
+    if job.example == "lm" and not job.script and not job.module and hasattr(args, "backend"):
+        _check_lm_args(job.args)
     if hasattr(args, "backend"):  # a job command: check the plan for the chosen backend now
         try:
             plan_job(config, "plan-check")
         except PlanError as e:
             raise SystemExit(f"boltring: {e}" + (f" ({e.hint})" if e.hint else "")) from None
     return config
+
+
+def _check_lm_args(words) -> None:
+    """--example lm needs a model and data; say so here rather than from every rank."""
+    words = list(words)
+    given = {w.split("=", 1)[0] for w in words}
+    if given & {"-c", "--config"}:
+        return  # mlx-lm's YAML config may name them; the ranks check
+    missing = [flag for flag in ("--model", "--data") if flag not in given]
+    if missing:
+        raise SystemExit(
+            f"boltring: --example lm needs {' and '.join(missing)} after --, e.g. "
+            "`boltring --run --example lm -- --model mlx-community/Qwen3-0.6B-4bit --data ./data`"
+        )
 
 
 def _dry_run(controller, resume: bool) -> int:

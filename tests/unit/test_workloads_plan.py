@@ -187,3 +187,12 @@ def test_cli_jaccl_without_devices_is_one_clear_line(tmp_path):
         'file MLX_IBV_DEVICES (written in the run dir): [[null, "rdma_en2"], ["rdma_en2", null]]'
         in res.stdout
     )
+
+
+def test_cli_lm_without_model_or_data_is_one_clear_line(tmp_path):
+    res = _cli("--run", "--example", "lm", "--", "--model", "m", cwd=tmp_path)
+    assert res.returncode != 0
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--example lm needs --data after --" in lines[0], lines
+    res = _cli("--dry-run", "--example", "lm", "--", "--model", "m", "--data=d", cwd=tmp_path)
+    assert res.returncode == 0 and "runner --example lm" in res.stdout
