@@ -46,75 +46,12 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
+from .lm_setup import MissingPackage, extra_parser, make_optimizer, parse_lm_args, prepare_model
 from .loop import TrainConfig, check_consistent
 
+__all__ = ["MissingPackage", "extra_parser", "run", "train_lm"]
+
 NAME = "lm"
-INSTALL_HINT = "pip install 'boltring[lm]' (or pip install mlx-lm) in every node's environment"
-
-
-class MissingPackage(RuntimeError):
-    pass
-
-
-def _mlx_lm():
-    try:
-        import mlx_lm  # noqa: F401
-        from mlx_lm import lora
-    except ImportError as e:
-        raise MissingPackage(f"the lm example needs the mlx-lm package ({e}); {INSTALL_HINT}") from None
-    return lora
-
-
-def extra_parser():
-    parser = _mlx_lm().build_parser()
-    parser.prog = "--example lm --"
-    parser.description = (
-        "mlx-lm's fine-tuning flags (as `mlx_lm.lora`). boltring sets --iters from --steps, "
-        "--batch-size from --global-batch, --seed from --seed."
-    )
-    return parser
-
-
-def parse_lm_args(cfg: TrainConfig, extra: Sequence[str], log=print) -> types.SimpleNamespace:
-    """mlx-lm's arguments (flags, then -c YAML, then mlx-lm's defaults) with boltring's on top."""
-    lora = _mlx_lm()
-    parser = extra_parser()
-    ns, unknown = parser.parse_known_args(list(extra))
-    if unknown:
-        raise ValueError(f"unknown mlx-lm argument(s): {' '.join(unknown)} (see `--example lm -- --help`)")
-    args = dict(vars(ns))
-    if args.get("config"):
-        import yaml
-
-        with open(args["config"]) as f:
-            for k, v in (yaml.load(f, lora.yaml_loader) or {}).items():
-                if args.get(k) is None:
-                    args[k] = v
-    explicit_adapter_path = args.get("adapter_path") is not None
-    for k, v in lora.CONFIG_DEFAULTS.items():
-        if args.get(k) is None:
-            args[k] = json.loads(json.dumps(v))  # a copy: defaults hold dicts
-    for key, value, flag in (
-        ("iters", cfg.steps, "--steps"),
-        ("batch_size", cfg.global_batch, "--global-batch"),
-        ("seed", cfg.seed, "--seed"),
-    ):
-        given = getattr(ns, key, None)
-        if given is not None and given != value:
-            log(f"[lm] --{key.replace('_', '-')} {given} is replaced by boltring's {flag} {value}")
-        args[key] = value
-    if cfg.lr is not None:
-        args["learning_rate"] = cfg.lr
-    if cfg.steps_per_eval:
-        args["steps_per_eval"] = cfg.steps_per_eval
-    if not ns.model:
-        raise ValueError("--example lm needs -- --model PATH_OR_REPO (a model mlx-lm can load)")
-    if not ns.data and not args.get("hf_dataset"):
-        raise ValueError("--example lm needs -- --data DIR (train.jsonl and valid.jsonl)")
-    args["train"] = True
-    if not explicit_adapter_path:
-        args["adapter_path"] = None  # train_lm puts them next to the checkpoints
-    return types.SimpleNamespace(**args)
 
 
 class _Comm:
@@ -153,50 +90,6 @@ class LmTask:
         self.model = _Trainable(model)
         self.optimizer = optimizer
         self.fingerprint = fingerprint
-
-
-def prepare_model(args: types.SimpleNamespace, model: nn.Module) -> None:
-    """Freeze, then add LoRA/DoRA layers or unfreeze the last layers, as mlx_lm.lora does."""
-    from mlx_lm.tuner.utils import linear_to_lora_layers
-
-    mx.random.seed(args.seed)  # same adapter initialisation on every rank
-    model.freeze()
-    if args.num_layers > len(model.layers):
-        raise ValueError(f"--num-layers {args.num_layers} but the model has only {len(model.layers)} layers")
-    if args.fine_tune_type == "full":
-        for layer in model.layers[-max(args.num_layers, 0) :]:
-            layer.unfreeze()
-        args.lora_parameters = None
-    elif args.fine_tune_type in ("lora", "dora"):
-        linear_to_lora_layers(
-            model, args.num_layers, args.lora_parameters, use_dora=args.fine_tune_type == "dora"
-        )
-    else:
-        raise ValueError(f"unknown --fine-tune-type {args.fine_tune_type!r}: lora, dora or full")
-    if args.resume_adapter_file is not None:
-        model.load_weights(args.resume_adapter_file, strict=False)
-    if args.grad_checkpoint:
-        from mlx_lm.tuner.trainer import grad_checkpoint
-
-        grad_checkpoint(model.layers[0])
-
-
-def make_optimizer(args: types.SimpleNamespace):
-    import mlx.optimizers as optim
-    from mlx_lm.tuner.utils import build_schedule
-
-    lr = build_schedule(args.lr_schedule) if args.lr_schedule else args.learning_rate
-    name = args.optimizer.lower()
-    classes = {
-        "adam": optim.Adam,
-        "adamw": optim.AdamW,
-        "muon": optim.Muon,
-        "sgd": optim.SGD,
-        "adafactor": optim.Adafactor,
-    }
-    if name not in classes:
-        raise ValueError(f"unsupported --optimizer {args.optimizer!r}: {', '.join(classes)}")
-    return classes[name](learning_rate=lr, **(args.optimizer_config or {}).get(name, {}))
 
 
 def target_tokens(lengths: mx.array, width: int) -> int:
