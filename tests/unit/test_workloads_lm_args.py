@@ -6,8 +6,8 @@ import pytest
 
 pytest.importorskip("mlx_lm")
 
-from boltring.cluster.train.lm_setup import parse_lm_args  # noqa: E402
-from boltring.cluster.train.loop import TrainConfig  # noqa: E402
+from boltring.cluster.train.lm_setup import parse_lm_args
+from boltring.cluster.train.loop import TrainConfig
 
 
 def test_boltring_options_win_over_mlx_lm_flags_and_say_so():
@@ -28,7 +28,9 @@ def test_boltring_options_win_over_mlx_lm_flags_and_say_so():
 
 def test_yaml_config_fills_what_the_flags_leave_open(tmp_path):
     y = tmp_path / "lora.yaml"
-    y.write_text("model: from-yaml\ndata: d\nnum_layers: 4\nlora_parameters: {rank: 4, dropout: 0.0, scale: 10.0}\n")
+    y.write_text(
+        "model: from-yaml\ndata: d\nnum_layers: 4\nlora_parameters: {rank: 4, dropout: 0.0, scale: 10.0}\n"
+    )
     args = parse_lm_args(TrainConfig(), ["-c", str(y), "--num-layers", "2", "--adapter-path", "out"], print)
     assert args.model == "from-yaml" and args.num_layers == 2 and args.lora_parameters["rank"] == 4
     assert args.adapter_path == "out"
