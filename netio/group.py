@@ -108,10 +108,24 @@ class Group:
         self.all_sum(np.zeros(1, dtype=np.int32))
 
     # -- metrics -------------------------------------------------------------------------
-    def report(self, step: int, loss: float | None = None, samples: int | None = None, **extra) -> dict:
-        """Append one metrics line: throughput since the previous report, allreduce figures."""
+    def report(
+        self,
+        step: int,
+        loss: float | None = None,
+        samples: int | None = None,
+        tokens: int | None = None,
+        exclude_s: float = 0.0,
+        **extra,
+    ) -> dict:
+        """Append one metrics line: throughput since the previous report, allreduce figures.
+
+        ``samples`` is the global batch of one step; ``tokens`` (language models) is the number
+        of tokens THIS rank trained on since its previous report, reported as ``tokens_per_s``.
+        ``exclude_s``: seconds of the interval that were not training (a validation pass), left
+        out of the throughput figures.
+        """
         now = time.perf_counter()
-        dt = max(now - self._last_report_t, 1e-9)
+        dt = max(now - self._last_report_t - max(exclude_s, 0.0), 1e-9)
         steps = step - self._last_step if self._last_step is not None else 1
         ar_s = self.ring.seconds - self._mark_seconds
         sent = self.ring.bytes_sent - self._mark_sent
@@ -127,6 +141,7 @@ class Group:
             bytes_sent=self.ring.bytes_sent,
             bytes_recv=self.ring.bytes_recv,
             mem_mb=rss_mb(),
+            tokens_per_s=None if tokens is None else tokens / dt,
             **extra,
         )
         self._last_report_t, self._last_step = now, int(step)
@@ -159,5 +174,13 @@ class Group:
 
 
 def init(environ: dict[str, str] | None = None) -> Group:
-    """Join the job this process was started for (or a 1-rank group when started alone)."""
-    return Group(JobEnv.from_environ(environ))
+    """Join the job this process was started for (or a 1-rank group when started alone).
+
+    With ``BOLTRING_BACKEND=mlx-ring`` or ``jaccl`` the group's collectives run on
+    ``mx.distributed`` (netio/mlx_group.py); the API and ``report()`` are the same."""
+    job = JobEnv.from_environ(environ)
+    if job.mlx_backend is not None:
+        from .mlx_group import MlxGroup
+
+        return MlxGroup(job)
+    return Group(job)

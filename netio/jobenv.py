@@ -22,6 +22,9 @@ CONNECT_TIMEOUT = "BOLTRING_CONNECT_TIMEOUT"
 BUCKET_MB = "BOLTRING_BUCKET_MB"
 CHUNK_MB = "BOLTRING_CHUNK_MB"
 NODE = "BOLTRING_NODE"
+BACKEND = "BOLTRING_BACKEND"  # boltring | mlx-ring | jaccl: who runs the collectives
+
+MLX_BACKENDS = {"mlx-ring": "ring", "jaccl": "jaccl"}  # ring.backend -> mx.distributed.init(backend=)
 
 
 class JobEnvError(Exception):
@@ -41,6 +44,12 @@ class JobEnv:
     bucket_mb: float = 32.0
     chunk_mb: float = 4.0
     node: str = "local"
+    backend: str = "boltring"
+
+    @property
+    def mlx_backend(self) -> str | None:
+        """The ``mx.distributed.init(backend=...)`` name when MLX runs the collectives, else None."""
+        return MLX_BACKENDS.get(self.backend)
 
     def to_environ(self) -> dict[str, str]:
         env = {
@@ -53,6 +62,7 @@ class JobEnv:
             BUCKET_MB: repr(self.bucket_mb),
             CHUNK_MB: repr(self.chunk_mb),
             NODE: self.node,
+            BACKEND: self.backend,
         }
         if self.secret_file:
             env[SECRET_FILE] = self.secret_file
@@ -82,17 +92,21 @@ class JobEnv:
                 bucket_mb=float(e.get(BUCKET_MB, 32)),
                 chunk_mb=float(e.get(CHUNK_MB, 4)),
                 node=e.get(NODE, "local"),
+                backend=e.get(BACKEND, "boltring"),
             )
         except (KeyError, ValueError, TypeError) as ex:
             raise JobEnvError(
                 f"the boltring job environment is malformed ({ex}); start ranks with "
                 f"`boltring --run`, or run the script alone for a 1-rank group"
             ) from None
-        if not 0 <= rank < size or (size > 1 and len(ring) != size):
+        if job.backend != "boltring" and job.mlx_backend is None:
+            raise JobEnvError(f"{BACKEND}={job.backend!r} is not a backend; use boltring, mlx-ring or jaccl")
+        own_ring = job.backend == "boltring"  # MLX backends read their peers from MLX_* variables
+        if not 0 <= rank < size or (size > 1 and own_ring and len(ring) != size):
             raise JobEnvError(
                 f"{RANK}={rank}, {WORLD_SIZE}={size} and {len(ring)} ring addresses do not fit together"
             )
-        if size > 1 and not job.secret_file:
+        if size > 1 and own_ring and not job.secret_file:
             raise JobEnvError(f"{SECRET_FILE} is not set: ranks must prove the job secret")
         return job
 

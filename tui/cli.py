@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from boltring.cluster.config.schema import EXAMPLES
+from boltring.cluster.config.schema import BACKENDS, EXAMPLES
 
 DESCRIPTION = """\
 Train one MLX model data-parallel across Thunderbolt-wired Macs (or N local ranks).
@@ -57,13 +57,41 @@ def job_parent() -> argparse.ArgumentParser:
         "--example",
         metavar="NAME",
         choices=EXAMPLES,
-        help="built-in example: mlp (classifier on generated data) or charlm "
-        "(character-level transformer on a shipped text)",
+        help="built-in example: mlp (classifier on generated data), charlm "
+        "(character-level transformer on a shipped text) or lm (fine-tune an mlx-lm model: "
+        "LoRA, DoRA or full; mlx-lm's flags after --, e.g. -- --model DIR --data DIR; "
+        "needs pip install 'boltring[lm]')",
     )
     what.add_argument(
         "--script",
         metavar="FILE",
-        help="your own MLX training script, run on every rank; it calls boltring.netio.init()",
+        help="your own MLX training script, run on every rank; it calls boltring.netio.init(), "
+        "or mx.distributed.init() with an MLX --backend (scripts for mlx.launch run unmodified)",
+    )
+    what.add_argument(
+        "--module",
+        metavar="NAME",
+        help="an installed Python module run on every rank, like python -m NAME (and torchrun -m)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="who runs the collectives: boltring (our authenticated ring, default), mlx-ring "
+        "(MLX's TCP ring: mx.distributed works, boltring writes MLX_HOSTFILE) or jaccl "
+        "(MLX's RDMA over Thunderbolt 5, macOS 26.2+; needs --rdma-devices)",
+    )
+    p.add_argument(
+        "--rdma-devices",
+        metavar="FILE",
+        help="jaccl: the RDMA device of every node pair, as the hostfile "
+        "`mlx.distributed_config --over thunderbolt --backend jaccl --output-hostfile FILE` writes "
+        "(or a JSON n x n matrix, null on the diagonal)",
+    )
+    p.add_argument(
+        "--steps-per-eval",
+        type=int,
+        metavar="N",
+        help="lm example: validation loss every N steps (overrides job.steps_per_eval)",
     )
     p.add_argument("--steps", type=int, metavar="S", help="training steps (overrides the config)")
     p.add_argument("--seed", type=int, metavar="K", help="random seed (same seed, same loss curve)")
@@ -222,9 +250,63 @@ def _load(args, ranks=None):
                 seed=getattr(args, "seed", None),
                 global_batch=getattr(args, "global_batch", None),
             )
-        return config
+        return _with_workload(config, args)
     except ConfigError as e:
         raise SystemExit("\n".join(f"boltring: {line}" for line in str(e).splitlines())) from None
+
+
+def _with_workload(config, args):
+    """--backend, --module, --rdma-devices and --steps-per-eval applied to the config, then the
+    launch plan built once so that a backend that cannot start says why before anything runs."""
+    import dataclasses
+
+    from boltring.cluster.jobs.plan import PlanError, plan_job, read_rdma_devices
+
+    ring, job = config.ring, config.job
+    if getattr(args, "backend", None):
+        ring = dataclasses.replace(ring, backend=args.backend)
+    if getattr(args, "rdma_devices", None):
+        path = Path(args.rdma_devices).expanduser()
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise SystemExit(f"boltring: --rdma-devices {path}: {e.strerror}") from None
+        try:
+            matrix = read_rdma_devices(text, len(config.nodes), source=str(path))
+        except PlanError as e:
+            raise SystemExit(f"boltring: {e}" + (f" ({e.hint})" if e.hint else "")) from None
+        ring = dataclasses.replace(ring, rdma_devices=matrix)
+    if getattr(args, "module", None):
+        job = dataclasses.replace(job, module=args.module, example=None, script=None)
+    elif getattr(args, "example", None) or getattr(args, "script", None):
+        job = dataclasses.replace(job, module=None)
+    if getattr(args, "steps_per_eval", None) is not None:
+        if args.steps_per_eval < 0:
+            raise SystemExit("boltring: --steps-per-eval must be 0 or more")
+        job = dataclasses.replace(job, steps_per_eval=args.steps_per_eval)
+    config = dataclasses.replace(config, ring=ring, job=job)
+    if job.example == "lm" and not job.script and not job.module and hasattr(args, "backend"):
+        _check_lm_args(job.args)
+    if hasattr(args, "backend"):  # a job command: check the plan for the chosen backend now
+        try:
+            plan_job(config, "plan-check")
+        except PlanError as e:
+            raise SystemExit(f"boltring: {e}" + (f" ({e.hint})" if e.hint else "")) from None
+    return config
+
+
+def _check_lm_args(words) -> None:
+    """--example lm needs a model and data; say so here rather than from every rank."""
+    words = list(words)
+    given = {w.split("=", 1)[0] for w in words}
+    if given & {"-c", "--config"}:
+        return  # mlx-lm's YAML config may name them; the ranks check
+    missing = [flag for flag in ("--model", "--data") if flag not in given]
+    if missing:
+        raise SystemExit(
+            f"boltring: --example lm needs {' and '.join(missing)} after --, e.g. "
+            "`boltring --run --example lm -- --model mlx-community/Qwen3-0.6B-4bit --data ./data`"
+        )
 
 
 def _dry_run(controller, resume: bool) -> int:
@@ -232,15 +314,22 @@ def _dry_run(controller, resume: bool) -> int:
     config = controller.config
     print(
         f"# boltring dry run: config {config.source}, {config.world_size} ranks, "
-        f"{controller.job_label()}, {config.job.steps} steps. Nothing is started."
+        f"{controller.job_label()}, {config.job.steps} steps, backend {config.ring.backend}. "
+        "Nothing is started."
     )
     for p in plans:
         print(f"\n# rank {p.rank} on {p.node} ({p.where}); run dir {p.run_dir}")
         print("#   the secret goes on stdin, never on the command line")
         print(p.command)
         print(f"#   which starts: {' '.join(p.argv)}")
-        ring_env = {k: v for k, v in p.env.items() if k in ("BOLTRING_RANK", "BOLTRING_RING")}
+        ring_env = {
+            k: v
+            for k, v in p.env.items()
+            if k in ("BOLTRING_RANK", "BOLTRING_RING", "BOLTRING_BACKEND") or k.startswith("MLX_")
+        }
         print(f"#   environment: {json.dumps(ring_env)}")
+        for var, content in p.files.items():
+            print(f"#   file {var} (written in the run dir): {content}")
     return 0
 
 

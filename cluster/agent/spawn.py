@@ -1,6 +1,7 @@
 """Start, stop and inspect one detached rank on the node it runs on. Standard library only.
 
-    PYTHON -m boltring.cluster.agent.spawn start RUN_DIR   < {"argv": [...], "env": {...}, "secret": "hex"}
+    PYTHON -m boltring.cluster.agent.spawn start RUN_DIR   < {"argv": [...], "env": {...}, "secret": "hex",
+                                                          "files": {"MLX_HOSTFILE": "content", ...}}
     PYTHON -m boltring.cluster.agent.spawn kill RUN_DIR [--grace S]
     PYTHON -m boltring.cluster.agent.spawn status RUN_DIR
 
@@ -104,6 +105,14 @@ def start(run_dir: Path, spec: dict) -> dict:
         write_atomic(secret_path, spec["secret"], mode=0o600)
         env["BOLTRING_SECRET_FILE"] = str(secret_path)
     env["BOLTRING_RUN_DIR"] = str(run_dir)
+    # Files a backend reads by path (MLX_HOSTFILE, MLX_IBV_DEVICES): written here, on the node,
+    # and the variable set to the path, the way mlx.launch passes them.
+    for var, content in (spec.get("files") or {}).items():
+        if not (isinstance(var, str) and var.replace("_", "").isalnum() and var.isupper()):
+            raise SystemExit(_fail(f"bad file variable name in the launch spec: {var!r}"))
+        path = run_dir / f"{var.lower()}.json"
+        write_atomic(path, str(content))
+        env[var] = str(path)
     # Paths in a plan are written "~/…" so one plan fits every node's home; expand them here,
     # on the node, where "~" means the right user.
     argv = [os.path.expanduser(a) if a.startswith("~/") else a for a in map(str, spec["argv"])]

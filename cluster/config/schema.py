@@ -239,6 +239,10 @@ class RingOptions:
         check=v.choice("a wire dtype", WIRE_DTYPES),
         expected="float32 (exact), bfloat16 or float16 (half the bytes; sums still accumulate in float32)",
     )
+    # jaccl: n x n RDMA device names by node (row i, column j: the device on node i that reaches
+    # node j; None on the diagonal), from `--rdma-devices FILE` (mlx.distributed_config's output).
+    # Not a YAML key: it comes from the command line.
+    rdma_devices: tuple[tuple[str | None, ...], ...] = ()
 
 
 @dataclass(frozen=True)

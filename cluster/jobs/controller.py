@@ -231,6 +231,7 @@ class JobController:
                 steps=self.config.job.steps,
                 nodes=[n.name for n in self.config.nodes],
                 job=self.job_label(),
+                backend=self.config.ring.backend,
             )
         )
         self._set_state("running")
@@ -300,7 +301,9 @@ class JobController:
     def job_label(self) -> str:
         """What the job runs, for humans: 'example charlm' or 'script train.py'."""
         job = self.config.job
-        return f"script {Path(job.script).name}" if job.script else f"example {job.example}"
+        if job.script:
+            return f"script {Path(job.script).name}"
+        return f"module {job.module}" if job.module else f"example {job.example}"
 
     def _reset(self) -> None:
         self._global_step = -1
@@ -366,7 +369,9 @@ class JobController:
         """One line naming the first rank that failed and the last thing it printed."""
 
         def victim(rs: _RankState) -> bool:  # it failed only because a neighbour went away
-            return any(k in rs.last_log for k in ("PeerClosed", "PeerTimeout"))
+            # boltring's ring errors, and MLX's ring (mlx-ring backend) losing a peer
+            victim_words = ("PeerClosed", "PeerTimeout", "connection to a peer was lost")
+            return any(k in rs.last_log for k in victim_words)
 
         bad = sorted(
             (rs for rs in self._ranks.values() if rs.exited and rs.returncode != 0),
@@ -451,6 +456,9 @@ class JobController:
             bytes_recv=rec.get("bytes_recv"),
             mem_mb=rec.get("mem_mb"),
             wall=rec.get("wall"),
+            tokens_per_s=rec.get("tokens_per_s"),
+            val_loss=rec.get("val_loss"),
+            peak_mem_mb=rec.get("peak_mem_mb"),
         )
         rs.last = ev
         rs.steps_seen.append(ev)
@@ -471,6 +479,7 @@ class JobController:
                     "steps_per_s": s.last.steps_per_s,
                     "samples_per_s": s.last.samples_per_s,
                     "allreduce_gbps": s.last.allreduce_gbps,
+                    "tokens_per_s": s.last.tokens_per_s,
                 }
                 for r, s in self._ranks.items()
                 if s.last
@@ -532,6 +541,7 @@ class JobController:
                 "samples_per_s": _mean(m.samples_per_s for m in seen),
                 "steps_per_s": _mean(m.steps_per_s for m in seen),
                 "allreduce_gbps": _mean(m.allreduce_gbps for m in seen),
+                "tokens_per_s": _mean(m.tokens_per_s for m in seen),
             }
         return JobSummary(
             job_id=self.job_id or "",
@@ -544,6 +554,8 @@ class JobController:
             ranks=ranks,
             reason=self._reason,
             run_dir=launcher.job_dir(self.config.nodes[0], self.job_id or ""),
+            tokens_per_s=_sum_or_none(r["tokens_per_s"] for r in ranks.values()),
+            val_loss=_last_val_loss(self._ranks.get(0)),
         )
 
     # -- re-attach ---------------------------------------------------------------------------
@@ -614,6 +626,7 @@ class JobController:
                 nodes=[n.name for n in self.config.nodes],
                 job=self.job_label(),
                 attached=True,
+                backend=self.config.ring.backend,
                 t=self._started_at,
             )
         )  # the job's age, not ours
@@ -645,6 +658,16 @@ def _lines(rs: _RankState, attr: str, data: bytes) -> list[bytes]:
 def _mean(values) -> float | None:
     vals = [v for v in values if v is not None]
     return sum(vals) / len(vals) if vals else None
+
+
+def _sum_or_none(values) -> float | None:
+    vals = [v for v in values if v is not None]
+    return sum(vals) if vals else None
+
+
+def _last_val_loss(rs: _RankState | None) -> float | None:
+    vals = [m.val_loss for m in rs.steps_seen if m.val_loss is not None] if rs else []
+    return vals[-1] if vals else None
 
 
 def _per_rank(samples_per_s, world_size):

@@ -14,11 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from boltring.cluster.config.schema import Config, JobSpec, Node
+from boltring.cluster.errors import BoltringError
 from boltring.cluster.nodes.sync import SyncError, SyncRoot, map_args, remote_path, sync_roots, workspace_dir
 from boltring.netio.jobenv import JobEnv
 
 RUNNER_MODULE = "boltring.cluster.train.runner"
 SPAWN_MODULE = "boltring.cluster.agent.spawn"
+
+
+class PlanError(BoltringError):
+    """The config cannot be turned into a launch plan (e.g. jaccl without an RDMA device matrix)."""
+
+    title = "launch plan"
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,10 @@ class PlannedRank:
     argv: list[str] = field(default_factory=list)  # the rank's own program
     env: dict[str, str] = field(default_factory=dict)
     spawn_argv: list[str] = field(default_factory=list)  # what the transport executes
+    # Files the spawn agent writes into the run directory before it starts the rank: the
+    # variable named by the key is set to the file's path (MLX_HOSTFILE, MLX_IBV_DEVICES), as
+    # mlx.launch does with its temp files.
+    files: dict[str, str] = field(default_factory=dict)
 
 
 def spawn_argv(node: Node, verb: str, run_dir: str) -> list[str]:
@@ -75,6 +86,8 @@ def runner_argv(config: Config, node: Node, job_id: str, *, resume: bool) -> lis
     if job.script:
         script = remote_path(node, job.script, roots) if roots else None
         argv += ["--script", script or script_remote_path(node, job_id, job.script)]
+    elif job.module:
+        argv += ["--module", job.module]
     else:
         argv += ["--example", job.example or "mlp"]
     argv += [
@@ -95,11 +108,87 @@ def runner_argv(config: Config, node: Node, job_id: str, *, resume: bool) -> lis
         argv += ["--lr", repr(job.learning_rate)]
     if job.data:
         argv += ["--data", remote_path(node, job.data, roots) or job.data]
+    if job.steps_per_eval:
+        argv += ["--steps-per-eval", str(job.steps_per_eval)]
     if resume:
         argv.append("--resume")
     if job.args:
         argv += ["--", *map_args(node, job.args, roots)]
     return argv
+
+
+def mlx_ring_hostfile(config: Config) -> str:
+    """MLX_HOSTFILE's content for the mlx-ring backend: a JSON list, by rank, of ["ip:port"]
+    (what mlx.launch writes; the port is the rank's boltring ring port, so the same firewall
+    rule serves both backends)."""
+    return json.dumps([[slot.ring_addr] for slot in config.rank_layout()])
+
+
+def read_rdma_devices(text: str, nodes: int, source: str = "the RDMA device file") -> tuple:
+    """The n x n device matrix from an MLX hostfile with ``rdma`` lists (what
+    ``mlx.distributed_config --backend jaccl --output-hostfile`` writes: a list of hosts, or an
+    object with "hosts") or from a bare JSON matrix. Checked like mlx.launch checks it."""
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise PlanError(f"{source} is not JSON ({e})") from None
+    if isinstance(data, dict):
+        data = data.get("hosts")
+    if isinstance(data, list) and all(isinstance(h, dict) for h in data):
+        data = [h.get("rdma") for h in data]
+    if not (isinstance(data, list) and all(isinstance(row, list) for row in data)):
+        raise PlanError(
+            f"{source} holds no RDMA device matrix",
+            hint="an MLX hostfile with rdma lists (mlx.distributed_config --backend jaccl) "
+            "or a JSON n x n list",
+        )
+    if len(data) != nodes or any(len(row) != nodes for row in data):
+        raise PlanError(f"{source} is not a {nodes} x {nodes} matrix (the config has {nodes} nodes)")
+    for i, row in enumerate(data):
+        for j, dev in enumerate(row):
+            if i == j and dev is not None:
+                raise PlanError(
+                    f"{source}: row {i}, column {i} must be null (a node has no RDMA link to itself)"
+                )
+            if i != j and not (isinstance(dev, str) and dev):
+                raise PlanError(f"{source}: no RDMA device from node {i} to node {j}")
+    return tuple(tuple(row) for row in data)
+
+
+def jaccl_env_and_files(config: Config) -> tuple[dict[str, str], dict[str, str]]:
+    """Environment and files of the jaccl backend: the coordinator is rank 0's ring address."""
+    n = len(config.nodes)
+    crowded = [node.name for node in config.nodes if node.ranks != 1]
+    if crowded:
+        raise PlanError(
+            f"the jaccl backend runs one rank per node; {', '.join(crowded)} set ranks above 1",
+            hint="set ranks: 1 on every node, or use --backend mlx-ring",
+        )
+    if n > 1 and len(config.ring.rdma_devices) != n:
+        raise PlanError(
+            "the jaccl backend needs the RDMA device of every node pair",
+            hint="write them with `mlx.distributed_config --over thunderbolt --backend jaccl "
+            "--output-hostfile F` on a node and pass --rdma-devices F",
+        )
+    env = {"MLX_JACCL_COORDINATOR": config.rank_layout()[0].ring_addr}
+    files = {"MLX_IBV_DEVICES": json.dumps([list(row) for row in config.ring.rdma_devices])} if n > 1 else {}
+    return env, files
+
+
+def backend_env_and_files(config: Config, rank: int) -> tuple[dict[str, str], dict[str, str]]:
+    """What MLX's launcher would set for this rank (mlx/_distributed_utils/launch.py, mlx 0.32):
+    MLX_RANK, and per backend the variables that name files (written by the spawn agent)."""
+    backend = config.ring.backend
+    if backend == "boltring":
+        return {}, {}
+    env = {"MLX_RANK": str(rank)}
+    if backend == "mlx-ring":
+        # One rank needs no hostfile (mlx.launch writes an empty one); the group is a singleton.
+        return env, ({"MLX_HOSTFILE": mlx_ring_hostfile(config)} if config.world_size > 1 else {})
+    if backend == "jaccl":
+        extra, files = jaccl_env_and_files(config)
+        return {**env, **extra}, files
+    raise PlanError(f"unknown backend {backend!r}", hint="boltring, mlx-ring or jaccl")
 
 
 def plan_job(config: Config, job_id: str, *, resume: bool = False, command_line=None) -> list[PlannedRank]:
@@ -123,7 +212,10 @@ def plan_job(config: Config, job_id: str, *, resume: bool = False, command_line=
             bucket_mb=config.ring.bucket_mb,
             chunk_mb=config.ring.chunk_mb,
             node=node.name,
+            backend=config.ring.backend,
         ).to_environ()
+        mlx_env, files = backend_env_and_files(config, slot.rank)
+        env.update(mlx_env)
         argv = runner_argv(config, node, job_id, resume=resume)
         spawn = spawn_argv(node, "start", run_dir)
         rendered = command_line(node, spawn) if command_line else shlex.join(spawn)
@@ -137,6 +229,7 @@ def plan_job(config: Config, job_id: str, *, resume: bool = False, command_line=
                 argv=argv,
                 env=env,
                 spawn_argv=spawn,
+                files=files,
             )
         )
     return plans
@@ -144,7 +237,10 @@ def plan_job(config: Config, job_id: str, *, resume: bool = False, command_line=
 
 def spawn_input(plan: PlannedRank, secret: bytes) -> bytes:
     """The JSON a rank's spawn command reads on stdin (the only place the secret travels)."""
-    return json.dumps({"argv": plan.argv, "env": plan.env, "secret": secret.hex()}).encode()
+    spec = {"argv": plan.argv, "env": plan.env, "secret": secret.hex()}
+    if plan.files:
+        spec["files"] = plan.files
+    return json.dumps(spec).encode()
 
 
 def file_digest(data: bytes) -> str:

@@ -145,6 +145,7 @@ class CharLMTask:
         self.stoi = {c: i for i, c in enumerate(self.chars)}
         self.tokens = np.fromiter((self.stoi[c] for c in text), dtype=np.int32, count=len(text))
         self.context = ns.context
+        self.tokens_per_example = ns.context  # next-character predictions per window (tokens/s)
         self.num_examples = len(text) - ns.context
         # Window offsets 0..context, added to the start index of each example.
         self._offsets = np.arange(ns.context + 1, dtype=np.int64)

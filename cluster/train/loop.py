@@ -61,6 +61,7 @@ class TrainConfig:
     data: str | None = None
     args: tuple[str, ...] = ()  # example-specific extra arguments (after "--")
     progress_every: int | None = None  # stdout progress line period; None: about every 10 %
+    steps_per_eval: int = 0  # validation every N steps (examples with a validation set); 0 = default
 
     def validate(self) -> None:
         if self.steps < 0:
@@ -75,6 +76,8 @@ class TrainConfig:
             raise ValueError(f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
         if self.log_every < 1:
             raise ValueError(f"--log-every must be >= 1, got {self.log_every}")
+        if self.steps_per_eval < 0:
+            raise ValueError(f"--steps-per-eval must be >= 0, got {self.steps_per_eval}")
 
 
 class Task(Protocol):
@@ -85,6 +88,8 @@ class Task(Protocol):
     optimizer: optim.Optimizer
     num_examples: int  # size of the dataset the stream permutes
     fingerprint: str  # identifies the data and hyper-parameters; must match on all ranks
+    # Language models may also set ``tokens_per_example`` (predicted tokens per example): the
+    # loop then reports tokens/s (charlm: its context length).
 
     def batch(self, indices: np.ndarray) -> tuple[mx.array, ...]:
         """The model inputs for these example indices (the loss function's extra args)."""
@@ -260,6 +265,8 @@ def train(
     loss_and_grad = nn.value_and_grad(model, task.loss)
     t0 = time.perf_counter()
     t_last, step_last = t0, start_step
+    tokens_per_example = getattr(task, "tokens_per_example", None)
+    step_reported = start_step
     for step in range(start_step + 1, cfg.steps + 1):
         idx = global_batch_indices(cfg.seed, position, B, task.num_examples)[lo:hi]
         batch = task.batch(idx)
@@ -281,7 +288,11 @@ def train(
             gloss = global_mean(group, local_loss)
             result.losses[step] = gloss
             if do_log:
-                group.report(step=step, loss=gloss, samples=B)
+                tokens = None
+                if tokens_per_example:  # this rank's tokens since its previous report
+                    tokens = (hi - lo) * tokens_per_example * (step - step_reported)
+                group.report(step=step, loss=gloss, samples=B, tokens=tokens)
+                step_reported = step
             if do_progress:
                 now = time.perf_counter()
                 rate = (step - step_last) / max(now - t_last, 1e-9)

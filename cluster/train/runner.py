@@ -11,11 +11,15 @@ the job described by environment variables that ``boltring.netio.init()`` reads:
 data-parallel loop (loop.py); the extra arguments after ``--`` go to the example.
 ``--script PATH`` runs a user script instead, like ``python PATH EXTRA ARGS`` (``__name__`` is
 ``"__main__"``, ``sys.argv`` is ``[PATH, *EXTRA]``, the script's directory is first on
-``sys.path``). The script calls ``boltring.netio.init()`` itself; the runner does not, so the
-group is created once. The job options given on the command line are passed to the script as
-environment variables ``BOLTRING_STEPS``, ``BOLTRING_SEED``, ``BOLTRING_GLOBAL_BATCH``,
-``BOLTRING_LR``, ``BOLTRING_CHECKPOINT_EVERY``, ``BOLTRING_CHECKPOINT_DIR``,
-``BOLTRING_RESUME`` (``1``), ``BOLTRING_LOG_EVERY`` and ``BOLTRING_DATA``.
+``sys.path``); ``--module NAME`` runs an installed module like ``python -m NAME``. The script
+calls ``boltring.netio.init()`` (or, with ``--backend mlx-ring``/``jaccl``,
+``mx.distributed.init()``) itself; the runner does not, so the group is created once. Under the
+boltring backend with several ranks, ``mx.distributed`` raises a clear error (mx_guard.py)
+instead of letting every rank train alone. The job options given on the command line are
+passed to the script as environment variables ``BOLTRING_STEPS``, ``BOLTRING_SEED``,
+``BOLTRING_GLOBAL_BATCH``, ``BOLTRING_LR``, ``BOLTRING_CHECKPOINT_EVERY``,
+``BOLTRING_CHECKPOINT_DIR``, ``BOLTRING_RESUME`` (``1``), ``BOLTRING_LOG_EVERY``,
+``BOLTRING_DATA`` and ``BOLTRING_STEPS_PER_EVAL``.
 
 Exit status: 0 when training finished; 1 on an error, after the traceback and then one final
 line ``boltring-train: error: <Type>: <message>`` on stderr; 2 for bad command-line arguments
@@ -40,7 +44,11 @@ from .loop import TrainConfig, train
 EXAMPLES = {
     "mlp": "MLP classifier on a synthetic dataset generated from the seed (4096 x 32 features, 4 classes)",
     "charlm": "small character-level transformer LM (2 blocks) on the shipped corpus or --data FILE",
+    "lm": "fine-tune an mlx-lm model (LoRA, DoRA or full); mlx-lm's own flags after '--' "
+    "(needs pip install 'boltring[lm]')",
 }
+# Examples with their own training loop (module.run(cfg, args) instead of make_task + loop.train).
+OWN_LOOP = {"lm"}
 PREFIX = "boltring-train"
 
 
@@ -67,7 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Examples:\n"
         "  %(prog)s --example mlp --steps 200 --global-batch 256 --lr 0.05\n"
         "  %(prog)s --example charlm --data book.txt --steps 500 -- --layers 3 --dim 64\n"
-        "  %(prog)s --script train.py -- --epochs 3\n\n"
+        "  %(prog)s --script train.py -- --epochs 3\n"
+        "  %(prog)s --module mypkg.train -- --epochs 3\n"
+        "  %(prog)s --example lm --steps 100 --global-batch 8 -- --model DIR --data DIR "
+        "--fine-tune-type lora\n\n"
         "Built-in examples:\n"
         + "".join(f"  {k:8s}{v}\n" for k, v in EXAMPLES.items())
         + "\nArguments after '--' go to the example or the script; for an example's own "
@@ -78,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--example", choices=sorted(EXAMPLES), help="built-in example to train")
     what.add_argument(
         "--script", metavar="PATH", help="user script to run on this rank (it calls boltring.netio.init())"
+    )
+    what.add_argument(
+        "--module",
+        metavar="NAME",
+        help="installed module to run on this rank, like python -m NAME (it calls boltring.netio.init() "
+        "or, with an MLX backend, mx.distributed.init())",
     )
     p.add_argument(
         "--steps",
@@ -139,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
         "default: the corpus shipped with boltring)",
     )
     p.add_argument(
+        "--steps-per-eval",
+        type=int,
+        default=0,
+        metavar="N",
+        help="validation loss every N steps, for examples with a validation set (lm); 0 = the "
+        "example's default",
+    )
+    p.add_argument(
         "extra", nargs=argparse.REMAINDER, metavar="-- ARGS", help="arguments for the example or the script"
     )
     return p
@@ -170,6 +195,7 @@ def config_from_args(ns: argparse.Namespace) -> TrainConfig:
         log_every=ns.log_every,
         data=ns.data,
         args=tuple(ns.extra),
+        steps_per_eval=ns.steps_per_eval,
     )
     cfg.validate()
     return cfg
@@ -179,6 +205,9 @@ def run_example(name: str, cfg: TrainConfig) -> None:
     module = importlib.import_module(f"{__package__}.{name}")
     if cfg.args and cfg.args[0] in ("-h", "--help"):
         print(module.extra_parser().format_help())
+        return
+    if name in OWN_LOOP:
+        module.run(cfg, cfg.args)
         return
     from boltring.netio import init
 
@@ -202,20 +231,64 @@ def _script_env(ns: argparse.Namespace) -> dict[str, str]:
         "BOLTRING_RESUME": "1" if ns.resume else None,
         "BOLTRING_LOG_EVERY": ns.log_every,
         "BOLTRING_DATA": ns.data,
+        "BOLTRING_STEPS_PER_EVAL": ns.steps_per_eval or None,
     }
     return {k: str(v) for k, v in env.items() if v is not None}
+
+
+def guard_mx_distributed(environ=None) -> bool:
+    """Under the boltring backend with several ranks, make mx.distributed fail loudly (mx_guard)."""
+    from boltring.netio.jobenv import JobEnv
+
+    job = JobEnv.from_environ(environ)
+    if job.backend != "boltring" or job.size < 2:
+        return False
+    from .mx_guard import install
+
+    install()
+    return True
 
 
 def run_script(path: str, args: list[str], env: dict[str, str]) -> int:
     script = Path(path)
     if not script.is_file():
         raise FileNotFoundError(f"script not found: {path}")
-    os.environ.update(env)
-    old_argv, old_path = sys.argv[:], sys.path[:]
-    sys.argv = [str(script), *args]
-    sys.path.insert(0, str(script.resolve().parent))
+    return _run_user_code(
+        lambda: runpy.run_path(str(script), run_name="__main__"),
+        [str(script), *args],
+        str(script.resolve().parent),
+        env,
+    )
+
+
+def run_module(name: str, args: list[str], env: dict[str, str]) -> int:
+    """Run an installed module like ``python -m NAME ARGS`` (sys.argv[0] is its file)."""
+    import importlib.util
+
     try:
-        runpy.run_path(str(script), run_name="__main__")
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError) as e:
+        raise ModuleNotFoundError(f"module {name!r} cannot be found on this rank: {e}") from None
+    if spec is None:
+        raise ModuleNotFoundError(
+            f"no module named {name!r} on this rank (is it installed in {sys.executable}?)"
+        )
+    return _run_user_code(
+        lambda: runpy.run_module(name, run_name="__main__", alter_sys=True),
+        [spec.origin or name, *args],
+        os.getcwd(),
+        env,
+    )
+
+
+def _run_user_code(run, argv: list[str], path0: str, env: dict[str, str]) -> int:
+    os.environ.update(env)
+    guard_mx_distributed()
+    old_argv, old_path = sys.argv[:], sys.path[:]
+    sys.argv = argv
+    sys.path.insert(0, path0)
+    try:
+        run()
     except SystemExit as e:
         if isinstance(e, Terminated):
             raise
@@ -237,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if ns.script:
             return run_script(ns.script, ns.extra, _script_env(ns))
+        if ns.module:
+            return run_module(ns.module, ns.extra, _script_env(ns))
         run_example(ns.example, config_from_args(ns))
         return 0
     except Terminated as e:

@@ -1,0 +1,292 @@
+"""Built-in example ``lm``: fine-tune any model mlx-lm can load, data-parallel on every backend.
+
+    boltring --run --example lm --steps 200 --global-batch 8 -- \\
+        --model mlx-community/Qwen3-0.6B-4bit --data ./data --fine-tune-type lora --num-layers 8
+
+Arguments after ``--`` are mlx-lm's own ``lora`` flags (``--model``, ``--data``,
+``--fine-tune-type lora|dora|full``, ``--num-layers``, ``--max-seq-length``,
+``--learning-rate``, ``--optimizer``, ``--adapter-path``, ``-c config.yaml`` ...). boltring's
+own options win where they overlap: ``--steps`` is ``--iters``, ``--global-batch`` is
+``--batch-size`` (summed over ranks), ``--seed`` is ``--seed``, ``--lr`` is
+``--learning-rate``, ``--steps-per-eval`` is ``--steps-per-eval``.
+
+mlx-lm's pieces are reused, not rewritten: ``mlx_lm.utils.load``, ``load_dataset``,
+``linear_to_lora_layers``, ``default_loss``, ``iterate_batches`` (rank r of N takes every N-th
+example of each global batch, the order depends only on the seed), its optimizers and LR
+schedules. The step differs from ``mlx_lm.tuner.trainer.train`` in one way: mlx-lm compiles
+forward, backward, ``average_gradients`` and the update as one ``mx.compile`` function, and
+boltring's ring runs outside MLX's graph. So the gradient computation and the optimizer update
+are compiled separately and ``group.average_gradients`` runs between them, the same loop for
+every backend (boltring, mlx-ring, jaccl).
+
+Loss: the mean over the target tokens of the whole global batch, as one rank would compute it.
+Each rank scales its local token-mean by ``local_tokens * N / global_tokens`` (one 4-byte
+all_sum a step), so averaging the gradients gives exactly the global token-mean gradient, and
+1 rank and N ranks follow the same loss curve even when ranks get different token counts.
+
+Checkpoints (rank 0, every ``--checkpoint-every`` steps, atomic, checkpoint.py's format): the
+trainable parameters (LoRA/DoRA adapters, or the unfrozen weights of a full fine-tune) plus the
+optimizer state; ``--resume`` continues from them. At the end rank 0 writes
+``adapters.safetensors`` and ``adapter_config.json`` to ``--adapter-path`` (default
+``<checkpoint dir>/adapters``), where ``mlx_lm.generate --model M --adapter-path DIR`` loads them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import types
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from mlx.utils import tree_flatten
+
+from .lm_setup import MissingPackage, extra_parser, make_optimizer, parse_lm_args, prepare_model
+from .loop import TrainConfig, check_consistent
+
+__all__ = ["MissingPackage", "extra_parser", "run", "train_lm"]
+
+NAME = "lm"
+
+
+class _Comm:
+    """What iterate_batches needs of a group (rank(), size())."""
+
+    def __init__(self, rank: int, size: int):
+        self._rank, self._size = rank, size
+
+    def rank(self) -> int:
+        return self._rank
+
+    def size(self) -> int:
+        return self._size
+
+
+class _Trainable:
+    """The trainable part of the model as checkpoint.py sees a task's model."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def parameters(self):
+        return self.model.trainable_parameters()
+
+    def update(self, params) -> None:
+        self.model.update(params, strict=False)
+
+
+class LmTask:
+    """What checkpoint.save/restore need: name, model (trainable part), optimizer, fingerprint."""
+
+    name = NAME
+
+    def __init__(self, model: nn.Module, optimizer: Any, fingerprint: str):
+        self.full_model = model
+        self.model = _Trainable(model)
+        self.optimizer = optimizer
+        self.fingerprint = fingerprint
+
+
+def target_tokens(lengths: mx.array, width: int) -> int:
+    """Tokens default_loss counts for a batch padded to ``width`` (its mask, without the model)."""
+    lens = np.asarray(lengths)
+    steps = np.arange(1, width)
+    mask = (steps[None, :] >= lens[:, 0:1]) & (steps[None, :] <= lens[:, 1:])
+    return int(mask.sum())
+
+
+def _scaled_loss(model, batch, lengths, scale):
+    from mlx_lm.tuner.trainer import default_loss
+
+    ce, ntoks = default_loss(model, batch, lengths)
+    return ce * scale, ce
+
+
+def evaluate(group, model, dataset, args, comm) -> float | None:
+    """Token-mean validation loss over all ranks (mlx-lm's evaluate, with our collective)."""
+    from mlx_lm.tuner.trainer import default_loss, iterate_batches
+
+    n = group.size
+    batch_size = min(args.batch_size, len(dataset) // n * n)
+    if batch_size < n:
+        return None
+    model.eval()
+    # iterate_batches shuffles with numpy's global RNG, which also orders the training batches:
+    # keep validation from moving it, so a resumed run sees the same batches as an unbroken one.
+    rng_state = np.random.get_state()
+    total, tokens = mx.array(0.0), mx.array(0)
+    limit = args.val_batches if args.val_batches != -1 else None
+    batches = iterate_batches(dataset, batch_size, args.max_seq_length, comm_group=comm)
+    for i, (batch, lengths) in enumerate(batches):
+        if limit is not None and i >= limit:
+            break
+        ce, ntoks = default_loss(model, batch, lengths)
+        total, tokens = total + ce * ntoks, tokens + ntoks
+        mx.eval(total, tokens)
+    np.random.set_state(rng_state)
+    model.train()
+    summed = group.all_sum(np.array([total.item(), tokens.item()], dtype=np.float32))
+    return float(summed[0] / summed[1]) if summed[1] > 0 else None
+
+
+def write_adapters(directory: Path, args: types.SimpleNamespace, model: nn.Module) -> Path:
+    """adapters.safetensors + adapter_config.json, as mlx_lm.lora writes them (atomically)."""
+    from mlx_lm.utils import save_config
+
+    from .checkpoint import atomic_write
+
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {k: v for k, v in vars(args).items() if _jsonable(v)}
+    save_config(config, directory / "adapter_config.json")
+    weights = dict(tree_flatten(model.trainable_parameters()))
+    mx.eval(list(weights.values()))
+    path = directory / "adapters.safetensors"
+    atomic_write(path, lambda f: mx.save_safetensors(f, weights))
+    return path
+
+
+def _jsonable(v: Any) -> bool:
+    try:
+        json.dumps(v)
+        return True
+    except TypeError:
+        return False
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def run(cfg: TrainConfig, extra: Sequence[str], log=_log) -> dict[int, float]:
+    """Train on the group ``boltring.netio.init()`` joins; return {step: global loss}."""
+    args = parse_lm_args(cfg, extra, log)  # before any network setup: bad flags fail fast
+    from boltring.netio import init
+
+    with init() as group:
+        return train_lm(group, cfg, args, log=log)
+
+
+def train_lm(group, cfg: TrainConfig, args: types.SimpleNamespace, log=_log) -> dict[int, float]:
+    from mlx_lm.tuner.datasets import CacheDataset, load_dataset
+    from mlx_lm.tuner.trainer import iterate_batches
+    from mlx_lm.utils import load
+
+    from . import checkpoint
+
+    rank, size, B = group.rank, group.size, args.batch_size
+    if B % size:
+        raise ValueError(f"--global-batch {B} is not divisible by the world size {size}")
+    np.random.seed(args.seed)
+    loaded: Any = load(args.model)
+    model, tokenizer = loaded[0], loaded[1]
+    train_set, valid_set, _ = load_dataset(args, tokenizer)
+    train_set, valid_set = CacheDataset(train_set), CacheDataset(valid_set) if len(valid_set) else None
+    if len(train_set) < B:
+        raise ValueError(f"the training set has {len(train_set)} examples, fewer than --global-batch {B}")
+    prepare_model(args, model)
+    opt = make_optimizer(args)
+    opt.init(model.trainable_parameters())
+    mx.eval(model.parameters(), opt.state)
+    flat: Any = tree_flatten(model.trainable_parameters())
+    trainable: list[Any] = [leaf for _, leaf in flat]
+    n_train = sum(leaf.size for leaf in trainable)
+    fingerprint = json.dumps(
+        [args.model, args.data, args.fine_tune_type, args.num_layers, args.max_seq_length, len(train_set)]
+    )
+    check_consistent(group, "the lm job (model, data, fine-tune type, layers)", fingerprint)
+    task = LmTask(model, opt, fingerprint)
+
+    ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else Path(group.run_dir) / "checkpoints"
+    start = 0
+    if cfg.resume:
+        info = checkpoint.restore(group, ckpt_dir, task, seed=cfg.seed)
+        if info is not None:
+            start = info.step
+            log(f"[rank {rank}] resumed from step {start}")
+    comm = _Comm(rank, size)
+    batches = iterate_batches(train_set, B, args.max_seq_length, loop=True, seed=args.seed, comm_group=comm)
+    for _ in range(start):  # the data order is a pure function of the seed: replay it
+        next(batches)
+    log(
+        f"[rank {rank}/{size}] lm {args.fine_tune_type}: {args.model}, {n_train / 1e6:.3f}M trainable "
+        f"parameters, steps {start + 1}..{cfg.steps}, global batch {B}, backend "
+        f"{getattr(group.job, 'backend', 'boltring')}"
+    )
+
+    loss_and_grad = nn.value_and_grad(model, _scaled_loss)
+
+    # value_and_grad puts its traced parameters into the model, so the model state is an output
+    # of the compiled gradient function too (as in mlx-lm's own step), not only an input.
+    grad_state = [model.state, mx.random.state]
+
+    @partial(mx.compile, inputs=grad_state, outputs=grad_state)
+    def grad_step(batch, lengths, scale):
+        (_, ce), grads = loss_and_grad(model, batch, lengths, scale)
+        return ce, grads
+
+    update_state = [model.state, opt.state]
+
+    @partial(mx.compile, inputs=update_state, outputs=update_state)
+    def update_step(grads):
+        opt.update(model, grads)
+
+    model.train()
+    losses: dict[int, float] = {}
+    tokens_since = 0
+    eval_every = args.steps_per_eval or 0
+    for step in range(start + 1, cfg.steps + 1):
+        batch, lengths = next(batches)
+        ntoks = target_tokens(lengths, batch.shape[1])
+        global_toks = int(group.all_sum(np.array([ntoks], dtype=np.int32))[0])
+        scale = mx.array(ntoks * size / max(global_toks, 1), dtype=mx.float32)
+        ce, grads = grad_step(batch, lengths, scale)
+        mx.eval(ce, grads, grad_state)
+        grads = group.average_gradients(grads)
+        update_step(grads)
+        mx.eval(model.state, opt.state)
+        tokens_since += ntoks
+        last = step == cfg.steps
+        val, val_s = None, 0.0
+        if valid_set is not None and eval_every and (step % eval_every == 0 or last):
+            t_val = time.perf_counter()
+            val = evaluate(group, model, valid_set, args, comm)
+            val_s = time.perf_counter() - t_val  # not training: left out of tokens/s
+        if step % cfg.log_every == 0 or last or val is not None:
+            summed = group.all_sum(np.array([ce.item() * ntoks], dtype=np.float32))
+            gloss = float(summed[0]) / max(global_toks, 1)
+            losses[step] = gloss
+            extra = {"peak_mem_mb": mx.get_peak_memory() / 1e6}
+            if val is not None:
+                extra["val_loss"] = val
+            rec = group.report(
+                step=step, loss=gloss, samples=B, tokens=tokens_since, exclude_s=val_s, **extra
+            )
+            tokens_since = 0
+            tps = rec.get("tokens_per_s")
+            log(
+                f"[rank {rank}] step {step}/{cfg.steps} loss {gloss:.4f}"
+                + (f" val {val:.4f}" if val is not None else "")
+                + (f" {tps:.0f} tok/s" if tps else "")
+            )
+        if cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or last) and rank == 0:
+            path = checkpoint.save(
+                ckpt_dir,
+                task,
+                step=step,
+                samples_seen=step * B,
+                seed=cfg.seed,
+                global_batch=B,
+                world_size=size,
+            )
+            log(f"[rank 0] checkpoint {path}")
+    if rank == 0:
+        out = Path(args.adapter_path).expanduser() if args.adapter_path else ckpt_dir / "adapters"
+        args.adapter_path = str(out)
+        path = write_adapters(out, args, model)
+        log(f"[rank 0] adapters: {path} (mlx_lm.generate --model {args.model} --adapter-path {out})")
+    return losses

@@ -1,0 +1,136 @@
+"""The worker API on MLX's own collectives (``--backend mlx-ring`` or ``jaccl``).
+
+``boltring.netio.init()`` returns an :class:`MlxGroup` when the launcher set
+``BOLTRING_BACKEND`` to an MLX backend. It is a :class:`~boltring.netio.group.Group` whose
+collectives call ``mx.distributed`` (which reads ``MLX_RANK``, ``MLX_HOSTFILE`` or
+``MLX_IBV_DEVICES``/``MLX_JACCL_COORDINATOR``, written by the launcher) instead of boltring's
+socket ring. Everything else, ``report()`` and the metrics file first of all, is inherited, so
+the panels and ``--json`` show the same figures whatever the backend.
+
+Each collective is evaluated at once (``mx.eval``) so that its time can be measured; MLX's
+collectives are lazy graph ops and could also run inside ``mx.compile``, but then nobody could
+say how long they took. The bytes counted are what a ring allreduce moves per rank,
+``2 (n-1)/n`` times the buffer each way (MLX reports no socket counters): the same definition
+``boltring bench`` uses for bus bandwidth.
+
+MLX's ring has no authentication and no timeout inside a collective; the job secret does not
+protect it. Keep MLX backends on the Thunderbolt network between your own machines.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .group import Group
+from .jobenv import JobEnv, JobEnvError
+from .metrics import MetricsWriter
+
+
+class _Counters:
+    """What ``Group.report()`` and ``close()`` read from a ring, counted for MLX's collectives."""
+
+    def __init__(self) -> None:
+        self.ops = 0
+        self.seconds = 0.0
+        self.bytes_sent = 0
+        self.bytes_recv = 0
+
+    def add(self, nbytes: int, size: int, seconds: float) -> None:
+        moved = int(nbytes * 2 * (size - 1) / size) if size > 1 else 0
+        self.ops += 1
+        self.seconds += seconds
+        self.bytes_sent += moved
+        self.bytes_recv += moved
+
+    def close(self) -> None:
+        pass  # MLX owns its sockets; they close when the process exits
+
+
+def _mx_init(job: JobEnv):
+    import mlx.core as mx
+
+    name = job.mlx_backend
+    if job.size == 1:
+        return mx.distributed.init(strict=False)  # a 1-rank job needs no peers (singleton group)
+    try:
+        g = mx.distributed.init(backend=name or "any", strict=True)
+    except Exception as e:
+        raise JobEnvError(
+            f"mx.distributed.init(backend={name!r}) failed on rank {job.rank}: {e}; "
+            "start ranks with `boltring --run --backend " + job.backend + "`"
+        ) from None
+    if g.size() != job.size or g.rank() != job.rank:
+        raise JobEnvError(
+            f"MLX's {name} backend says rank {g.rank()} of {g.size()}, boltring planned rank "
+            f"{job.rank} of {job.size}; MLX_RANK and the hostfile do not match the job"
+        )
+    return g
+
+
+class MlxGroup(Group):
+    """A :class:`Group` whose ``all_sum``, ``average_gradients`` and ``barrier`` use
+    ``mx.distributed``. ``self.mx_group`` is the ``mx.distributed.Group`` for code that wants
+    MLX's own API (``all_gather``, ``send``/``recv``)."""
+
+    def __init__(self, job: JobEnv, *, log=None):
+        # Group.__init__ would open boltring's ring; set up the same attributes without it.
+        self.job = job
+        self.rank, self.size = job.rank, job.size
+        self.run_dir = Path(job.run_dir) if job.run_dir else Path.cwd()
+        self._log = log or (lambda msg: print(f"[rank {job.rank}] {msg}", file=sys.stderr, flush=True))
+        self.bucket_bytes = max(1 << 16, int(job.bucket_mb * (1 << 20)))
+        self.mx_group = _mx_init(job)
+        self.ring: Any = _Counters()
+        self.metrics = MetricsWriter(job.run_dir, job.rank)
+        self._last_report_t = time.perf_counter()
+        self._last_step: int | None = None
+        self._mark_seconds = 0.0
+        self._mark_sent = 0
+        self._closed = False
+        self.metrics.write("start", size=self.size, job=job.job_id, node=job.node, backend=job.backend)
+
+    def all_sum(self, x):
+        """Sum of ``x`` over all ranks: same type (mx.array or numpy), shape and dtype."""
+        import mlx.core as mx
+
+        is_mx = type(x).__module__.startswith("mlx")
+        if is_mx:
+            a = x
+        else:
+            src = np.ascontiguousarray(np.asarray(x))
+            a = mx.array(src)
+        t0 = time.perf_counter()
+        out = mx.distributed.all_sum(a, group=self.mx_group) if self.size > 1 else a
+        mx.eval(out)
+        self.ring.add(a.nbytes, self.size, time.perf_counter() - t0)
+        if is_mx:
+            return out
+        return np.array(out, copy=True).astype(src.dtype, copy=False).reshape(src.shape)
+
+    def average_gradients(self, grads):
+        """Mean of a tree of mx.array over ranks with ``mlx.nn.average_gradients`` (it packs
+        leaves of one dtype into buffers of up to ``ring.bucket_mb``), evaluated at once."""
+        import mlx.core as mx
+        from mlx.nn import average_gradients
+        from mlx.utils import tree_flatten
+
+        if self.size == 1:
+            return grads
+        flat: Any = tree_flatten(grads)
+        leaves: list[Any] = [leaf for _, leaf in flat]
+        if not leaves:
+            return grads
+        mx.eval(leaves)  # time the collective, not the backward pass that produced the gradients
+        t0 = time.perf_counter()
+        out = average_gradients(grads, group=self.mx_group, all_reduce_size=self.bucket_bytes)
+        mx.eval(out)
+        self.ring.add(sum(a.nbytes for a in leaves), self.size, time.perf_counter() - t0)
+        return out
+
+    def barrier(self) -> None:
+        self.all_sum(np.zeros(1, dtype=np.int32))
