@@ -1,70 +1,56 @@
 """The job controller: one asyncio object that owns a job's life and reports it as events.
 
-    checks → launching → running → finished | failed | killed
+    checks → launching → running ⇄ stalled → finished | failed | killed   (restarting → launching)
 
-It talks to nodes only through transports (local subprocesses or SSH), follows each rank's
-metrics.jsonl and rank.log by byte offset, and emits events (events.py). The TUI and the
-headless `--run` are two views that add a listener and call these methods; neither knows
-how a node is reached.
+It talks to nodes only through transports (local subprocesses or SSH) and emits events
+(events.py); the TUI and the headless `--run` add a listener and call its methods. The parts
+live beside it: record.py (the job record, written before any rank starts; every view of a
+running job reads it), follow.py (each rank's metrics, log, exit record and heartbeat),
+blame.py (the one common cause of a failure), restart.py (`--restarts`).
 
-A job record under BOLTRING_HOME/jobs/ lets a restarted controller re-attach to a job that
-was left running (`attach()`), replaying its metrics and logs from the start of each file.
+This file is the orchestration and is close to 400 lines for that reason: launch, follow,
+stop and re-attach share the rank table and must change state in one place.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
+import os
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from boltring.cluster.agent.spawn import write_atomic
-from boltring.cluster.config.schema import Config, Node, boltring_home
-from boltring.cluster.errors import BoltringError
+from boltring.cluster.config.schema import Config, Node
+from boltring.cluster.jobs import blame, follow, record
 from boltring.cluster.jobs import plan as launcher
+from boltring.cluster.jobs.errors import ControllerError
 from boltring.cluster.jobs.events import (
     CheckResult,
     Event,
+    JobRestarted,
     JobStarted,
     JobStateChanged,
     JobSummary,
     LogLine,
     RankExited,
-    RankMetrics,
+    RankStalled,
     RankStarted,
     StepProgress,
 )
-from boltring.cluster.nodes.transport import LocalTransport, Transport, TransportError, last_json_object
+from boltring.cluster.jobs.follow import RankState
+from boltring.cluster.jobs.restart import RestartPolicy, resume_label
+from boltring.cluster.nodes.transport import LocalTransport, Transport, TransportError
+from boltring.cluster.states import JobState, StoppedBy
 from boltring.netio.handshake import new_secret
+
+__all__ = ["ControllerError", "JobController"]
 
 POLL_S = 0.25  # how often metrics and logs are read; ranks report far less often than this
 STATUS_EVERY_S = 3.0  # liveness check through `spawn status` (catches SIGKILLed keepers)
-FAILURE_GRACE_S = 8.0  # after one rank fails, how long the others get to notice before we kill
-
-
-class ControllerError(BoltringError):
-    """A one-line reason a job could not be launched, killed or attached."""
-
-    title = "job error"
-
-
-@dataclass
-class _RankState:
-    plan: launcher.PlannedRank
-    node: Node
-    metrics_offset: int = 0
-    log_offset: int = 0
-    partial_metrics: bytes = b""
-    partial_log: bytes = b""
-    last: RankMetrics | None = None
-    steps_seen: list[RankMetrics] = field(default_factory=list)
-    exited: bool = False
-    returncode: int | None = None
-    exit_reason: str | None = None
-    last_log: str = ""
+FAILURE_GRACE_S = 8.0  # after an uncertain failure, how long the others get before we stop them
+USER_STOPS = (StoppedBy.USER_KILL, StoppedBy.APP, StoppedBy.CTRL_C)
 
 
 def _transport_for(node: Node, config: Config, on_state) -> Transport:
@@ -84,23 +70,30 @@ class JobController:
         poll_s: float = POLL_S,
     ):
         self.config = config
-        self.state = "idle"
+        self.state: JobState = JobState.IDLE
         self.job_id: str | None = None
         self.poll_s = poll_s
         self._factory = transport_factory or _transport_for
         self._listeners: list[Callable[[Event], None]] = []
         self._transports: dict[str, Transport] = {}
-        self._ranks: dict[int, _RankState] = {}
+        self._ranks: dict[int, RankState] = {}
         self._follower: asyncio.Task | None = None
         self._done: asyncio.Future | None = None
         self._started_at = 0.0
+        self._record: dict = {}
+        self._facts: dict[str, dict] = {}
+        self.checks: list[CheckResult] = []
+        self._reset_job()
+
+    def _reset_job(self) -> None:
         self._global_step = -1
-        self._pending_steps: dict[int, float | None] = {}
+        self._pending_steps: dict[int, float | None] = {}  # rank 0's reported steps not yet emitted
         self._first_loss: float | None = None
         self._last_loss: float | None = None
         self._reason: str | None = None
+        self._stopped_by: StoppedBy | None = None
         self._killing = False
-        self.checks: list[CheckResult] = []
+        self._policy = RestartPolicy(self.config.job.restarts, self.config.job.restart_delay_s)
 
     # -- events ----------------------------------------------------------------------------
     def add_listener(self, fn: Callable[[Event], None]) -> None:
@@ -117,9 +110,9 @@ class JobController:
     def _log(self, text: str, level: str = "info") -> None:
         self.emit(LogLine(source="controller", text=text, level=level))
 
-    def _set_state(self, state: str, reason: str | None = None) -> None:
+    def _set_state(self, state: JobState, reason: str | None = None, by: StoppedBy | None = None) -> None:
         self.state = state
-        self.emit(JobStateChanged(state=state, job_id=self.job_id, reason=reason))
+        self.emit(JobStateChanged(state=state, job_id=self.job_id, reason=reason, by=by))
 
     # -- transports -------------------------------------------------------------------------
     def transport(self, node: Node) -> Transport:
@@ -136,30 +129,35 @@ class JobController:
         return t
 
     # -- checks -----------------------------------------------------------------------------
-    async def run_checks(self, bandwidth: bool = True) -> list[CheckResult]:
+    async def run_checks(self, bandwidth: bool = True, nodes: list[str] | None = None) -> list[CheckResult]:
+        """Check the cluster (or only `nodes`, as a restart does for the failing node)."""
         from boltring.cluster.nodes.checks.run import check_cluster
 
         previous = self.state
-        if previous not in ("running", "launching"):
-            self._set_state("checking")
+        busy = previous.active
+        if not busy:
+            self._set_state(JobState.CHECKING)
         facts: dict[str, dict] = {}
+        config = self.config
+        if nodes:
+            config = dataclasses.replace(config, nodes=tuple(n for n in config.nodes if n.name in nodes))
         try:
             # While a job runs its ranks hold the ring ports, and a bandwidth burst would
             # compete with the gradients on the same cables: check only the rest.
-            busy = previous in ("running", "launching")
             results = await check_cluster(
-                self.config,
+                config,
                 self,
-                bandwidth=bandwidth and not busy,
-                check_ports=not busy,
+                bandwidth=bandwidth and not busy and not nodes,
+                check_ports=not busy and not nodes,
                 emit=self.emit,
                 facts_out=facts,
             )
         finally:
-            if previous not in ("running", "launching"):
-                self._set_state(previous if previous != "checking" else "idle")
+            if not busy:
+                self._set_state(previous if previous != JobState.CHECKING else JobState.IDLE)
         self.checks = results
-        if not busy:  # never reorder the ring under a running job
+        self._facts.update(facts)
+        if not busy and not nodes:  # never reorder the ring under a running job
             self._follow_cables(facts)
         return results
 
@@ -178,6 +176,19 @@ class JobController:
         self.config = dataclasses.replace(self.config, nodes=tuple(by_name[n] for n in order))
         self._log(f"ring order follows the cables: {', '.join(order)}")
 
+    def oversubscribed(self) -> list[str]:
+        """One line per node asked to run more ranks than it has cores (the app asks first)."""
+        per_node: dict[str, int] = {}
+        for slot in self.config.rank_layout():
+            per_node[slot.node.name] = per_node.get(slot.node.name, 0) + 1
+        out = []
+        for node in self.config.nodes:
+            cores = os.cpu_count() if node.local else _cores(self._facts.get(node.name, {}))
+            n = per_node.get(node.name, 0)
+            if cores and n > cores:
+                out.append(f"{node.name} runs {n} ranks on {cores} cores: each rank gets less than a core")
+        return out
+
     # -- launch -----------------------------------------------------------------------------
     def plan(self, resume: bool = False, job_id: str | None = None) -> list[launcher.PlannedRank]:
         jid = job_id or self.job_id or "<job-id>"
@@ -188,67 +199,130 @@ class JobController:
             command_line=lambda node, argv: self.transport(node).command_line(argv),
         )
 
+    async def check_job_args(self) -> None:
+        """The runner's own argparse, run here in --check-args mode, before any rank starts: a
+        bad example argument is one line now, not 45 lines of help from every rank later."""
+        job = self.config.job
+        if job.script or job.module or not job.args:
+            return
+        node = self.config.nodes[0]
+        argv = launcher.runner_argv(self.config, node, "check", resume=False)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *argv[1:],
+            "--check-args",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await proc.communicate()
+        if proc.returncode:
+            lines = [x for x in err.decode(errors="replace").splitlines() if x.strip()]
+            raise ControllerError(
+                f"the job's arguments after `--` are wrong: {(lines or ['(no message)'])[-1]}",
+                hint="`boltring --run -- --help` lists the example's options",
+            )
+
     async def launch(self, resume: bool = False) -> str:
-        if self.state in ("launching", "running"):
+        if self.state.active:
             raise ControllerError(f"job {self.job_id} is {self.state}; kill it before launching another")
         await self._refuse_if_running()
+        await self.check_job_args()
         self.job_id = launcher.new_job_id(self.config.name)
-        self._reset()
-        self._set_state("launching")
-        secret = new_secret()
+        self._reset_job()
+        self._done = asyncio.get_running_loop().create_future()
+        self._set_state(JobState.LAUNCHING)
         plans = self.plan(resume=resume, job_id=self.job_id)
         nodes = {n.name: n for n in self.config.nodes}
-        self._ranks = {p.rank: _RankState(plan=p, node=nodes[p.node]) for p in plans}
-        started: list[_RankState] = []
+        self._ranks = {p.rank: RankState(plan=p, node=nodes[p.node]) for p in plans}
+        ranks = [{"rank": p.rank, "node": p.node, "run_dir": p.run_dir} for p in plans]
+        self._record = record.new_record(self.config, self.job_id, ranks, resume=resume)
         try:
-            await asyncio.gather(*(self.connect(n) for n in self.config.nodes))
-            if self.config.job.script:
-                await self._upload_script()
-            for rs in self._ranks.values():
-                t = self.transport(rs.node)
-                res = await t.run(rs.plan.spawn_argv, input=launcher.spawn_input(rs.plan, secret), timeout=30)
-                info = res.last_json()
-                if not res.ok or not info or "pid" not in info:
-                    why = (info or {}).get("error") or res.stderr.strip().splitlines()[-1:] or ["no output"]
-                    raise ControllerError(
-                        f"rank {rs.plan.rank} on {rs.node.name} did not start: "
-                        f"{why if isinstance(why, str) else why[0]}"
-                    )
-                started.append(rs)
-                self.emit(RankStarted(rank=rs.plan.rank, node=rs.node.name, pid=info["pid"]))
+            record.write(self._record)  # before any rank: whatever starts can be found and killed
+            await self._start_ranks(resume)
+        except asyncio.CancelledError:
+            await self._abort_launch(StoppedBy.CTRL_C, "launch interrupted")
+            raise
         except (ControllerError, TransportError, OSError) as e:
-            await self._kill_ranks(started)
-            self._reason = str(e)
-            self._set_state("failed", self._reason)
-            self._finish("failed")
-            raise ControllerError(str(e)) from None
+            await self._abort_launch(None, str(e))
+            raise ControllerError(str(e), hint=getattr(e, "hint", None)) from None
         self._started_at = time.time()
-        self._write_record()
+        self._record.update(state=JobState.RUNNING, started=self._started_at)
+        try:
+            record.write(self._record)
+        except ControllerError as e:  # the ranks run; stop them rather than lose track of them
+            await self._abort_launch(None, str(e))
+            raise
         self.emit(
             JobStarted(
                 job_id=self.job_id,
                 config=self.config.source,
-                world_size=self.config.world_size,
+                world_size=len(self._ranks),
                 steps=self.config.job.steps,
                 nodes=[n.name for n in self.config.nodes],
                 job=self.job_label(),
+                backend=self.config.ring.backend,
+                resume_from=await self._resume_from() if resume else None,
             )
         )
-        self._set_state("running")
+        self._set_state(JobState.RUNNING)
         self._follower = asyncio.create_task(self._follow())
         return self.job_id
 
+    async def _start_ranks(self, resume: bool) -> None:
+        await asyncio.gather(*(self.connect(n) for n in self.config.nodes))
+        if self.config.job.script:
+            await self._upload_script()
+        for line in self.oversubscribed():
+            self._log(line, "warn")
+        secret = new_secret()
+
+        async def node_ranks(node: Node) -> None:
+            mine = [rs for rs in self._ranks.values() if rs.node.name == node.name]
+            if not mine:
+                return
+            argv = launcher.spawn_many_argv(node, "start", [rs.plan.run_dir for rs in mine])
+            if len(mine) == 1:
+                argv = mine[0].plan.spawn_argv
+                data = launcher.spawn_input(mine[0].plan, secret)
+            else:
+                data = launcher.spawn_many_input([rs.plan for rs in mine], secret)
+            # Shielded: an interrupted launch still learns what this command started, to kill it.
+            res = await asyncio.shield(self.transport(node).run(argv, input=data, timeout=120))
+            info = res.last_json() or {}
+            started = info.get("started", [info] if "pid" in info else [])
+            pids = {s.get("run_dir"): s.get("pid") for s in started}
+            for rs in mine:
+                pid = pids.get(rs.plan.run_dir) or (pids.get(None) if len(mine) == 1 else None)
+                if pid:
+                    self.emit(RankStarted(rank=rs.plan.rank, node=node.name, pid=pid))
+            if not res.ok or len(started) < len(mine):
+                why = info.get("error") or (res.stderr.strip().splitlines() or ["no output"])[-1]
+                raise ControllerError(f"{node.name}: ranks did not start: {why}")
+
+        await asyncio.gather(*(node_ranks(n) for n in self.config.nodes))
+
+    async def _abort_launch(self, by: StoppedBy | None, reason: str) -> None:
+        """Stop whatever a failed or interrupted launch started, and end the job."""
+        self._killing = by is not None
+        await asyncio.shield(self._kill_ranks(list(self._ranks.values()), by or StoppedBy.BOLTRING))
+        self._reason = reason if by is None else f"stopped by you ({by}) during launch"
+        self._stopped_by = by
+        state = JobState.KILLED if by else JobState.FAILED
+        self._set_state(state, self._reason, by)
+        self._finish(state)
+
     async def _refuse_if_running(self) -> None:
-        record = _read_current_record()
-        if record and record.get("state") == "running":
-            alive = await self._alive_ranks_of(record)
+        rec = record.read_current()
+        if rec and rec.get("state") in ("running", "launching", "stalled", "restarting"):
+            alive = await self._alive_ranks_of(rec)
             if alive:
                 raise ControllerError(
-                    f"job {record['job_id']} is still running ({len(alive)} ranks "
+                    f"job {rec['job_id']} is still running ({len(alive)} ranks "
                     f"alive); `boltring kill` it or re-attach with `boltring`"
                 )
 
     async def _upload_script(self) -> None:
+        assert self.job_id is not None and self.config.job.script
         data = Path(self.config.job.script).read_bytes()
         digest = launcher.file_digest(data)
         for node in self.config.nodes:
@@ -262,161 +336,185 @@ class JobController:
                     f"match (sha256 differs); check free disk space on the node"
                 )
 
+    async def _resume_from(self) -> str | None:
+        """'step 200 (step-000200.safetensors)': what rank 0's `latest` names (the runner then
+        verifies it, and says so in its log when it falls back to an older one)."""
+        node = self.config.nodes[0]
+        try:
+            raw = await self.transport(node).read_from(
+                f"{launcher.checkpoint_dir(node, self.config)}/latest", 0
+            )
+        except TransportError:
+            return None
+        return resume_label(raw.decode(errors="replace").strip() or None)
+
     def job_label(self) -> str:
         """What the job runs, for humans: 'example charlm' or 'script train.py'."""
         job = self.config.job
         return f"script {Path(job.script).name}" if job.script else f"example {job.example}"
 
-    def _reset(self) -> None:
-        self._global_step = -1
-        self._pending_steps: dict[int, float | None] = {}  # rank 0's reported steps not yet emitted
-        self._first_loss = self._last_loss = None
-        self._reason = None
-        self._killing = False
-        self._done = asyncio.get_running_loop().create_future()
-
     # -- following --------------------------------------------------------------------------
     async def _follow(self) -> None:
-        last_status = time.monotonic()
-        failed_at: float | None = None
+        state = JobState.FAILED
         try:
             while True:
-                await asyncio.gather(
-                    *(
-                        self._poll_rank(rs)
-                        for rs in self._ranks.values()
-                        if not rs.exited or rs.partial_metrics
-                    )
-                )
-                if time.monotonic() - last_status > STATUS_EVERY_S:
-                    last_status = time.monotonic()
-                    await asyncio.gather(
-                        *(self._check_alive(rs) for rs in self._ranks.values() if not rs.exited)
-                    )
-                if all(rs.exited for rs in self._ranks.values()):
-                    await asyncio.gather(*(self._poll_rank(rs) for rs in self._ranks.values()))
+                state = await self._follow_attempt()
+                if not self._policy.allows(state, self._stopped_by) or not await self._restart():
                     break
-                bad = [rs for rs in self._ranks.values() if rs.exited and rs.returncode != 0]
-                if bad and not self._killing:
-                    if failed_at is None:
-                        failed_at = time.monotonic()
-                        # A rank that was SIGKILLed leaves no exit record: ask now, so the
-                        # reason names the rank that died rather than its neighbours.
-                        await asyncio.gather(
-                            *(self._check_alive(rs) for rs in self._ranks.values() if not rs.exited)
-                        )
-                        self._reason = self._failure_reason()
-                        self._log(self._reason, "error")
-                    elif time.monotonic() - failed_at > FAILURE_GRACE_S:
-                        self._log("stopping the remaining ranks after a rank failed", "warn")
-                        await self._kill_ranks([rs for rs in self._ranks.values() if not rs.exited])
-                await asyncio.sleep(self.poll_s)
         except asyncio.CancelledError:
             raise
-        except Exception as e:
-            self._reason = f"controller lost track of the job: {e}"
+        except Exception as e:  # never die silently: the job ends, with the reason
+            self._reason = f"controller lost track of the job: {type(e).__name__}: {e}"
             self._log(self._reason, "error")
+            await self._kill_ranks([rs for rs in self._ranks.values() if not rs.exited], StoppedBy.BOLTRING)
+            state = JobState.FAILED
+        finally:
+            if self._done is not None and not self._done.done() and not self.state.final:
+                if not asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    self._end(state)
+
+    def _end(self, state: JobState) -> None:
+        if state == JobState.KILLED:
+            by = self._stopped_by or StoppedBy.BOLTRING
+            self._reason = (
+                f"stopped by you ({by}) at step {max(self._global_step, 0)}"
+                if by in USER_STOPS
+                else (self._reason or f"stopped by {by}")
+            )
+        elif state == JobState.FINISHED:
+            self._reason = None
+        self._set_state(state, self._reason, self._stopped_by if state == JobState.KILLED else None)
+        self._finish(state)
+
+    async def _follow_attempt(self) -> JobState:
+        """Follow the ranks until all have ended; the job's state for this attempt."""
+        last_status = time.monotonic()
+        failed_at: float | None = None
+        while True:
+            await asyncio.gather(
+                *(self._poll_rank(rs) for rs in self._ranks.values() if not rs.exited or rs.partial_metrics)
+            )
+            stalled = [rs for rs in self._ranks.values() if rs.stalled_for() is not None]
+            if time.monotonic() - last_status > STATUS_EVERY_S or (stalled and not self._killing):
+                last_status = time.monotonic()
+                await self._check_alive([rs for rs in self._ranks.values() if not rs.exited])
+            self._report_stalls()
+            if all(rs.exited for rs in self._ranks.values()):
+                await asyncio.gather(*(self._poll_rank(rs) for rs in self._ranks.values()))
+                break
+            bad = [rs for rs in self._ranks.values() if rs.exited and rs.returncode != 0]
+            user = next(
+                (rs.exit_info["stopped_by"] for rs in bad if rs.exit_info.get("stopped_by") in USER_STOPS),
+                None,
+            )
+            if user and not self._killing:  # `boltring kill` from another terminal
+                self._killing, self._stopped_by = True, StoppedBy(user)
+            if bad and not self._killing and self._reason is None:
+                failed_at = failed_at or time.monotonic()
+                await self._check_alive([rs for rs in self._ranks.values() if not rs.exited])
+                verdict = blame.decide([rs.facts() for rs in self._ranks.values()])
+                if verdict.certain or time.monotonic() - failed_at > FAILURE_GRACE_S:
+                    self._reason = verdict.text()
+                    self._log(self._reason, "error")
+                    await self._kill_ranks(
+                        [rs for rs in self._ranks.values() if not rs.exited], StoppedBy.BOLTRING
+                    )
+            await asyncio.sleep(self.poll_s)
         if self._killing:
-            status = "killed"
-        elif all(rs.returncode == 0 for rs in self._ranks.values()):
-            status = "finished"
-        else:
-            status = "failed"
-            if self._reason is None:
-                self._reason = self._failure_reason()
-        self._set_state(status, self._reason if status != "finished" else None)
-        self._finish(status)
+            return JobState.KILLED
+        stops = {rs.exit_info.get("stopped_by") for rs in self._ranks.values()} & set(USER_STOPS)
+        if stops:
+            self._stopped_by = StoppedBy(stops.pop())
+            return JobState.KILLED
+        if all(rs.returncode == 0 for rs in self._ranks.values()):
+            return JobState.FINISHED
+        if self._reason is None:
+            self._reason = blame.decide([rs.facts() for rs in self._ranks.values()]).text()
+        return JobState.FAILED
 
-    def _failure_reason(self) -> str:
-        """One line naming the first rank that failed and the last thing it printed."""
+    def _report_stalls(self) -> None:
+        """RankStalled for a rank silent past 3× its usual step time. When a frozen rank makes
+        every rank silent, only the frozen one (by liveness) is named."""
+        silent = [rs for rs in self._ranks.values() if rs.stalled_for() is not None]
+        frozen = [rs for rs in silent if rs.frozen or rs.alive is False]
+        named = frozen or silent
+        for rs in named:
+            if not rs.stalled:
+                rs.stalled = True
+                self.emit(
+                    RankStalled(rank=rs.plan.rank, node=rs.node.name, silent_s=round(rs.silent_s() or 0, 1))
+                )
+        if named and self.state == JobState.RUNNING:
+            who = ", ".join(f"r{rs.plan.rank} silent {rs.silent_s() or 0:.0f} s" for rs in named)
+            self._set_state(JobState.STALLED, f"stalled: {who}")
+        elif not silent and self.state == JobState.STALLED:
+            self._set_state(JobState.RUNNING)
 
-        def victim(rs: _RankState) -> bool:  # it failed only because a neighbour went away
-            return any(k in rs.last_log for k in ("PeerClosed", "PeerTimeout"))
-
-        bad = sorted(
-            (rs for rs in self._ranks.values() if rs.exited and rs.returncode != 0),
-            key=lambda rs: (victim(rs), rs.plan.rank),
-        )
-        if not bad:
-            return "the controller stopped following the job"
-        first = bad[0]
-        return f"rank {first.plan.rank} on {first.node.name} {first.exit_reason}" + (
-            f": {first.last_log}" if first.last_log else ""
-        )
-
-    async def _poll_rank(self, rs: _RankState) -> None:
-        t = self.transport(rs.node)
+    async def _poll_rank(self, rs: RankState) -> None:
         try:
-            data = await t.read_from(f"{rs.plan.run_dir}/metrics.jsonl", rs.metrics_offset)
-            if data:
-                rs.metrics_offset += len(data)
-                for line in _lines(rs, "partial_metrics", data):
-                    self._on_metrics_line(rs, line)
-            data = await t.read_from(f"{rs.plan.run_dir}/rank.log", rs.log_offset)
-            if data:
-                rs.log_offset += len(data)
-                for line in _lines(rs, "partial_log", data):
-                    text = line.decode(errors="replace").rstrip()
-                    if text:
-                        rs.last_log = text
-                        self.emit(
-                            LogLine(
-                                source=f"rank {rs.plan.rank}@{rs.node.name}",
-                                text=text,
-                                node=rs.node.name,
-                                rank=rs.plan.rank,
-                                level="error" if "Error" in text else "info",
-                            )
-                        )
-            if not rs.exited:
-                raw = await t.read_from(f"{rs.plan.run_dir}/exit.json", 0)
-                info = last_json_object(raw.decode(errors="replace")) if raw else None
-                if info is not None:
-                    self._on_exit(rs, info)
+            metrics, logs, info = await follow.read_new(rs, self.transport(rs.node))
         except TransportError as e:
             self._log(f"{rs.node.name}: {e}", "warn")  # the transport reconnects; we retry next poll
-
-    async def _check_alive(self, rs: _RankState) -> None:
-        try:
-            res = await self.transport(rs.node).run(
-                launcher.spawn_argv(rs.node, "status", rs.plan.run_dir), timeout=15
-            )
-        except TransportError:
             return
-        info = res.last_json()
-        if info and not info.get("alive"):
-            self._on_exit(rs, info.get("exit") or {"returncode": None, "signal": "lost"})
+        for line in metrics:
+            self._on_metrics_line(rs, line)
+        for text in logs:
+            rs.last_log = text
+            src = f"rank {rs.plan.rank}@{rs.node.name}"
+            self.emit(LogLine(source=src, text=text, node=rs.node.name, rank=rs.plan.rank))
+        if info is not None:
+            self._on_exit(rs, info)
 
-    def _on_exit(self, rs: _RankState, info: dict) -> None:
+    async def _check_alive(self, ranks: list[RankState]) -> None:
+        """Liveness of `ranks` through `spawn status`, one command per node."""
+
+        async def node_status(node: Node, mine: list[RankState]) -> None:
+            argv = launcher.spawn_many_argv(node, "status", [rs.plan.run_dir for rs in mine])
+            try:
+                res = await self.transport(node).run(argv, timeout=15)
+            except TransportError:
+                return
+            info = res.last_json() or {}
+            answers = info.get("ranks", [info] if "alive" in info else [])
+            for rs, ans in zip(mine, answers, strict=False):
+                rs.alive, rs.frozen = bool(ans.get("alive")), bool(ans.get("stopped"))
+                if not ans.get("alive"):
+                    self._on_exit(rs, ans.get("exit") or {"returncode": None, "signal": "lost"})
+
+        by_node: dict[str, list[RankState]] = {}
+        for rs in ranks:
+            by_node.setdefault(rs.node.name, []).append(rs)
+        await asyncio.gather(*(node_status(self._ranks_node(n), m) for n, m in by_node.items()))
+
+    def _ranks_node(self, name: str) -> Node:
+        return next(rs.node for rs in self._ranks.values() if rs.node.name == name)
+
+    def _on_exit(self, rs: RankState, info: dict) -> None:
         if rs.exited:
             return
-        rs.exited = True
-        rc = info.get("returncode")
-        rs.returncode = rc
-        if info.get("signal"):
-            rs.exit_reason = f"was stopped by {info['signal']}"
+        rs.exited, rs.exit_info, rs.returncode = True, dict(info), info.get("returncode")
+        by = info.get("stopped_by")
+        if by:
+            rs.exit_reason = "was stopped by you" + (f" ({by})" if by != StoppedBy.BOLTRING else "")
+            if by == StoppedBy.BOLTRING:
+                rs.exit_reason = "was stopped by boltring"
+        elif rs.returncode == 0:
+            rs.exit_reason = "finished"
         else:
-            rs.exit_reason = f"exited with code {rc}"
-        self.emit(RankExited(rank=rs.plan.rank, node=rs.node.name, returncode=rc, reason=rs.exit_reason))
-
-    def _on_metrics_line(self, rs: _RankState, line: bytes) -> None:
-        rec = last_json_object(line.decode(errors="replace"))
-        if not rec or rec.get("kind") != "step":
-            return
-        ev = RankMetrics(
-            rank=rs.plan.rank,
-            node=rs.node.name,
-            step=int(rec.get("step", 0)),
-            loss=rec.get("loss"),
-            steps_per_s=rec.get("steps_per_s"),
-            samples_per_s=_per_rank(rec.get("samples_per_s"), self.config.world_size),
-            allreduce_gbps=rec.get("allreduce_gbps"),
-            allreduce_s=rec.get("allreduce_s"),
-            bytes_sent=rec.get("bytes_sent"),
-            bytes_recv=rec.get("bytes_recv"),
-            mem_mb=rec.get("mem_mb"),
-            wall=rec.get("wall"),
+            facts = rs.facts()
+            rs.exit_reason = (
+                blame.evidence_of(facts) if facts.blames is not None else blame.describe_own_end(facts)
+            )
+            rs.exit_reason = rs.exit_reason.removeprefix(f"{facts.label} ")
+        self.emit(
+            RankExited(rank=rs.plan.rank, node=rs.node.name, returncode=rs.returncode, reason=rs.exit_reason)
         )
+
+    def _on_metrics_line(self, rs: RankState, line: bytes) -> None:
+        ev = follow.metrics_event(rs, line, len(self._ranks))
+        if ev is None:
+            return
+        rs.beat(ev.wall)
         rs.last = ev
         rs.steps_seen.append(ev)
         self.emit(ev)
@@ -450,53 +548,110 @@ class JobController:
                     )
                 )
 
+    # -- restarts ----------------------------------------------------------------------------
+    async def _restart(self) -> bool:
+        """Relaunch every rank from the newest verified checkpoint; False when a check of the
+        failing node fails, or the user stopped the job meanwhile."""
+        cause = self._reason or "the job failed"
+        attempt = self._policy.used + 1
+        failing = sorted({rs.node.name for rs in self._ranks.values() if rs.returncode not in (0, None)})
+        failing = failing or [self.config.nodes[0].name]
+        self._set_state(JobState.RESTARTING, cause)
+        bad = [r for r in await self.run_checks(bandwidth=False, nodes=failing) if r.status == "fail"]
+        if bad:
+            self._reason = (
+                f"{cause}; not restarted: {bad[0].node} {bad[0].name} fails ({bad[0].value or bad[0].hint})"
+            )
+            return False
+        self._log(
+            f"restart {attempt}/{self._policy.max_restarts} in {self._policy.delay_s:g} s: {cause}", "warn"
+        )
+        await asyncio.sleep(self._policy.delay_s)
+        if self._killing:
+            return False
+        resume = self.config.job.checkpoint_every > 0
+        ev = JobRestarted(
+            job_id=self.job_id or "",
+            attempt=attempt,
+            max_restarts=self._policy.max_restarts,
+            cause=cause,
+            resume_from=await self._resume_from() if resume else None,
+        )
+        self._policy.history.append(ev.to_dict())
+        self.emit(ev)
+        self._reason = None
+        self._global_step, self._pending_steps = -1, {}
+        plans = {p.rank: p for p in self.plan(resume=resume, job_id=self.job_id)}
+        for rs in self._ranks.values():
+            rs.plan = plans[rs.plan.rank]
+            rs.reset_for_restart()
+        self._record.update(state=JobState.RUNNING, restarts=self._policy.history)
+        self._set_state(JobState.LAUNCHING)
+        record.write(self._record)
+        await self._start_ranks(resume)
+        self._set_state(JobState.RUNNING)
+        return True
+
     # -- kill, wait, finish -----------------------------------------------------------------
-    async def kill(self) -> None:
-        if self.state not in ("running", "launching"):
+    async def kill(self, by: StoppedBy = StoppedBy.APP) -> None:
+        if not self.state.active:
             return
-        self._killing = True
-        self._log(f"killing every rank of job {self.job_id}", "warn")
-        await self._kill_ranks([rs for rs in self._ranks.values() if not rs.exited])
-        if self._follower is not None:
+        self._killing, self._stopped_by = True, by
+        self._log(f"stopping every rank of job {self.job_id} ({by})", "warn")
+        await self._kill_ranks([rs for rs in self._ranks.values() if not rs.exited], by)
+        if self._follower is not None and self._done is not None:
             await asyncio.shield(self._done)
 
-    async def _kill_ranks(self, ranks: list[_RankState]) -> None:
-        async def one(rs: _RankState) -> None:
+    async def _kill_ranks(self, ranks: list[RankState], by: StoppedBy) -> None:
+        async def node_kill(node: Node, mine: list[RankState]) -> None:
+            argv = [
+                *launcher.spawn_many_argv(node, "kill", [rs.plan.run_dir for rs in mine]),
+                "--by",
+                str(by),
+            ]
             try:
-                res = await self.transport(rs.node).run(
-                    launcher.spawn_argv(rs.node, "kill", rs.plan.run_dir), timeout=30
-                )
-                info = res.last_json()
-                if info and info.get("alive"):
-                    self._log(f"rank {rs.plan.rank} on {rs.node.name} survived SIGKILL", "error")
-                if info and info.get("exit"):
-                    self._on_exit(rs, info["exit"])
+                res = await self.transport(node).run(argv, timeout=60)
             except TransportError as e:
-                self._log(f"could not kill rank {rs.plan.rank} on {rs.node.name}: {e}", "error")
+                self._log(f"could not stop the ranks on {node.name}: {e}", "error")
+                return
+            info = res.last_json() or {}
+            for rs, ans in zip(mine, info.get("ranks", [info]), strict=False):
+                if ans.get("alive"):
+                    self._log(f"rank {rs.plan.rank} on {node.name} survived SIGKILL", "error")
+                if ans.get("exit"):
+                    self._on_exit(rs, ans["exit"])
 
-        await asyncio.gather(*(one(rs) for rs in ranks))
+        by_node: dict[str, list[RankState]] = {}
+        for rs in ranks:
+            by_node.setdefault(rs.node.name, []).append(rs)
+        await asyncio.gather(*(node_kill(self._ranks_node(n), m) for n, m in by_node.items()))
 
     async def wait(self) -> JobSummary:
         if self._done is None:
             raise ControllerError("no job was launched or attached")
         return await asyncio.shield(self._done)
 
-    def _finish(self, status: str) -> None:
-        summary = self.summary(status)
-        self._write_record(state=status)
+    def _finish(self, state: JobState) -> None:
+        summary = self.summary(state)
+        self._record.update(state=state, reason=self._reason, stopped_by=self._stopped_by)
+        try:
+            if self._record.get("job_id"):
+                record.write(self._record)
+        except ControllerError as e:  # said, never swallowed; the summary still arrives
+            self._log(str(e), "error")
         self.emit(summary)
         if self._done is not None and not self._done.done():
             self._done.set_result(summary)
 
-    def summary(self, status: str | None = None) -> JobSummary:
+    def summary(self, status: JobState | None = None) -> JobSummary:
         ranks = {}
         for r, rs in self._ranks.items():
             seen = rs.steps_seen[1:] or rs.steps_seen  # the first step includes compilation/setup
             ranks[r] = {
                 "node": rs.node.name,
-                "samples_per_s": _mean(m.samples_per_s for m in seen),
-                "steps_per_s": _mean(m.steps_per_s for m in seen),
-                "allreduce_gbps": _mean(m.allreduce_gbps for m in seen),
+                "samples_per_s": follow.mean(m.samples_per_s for m in seen),
+                "steps_per_s": follow.mean(m.steps_per_s for m in seen),
+                "allreduce_gbps": follow.mean(m.allreduce_gbps for m in seen),
             }
         return JobSummary(
             job_id=self.job_id or "",
@@ -509,80 +664,75 @@ class JobController:
             ranks=ranks,
             reason=self._reason,
             run_dir=launcher.job_dir(self.config.nodes[0], self.job_id or ""),
+            stopped_by=self._stopped_by if status == JobState.KILLED else None,
+            restarts=list(self._policy.history),
         )
 
     # -- re-attach ---------------------------------------------------------------------------
-    def _record_path(self, job_id: str) -> Path:
-        return boltring_home() / "jobs" / f"{job_id}.json"
-
-    def _write_record(self, state: str = "running") -> None:
-        if not self.job_id or not self._ranks:
-            return
-        record = {
-            "job_id": self.job_id,
-            "state": state,
-            "config": self.config.source,
-            "started": self._started_at,
-            "steps": self.config.job.steps,
-            "ranks": [
-                {"rank": rs.plan.rank, "node": rs.node.name, "run_dir": rs.plan.run_dir}
-                for rs in self._ranks.values()
-            ],
-        }
-        path = self._record_path(self.job_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps(record, indent=1))
-        write_atomic(boltring_home() / "current", self.job_id)
-
-    async def _alive_ranks_of(self, record: dict) -> list[int]:
+    async def _alive_ranks_of(self, rec: dict) -> list[int]:
         nodes = {n.name: n for n in self.config.nodes}
-        alive = []
-        for r in record.get("ranks", []):
-            node = nodes.get(r["node"])
-            if node is None:
-                continue
+        by_node: dict[str, list[dict]] = {}
+        for r in rec.get("ranks", []):
+            if r.get("node") in nodes:
+                by_node.setdefault(r["node"], []).append(r)
+        alive: list[int] = []
+        for name, mine in by_node.items():
+            node = nodes[name]
             try:
                 t = await self.connect(node)
-                res = await t.run(launcher.spawn_argv(node, "status", r["run_dir"]), timeout=15)
+                res = await t.run(
+                    launcher.spawn_many_argv(node, "status", [r["run_dir"] for r in mine]), timeout=15
+                )
             except TransportError:
                 continue
-            info = res.last_json()
-            if info and info.get("alive"):
-                alive.append(r["rank"])
+            info = res.last_json() or {}
+            answers = info.get("ranks", [info] if "alive" in info else [])
+            alive += [r["rank"] for r, a in zip(mine, answers, strict=False) if a.get("alive")]
         return alive
 
     async def attach(self) -> bool:
-        """Follow the job this config left running, if any; True when attached."""
-        record = _read_current_record()
-        if not record or record.get("state") != "running" or self.state in ("running", "launching"):
+        """Follow the job this config left running, if any; True when attached. The job (its
+        steps, its ranks) comes from the record, as launched, never from the config as it is."""
+        rec = record.read_current()
+        if (
+            not rec
+            or rec.get("state") not in ("running", "launching", "stalled", "restarting")
+            or self.state.active
+        ):
             return False
-        if record.get("config") != self.config.source:
+        if rec.get("config") != self.config.source or not await self._alive_ranks_of(rec):
             return False
-        if not await self._alive_ranks_of(record):
-            return False
-        self.job_id = record["job_id"]
-        self._reset()
+        self.job_id = rec["job_id"]
+        self.config = dataclasses.replace(self.config, job=record.job_from_record(rec, self.config.job))
+        self._reset_job()
+        self._record = rec
+        self._policy.history = list(rec.get("restarts") or [])
+        self._done = asyncio.get_running_loop().create_future()
         nodes = {n.name: n for n in self.config.nodes}
-        plans = {p.rank: p for p in self.plan(job_id=self.job_id)}
         self._ranks = {
-            r["rank"]: _RankState(plan=plans[r["rank"]], node=nodes[r["node"]])
-            for r in record["ranks"]
-            if r["rank"] in plans and r["node"] in nodes
+            r["rank"]: RankState(
+                plan=launcher.PlannedRank(
+                    rank=r["rank"], node=r["node"], where="", command="", run_dir=r["run_dir"]
+                ),
+                node=nodes[r["node"]],
+            )
+            for r in rec["ranks"]
+            if r["node"] in nodes
         }
-        self._started_at = record.get("started") or time.time()
+        self._started_at = rec.get("started") or time.time()
         self.emit(
             JobStarted(
                 job_id=self.job_id,
                 config=self.config.source,
-                world_size=self.config.world_size,
+                world_size=len(self._ranks),
                 steps=self.config.job.steps,
-                nodes=[n.name for n in self.config.nodes],
+                nodes=list(rec.get("nodes") or [n.name for n in self.config.nodes]),
                 job=self.job_label(),
                 attached=True,
                 t=self._started_at,
             )
         )  # the job's age, not ours
-        self._set_state("running")
+        self._set_state(JobState.RUNNING)
         self._log(f"re-attached to job {self.job_id}")
         self._follower = asyncio.create_task(self._follow())
         return True
@@ -599,28 +749,9 @@ class JobController:
         await asyncio.gather(*(t.close() for t in self._transports.values()), return_exceptions=True)
 
 
-def _lines(rs: _RankState, attr: str, data: bytes) -> list[bytes]:
-    """Complete lines only; a half-written last line waits for the next read."""
-    buf = getattr(rs, attr) + data
-    *lines, rest = buf.split(b"\n")
-    setattr(rs, attr, rest)
-    return lines
-
-
-def _mean(values) -> float | None:
-    vals = [v for v in values if v is not None]
-    return sum(vals) / len(vals) if vals else None
-
-
-def _per_rank(samples_per_s, world_size):
-    # Workers report the global batch as samples; a rank processes 1/N of it.
-    return None if samples_per_s is None else samples_per_s / max(world_size, 1)
-
-
-def _read_current_record() -> dict | None:
-    home = boltring_home()
+def _cores(facts: dict) -> int | None:
+    raw = (facts.get("hardware") or {}).get("cores")
     try:
-        job_id = (home / "current").read_text().strip()
-        return json.loads((home / "jobs" / f"{job_id}.json").read_text())
-    except (OSError, ValueError):
+        return int(str(raw).split()[-1].split(":")[0]) if raw is not None else None
+    except ValueError:
         return None

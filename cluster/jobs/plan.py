@@ -37,6 +37,11 @@ def spawn_argv(node: Node, verb: str, run_dir: str) -> list[str]:
     return [node.python, "-m", SPAWN_MODULE, verb, run_dir]
 
 
+def spawn_many_argv(node: Node, verb: str, run_dirs: list[str]) -> list[str]:
+    """One agent command for several ranks of one node (`spawn start|kill|status DIR…`)."""
+    return [node.python, "-m", SPAWN_MODULE, verb, *run_dirs]
+
+
 def new_job_id(name: str) -> str:
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
@@ -78,6 +83,10 @@ def runner_argv(config: Config, node: Node, job_id: str, *, resume: bool) -> lis
         argv += ["--lr", repr(job.learning_rate)]
     if job.data:
         argv += ["--data", job.data]
+    if job.allow_nonfinite:
+        argv.append("--allow-nonfinite")
+    if job.keep_checkpoints != 3:
+        argv += ["--keep-checkpoints", str(job.keep_checkpoints)]
     if resume:
         argv.append("--resume")
     if job.args:
@@ -128,6 +137,13 @@ def plan_job(config: Config, job_id: str, *, resume: bool = False, command_line=
 def spawn_input(plan: PlannedRank, secret: bytes) -> bytes:
     """The JSON a rank's spawn command reads on stdin (the only place the secret travels)."""
     return json.dumps({"argv": plan.argv, "env": plan.env, "secret": secret.hex()}).encode()
+
+
+def spawn_many_input(plans: list[PlannedRank], secret: bytes) -> bytes:
+    """stdin of `spawn start DIR…` for several ranks of one node."""
+    return json.dumps(
+        {"secret": secret.hex(), "ranks": [{"argv": p.argv, "env": p.env} for p in plans]}
+    ).encode()
 
 
 def file_digest(data: bytes) -> str:

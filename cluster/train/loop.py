@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -61,6 +62,8 @@ class TrainConfig:
     data: str | None = None
     args: tuple[str, ...] = ()  # example-specific extra arguments (after "--")
     progress_every: int | None = None  # stdout progress line period; None: about every 10 %
+    allow_nonfinite: bool = False  # True: a NaN/inf loss does not stop the run
+    keep_checkpoints: int = 3  # newest checkpoints kept by rank 0; 0 keeps all
 
     def validate(self) -> None:
         if self.steps < 0:
@@ -75,6 +78,10 @@ class TrainConfig:
             raise ValueError(f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
         if self.log_every < 1:
             raise ValueError(f"--log-every must be >= 1, got {self.log_every}")
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite: training on would only spread it through the ring."""
 
 
 class Task(Protocol):
@@ -237,6 +244,10 @@ def train(
             log(f"[rank {rank}] resume: no checkpoint in {ckpt_dir}; starting from step 0")
         else:
             start_step, position = info.step, info.samples_seen
+            for why in info.skipped:
+                log(f"[rank {rank}] resume: skipped {why}")
+            if info.skipped and info.path is not None:
+                log(f"[rank {rank}] resume: using {info.path.name}, the newest checkpoint that verifies")
             log(
                 f"[rank {rank}] resumed from {info.path.name if info.path else 'rank 0'}: "
                 f"step {start_step}, {position} samples seen"
@@ -267,6 +278,14 @@ def train(
         position += B
         result.final_step, result.samples_seen = step, position
         local_loss = loss.item()
+        if not math.isfinite(local_loss) and not cfg.allow_nonfinite:
+            # Checked on every rank at every step, before anything is logged or saved, so a bad
+            # value never reaches a checkpoint; the rank that saw it names itself.
+            what = "NaN" if math.isnan(local_loss) else "infinite"
+            raise NonFiniteLoss(
+                f"loss became {what} at step {step} on rank {rank} "
+                f"(job.allow_nonfinite: true lets the run continue)"
+            )
         if on_step is not None:
             on_step(step, local_loss)
 
@@ -294,6 +313,9 @@ def train(
                 global_batch=B,
                 world_size=size,
             )
+            if cfg.keep_checkpoints > 0:
+                for old in checkpoint.prune(ckpt_dir, keep=cfg.keep_checkpoints):
+                    log(f"[rank 0] removed old checkpoint {old.name} (keeping {cfg.keep_checkpoints})")
             result.checkpoints.append(path)
             log(f"[rank 0] checkpoint {path}")
 
@@ -316,5 +338,11 @@ def parse_extra(parser_factory: Callable[[], Any], args: Sequence[str]) -> Any:
     parser = parser_factory()
     ns, unknown = parser.parse_known_args(list(args))
     if unknown:
-        raise ValueError(f"unknown argument(s) for this example: {' '.join(unknown)}\n{parser.format_help()}")
+        options = sorted(
+            {o for a in parser._actions for o in a.option_strings if o.startswith("--")} - {"--help"}
+        )
+        raise ValueError(
+            f"unknown argument(s) for this example: {' '.join(unknown)} "
+            f"(it takes {', '.join(options) or 'no options'}; `-- --help` explains them)"
+        )
     return ns
