@@ -45,6 +45,7 @@ EXAMPLES = {
     "charlm": "small character-level transformer LM (2 blocks) on the shipped corpus or --data FILE",
 }
 PREFIX = "boltring-train"
+WHY_RESERVE = 4096
 
 
 class Terminated(SystemExit):
@@ -288,29 +289,69 @@ def write_why(exc: BaseException) -> None:
         why["direction"] = (
             "send" if ("we sent" in text or "sending" in text or "accepted no data" in text) else "recv"
         )
-    if isinstance(exc, OSError) and exc.filename:
-        why["file"] = str(exc.filename)
+    if isinstance(exc, OSError):
+        file = exc.filename or _file_being_written(exc)
+        if file:
+            why["file"] = str(file)
+    why["message"] = describe_error(exc)[:2000]
+    path = Path(run_dir) / "why.json"
+    data = json.dumps(why).encode()[:WHY_RESERVE]
+    try:  # into the bytes reserved at start: a full disk still gets the reason
+        fd = os.open(Path(run_dir) / "why.reserve", os.O_WRONLY)
+        try:
+            os.write(fd, data.ljust(WHY_RESERVE, b" "))
+        finally:
+            os.close(fd)
+        os.replace(Path(run_dir) / "why.reserve", path)
+        return
+    except OSError:
+        pass
     try:
-        path = Path(run_dir) / "why.json"
         tmp = path.with_name(".why.json.tmp")
-        tmp.write_text(json.dumps(why))
+        tmp.write_bytes(data)
         os.replace(tmp, path)
     except OSError:
-        pass  # a full disk: the last line of rank.log (if any) and the exit code remain
+        pass  # nothing more can be written: the exit code remains
+
+
+def reserve_why() -> None:
+    """Take the room for why.json while the disk has it (see write_why)."""
+    run_dir = os.environ.get("BOLTRING_RUN_DIR")
+    if run_dir:
+        try:
+            (Path(run_dir) / "why.reserve").write_bytes(b" " * WHY_RESERVE)
+        except OSError:
+            pass
 
 
 def describe_error(exc: BaseException) -> str:
     msg = " ".join(str(exc).split()) or "(no message)"
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC and not exc.filename:
-        where = os.environ.get("BOLTRING_RUN_DIR") or os.getcwd()
-        msg = f"No space left on device while writing under {where}"
+    if isinstance(exc, OSError) and not exc.filename and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+        path = _file_being_written(exc)
+        where = str(path) if path else f"a file under {os.environ.get('BOLTRING_RUN_DIR') or os.getcwd()}"
+        msg = f"cannot write {where}: {exc.strerror}"
     return msg
+
+
+def _file_being_written(exc: BaseException) -> Path | None:
+    """The file a write error came from, when the error itself does not say (a buffered write
+    such as the metrics writer's): the innermost frame whose object has a `path`."""
+    tb = exc.__traceback__
+    found = None
+    while tb is not None:
+        obj = tb.tb_frame.f_locals.get("self")
+        path = getattr(obj, "path", None)
+        if isinstance(path, Path):
+            found = path
+        tb = tb.tb_next
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
     ns = parse_args(argv)  # exits 2 with usage on bad arguments
     if ns.check_args:
         return check_args(ns)
+    reserve_why()
     old = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         if ns.script:

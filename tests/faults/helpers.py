@@ -1,0 +1,48 @@
+"""Shared parts of the fault suite: a config per test, the CLI as a subprocess, a rank's pid."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from boltring.cluster.config.load import load_config
+
+CLI = [sys.executable, "-m", "boltring.tui.cli"]
+
+
+def write_config(
+    tmp_path: Path, *, ranks: int = 3, name: str = "faults", job: str = "", ring: str = ""
+) -> Path:
+    cfg = tmp_path / f"{name}.yaml"
+    cfg.write_text(
+        f"name: {name}\nnodes:\n  - {{name: local, local: true, ring_ip: 127.0.0.1, ranks: {ranks}}}\n"
+        + (f"ring: {{{ring}}}\n" if ring else "")
+        + f"job: {{example: mlp, global_batch: 60, {job}}}\n"
+    )
+    return cfg
+
+
+def config(path: Path):
+    return load_config(str(path))
+
+
+def cli(*args: str, timeout: float = 180, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
+
+
+def events(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def rank_pid(controller, rank: int, home: Path) -> int:
+    run_dir = Path(controller._ranks[rank].plan.run_dir.replace("~", str(home), 1))
+    return int((run_dir / "pid").read_text())
+
+
+def rank_dir(controller, rank: int, home: Path) -> Path:
+    return Path(controller._ranks[rank].plan.run_dir.replace("~", str(home), 1))
