@@ -26,9 +26,17 @@ def no_leftovers(home):
     """Fails the test if any process started under this test's home is still alive after it."""
     yield home
     left = boltring_processes(str(home))
+    described = [_describe(p) for p in left]
     for p in left:
         try:
             p.kill()
         except Exception:
             pass
-    assert not left, f"processes left behind: {[(p.pid, ' '.join(p.cmdline())) for p in left]}"
+    assert not left, f"processes left behind: {described}"
+
+
+def _describe(p) -> str:
+    try:
+        return f"{p.pid} {' '.join(p.cmdline())}"
+    except Exception:
+        return f"{p.pid} (gone)"

@@ -46,6 +46,7 @@ WHY_FILE = "why.json"  # written by the rank: its error type, message, and the p
 STOP_FILE = "stop.json"  # written by `kill --by`: who stopped the rank
 RESERVE_FILE = "exit.reserve"  # pre-written room for exit.json (a full disk cannot lose the record)
 RESERVE_BYTES = 8192
+ABORT_FILE = "abort"  # in the job directory: an interrupted launch; `start DIR…` starts no more
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
@@ -329,6 +330,9 @@ def _start_many(dirs: list[Path]) -> int:
         return _fail(f"bad launch spec on stdin: {e}")
     started = []
     for d, r in zip(dirs, ranks, strict=True):
+        if (d.parent / ABORT_FILE).exists():  # the launch was interrupted: start no more
+            print(json.dumps({"started": started, "error": "launch interrupted"}), flush=True)
+            return 4
         try:
             if not isinstance(r.get("argv"), list) or not r["argv"]:
                 raise ValueError("spec has no argv")

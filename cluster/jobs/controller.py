@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from boltring.cluster.agent.spawn import ABORT_FILE
 from boltring.cluster.config.schema import Config, Node
 from boltring.cluster.jobs import blame, follow, record
 from boltring.cluster.jobs import plan as launcher
@@ -81,6 +82,7 @@ class JobController:
         self._done: asyncio.Future | None = None
         self._started_at = 0.0
         self._record: dict = {}
+        self._starting: dict[str, asyncio.Future] = {}  # node -> its `spawn start` command in flight
         self._facts: dict[str, dict] = {}
         self.checks: list[CheckResult] = []
         self._reset_job()
@@ -286,8 +288,11 @@ class JobController:
                 data = launcher.spawn_input(mine[0].plan, secret)
             else:
                 data = launcher.spawn_many_input([rs.plan for rs in mine], secret)
-            # Shielded: an interrupted launch still learns what this command started, to kill it.
-            res = await asyncio.shield(self.transport(node).run(argv, input=data, timeout=120))
+            # Shielded: an interrupted launch waits for this command (told to stop by the abort
+            # file) and then kills what it started; nothing starts after the kill.
+            run = asyncio.ensure_future(self.transport(node).run(argv, input=data, timeout=120))
+            self._starting[node.name] = run
+            res = await asyncio.shield(run)
             info = res.last_json() or {}
             started = info.get("started", [info] if "pid" in info else [])
             pids = {s.get("run_dir"): s.get("pid") for s in started}
@@ -304,6 +309,17 @@ class JobController:
     async def _abort_launch(self, by: StoppedBy | None, reason: str) -> None:
         """Stop whatever a failed or interrupted launch started, and end the job."""
         self._killing = by is not None
+        running = {n: t for n, t in self._starting.items() if not t.done()}
+        nodes = {n.name: n for n in self.config.nodes}
+        for name in running:
+            node = nodes[name]
+            abort = f"{launcher.job_dir(node, self.job_id or '')}/{ABORT_FILE}"
+            try:
+                await asyncio.shield(self.transport(node).write_file(abort, b"", mode=0o644))
+            except (TransportError, OSError) as e:
+                self._log(f"{name}: cannot tell the launch to stop: {e}", "warn")
+        if running:
+            await asyncio.wait(list(running.values()), timeout=10)
         await asyncio.shield(self._kill_ranks(list(self._ranks.values()), by or StoppedBy.BOLTRING))
         self._reason = reason if by is None else f"stopped by you ({by}) during launch"
         self._stopped_by = by
