@@ -66,7 +66,7 @@ def _signal_words(sig: str) -> str:
         "SIGSEGV": "crashed (SIGSEGV)",
         "SIGABRT": "aborted (SIGABRT)",
         "SIGTERM": "was terminated (SIGTERM) by something other than boltring",
-        "lost": "vanished without an exit record (its keeper was killed, or its node rebooted)",
+        "lost": "is gone and left no exit record (its whole process group was killed, or its node rebooted)",
     }.get(sig, f"was stopped by {sig}")
 
 

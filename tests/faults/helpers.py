@@ -46,3 +46,12 @@ def rank_pid(controller, rank: int, home: Path) -> int:
 
 def rank_dir(controller, rank: int, home: Path) -> Path:
     return Path(controller._ranks[rank].plan.run_dir.replace("~", str(home), 1))
+
+
+def rank_process_pid(controller, rank: int, home: Path) -> int:
+    """The rank's own process (the keeper's child), for killing the rank and not its keeper."""
+    import psutil
+
+    children = psutil.Process(rank_pid(controller, rank, home)).children()
+    assert children, "the rank has no process"
+    return children[0].pid
