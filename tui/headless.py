@@ -227,7 +227,7 @@ def _say(view: HeadlessView, text: str, error: bool = True) -> None:
         print(json.dumps({"event": "error", "text": text, "t": time.time()}), flush=True)
         print(f"boltring: {text}", file=sys.stderr)
     else:
-        view.console.print(text, markup=False)
+        view.console.print(text, markup=False, soft_wrap=True)  # one line, however long
 
 
 async def run_status(controller: JobController, *, follow: bool = False, json_out: bool = False) -> int:

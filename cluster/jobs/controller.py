@@ -653,8 +653,9 @@ class JobController:
         try:
             if self._record.get("job_id"):
                 record.write(self._record)
-        except ControllerError as e:  # said, never swallowed; the summary still arrives
-            self._log(str(e), "error")
+        except ControllerError as e:  # said once, never swallowed; the summary still arrives
+            if str(e) != self._reason:
+                self._log(str(e), "error")
         self.emit(summary)
         if self._done is not None and not self._done.done():
             self._done.set_result(summary)

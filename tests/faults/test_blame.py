@@ -119,3 +119,28 @@ def test_sigstopped_rank_is_named_stalled_then_blamed(tmp_path, no_leftovers):
 
     exits = {e.rank: e.reason for e in seen if isinstance(e, RankExited)}
     assert exits[1] == "was stopped by boltring", exits
+
+
+def test_nan_loss_fails_the_job_naming_step_and_rank(tmp_path, no_leftovers):
+    from .helpers import cli, events, write_config
+
+    cfg = write_config(tmp_path, ranks=2, job="steps: 200, lr: 1.0e+30")
+    res = cli("--run", "--json", "--skip-checks", "--config", str(cfg), timeout=120)
+    assert res.returncode == 1, res.stderr[-2000:]
+    summary = events(res.stdout)[-1]
+    assert summary["status"] == "failed"
+    import re
+
+    assert re.match(r"loss became (NaN|infinite) at step \d+ on rank [01]", summary["reason"]), summary[
+        "reason"
+    ]
+    assert summary["reason"].count("loss became") == 1, summary["reason"]
+
+
+def test_more_ranks_than_cores_is_warned_before_start(tmp_path, no_leftovers):
+    from .helpers import cli
+
+    n = (os.cpu_count() or 1) + 1
+    res = cli("--run", "--skip-checks", "--ranks", str(n), "--example", "mlp", "--steps", "3", timeout=180)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"runs {n} ranks on {os.cpu_count()} cores" in res.stdout, res.stdout[:2000]

@@ -22,7 +22,8 @@ async def _run_to_end(cfg, kills: int, home) -> tuple:
     c.add_listener(seen.append)
     await c.launch()
     for attempt in range(kills):
-        def rank1_steps():
+
+        def rank1_steps(attempt: int = attempt) -> list:
             after = [i for i, e in enumerate(seen) if isinstance(e, JobRestarted)]
             start = after[attempt - 1] if attempt else 0
             return [e for e in seen[start:] if isinstance(e, RankMetrics) and e.rank == 1]
