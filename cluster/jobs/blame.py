@@ -53,6 +53,7 @@ class Verdict:
     reason: str  # one line
     evidence: list[str] = field(default_factory=list)  # the victims' errors, once each
     certain: bool = True  # False: a best guess (waiting longer may give a better one)
+    suspect_nodes: list[str] = field(default_factory=list)  # nodes whose link facts may say more
 
     def text(self) -> str:
         if not self.evidence:
@@ -134,6 +135,24 @@ def decide(facts: list[RankFacts], *, stall_s: float | None = None) -> Verdict:
         r = min(live, key=lambda x: (not x.frozen, -(x.silent_s or 0), x.rank))
         certain = r.frozen or (stall_s is not None and (r.silent_s or 0) >= stall_s) or r.alive is False
         return Verdict(r.rank, describe_own_end(r), evidence_for(r), certain=certain)
+    # A rank both of whose ring neighbours lost it, while it lost them too: its node's ring
+    # link (the controller asks that node's link facts to say which).
+    blamed_by: dict[int, set[int]] = {}
+    for v in victims:
+        if v.blames is not None:
+            blamed_by.setdefault(v.blames, set()).add(v.rank)
+    hub = [by_rank[r] for r, who in blamed_by.items() if len(who) >= 2 and r in by_rank]
+    if hub:
+        h = max(hub, key=lambda x: (len(blamed_by[x.rank]), -x.rank))
+        who = sorted(blamed_by[h.rank])
+        others = [evidence_of(by_rank[r]) for r in who]
+        return Verdict(
+            h.rank,
+            f"{h.label} lost both its ring neighbours (ranks {who[0]} and {who[1]}): "
+            f"{h.node}'s ring link is down or {h.node} is unreachable",
+            others + ([evidence_of(h)] if h.blames is not None else []),
+            suspect_nodes=[h.node],
+        )
     # Two ranks blaming each other: the link between them (or one of their nodes' network).
     pair = [r for r in roots.values() if r.blames is not None]
     if pair:
@@ -147,7 +166,18 @@ def decide(facts: list[RankFacts], *, stall_s: float | None = None) -> Verdict:
                 None,
                 f"ring link {link} is down (ranks {a.rank} and {b.rank} lost each other)",
                 [evidence_of(a), evidence_of(b)],
+                suspect_nodes=sorted({a.node, b.node}),
             )
+    # Every rank timed out on its neighbour, round the ring: the ring stopped moving as a whole
+    # (a link, or a node's network). Only link facts can say which; ask every node.
+    if all(f.exited and f.blames is not None for f in facts) and len(facts) > 2:
+        return Verdict(
+            None,
+            "the ring stopped: every rank timed out waiting for its neighbour; a ring link or a node's "
+            "network is down",
+            [evidence_of(f) for f in sorted(facts, key=lambda x: x.rank)],
+            suspect_nodes=sorted({f.node for f in facts}),
+        )
     first = min(failed, key=lambda x: x.rank)
     return Verdict(
         first.rank, describe_own_end(first) if first.blames is None else evidence_of(first), certain=False

@@ -52,6 +52,9 @@ POLL_S = 0.25  # how often metrics and logs are read; ranks report far less ofte
 STATUS_EVERY_S = 3.0  # liveness check through `spawn status` (catches SIGKILLed keepers)
 FAILURE_GRACE_S = 8.0  # after an uncertain failure, how long the others get before we stop them
 USER_STOPS = (StoppedBy.USER_KILL, StoppedBy.APP, StoppedBy.CTRL_C)
+LINK_FACTS_TIMEOUT_S = 4.0  # reading a suspect node's link facts must not delay the verdict long
+LINK_CHECKS = ("ring_iface", "ring_ip", "route", "rtt", "mtu")
+RESTART_CHECK_WAIT_S = 60.0  # a failing node's checks may recover (a link back up) this long
 
 
 def _transport_for(node: Node, config: Config, on_state) -> Transport:
@@ -94,6 +97,9 @@ class JobController:
         self._last_loss: float | None = None
         self._reason: str | None = None
         self._stopped_by: StoppedBy | None = None
+        self._suspects: list[str] = []  # the node(s) the last failure was blamed on
+        self._link_facts: asyncio.Future | None = None  # link checks started at the first ring error
+        self._fresh_checks: list[CheckResult] = []  # their results, as each node answers
         self._killing = False
         self._policy = RestartPolicy(self.config.job.restarts, self.config.job.restart_delay_s)
 
@@ -106,6 +112,8 @@ class JobController:
             self._listeners.remove(fn)
 
     def emit(self, event: Event) -> None:
+        if isinstance(event, CheckResult):
+            self._fresh_checks.append(event)  # link facts, as they arrive (see _with_link_facts)
         for fn in list(self._listeners):
             fn(event)
 
@@ -427,11 +435,16 @@ class JobController:
                 self._killing, self._stopped_by = True, StoppedBy(user)
             if bad and not self._killing and self._reason is None:
                 failed_at = failed_at or time.monotonic()
+                if self._link_facts is None and any(rs.facts().blames is not None for rs in bad):
+                    # A ring error: read every node's link facts now, in the background, so a
+                    # verdict that needs them does not wait for SSH round trips after the fact.
+                    names = sorted({rs.node.name for rs in self._ranks.values()})
+                    self._fresh_checks = []
+                    self._link_facts = asyncio.ensure_future(self.run_checks(bandwidth=False, nodes=names))
                 await self._check_alive([rs for rs in self._ranks.values() if not rs.exited])
                 verdict = blame.decide([rs.facts() for rs in self._ranks.values()])
                 if verdict.certain or time.monotonic() - failed_at > FAILURE_GRACE_S:
-                    self._reason = verdict.text()
-                    self._log(self._reason, "error")
+                    await self._decide(verdict)
                     await self._kill_ranks(
                         [rs for rs in self._ranks.values() if not rs.exited], StoppedBy.BOLTRING
                     )
@@ -444,9 +457,54 @@ class JobController:
             return JobState.KILLED
         if all(rs.returncode == 0 for rs in self._ranks.values()):
             return JobState.FINISHED
-        if self._reason is None:
-            self._reason = blame.decide([rs.facts() for rs in self._ranks.values()]).text()
+        if self._reason is None:  # every rank ended within one poll
+            await self._decide(blame.decide([rs.facts() for rs in self._ranks.values()]))
         return JobState.FAILED
+
+    async def _decide(self, verdict: blame.Verdict) -> None:
+        """The failure's one reason (said once), and the node(s) a restart re-checks."""
+        self._reason = await self._with_link_facts(verdict)
+        cause = self._ranks.get(verdict.cause) if verdict.cause is not None else None
+        self._suspects = verdict.suspect_nodes or ([cause.node.name] if cause else [])
+        self._log(self._reason, "error")
+
+    async def _with_link_facts(self, verdict: blame.Verdict) -> str:
+        """The verdict in one line; when it points at a node's ring link, that node's link
+        checks (interface, address, route) say what is wrong: "ring link of h2 is down: h2
+        ring_iface: tb0 is down (no carrier)"."""
+        if not verdict.suspect_nodes:
+            return verdict.text()
+        pending = self._link_facts
+        self._link_facts = None
+        if pending is None:
+            self._fresh_checks = []
+            pending = asyncio.ensure_future(self.run_checks(bandwidth=False, nodes=verdict.suspect_nodes))
+
+        def link_facts() -> list[CheckResult]:
+            return [
+                r
+                for r in self._fresh_checks
+                if r.node in verdict.suspect_nodes
+                and r.status == "fail"
+                and r.name.split(":")[0] in LINK_CHECKS
+            ]
+
+        # Each node's results arrive as soon as that node answers: the first failing link fact
+        # is enough (a neighbour's ping waiting out its timeout adds nothing).
+        deadline = time.monotonic() + LINK_FACTS_TIMEOUT_S
+        while not link_facts() and not pending.done() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if pending.done() and not pending.cancelled() and pending.exception() is not None:
+            self._log(
+                f"could not read the link facts of {', '.join(verdict.suspect_nodes)}: {pending.exception()}",
+                "warn",
+            )
+        facts = link_facts()
+        if not facts:
+            return verdict.text()
+        f = facts[0]
+        head = f"ring link of {f.node} is down: {f.node} {f.name}: {f.value}"
+        return blame.Verdict(verdict.cause, head, verdict.evidence).text()
 
     def _report_stalls(self) -> None:
         """RankStalled for a rank silent past 3× its usual step time. When a frozen rank makes
@@ -460,10 +518,22 @@ class JobController:
                 self.emit(
                     RankStalled(rank=rs.plan.rank, node=rs.node.name, silent_s=round(rs.silent_s() or 0, 1))
                 )
+        if named and not frozen and self._link_facts is None:
+            # Every rank silent and none frozen looks like a ring link: read the link facts now,
+            # so that the verdict at the ring timeout has them at once.
+            names = sorted({rs.node.name for rs in self._ranks.values()})
+            self._fresh_checks = []
+            self._link_facts = asyncio.ensure_future(self.run_checks(bandwidth=False, nodes=names))
         if named and self.state == JobState.RUNNING:
             who = ", ".join(f"r{rs.plan.rank} silent {rs.silent_s() or 0:.0f} s" for rs in named)
             self._set_state(JobState.STALLED, f"stalled: {who}")
-        elif not silent and self.state == JobState.STALLED:
+        elif (
+            self.state == JobState.STALLED
+            and not silent
+            and not any(rs.exited for rs in self._ranks.values())
+            and not any(rs.stalled for rs in self._ranks.values())
+        ):  # every stalled rank spoke again
+            self._link_facts = None  # facts read during a stall that passed are stale
             self._set_state(JobState.RUNNING)
 
     async def _poll_rank(self, rs: RankState) -> None:
@@ -571,14 +641,22 @@ class JobController:
         cause = self._reason or "the job failed"
         attempt = self._policy.used + 1
         failing = sorted({rs.node.name for rs in self._ranks.values() if rs.returncode not in (0, None)})
-        failing = failing or [self.config.nodes[0].name]
+        failing = self._suspects or failing or [self.config.nodes[0].name]
         self._set_state(JobState.RESTARTING, cause)
-        bad = [r for r in await self.run_checks(bandwidth=False, nodes=failing) if r.status == "fail"]
-        if bad:
-            self._reason = (
-                f"{cause}; not restarted: {bad[0].node} {bad[0].name} fails ({bad[0].value or bad[0].hint})"
-            )
-            return False
+        deadline = time.monotonic() + RESTART_CHECK_WAIT_S
+        said = False
+        while True:
+            bad = [r for r in await self.run_checks(bandwidth=False, nodes=failing) if r.status == "fail"]
+            if not bad:
+                break
+            what = f"{bad[0].node} {bad[0].name}: {bad[0].value or bad[0].hint}"
+            if self._killing or time.monotonic() > deadline:
+                self._reason = f"{cause}; not restarted: {what} still fails"
+                return False
+            if not said:
+                self._log(f"waiting for {what} to pass before restarting", "warn")
+                said = True
+            await asyncio.sleep(2.0)
         self._log(
             f"restart {attempt}/{self._policy.max_restarts} in {self._policy.delay_s:g} s: {cause}", "warn"
         )
@@ -595,7 +673,7 @@ class JobController:
         )
         self._policy.history.append(ev.to_dict())
         self.emit(ev)
-        self._reason = None
+        self._reason, self._suspects, self._link_facts = None, [], None
         self._global_step, self._pending_steps = -1, {}
         plans = {p.rank: p for p in self.plan(resume=resume, job_id=self.job_id)}
         for rs in self._ranks.values():
