@@ -835,6 +835,12 @@ class JobController:
     async def close(self, kill_running: bool = False) -> None:
         if kill_running:
             await self.kill()
+        pending = [t for t in (self._link_facts, *self._starting.values()) if t is not None and not t.done()]
+        for t in pending:
+            if t is self._link_facts:
+                t.cancel()  # link facts nobody will read; a start command is waited for
+        if pending:
+            await asyncio.wait(pending, timeout=15)
         if self._follower is not None and not self._follower.done():
             self._follower.cancel()
             try:
