@@ -45,6 +45,7 @@ class HeadlessView:
         self.live_line = self.console.is_terminal and not json_out
         self._last_draw = 0.0
         self._progress: StepProgress | None = None
+        self._said: set[str] = set()
 
     def __call__(self, ev: Event) -> None:
         if self.json_out:
@@ -58,6 +59,8 @@ class HeadlessView:
             self._progress = ev
             self._draw()
         elif isinstance(ev, LogLine) and (ev.level != "info" or ev.source == "controller"):
+            if ev.level == "error":
+                self._said.add(ev.text)  # the summary does not repeat it
             self._print(
                 f"[{'red' if ev.level == 'error' else 'yellow' if ev.level == 'warn' else 'cyan'}]"
                 f"{ev.source}[/]: {ev.text}"
@@ -128,7 +131,7 @@ class HeadlessView:
             f"{_fmt(summary.first_loss, '.4f')} → {_fmt(summary.last_loss, '.4f')}  "
             f"wall {summary.wall_s:.1f} s  run dir {summary.run_dir}"
         )
-        if summary.reason:
+        if summary.reason and summary.reason not in self._said:
             self.console.print(f"[red]{summary.reason}[/]")
 
 

@@ -328,7 +328,7 @@ def _start_many(dirs: list[Path]) -> int:
             raise ValueError(f"expected {len(dirs)} rank specs")
     except ValueError as e:
         return _fail(f"bad launch spec on stdin: {e}")
-    started = []
+    started: list[dict] = []
     for d, r in zip(dirs, ranks, strict=True):
         if (d.parent / ABORT_FILE).exists():  # the launch was interrupted: start no more
             print(json.dumps({"started": started, "error": "launch interrupted"}), flush=True)

@@ -163,8 +163,10 @@ def tensor_digest(arrays: dict[str, mx.array]) -> str:
 
 
 def _state_arrays(task: Any) -> dict[str, mx.array]:
-    arrays = {f"model.{k}": v for k, v in tree_flatten(task.model.parameters())}
-    arrays.update({f"optimizer.{k}": v for k, v in tree_flatten(task.optimizer.state)})
+    flat: Any = tree_flatten(task.model.parameters())  # a list of (path, array) pairs
+    arrays: dict[str, mx.array] = {f"model.{k}": v for k, v in flat}
+    flat = tree_flatten(task.optimizer.state)
+    arrays.update({f"optimizer.{k}": v for k, v in flat})
     return arrays
 
 
@@ -269,7 +271,9 @@ class Loaded:
 def load_file(path: str | os.PathLike) -> Loaded:
     path = Path(path)
     try:
-        arrays, meta = mx.load(str(path), return_metadata=True)
+        loaded: Any = mx.load(str(path), return_metadata=True)
+        arrays: dict[str, mx.array] = loaded[0]
+        meta: dict[str, str] = loaded[1]
     except Exception as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
     if meta.get("format") != FORMAT:
@@ -351,7 +355,7 @@ def apply(task: Any, arrays: dict[str, mx.array]) -> None:
 
 
 def _to_bytes(a: mx.array) -> np.ndarray:
-    return np.frombuffer(memoryview(mx.contiguous(a)), dtype=np.uint8) if a.size else np.zeros(0, np.uint8)
+    return np.frombuffer(memoryview(mx.contiguous(a)), dtype=np.uint8) if a.size else np.zeros(0, np.uint8)  # type: ignore[arg-type]
 
 
 def _from_bytes(b: np.ndarray, like: mx.array) -> mx.array:
@@ -368,6 +372,7 @@ def _broadcast_bytes(group: Any, data: np.ndarray | None, nbytes: int) -> np.nda
     words = (nbytes + 3) // 4
     buf = np.zeros(words * 4, dtype=np.uint8)
     if group.rank == 0:
+        assert data is not None
         buf[:nbytes] = data
     out = group.all_sum(mx.array(buf.view(np.int32)))
     return np.frombuffer(memoryview(out), dtype=np.uint8)[:nbytes].copy()
@@ -384,7 +389,8 @@ def _broadcast_arrays(
     out: dict[str, mx.array] = {}
     i = 0
     while i < len(keys):
-        bucket, size = [], 0
+        bucket: list[str] = []
+        size = 0
         while i < len(keys) and (not bucket or size + template[keys[i]].nbytes <= _BUCKET_BYTES):
             bucket.append(keys[i])
             size += template[keys[i]].nbytes

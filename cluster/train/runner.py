@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated as e:
         name = signal.Signals(e.signum).name
         print(f"{PREFIX}: stopped by {name}", file=sys.stderr, flush=True)
-        return int(e.code)
+        return 128 + e.signum
     except Exception as e:
         known = type(e).__name__ in ("PeerClosed", "PeerTimeout", "NonFiniteLoss", "CheckpointError")
         if not known:  # a ring error or a NaN is one line; a bug in user code keeps its traceback

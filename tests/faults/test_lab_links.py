@@ -119,7 +119,9 @@ def test_link_down_and_up_10_s_later_is_survived_with_one_restart(lab, tmp_path,
 def _nft(ns: str, *script: str) -> None:
     import subprocess
 
-    subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input="\n".join(script), text=True, check=True)
+    subprocess.run(
+        ["ip", "netns", "exec", ns, "nft", "-f", "-"], input="\n".join(script), text=True, check=True
+    )
 
 
 def test_two_percent_loss_on_a_ring_link_changes_nothing_and_blames_nobody(lab, tmp_path, home):
@@ -143,8 +145,8 @@ def test_two_percent_loss_on_a_ring_link_changes_nothing_and_blames_nobody(lab, 
     _nft(
         ns,
         "table inet boltring_loss {",
-        "  chain in { type filter hook input priority 0; iifname \"tb0\" numgen random mod 100 < 2 counter drop; }",
-        "  chain out { type filter hook output priority 0; oifname \"tb0\" numgen random mod 100 < 2 counter drop; }",
+        '  chain in { type filter hook input priority 0; iifname "tb0" numgen random mod 100 < 2 counter drop; }',
+        '  chain out { type filter hook output priority 0; oifname "tb0" numgen random mod 100 < 2 counter drop; }',
         "}",
     )
     try:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 
 from boltring.cluster.jobs.controller import JobController
-from boltring.cluster.jobs.events import JobRestarted, RankMetrics
+from boltring.cluster.jobs.events import JobRestarted, JobStateChanged, RankMetrics
 from boltring.cluster.states import JobState, StoppedBy
 
 from .helpers import config, rank_process_pid, write_config
@@ -31,8 +32,11 @@ async def _run_to_end(cfg, kills: int, home) -> tuple:
         while len(rank1_steps()) < 30 + 10 * attempt:
             await asyncio.sleep(0.05)
         os.kill(rank_process_pid(c, 1, home), signal.SIGKILL)  # as the OOM killer would
+        t0 = time.time()
         while sum(isinstance(e, JobRestarted) for e in seen) <= attempt:
             await asyncio.sleep(0.05)
+        blamed = [e for e in seen if isinstance(e, JobStateChanged) and e.state == JobState.RESTARTING]
+        print(f"\nMEASURED SIGKILL of rank 1 → blamed after {blamed[-1].t - t0:.1f} s: {blamed[-1].reason}")
     summary = await asyncio.wait_for(c.wait(), 300)
     await c.close()
     return summary, seen
