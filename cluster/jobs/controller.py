@@ -303,11 +303,8 @@ class JobController:
             res = await asyncio.shield(run)
             info = res.last_json() or {}
             started = info.get("started", [info] if "pid" in info else [])
-            pids = {s.get("run_dir"): s.get("pid") for s in started}
-            for rs in mine:
-                pid = pids.get(rs.plan.run_dir) or (pids.get(None) if len(mine) == 1 else None)
-                if pid:
-                    self.emit(RankStarted(rank=rs.plan.rank, node=node.name, pid=pid))
+            for rs, one in zip(mine, started, strict=False):  # started in order, stopping at a failure
+                self.emit(RankStarted(rank=rs.plan.rank, node=node.name, pid=one.get("pid")))
             if not res.ok or len(started) < len(mine):
                 why = info.get("error") or (res.stderr.strip().splitlines() or ["no output"])[-1]
                 raise ControllerError(f"{node.name}: ranks did not start: {why}")

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from .helpers import CLI, cli, events
 
 
@@ -15,12 +17,15 @@ def _start(*args: str) -> subprocess.Popen:
     return subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_step(proc: subprocess.Popen, step: int = 3) -> None:
+def _wait_for_step(proc: subprocess.Popen, step: int = 3) -> str:
+    """The lines read until the job reached `step`."""
     assert proc.stdout is not None
+    read = ""
     for line in proc.stdout:
+        read += line
         ev = json.loads(line)
         if ev["event"] == "step" and ev["step"] >= step:
-            return
+            return read
     raise AssertionError(f"the job ended before step {step}: {proc.stderr.read() if proc.stderr else ''}")
 
 
@@ -29,7 +34,7 @@ def test_kill_from_another_terminal_reads_as_killed_by_you(no_leftovers):
         "--run", "--json", "--skip-checks", "--ranks", "3", "--example", "mlp", "--steps", "1000000"
     )
     try:
-        _wait_for_step(proc)
+        early = _wait_for_step(proc)
         status = cli("status", "--json", timeout=60)
         assert status.returncode == 0, status.stderr
         summary = json.loads(status.stdout.strip().splitlines()[-1])
@@ -42,12 +47,13 @@ def test_kill_from_another_terminal_reads_as_killed_by_you(no_leftovers):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err[-2000:]
-    evs = events(out)
+    evs = events(early + out)
     final = [e for e in evs if e["event"] == "state"][-1]
     assert final["state"] == "killed" and final["by"] == "boltring kill", final
     assert final["reason"].startswith("stopped by you (boltring kill) at step "), final
     assert "code" not in final["reason"] and "143" not in final["reason"]
     assert evs[-1]["event"] == "summary" and evs[-1]["stopped_by"] == "boltring kill"
+    assert {e["rank"] for e in evs if e["event"] == "rank_start"} == {0, 1, 2}
     exits = [e for e in evs if e["event"] == "rank_exit"]
     assert {e["rank"] for e in exits} == {0, 1, 2}
     assert all(e["reason"] == "was stopped by you (boltring kill)" for e in exits), exits
@@ -55,7 +61,8 @@ def test_kill_from_another_terminal_reads_as_killed_by_you(no_leftovers):
     assert not secrets, secrets  # the job's secret files are gone with the job
 
 
-def test_sigterm_during_launch_exits_130_within_5_s_and_kills_what_started(no_leftovers):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupt_during_launch_exits_130_within_5_s_and_kills_what_started(no_leftovers, sig):
     proc = _start(
         "--run", "--json", "--skip-checks", "--ranks", "24", "--example", "mlp", "--steps", "1000000"
     )
@@ -66,7 +73,7 @@ def test_sigterm_during_launch_exits_130_within_5_s_and_kills_what_started(no_le
                 break
         time.sleep(0.3)
         t0 = time.monotonic()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
         took = time.monotonic() - t0
     finally:
@@ -74,7 +81,7 @@ def test_sigterm_during_launch_exits_130_within_5_s_and_kills_what_started(no_le
             proc.kill()
     assert proc.returncode == 130, err[-2000:]
     assert took < 5, f"Ctrl-C during launch took {took:.1f} s"
-    print(f"\nMEASURED Ctrl-C during a 24-rank launch: exit 130 after {took:.1f} s")
+    print(f"\nMEASURED {sig.name} during a 24-rank launch: exit 130 after {took:.1f} s")
 
 
 def test_bad_example_arguments_are_one_line_before_launch(no_leftovers):
