@@ -261,6 +261,12 @@ async def run_kill(controller: JobController) -> int:
     console = Console(highlight=False)
     try:
         if not await controller.attach():
+            waiting = controller.request_stop(StoppedBy.USER_KILL)
+            if waiting:  # failed, no rank alive, a restart pending: it will not happen
+                console.print(
+                    f"boltring: job {waiting} was waiting to restart; it will not restart", soft_wrap=True
+                )
+                return 0
             console.print("boltring: no job is running for this config")
             return 1
         job = controller.job_id

@@ -381,6 +381,8 @@ class JobController:
             while True:
                 state = await self._follow_attempt()
                 if not self._policy.allows(state, self._stopped_by) or not await self._restart():
+                    if self._killing and state == JobState.FAILED:
+                        state = JobState.KILLED  # stopped by a user while it waited to restart
                     break
         except asyncio.CancelledError:
             raise
@@ -640,6 +642,8 @@ class JobController:
         failing = sorted({rs.node.name for rs in self._ranks.values() if rs.returncode not in (0, None)})
         failing = self._suspects or failing or [self.config.nodes[0].name]
         self._set_state(JobState.RESTARTING, cause)
+        self._record.update(state=JobState.RESTARTING)
+        record.write(self._record)
         deadline = time.monotonic() + RESTART_CHECK_WAIT_S
         said = False
         while True:
@@ -658,6 +662,9 @@ class JobController:
             f"restart {attempt}/{self._policy.max_restarts} in {self._policy.delay_s:g} s: {cause}", "warn"
         )
         await asyncio.sleep(self._policy.delay_s)
+        asked = (record.read(self.job_id or "") or {}).get("stop_requested")
+        if asked in USER_STOPS and not self._killing:  # `boltring kill` while no rank was alive
+            self._killing, self._stopped_by = True, StoppedBy(asked)
         if self._killing:
             return False
         resume = self.config.job.checkpoint_every > 0
@@ -781,6 +788,16 @@ class JobController:
             answers = info.get("ranks", [info] if "alive" in info else [])
             alive += [r["rank"] for r, a in zip(mine, answers, strict=False) if a.get("alive")]
         return alive
+
+    def request_stop(self, by: StoppedBy = StoppedBy.USER_KILL) -> str | None:
+        """Ask the controller watching a job that is between attempts (restarting, no rank
+        alive) not to relaunch it. Returns the job id, or None when no such job exists."""
+        rec = record.read_current()
+        if not rec or rec.get("state") != JobState.RESTARTING or rec.get("config") != self.config.source:
+            return None
+        rec["stop_requested"] = str(by)
+        record.write(rec)
+        return str(rec["job_id"])
 
     async def attach(self) -> bool:
         """Follow the job this config left running, if any; True when attached. The job (its

@@ -76,3 +76,30 @@ def test_a_user_kill_is_never_restarted(tmp_path, no_leftovers):
     summary, seen = asyncio.run(scenario())
     assert summary.status == JobState.KILLED and summary.stopped_by == StoppedBy.USER_KILL
     assert not any(isinstance(e, JobRestarted) for e in seen)
+
+
+def test_boltring_kill_while_waiting_to_restart_stops_the_restart(tmp_path, no_leftovers):
+    from .helpers import cli
+
+    path = write_config(tmp_path, ranks=2, job="steps: 1000000, restarts: 2, restart_delay: 6")
+    cfg = config(path)
+
+    async def scenario():
+        c = JobController(cfg, poll_s=0.1)
+        seen: list = []
+        c.add_listener(seen.append)
+        await c.launch()
+        while sum(isinstance(e, RankMetrics) for e in seen) < 10:
+            await asyncio.sleep(0.05)
+        os.kill(rank_process_pid(c, 1, no_leftovers), signal.SIGKILL)
+        while c.state != JobState.RESTARTING:
+            await asyncio.sleep(0.05)
+        res = await asyncio.to_thread(cli, "kill", "--config", str(path), timeout=60)
+        summary = await asyncio.wait_for(c.wait(), 60)
+        await c.close()
+        return res, summary, seen
+
+    res, summary, seen = asyncio.run(scenario())
+    assert res.returncode == 0 and "will not restart" in res.stdout, res.stdout + res.stderr
+    assert summary.status == JobState.KILLED and summary.stopped_by == StoppedBy.USER_KILL, summary
+    assert not any(isinstance(e, JobRestarted) for e in seen)
