@@ -169,3 +169,37 @@ def test_two_percent_loss_on_a_ring_link_changes_nothing_and_blames_nobody(lab, 
     from boltring.cluster.jobs.events import RankStalled
 
     assert not [e for e in seen if isinstance(e, RankStalled)]  # retransmits are not a stall
+
+
+def test_a_slow_delaying_link_is_not_a_stall(lab, tmp_path, home):
+    """Delay without netem: tc tbf on h2's tb0 (and the bridge side) at 5 Mbit/s with a 50 ms
+    queue; the ring's bulk transfers wait in that queue, so every packet of a step is delayed.
+    The job slows down, and that is not a stall: its usual step time is the slow one."""
+    job = "steps: 40"
+    clean = load_config(lab_yaml(lab, tmp_path / "clean.yaml", job=job, port=52800))
+    slow = load_config(lab_yaml(lab, tmp_path / "slow.yaml", job=job, port=52820))
+
+    async def run(cfg):
+        c = JobController(cfg, poll_s=0.1)
+        seen: list = []
+        c.add_listener(seen.append)
+        await c.launch()
+        summary = await asyncio.wait_for(c.wait(), 300)
+        await c.close()
+        return summary, seen
+
+    base, _ = asyncio.run(run(clean))
+    lab.shape("h2", 5)
+    try:
+        summary, seen = asyncio.run(run(slow))
+    finally:
+        lab.shape("h2", None)
+    from boltring.cluster.jobs.events import RankStalled
+
+    assert base.status == summary.status == JobState.FINISHED, summary.reason
+    assert summary.last_loss == base.last_loss
+    assert not [e for e in seen if isinstance(e, RankStalled)]
+    fast = base.ranks[0]["steps_per_s"] or 0
+    slowed = summary.ranks[0]["steps_per_s"] or 0
+    print(f"\nMEASURED tbf 5 Mbit/s on h2's ring link: {fast:.1f} → {slowed:.1f} steps/s, no stall")
+    assert slowed < fast
