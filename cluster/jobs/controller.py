@@ -37,6 +37,9 @@ __all__ = ["POLL_S", "ControllerCore", "ControllerError", "JobController"]
 
 
 class JobController(WatchMixin):
+    """What the views use: run_checks, plan, launch, wait, kill, attach, request_stop, close,
+    summary, oversubscribed; events through add_listener."""
+
     async def launch(self, resume: bool = False) -> str:
         job_id = await self._launch(resume)
         self._follower = asyncio.create_task(self._follow())

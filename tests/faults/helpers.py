@@ -14,13 +14,23 @@ CLI = [sys.executable, "-m", "boltring.tui.cli"]
 
 
 def write_config(
-    tmp_path: Path, *, ranks: int = 3, name: str = "faults", job: str = "", ring: str = ""
+    tmp_path: Path,
+    *,
+    ranks: int = 3,
+    name: str = "faults",
+    job: str = "",
+    ring: str = "",
+    global_batch: int = 60,
 ) -> Path:
+    """A local config on its own ring ports (other test sessions on this machine use the default)."""
+    import random
+
+    port = random.randrange(53000, 60000, 16)
     cfg = tmp_path / f"{name}.yaml"
     cfg.write_text(
         f"name: {name}\nnodes:\n  - {{name: local, local: true, ring_ip: 127.0.0.1, ranks: {ranks}}}\n"
-        + (f"ring: {{{ring}}}\n" if ring else "")
-        + f"job: {{example: mlp, global_batch: 60, {job}}}\n"
+        + f"ring: {{port: {port}{', ' + ring if ring else ''}}}\n"
+        + f"job: {{example: mlp, global_batch: {global_batch}, {job}}}\n"
     )
     return cfg
 

@@ -135,12 +135,14 @@ def test_nan_loss_fails_the_job_naming_step_and_rank(tmp_path, no_leftovers):
         "reason"
     ]
     assert summary["reason"].count("loss became") == 1, summary["reason"]
+    assert not list((no_leftovers / ".boltring").rglob("secret"))  # removed when the ranks ended
 
 
 def test_more_ranks_than_cores_is_warned_before_start(tmp_path, no_leftovers):
-    from .helpers import cli
+    from .helpers import cli, write_config
 
     n = (os.cpu_count() or 1) + 1
-    res = cli("--run", "--skip-checks", "--ranks", str(n), "--example", "mlp", "--steps", "3", timeout=180)
+    cfg = write_config(tmp_path, ranks=1, job="steps: 3")
+    res = cli("--run", "--skip-checks", "--config", str(cfg), "--ranks", str(n), timeout=180)
     assert res.returncode == 0, res.stderr[-2000:]
     assert f"runs {n} ranks on {os.cpu_count()} cores" in res.stdout, res.stdout[:2000]

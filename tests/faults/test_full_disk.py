@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import CLI, events
+from .helpers import CLI, events, write_config
 
 
 @pytest.fixture
@@ -62,9 +62,10 @@ def test_no_room_for_the_job_record_starts_nothing(small_disk):
     assert not (no_leftovers / ".boltring" / "runs").exists()  # no rank was started
 
 
-def test_disk_full_during_a_run_fails_the_job_naming_the_file(small_disk):
+def test_disk_full_during_a_run_fails_the_job_naming_the_file(small_disk, tmp_path):
+    cfg = write_config(tmp_path, ranks=2, job="steps: 1000000")  # outside the small disk
     proc = subprocess.Popen(
-        [*CLI, "--run", "--json", "--skip-checks", "--ranks", "2", "--example", "mlp", "--steps", "1000000"],
+        [*CLI, "--run", "--json", "--skip-checks", "--config", str(cfg)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

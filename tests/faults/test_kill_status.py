@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from .helpers import CLI, cli, events
+from .helpers import CLI, cli, events, write_config
 
 
 def _start(*args: str) -> subprocess.Popen:
@@ -62,10 +62,9 @@ def test_kill_from_another_terminal_reads_as_killed_by_you(no_leftovers):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_interrupt_during_launch_exits_130_within_5_s_and_kills_what_started(no_leftovers, sig):
-    proc = _start(
-        "--run", "--json", "--skip-checks", "--ranks", "24", "--example", "mlp", "--steps", "1000000"
-    )
+def test_interrupt_during_launch_exits_130_within_5_s_and_kills_what_started(no_leftovers, sig, tmp_path):
+    cfg = write_config(tmp_path, ranks=24, job="steps: 1000000", global_batch=240)
+    proc = _start("--config", str(cfg), "--run", "--json", "--skip-checks")
     try:
         assert proc.stdout is not None
         for line in proc.stdout:  # the record exists and ranks are being started
