@@ -91,3 +91,19 @@ def test_disk_full_during_a_run_fails_the_job_naming_the_file(small_disk, tmp_pa
     record_errors = [e for e in evs if e["event"] == "error" and "job record" in e.get("text", "")]
     assert all("No space left on device" in e["text"] for e in record_errors), record_errors
     print(f"\nMEASURED disk full → job failed and --run returned after {took:.1f} s: {summary['reason']}")
+
+
+def test_a_checkpoint_that_does_not_fit_names_its_file_and_leaves_no_part(small_disk, solo):
+    from boltring.cluster.train import checkpoint, loop, mlp
+
+    cfg = loop.TrainConfig(steps=1, global_batch=8)
+    task = mlp.make_task(cfg)
+    loop.train(solo, cfg, task, log=lambda m: None)
+    ck = small_disk / "ck"
+    checkpoint.save(ck, task, step=1, samples_seen=8, seed=0, global_batch=8)
+    fill(small_disk)
+    with pytest.raises(OSError) as err:
+        checkpoint.save(ck, task, step=2, samples_seen=16, seed=0, global_batch=8)
+    assert "No space left on device" in str(err.value) and "step-000002.safetensors" in str(err.value)
+    assert sorted(p.name for p in ck.iterdir()) == ["latest", "step-000001.safetensors"]  # no part
+    assert checkpoint.latest_path(ck) == ck / "step-000001.safetensors"
