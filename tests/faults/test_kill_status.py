@@ -91,3 +91,11 @@ def test_bad_example_arguments_are_one_line_before_launch(no_leftovers):
     assert len(lines) == 1 and "--no-such-flag" in lines[0], lines
     assert not (no_leftovers / ".boltring" / "runs").exists()  # no rank was started
     assert time.monotonic() - t0 < 30
+
+
+@pytest.mark.parametrize("repeat", ["0", "-1"])
+def test_bench_with_no_repeats_is_one_line(repeat, home):
+    res = cli("bench", "--repeat", repeat, timeout=60)
+    assert res.returncode == 2
+    lines = [x for x in (res.stdout + res.stderr).splitlines() if x.strip()]
+    assert len(lines) == 1 and "--repeat" in lines[0] and "Traceback" not in lines[0], lines
