@@ -1,5 +1,8 @@
 """Atomic training checkpoints, written by rank 0 and restored on every rank.
 
+(About 470 lines, over the usual 400: the file format, the atomic write, the checksum and the
+collective restore are one contract, and a change to any of them must be read with the others.)
+
 Layout of a checkpoint directory::
 
     step-000100.safetensors   model params ("model.<path>") + optimizer state ("optimizer.<path>")
