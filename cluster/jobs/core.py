@@ -200,10 +200,12 @@ class ControllerCore:
             RankExited(rank=rs.plan.rank, node=rs.node.name, returncode=rs.returncode, reason=rs.exit_reason)
         )
 
-    async def _kill_ranks(self, ranks: list[RankState], by: StoppedBy) -> None:
+    async def _kill_ranks(self, ranks: list[RankState], by: StoppedBy, grace_s: float = 5.0) -> None:
         async def node_kill(node: Node, mine: list[RankState]) -> None:
             argv = [
                 *launcher.spawn_many_argv(node, "kill", [rs.plan.run_dir for rs in mine]),
+                "--grace",
+                f"{grace_s:g}",
                 "--by",
                 str(by),
             ]

@@ -209,7 +209,9 @@ class LaunchMixin(ControllerCore):
                 self._log(f"{name}: cannot tell the launch to stop: {e}", "warn")
         if running:
             await asyncio.wait(list(running.values()), timeout=10)
-        await asyncio.shield(self._kill_ranks(list(self._ranks.values()), by or StoppedBy.BOLTRING))
+        # Ranks that are still starting have nothing to save: a short grace before SIGKILL.
+        ranks = list(self._ranks.values())
+        await asyncio.shield(self._kill_ranks(ranks, by or StoppedBy.BOLTRING, grace_s=1.0))
         self._reason = reason if by is None else f"stopped by you ({by}) during launch"
         self._stopped_by = by
         state = JobState.KILLED if by else JobState.FAILED
