@@ -99,6 +99,14 @@ def job_parent() -> argparse.ArgumentParser:
         "--global-batch", type=int, metavar="B", help="samples per step across all ranks; each rank takes B/N"
     )
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument(
+        "--restarts",
+        type=int,
+        metavar="N",
+        help="when the job fails, stop every rank, re-check the failing node and relaunch from the "
+        "newest verified checkpoint, up to N times, after job.restart_delay (default 5 s); "
+        "a job you stop is never restarted (overrides job.restarts)",
+    )
     return p
 
 
@@ -250,6 +258,13 @@ def _load(args, ranks=None):
                 seed=getattr(args, "seed", None),
                 global_batch=getattr(args, "global_batch", None),
             )
+        restarts = getattr(args, "restarts", None)
+        if restarts is not None:
+            if restarts < 0:
+                raise SystemExit(f"boltring: --restarts {restarts}: give 0 or more restarts")
+            import dataclasses
+
+            config = dataclasses.replace(config, job=dataclasses.replace(config.job, restarts=restarts))
         return _with_workload(config, args)
     except ConfigError as e:
         raise SystemExit("\n".join(f"boltring: {line}" for line in str(e).splitlines())) from None
@@ -371,6 +386,9 @@ def _sub(name: str, args) -> int:
     if name == "bench":
         from boltring.cluster.jobs.bench import run_bench_cli
 
+        if args.repeat < 1:  # one line, not a traceback from a median of nothing
+            print(f"boltring bench: --repeat {args.repeat}: give at least 1 timed repeat", file=sys.stderr)
+            return 2
         return run_bench_cli(args)
     config = _load(args)
     if name == "hostfile":

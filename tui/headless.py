@@ -28,6 +28,7 @@ from boltring.cluster.jobs.events import (
     StepProgress,
     SyncProgress,
 )
+from boltring.cluster.states import JobState, StoppedBy
 
 PROGRESS_EVERY_S = 0.5  # redraw limit for the live line on a terminal
 PLAIN_EVERY_S = 5.0  # when stdout is not a terminal, a progress line at most this often
@@ -46,6 +47,7 @@ class HeadlessView:
         self._last_draw = 0.0
         self._progress: StepProgress | None = None
         self._sync_drawn = 0.0
+        self._said: set[str] = set()
 
     def __call__(self, ev: Event) -> None:
         if self.json_out:
@@ -61,6 +63,8 @@ class HeadlessView:
             self._progress = ev
             self._draw()
         elif isinstance(ev, LogLine) and (ev.level != "info" or ev.source == "controller"):
+            if ev.level == "error":
+                self._said.add(ev.text)  # the summary does not repeat it
             self._print(
                 f"[{'red' if ev.level == 'error' else 'yellow' if ev.level == 'warn' else 'cyan'}]"
                 f"{ev.source}[/]: {ev.text}"
@@ -71,8 +75,8 @@ class HeadlessView:
                 f"[bold]{verb} job {ev.job_id}[/]: {ev.job}, {ev.world_size} ranks on "
                 f"{', '.join(ev.nodes)}, {ev.steps} steps"
             )
-        elif isinstance(ev, RankExited) and ev.returncode not in (0, None):
-            self._print(f"[red]rank {ev.rank} on {ev.node} {ev.reason}[/]")
+        elif isinstance(ev, RankExited):
+            pass  # the job's one failure reason (with each rank's part as evidence) comes once, at the end
         elif isinstance(ev, CheckResult) and ev.status in ("fail", "warn"):
             colour = "red" if ev.status == "fail" else "yellow"
             self._print(
@@ -144,7 +148,7 @@ class HeadlessView:
             f"{_fmt(summary.first_loss, '.4f')} → {_fmt(summary.last_loss, '.4f')}  "
             f"wall {summary.wall_s:.1f} s  run dir {summary.run_dir}"
         )
-        if summary.reason:
+        if summary.reason and summary.reason not in self._said:
             self.console.print(f"[red]{summary.reason}[/]")
 
 
@@ -165,9 +169,31 @@ async def run_headless(
         loop.add_signal_handler(signal.SIGTERM, interrupted.set)
     except (NotImplementedError, RuntimeError):
         pass
+
+    async def until_interrupted(coro):
+        """Run one phase; Ctrl-C or SIGTERM cancels it at any moment (a cancelled launch
+        stops what it started). Returns (finished, result)."""
+        task = asyncio.ensure_future(coro)
+        stopper = asyncio.ensure_future(interrupted.wait())
+        try:
+            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        if task.done():
+            return True, task.result()
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, ControllerError):
+            pass
+        return False, None
+
     try:
         if not skip_checks:
-            results = await controller.run_checks()
+            done, results = await until_interrupted(controller.run_checks())
+            if not done:
+                _say(view, "interrupted during the checks: nothing was started", error=False)
+                return 130
             failed = [r for r in results if r.status == "fail"]
             if failed:
                 _say(
@@ -177,23 +203,25 @@ async def run_headless(
                 )
                 return 2
         try:
-            await controller.launch(resume=resume)
+            done, _ = await until_interrupted(controller.launch(resume=resume))
         except ControllerError as e:
-            _say(view, f"launch failed: {e}")
+            _say(view, f"launch failed: {e}" + (f" ({e.hint})" if e.hint else ""))
             return 1
+        if not done:
+            _say(view, "interrupted during launch: every rank started so far was stopped", error=False)
+            return 130
         waiter = asyncio.ensure_future(controller.wait())
         stopper = asyncio.ensure_future(interrupted.wait())
         await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if stopper.done() and not waiter.done():
-            _say(view, "interrupted: stopping every rank …")
-            await controller.kill()
+            _say(view, "interrupted: stopping every rank …", error=False)
+            await controller.kill(by=StoppedBy.CTRL_C)
         stopper.cancel()
         summary = await controller.wait()
         view.finish(summary)
-        if summary.status == "killed":
+        if summary.status == JobState.KILLED:
             _say(view, "stopped: every rank was killed, no process left running", error=False)
-            return 130
-        return 0 if summary.status == "finished" else 1
+        return exit_code(summary)
     finally:
         controller.remove_listener(view)
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -204,6 +232,13 @@ async def run_headless(
         await controller.close()
 
 
+def exit_code(summary: JobSummary) -> int:
+    """0 finished, 130 stopped by a user (Ctrl-C, `boltring kill`, the app), 1 failed."""
+    if summary.status == JobState.KILLED:
+        return 130
+    return 0 if summary.status == JobState.FINISHED else 1
+
+
 def _say(view: HeadlessView, text: str, error: bool = True) -> None:
     """A one-line reason: a JSON error event for scripts (and stderr for humans), or plain text."""
     if view.json_out and not error:
@@ -212,7 +247,7 @@ def _say(view: HeadlessView, text: str, error: bool = True) -> None:
         print(json.dumps({"event": "error", "text": text, "t": time.time()}), flush=True)
         print(f"boltring: {text}", file=sys.stderr)
     else:
-        view.console.print(text, markup=False)
+        view.console.print(text, markup=False, soft_wrap=True)  # one line, however long
 
 
 async def run_status(controller: JobController, *, follow: bool = False, json_out: bool = False) -> int:
@@ -233,7 +268,7 @@ async def run_status(controller: JobController, *, follow: bool = False, json_ou
             return 0
         summary = await controller.wait()
         view.finish(summary)
-        return 0 if summary.status == "finished" else 1
+        return exit_code(summary)
     finally:
         controller.remove_listener(view)
         await controller.close()
@@ -243,10 +278,16 @@ async def run_kill(controller: JobController) -> int:
     console = Console(highlight=False)
     try:
         if not await controller.attach():
+            waiting = controller.request_stop(StoppedBy.USER_KILL)
+            if waiting:  # failed, no rank alive, a restart pending: it will not happen
+                console.print(
+                    f"boltring: job {waiting} was waiting to restart; it will not restart", soft_wrap=True
+                )
+                return 0
             console.print("boltring: no job is running for this config")
             return 1
         job = controller.job_id
-        await controller.kill()
+        await controller.kill(by=StoppedBy.USER_KILL)
         console.print(f"boltring: killed every rank of job {job}")
         return 0
     finally:

@@ -13,8 +13,19 @@ SSH session or the controller, with stdout/stderr in RUN_DIR/rank.log, so a drop
 connection or a quitting controller does not stop training. A small keeper process (the
 session leader, whose pid is the group id in RUN_DIR/pid) waits for the rank and records its
 exit status in RUN_DIR/exit.json. The secret arrives on stdin and is written 0600 to
-RUN_DIR/secret: it never appears on a command line or in an environment listing.
-`kill` sends SIGTERM to the whole group, then SIGKILL after a grace period.
+RUN_DIR/secret: it never appears on a command line or in an environment listing, and the keeper
+removes it when the rank ends.
+`kill` sends SIGTERM to the whole group, then SIGKILL after a grace period. `--by WHO` first
+records who asked (RUN_DIR/stop.json), so the exit record says "stopped by boltring kill" rather
+than only a signal or an exit code.
+
+exit.json is what a rank's end looks like to the controller, machine-readable:
+    {"returncode": 1, "signal": null, "started": t, "ended": t,
+     "error": "PeerTimeout", "message": "...", "peer_rank": 2, "direction": "recv",   <- why.json
+     "stopped_by": "boltring kill"}                                                  <- stop.json
+The rank writes why.json ("why I failed") itself before exiting; the keeper merges it. So that a
+full disk cannot leave a rank's end unrecorded, the keeper reserves the bytes of exit.json when
+the rank starts (exit.reserve, written while there was room) and overwrites them in place.
 """
 
 from __future__ import annotations
@@ -32,6 +43,11 @@ LOG_FILE = "rank.log"
 EXIT_FILE = "exit.json"
 SECRET_FILE = "secret"
 SPEC_FILE = "spec.json"
+WHY_FILE = "why.json"  # written by the rank: its error type, message, and the peer it lost
+STOP_FILE = "stop.json"  # written by `kill --by`: who stopped the rank
+RESERVE_FILE = "exit.reserve"  # pre-written room for exit.json (a full disk cannot lose the record)
+RESERVE_BYTES = 8192
+ABORT_FILE = "abort"  # in the job directory: an interrupted launch; `start DIR…` starts no more
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
@@ -46,10 +62,12 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     os.replace(tmp, path)
 
 
-def group_alive(pgid: int) -> bool:
-    """Is any live (non-zombie) process left in the group?"""
+def group_states(pgid: int) -> list[str] | None:
+    """One-letter process states (R, S, D, T …) of the live members of the group; None when the
+    system cannot tell (no /proc and no ps)."""
     proc = Path("/proc")
     if proc.is_dir():  # Linux: zombies count as gone (an init that never reaps leaves them)
+        states = []
         for entry in proc.iterdir():
             if not entry.name.isdigit():
                 continue
@@ -59,8 +77,43 @@ def group_alive(pgid: int) -> bool:
                 continue
             fields = stat[stat.rindex(")") + 2 :].split()
             if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-                return True
-        return False
+                states.append(fields[0])
+        return states
+    try:  # macOS: ps knows the group
+        import subprocess
+
+        out = subprocess.run(
+            ["ps", "-o", "stat=", "-g", str(pgid)], capture_output=True, text=True, timeout=5
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [w[0] for w in out.split() if w and w[0] not in ("Z",)]
+
+
+def live_groups(pgids: set[int]) -> set[int]:
+    """Which of these process groups still have a live member: one pass over /proc for all
+    of them (a kill of 80 ranks polls this every 50 ms), group by group elsewhere."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return {g for g in pgids if group_alive(g)}
+    found: set[int] = set()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) in pgids and fields[0] not in ("Z", "X"):
+            found.add(int(fields[2]))
+    return found
+
+
+def group_alive(pgid: int) -> bool:
+    """Is any live (non-zombie) process left in the group?"""
+    if Path("/proc").is_dir():
+        return bool(group_states(pgid))
     try:
         os.killpg(pgid, 0)
         return True
@@ -85,8 +138,17 @@ def read_exit(run_dir: Path) -> dict | None:
 
 
 def status(run_dir: Path) -> dict:
+    """Liveness of the rank: alive, and `stopped` when a process of it is frozen (SIGSTOP, a
+    debugger): alive but never going to send another byte."""
     pid = read_pid(run_dir)
-    return {"pid": pid, "alive": bool(pid and group_alive(pid)), "exit": read_exit(run_dir)}
+    states = group_states(pid) if pid else []
+    alive = bool(states) if states is not None else bool(pid and group_alive(pid))
+    return {
+        "pid": pid,
+        "alive": alive,
+        "stopped": any(s == "T" for s in states or []),
+        "exit": read_exit(run_dir),
+    }
 
 
 def start(run_dir: Path, spec: dict) -> dict:
@@ -96,8 +158,10 @@ def start(run_dir: Path, spec: dict) -> dict:
         raise SystemExit(
             _fail(f"a rank is already running in {run_dir} (pid {current['pid']}); kill it first", code=3)
         )
-    for stale in (EXIT_FILE, PID_FILE):
+    for stale in (EXIT_FILE, PID_FILE, WHY_FILE, STOP_FILE):
         (run_dir / stale).unlink(missing_ok=True)
+    # Room for the exit record, taken now while the disk has it (see the module docstring).
+    write_atomic(run_dir / RESERVE_FILE, " " * RESERVE_BYTES)
     env = dict(os.environ)
     env.update({str(k): str(v) for k, v in spec.get("env", {}).items()})
     if spec.get("secret"):
@@ -159,48 +223,121 @@ def _keep(run_dir: Path, argv: list[str], env: dict, cwd: str) -> None:
             print(f"boltring: cannot start {argv[0]}: {e}", file=sys.stderr, flush=True)
             os._exit(127)
     _, wstatus = os.waitpid(child, 0)
-    record = {"returncode": os.waitstatus_to_exitcode(wstatus), "started": started, "ended": time.time()}
+    record: dict[str, object] = {
+        "returncode": os.waitstatus_to_exitcode(wstatus),
+        "started": started,
+        "ended": time.time(),
+    }
     if os.WIFSIGNALED(wstatus):
         record["signal"] = signal.Signals(os.WTERMSIG(wstatus)).name
-    write_atomic(run_dir / EXIT_FILE, json.dumps(record))
+    (run_dir / SECRET_FILE).unlink(missing_ok=True)  # the job's secret outlives no rank
+    write_exit(run_dir, record)
 
 
-def kill(run_dir: Path, grace: float = 5.0) -> dict:
-    pid = read_pid(run_dir)
-    if pid is None:
-        return {"pid": None, "was_alive": False, "alive": False, "exit": read_exit(run_dir)}
-    was_alive = group_alive(pid)
-    forced = False
-    if was_alive:
+def _read_small_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text()[:RESERVE_BYTES])
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_exit(run_dir: Path, record: dict[str, object]) -> None:
+    """exit.json = how the rank ended + why.json (the rank's own reason) + stop.json (who
+    stopped it). Written into the bytes reserved at start, then renamed: no new blocks needed."""
+    why = _read_small_json(run_dir / WHY_FILE)
+    for key in ("error", "message", "peer", "peer_rank", "direction", "file"):
+        if key in why:
+            record[key] = why[key]
+    stop = _read_small_json(run_dir / STOP_FILE)
+    if stop.get("by"):
+        record["stopped_by"] = stop["by"]
+    text = json.dumps(record)
+    if len(text) > RESERVE_BYTES:
+        record["message"] = str(record.get("message", ""))[:2000]
+        text = json.dumps(record)[:RESERVE_BYTES]
+    reserve = run_dir / RESERVE_FILE
+    try:
+        fd = os.open(reserve, os.O_WRONLY)
+        try:
+            os.write(fd, text.encode().ljust(RESERVE_BYTES, b" "))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(reserve, run_dir / EXIT_FILE)
+        return
+    except OSError:
+        pass  # no reserve (an older start): the ordinary way
+    try:
+        write_atomic(run_dir / EXIT_FILE, text)
+    except OSError as e:
+        print(f"boltring: cannot write {run_dir / EXIT_FILE}: {e.strerror or e}", file=sys.stderr, flush=True)
+
+
+def kill(run_dir: Path, grace: float = 5.0, by: str | None = None) -> dict:
+    return kill_many([run_dir], grace, by)[0]
+
+
+def kill_many(run_dirs: list[Path], grace: float = 5.0, by: str | None = None) -> list[dict]:
+    """Stop several ranks at once: SIGTERM to every group, one shared grace period, then SIGKILL
+    to the survivors. One command for all of a node's ranks, so stopping 80 ranks takes one
+    grace period, not 80."""
+    pids = {d: read_pid(d) for d in run_dirs}
+    was_alive = {d: bool(pid and group_alive(pid)) for d, pid in pids.items()}
+    forced: dict[Path, bool] = {d: False for d in run_dirs}
+    live = [d for d in run_dirs if was_alive[d]]
+    for d in live:
+        pid = pids[d]
+        assert pid is not None
+        if by:
+            try:
+                write_atomic(d / STOP_FILE, json.dumps({"by": by, "at": time.time()}))
+            except OSError:
+                pass  # a full disk: the controller still knows who it was
+        states = group_states(pid) or []
         _signal_group(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while group_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if group_alive(pid):
-            forced = True
-            _signal_group(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 5
-            while group_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-    if read_exit(run_dir) is None and was_alive:
-        write_atomic(
-            run_dir / EXIT_FILE,
-            json.dumps(
+        if "T" in states:  # a frozen rank cannot act on SIGTERM until it runs again
+            _signal_group(pid, signal.SIGCONT)
+
+    def still() -> list[Path]:
+        alive = live_groups({p for d in live if (p := pids[d]) is not None})
+        return [d for d in live if pids[d] in alive]
+
+    deadline = time.monotonic() + grace
+    while still() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for d in still():
+        forced[d] = True
+        _signal_group(pids[d], signal.SIGKILL)  # type: ignore[arg-type]
+    deadline = time.monotonic() + 5
+    while still() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    results = []
+    for d in run_dirs:
+        pid = pids[d]
+        if was_alive[d] and read_exit(d) is None:
+            write_exit(
+                d,
                 {
                     "returncode": None,
-                    "signal": "SIGKILL" if forced else "SIGTERM",
+                    "signal": "SIGKILL" if forced[d] else "SIGTERM",
                     "killed": True,
                     "ended": time.time(),
-                }
-            ),
+                },
+            )
+        if was_alive[d]:
+            (d / SECRET_FILE).unlink(missing_ok=True)
+        results.append(
+            {
+                "pid": pid,
+                "run_dir": str(d),
+                "was_alive": was_alive[d],
+                "forced": forced[d],
+                "alive": bool(pid and group_alive(pid)),
+                "exit": read_exit(d),
+            }
         )
-    return {
-        "pid": pid,
-        "was_alive": was_alive,
-        "forced": forced,
-        "alive": group_alive(pid),
-        "exit": read_exit(run_dir),
-    }
+    return results
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -208,6 +345,37 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except ProcessLookupError:
         pass
+
+
+def _start_many(dirs: list[Path]) -> int:
+    """`start DIR1 DIR2 …` < {"secret": hex, "ranks": [{"argv", "env"}, … one per DIR]}: all of
+    a node's ranks from one command. Prints {"started": [{"run_dir", "pid"}], "error"?}; on the
+    first rank that cannot start it stops, and reports what it started so far."""
+    try:
+        spec = json.loads(sys.stdin.read())
+        ranks = spec.get("ranks")
+        if not isinstance(ranks, list) or len(ranks) != len(dirs):
+            raise ValueError(f"expected {len(dirs)} rank specs")
+    except ValueError as e:
+        return _fail(f"bad launch spec on stdin: {e}")
+    started: list[dict] = []
+    for d, r in zip(dirs, ranks, strict=True):
+        if (d.parent / ABORT_FILE).exists():  # the launch was interrupted: start no more
+            print(json.dumps({"started": started, "error": "launch interrupted"}), flush=True)
+            return 4
+        try:
+            if not isinstance(r.get("argv"), list) or not r["argv"]:
+                raise ValueError("spec has no argv")
+            started.append(start(d, {**r, "secret": spec.get("secret")}))
+        except SystemExit:
+            print(json.dumps({"started": started, "error": f"a rank is already running in {d}"}), flush=True)
+            return 3
+        except (OSError, ValueError) as e:
+            msg = f"{e.strerror or e}: {e.filename or d}" if isinstance(e, OSError) else str(e)
+            print(json.dumps({"started": started, "error": f"cannot start a rank in {d}: {msg}"}), flush=True)
+            return 2
+    print(json.dumps({"started": started}), flush=True)
+    return 0
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -221,10 +389,20 @@ def main(argv: list[str] | None = None) -> int:
         description="Start, kill or inspect a detached boltring rank.",
     )
     p.add_argument("action", choices=("start", "kill", "status"))
-    p.add_argument("run_dir", help="the rank's run directory (~ is expanded)")
+    p.add_argument(
+        "run_dir", nargs="+", help="the rank's run directory (~ is expanded); kill and status take several"
+    )
     p.add_argument("--grace", type=float, default=5.0, help="seconds between SIGTERM and SIGKILL")
+    p.add_argument("--by", default=None, help="kill: who stops the rank, recorded in its exit record")
     a = p.parse_args(argv)
-    run_dir = Path(a.run_dir).expanduser()
+    dirs = [Path(d).expanduser() for d in a.run_dir]
+    run_dir = dirs[0]
+    if a.action == "start" and len(dirs) > 1:
+        return _start_many(dirs)
+    if a.action != "start" and len(dirs) > 1:  # several ranks: {"ranks": [one answer each]}
+        many = kill_many(dirs, a.grace, a.by) if a.action == "kill" else [status(d) for d in dirs]
+        print(json.dumps({"ranks": many}), flush=True)
+        return 0
     if a.action == "start":
         try:
             spec = json.loads(sys.stdin.read())
@@ -234,9 +412,10 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(f"bad launch spec on stdin: {e}")
         result = start(run_dir, spec)
     elif a.action == "kill":
-        result = kill(run_dir, a.grace)
+        result = kill(run_dir, a.grace, a.by)
     else:
         result = status(run_dir)
+        result["run_dir"] = str(run_dir)
     print(json.dumps(result), flush=True)
     return 0
 

@@ -49,6 +49,11 @@ def spawn_argv(node: Node, verb: str, run_dir: str) -> list[str]:
     return [node.python, "-m", SPAWN_MODULE, verb, run_dir]
 
 
+def spawn_many_argv(node: Node, verb: str, run_dirs: list[str]) -> list[str]:
+    """One agent command for several ranks of one node (`spawn start|kill|status DIR…`)."""
+    return [node.python, "-m", SPAWN_MODULE, verb, *run_dirs]
+
+
 def new_job_id(name: str) -> str:
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
@@ -110,6 +115,10 @@ def runner_argv(config: Config, node: Node, job_id: str, *, resume: bool) -> lis
         argv += ["--data", remote_path(node, job.data, roots) or job.data]
     if job.steps_per_eval:
         argv += ["--steps-per-eval", str(job.steps_per_eval)]
+    if job.allow_nonfinite:
+        argv.append("--allow-nonfinite")
+    if job.keep_checkpoints != 3:
+        argv += ["--keep-checkpoints", str(job.keep_checkpoints)]
     if resume:
         argv.append("--resume")
     if job.args:
@@ -241,6 +250,13 @@ def spawn_input(plan: PlannedRank, secret: bytes) -> bytes:
     if plan.files:
         spec["files"] = plan.files
     return json.dumps(spec).encode()
+
+
+def spawn_many_input(plans: list[PlannedRank], secret: bytes) -> bytes:
+    """stdin of `spawn start DIR…` for several ranks of one node."""
+    return json.dumps(
+        {"secret": secret.hex(), "ranks": [{"argv": p.argv, "env": p.env} for p in plans]}
+    ).encode()
 
 
 def file_digest(data: bytes) -> str:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -62,6 +63,8 @@ class TrainConfig:
     args: tuple[str, ...] = ()  # example-specific extra arguments (after "--")
     progress_every: int | None = None  # stdout progress line period; None: about every 10 %
     steps_per_eval: int = 0  # validation every N steps (examples with a validation set); 0 = default
+    allow_nonfinite: bool = False  # True: a NaN/inf loss does not stop the run
+    keep_checkpoints: int = 3  # newest checkpoints kept by rank 0; 0 keeps all
 
     def validate(self) -> None:
         if self.steps < 0:
@@ -78,6 +81,10 @@ class TrainConfig:
             raise ValueError(f"--log-every must be >= 1, got {self.log_every}")
         if self.steps_per_eval < 0:
             raise ValueError(f"--steps-per-eval must be >= 0, got {self.steps_per_eval}")
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite: training on would only spread it through the ring."""
 
 
 class Task(Protocol):
@@ -246,6 +253,10 @@ def train(
             log(f"[rank {rank}] resume: no checkpoint in {ckpt_dir}; starting from step 0")
         else:
             start_step, position = info.step, info.samples_seen
+            for why in info.skipped:
+                log(f"[rank {rank}] resume: skipped {why}")
+            if info.skipped and info.path is not None:
+                log(f"[rank {rank}] resume: using {info.path.name}, the newest checkpoint that verifies")
             log(
                 f"[rank {rank}] resumed from {info.path.name if info.path else 'rank 0'}: "
                 f"step {start_step}, {position} samples seen"
@@ -278,6 +289,14 @@ def train(
         position += B
         result.final_step, result.samples_seen = step, position
         local_loss = loss.item()
+        if not math.isfinite(local_loss) and not cfg.allow_nonfinite:
+            # Checked on every rank at every step, before anything is logged or saved, so a bad
+            # value never reaches a checkpoint; the rank that saw it names itself.
+            what = "NaN" if math.isnan(local_loss) else "infinite"
+            raise NonFiniteLoss(
+                f"loss became {what} at step {step} on rank {rank} "
+                f"(job.allow_nonfinite: true lets the run continue)"
+            )
         if on_step is not None:
             on_step(step, local_loss)
 
@@ -309,6 +328,9 @@ def train(
                 global_batch=B,
                 world_size=size,
             )
+            if cfg.keep_checkpoints > 0:
+                for old in checkpoint.prune(ckpt_dir, keep=cfg.keep_checkpoints):
+                    log(f"[rank 0] removed old checkpoint {old.name} (keeping {cfg.keep_checkpoints})")
             result.checkpoints.append(path)
             log(f"[rank 0] checkpoint {path}")
 
@@ -331,5 +353,11 @@ def parse_extra(parser_factory: Callable[[], Any], args: Sequence[str]) -> Any:
     parser = parser_factory()
     ns, unknown = parser.parse_known_args(list(args))
     if unknown:
-        raise ValueError(f"unknown argument(s) for this example: {' '.join(unknown)}\n{parser.format_help()}")
+        options = sorted(
+            {o for a in parser._actions for o in a.option_strings if o.startswith("--")} - {"--help"}
+        )
+        raise ValueError(
+            f"unknown argument(s) for this example: {' '.join(unknown)} "
+            f"(it takes {', '.join(options) or 'no options'}; `-- --help` explains them)"
+        )
     return ns

@@ -31,8 +31,11 @@ and the run unwinds at once: a checkpoint being written is abandoned (its temp f
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import json
 import os
+import re
 import runpy
 import signal
 import sys
@@ -50,6 +53,7 @@ EXAMPLES = {
 # Examples with their own training loop (module.run(cfg, args) instead of make_task + loop.train).
 OWN_LOOP = {"lm"}
 PREFIX = "boltring-train"
+WHY_RESERVE = 4096
 
 
 class Terminated(SystemExit):
@@ -164,6 +168,24 @@ def build_parser() -> argparse.ArgumentParser:
         "example's default",
     )
     p.add_argument(
+        "--allow-nonfinite",
+        action="store_true",
+        help="keep training when the loss becomes NaN or infinite (default: fail naming the step and rank)",
+    )
+    p.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        default=3,
+        metavar="K",
+        help="rank 0 keeps the newest K checkpoints and removes older ones; 0 keeps all (default 3)",
+    )
+    p.add_argument(
+        "--check-args",
+        action="store_true",
+        help="only check the arguments (the example's too) and exit: 0 when they are good, "
+        "2 with one line when not; the launcher runs this before starting any rank",
+    )
+    p.add_argument(
         "extra", nargs=argparse.REMAINDER, metavar="-- ARGS", help="arguments for the example or the script"
     )
     return p
@@ -196,6 +218,8 @@ def config_from_args(ns: argparse.Namespace) -> TrainConfig:
         data=ns.data,
         args=tuple(ns.extra),
         steps_per_eval=ns.steps_per_eval,
+        allow_nonfinite=ns.allow_nonfinite,
+        keep_checkpoints=ns.keep_checkpoints,
     )
     cfg.validate()
     return cfg
@@ -304,8 +328,103 @@ def _run_user_code(run, argv: list[str], path0: str, env: dict[str, str]) -> int
     return 0
 
 
+def check_args(ns: argparse.Namespace) -> int:
+    """--check-args: the whole command line, the example's extras included, without training."""
+    try:
+        cfg = config_from_args(ns)
+        if ns.example:
+            from .loop import parse_extra
+
+            module = importlib.import_module(f"{__package__}.{ns.example}")
+            if not (cfg.args and cfg.args[0] in ("-h", "--help")):
+                parse_extra(module.extra_parser, cfg.args)
+    except ValueError as e:
+        print(f"{PREFIX}: error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
+        return 2
+    return 0
+
+
+def write_why(exc: BaseException) -> None:
+    """RUN_DIR/why.json: this rank's reason in a form the controller reads without parsing text
+    (the error type, and for a ring error the peer it lost and the direction). The spawn keeper
+    merges it into exit.json."""
+    run_dir = os.environ.get("BOLTRING_RUN_DIR")
+    if not run_dir:
+        return
+    why: dict = {"error": type(exc).__name__, "message": " ".join(str(exc).split())[:2000]}
+    peer = getattr(exc, "peer", None)
+    if peer:
+        why["peer"] = str(peer)
+        m = re.match(r"rank (\d+)", str(peer))
+        if m:
+            why["peer_rank"] = int(m[1])
+        text = str(exc)
+        why["direction"] = (
+            "send" if ("we sent" in text or "sending" in text or "accepted no data" in text) else "recv"
+        )
+    if isinstance(exc, OSError):
+        file = exc.filename or _file_being_written(exc)
+        if file:
+            why["file"] = str(file)
+    why["message"] = describe_error(exc)[:2000]
+    path = Path(run_dir) / "why.json"
+    data = json.dumps(why).encode()[:WHY_RESERVE]
+    try:  # into the bytes reserved at start: a full disk still gets the reason
+        fd = os.open(Path(run_dir) / "why.reserve", os.O_WRONLY)
+        try:
+            os.write(fd, data.ljust(WHY_RESERVE, b" "))
+        finally:
+            os.close(fd)
+        os.replace(Path(run_dir) / "why.reserve", path)
+        return
+    except OSError:
+        pass
+    try:
+        tmp = path.with_name(".why.json.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # nothing more can be written: the exit code remains
+
+
+def reserve_why() -> None:
+    """Take the room for why.json while the disk has it (see write_why)."""
+    run_dir = os.environ.get("BOLTRING_RUN_DIR")
+    if run_dir:
+        try:
+            (Path(run_dir) / "why.reserve").write_bytes(b" " * WHY_RESERVE)
+        except OSError:
+            pass
+
+
+def describe_error(exc: BaseException) -> str:
+    msg = " ".join(str(exc).split()) or "(no message)"
+    if isinstance(exc, OSError) and not exc.filename and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+        path = _file_being_written(exc)
+        where = str(path) if path else f"a file under {os.environ.get('BOLTRING_RUN_DIR') or os.getcwd()}"
+        msg = f"cannot write {where}: {exc.strerror}"
+    return msg
+
+
+def _file_being_written(exc: BaseException) -> Path | None:
+    """The file a write error came from, when the error itself does not say (a buffered write
+    such as the metrics writer's): the innermost frame whose object has a `path`."""
+    tb = exc.__traceback__
+    found = None
+    while tb is not None:
+        obj = tb.tb_frame.f_locals.get("self")
+        path = getattr(obj, "path", None)
+        if isinstance(path, Path):
+            found = path
+        tb = tb.tb_next
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     ns = parse_args(argv)  # exits 2 with usage on bad arguments
+    if ns.check_args:
+        return check_args(ns)
+    reserve_why()
     old = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         if ns.script:
@@ -317,11 +436,16 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated as e:
         name = signal.Signals(e.signum).name
         print(f"{PREFIX}: stopped by {name}", file=sys.stderr, flush=True)
-        return int(e.code)
+        return 128 + e.signum
     except Exception as e:
-        traceback.print_exc()
-        msg = " ".join(str(e).split()) or "(no message)"
-        print(f"{PREFIX}: error: {type(e).__name__}: {msg}", file=sys.stderr, flush=True)
+        known = type(e).__name__ in ("PeerClosed", "PeerTimeout", "NonFiniteLoss", "CheckpointError")
+        if not known:  # a ring error or a NaN is one line; a bug in user code keeps its traceback
+            traceback.print_exc()
+        write_why(e)
+        try:
+            print(f"{PREFIX}: error: {type(e).__name__}: {describe_error(e)}", file=sys.stderr, flush=True)
+        except OSError:
+            pass
         return 1
     finally:
         for s, h in old.items():

@@ -183,6 +183,8 @@ def test_sigterm_exits_promptly_and_leaves_only_complete_checkpoints(tmp_path):
             str(ck),
             "--log-every",
             "50",
+            "--keep-checkpoints",
+            "0",  # keep every checkpoint: the test waits for five
         ],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,

@@ -1,0 +1,314 @@
+"""The controller's shared core: its state, events, transports, the agent calls that every
+part uses (stop ranks, ask their liveness), and the summary. The parts build on it:
+launch.py (checks, launch) → relaunch.py (--restarts) → watch.py (following, blame) →
+controller.py (the public JobController: launch, kill, attach, close).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from boltring.cluster.config.schema import Config, Node
+from boltring.cluster.jobs import blame, follow, record
+from boltring.cluster.jobs import plan as launcher
+from boltring.cluster.jobs.errors import ControllerError
+from boltring.cluster.jobs.events import (
+    CheckResult,
+    Event,
+    JobStateChanged,
+    JobSummary,
+    LogLine,
+    RankExited,
+)
+from boltring.cluster.jobs.follow import RankState
+from boltring.cluster.jobs.restart import RestartPolicy
+from boltring.cluster.nodes.transport import LocalTransport, Transport, TransportError
+from boltring.cluster.states import JobState, StoppedBy
+
+POLL_S = 0.25  # how often metrics and logs are read; ranks report far less often than this
+STATUS_EVERY_S = 3.0  # liveness check through `spawn status` (catches SIGKILLed keepers)
+FAILURE_GRACE_S = 8.0  # after an uncertain failure, how long the others get before we stop them
+USER_STOPS = (StoppedBy.USER_KILL, StoppedBy.APP, StoppedBy.CTRL_C)
+LINK_FACTS_TIMEOUT_S = 4.0  # reading a suspect node's link facts must not delay the verdict long
+LINK_CHECKS = ("ring_iface", "ring_ip", "route", "rtt", "mtu")
+RESTART_CHECK_WAIT_S = 60.0  # a failing node's checks may recover (a link back up) this long
+
+
+def _transport_for(node: Node, config: Config, on_state) -> Transport:
+    if node.local:
+        return LocalTransport(node, on_state)
+    from boltring.cluster.nodes.ssh import SshTransport  # asyncssh is only imported for real clusters
+
+    return SshTransport(node, on_state, options=config.ssh)
+
+
+class ControllerCore:
+    # Declared here, for every layer that reads or sets them (launch, relaunch, watch).
+    config: Config
+    state: JobState
+    job_id: str | None
+    poll_s: float
+    checks: list[CheckResult]
+    _ranks: dict[int, RankState]
+    _follower: asyncio.Task | None
+    _done: asyncio.Future | None
+    _started_at: float
+    _record: dict
+    _starting: dict[str, asyncio.Future]
+    _facts: dict[str, dict]
+    _global_step: int
+    _pending_steps: dict[int, float | None]
+    _first_loss: float | None
+    _last_loss: float | None
+    _reason: str | None
+    _stopped_by: StoppedBy | None
+    _suspects: list[str]
+    _link_facts: asyncio.Future | None
+    _fresh_checks: list[CheckResult]
+    _killing: bool
+    _policy: RestartPolicy
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        transport_factory: Callable[[Node, Config, Callable], Transport] | None = None,
+        poll_s: float = POLL_S,
+    ):
+        self.config = config
+        self.state = JobState.IDLE
+        self.job_id = None
+        self.poll_s = poll_s
+        self._factory = transport_factory or _transport_for
+        self._listeners: list[Callable[[Event], None]] = []
+        self._transports: dict[str, Transport] = {}
+        self._ranks = {}
+        self._follower = None
+        self._done = None
+        self._started_at = 0.0
+        self._record = {}
+        self._starting = {}  # node -> its `spawn start` command in flight
+        self._facts = {}
+        self.checks = []
+        self._reset_job()
+
+    def _reset_job(self) -> None:
+        self._global_step = -1
+        self._pending_steps = {}  # rank 0's reported steps not yet emitted
+        self._first_loss = None
+        self._last_loss = None
+        self._reason = None
+        self._stopped_by = None
+        self._suspects = []  # the node(s) the last failure was blamed on
+        self._link_facts = None  # link checks started at the first ring error
+        self._fresh_checks = []  # their results, as each node answers
+        self._killing = False
+        self._policy = RestartPolicy(self.config.job.restarts, self.config.job.restart_delay_s)
+
+    def add_listener(self, fn: Callable[[Event], None]) -> None:
+        self._listeners.append(fn)
+
+    def remove_listener(self, fn: Callable[[Event], None]) -> None:
+        if fn in self._listeners:
+            self._listeners.remove(fn)
+
+    def emit(self, event: Event) -> None:
+        if isinstance(event, CheckResult):
+            self._fresh_checks.append(event)  # link facts, as they arrive (see _with_link_facts)
+        for fn in list(self._listeners):
+            fn(event)
+
+    def _log(self, text: str, level: str = "info") -> None:
+        self.emit(LogLine(source="controller", text=text, level=level))
+
+    def _set_state(self, state: JobState, reason: str | None = None, by: StoppedBy | None = None) -> None:
+        self.state = state
+        self.emit(JobStateChanged(state=state, job_id=self.job_id, reason=reason, by=by))
+
+    def transport(self, node: Node) -> Transport:
+        t = self._transports.get(node.name)
+        if t is None:
+            t = self._factory(node, self.config, self.emit)
+            self._transports[node.name] = t
+        return t
+
+    async def connect(self, node: Node) -> Transport:
+        t = self.transport(node)
+        if t.state not in ("connected", "local"):
+            await t.connect()
+        return t
+
+    def plan(self, resume: bool = False, job_id: str | None = None) -> list[launcher.PlannedRank]:
+        jid = job_id or self.job_id or "<job-id>"
+        return launcher.plan_job(
+            self.config,
+            jid,
+            resume=resume,
+            command_line=lambda node, argv: self.transport(node).command_line(argv),
+        )
+
+    def job_label(self) -> str:
+        """What the job runs, for humans: 'example charlm' or 'script train.py'."""
+        job = self.config.job
+        if job.script:
+            return f"script {Path(job.script).name}"
+        return f"module {job.module}" if job.module else f"example {job.example}"
+
+    async def _check_alive(self, ranks: list[RankState]) -> None:
+        """Liveness of `ranks` through `spawn status`, one command per node."""
+
+        async def node_status(node: Node, mine: list[RankState]) -> None:
+            argv = launcher.spawn_many_argv(node, "status", [rs.plan.run_dir for rs in mine])
+            try:
+                res = await self.transport(node).run(argv, timeout=15)
+            except TransportError:
+                return
+            info = res.last_json() or {}
+            answers = info.get("ranks", [info] if "alive" in info else [])
+            for rs, ans in zip(mine, answers, strict=False):
+                rs.alive, rs.frozen = bool(ans.get("alive")), bool(ans.get("stopped"))
+                if not ans.get("alive"):
+                    self._on_exit(rs, ans.get("exit") or {"returncode": None, "signal": "lost"})
+
+        by_node: dict[str, list[RankState]] = {}
+        for rs in ranks:
+            by_node.setdefault(rs.node.name, []).append(rs)
+        await asyncio.gather(*(node_status(self._ranks_node(n), m) for n, m in by_node.items()))
+
+    def _ranks_node(self, name: str) -> Node:
+        return next(rs.node for rs in self._ranks.values() if rs.node.name == name)
+
+    def _on_exit(self, rs: RankState, info: dict) -> None:
+        if rs.exited:
+            return
+        rs.exited, rs.exit_info, rs.returncode = True, dict(info), info.get("returncode")
+        by = info.get("stopped_by")
+        if by:
+            rs.exit_reason = "was stopped by you" + (f" ({by})" if by != StoppedBy.BOLTRING else "")
+            if by == StoppedBy.BOLTRING:
+                rs.exit_reason = "was stopped by boltring"
+        elif rs.returncode == 0:
+            rs.exit_reason = "finished"
+        else:
+            facts = rs.facts()
+            rs.exit_reason = (
+                blame.evidence_of(facts) if facts.blames is not None else blame.describe_own_end(facts)
+            )
+            rs.exit_reason = rs.exit_reason.removeprefix(f"{facts.label} ")
+        self.emit(
+            RankExited(rank=rs.plan.rank, node=rs.node.name, returncode=rs.returncode, reason=rs.exit_reason)
+        )
+
+    async def _kill_ranks(self, ranks: list[RankState], by: StoppedBy, grace_s: float = 5.0) -> None:
+        async def node_kill(node: Node, mine: list[RankState]) -> None:
+            argv = [
+                *launcher.spawn_many_argv(node, "kill", [rs.plan.run_dir for rs in mine]),
+                "--grace",
+                f"{grace_s:g}",
+                "--by",
+                str(by),
+            ]
+            try:
+                res = await self.transport(node).run(argv, timeout=60)
+            except TransportError as e:
+                self._log(f"could not stop the ranks on {node.name}: {e}", "error")
+                return
+            info = res.last_json() or {}
+            for rs, ans in zip(mine, info.get("ranks", [info]), strict=False):
+                if ans.get("alive"):
+                    self._log(f"rank {rs.plan.rank} on {node.name} survived SIGKILL", "error")
+                if ans.get("exit"):
+                    self._on_exit(rs, ans["exit"])
+
+        by_node: dict[str, list[RankState]] = {}
+        for rs in ranks:
+            by_node.setdefault(rs.node.name, []).append(rs)
+        await asyncio.gather(*(node_kill(self._ranks_node(n), m) for n, m in by_node.items()))
+
+    async def wait(self) -> JobSummary:
+        if self._done is None:
+            raise ControllerError("no job was launched or attached")
+        return await asyncio.shield(self._done)
+
+    def _finish(self, state: JobState) -> None:
+        summary = self.summary(state)
+        self._record.update(state=state, reason=self._reason, stopped_by=self._stopped_by)
+        try:
+            if self._record.get("job_id"):
+                record.write(self._record)
+        except ControllerError as e:  # said once, never swallowed; the summary still arrives
+            if str(e) != self._reason:
+                self._log(str(e), "error")
+        self.emit(summary)
+        if self._done is not None and not self._done.done():
+            self._done.set_result(summary)
+
+    def summary(self, status: JobState | None = None) -> JobSummary:
+        ranks = {}
+        for r, rs in self._ranks.items():
+            seen = rs.steps_seen[1:] or rs.steps_seen  # the first step includes compilation/setup
+            ranks[r] = {
+                "node": rs.node.name,
+                "samples_per_s": follow.mean(m.samples_per_s for m in seen),
+                "steps_per_s": follow.mean(m.steps_per_s for m in seen),
+                "allreduce_gbps": follow.mean(m.allreduce_gbps for m in seen),
+                "tokens_per_s": follow.mean(m.tokens_per_s for m in seen),
+            }
+        return JobSummary(
+            job_id=self.job_id or "",
+            status=status or self.state,
+            steps=max(self._global_step, 0),
+            total_steps=self.config.job.steps,
+            first_loss=self._first_loss,
+            last_loss=self._last_loss,
+            wall_s=(time.time() - self._started_at) if self._started_at else 0.0,
+            ranks=ranks,
+            reason=self._reason,
+            run_dir=launcher.job_dir(self.config.nodes[0], self.job_id or ""),
+            stopped_by=self._stopped_by if status == JobState.KILLED else None,
+            tokens_per_s=_sum_or_none(r["tokens_per_s"] for r in ranks.values()),
+            val_loss=_last_val_loss(self._ranks.get(0)),
+            restarts=list(self._policy.history),
+        )
+
+    async def _alive_ranks_of(self, rec: dict) -> list[int]:
+        nodes = {n.name: n for n in self.config.nodes}
+        by_node: dict[str, list[dict]] = {}
+        for r in rec.get("ranks", []):
+            if r.get("node") in nodes:
+                by_node.setdefault(r["node"], []).append(r)
+        alive: list[int] = []
+        for name, mine in by_node.items():
+            node = nodes[name]
+            try:
+                t = await self.connect(node)
+                res = await t.run(
+                    launcher.spawn_many_argv(node, "status", [r["run_dir"] for r in mine]), timeout=15
+                )
+            except TransportError:
+                continue
+            info = res.last_json() or {}
+            answers = info.get("ranks", [info] if "alive" in info else [])
+            alive += [r["rank"] for r, a in zip(mine, answers, strict=False) if a.get("alive")]
+        return alive
+
+
+def _sum_or_none(values) -> float | None:
+    vals = [v for v in values if v is not None]
+    return sum(vals) if vals else None
+
+
+def _last_val_loss(rs: RankState | None) -> float | None:
+    vals = [m.val_loss for m in rs.steps_seen if m.val_loss is not None] if rs else []
+    return vals[-1] if vals else None
+
+
+def _cores(facts: dict) -> int | None:
+    raw = (facts.get("hardware") or {}).get("cores")
+    try:
+        return int(str(raw).split()[-1].split(":")[0]) if raw is not None else None
+    except ValueError:
+        return None

@@ -1,0 +1,155 @@
+"""Following one rank: its metrics.jsonl and rank.log read by byte offset, its exit record, and
+its heartbeat (when its metrics lines arrive and how often they usually do).
+
+Nothing here decides the job's fate; the controller asks `RankState.stalled_for()` and hands
+the facts to blame.py.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from boltring.cluster.config.schema import Node
+from boltring.cluster.jobs import plan as launcher
+from boltring.cluster.jobs.blame import RankFacts
+from boltring.cluster.jobs.events import RankMetrics
+from boltring.cluster.nodes.transport import Transport, last_json_object
+
+STALL_FACTOR = 3.0  # silent for this many usual heartbeat intervals: stalled
+STALL_FLOOR_S = 3.0  # never call a rank stalled sooner than this (polling, GC pauses, checkpoints)
+
+
+@dataclass
+class RankState:
+    plan: launcher.PlannedRank
+    node: Node
+    metrics_offset: int = 0
+    log_offset: int = 0
+    partial_metrics: bytes = b""
+    partial_log: bytes = b""
+    last: RankMetrics | None = None
+    steps_seen: list[RankMetrics] = field(default_factory=list)
+    exited: bool = False
+    returncode: int | None = None
+    exit_info: dict[str, Any] = field(default_factory=dict)
+    exit_reason: str | None = None
+    last_log: str = ""
+    beats: list[float] = field(default_factory=list)  # monotonic arrival time of metrics lines
+    walls: list[float] = field(default_factory=list)  # the rank's own clock on those lines
+    alive: bool | None = None
+    frozen: bool = False
+    stalled: bool = False  # a RankStalled was emitted and no heartbeat came since
+
+    def beat(self, wall: float | None) -> None:
+        self.beats.append(time.monotonic())
+        del self.beats[:-20]
+        if wall is not None:
+            self.walls.append(float(wall))
+            del self.walls[:-20]
+        self.stalled = False
+
+    def usual_interval(self) -> float | None:
+        """Median time between this rank's recent heartbeats, by the rank's own clock (lines
+        read in one poll arrive together); the first, with compilation, left out. None until
+        there are two lines after the first."""
+        times = self.walls if len(self.walls) >= 3 else self.beats
+        gaps = [b - a for a, b in zip(times[1:], times[2:], strict=False)]
+        return statistics.median(gaps) if gaps else None
+
+    def silent_s(self) -> float | None:
+        return time.monotonic() - self.beats[-1] if self.beats else None
+
+    def stall_after(self) -> float | None:
+        usual = self.usual_interval()
+        return None if usual is None else max(STALL_FACTOR * usual, STALL_FLOOR_S)
+
+    def stalled_for(self) -> float | None:
+        """Seconds of silence when past the stall threshold, else None."""
+        limit, silent = self.stall_after(), self.silent_s()
+        if self.exited or limit is None or silent is None or silent < limit:
+            return None
+        return silent
+
+    def reset_for_restart(self) -> None:
+        self.exited, self.returncode, self.exit_info, self.exit_reason = False, None, {}, None
+        self.last, self.beats, self.walls = None, [], []
+        self.alive, self.frozen, self.stalled = None, False, False
+
+    def facts(self) -> RankFacts:
+        return RankFacts(
+            rank=self.plan.rank,
+            node=self.node.name,
+            exited=self.exited,
+            returncode=self.returncode,
+            exit=self.exit_info,
+            alive=self.alive,
+            frozen=self.frozen,
+            silent_s=self.silent_s(),
+            stopped_by=self.exit_info.get("stopped_by"),
+        )
+
+
+def lines(rs: RankState, attr: str, data: bytes) -> list[bytes]:
+    """Complete lines only; a half-written last line waits for the next read."""
+    buf = getattr(rs, attr) + data
+    *complete, rest = buf.split(b"\n")
+    setattr(rs, attr, rest)
+    return complete
+
+
+def metrics_event(rs: RankState, line: bytes, world_size: int) -> RankMetrics | None:
+    rec = last_json_object(line.decode(errors="replace"))
+    if not rec or rec.get("kind") != "step":
+        return None
+    return RankMetrics(
+        rank=rs.plan.rank,
+        node=rs.node.name,
+        step=int(rec.get("step", 0)),
+        loss=rec.get("loss"),
+        steps_per_s=rec.get("steps_per_s"),
+        samples_per_s=_per_rank(rec.get("samples_per_s"), world_size),
+        allreduce_gbps=rec.get("allreduce_gbps"),
+        allreduce_s=rec.get("allreduce_s"),
+        bytes_sent=rec.get("bytes_sent"),
+        bytes_recv=rec.get("bytes_recv"),
+        mem_mb=rec.get("mem_mb"),
+        wall=rec.get("wall"),
+        tokens_per_s=rec.get("tokens_per_s"),
+        val_loss=rec.get("val_loss"),
+        peak_mem_mb=rec.get("peak_mem_mb"),
+    )
+
+
+async def read_new(rs: RankState, t: Transport) -> tuple[list[bytes], list[str], dict | None]:
+    """New complete metrics lines, new log lines, and the exit record if it appeared."""
+    metrics: list[bytes] = []
+    logs: list[str] = []
+    data = await t.read_from(f"{rs.plan.run_dir}/metrics.jsonl", rs.metrics_offset)
+    if data:
+        rs.metrics_offset += len(data)
+        metrics = lines(rs, "partial_metrics", data)
+    data = await t.read_from(f"{rs.plan.run_dir}/rank.log", rs.log_offset)
+    if data:
+        rs.log_offset += len(data)
+        for line in lines(rs, "partial_log", data):
+            text = line.decode(errors="replace").rstrip()
+            if text:
+                logs.append(text)
+    info = None
+    if not rs.exited:
+        raw = await t.read_from(f"{rs.plan.run_dir}/exit.json", 0)
+        info = last_json_object(raw.decode(errors="replace")) if raw else None
+    return metrics, logs, info
+
+
+def _per_rank(samples_per_s, world_size):
+    # Workers report the global batch as samples; a rank processes 1/N of it.
+    return None if samples_per_s is None else samples_per_s / max(world_size, 1)
+
+
+def mean(values) -> float | None:
+    vals = [v for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else None

@@ -1,0 +1,267 @@
+"""Launching a job: node checks, argument checks, the job record (written before any rank
+starts), starting every node's ranks in one command each, and undoing an interrupted launch."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import sys
+import time
+
+from boltring.cluster.agent.spawn import ABORT_FILE
+from boltring.cluster.config.schema import Node
+from boltring.cluster.jobs import plan as launcher
+from boltring.cluster.jobs import record
+from boltring.cluster.jobs.errors import ControllerError
+from boltring.cluster.jobs.events import (
+    CheckResult,
+    JobStarted,
+    RankStarted,
+)
+from boltring.cluster.jobs.follow import RankState
+from boltring.cluster.jobs.restart import resume_label
+from boltring.cluster.nodes.transport import TransportError
+from boltring.cluster.states import JobState, StoppedBy
+from boltring.netio.handshake import new_secret
+
+from .core import (
+    ControllerCore,
+    _cores,
+)
+
+
+class LaunchMixin(ControllerCore):
+    async def run_checks(self, bandwidth: bool = True, nodes: list[str] | None = None) -> list[CheckResult]:
+        """Check the cluster (or only `nodes`, as a restart does for the failing node)."""
+        from boltring.cluster.nodes.checks.run import check_cluster
+
+        previous = self.state
+        busy = previous.active
+        if not busy:
+            self._set_state(JobState.CHECKING)
+        facts: dict[str, dict] = {}
+        config = self.config
+        if nodes:
+            config = dataclasses.replace(config, nodes=tuple(n for n in config.nodes if n.name in nodes))
+        try:
+            # While a job runs its ranks hold the ring ports, and a bandwidth burst would
+            # compete with the gradients on the same cables: check only the rest.
+            results = await check_cluster(
+                config,
+                self,
+                bandwidth=bandwidth and not busy and not nodes,
+                check_ports=not busy and not nodes,
+                emit=self.emit,
+                facts_out=facts,
+            )
+        finally:
+            if not busy:
+                self._set_state(previous if previous != JobState.CHECKING else JobState.IDLE)
+        self.checks = results
+        self._facts.update(facts)
+        if not busy and not nodes:  # never reorder the ring under a running job
+            self._follow_cables(facts)
+        return results
+
+    def _follow_cables(self, facts: dict[str, dict]) -> None:
+        """With ring.order: cabling, put the nodes in the order the Thunderbolt cables allow
+        (the config's order is only where the search starts); the next launch uses it."""
+        from boltring.cluster.nodes.checks.run import all_report_tb_ports, cable_edges, cabling_order
+
+        names = [n.name for n in self.config.nodes]
+        if self.config.ring.order != "cabling" or len(names) < 2 or not all_report_tb_ports(names, facts):
+            return
+        order = cabling_order(names, cable_edges({n: facts[n] for n in names}))
+        if order is None or order == names:
+            return
+        by_name = {n.name: n for n in self.config.nodes}
+        self.config = dataclasses.replace(self.config, nodes=tuple(by_name[n] for n in order))
+        self._log(f"ring order follows the cables: {', '.join(order)}")
+
+    def oversubscribed(self) -> list[str]:
+        """One line per node asked to run more ranks than it has cores (the app asks first)."""
+        per_node: dict[str, int] = {}
+        for slot in self.config.rank_layout():
+            per_node[slot.node.name] = per_node.get(slot.node.name, 0) + 1
+        out = []
+        for node in self.config.nodes:
+            cores = os.cpu_count() if node.local else _cores(self._facts.get(node.name, {}))
+            n = per_node.get(node.name, 0)
+            if cores and n > cores:
+                out.append(f"{node.name} runs {n} ranks on {cores} cores: each rank gets less than a core")
+        return out
+
+    async def check_job_args(self) -> None:
+        """The runner's own argparse, run here in --check-args mode, before any rank starts: a
+        bad example argument is one line now, not 45 lines of help from every rank later."""
+        job = self.config.job
+        if job.script or job.module or not job.args:
+            return
+        node = self.config.nodes[0]
+        argv = launcher.runner_argv(self.config, node, "check", resume=False)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *argv[1:],
+            "--check-args",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await proc.communicate()
+        if proc.returncode:
+            lines = [x for x in err.decode(errors="replace").splitlines() if x.strip()]
+            raise ControllerError(
+                f"the job's arguments after `--` are wrong: {(lines or ['(no message)'])[-1]}",
+                hint="`boltring --run -- --help` lists the example's options",
+            )
+
+    async def _launch(self, resume: bool) -> str:
+        """Everything up to running ranks; JobController.launch then follows them."""
+        if self.state.active:
+            raise ControllerError(f"job {self.job_id} is {self.state}; kill it before launching another")
+        await self._refuse_if_running()
+        await self.check_job_args()
+        self.job_id = launcher.new_job_id(self.config.name)
+        self._reset_job()
+        self._done = asyncio.get_running_loop().create_future()
+        self._set_state(JobState.LAUNCHING)
+        plans = self.plan(resume=resume, job_id=self.job_id)
+        nodes = {n.name: n for n in self.config.nodes}
+        self._ranks = {p.rank: RankState(plan=p, node=nodes[p.node]) for p in plans}
+        ranks = [{"rank": p.rank, "node": p.node, "run_dir": p.run_dir} for p in plans]
+        self._record = record.new_record(self.config, self.job_id, ranks, resume=resume)
+        try:
+            record.write(self._record)  # before any rank: whatever starts can be found and killed
+            await self._start_ranks(resume)
+        except asyncio.CancelledError:
+            await self._abort_launch(StoppedBy.CTRL_C, "launch interrupted")
+            raise
+        except (ControllerError, TransportError, OSError) as e:
+            await self._abort_launch(None, str(e))
+            raise ControllerError(str(e), hint=getattr(e, "hint", None)) from None
+        self._started_at = time.time()
+        self._record.update(state=JobState.RUNNING, started=self._started_at)
+        try:
+            record.write(self._record)
+        except ControllerError as e:  # the ranks run; stop them rather than lose track of them
+            await self._abort_launch(None, str(e))
+            raise
+        self.emit(
+            JobStarted(
+                job_id=self.job_id,
+                config=self.config.source,
+                world_size=len(self._ranks),
+                steps=self.config.job.steps,
+                nodes=[n.name for n in self.config.nodes],
+                job=self.job_label(),
+                backend=self.config.ring.backend,
+                resume_from=await self._resume_from() if resume else None,
+            )
+        )
+        self._set_state(JobState.RUNNING)
+        return self.job_id
+
+    async def _start_ranks(self, resume: bool) -> None:
+        await asyncio.gather(*(self.connect(n) for n in self.config.nodes))
+        await self._sync_workspace()
+        for line in self.oversubscribed():
+            self._log(line, "warn")
+        secret = new_secret()
+
+        async def node_ranks(node: Node) -> None:
+            mine = [rs for rs in self._ranks.values() if rs.node.name == node.name]
+            if not mine:
+                return
+            argv = launcher.spawn_many_argv(node, "start", [rs.plan.run_dir for rs in mine])
+            if len(mine) == 1:
+                argv = mine[0].plan.spawn_argv
+                data = launcher.spawn_input(mine[0].plan, secret)
+            else:
+                data = launcher.spawn_many_input([rs.plan for rs in mine], secret)
+            # Shielded: an interrupted launch waits for this command (told to stop by the abort
+            # file) and then kills what it started; nothing starts after the kill.
+            run = asyncio.ensure_future(self.transport(node).run(argv, input=data, timeout=120))
+            self._starting[node.name] = run
+            res = await asyncio.shield(run)
+            info = res.last_json() or {}
+            started = info.get("started", [info] if "pid" in info else [])
+            for rs, one in zip(mine, started, strict=False):  # started in order, stopping at a failure
+                self.emit(RankStarted(rank=rs.plan.rank, node=node.name, pid=one.get("pid")))
+            if not res.ok or len(started) < len(mine):
+                why = info.get("error") or (res.stderr.strip().splitlines() or ["no output"])[-1]
+                raise ControllerError(f"{node.name}: ranks did not start: {why}")
+
+        await asyncio.gather(*(node_ranks(n) for n in self.config.nodes))
+
+    async def _abort_launch(self, by: StoppedBy | None, reason: str) -> None:
+        """Stop whatever a failed or interrupted launch started, and end the job."""
+        self._killing = by is not None
+        running = {n: t for n, t in self._starting.items() if not t.done()}
+        nodes = {n.name: n for n in self.config.nodes}
+        for name in running:
+            node = nodes[name]
+            abort = f"{launcher.job_dir(node, self.job_id or '')}/{ABORT_FILE}"
+            try:
+                await asyncio.shield(self.transport(node).write_file(abort, b"", mode=0o644))
+            except (TransportError, OSError) as e:
+                self._log(f"{name}: cannot tell the launch to stop: {e}", "warn")
+        if running:
+            await asyncio.wait(list(running.values()), timeout=10)
+        # Ranks that are still starting have nothing to save: a short grace before SIGKILL.
+        ranks = list(self._ranks.values())
+        await asyncio.shield(self._kill_ranks(ranks, by or StoppedBy.BOLTRING, grace_s=1.0))
+        self._reason = reason if by is None else f"stopped by you ({by}) during launch"
+        self._stopped_by = by
+        state = JobState.KILLED if by else JobState.FAILED
+        self._set_state(state, self._reason, by)
+        self._finish(state)
+
+    async def _refuse_if_running(self) -> None:
+        rec = record.read_current()
+        if rec and rec.get("state") in ("running", "launching", "stalled", "restarting"):
+            alive = await self._alive_ranks_of(rec)
+            if alive:
+                raise ControllerError(
+                    f"job {rec['job_id']} is still running ({len(alive)} ranks "
+                    f"alive); `boltring kill` it or re-attach with `boltring`"
+                )
+
+    async def _sync_workspace(self) -> None:
+        """The job's files (script folder, --data, job.sync) to every remote node, only what
+        changed (nodes/sync.py); then a job path no root sends must already be on each node."""
+        from boltring.cluster.jobs.events import SyncDone, SyncProgress
+        from boltring.cluster.nodes import sync
+
+        def progress(node: str, path: str, sent: int, total: int) -> None:
+            self.emit(SyncProgress(node=node, path=path, sent=sent, total=total))
+
+        try:
+            done = await sync.sync_workspace(self.config, self.transport, progress)
+            missing = await sync.missing_job_paths(self.config, self.transport, sync.sync_roots(self.config))
+        except sync.SyncError as e:  # the hint goes in the line: launch() re-raises the message only
+            raise ControllerError(f"{e}; {e.hint}" if e.hint else str(e), hint=e.hint) from None
+        for r in done:
+            self.emit(
+                SyncDone(r.node, len(r.files_sent), r.bytes_sent, r.files_unchanged, r.seconds, r.workspace)
+            )
+            if r.files_sent:
+                what = f"sent {len(r.files_sent)} changed files ({r.bytes_sent:,} bytes) in {r.seconds:.1f} s"
+            else:
+                what = "nothing changed, nothing sent"
+            self._log(f"{r.node}: workspace {r.workspace}: {what} ({r.files_unchanged} files unchanged)")
+        if missing:
+            raise ControllerError(
+                "; ".join(str(e) for e in missing) + f"; {missing[0].hint}", hint=missing[0].hint
+            )
+
+    async def _resume_from(self) -> str | None:
+        """'step 200 (step-000200.safetensors)': what rank 0's `latest` names (the runner then
+        verifies it, and says so in its log when it falls back to an older one)."""
+        node = self.config.nodes[0]
+        try:
+            raw = await self.transport(node).read_from(
+                f"{launcher.checkpoint_dir(node, self.config)}/latest", 0
+            )
+        except TransportError:
+            return None
+        return resume_label(raw.decode(errors="replace").strip() or None)

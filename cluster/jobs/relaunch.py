@@ -1,0 +1,77 @@
+"""--restarts: relaunching a failed job from its newest verified checkpoint (the policy is in
+restart.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from boltring.cluster.jobs import record
+from boltring.cluster.jobs.events import (
+    JobRestarted,
+)
+from boltring.cluster.states import JobState, StoppedBy
+
+from .core import (
+    RESTART_CHECK_WAIT_S,
+    USER_STOPS,
+)
+from .launch import LaunchMixin
+
+
+class RestartMixin(LaunchMixin):
+    async def _restart(self) -> bool:
+        """Relaunch every rank from the newest verified checkpoint; False when a check of the
+        failing node fails, or the user stopped the job meanwhile."""
+        cause = self._reason or "the job failed"
+        attempt = self._policy.used + 1
+        failing = sorted({rs.node.name for rs in self._ranks.values() if rs.returncode not in (0, None)})
+        failing = self._suspects or failing or [self.config.nodes[0].name]
+        self._set_state(JobState.RESTARTING, cause)
+        self._record.update(state=JobState.RESTARTING)
+        record.write(self._record)
+        deadline = time.monotonic() + RESTART_CHECK_WAIT_S
+        said = False
+        while True:
+            bad = [r for r in await self.run_checks(bandwidth=False, nodes=failing) if r.status == "fail"]
+            if not bad:
+                break
+            what = f"{bad[0].node} {bad[0].name}: {bad[0].value or bad[0].hint}"
+            if self._killing or time.monotonic() > deadline:
+                self._reason = f"{cause}; not restarted: {what} still fails"
+                return False
+            if not said:
+                self._log(f"waiting for {what} to pass before restarting", "warn")
+                said = True
+            await asyncio.sleep(2.0)
+        self._log(
+            f"restart {attempt}/{self._policy.max_restarts} in {self._policy.delay_s:g} s: {cause}", "warn"
+        )
+        await asyncio.sleep(self._policy.delay_s)
+        asked = (record.read(self.job_id or "") or {}).get("stop_requested")
+        if asked in USER_STOPS and not self._killing:  # `boltring kill` while no rank was alive
+            self._killing, self._stopped_by = True, StoppedBy(asked)
+        if self._killing:
+            return False
+        resume = self.config.job.checkpoint_every > 0
+        ev = JobRestarted(
+            job_id=self.job_id or "",
+            attempt=attempt,
+            max_restarts=self._policy.max_restarts,
+            cause=cause,
+            resume_from=await self._resume_from() if resume else None,
+        )
+        self._policy.history.append(ev.to_dict())
+        self.emit(ev)
+        self._reason, self._suspects, self._link_facts = None, [], None
+        self._global_step, self._pending_steps = -1, {}
+        plans = {p.rank: p for p in self.plan(resume=resume, job_id=self.job_id)}
+        for rs in self._ranks.values():
+            rs.plan = plans[rs.plan.rank]
+            rs.reset_for_restart()
+        self._record.update(state=JobState.RUNNING, restarts=self._policy.history)
+        self._set_state(JobState.LAUNCHING)
+        record.write(self._record)
+        await self._start_ranks(resume)
+        self._set_state(JobState.RUNNING)
+        return True

@@ -1,0 +1,243 @@
+"""Following a running job: each rank's metrics, log, exit record and heartbeat; stalls; and
+the one reason a failed job is given (blame.py decides, the link facts complete it)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from boltring.cluster.jobs import blame, follow
+from boltring.cluster.jobs.events import (
+    CheckResult,
+    LogLine,
+    RankStalled,
+    StepProgress,
+)
+from boltring.cluster.jobs.follow import RankState
+from boltring.cluster.nodes.transport import TransportError
+from boltring.cluster.states import JobState, StoppedBy
+
+from .core import (
+    FAILURE_GRACE_S,
+    LINK_CHECKS,
+    LINK_FACTS_TIMEOUT_S,
+    STATUS_EVERY_S,
+    USER_STOPS,
+)
+from .relaunch import RestartMixin
+
+
+class WatchMixin(RestartMixin):
+    async def _follow(self) -> None:
+        state = JobState.FAILED
+        try:
+            while True:
+                state = await self._follow_attempt()
+                if not self._policy.allows(state, self._stopped_by) or not await self._restart():
+                    if self._killing and state == JobState.FAILED:
+                        state = JobState.KILLED  # stopped by a user while it waited to restart
+                    break
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # never die silently: the job ends, with the reason
+            self._reason = f"controller lost track of the job: {type(e).__name__}: {e}"
+            self._log(self._reason, "error")
+            await self._kill_ranks([rs for rs in self._ranks.values() if not rs.exited], StoppedBy.BOLTRING)
+            state = JobState.FAILED
+        finally:
+            if self._done is not None and not self._done.done() and not self.state.final:
+                if not asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    self._end(state)
+
+    def _end(self, state: JobState) -> None:
+        if state == JobState.KILLED:
+            by = self._stopped_by or StoppedBy.BOLTRING
+            self._reason = (
+                f"stopped by you ({by}) at step {max(self._global_step, 0)}"
+                if by in USER_STOPS
+                else (self._reason or f"stopped by {by}")
+            )
+        elif state == JobState.FINISHED:
+            self._reason = None
+        self._set_state(state, self._reason, self._stopped_by if state == JobState.KILLED else None)
+        self._finish(state)
+
+    async def _follow_attempt(self) -> JobState:
+        """Follow the ranks until all have ended; the job's state for this attempt."""
+        last_status = time.monotonic()
+        failed_at: float | None = None
+        while True:
+            await asyncio.gather(
+                *(self._poll_rank(rs) for rs in self._ranks.values() if not rs.exited or rs.partial_metrics)
+            )
+            stalled = [rs for rs in self._ranks.values() if rs.stalled_for() is not None]
+            if time.monotonic() - last_status > STATUS_EVERY_S or (stalled and not self._killing):
+                last_status = time.monotonic()
+                await self._check_alive([rs for rs in self._ranks.values() if not rs.exited])
+            self._report_stalls()
+            if all(rs.exited for rs in self._ranks.values()):
+                await asyncio.gather(*(self._poll_rank(rs) for rs in self._ranks.values()))
+                break
+            bad = [rs for rs in self._ranks.values() if rs.exited and rs.returncode != 0]
+            user = next(
+                (rs.exit_info["stopped_by"] for rs in bad if rs.exit_info.get("stopped_by") in USER_STOPS),
+                None,
+            )
+            if user and not self._killing:  # `boltring kill` from another terminal
+                self._killing, self._stopped_by = True, StoppedBy(user)
+            if bad and not self._killing and self._reason is None:
+                failed_at = failed_at or time.monotonic()
+                if self._link_facts is None and any(rs.facts().blames is not None for rs in bad):
+                    # A ring error: read every node's link facts now, in the background, so a
+                    # verdict that needs them does not wait for SSH round trips after the fact.
+                    names = sorted({rs.node.name for rs in self._ranks.values()})
+                    self._fresh_checks = []
+                    self._link_facts = asyncio.ensure_future(self.run_checks(bandwidth=False, nodes=names))
+                await self._check_alive([rs for rs in self._ranks.values() if not rs.exited])
+                verdict = blame.decide([rs.facts() for rs in self._ranks.values()])
+                if verdict.certain or time.monotonic() - failed_at > FAILURE_GRACE_S:
+                    await self._decide(verdict)
+                    await self._kill_ranks(
+                        [rs for rs in self._ranks.values() if not rs.exited], StoppedBy.BOLTRING
+                    )
+            await asyncio.sleep(self.poll_s)
+        if self._killing:
+            return JobState.KILLED
+        stops = {rs.exit_info.get("stopped_by") for rs in self._ranks.values()} & set(USER_STOPS)
+        if stops:
+            self._stopped_by = StoppedBy(stops.pop())
+            return JobState.KILLED
+        if all(rs.returncode == 0 for rs in self._ranks.values()):
+            return JobState.FINISHED
+        if self._reason is None:  # every rank ended within one poll
+            await self._decide(blame.decide([rs.facts() for rs in self._ranks.values()]))
+        return JobState.FAILED
+
+    async def _decide(self, verdict: blame.Verdict) -> None:
+        """The failure's one reason (said once), and the node(s) a restart re-checks."""
+        self._reason = await self._with_link_facts(verdict)
+        cause = self._ranks.get(verdict.cause) if verdict.cause is not None else None
+        self._suspects = verdict.suspect_nodes or ([cause.node.name] if cause else [])
+        self._log(self._reason, "error")
+
+    async def _with_link_facts(self, verdict: blame.Verdict) -> str:
+        """The verdict in one line; when it points at a node's ring link, that node's link
+        checks (interface, address, route) say what is wrong: "ring link of h2 is down: h2
+        ring_iface: tb0 is down (no carrier)"."""
+        if not verdict.suspect_nodes:
+            return verdict.text()
+        pending = self._link_facts
+        self._link_facts = None
+        if pending is None:
+            self._fresh_checks = []
+            pending = asyncio.ensure_future(self.run_checks(bandwidth=False, nodes=verdict.suspect_nodes))
+
+        def link_facts() -> list[CheckResult]:
+            return [
+                r
+                for r in self._fresh_checks
+                if r.node in verdict.suspect_nodes
+                and r.status == "fail"
+                and r.name.split(":")[0] in LINK_CHECKS
+            ]
+
+        # Each node's results arrive as soon as that node answers: the first failing link fact
+        # is enough (a neighbour's ping waiting out its timeout adds nothing).
+        deadline = time.monotonic() + LINK_FACTS_TIMEOUT_S
+        while not link_facts() and not pending.done() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if pending.done() and not pending.cancelled() and pending.exception() is not None:
+            self._log(
+                f"could not read the link facts of {', '.join(verdict.suspect_nodes)}: {pending.exception()}",
+                "warn",
+            )
+        facts = link_facts()
+        if not facts:
+            return verdict.text()
+        f = facts[0]
+        head = f"ring link of {f.node} is down: {f.node} {f.name}: {f.value}"
+        return blame.Verdict(verdict.cause, head, verdict.evidence).text()
+
+    def _report_stalls(self) -> None:
+        """RankStalled for a rank silent past 3× its usual step time. When a frozen rank makes
+        every rank silent, only the frozen one (by liveness) is named."""
+        silent = [rs for rs in self._ranks.values() if rs.stalled_for() is not None]
+        frozen = [rs for rs in silent if rs.frozen or rs.alive is False]
+        named = frozen or silent
+        for rs in named:
+            if not rs.stalled:
+                rs.stalled = True
+                self.emit(
+                    RankStalled(rank=rs.plan.rank, node=rs.node.name, silent_s=round(rs.silent_s() or 0, 1))
+                )
+        if named and not frozen and self._link_facts is None:
+            # Every rank silent and none frozen looks like a ring link: read the link facts now,
+            # so that the verdict at the ring timeout has them at once.
+            names = sorted({rs.node.name for rs in self._ranks.values()})
+            self._fresh_checks = []
+            self._link_facts = asyncio.ensure_future(self.run_checks(bandwidth=False, nodes=names))
+        if named and self.state == JobState.RUNNING:
+            who = ", ".join(f"r{rs.plan.rank} silent {rs.silent_s() or 0:.0f} s" for rs in named)
+            self._set_state(JobState.STALLED, f"stalled: {who}")
+        elif (
+            self.state == JobState.STALLED
+            and not silent
+            and not any(rs.exited for rs in self._ranks.values())
+            and not any(rs.stalled for rs in self._ranks.values())
+        ):  # every stalled rank spoke again
+            self._link_facts = None  # facts read during a stall that passed are stale
+            self._set_state(JobState.RUNNING)
+
+    async def _poll_rank(self, rs: RankState) -> None:
+        try:
+            metrics, logs, info = await follow.read_new(rs, self.transport(rs.node))
+        except TransportError as e:
+            self._log(f"{rs.node.name}: {e}", "warn")  # the transport reconnects; we retry next poll
+            return
+        for line in metrics:
+            self._on_metrics_line(rs, line)
+        for text in logs:
+            rs.last_log = text
+            src = f"rank {rs.plan.rank}@{rs.node.name}"
+            self.emit(LogLine(source=src, text=text, node=rs.node.name, rank=rs.plan.rank))
+        if info is not None:
+            self._on_exit(rs, info)
+
+    def _on_metrics_line(self, rs: RankState, line: bytes) -> None:
+        ev = follow.metrics_event(rs, line, len(self._ranks))
+        if ev is None:
+            return
+        rs.beat(ev.wall)
+        rs.last = ev
+        rs.steps_seen.append(ev)
+        self.emit(ev)
+        if rs.plan.rank == 0:
+            if ev.loss is not None:
+                if self._first_loss is None:
+                    self._first_loss = ev.loss
+                self._last_loss = ev.loss
+            self._pending_steps[ev.step] = ev.loss
+        # The job's step is the slowest rank's; ranks are read one after another, so rank 0 may
+        # already be ahead: emit every reported step up to the new global step with its own loss.
+        step = min((r.last.step if r.last else -1) for r in self._ranks.values())
+        if step > self._global_step:
+            self._global_step = step
+            ranks = {
+                r: {
+                    "steps_per_s": s.last.steps_per_s,
+                    "samples_per_s": s.last.samples_per_s,
+                    "allreduce_gbps": s.last.allreduce_gbps,
+                    "tokens_per_s": s.last.tokens_per_s,
+                }
+                for r, s in self._ranks.items()
+                if s.last
+            }
+            for done in sorted(k for k in self._pending_steps if k <= step):
+                self.emit(
+                    StepProgress(
+                        step=done,
+                        total=self.config.job.steps,
+                        loss=self._pending_steps.pop(done),
+                        ranks=ranks,
+                    )
+                )

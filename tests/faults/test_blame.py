@@ -1,0 +1,148 @@
+"""Blame: a frozen rank is named (not its neighbours), within ring.timeout + 5 s; a stall is
+reported before the timeout; each neighbour's timeout is evidence, once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+from boltring.cluster.jobs.blame import RankFacts, decide
+from boltring.cluster.jobs.controller import JobController
+from boltring.cluster.jobs.events import JobStateChanged, RankMetrics, RankStalled
+from boltring.cluster.states import JobState
+
+from .helpers import config, rank_pid, write_config
+
+RING_TIMEOUT_S = 8.0
+
+
+def test_decide_follows_the_blame_chain_to_the_frozen_rank():
+    facts = [
+        RankFacts(
+            0,
+            "local",
+            exited=True,
+            returncode=1,
+            exit={"error": "PeerTimeout", "peer_rank": 2, "direction": "recv"},
+        ),
+        RankFacts(1, "local", alive=True, frozen=True, silent_s=12.4),
+        RankFacts(
+            2,
+            "local",
+            exited=True,
+            returncode=1,
+            exit={"error": "PeerTimeout", "peer_rank": 1, "direction": "recv"},
+        ),
+    ]
+    v = decide(facts)
+    assert v.cause == 1 and v.certain
+    assert v.reason.startswith("rank 1 on local stopped responding (no heartbeat for 12 s)"), v.reason
+    assert len(v.evidence) == 2 and all("timed out" in e for e in v.evidence), v.evidence
+
+
+def test_decide_names_a_sigkilled_rank_over_its_victims():
+    facts = [
+        RankFacts(
+            0,
+            "a",
+            exited=True,
+            returncode=1,
+            exit={"error": "PeerClosed", "peer_rank": 1, "direction": "send"},
+        ),
+        RankFacts(1, "b", exited=True, returncode=-9, exit={"signal": "SIGKILL"}),
+        RankFacts(2, "c", exited=True, returncode=1, exit={"error": "PeerClosed", "peer_rank": 1}),
+    ]
+    v = decide(facts)
+    assert v.cause == 1 and "rank 1 on b was killed" in v.reason, v.reason
+
+
+def test_decide_two_ranks_blaming_each_other_is_a_link():
+    facts = [
+        RankFacts(
+            0,
+            "h1",
+            exited=True,
+            returncode=1,
+            exit={"error": "PeerTimeout", "peer_rank": 1, "direction": "send"},
+        ),
+        RankFacts(
+            1,
+            "h2",
+            exited=True,
+            returncode=1,
+            exit={"error": "PeerTimeout", "peer_rank": 0, "direction": "recv"},
+        ),
+    ]
+    v = decide(facts)
+    assert v.cause is None and "ring link h1→h2 is down" in v.reason, v.reason
+
+
+def test_sigstopped_rank_is_named_stalled_then_blamed(tmp_path, no_leftovers):
+    home = no_leftovers
+    cfg = config(write_config(tmp_path, ranks=3, job="steps: 1000000", ring=f"timeout: {RING_TIMEOUT_S}"))
+
+    async def scenario():
+        c = JobController(cfg, poll_s=0.1)
+        seen: list = []
+        c.add_listener(seen.append)
+        await c.launch()
+        while sum(isinstance(e, RankMetrics) and e.rank == 1 for e in seen) < 20:
+            await asyncio.sleep(0.1)
+        pid = rank_pid(c, 1, home)
+        os.killpg(pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        try:
+            summary = await asyncio.wait_for(c.wait(), RING_TIMEOUT_S + 60)
+        finally:
+            try:
+                os.killpg(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        failed_at = next(e.t for e in seen if isinstance(e, JobStateChanged) and e.state == JobState.FAILED)
+        await c.close()
+        return seen, summary, failed_at - (time.time() - (time.monotonic() - t0)), t0
+
+    seen, summary, detect_s, _ = asyncio.run(scenario())
+    stalled = [e for e in seen if isinstance(e, RankStalled)]
+    assert stalled and {e.rank for e in stalled} == {1}, stalled  # only the frozen rank
+    assert any(isinstance(e, JobStateChanged) and e.state == JobState.STALLED for e in seen)
+    assert summary.status == JobState.FAILED
+    reason = summary.reason or ""
+    assert reason.startswith("rank 1 on local stopped responding (no heartbeat for"), reason
+    assert reason.count("rank 0 on local") <= 1 and reason.count("rank 2 on local") <= 1, reason
+    assert detect_s <= RING_TIMEOUT_S + 5, f"detected after {detect_s:.1f} s"
+    print(f"\nMEASURED sigstop detection {detect_s:.1f} s (ring.timeout {RING_TIMEOUT_S:g} s)")
+    # a rank the controller stopped itself says so
+    from boltring.cluster.jobs.events import RankExited
+
+    exits = {e.rank: e.reason for e in seen if isinstance(e, RankExited)}
+    assert exits[1] == "was stopped by boltring", exits
+
+
+def test_nan_loss_fails_the_job_naming_step_and_rank(tmp_path, no_leftovers):
+    from .helpers import cli, events, write_config
+
+    cfg = write_config(tmp_path, ranks=2, job="steps: 200, lr: 1.0e+30")
+    res = cli("--run", "--json", "--skip-checks", "--config", str(cfg), timeout=120)
+    assert res.returncode == 1, res.stderr[-2000:]
+    summary = events(res.stdout)[-1]
+    assert summary["status"] == "failed"
+    import re
+
+    assert re.match(r"loss became (NaN|infinite) at step \d+ on rank [01]", summary["reason"]), summary[
+        "reason"
+    ]
+    assert summary["reason"].count("loss became") == 1, summary["reason"]
+    assert not list((no_leftovers / ".boltring").rglob("secret"))  # removed when the ranks ended
+
+
+def test_more_ranks_than_cores_is_warned_before_start(tmp_path, no_leftovers):
+    from .helpers import cli, write_config
+
+    n = (os.cpu_count() or 1) + 1
+    cfg = write_config(tmp_path, ranks=1, job="steps: 3")
+    res = cli("--run", "--skip-checks", "--config", str(cfg), "--ranks", str(n), timeout=180)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"runs {n} ranks on {os.cpu_count()} cores" in res.stdout, res.stdout[:2000]

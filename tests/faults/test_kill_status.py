@@ -1,0 +1,101 @@
+"""`boltring kill` from another terminal, `status` and re-attach: all read the job record (the
+job as launched with its overrides), and a user's kill is KILLED "by" someone, in words."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+
+from .helpers import CLI, cli, events, write_config
+
+
+def _start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_step(proc: subprocess.Popen, step: int = 3) -> str:
+    """The lines read until the job reached `step`."""
+    assert proc.stdout is not None
+    read = ""
+    for line in proc.stdout:
+        read += line
+        ev = json.loads(line)
+        if ev["event"] == "step" and ev["step"] >= step:
+            return read
+    raise AssertionError(f"the job ended before step {step}: {proc.stderr.read() if proc.stderr else ''}")
+
+
+def test_kill_from_another_terminal_reads_as_killed_by_you(no_leftovers):
+    proc = _start(
+        "--run", "--json", "--skip-checks", "--ranks", "3", "--example", "mlp", "--steps", "1000000"
+    )
+    try:
+        early = _wait_for_step(proc)
+        status = cli("status", "--json", timeout=60)
+        assert status.returncode == 0, status.stderr
+        summary = json.loads(status.stdout.strip().splitlines()[-1])
+        assert summary["total_steps"] == 1000000, summary  # the job as launched, not the config's
+        assert set(summary["ranks"]) == {"0", "1", "2"}, summary  # --ranks 3: all three
+        killed = cli("kill", timeout=60)
+        assert killed.returncode == 0, killed.stderr
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    evs = events(early + out)
+    final = [e for e in evs if e["event"] == "state"][-1]
+    assert final["state"] == "killed" and final["by"] == "boltring kill", final
+    assert final["reason"].startswith("stopped by you (boltring kill) at step "), final
+    assert "code" not in final["reason"] and "143" not in final["reason"]
+    assert evs[-1]["event"] == "summary" and evs[-1]["stopped_by"] == "boltring kill"
+    assert {e["rank"] for e in evs if e["event"] == "rank_start"} == {0, 1, 2}
+    exits = [e for e in evs if e["event"] == "rank_exit"]
+    assert {e["rank"] for e in exits} == {0, 1, 2}
+    assert all(e["reason"] == "was stopped by you (boltring kill)" for e in exits), exits
+    secrets = list((no_leftovers / ".boltring").rglob("secret"))
+    assert not secrets, secrets  # the job's secret files are gone with the job
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupt_during_launch_exits_130_within_5_s_and_kills_what_started(no_leftovers, sig, tmp_path):
+    cfg = write_config(tmp_path, ranks=24, job="steps: 1000000", global_batch=240)
+    proc = _start("--config", str(cfg), "--run", "--json", "--skip-checks")
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the record exists and ranks are being started
+            if json.loads(line).get("state") == "launching":
+                break
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert took < 5, f"Ctrl-C during launch took {took:.1f} s"
+    print(f"\nMEASURED {sig.name} during a 24-rank launch: exit 130 after {took:.1f} s")
+
+
+def test_bad_example_arguments_are_one_line_before_launch(no_leftovers):
+    t0 = time.monotonic()
+    res = cli("--run", "--skip-checks", "--example", "mlp", "--steps", "5", "--", "--no-such-flag", "3")
+    assert res.returncode == 1
+    lines = [x for x in (res.stdout + res.stderr).splitlines() if x.strip()]
+    assert len(lines) == 1 and "--no-such-flag" in lines[0], lines
+    assert not (no_leftovers / ".boltring" / "runs").exists()  # no rank was started
+    assert time.monotonic() - t0 < 30
+
+
+@pytest.mark.parametrize("repeat", ["0", "-1"])
+def test_bench_with_no_repeats_is_one_line(repeat, home):
+    res = cli("bench", "--repeat", repeat, timeout=60)
+    assert res.returncode == 2
+    lines = [x for x in (res.stdout + res.stderr).splitlines() if x.strip()]
+    assert len(lines) == 1 and "--repeat" in lines[0] and "Traceback" not in lines[0], lines
