@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PEER_ERRORS = ("PeerClosed", "PeerTimeout", "ConnectTimeout")
+# MLX's own ring (--backend mlx-ring) says a peer went away but not which one: such a rank is a
+# victim that names no peer, never the cause while another rank ended by itself.
+UNNAMED_PEER_LOST = ("connection to a peer was lost",)
 
 
 @dataclass
@@ -41,6 +44,11 @@ class RankFacts:
         if self.exit.get("error") in PEER_ERRORS and isinstance(self.exit.get("peer_rank"), int):
             return int(self.exit["peer_rank"])
         return None
+
+    @property
+    def lost_unnamed_peer(self) -> bool:
+        msg = str(self.exit.get("message") or "")
+        return self.blames is None and any(words in msg for words in UNNAMED_PEER_LOST)
 
     @property
     def failed(self) -> bool:
@@ -126,9 +134,11 @@ def decide(facts: list[RankFacts], *, stall_s: float | None = None) -> Verdict:
 
     # A root that failed by itself (its own error, a signal) is certain.
     own = [r for r in roots.values() if r.exited and r.blames is None]
-    if own:
-        r = min(own, key=lambda x: x.rank)
-        return Verdict(r.rank, describe_own_end(r), evidence_for(r))
+    causes = [r for r in own if not r.lost_unnamed_peer] or own
+    if causes:
+        r = min(causes, key=lambda x: x.rank)
+        unnamed = [f"{v.label} lost a ring peer" for v in sorted(own, key=lambda v: v.rank) if v is not r]
+        return Verdict(r.rank, describe_own_end(r), evidence_for(r) + unnamed)
     # A root that is still running but frozen or silent: it stopped responding.
     live = [r for r in roots.values() if not r.exited]
     if live:

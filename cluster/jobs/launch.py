@@ -100,10 +100,11 @@ class LaunchMixin(ControllerCore):
             return
         node = self.config.nodes[0]
         argv = launcher.runner_argv(self.config, node, "check", resume=False)
+        cut = argv.index("--") if "--" in argv else len(argv)  # the flag is the runner's, not the example's
+        argv = [*argv[:cut], "--check-args", *argv[cut:]]
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             *argv[1:],
-            "--check-args",
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )

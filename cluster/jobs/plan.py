@@ -244,19 +244,23 @@ def plan_job(config: Config, job_id: str, *, resume: bool = False, command_line=
     return plans
 
 
-def spawn_input(plan: PlannedRank, secret: bytes) -> bytes:
-    """The JSON a rank's spawn command reads on stdin (the only place the secret travels)."""
-    spec = {"argv": plan.argv, "env": plan.env, "secret": secret.hex()}
+def _rank_spec(plan: PlannedRank) -> dict:
+    """What the spawn agent needs to start one rank: its program, environment, and the files a
+    backend reads by path (MLX_HOSTFILE, MLX_IBV_DEVICES)."""
+    spec: dict = {"argv": plan.argv, "env": plan.env}
     if plan.files:
         spec["files"] = plan.files
-    return json.dumps(spec).encode()
+    return spec
+
+
+def spawn_input(plan: PlannedRank, secret: bytes) -> bytes:
+    """The JSON a rank's spawn command reads on stdin (the only place the secret travels)."""
+    return json.dumps({**_rank_spec(plan), "secret": secret.hex()}).encode()
 
 
 def spawn_many_input(plans: list[PlannedRank], secret: bytes) -> bytes:
     """stdin of `spawn start DIR…` for several ranks of one node."""
-    return json.dumps(
-        {"secret": secret.hex(), "ranks": [{"argv": p.argv, "env": p.env} for p in plans]}
-    ).encode()
+    return json.dumps({"secret": secret.hex(), "ranks": [_rank_spec(p) for p in plans]}).encode()
 
 
 def file_digest(data: bytes) -> str:

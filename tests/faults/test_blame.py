@@ -146,3 +146,19 @@ def test_more_ranks_than_cores_is_warned_before_start(tmp_path, no_leftovers):
     res = cli("--run", "--skip-checks", "--config", str(cfg), "--ranks", str(n), timeout=180)
     assert res.returncode == 0, res.stderr[-2000:]
     assert f"runs {n} ranks on {os.cpu_count()} cores" in res.stdout, res.stdout[:2000]
+
+
+def test_mlx_ring_victim_that_names_no_peer_is_not_the_cause():
+    """MLX's ring says "connection to a peer was lost" without the peer: the rank that was
+    killed is the cause, the one that lost it is evidence."""
+    victim = RankFacts(
+        rank=0,
+        node="local",
+        exited=True,
+        returncode=1,
+        exit={"error": "RuntimeError", "message": "[ring] connection to a peer was lost"},
+    )
+    killed = RankFacts(rank=1, node="local", exited=True, returncode=-9, exit={"signal": "SIGKILL"})
+    v = decide([victim, killed])
+    assert v.cause == 1 and "rank 1 on local was killed" in v.reason
+    assert v.evidence == ["rank 0 on local lost a ring peer"]
