@@ -9,7 +9,7 @@ absent. Symlinks are not followed. Files named ".<name>.boltring-<hex>" are temp
 interrupted upload left behind: they are listed under "stale" (the laptop removes them), never
 as content.
 
-Hashing a 200 MB file takes about a second, on every launch. ROOT/.boltring-manifest.json keeps
+Hashing a 200 MB file takes about a second, on every launch. ROOT/.boltring_manifest.json keeps
 (size, mtime_ns, sha256) per file, so an unchanged file is not read again; a file whose size or
 modification time changed is hashed anew.
 """
@@ -22,7 +22,7 @@ import os
 import re
 import sys
 
-CACHE_NAME = ".boltring-manifest.json"
+CACHE_NAME = ".boltring_manifest.json"
 _TEMP = re.compile(r"^\..+\.boltring-[0-9a-f]{8}$")
 CHUNK = 1 << 20
 

@@ -195,7 +195,7 @@ def test_status_follows_a_job_left_running_and_hostfile_round_trips(lab, tmp_pat
 def test_user_script_reaches_every_host_by_sftp_and_runs(lab, tmp_path, home):
     from tests.integration.test_local_run import USER_SCRIPT
 
-    script = tmp_path / "proj" / "train.py"
+    script = tmp_path / "userproj" / "train.py"  # its own folder: the lab hosts outlive one test
     script.parent.mkdir()
     script.write_text(USER_SCRIPT)
     cfg = lab_yaml(lab, tmp_path / "lab.yaml", steps=15)
@@ -215,5 +215,5 @@ def test_user_script_reaches_every_host_by_sftp_and_runs(lab, tmp_path, home):
     events = [json.loads(line) for line in res.stdout.splitlines()]
     assert [e["step"] for e in events if e["event"] == "step"] == list(range(1, 16))
     for h in lab.hosts:  # each host got its own copy, in its synced workspace (test_sync.py)
-        copy = h.workdir / "workspace" / "proj" / "train.py"
+        copy = h.workdir / "workspace" / "userproj" / "train.py"
         assert copy.read_text() == USER_SCRIPT
