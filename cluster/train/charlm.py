@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import mlx.core as mx
@@ -154,7 +154,7 @@ class CharLMTask:
         self.model = CharTransformer(len(self.chars), ns.context, ns.dim, ns.layers, ns.heads, ns.mlp_ratio)
         mx.eval(self.model.parameters())
         self.lr = cfg.lr if cfg.lr is not None else DEFAULT_LR
-        schedule = self.lr
+        schedule: float | Callable[[mx.array], mx.array] = self.lr
         if ns.warmup > 0:
             # Linear from lr/warmup to lr over `warmup` steps, then constant (it clamps).
             schedule = optim.linear_schedule(self.lr / ns.warmup, self.lr, ns.warmup)
@@ -181,7 +181,7 @@ class CharLMTask:
             ctx = mx.array([ids[-self.context :]])
             logits = self.model(ctx)[0, -1]
             key, sub = mx.random.split(key)
-            ids.append(int(mx.random.categorical(logits / temperature, key=sub).item()))
+            ids.append(int(mx.random.categorical(logits / temperature, key=sub).item()))  # type: ignore[arg-type]  # item() is typed int | float | complex
         return "".join(self.chars[i] for i in ids)
 
 

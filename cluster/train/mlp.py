@@ -107,7 +107,7 @@ class MLPTask:
     def accuracy(self) -> float:
         """Accuracy on the whole dataset (for a final summary line)."""
         pred = mx.argmax(self.model(mx.array(self._x)), axis=1)
-        return float(mx.mean(pred == mx.array(self._y)).item())
+        return float(mx.mean(pred == mx.array(self._y)).item())  # type: ignore[arg-type]  # item() is typed int | float | complex
 
 
 def make_task(cfg: TrainConfig, args: Sequence[str] = ()) -> MLPTask:
