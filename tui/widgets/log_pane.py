@@ -6,16 +6,18 @@ from collections import deque
 from collections.abc import Iterable
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import Input, RichLog
 
-from ..view_state import ClusterView, LogEntry, fmt_clock
+from ..fmt import fmt_clock
+from ..node_state import Level, LogEntry
+from ..view_state import ClusterView
 
-LEVEL_STYLE = {"warn": "yellow", "error": "bold red"}
+LEVEL_STYLE: dict[str, str] = {Level.WARN: "yellow", Level.ERROR: "bold red"}
 MAX_LINES = 2_000
 
 
@@ -51,7 +53,7 @@ class LogPane(Vertical):
         border-subtitle-color: $text-muted;
     }
     LogPane:focus-within { border: round $accent; }
-    LogPane > Input {
+    LogPane > Input, LogPane > Input:focus {
         display: none;
         height: 1;
         border: none;
@@ -82,6 +84,7 @@ class LogPane(Vertical):
         self._cursor_blink = cursor_blink
         self._last_seq = 0
         self._dirty = True
+        self._width = 0
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="filter the log (enter: keep, esc: clear)", id="log-filter")
@@ -98,6 +101,12 @@ class LogPane(Vertical):
     def on_mount(self) -> None:
         self.query_one(Input).cursor_blink = self._cursor_blink
         self._update_title()
+
+    def on_resize(self, event: events.Resize) -> None:
+        # RichLog wraps a line when it is written: rewrite the kept history at the new width.
+        if event.size.width != self._width:
+            self._width = event.size.width
+            self._dirty = True
 
     # -- filters --------------------------------------------------------------------------
 
