@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -187,6 +188,20 @@ class JobController:
             resume=resume,
             command_line=lambda node, argv: self.transport(node).command_line(argv),
         )
+
+    async def resume_point(self) -> str | None:
+        """What `launch(resume=True)` would start from: "step 200 (step-000200.safetensors)",
+        or None when rank 0's checkpoint directory holds no checkpoint. Reads the directory's
+        `latest` pointer (written after each checkpoint, train/checkpoint.py) through the
+        transport, and makes sure the file it names is there."""
+        node = self.config.rank_layout()[0].node
+        directory = launcher.checkpoint_dir(node, self.config)
+        t = await self.connect(node)
+        name = (await t.read_from(f"{directory}/latest", 0, 4096)).decode(errors="replace").strip()
+        match = re.fullmatch(r"step-(\d{6,})\.safetensors", name)
+        if match is None or not await t.read_from(f"{directory}/{name}", 0, 1):
+            return None
+        return f"step {int(match[1])} ({name})"
 
     async def launch(self, resume: bool = False) -> str:
         if self.state in ("launching", "running"):
