@@ -98,7 +98,7 @@ class HeadlessView:
         match ev:
             case StepProgress():
                 if self._started is None:
-                    self._started, self._first_step = self.clock(), ev.step - 1
+                    self._started, self._first_step = self.clock(), ev.step
                 self._progress = ev
                 self._draw()
             case LogLine() if ev.level != "info" or ev.source == "controller":
