@@ -54,7 +54,7 @@ class ControllerApp(App[int]):
     def _drain_inbox(self) -> None:
         events, dropped = self.inbox.drain()
         if dropped:
-            self.view.note(f"{dropped} metrics/log events dropped (the UI fell behind)", "warn")
+            self.view.note(f"{dropped} metrics/log events dropped (the UI fell behind)", Level.WARN)
         for event in events:
             try:
                 self.view.apply(event)

@@ -46,6 +46,7 @@ from boltring.cluster.jobs.history import last_run
 from boltring.cluster.states import CheckStatus, JobState, StoppedBy
 
 from .fmt import fmt_elapsed, stopped_text
+from .node_state import Level
 
 PROGRESS_EVERY_S = 0.5  # redraw limit for the live line on a terminal
 PLAIN_EVERY_S = 5.0  # when stdout is not a terminal, a progress line at most this often
@@ -91,7 +92,7 @@ class HeadlessView:
         if self.json_out:
             if not isinstance(ev, RankMetrics):  # step events carry per-rank throughput
                 d = ev.to_dict()
-                if isinstance(ev, LogLine) and ev.level == "error":
+                if isinstance(ev, LogLine) and ev.level == Level.ERROR:
                     d["event"] = "error"
                 print(json.dumps(d, default=str), flush=True)
             return
@@ -101,8 +102,8 @@ class HeadlessView:
                     self._started, self._first_step = self.clock(), ev.step
                 self._progress = ev
                 self._draw()
-            case LogLine() if ev.level != "info" or ev.source == "controller":
-                colour = {"error": "red", "warn": "yellow"}.get(ev.level, "cyan")
+            case LogLine() if ev.level != Level.INFO or ev.source == "controller":
+                colour = {Level.ERROR: "red", Level.WARN: "yellow"}.get(ev.level, "cyan")
                 self._print(f"[{colour}]{escape(ev.source)}[/]: {escape(ev.text)}")
             case JobStarted():
                 verb = "re-attached to" if ev.attached else "started"
