@@ -141,6 +141,7 @@ class BoltringApp(ControllerApp):
         self.screen_stack[0].set_class(event.size.width >= WIDE_AT, "-wide")
 
     async def on_unmount(self) -> None:
+        self.refresh_timer.stop()
         self.controller.remove_listener(self._on_controller_event)
         if not self._controller_closed:  # left without the quit dialog: never kill the job
             self._controller_closed = True
@@ -154,6 +155,8 @@ class BoltringApp(ControllerApp):
 
     def _tick(self) -> None:
         self._ticks += 1
+        if not self.screen_stack:  # the app is shutting down
+            return
         if isinstance(self.screen, ModalScreen):
             return  # redraws pause while a dialog is open
         self._render_screen(plot=self._ticks % PLOT_EVERY == 0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from boltring.cluster.jobs.controller import JobController
 from boltring.cluster.jobs.export import loss_svg
 from boltring.cluster.jobs.history import HistoryError, find_run, list_runs, loss_curve
 from boltring.tui.screens.history import HistoryScreen
+from tests.netio.ranks import free_ports
 from tests.tui import feed
 from tests.tui.harness import make_app, settle
 
@@ -33,10 +35,29 @@ def cli(home: Path, *args: str, timeout: float = 240) -> subprocess.CompletedPro
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
+def two_free_ports() -> int:
+    """A port p with p and p+1 free on loopback (rank k listens on p+k): other test runs on
+    this machine may hold the default ring port."""
+    for _ in range(200):
+        (port,) = free_ports(1)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no two consecutive free ports")
+
+
 @pytest.fixture(scope="module")
 def job_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("home")
-    res = cli(home, "--run", "--skip-checks", "--example", "mlp", "--steps", str(STEPS))
+    config = home / "boltring.yaml"
+    config.write_text(
+        "name: hist\nnodes:\n  - {name: local, local: true, ring_ip: 127.0.0.1, ranks: 2}\n"
+        f"ring:\n  port: {two_free_ports()}\njob:\n  example: mlp\n  steps: {STEPS}\n"
+    )
+    res = cli(home, "--run", "--skip-checks", "--config", str(config))
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     return home
 
@@ -72,7 +93,7 @@ def test_runs_command_lists_the_job(job_home):
 
 
 def test_status_with_nothing_running_shows_the_last_job(job_home):
-    res = cli(job_home, "status")
+    res = cli(job_home, "status", "--config", str(job_home / "boltring.yaml"))
     assert res.returncode == 1
     assert "no job is running" in res.stdout
     assert "last: job" in res.stdout and f"finished: {STEPS}/{STEPS} steps" in res.stdout
