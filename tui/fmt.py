@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from boltring.cluster.config.schema import Node
@@ -97,6 +98,24 @@ def stopped_text(by: StoppedBy | str | None, step: int | None) -> str:
         who = str(by)
     at = f" at step {step}" if step is not None else ""
     return f"stopped by {who}{at}"
+
+
+_RAW_EXIT = (
+    (re.compile(r"\bexited with (?:code |status )?-?\d+"), "failed"),
+    (re.compile(r"\b(?:was )?(?:stopped|killed|terminated) by SIG[A-Z]+"), "was stopped"),
+    (re.compile(r"\s*\((?:code|exit code|rc) -?\d+\)"), ""),
+    (re.compile(r"^SIG[A-Z]+$"), "stopped"),
+)
+
+
+def in_words(reason: str | None) -> str | None:
+    """A reason as the UI says it: exit codes and signal names become words ("exited with
+    code 1" → "failed"), whatever the text around them says."""
+    if not reason:
+        return reason
+    for pattern, words in _RAW_EXIT:
+        reason = pattern.sub(words, reason)
+    return reason
 
 
 SPARK_BARS = "▁▂▃▄▅▆▇█"

@@ -45,7 +45,7 @@ from boltring.cluster.jobs.events import (
 from boltring.cluster.jobs.history import last_run
 from boltring.cluster.states import CheckStatus, JobState, StoppedBy
 
-from .fmt import fmt_elapsed, stopped_text
+from .fmt import fmt_elapsed, in_words, stopped_text
 from .node_state import Level
 
 PROGRESS_EVERY_S = 0.5  # redraw limit for the live line on a terminal
@@ -123,7 +123,7 @@ class HeadlessView:
                 attempt = f"restart {ev.attempt}/{ev.max_restarts}"
                 self._print(f"[yellow]{attempt} {escape(start)}[/] after: {escape(ev.cause)}")
             case RankExited() if ev.returncode not in (0, None) and not self.stopping:
-                reason = f": {ev.reason}" if ev.reason else ""
+                reason = f": {in_words(ev.reason)}" if ev.reason else ""
                 self._print(f"[red]rank {ev.rank} on {ev.node} failed{escape(reason)}[/]")
             case CheckResult() if ev.status in (CheckStatus.FAIL, CheckStatus.WARN):
                 colour = "red" if ev.status == CheckStatus.FAIL else "yellow"
@@ -229,7 +229,7 @@ class HeadlessView:
                 f"[yellow]{stopped_text(summary.stopped_by or self._stopped_by, summary.steps)}[/]"
             )
         elif summary.reason:
-            self.console.print(f"[red]{escape(summary.reason)}[/]")
+            self.console.print(f"[red]{escape(in_words(summary.reason) or '')}[/]")
 
 
 def summary_line(summary: JobSummary) -> str:

@@ -31,7 +31,7 @@ from boltring.cluster.jobs.events import (
 from boltring.cluster.states import ACTIVE_STATES, FINAL_STATES, CheckStatus, JobState, SshState, StoppedBy
 
 from .check_items import NOT_OK, parse_gbits
-from .fmt import fmt_elapsed, fmt_loss, stopped_text
+from .fmt import fmt_elapsed, fmt_loss, in_words, stopped_text
 from .node_state import LOG_KEEP, Level, LogEntry, NodeView, RankStatus, RankView
 
 LOSS_KEEP = 20_000  # (step, loss) points for the plot (downsampled when drawn)
@@ -246,7 +246,7 @@ class ClusterView:
                 self.ended_t = ev.t
                 for rv in self.ranks.values():
                     rv.stalled_s = None
-            self.reason = ev.reason or self.reason
+            self.reason = in_words(ev.reason) or self.reason
             if state == JobState.KILLED:
                 self.stopped_by = ev.by or self.stopped_by or (StoppedBy.APP if self.kill_requested else None)
         elif state in (JobState.LAUNCHING, JobState.RUNNING):
@@ -262,7 +262,7 @@ class ClusterView:
         elif state == JobState.KILLED:
             text = f"job killed: {self.stopped_line()}"
         else:
-            text = f"job {state}" + (f": {ev.reason}" if ev.reason else "")
+            text = f"job {state}" + (f": {in_words(ev.reason)}" if ev.reason else "")
         self.note(text, _JOB_LEVEL.get(state, Level.INFO), source="controller", t=ev.t)
 
     def _on_node_state(self, ev: NodeState) -> None:
@@ -320,7 +320,10 @@ class ClusterView:
 
     def _on_rank_exited(self, ev: RankExited) -> None:
         rv = self._rank(ev.rank, ev.node)
-        rv.returncode, rv.reason, rv.stalled_s = ev.returncode, ev.reason, None
+        reason = in_words(ev.reason)
+        if reason and reason.startswith("failed"):  # the row and the log say "failed" already
+            reason = reason.removeprefix("failed").lstrip(": ") or None
+        rv.returncode, rv.reason, rv.stalled_s = ev.returncode, reason, None
         if ev.returncode == 0:
             rv.status = RankStatus.DONE
             text, level = f"rank {ev.rank} finished", Level.INFO
@@ -364,7 +367,7 @@ class ClusterView:
         if status == JobState.KILLED:
             text += f" ({stopped_text(self.stopped_by, ev.steps)})"
         elif ev.reason:
-            text += f" ({ev.reason})"
+            text += f" ({in_words(ev.reason)})"
         if ev.restarts:
             text += f"; {len(ev.restarts)} restart{'s' if len(ev.restarts) != 1 else ''}"
         if ev.run_dir:

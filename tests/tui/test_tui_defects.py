@@ -281,3 +281,23 @@ async def test_wide_screen_gives_the_plot_half_the_width(open_app):
     async with open_app(feed.running(), size=(200, 60)) as (app, pilot):
         plot = app.query_one("#loss")
         assert plot.size.width >= 90
+
+
+async def test_a_failed_rank_is_told_in_words(open_app):
+    from boltring.cluster.jobs.events import JobStateChanged, RankExited
+
+    async with open_app(feed.running()) as (app, pilot):
+        app.controller.emit(
+            RankExited(
+                2, "mini2", returncode=1, reason="exited with code 1: ValueError: loss is nan", t=feed.CLOCK
+            ),
+            RankExited(3, "mini3", returncode=-9, reason="was stopped by SIGKILL", t=feed.CLOCK),
+            JobStateChanged(
+                JobState.FAILED, job_id=feed.JOB_ID, reason="rank 2 on mini2 exited with code 1", t=feed.CLOCK
+            ),
+        )
+        await settle(pilot)
+        assert "failed: rank 2 on mini2 failed" in header(app)
+        assert app.query_one("#rank-2", RankRow).text().startswith("r2   failed at step 120: Value")
+        assert app.view.ranks[2].reason == "ValueError: loss is nan"
+        assert not RAW_EXIT.search(everything(app)), everything(app)
