@@ -66,7 +66,3 @@ class ConfirmModal(DialogScreen[bool]):
     def action_anyway(self) -> None:
         if self.anyway:
             self.dismiss(True)
-
-    # kept for callers and tests that confirm directly
-    def action_confirm(self) -> None:
-        self.dismiss(True)
