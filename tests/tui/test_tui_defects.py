@@ -301,3 +301,16 @@ async def test_a_failed_rank_is_told_in_words(open_app):
         assert app.query_one("#rank-2", RankRow).text().startswith("r2   failed at step 120: Value")
         assert app.view.ranks[2].reason == "ValueError: loss is nan"
         assert not RAW_EXIT.search(everything(app)), everything(app)
+
+
+async def test_log_keeps_following_when_the_panels_grow(open_app):
+    async with open_app(feed.launchable(), size=(80, 24)) as (app, pilot):
+        log = app.query_one("#log", LogPane).query_one(RichLog)
+        app.controller.emit(*[LogLine("controller", f"line {i}", t=feed.CLOCK) for i in range(40)])
+        await settle(pilot)
+        assert log.is_vertical_scroll_end
+        app.query_one("#log", LogPane).styles.height = 5  # the pane gets shorter, as when ranks start
+        await settle(pilot)
+        app.controller.emit(LogLine("controller", "the newest line", t=feed.CLOCK))
+        await settle(pilot)
+        assert log.is_vertical_scroll_end and "the newest line" in log.lines[-1].text

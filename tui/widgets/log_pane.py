@@ -85,6 +85,7 @@ class LogPane(Vertical):
         self._last_seq = 0
         self._dirty = True
         self._width = 0
+        self._left_at_y: int | None = None  # the scroll position sync left a following log at
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="filter the log (enter: keep, esc: clear)", id="log-filter")
@@ -187,7 +188,7 @@ class LogPane(Vertical):
         log = self.query_one(RichLog)
         # Follow new lines only while the user is at the bottom: reading older lines is not
         # interrupted by a busy job.
-        follow = self._dirty or log.is_vertical_scroll_end
+        follow = self._dirty or self._following(log)
         if self._dirty:
             self._dirty = False
             log.clear()
@@ -201,8 +202,18 @@ class LogPane(Vertical):
         if follow and matching:
             # now rather than after the next refresh, so what is shown never lags the state
             log.scroll_end(animate=False, immediate=True, x_axis=False)
+        if follow:
+            self._left_at_y = log.scroll_offset.y
         if entries:
             self._last_seq = max(self._last_seq, entries[-1].seq)
+
+    def _following(self, log: RichLog) -> bool:
+        """At the bottom, or where we last left it: the pane getting shorter (node panels
+        grow when ranks start) or lines re-wrapping moves the bottom away without the user
+        scrolling, and must not stop the log from following. Only scrolling up does."""
+        if log.is_vertical_scroll_end:
+            return True
+        return self._left_at_y is not None and log.scroll_offset.y >= self._left_at_y
 
     def _newer(self, entries: deque[LogEntry]) -> list[LogEntry]:
         out: list[LogEntry] = []
