@@ -26,7 +26,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 
 from boltring.cluster.jobs.controller import ControllerError, JobController
 from boltring.cluster.jobs.events import (
@@ -174,8 +174,14 @@ class HeadlessView:
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[details]}", markup=False),
+            # the per-rank figures take what is left, cut first: never the step, elapsed or ETA
+            TextColumn(
+                "{task.fields[details]}",
+                markup=False,
+                table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1, min_width=8),
+            ),
             console=self.console,
+            expand=True,
             refresh_per_second=1 / PROGRESS_EVERY_S,
             get_time=self.clock,
         )
