@@ -77,3 +77,53 @@ SCENARIOS = {
 def test_screen(snap_compare, name):
     make, size, before = SCENARIOS[name]
     assert snap_compare(make_app(make()), terminal_size=size, run_before=before)
+
+
+def test_history_screen(snap_compare, tmp_path):
+    """`h`: two past jobs (one killed by `boltring kill`), the highlighted one's loss curve."""
+    import json
+
+    from boltring.cluster.jobs.history import RunRecord
+    from boltring.tui.app import BoltringApp
+
+    rank_dir = tmp_path / "rank0"
+    rank_dir.mkdir()
+    lines = [{"kind": "step", "step": s, "loss": 2.3 * 0.97**s, "wall": 1000.0 + s} for s in range(1, 201)]
+    (rank_dir / "metrics.jsonl").write_text("".join(json.dumps(rec) + "\n" for rec in lines))
+    ranks = [{"rank": 0, "node": "mini1", "run_dir": str(rank_dir)}]
+    runs = [
+        RunRecord(
+            "lab-20260101-130000-cd34",
+            "configs/lab.yaml",
+            "finished",
+            900.0,
+            200,
+            200,
+            2.2310,
+            0.0052,
+            312.0,
+            "~/.boltring/runs/lab-20260101-130000-cd34",
+            ranks=ranks,
+        ),
+        RunRecord(
+            "lab-20260101-120000-ab12",
+            "configs/lab.yaml",
+            "killed",
+            800.0,
+            200,
+            110,
+            2.28,
+            0.1043,
+            102.0,
+            "~/.boltring/runs/lab-20260101-120000-ab12",
+            stopped_by="boltring kill",
+        ),
+    ]
+    app = BoltringApp(feed.idle(), clock=feed.frozen_clock, cursor_blink=False, history=lambda: runs)
+
+    async def open_history(pilot):
+        await press(pilot, "h")
+        await pilot.pause(0.3)
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=WIDE, run_before=open_history)
