@@ -50,6 +50,10 @@ def ring_content(view: ClusterView, width: int = 0) -> Content:
     return strip + legend
 
 
+def _lines(content: Content, width: int) -> int:
+    return -(-content.cell_length // max(width, 1))
+
+
 class RingStrip(Static):
     DEFAULT_CSS = """
     RingStrip { height: auto; width: 1fr; padding: 0 1; background: $surface; }
@@ -60,7 +64,11 @@ class RingStrip(Static):
         self._last: Content | None = None
 
     def update_from(self, view: ClusterView) -> None:
-        content = ring_content(view, self.content_region.width)
+        width = self.content_region.width
+        content = ring_content(view, width)
         if content != self._last:
+            # new figures on the same number of lines: repaint, no layout of the screen
+            fits = self._last is not None and width > 0
+            same = fits and self._last is not None and _lines(self._last, width) == _lines(content, width)
             self._last = content
-            self.update(content)
+            self.update(content, layout=not same)

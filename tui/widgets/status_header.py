@@ -148,10 +148,17 @@ class StatusHeader(Static):
         else:
             content = line
         if content != self._last:
+            # Its height is set here, not measured: a new elapsed time or ETA needs a repaint of
+            # this line only, never a layout of the whole screen (4 times a second).
+            lines = 2 if extra else 1
+            same_height = (
+                self._last is not None
+                and self.styles.height is not None
+                and (self.styles.height.value == lines)
+            )
             self._last = content
-            self.update(content)
-            # A docked auto-height widget is not re-measured on update: size it ourselves.
-            self.styles.height = 2 if extra else 1
+            self.update(content, layout=not same_height)
+            self.styles.height = lines
 
     def on_resize(self, event: events.Resize) -> None:
         if self._args is not None:
