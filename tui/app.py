@@ -15,24 +15,33 @@ The app never talks to nodes itself. It is given a controller object (see
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import ClassVar
 
-from textual import work
-from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding
+from textual import events, work
+from textual.app import ComposeResult, SystemCommand
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.content import Content
 from textual.css.query import NoMatches
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input
 
-from boltring.cluster.config.schema import Config
-from boltring.cluster.jobs.events import Event
+from boltring.cluster.errors import BoltringError
+from boltring.cluster.jobs.export import write_loss_svg
+from boltring.cluster.jobs.history import RunRecord, list_runs
+from boltring.cluster.states import JobState
 
-from .messages import EventInbox, EventsPending, NodeDetailsRequested, NodeSelected
+from .app_workers import CLOSE_TIMEOUT_S, ControllerApp
+from .controller_like import ControllerLike, checks_details, failing_checks, plan_details
+from .messages import EventInbox, NodeDetailsRequested, NodeSelected
+from .node_state import Level
 from .screens.confirm import ConfirmModal
+from .screens.help import HelpScreen
+from .screens.history import HistoryScreen
 from .screens.node_details import NodeDetailsScreen
 from .screens.quit_modal import KILL, LEAVE, QuitModal
 from .view_state import ClusterView
@@ -40,107 +49,83 @@ from .widgets.log_pane import LogPane
 from .widgets.loss_plot import LossPlot
 from .widgets.node_grid import NodeGrid
 from .widgets.node_panel import NodePanel
+from .widgets.ring_strip import RingStrip
 from .widgets.status_header import StatusHeader
 
 REFRESH_S = 0.25  # widgets are redrawn from state at most this often
 PLOT_EVERY = 4  # ticks between loss-plot redraws (plotext is slow)
-CLOSE_TIMEOUT_S = 60.0  # quitting never hangs longer than this on controller.close()
+WIDE_AT = 160  # from this many columns on, the loss plot and the log share the width evenly
 
 
-class PlannedRankLike(Protocol):
-    rank: int
-    node: str
-    where: str
-    command: str
-
-
-class ControllerLike(Protocol):
-    """What the app uses of `boltring.cluster.jobs.controller.JobController`."""
-
-    config: Config
-    state: str
-    job_id: str | None
-
-    def add_listener(self, fn: Callable[[Event], None]) -> None: ...
-    def remove_listener(self, fn: Callable[[Event], None]) -> None: ...
-    def plan(self, resume: bool = False) -> Sequence[PlannedRankLike]: ...
-    async def run_checks(self) -> Any: ...
-    async def setup(self, names: list[str] | None = None) -> Any: ...
-    async def launch(self, resume: bool = False) -> str: ...
-    async def kill(self) -> None: ...
-    async def wait(self) -> Any: ...
-    async def attach(self) -> bool: ...
-    async def close(self, kill_running: bool = False) -> None: ...
-
-
-def plan_details(plan: Iterable[PlannedRankLike]) -> Content:
-    """The confirm dialog's body: what runs where, one rank per entry."""
-    rows = list(plan)
-    if not rows:
-        return Content.styled("the plan is empty", "italic $text-muted")
-    node_w = max(len(r.node) for r in rows)
-    where_w = max(len(r.where) for r in rows)
-    lines: list[Content] = []
-    for r in rows:
-        lines.append(
-            Content.assemble(
-                (f"rank {r.rank:<3}", "bold"),
-                " ",
-                (r.node.ljust(node_w), "bold $accent"),
-                "  ",
-                (r.where.ljust(where_w), ""),
-            )
-        )
-        lines.append(Content.styled(f"   $ {r.command}", "$text-muted"))
-    return Content("\n").join(lines)
-
-
-class BoltringApp(App[int]):
+class BoltringApp(ControllerApp):
     """`BoltringApp(controller)`; `clock` is injectable so snapshots freeze elapsed times."""
 
     TITLE = "boltring"
     CSS_PATH = "app.tcss"
     AUTO_FOCUS = None  # focusing a node panel filters the log: start unfiltered
 
-    BINDINGS = [
-        Binding("l", "launch", "Launch", id="launch"),
-        Binding("r", "resume", "Resume", id="resume"),
-        Binding("k", "kill", "Kill", id="kill"),
-        Binding("c", "checks", "Checks", id="checks"),
+    BINDINGS: ClassVar = [
+        Binding("l", "launch", "Launch", id="launch", tooltip="launch the job (asks first)"),
+        Binding("r", "resume", "Resume", id="resume", tooltip="resume from the last checkpoint (asks first)"),
+        Binding("k", "kill", "Kill", id="kill", tooltip="stop every rank of the running job (asks first)"),
+        Binding("c", "checks", "Checks", id="checks", tooltip="re-run the node and link checks"),
         # not in the footer (keeps it short); the command palette lists "Set up node: NAME"
-        Binding("s", "setup_node", "Setup", id="setup", show=False),
-        Binding("slash", "filter_log", "Filter", id="filter"),
-        Binding("escape", "clear_filter", "All nodes", show=False, id="clear_filter"),
-        Binding("q", "quit", "Quit", id="quit"),
+        Binding(
+            "s", "setup_node", "Setup", id="setup", show=False, tooltip="boltring setup of the focused node"
+        ),
+        Binding("slash", "filter_log", "Filter", id="filter", tooltip="filter the log by text"),
+        Binding("h", "history", "History", id="history", tooltip="past jobs and their loss curves"),
+        Binding(
+            "p", "save_plot", "Save plot", show=False, id="save_plot", tooltip="save the loss plot as SVG"
+        ),
+        Binding("question_mark", "help", "Help", id="help", tooltip="this list of keys"),
+        Binding(
+            "escape",
+            "clear_filter",
+            "All nodes",
+            show=False,
+            id="clear_filter",
+            tooltip="show every node's log",
+        ),
+        Binding("q", "quit", "Quit", id="quit", tooltip="quit (asks whether to leave a running job)"),
     ]
 
-    # Actions that start something on the cluster; refused while a dialog is open.
+    # Actions that start something on the cluster or open a screen; refused while a dialog is open.
     _JOB_ACTIONS = ("launch", "resume", "kill", "checks")
+    _SCREEN_ACTIONS = ("filter_log", "quit", "history", "help", "save_plot")
 
     def __init__(
-        self, controller: ControllerLike, *, clock: Callable[[], float] = time.time, cursor_blink: bool = True
+        self,
+        controller: ControllerLike,
+        *,
+        clock: Callable[[], float] = time.time,
+        cursor_blink: bool = True,
+        history: Callable[[], list[RunRecord]] = list_runs,
+        export_dir: Path | None = None,
     ) -> None:
         super().__init__()
         self.controller = controller
         self.clock = clock
         self.cursor_blink = cursor_blink
+        self.history = history
+        self.export_dir = export_dir or Path.cwd()
         self.view = ClusterView(
-            controller.config,
-            state=getattr(controller, "state", "idle"),
-            job_id=getattr(controller, "job_id", None),
-            clock=clock,
+            controller.config, state=controller.state, job_id=controller.job_id, clock=clock
         )
         self.inbox = EventInbox(self.post_message)
         self._busy: set[str] = set()  # controller calls in flight: "checks", "launch", "kill"…
         self._ticks = 0
         self._controller_closed = False
-        self._bindings_key: tuple = ()
+        self._bindings_key: tuple[object, ...] = ()
+        self._quiet_focus = False  # the first panel's focus at start does not filter the log
 
     # -- layout ---------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(id="status")
-        yield NodeGrid(list(self.view.nodes.values()), id="nodes")
+        yield RingStrip(id="ring")
+        timeout = self.controller.config.ssh.connect_timeout_s
+        yield NodeGrid(list(self.view.nodes.values()), connect_timeout_s=timeout, id="nodes")
         with Horizontal(id="bottom"):
             yield LossPlot(id="loss")
             yield LogPane(cursor_blink=self.cursor_blink, id="log")
@@ -149,48 +134,33 @@ class BoltringApp(App[int]):
     def on_mount(self) -> None:
         self.controller.add_listener(self._on_controller_event)
         self.refresh_timer = self.set_interval(REFRESH_S, self._tick)
+        panels = self.query(NodePanel)
+        if panels:  # Enter opens a node's details from the start; the log stays unfiltered
+            self._quiet_focus = True
+            panels.first().focus()
         self.refresh_now()
         self._startup()
 
+    def on_resize(self, event: events.Resize) -> None:
+        self.screen_stack[0].set_class(event.size.width >= WIDE_AT, "-wide")
+
     async def on_unmount(self) -> None:
-        try:
-            self.controller.remove_listener(self._on_controller_event)
-        except Exception:
-            pass
+        self.refresh_timer.stop()
+        self.controller.remove_listener(self._on_controller_event)
         if not self._controller_closed:  # left without the quit dialog: never kill the job
             self._controller_closed = True
             try:
                 await asyncio.wait_for(self.controller.close(kill_running=False), CLOSE_TIMEOUT_S)
-            except Exception:
-                pass
-
-    # -- events from the controller -------------------------------------------------------
-
-    def _on_controller_event(self, event: Event) -> None:
-        """The controller's listener: called synchronously for every event. Never raises."""
-        try:
-            self.inbox.put(event)
-        except Exception:
-            pass
-
-    def on_events_pending(self, message: EventsPending) -> None:
-        self._drain_inbox()
-
-    def _drain_inbox(self) -> None:
-        events, dropped = self.inbox.drain()
-        if dropped:
-            self.view.note(f"{dropped} metrics/log events dropped (the UI fell behind)", "warn")
-        for event in events:
-            try:
-                self.view.apply(event)
-            except Exception as exc:  # a malformed event must not take the UI down
-                self.view.note(f"could not show {type(event).__name__}: {exc!r}", "error")
-        self._sync_bindings()
+            except (TimeoutError, BoltringError, OSError) as exc:
+                # the terminal is being handed back: say it there, the job itself is untouched
+                print(f"boltring: closing the controller: {exc or type(exc).__name__}", file=sys.stderr)
 
     # -- rendering ------------------------------------------------------------------------
 
     def _tick(self) -> None:
         self._ticks += 1
+        if not self.screen_stack:  # the app is shutting down
+            return
         if isinstance(self.screen, ModalScreen):
             return  # redraws pause while a dialog is open
         self._render_screen(plot=self._ticks % PLOT_EVERY == 0)
@@ -211,7 +181,8 @@ class BoltringApp(App[int]):
                 return
             main = self._main_screen()
             main.query_one(StatusHeader).update_from(self.view, now)
-            checking = self.view.state == "checking" or "checks" in self._busy
+            main.query_one(RingStrip).update_from(self.view)
+            checking = self.view.state == JobState.CHECKING or "checks" in self._busy
             for panel in main.query(NodePanel):
                 panel.update_from(now, checking, self.view.running)
             if plot:
@@ -223,30 +194,36 @@ class BoltringApp(App[int]):
     # -- bindings -------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in self._JOB_ACTIONS or action in ("filter_log", "quit"):
+        if action in self._JOB_ACTIONS or action in self._SCREEN_ACTIONS:
             if isinstance(self.screen, ModalScreen):
                 return False
         running = self.view.running
         if action in ("launch", "resume"):
-            if running or self.view.state == "checking" or self._busy & {"launch", "checks"}:
+            busy = self._busy & {"launch", "checks", "resume_point"}
+            if running or self.view.state == JobState.CHECKING or busy:
                 return None  # shown dimmed in the footer
         elif action == "kill":
             if not running or "kill" in self._busy:
                 return None
         elif action == "setup_node":  # never under a running job: pip would replace its packages
-            if running or self.view.state in ("checking", "launching") or self._busy & {"setup", "launch"}:
+            if (
+                running
+                or self.view.state in (JobState.CHECKING, JobState.LAUNCHING)
+                or self._busy
+                & {
+                    "setup",
+                    "launch",
+                }
+            ):
                 return None
         elif action == "checks":  # allowed while a job runs: the controller then skips the
             # bandwidth burst and the port probes, which would disturb the ring
-            if self.view.state in ("checking", "launching") or self._busy & {"checks", "launch"}:
+            if self.view.state in (JobState.CHECKING, JobState.LAUNCHING) or self._busy & {
+                "checks",
+                "launch",
+            }:
                 return None
         return True
-
-    def _sync_bindings(self) -> None:
-        key = (self.view.state, tuple(sorted(self._busy)))
-        if key != self._bindings_key:
-            self._bindings_key = key
-            self.refresh_bindings()
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -260,6 +237,11 @@ class BoltringApp(App[int]):
             "Filter log", "Show only log lines containing some text (/)", self.action_filter_log
         )
         yield SystemCommand("Show all nodes' log", "Clear the log filters (escape)", self.action_clear_filter)
+        yield SystemCommand("Run history", "Past jobs and their loss curves (h)", self.action_history)
+        yield SystemCommand(
+            "Save the loss plot", "Write the loss curve as an SVG file (p)", self.action_save_plot
+        )
+        yield SystemCommand("Keys", "Every key of the app (?)", self.action_help)
         for name in self.view.nodes:
             yield SystemCommand(
                 f"Set up node: {name}",
@@ -276,36 +258,64 @@ class BoltringApp(App[int]):
     # -- actions --------------------------------------------------------------------------
 
     def action_launch(self) -> None:
-        self._confirm_launch(resume=False)
-
-    def action_resume(self) -> None:
-        self._confirm_launch(resume=True)
-
-    def _confirm_launch(self, resume: bool) -> None:
-        if self.check_action("resume" if resume else "launch", ()) is not True:
+        if self.check_action("launch", ()) is not True:
             self.bell()
             return
+        self._confirm_launch(resume=False, resume_from=None)
+
+    def action_resume(self) -> None:
+        if self.check_action("resume", ()) is not True:
+            self.bell()
+            return
+        self._ask_resume()
+
+    @work(group="controller", exit_on_error=False)
+    async def _ask_resume(self) -> None:
+        """Find what a resume starts from (through the controller) before asking."""
+        ok, point = await self._call("resume_point", "looking for a checkpoint", self.controller.resume_point)
+        if ok:
+            self._confirm_launch(resume=True, resume_from=point)
+
+    def _confirm_launch(self, resume: bool, resume_from: str | None) -> None:
         try:
             plan = list(self.controller.plan(resume=resume))
-        except Exception as exc:
+        except BoltringError as exc:
             self._report_error("planning the job", exc)
             return
         job = self.controller.config.job
         what = f"example {job.example}" if job.script is None else f"script {job.script}"
         n = len(self.view.nodes)
-        title = (
-            "Resume the job from its last checkpoint?"
-            if resume
-            else f"Launch {what} on {n} node{'s' if n != 1 else ''}?"
-        )
+        if resume:
+            start = (
+                f"resume from {resume_from}"
+                if resume_from
+                else "no checkpoint for this job: starts from step 0"
+            )
+            title = f"Resume {what}: {start}?"
+            self._note(start)
+        else:
+            title = f"Launch {what} on {n} node{'s' if n != 1 else ''}?"
         message = f"{len(plan)} ranks, {job.steps} steps, global batch {job.global_batch}. What runs where:"
+        failed = failing_checks(self.view)
+        details = plan_details(plan)
+        if failed:
+            details = Content("\n").join([checks_details(failed), Content(""), details])
+        label = "Resume" if resume else "Launch"
 
         def done(ok: bool | None) -> None:
             if ok:
+                if failed:
+                    self._note(f"{label.lower()}ing although {len(failed)} checks failed", Level.WARN)
                 self._launch(resume)
 
         self.push_screen(
-            ConfirmModal(title, message, plan_details(plan), confirm_label="Resume" if resume else "Launch"),
+            ConfirmModal(
+                title,
+                message,
+                details,
+                confirm_label=f"{label} anyway" if failed else label,
+                anyway=bool(failed),
+            ),
             done,
         )
 
@@ -328,12 +338,6 @@ class BoltringApp(App[int]):
             ),
             done,
         )
-
-    def action_checks(self) -> None:
-        if self.check_action("checks", ()) is not True:
-            self.bell()
-            return
-        self._run_checks()
 
     def action_setup_node(self) -> None:
         """`boltring setup` for the focused node panel's node (every node when none is focused)."""
@@ -359,6 +363,12 @@ class BoltringApp(App[int]):
             done,
         )
 
+    def action_checks(self) -> None:
+        if self.check_action("checks", ()) is not True:
+            self.bell()
+            return
+        self._run_checks()
+
     def action_filter_log(self) -> None:
         pane = self._log_pane()
         if pane is not None:
@@ -373,6 +383,37 @@ class BoltringApp(App[int]):
         if isinstance(self.focused, (NodePanel, Input)):
             self.set_focus(None)
         self._render_screen(plot=False)
+
+    def action_help(self) -> None:
+        sections: list[tuple[str, Iterable[BindingType]]] = [
+            ("main screen", self.BINDINGS),
+            ("node panel (tab to move between panels)", NodePanel.BINDINGS),
+            ("log", LogPane.BINDINGS),
+            ("dialogs", [*ConfirmModal.BINDINGS, *QuitModal.BINDINGS]),
+            ("node details", NodeDetailsScreen.BINDINGS),
+            ("history", HistoryScreen.BINDINGS),
+            ("anywhere", [Binding("ctrl+p", "command_palette", "command palette: every action by name")]),
+        ]
+        self.push_screen(HelpScreen(sections))
+
+    def action_history(self) -> None:
+        if not isinstance(self.screen, HistoryScreen):
+            self.push_screen(HistoryScreen(self.history))
+
+    def action_save_plot(self) -> None:
+        """The loss curve as an SVG file in the current directory (named after the job)."""
+        points = list(self.view.loss_history)
+        if not points:
+            self.notify("no loss to save yet", severity="warning", timeout=4)
+            return
+        name = self.view.job_id or "job"
+        try:
+            path = write_loss_svg(points, f"loss · {name}", self.export_dir / f"loss-{name}.svg")
+        except OSError as exc:
+            self._report_error("saving the loss plot", exc)
+            return
+        self._note(f"loss plot saved to {path}")
+        self.notify(f"saved {path}", title="loss plot", timeout=5)
 
     async def action_quit(self) -> None:
         if isinstance(self.screen, ModalScreen):
@@ -394,6 +435,9 @@ class BoltringApp(App[int]):
     # -- messages from widgets ------------------------------------------------------------
 
     def on_node_selected(self, message: NodeSelected) -> None:
+        if self._quiet_focus:
+            self._quiet_focus = False
+            return
         pane = self._main_screen().query_one("#log", LogPane)
         pane.set_node_filter(message.node)
         self._render_screen(plot=False)
@@ -404,128 +448,6 @@ class BoltringApp(App[int]):
     def show_details(self, node: str) -> None:
         if node in self.view.nodes and not isinstance(self.screen, NodeDetailsScreen):
             self.push_screen(NodeDetailsScreen(self.view, node, cursor_blink=self.cursor_blink))
-
-    # -- controller calls (workers) -------------------------------------------------------
-
-    def _note(self, text: str, level: str = "info") -> None:
-        """A log line of the app, after the events that came before it."""
-        self._drain_inbox()
-        self.view.note(text, level)
-
-    def _report_error(self, what: str, exc: BaseException) -> None:
-        text = f"{what} failed: {exc}" if str(exc) else f"{what} failed: {type(exc).__name__}"
-        self._note(text, "error")
-        self.view.error = text
-        self.notify(text, title="boltring", severity="error", timeout=8)
-        self._render_screen(plot=False)
-
-    async def _call(self, busy: str, what: str, call: Callable[[], Awaitable[Any]]) -> tuple[bool, Any]:
-        """Run one controller coroutine; (True, result), or (False, None) after reporting."""
-        self._busy.add(busy)
-        self._sync_bindings()
-        try:
-            return True, await call()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._report_error(what, exc)
-            return False, None
-        finally:
-            self._busy.discard(busy)
-            self._sync_bindings()
-
-    @work(group="controller", exit_on_error=False)
-    async def _startup(self) -> None:
-        ok, attached = await self._call("attach", "re-attaching", self.controller.attach)
-        if ok and attached:
-            self._follow_job()
-        await self._checks_body()
-
-    @work(group="controller", exit_on_error=False)
-    async def _run_checks(self) -> None:
-        await self._checks_body()
-
-    async def _checks_body(self) -> None:
-        self.view.error = None
-        ok, results = await self._call("checks", "checks", self.controller.run_checks)
-        if ok and results is not None:
-            try:
-                statuses = [getattr(r, "status", None) for r in results]
-                failed = [r for r in results if getattr(r, "status", None) == "fail"]
-            except TypeError:
-                statuses, failed = [], []
-            counts = ", ".join(
-                f"{statuses.count(s)} {s}" for s in ("ok", "warn", "fail", "skipped") if statuses.count(s)
-            )
-            if counts:
-                self._note(f"checks done: {counts}", "error" if failed else "info")
-            if failed:
-                names = ", ".join(f"{r.node} {r.name}" for r in failed[:4])
-                more = f" and {len(failed) - 4} more" if len(failed) > 4 else ""
-                noun = "check" if len(failed) == 1 else "checks"
-                self.notify(
-                    f"{len(failed)} {noun} failed: {names}{more}",
-                    title="checks",
-                    severity="warning",
-                    timeout=6,
-                )
-
-    @work(group="setup", exclusive=True, exit_on_error=False)
-    async def _setup(self, names: list[str] | None) -> None:
-        ok, results = await self._call("setup", "setting up", lambda: self.controller.setup(names))
-        if ok and results is not None:
-            failed = [r.node for r in results if r.status == "failed"]
-            summary = ", ".join(f"{r.node} {r.status}" for r in results)
-            self.notify(summary, title="setup", severity="error" if failed else "information", timeout=6)
-            await self._checks_body()  # the python, boltring and mlx checks show the new state
-
-    @work(group="job", exit_on_error=False)
-    async def _launch(self, resume: bool) -> None:
-        self.view.error = None
-        ok, job_id = await self._call(
-            "launch", "resuming" if resume else "launching", lambda: self.controller.launch(resume=resume)
-        )
-        if ok:
-            await self._wait_job()
-
-    @work(group="job", exit_on_error=False)
-    async def _follow_job(self) -> None:
-        await self._wait_job()
-
-    async def _wait_job(self) -> None:
-        ok, summary = await self._call("wait", "following the job", self.controller.wait)
-        if ok and summary is not None:
-            status = getattr(summary, "status", "")
-            severity = {"failed": "error", "killed": "warning"}.get(status, "information")
-            self.notify(
-                f"job {getattr(summary, 'job_id', '')} {status}",
-                title="boltring",
-                severity=severity,
-                timeout=6,
-            )
-
-    @work(group="kill", exit_on_error=False)
-    async def _kill(self) -> None:
-        self.view.kill_requested = True
-        ok, _ = await self._call("kill", "killing the job", self.controller.kill)
-        if ok:
-            self._note("kill: every rank stopped")
-
-    @work(group="quit", exclusive=True, exit_on_error=False)
-    async def _close_and_exit(self, kill_running: bool) -> None:
-        if kill_running:
-            self.view.kill_requested = True
-        verb = "killing the job and closing" if kill_running else "closing"
-        self.notify(f"{verb}…", timeout=3)
-        try:
-            await asyncio.wait_for(self.controller.close(kill_running=kill_running), CLOSE_TIMEOUT_S)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._report_error("closing", exc)
-            await asyncio.sleep(1.5)  # let the notification be read
-        self._controller_closed = True
-        self.exit(0)
 
 
 def run_app(controller: ControllerLike) -> int:

@@ -22,7 +22,9 @@ Train one MLX model data-parallel across Thunderbolt-wired Macs (or N local rank
   boltring check                check every node: SSH, python/mlx, Thunderbolt interface, routes, bandwidth
   boltring setup                give every node a venv with this machine's boltring and mlx (over SSH)
   boltring bench                allreduce benchmark: boltring's ring vs MLX's own ring backend
-  boltring status | kill        follow or stop a job left running
+  boltring status | kill        follow or stop a job left running (status: else the last job's result)
+  boltring runs                 past jobs: id, config, state, steps, loss, wall time, run directory
+  boltring export RUN --csv F   a run's metrics as CSV, TensorBoard events (--tensorboard DIR) or SVG
   boltring hostfile             write the MLX hostfile (mlx.launch --hostfile) for this cluster
 
 The config is --config FILE, else ./boltring.yaml, else the embedded local default
@@ -208,6 +210,35 @@ def main_parser() -> argparse.ArgumentParser:
         "Python (asked from the nodes), with `pip download --platform ... --only-binary=:all:`",
     )
 
+    rn = sub.add_parser(
+        "runs",
+        parents=[cfg],
+        help="list past jobs",
+        description="List past jobs, newest first: id, config, state (and who stopped it), steps done "
+        "of the total, first → last loss, wall time and run directory. Read from the job records "
+        "in ~/.boltring/jobs (BOLTRING_HOME) and, for the loss, from rank 0's metrics file when "
+        "the run directory is on this machine. With --config, only that config's jobs.",
+    )
+    rn.add_argument("--json", action="store_true", help="one JSON object per job")
+    rn.add_argument("--limit", type=int, default=20, metavar="N", help="at most N jobs (default 20)")
+
+    ex = sub.add_parser(
+        "export",
+        parents=[cfg],
+        help="write a run's metrics as CSV, TensorBoard events or an SVG loss plot",
+        description="Write the metrics of one past job (every rank's step lines) for other tools. "
+        "RUN is a job id as `boltring runs` lists it, a unique prefix of one, or `last`. The ranks' "
+        "metrics files must be on this machine (local runs; copy a remote run directory first).",
+    )
+    ex.add_argument("run", metavar="RUN", help="job id, a unique prefix of it, or `last`")
+    ex.add_argument("--csv", metavar="FILE", help="one row per rank and step (step, rank, wall, loss, …)")
+    ex.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="TensorBoard event files under DIR/<job id> (loss; per-rank samples/s, GB/s, memory)",
+    )
+    ex.add_argument("--svg", metavar="FILE", help="the loss curve as an SVG image")
+
     h = sub.add_parser(
         "hostfile",
         parents=[cfg],
@@ -390,6 +421,19 @@ def _sub(name: str, args) -> int:
             print(f"boltring bench: --repeat {args.repeat}: give at least 1 timed repeat", file=sys.stderr)
             return 2
         return run_bench_cli(args)
+    if name == "runs":
+        from .runs_view import print_runs
+
+        source = _load(args).source if getattr(args, "config", None) else None
+        return print_runs(json_out=args.json, limit=args.limit, config=source)
+    if name == "export":
+        if not (args.csv or args.tensorboard or args.svg):
+            raise SystemExit(
+                "boltring export: say what to write: --csv FILE, --tensorboard DIR or --svg FILE"
+            )
+        from .runs_view import export_run
+
+        return export_run(args.run, csv=args.csv, tensorboard=args.tensorboard, svg=args.svg)
     config = _load(args)
     if name == "hostfile":
         from boltring.cluster.config import write_mlx_hostfile

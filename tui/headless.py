@@ -12,23 +12,42 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Column, Table
 
 from boltring.cluster.jobs.controller import ControllerError, JobController
 from boltring.cluster.jobs.events import (
     CheckResult,
     Event,
+    JobRestarted,
     JobStarted,
+    JobStateChanged,
     JobSummary,
     LogLine,
     RankExited,
     RankMetrics,
+    RankStalled,
     StepProgress,
     SyncProgress,
 )
-from boltring.cluster.states import JobState, StoppedBy
+from boltring.cluster.jobs.history import last_run
+from boltring.cluster.states import CheckStatus, JobState, StoppedBy
+
+from .fmt import fmt_elapsed, in_words, stopped_text
+from .node_state import Level
 
 PROGRESS_EVERY_S = 0.5  # redraw limit for the live line on a terminal
 PLAIN_EVERY_S = 5.0  # when stdout is not a terminal, a progress line at most this often
@@ -38,100 +57,183 @@ def _fmt(v, spec=".3f", none="–") -> str:
     return none if v is None else format(v, spec)
 
 
+def _clock(s: float | None) -> str:
+    return "-:--:--" if s is None else fmt_elapsed(s)
+
+
 class HeadlessView:
-    def __init__(self, controller: JobController, *, json_out: bool, console: Console | None = None):
+    """The controller's listener for --run: a rich progress bar (step, elapsed, ETA, loss and
+    per-rank throughput) on a terminal; plain progress lines every PLAIN_EVERY_S otherwise;
+    JSON lines with --json."""
+
+    def __init__(
+        self,
+        controller: JobController,
+        *,
+        json_out: bool,
+        console: Console | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.c = controller
         self.json_out = json_out
         self.console = console or Console(stderr=json_out, highlight=False)
         self.live_line = self.console.is_terminal and not json_out
-        self._last_draw = 0.0
+        self.clock = clock
+        self._last_draw = -1e9
         self._progress: StepProgress | None = None
-        self._sync_drawn = 0.0
-        self._said: set[str] = set()
+        self._started: float | None = None  # monotonic time of the first step seen
+        self._first_step = 0
+        self._stopped_by: StoppedBy | None = None
+        self.kill_requested = False  # Ctrl-C: ranks that exit now were stopped, not failed
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+        self._sync_drawn = -1e9
+        self._said: set[str] = set()  # error lines already shown: the summary does not repeat them
 
+    # -- events -------------------------------------------------------------------------
     def __call__(self, ev: Event) -> None:
         if self.json_out:
             if not isinstance(ev, RankMetrics):  # step events carry per-rank throughput
                 d = ev.to_dict()
-                if isinstance(ev, LogLine) and ev.level == "error":
+                if isinstance(ev, LogLine) and ev.level == Level.ERROR:
                     d["event"] = "error"
                 print(json.dumps(d, default=str), flush=True)
             return
-        if isinstance(ev, SyncProgress):
-            self._sync_progress(ev)
-        elif isinstance(ev, StepProgress):
-            self._progress = ev
-            self._draw()
-        elif isinstance(ev, LogLine) and (ev.level != "info" or ev.source == "controller"):
-            if ev.level == "error":
-                self._said.add(ev.text)  # the summary does not repeat it
-            self._print(
-                f"[{'red' if ev.level == 'error' else 'yellow' if ev.level == 'warn' else 'cyan'}]"
-                f"{ev.source}[/]: {ev.text}"
-            )
-        elif isinstance(ev, JobStarted):
-            verb = "re-attached to" if ev.attached else "started"
-            self._print(
-                f"[bold]{verb} job {ev.job_id}[/]: {ev.job}, {ev.world_size} ranks on "
-                f"{', '.join(ev.nodes)}, {ev.steps} steps"
-            )
-        elif isinstance(ev, RankExited):
-            pass  # the job's one failure reason (with each rank's part as evidence) comes once, at the end
-        elif isinstance(ev, CheckResult) and ev.status in ("fail", "warn"):
-            colour = "red" if ev.status == "fail" else "yellow"
-            self._print(
-                f"[{colour}]{ev.status}[/] {ev.node} {ev.name}: {ev.value or ''}"
-                + (f" — {ev.hint}" if ev.hint else "")
-            )
+        match ev:
+            case StepProgress():
+                if self._started is None:
+                    self._started, self._first_step = self.clock(), ev.step
+                self._progress = ev
+                self._draw()
+            case SyncProgress():
+                self._sync_progress(ev)
+            case LogLine() if ev.level != Level.INFO or ev.source == "controller":
+                if ev.level == Level.ERROR:
+                    self._said.add(ev.text)
+                colour = {Level.ERROR: "red", Level.WARN: "yellow"}.get(ev.level, "cyan")
+                self._print(f"[{colour}]{escape(ev.source)}[/]: {escape(ev.text)}")
+            case JobStarted():
+                verb = "re-attached to" if ev.attached else "started"
+                self._print(
+                    f"[bold]{verb} job {ev.job_id}[/]: {ev.job}, {ev.world_size} ranks on "
+                    f"{', '.join(ev.nodes)}, {ev.steps} steps"
+                )
+                if ev.resume_from:
+                    self._print(f"resume from {escape(ev.resume_from)}")
+            case JobStateChanged() if ev.state == JobState.KILLED:
+                self._stopped_by = ev.by or self._stopped_by
+                self.kill_requested = True
+            case RankStalled():
+                self._print(f"[yellow]stalled: r{ev.rank} on {ev.node} silent {ev.silent_s:.0f} s[/]")
+            case JobRestarted():
+                start = f"from {ev.resume_from}" if ev.resume_from else "from step 0"
+                attempt = f"restart {ev.attempt}/{ev.max_restarts}"
+                self._print(f"[yellow]{attempt} {escape(start)}[/] after: {escape(ev.cause)}")
+            case RankExited():
+                pass  # the job's one failure reason (each rank's part as evidence) comes once, at the end
+            case CheckResult() if ev.status in (CheckStatus.FAIL, CheckStatus.WARN):
+                colour = "red" if ev.status == CheckStatus.FAIL else "yellow"
+                self._print(
+                    f"[{colour}]{ev.status}[/] {ev.node} {ev.name}: {escape(ev.value or '')}"
+                    + (f" — {escape(ev.hint)}" if ev.hint else "")
+                )
 
-    def _line(self, p: StepProgress) -> str:
-        parts = [f"step {p.step}/{p.total}", f"loss {_fmt(p.loss, '.4f')}"]
-        for r, m in sorted(p.ranks.items()):
-            parts.append(
-                f"r{r} {_fmt(m.get('samples_per_s'), '.0f')} samp/s "
-                f"{_fmt(m.get('allreduce_gbps'), '.2f')} GB/s"
-            )
-        return " | ".join(parts)
+    @property
+    def stopping(self) -> bool:
+        return self.kill_requested or self.c.state == JobState.KILLED
 
     def _sync_progress(self, ev: SyncProgress) -> None:
-        """Bytes of a large file going to a node (workspace sync before launch)."""
-        now, done = time.monotonic(), ev.sent >= ev.total
-        mb = f"{ev.sent / 1e6:.0f}/{ev.total / 1e6:.0f} MB"
-        line = f"sync {ev.node} {ev.path}: {mb} ({ev.sent / max(ev.total, 1):.0%})"
-        if self.live_line:
-            width = self.console.width
-            self.console.file.write("\r" + (line if not done else "")[: width - 1].ljust(width - 1) + "\r")
-            self.console.file.flush()
-        elif done or now - self._sync_drawn >= PLAIN_EVERY_S:
+        """Bytes of a large file going to a node (workspace sync before launch): a line at most
+        every PROGRESS_EVERY_S on a terminal, PLAIN_EVERY_S otherwise, and one when it is done."""
+        now, done = self.clock(), ev.sent >= ev.total
+        every = PROGRESS_EVERY_S if self.live_line else PLAIN_EVERY_S
+        if done or now - self._sync_drawn >= every:
             self._sync_drawn = now
-            self.console.print(line, markup=False)
+            mb = f"{ev.sent / 1e6:.0f}/{ev.total / 1e6:.0f} MB"
+            self._print(f"sync {escape(ev.node)} {escape(ev.path)}: {mb} ({ev.sent / max(ev.total, 1):.0%})")
+
+    # -- progress -------------------------------------------------------------------------
+    def eta(self) -> float | None:
+        p = self._progress
+        if p is None or self._started is None:
+            return None
+        done = p.step - self._first_step
+        spent = self.clock() - self._started
+        if done <= 0 or spent <= 0 or p.step >= p.total:
+            return None
+        return (p.total - p.step) * spent / done
+
+    def _line(self, p: StepProgress) -> str:
+        elapsed = None if self._started is None else self.clock() - self._started
+        parts = [f"step {p.step}/{p.total}", f"elapsed {_clock(elapsed)}", f"ETA {_clock(self.eta())}"]
+        parts.append(f"loss {_fmt(p.loss, '.4f')}")
+        for r, m in sorted(p.ranks.items()):
+            samples, gbps = _fmt(m.get("samples_per_s"), ".0f"), _fmt(m.get("allreduce_gbps"), ".2f")
+            parts.append(f"r{r} {samples} samp/s {gbps} GB/s")
+        return " | ".join(parts)
+
+    def _details(self, p: StepProgress) -> str:
+        parts = [f"loss {_fmt(p.loss, '.4f')}"]
+        for r, m in sorted(p.ranks.items()):
+            parts.append(
+                f"r{r} {_fmt(m.get('samples_per_s'), '.0f')}/s {_fmt(m.get('allreduce_gbps'), '.2f')}GB/s"
+            )
+        return "  ".join(parts)
+
+    def _start_bar(self, total: int) -> None:
+        self._bar = Progress(
+            TextColumn("step"),
+            MofNCompleteColumn(),
+            BarColumn(bar_width=24),
+            TaskProgressColumn(),
+            TextColumn("elapsed"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            # the per-rank figures take what is left, cut first: never the step, elapsed or ETA
+            TextColumn(
+                "{task.fields[details]}",
+                markup=False,
+                table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1, min_width=8),
+            ),
+            console=self.console,
+            expand=True,
+            refresh_per_second=1 / PROGRESS_EVERY_S,
+            get_time=self.clock,
+        )
+        self._task = self._bar.add_task("job", total=total, completed=0, details="")
+        self._bar.start()
 
     def _draw(self, force: bool = False) -> None:
-        now = time.monotonic()
-        every = PROGRESS_EVERY_S if self.live_line else PLAIN_EVERY_S
-        if self._progress is None or (not force and now - self._last_draw < every):
+        p = self._progress
+        if p is None:
+            return
+        if self.live_line:
+            if self._bar is None:
+                self._start_bar(p.total)
+            assert self._bar is not None and self._task is not None
+            self._bar.update(self._task, completed=p.step, total=p.total, details=self._details(p))
+            return
+        now = self.clock()
+        if not force and now - self._last_draw < PLAIN_EVERY_S:
             return
         self._last_draw = now
-        line = self._line(self._progress)
-        if self.live_line:
-            width = self.console.width
-            self.console.file.write("\r" + line[: width - 1].ljust(width - 1))
-            self.console.file.flush()
-        else:
-            self.console.print(line, markup=False)
+        self.console.print(self._line(p), markup=False, highlight=False, soft_wrap=True)
 
     def _print(self, markup: str) -> None:
-        if self.live_line and self._progress is not None:
-            self.console.file.write("\r" + " " * (self.console.width - 1) + "\r")
+        # through the live bar's console, it prints above the bar instead of tearing it
         self.console.print(markup)
 
     def finish(self, summary: JobSummary) -> None:
         if self.json_out:
             return
-        self._draw(force=True)
-        if self.live_line:
-            self.console.file.write("\n")
-        table = Table(title=f"job {summary.job_id}: {summary.status}", title_justify="left")
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+        else:
+            self._draw(force=True)
+        status = JobState(summary.status)
+        table = Table(title=f"job {summary.job_id}: {status}", title_justify="left")
         for col in ("rank", "node", "steps/s", "samples/s", "allreduce GB/s"):
             table.add_column(col, justify="right" if col not in ("node",) else "left")
         for r, m in sorted(summary.ranks.items()):
@@ -143,13 +245,23 @@ class HeadlessView:
                 _fmt(m.get("allreduce_gbps"), ".2f"),
             )
         self.console.print(table)
-        self.console.print(
-            f"steps {summary.steps}/{summary.total_steps}  loss "
-            f"{_fmt(summary.first_loss, '.4f')} → {_fmt(summary.last_loss, '.4f')}  "
-            f"wall {summary.wall_s:.1f} s  run dir {summary.run_dir}"
-        )
-        if summary.reason and summary.reason not in self._said:
-            self.console.print(f"[red]{summary.reason}[/]")
+        self.console.print(summary_line(summary), markup=False, soft_wrap=True)
+        if status == JobState.KILLED:
+            self.console.print(
+                f"[yellow]{stopped_text(summary.stopped_by or self._stopped_by, summary.steps)}[/]"
+            )
+        elif summary.reason and summary.reason not in self._said:
+            self.console.print(f"[red]{escape(in_words(summary.reason) or '')}[/]")
+
+
+def summary_line(summary: JobSummary) -> str:
+    tokens = f"  {summary.tokens_per_s:.0f} tokens/s" if summary.tokens_per_s else ""
+    restarts = f"  {len(summary.restarts)} restart(s)" if summary.restarts else ""
+    return (
+        f"steps {summary.steps}/{summary.total_steps}  loss "
+        f"{_fmt(summary.first_loss, '.4f')} → {_fmt(summary.last_loss, '.4f')}  "
+        f"wall {fmt_elapsed(summary.wall_s)}{tokens}{restarts}  run dir {summary.run_dir}"
+    )
 
 
 async def run_headless(
@@ -215,6 +327,7 @@ async def run_headless(
         await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if stopper.done() and not waiter.done():
             _say(view, "interrupted: stopping every rank …", error=False)
+            view.kill_requested = True
             await controller.kill(by=StoppedBy.CTRL_C)
         stopper.cancel()
         summary = await controller.wait()
@@ -257,6 +370,7 @@ async def run_status(controller: JobController, *, follow: bool = False, json_ou
     try:
         if not await controller.attach():
             _say(view, "no job is running for this config")
+            _say_last_run(view, controller.config.source)
             return 1
         if not follow:
             await asyncio.sleep(max(controller.poll_s * 2, 0.5))  # read what the ranks wrote so far
@@ -272,6 +386,19 @@ async def run_status(controller: JobController, *, follow: bool = False, json_ou
     finally:
         controller.remove_listener(view)
         await controller.close()
+
+
+def _say_last_run(view: HeadlessView, config: str | None) -> None:
+    """With nothing running, `status` shows how the last job of this config ended."""
+    from .runs_view import run_dict, run_result
+
+    run = last_run(config)
+    if run is None:
+        return
+    if view.json_out:
+        print(json.dumps({"event": "last_run", **run_dict(run)}, default=str), flush=True)
+    else:
+        view.console.print(f"last: {run_result(run)}", markup=False, soft_wrap=True)
 
 
 async def run_kill(controller: JobController) -> int:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from dataclasses import replace
 
 from boltring.cluster.config.schema import Config, Node
 from boltring.cluster.jobs.events import (
-    FINAL_STATES,
     CheckResult,
     Event,
+    JobRestarted,
     JobStarted,
     JobStateChanged,
     JobSummary,
@@ -25,221 +24,21 @@ from boltring.cluster.jobs.events import (
     NodeState,
     RankExited,
     RankMetrics,
+    RankStalled,
     RankStarted,
     StepProgress,
 )
+from boltring.cluster.states import ACTIVE_STATES, FINAL_STATES, CheckStatus, JobState, SshState, StoppedBy
 
-LOG_KEEP = 5_000  # log entries kept for the whole cluster, and again for each node
-RANK_HISTORY = 120  # sparkline points per rank
+from .check_items import NOT_OK, parse_gbits
+from .fmt import fmt_elapsed, fmt_loss, in_words, stopped_text
+from .node_state import LOG_KEEP, Level, LogEntry, NodeView, RankStatus, RankView
+
 LOSS_KEEP = 20_000  # (step, loss) points for the plot (downsampled when drawn)
-STALE_AFTER_S = 10.0  # a running rank whose last metrics line is older than this is "stale"
-
-# SSH badge colour group of each state in SSH_STATES.
-SSH_GOOD = ("local", "connected")
-SSH_BUSY = ("connecting", "reconnecting")
-SSH_BAD = ("auth failed", "host key unknown", "host key changed", "unreachable", "lost")
-
-# Short labels for the check names the controller uses (cluster/checks.py); unknown names
-# are shown as they are. Their order here is the order a panel lists them in.
-CHECK_LABELS = {
-    "ssh": "ssh",
-    "probe": "probe",
-    "ring_iface": "iface",
-    "ring_ip": "ip",
-    "link": "",  # a panel's merge of route:<peer> and rtt:<peer>
-    "route": "route",
-    "rtt": "rtt",
-    "bw": "bw",
-    "bandwidth": "bw",
-    "python": "py",
-    "mlx": "mlx",
-    "memory": "mem",
-    "boltring": "boltring",
-    "chip": "chip",
-    "mtu": "mtu",
-    "ports": "ports",
-    "default_route": "default route",
-    "bridge_dhcp": "bridge dhcp",
-    "tb_speed": "tb speed",
-    "tb_loop": "tb loop",
-}
-CHECK_ORDER = tuple(CHECK_LABELS)
-# What a panel always lists with its value; the rest only when not ok (the details screen
-# lists everything).
-PANEL_CHECKS = ("ring_iface", "link", "route", "rtt", "bw", "bandwidth", "python", "mlx", "memory")
-_SEVERITY = {"ok": 0, "skipped": 1, "warn": 2, "fail": 3}
-CHECK_MARKS = {"ok": "✓", "warn": "!", "fail": "✗", "skipped": "–"}
+RATE_WINDOW_S = 60.0  # the job's steps/s (for the ETA) is measured over this much recent time
 
 
-def check_label(name: str) -> str:
-    base, _, peer = name.partition(":")
-    label = CHECK_LABELS.get(base, base)
-    return f"{label}→{peer}" if peer else label
-
-
-def merge_links(checks: list[CheckResult]) -> list[CheckResult]:
-    """route:<peer> and rtt:<peer> as one "→peer via bridge0, 0.42 ms" item (worst status)."""
-    by_name = {c.name: c for c in checks}
-    out: list[CheckResult] = []
-    for c in checks:
-        base, _, peer = c.name.partition(":")
-        if base == "rtt" and f"route:{peer}" in by_name:
-            continue
-        rtt = by_name.get(f"rtt:{peer}") if base == "route" else None
-        if rtt is None:
-            out.append(c)
-            continue
-        worst = max((c, rtt), key=lambda r: _SEVERITY.get(r.status, 0))
-        value = ", ".join(v for v in (c.value, rtt.value) if v) or None
-        hint = c.hint if c.status != "ok" and c.hint else rtt.hint if rtt.status != "ok" else None
-        out.append(replace(c, name=f"link:{peer}", status=worst.status, value=value, hint=hint))
-    return out
-
-
-def check_sort_key(name: str) -> tuple[int, str]:
-    base = name.partition(":")[0]
-    try:
-        return (CHECK_ORDER.index(base), name)
-    except ValueError:
-        return (len(CHECK_ORDER), name)
-
-
-# --- formatting ----------------------------------------------------------------------------
-
-
-def fmt_num(v: float | None) -> str:
-    if v is None:
-        return "—"
-    a = abs(v)
-    if a >= 1000:
-        return f"{v:,.0f}"
-    if a >= 100:
-        return f"{v:.0f}"
-    if a >= 10:
-        return f"{v:.1f}"
-    return f"{v:.2f}"
-
-
-def fmt_loss(v: float | None) -> str:
-    if v is None:
-        return "—"
-    if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
-        return f"{v:.3e}"
-    return f"{v:.4f}"
-
-
-def fmt_age(s: float) -> str:
-    s = max(0, int(s))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
-
-
-def fmt_elapsed(s: float) -> str:
-    s = max(0, int(s))
-    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
-def fmt_mem(mb: float | None) -> str:
-    if mb is None:
-        return "—"
-    if mb >= 1024:
-        return f"{mb / 1024:.1f} GB"
-    return f"{mb:.0f} MB"
-
-
-def fmt_clock(t: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(t))
-
-
-def node_address(node: Node) -> str:
-    where = "local" if node.local else f"ssh {node.ssh or node.name}"
-    return f"{node.ring_ip} · {where}"
-
-
-# --- state ---------------------------------------------------------------------------------
-
-
-class LogEntry(NamedTuple):
-    seq: int  # increasing; the log pane appends entries past the last seq it wrote
-    t: float
-    source: str
-    text: str
-    level: str = "info"  # info | warn | error
-    node: str | None = None
-
-
-@dataclass(eq=False)
-class RankView:
-    rank: int
-    node: str
-    status: str = "planned"  # planned | started | running | done | failed | lost | killed
-    pid: int | None = None
-    step: int = 0
-    steps_per_s: float | None = None
-    samples_per_s: float | None = None
-    allreduce_gbps: float | None = None
-    mem_mb: float | None = None
-    started_t: float | None = None
-    last_metrics_t: float | None = None
-    returncode: int | None = None
-    reason: str | None = None
-    gbps_history: deque[float] = field(default_factory=lambda: deque(maxlen=RANK_HISTORY))
-    history_version: int = 0
-
-    @property
-    def active(self) -> bool:
-        return self.status in ("started", "running")
-
-    def age(self, now: float) -> float | None:
-        """Seconds since the last metrics line (or the start, before the first one)."""
-        ref = self.last_metrics_t if self.last_metrics_t is not None else self.started_t
-        return None if ref is None else max(0.0, now - ref)
-
-    def stale(self, now: float) -> bool:
-        age = self.age(now)
-        return self.active and age is not None and age > STALE_AFTER_S
-
-    def reset(self, t: float, pid: int | None) -> None:
-        self.status, self.pid, self.started_t = "started", pid, t
-        self.step, self.last_metrics_t, self.returncode, self.reason = 0, None, None, None
-        self.steps_per_s = self.samples_per_s = self.allreduce_gbps = self.mem_mb = None
-        self.gbps_history.clear()
-        self.history_version += 1
-
-
-@dataclass(eq=False)
-class NodeView:
-    node: Node
-    ssh_state: str | None = None
-    ssh_detail: str | None = None
-    checks: dict[str, CheckResult] = field(default_factory=dict)
-    ranks: dict[int, RankView] = field(default_factory=dict)
-    log: deque[LogEntry] = field(default_factory=lambda: deque(maxlen=LOG_KEEP))
-
-    @property
-    def name(self) -> str:
-        return self.node.name
-
-    def sorted_checks(self) -> list[CheckResult]:
-        return [self.checks[k] for k in sorted(self.checks, key=check_sort_key)]
-
-    def panel_checks(self, compact: bool = False) -> tuple[list[CheckResult], int]:
-        """The checks a panel lists (the PANEL_CHECKS, and any other that is not ok; only the
-        ones not ok when `compact`, while a job runs), and how many ok ones it leaves out."""
-        shown, hidden = [], 0
-        for c in merge_links(self.sorted_checks()):
-            if c.status != "ok" or (not compact and c.name.partition(":")[0] in PANEL_CHECKS):
-                shown.append(c)
-            else:
-                hidden += 2 if c.name.startswith("link:") else 1
-        return shown, hidden
-
-    @property
-    def lost(self) -> bool:
-        return self.ssh_state in SSH_BAD
+_JOB_LEVEL = {JobState.FAILED: Level.ERROR, JobState.KILLED: Level.WARN, JobState.STALLED: Level.WARN}
 
 
 class ClusterView:
@@ -248,15 +47,16 @@ class ClusterView:
     def __init__(
         self,
         config: Config,
-        state: str = "idle",
+        state: JobState = JobState.IDLE,
         job_id: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.clock = clock
-        self.state = state
+        self.state = JobState(state)
         self.job_id = job_id
         self.job_desc: str | None = None
+        self.jobs_seen = 0  # JobStarted events so far: a separator goes between jobs in the log
         self.attached = False
         self.step = 0
         self.total_steps = config.job.steps
@@ -264,12 +64,16 @@ class ClusterView:
         self.started_t: float | None = None
         self.ended_t: float | None = None
         self.reason: str | None = None
+        self.stopped_by: StoppedBy | None = None
+        self.resume_from: str | None = None
+        self.restarts: list[JobRestarted] = []
         self.error: str | None = None  # last controller error, one line
         self.summary: JobSummary | None = None
         self.kill_requested = False  # set by the app: ranks that exit now were killed, not lost
         self.ring_checks: dict[str, CheckResult] = {}
         self.loss_history: deque[tuple[int, float]] = deque(maxlen=LOSS_KEEP)
         self.loss_version = 0
+        self.step_times: deque[tuple[float, int]] = deque(maxlen=4096)  # (t, step) for the ETA
         self.log: deque[LogEntry] = deque(maxlen=LOG_KEEP)
         self._seq = 0
         self.nodes: dict[str, NodeView] = {n.name: NodeView(n) for n in config.nodes}
@@ -283,19 +87,69 @@ class ClusterView:
 
     @property
     def running(self) -> bool:
-        return self.state in ("launching", "running")
+        return self.state in ACTIVE_STATES
 
     def elapsed(self, now: float) -> float | None:
         if self.started_t is None:
             return None
         return (self.ended_t if self.ended_t is not None else now) - self.started_t
 
+    def steps_per_s(self) -> float | None:
+        """The job's recent rate, from the global steps of the last RATE_WINDOW_S seconds."""
+        if len(self.step_times) < 2:
+            return None
+        t1, s1 = self.step_times[-1]
+        t0, s0 = next(((t, s) for t, s in self.step_times if t1 - t <= RATE_WINDOW_S), self.step_times[0])
+        if t1 <= t0 or s1 <= s0:
+            return None
+        return (s1 - s0) / (t1 - t0)
+
+    def eta(self) -> float | None:
+        """Seconds left at the recent rate, while a job runs."""
+        rate = self.steps_per_s()
+        if not self.running or rate is None or self.step >= self.total_steps:
+            return None
+        return (self.total_steps - self.step) / rate
+
+    def progress(self) -> float:
+        return 0.0 if self.total_steps <= 0 else min(1.0, self.step / self.total_steps)
+
+    def cluster_rate(self, name: str) -> float | None:
+        """Sum over running ranks of one per-rank rate ("samples_per_s", "tokens_per_s")."""
+        vals = [getattr(r, name) for r in self.ranks.values() if r.status == RankStatus.RUNNING]
+        vals = [v for v in vals if v is not None]
+        return sum(vals) if vals else None
+
+    def stalled_ranks(self) -> list[RankView]:
+        return [r for r in self.ranks.values() if r.stalled_s is not None and r.active]
+
+    def ring_links(self) -> list[tuple[str, str, float | None, float | None]]:
+        """(node, next node, live GB/s, measured GB/s) around the ring, in ring order. The live
+        figure is the all-reduce rate of the node's last rank, the one that sends across."""
+        names = list(self.nodes)
+        out = []
+        for i, name in enumerate(names):
+            if len(names) < 2:
+                break
+            nxt = names[(i + 1) % len(names)]
+            ranks = self.nodes[name].ranks
+            sender = ranks[max(ranks)] if ranks else None
+            live = sender.allreduce_gbps if sender is not None and sender.active else None
+            check = self.nodes[name].checks.get(f"bw:{nxt}")
+            out.append((name, nxt, live, parse_gbits(check.value) if check is not None else None))
+        return out
+
+    def stopped_line(self) -> str | None:
+        if self.state != JobState.KILLED:
+            return None
+        return stopped_text(self.stopped_by, self.step if self.started_t is not None else None)
+
     # -- updates ---------------------------------------------------------------------------
 
     def note(
         self,
         text: str,
-        level: str = "info",
+        level: str = Level.INFO,
         node: str | None = None,
         source: str = "boltring",
         t: float | None = None,
@@ -324,16 +178,45 @@ class ClusterView:
         return rv
 
     def apply(self, ev: Event) -> None:
-        handler = getattr(self, f"_on_{type(ev).__name__}", None)
-        if handler is not None:
-            handler(ev)
+        match ev:
+            case RankMetrics():
+                self._rank(ev.rank, ev.node).take(ev)
+            case StepProgress():
+                self._on_step(ev)
+            case LogLine():
+                self.note(ev.text, ev.level, node=ev.node, source=ev.source, t=ev.t)
+            case JobStarted():
+                self._on_job_started(ev)
+            case JobStateChanged():
+                self._on_job_state(ev)
+            case NodeState():
+                self._on_node_state(ev)
+            case CheckResult():
+                self._on_check(ev)
+            case RankStarted():
+                self._rank(ev.rank, ev.node).reset(ev.t, ev.pid)
+                pid = f" (pid {ev.pid})" if ev.pid is not None else ""
+                self.note(f"rank {ev.rank} started{pid}", node=ev.node, source=ev.node, t=ev.t)
+            case RankStalled():
+                self._on_stalled(ev)
+            case RankExited():
+                self._on_rank_exited(ev)
+            case JobRestarted():
+                self._on_restarted(ev)
+            case JobSummary():
+                self._on_summary(ev)
 
-    def _on_JobStarted(self, ev: JobStarted) -> None:
+    def _on_job_started(self, ev: JobStarted) -> None:
+        if self.jobs_seen:
+            self.note(f"──────── job {ev.job_id} ────────", source="", t=ev.t)
+        self.jobs_seen += 1
         self.job_id, self.job_desc, self.attached = ev.job_id, ev.job, ev.attached
         self.total_steps, self.step, self.loss = ev.steps, 0, None
         self.started_t, self.ended_t, self.reason, self.summary = ev.t, None, None, None
+        self.stopped_by, self.resume_from, self.restarts = None, ev.resume_from, []
         self.kill_requested = False
         self.loss_history.clear()
+        self.step_times.clear()
         self.loss_version += 1
         verb = "re-attached to" if ev.attached else "started"
         self.note(
@@ -342,44 +225,63 @@ class ClusterView:
             source="controller",
             t=ev.t,
         )
+        if not ev.attached:
+            start = f"resume from {ev.resume_from}" if ev.resume_from else "starts from step 0"
+            self.note(start, source="controller", t=ev.t)
 
-    def _on_JobStateChanged(self, ev: JobStateChanged) -> None:
-        previous, self.state = self.state, ev.state
+    def _on_job_state(self, ev: JobStateChanged) -> None:
+        state = JobState(ev.state)
+        previous, self.state = self.state, state
         # After checks the controller goes back to where it was ("idle", or the final state
         # of the last job): nothing new to log; the app logs the checks' outcome.
-        back_from_checks = previous == "checking" and (
-            ev.state == "idle" or (ev.state in FINAL_STATES and self.ended_t is not None)
+        back_from_checks = previous == JobState.CHECKING and (
+            state == JobState.IDLE or (state in FINAL_STATES and self.ended_t is not None)
         )
         if ev.job_id:
             self.job_id = ev.job_id
-        if ev.state in FINAL_STATES:
+        if state in FINAL_STATES:
             # A job ends once; the same final state comes again after checks, which the
             # controller runs in between ("killed" → "checking" → "killed").
             if self.ended_t is None:
                 self.ended_t = ev.t
-            self.reason = ev.reason or self.reason
-        elif ev.state in ("launching", "running"):
+                for rv in self.ranks.values():
+                    rv.stalled_s = None
+            self.reason = in_words(ev.reason) or self.reason
+            if state == JobState.KILLED:
+                self.stopped_by = ev.by or self.stopped_by or (StoppedBy.APP if self.kill_requested else None)
+        elif state in (JobState.LAUNCHING, JobState.RUNNING):
             self.ended_t = None
             self.reason = None
+            if state == JobState.RUNNING:
+                for rv in self.ranks.values():
+                    rv.stalled_s = None
         if back_from_checks:
             return
-        level = {"failed": "error", "killed": "warn"}.get(ev.state, "info")
-        text = "running checks" if ev.state == "checking" else f"job {ev.state}"
-        text += f": {ev.reason}" if ev.reason else ""
-        self.note(text, level, source="controller", t=ev.t)
+        if state == JobState.CHECKING:
+            text = "running checks"
+        elif state == JobState.KILLED:
+            text = f"job killed: {self.stopped_line()}"
+        else:
+            text = f"job {state}" + (f": {in_words(ev.reason)}" if ev.reason else "")
+        self.note(text, _JOB_LEVEL.get(state, Level.INFO), source="controller", t=ev.t)
 
-    def _on_NodeState(self, ev: NodeState) -> None:
+    def _on_node_state(self, ev: NodeState) -> None:
         nv = self._node(ev.node)
-        nv.ssh_state, nv.ssh_detail = ev.state, ev.detail
-        level = "error" if ev.state in SSH_BAD else "info"
-        text = f"ssh {ev.state}" + (f": {ev.detail}" if ev.detail else "")
+        state = SshState(ev.state)
+        if state != nv.ssh_state:
+            nv.ssh_since = ev.t
+        nv.ssh_state, nv.ssh_detail = state, ev.detail
+        if state == SshState.CONNECTING and nv.log and nv.log[-1].text.startswith("ssh connecting"):
+            return  # retries of one connection: the panel counts them down, the log says it once
+        level = Level.ERROR if state.bad else Level.INFO
+        text = f"ssh {state}" + (f": {ev.detail}" if ev.detail else "")
         self.note(text, level, node=ev.node, source=ev.node, t=ev.t)
-        if ev.state in ("lost", "unreachable"):
+        if state in (SshState.LOST, SshState.UNREACHABLE):
             for rv in nv.ranks.values():
                 if rv.active:
-                    rv.status, rv.reason = "lost", ev.detail or f"node {ev.state}"
+                    rv.status, rv.reason = RankStatus.LOST, ev.detail or f"node {state}"
 
-    def _on_CheckResult(self, ev: CheckResult) -> None:
+    def _on_check(self, ev: CheckResult) -> None:
         base, _, pair = ev.name.partition(":")
         sender, arrow, receiver = pair.partition("->")
         if ev.node == "ring" and base in ("bw", "bandwidth") and arrow and sender in self.nodes:
@@ -389,82 +291,85 @@ class ClusterView:
             self.ring_checks[ev.name] = ev
         else:
             self.nodes[ev.node].checks[ev.name] = ev
-        if ev.status in ("warn", "fail"):
+        if ev.status in NOT_OK:
             text = f"check {ev.name}: {ev.status}"
             if ev.value:
                 text += f" ({ev.value})"
             if ev.hint:
                 text += f" — {ev.hint}"
             node = ev.node if ev.node in self.nodes else None
-            self.note(text, "error" if ev.status == "fail" else "warn", node=node, source=ev.node, t=ev.t)
+            level = Level.ERROR if ev.status == CheckStatus.FAIL else Level.WARN
+            self.note(text, level, node=node, source=ev.node, t=ev.t)
 
-    def _on_RankStarted(self, ev: RankStarted) -> None:
-        self._rank(ev.rank, ev.node).reset(ev.t, ev.pid)
-        pid = f" (pid {ev.pid})" if ev.pid is not None else ""
-        self.note(f"rank {ev.rank} started{pid}", node=ev.node, source=ev.node, t=ev.t)
-
-    def _on_RankMetrics(self, ev: RankMetrics) -> None:
-        rv = self._rank(ev.rank, ev.node)
-        if rv.status in ("planned", "started"):
-            rv.status = "running"
-        rv.step = ev.step
-        rv.last_metrics_t = ev.t
-        if ev.steps_per_s is not None:
-            rv.steps_per_s = ev.steps_per_s
-        if ev.samples_per_s is not None:
-            rv.samples_per_s = ev.samples_per_s
-        if ev.mem_mb is not None:
-            rv.mem_mb = ev.mem_mb
-        if ev.allreduce_gbps is not None:
-            rv.allreduce_gbps = ev.allreduce_gbps
-            rv.gbps_history.append(ev.allreduce_gbps)
-            rv.history_version += 1
-
-    def _on_StepProgress(self, ev: StepProgress) -> None:
+    def _on_step(self, ev: StepProgress) -> None:
         self.step, self.total_steps = ev.step, ev.total
+        self.step_times.append((ev.t, ev.step))
         if ev.loss is not None:
             self.loss = ev.loss
             if not self.loss_history or self.loss_history[-1][0] != ev.step:
                 self.loss_history.append((ev.step, ev.loss))
                 self.loss_version += 1
 
-    def _on_LogLine(self, ev: LogLine) -> None:
-        self.note(ev.text, ev.level, node=ev.node, source=ev.source, t=ev.t)
-
-    def _on_RankExited(self, ev: RankExited) -> None:
+    def _on_stalled(self, ev: RankStalled) -> None:
         rv = self._rank(ev.rank, ev.node)
-        rv.returncode, rv.reason = ev.returncode, ev.reason
+        first = rv.stalled_s is None
+        rv.stalled_s, rv.stalled_t = ev.silent_s, ev.t
+        if first:
+            text = f"rank {ev.rank} stalled: no metrics for {ev.silent_s:.0f} s"
+            self.note(text, Level.WARN, node=ev.node, source=ev.node, t=ev.t)
+
+    def _on_rank_exited(self, ev: RankExited) -> None:
+        rv = self._rank(ev.rank, ev.node)
+        reason = in_words(ev.reason)
+        if reason and reason.startswith("failed"):  # the row and the log say "failed" already
+            reason = reason.removeprefix("failed").lstrip(": ") or None
+        rv.returncode, rv.reason, rv.stalled_s = ev.returncode, reason, None
         if ev.returncode == 0:
-            rv.status = "done"
-            text, level = f"rank {ev.rank} exited (0)", "info"
-        elif self.kill_requested or self.state == "killed":
-            rv.status = "killed"
-            text, level = f"rank {ev.rank} stopped", "warn"
+            rv.status = RankStatus.DONE
+            text, level = f"rank {ev.rank} finished", Level.INFO
+        elif self.kill_requested or self.state == JobState.KILLED:
+            # the reason of a rank we stopped is a signal name: who stopped it says more
+            rv.status, rv.reason = RankStatus.KILLED, None
+            text, level = f"rank {ev.rank} stopped at step {rv.step}", Level.WARN
         elif ev.returncode is None:
-            rv.status = "lost"
-            text, level = f"rank {ev.rank} gone", "error"
+            rv.status = RankStatus.LOST
+            text, level = f"rank {ev.rank} gone", Level.ERROR
         else:
-            rv.status = "failed"
-            text, level = f"rank {ev.rank} exited with {ev.returncode}", "error"
-        if ev.reason:
-            text += f": {ev.reason}"
+            rv.status = RankStatus.FAILED
+            text, level = f"rank {ev.rank} failed", Level.ERROR
+        if rv.reason:
+            text += f": {rv.reason}"
         self.note(text, level, node=ev.node, source=ev.node, t=ev.t)
 
-    def _on_JobSummary(self, ev: JobSummary) -> None:
+    def _on_restarted(self, ev: JobRestarted) -> None:
+        self.restarts.append(ev)
+        start = f"from {ev.resume_from}" if ev.resume_from else "from step 0"
+        self.note(
+            f"restart {ev.attempt}/{ev.max_restarts} {start} after: {ev.cause}",
+            Level.WARN,
+            source="controller",
+            t=ev.t,
+        )
+
+    def _on_summary(self, ev: JobSummary) -> None:
         self.summary = ev
-        self.state = ev.status if ev.status in FINAL_STATES else self.state
+        status = JobState(ev.status)
+        self.state = status if status in FINAL_STATES else self.state
+        if ev.stopped_by is not None:
+            self.stopped_by = ev.stopped_by
         if self.ended_t is None:
             self.ended_t = ev.t
         loss = ""
         if ev.first_loss is not None or ev.last_loss is not None:
             loss = f", loss {fmt_loss(ev.first_loss)} → {fmt_loss(ev.last_loss)}"
-        text = (
-            f"job {ev.job_id} {ev.status}: {ev.steps}/{ev.total_steps} steps in "
-            f"{fmt_elapsed(ev.wall_s)}{loss}"
-        )
-        if ev.reason:
-            text += f" ({ev.reason})"
+        wall = fmt_elapsed(ev.wall_s)
+        text = f"job {ev.job_id} {status}: {ev.steps}/{ev.total_steps} steps in {wall}{loss}"
+        if status == JobState.KILLED:
+            text += f" ({stopped_text(self.stopped_by, ev.steps)})"
+        elif ev.reason:
+            text += f" ({in_words(ev.reason)})"
+        if ev.restarts:
+            text += f"; {len(ev.restarts)} restart{'s' if len(ev.restarts) != 1 else ''}"
         if ev.run_dir:
             text += f"; run dir {ev.run_dir}"
-        level = {"failed": "error", "killed": "warn"}.get(ev.status, "info")
-        self.note(text, level, source="controller", t=ev.t)
+        self.note(text, _JOB_LEVEL.get(status, Level.INFO), source="controller", t=ev.t)

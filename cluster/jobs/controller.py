@@ -40,6 +40,12 @@ class JobController(WatchMixin):
     """What the views use: run_checks, plan, launch, wait, kill, attach, request_stop, close,
     summary, oversubscribed; events through add_listener."""
 
+    async def resume_point(self) -> str | None:
+        """What `launch(resume=True)` would start from: "step 200 (step-000200.safetensors)",
+        or None when rank 0's checkpoint directory holds no checkpoint (read through the
+        transport; the ranks verify the file itself and fall back, saying so, when it is bad)."""
+        return await self._resume_from()
+
     async def launch(self, resume: bool = False) -> str:
         job_id = await self._launch(resume)
         self._follower = asyncio.create_task(self._follow())

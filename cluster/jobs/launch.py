@@ -256,13 +256,16 @@ class LaunchMixin(ControllerCore):
             )
 
     async def _resume_from(self) -> str | None:
-        """'step 200 (step-000200.safetensors)': what rank 0's `latest` names (the runner then
-        verifies it, and says so in its log when it falls back to an older one)."""
-        node = self.config.nodes[0]
+        """'step 200 (step-000200.safetensors)': what rank 0's `latest` names, when that file is
+        there (the runner then verifies it, and says so in its log when it falls back to an
+        older one); None when there is no checkpoint to resume from."""
+        node = self.config.rank_layout()[0].node
+        directory = launcher.checkpoint_dir(node, self.config)
         try:
-            raw = await self.transport(node).read_from(
-                f"{launcher.checkpoint_dir(node, self.config)}/latest", 0
-            )
+            t = await self.connect(node)
+            name = (await t.read_from(f"{directory}/latest", 0, 4096)).decode(errors="replace").strip()
+            if not name or not await t.read_from(f"{directory}/{name}", 0, 1):
+                return None
         except TransportError:
             return None
-        return resume_label(raw.decode(errors="replace").strip() or None)
+        return resume_label(name)

@@ -225,6 +225,8 @@ def plan_job(config: Config, job_id: str, *, resume: bool = False, command_line=
         ).to_environ()
         mlx_env, files = backend_env_and_files(config, slot.rank)
         env.update(mlx_env)
+        if config.job.wandb:  # rank 0 logs to this W&B project (cluster/train/wandb_hook.py)
+            env["BOLTRING_WANDB"] = config.job.wandb
         argv = runner_argv(config, node, job_id, resume=resume)
         spawn = spawn_argv(node, "start", run_dir)
         rendered = command_line(node, spawn) if command_line else shlex.join(spawn)

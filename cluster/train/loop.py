@@ -44,6 +44,8 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 
+from boltring.cluster.train.wandb_hook import WandbHook
+
 _DATA_ORDER_TAG = 0x0B017  # mixed into the data-order seed so it differs from other streams
 
 
@@ -274,6 +276,9 @@ def train(
     if start_step >= cfg.steps:
         log(f"[rank {rank}] nothing to do: the checkpoint is at step {start_step}, --steps is {cfg.steps}")
     loss_and_grad = nn.value_and_grad(model, task.loss)
+    job_id = getattr(getattr(group, "job", None), "job_id", None)
+    run_config = {"task": task.name, "seed": cfg.seed, "global_batch": B, "lr": cfg.lr, "steps": cfg.steps}
+    wandb = WandbHook.start(rank, job_id, {**run_config, "world_size": size}, log)
     t0 = time.perf_counter()
     t_last, step_last = t0, start_step
     tokens_per_example = getattr(task, "tokens_per_example", None)
@@ -310,7 +315,9 @@ def train(
                 tokens = None
                 if tokens_per_example:  # this rank's tokens since its previous report
                     tokens = (hi - lo) * tokens_per_example * (step - step_reported)
-                group.report(step=step, loss=gloss, samples=B, tokens=tokens)
+                record = group.report(step=step, loss=gloss, samples=B, tokens=tokens)
+                if wandb is not None:
+                    wandb.log(record)
                 step_reported = step
             if do_progress:
                 now = time.perf_counter()
@@ -335,6 +342,8 @@ def train(
             log(f"[rank 0] checkpoint {path}")
 
     result.seconds = time.perf_counter() - t0
+    if wandb is not None:
+        wandb.finish()
     done = result.final_step - start_step
     if done:
         log(

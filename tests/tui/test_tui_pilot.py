@@ -13,9 +13,10 @@ from boltring.tui.screens.node_details import NodeDetailsScreen
 from boltring.tui.screens.quit_modal import QuitModal
 from boltring.tui.widgets.log_pane import LogPane
 from boltring.tui.widgets.node_panel import NodePanel
+from boltring.tui.widgets.rank_row import RankRow
 from boltring.tui.widgets.status_header import StatusHeader
 from tests.tui import feed
-from tests.tui.harness import make_app, settle, wait_exit
+from tests.tui.harness import settle, wait_exit
 
 SIZE = (120, 36)
 
@@ -25,11 +26,9 @@ def log_text(app, pane_id: str = "#log") -> list[str]:
     return [strip.text for strip in log.lines]
 
 
-async def test_startup_attaches_then_checks():
+async def test_startup_attaches_then_checks(open_app):
     ctrl = feed.idle()
-    app = make_app(ctrl)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with open_app(ctrl) as (app, pilot):
         assert ctrl.calls[:2] == [("attach",), ("run_checks",)]
         assert app.view.nodes["mini2"].ssh_state == "connected"
         assert "route:mini1" in app.view.nodes["mini3"].checks
@@ -37,22 +36,18 @@ async def test_startup_attaches_then_checks():
         assert app.view.nodes["mini3"].checks["bw:mini1"].value == "31.8 Gb/s"
 
 
-async def test_attached_job_is_followed_then_checked():
+async def test_attached_job_is_followed_then_checked(open_app):
     ctrl = feed.running()
-    app = make_app(ctrl)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with open_app(ctrl) as (app, pilot):
         assert ctrl.calls[0] == ("attach",)
         assert ("wait",) in ctrl.calls and ("run_checks",) in ctrl.calls
         assert app.view.state == "running"
         assert app.view.step == 120
 
 
-async def test_launch_confirm_lists_plan_and_launches():
+async def test_launch_confirm_lists_plan_and_launches(open_app):
     ctrl = feed.launchable()
-    app = make_app(ctrl)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with open_app(ctrl) as (app, pilot):
         await pilot.press("l")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmModal)
@@ -70,11 +65,9 @@ async def test_launch_confirm_lists_plan_and_launches():
         assert app.view.step == 20
 
 
-async def test_launch_cancel_does_nothing():
+async def test_launch_cancel_does_nothing(open_app):
     ctrl = feed.launchable()
-    app = make_app(ctrl)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with open_app(ctrl) as (app, pilot):
         await pilot.press("l")
         await pilot.pause()
         await pilot.press("escape")
@@ -83,11 +76,9 @@ async def test_launch_cancel_does_nothing():
         assert app.view.state == "idle"
 
 
-async def test_resume_uses_same_dialog_with_resume():
+async def test_resume_uses_same_dialog_with_resume(open_app):
     ctrl = feed.launchable()
-    app = make_app(ctrl)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with open_app(ctrl) as (app, pilot):
         await pilot.press("r")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmModal)
@@ -98,11 +89,9 @@ async def test_resume_uses_same_dialog_with_resume():
         assert ("launch", True) in ctrl.calls
 
 
-async def test_kill_confirm_calls_kill():
+async def test_kill_confirm_calls_kill(open_app):
     ctrl = feed.running()
-    app = make_app(ctrl)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with open_app(ctrl) as (app, pilot):
         await pilot.press("k")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmModal)
@@ -113,33 +102,27 @@ async def test_kill_confirm_calls_kill():
         assert app.query_one(StatusHeader)._last.plain.count("killed") >= 1
 
 
-async def test_kill_refused_when_idle():
+async def test_kill_refused_when_idle(open_app):
     ctrl = feed.idle()
-    app = make_app(ctrl)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with open_app(ctrl) as (app, pilot):
         await pilot.press("k")
         await pilot.pause()
         assert not isinstance(app.screen, ConfirmModal)
         assert ("kill",) not in ctrl.calls
 
 
-async def test_launch_refused_while_running():
+async def test_launch_refused_while_running(open_app):
     ctrl = feed.running()
-    app = make_app(ctrl)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with open_app(ctrl) as (app, pilot):
         await pilot.press("l")
         await pilot.pause()
         assert not isinstance(app.screen, ConfirmModal)
 
 
 @pytest.mark.parametrize("button,kill", [("#leave", False), ("#kill", True)])
-async def test_quit_with_running_job_asks(button, kill):
+async def test_quit_with_running_job_asks(button, kill, open_app):
     ctrl = feed.running()
-    app = make_app(ctrl)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with open_app(ctrl) as (app, pilot):
         await pilot.press("q")
         await pilot.pause()
         assert isinstance(app.screen, QuitModal)
@@ -149,11 +132,9 @@ async def test_quit_with_running_job_asks(button, kill):
     assert app.return_code == 0
 
 
-async def test_quit_cancel_keeps_running():
+async def test_quit_cancel_keeps_running(open_app):
     ctrl = feed.running()
-    app = make_app(ctrl)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with open_app(ctrl) as (app, pilot):
         await pilot.press("q")
         await pilot.pause()
         await pilot.press("escape")
@@ -163,21 +144,17 @@ async def test_quit_cancel_keeps_running():
         assert not any(c[0] == "close" for c in ctrl.calls)
 
 
-async def test_quit_when_idle_closes_without_asking():
+async def test_quit_when_idle_closes_without_asking(open_app):
     ctrl = feed.idle()
-    app = make_app(ctrl)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with open_app(ctrl) as (app, pilot):
         app.simulate_key("q")  # pilot.press would wait on the app after it has closed
         await wait_exit(app)
     assert ("close", False) in ctrl.calls
 
 
-async def test_filter_log_by_text():
+async def test_filter_log_by_text(open_app):
     ctrl = feed.running()
-    app = make_app(ctrl)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with open_app(ctrl) as (app, pilot):
         assert any("listening" in line for line in log_text(app))
         await pilot.press("slash")
         await pilot.pause()
@@ -198,11 +175,9 @@ async def test_filter_log_by_text():
         assert any("listening" in line for line in log_text(app))
 
 
-async def test_selecting_node_panel_filters_log():
+async def test_selecting_node_panel_filters_log(open_app):
     ctrl = feed.running()
-    app = make_app(ctrl)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with open_app(ctrl) as (app, pilot):
         await pilot.click("#node-1")  # mini2
         await settle(pilot)
         pane = app.query_one("#log", LogPane)
@@ -216,11 +191,9 @@ async def test_selecting_node_panel_filters_log():
         assert any("mini3" in line for line in log_text(app))
 
 
-async def test_enter_on_node_opens_details():
+async def test_enter_on_node_opens_details(open_app):
     ctrl = feed.checks_failure()
-    app = make_app(ctrl)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with open_app(ctrl) as (app, pilot):
         app.query_one("#node-2", NodePanel).focus()
         await pilot.press("enter")
         await settle(pilot)
@@ -238,12 +211,10 @@ async def test_enter_on_node_opens_details():
         assert not isinstance(app.screen, NodeDetailsScreen)
 
 
-async def test_controller_error_becomes_panel_state_log_and_notice():
+async def test_controller_error_becomes_panel_state_log_and_notice(open_app):
     ctrl = feed.launchable()
     ctrl.fail["launch"] = RuntimeError("mini3: ssh connection refused")
-    app = make_app(ctrl)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with open_app(ctrl) as (app, pilot):
         await pilot.press("l")
         await pilot.pause()
         await pilot.press("enter")
@@ -255,17 +226,15 @@ async def test_controller_error_becomes_panel_state_log_and_notice():
         assert app.check_action("launch", ()) is True  # can try again
 
 
-async def test_failing_checks_are_reported_not_raised():
+async def test_failing_checks_are_reported_not_raised(open_app):
     ctrl = feed.idle()
     ctrl.fail["run_checks"] = OSError("no route to host")
-    app = make_app(ctrl)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with open_app(ctrl) as (app, pilot):
         assert app.is_running
         assert "no route to host" in (app.view.error or "")
 
 
-async def test_event_bursts_collapse_into_few_messages():
+async def test_event_bursts_collapse_into_few_messages(open_app):
     ctrl = feed.running()
     pending = []
 
@@ -273,9 +242,7 @@ async def test_event_bursts_collapse_into_few_messages():
         if isinstance(message, EventsPending):
             pending.append(message)
 
-    app = make_app(ctrl)
-    async with app.run_test(size=SIZE, message_hook=hook) as pilot:
-        await settle(pilot)
+    async with open_app(ctrl, message_hook=hook) as (app, pilot):
         before = len(pending)
         ctrl.emit(*[RankMetrics(0, "mini1", 500 + i, allreduce_gbps=3.0, t=feed.CLOCK) for i in range(2000)])
         await settle(pilot)
@@ -284,11 +251,9 @@ async def test_event_bursts_collapse_into_few_messages():
         assert len(app.view.ranks[0].gbps_history) <= 120  # bounded
 
 
-async def test_events_do_not_redraw_until_tick():
+async def test_events_do_not_redraw_until_tick(open_app):
     ctrl = feed.running()
-    app = make_app(ctrl)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with open_app(ctrl) as (app, pilot):
         app.refresh_timer.pause()
         header = app.query_one(StatusHeader)
         shown = header._last.plain
@@ -300,7 +265,7 @@ async def test_events_do_not_redraw_until_tick():
         assert "failed" in header._last.plain
 
 
-async def test_bindings_have_ids_and_palette_commands():
+async def test_bindings_have_ids_and_palette_commands(open_app):
     ids = {b.id: b.key for b in BoltringApp.BINDINGS}
     assert ids == {
         "launch": "l",
@@ -309,13 +274,14 @@ async def test_bindings_have_ids_and_palette_commands():
         "checks": "c",
         "setup": "s",
         "filter": "slash",
+        "history": "h",
+        "save_plot": "p",
+        "help": "question_mark",
         "clear_filter": "escape",
         "quit": "q",
     }
     assert NodePanel.BINDINGS[0].id == "node.details"
-    app = make_app(feed.idle())
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with open_app(feed.idle()) as (app, pilot):
         titles = {c.title for c in app.get_system_commands(app.screen)}
     for title in (
         "Launch job",
@@ -329,10 +295,9 @@ async def test_bindings_have_ids_and_palette_commands():
         assert title in titles
 
 
-async def test_keymap_remaps_launch():
+async def test_keymap_remaps_launch(open_app):
     ctrl = feed.launchable()
-    app = make_app(ctrl)
-    async with app.run_test(size=SIZE) as pilot:
+    async with open_app(ctrl, settle_first=False) as (app, pilot):
         app.set_keymap({"launch": "L"})
         await settle(pilot)
         await pilot.press("l")
@@ -367,11 +332,9 @@ async def test_tui_never_imports_network_modules():
                 )
 
 
-async def test_escape_in_details_filter_clears_filter_first():
+async def test_escape_in_details_filter_clears_filter_first(open_app):
     ctrl = feed.running()
-    app = make_app(ctrl)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with open_app(ctrl) as (app, pilot):
         app.query_one("#node-0", NodePanel).focus()
         await pilot.press("enter")
         await settle(pilot)
@@ -389,11 +352,9 @@ async def test_escape_in_details_filter_clears_filter_first():
         assert not isinstance(app.screen, NodeDetailsScreen)
 
 
-async def test_command_palette_launches():
+async def test_command_palette_launches(open_app):
     ctrl = feed.launchable()
-    app = make_app(ctrl)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with open_app(ctrl) as (app, pilot):
         await pilot.press("ctrl+p")
         await pilot.pause()
         await pilot.press(*"Launch job")
@@ -421,11 +382,9 @@ def test_importing_the_app_loads_no_backend():
     assert out.stdout.strip() == "[]"
 
 
-async def test_log_follows_new_lines_only_at_the_bottom():
+async def test_log_follows_new_lines_only_at_the_bottom(open_app):
     ctrl = feed.running()
-    app = make_app(ctrl)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with open_app(ctrl) as (app, pilot):
         log = app.query_one("#log", LogPane).query_one(RichLog)
         ctrl.emit(
             *[LogLine("rank 0@mini1", f"line {i}", node="mini1", rank=0, t=feed.CLOCK) for i in range(200)]
@@ -445,14 +404,12 @@ async def test_log_follows_new_lines_only_at_the_bottom():
         assert log.lines[-1].text.rstrip().endswith("and another")
 
 
-async def test_redraw_while_details_screen_composes_does_not_crash():
+async def test_redraw_while_details_screen_composes_does_not_crash(open_app):
     ctrl = feed.running()
-    app = make_app(ctrl)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with open_app(ctrl) as (app, pilot):
         app.show_details("mini1")
         app.refresh_now()  # the timer may fire before the new screen has its widgets
         await settle(pilot)
         assert isinstance(app.screen, NodeDetailsScreen)
-        text = app.screen.query_one("#rank-0").query_one(".rank-stats", Static).content.plain
-        assert "step/s" in text
+        text = app.screen.query_one("#rank-0", RankRow).text()
+        assert text.startswith("r0") and "120" in text

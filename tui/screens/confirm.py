@@ -2,83 +2,67 @@
 
 from __future__ import annotations
 
-from textual import on
-from textual.app import ComposeResult
+from collections.abc import Sequence
+from typing import ClassVar
+
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
-from textual.screen import ModalScreen
-from textual.widgets import Button, Static
+
+from .dialog import DialogScreen
 
 
-class ConfirmModal(ModalScreen[bool]):
-    """Dismisses with True (confirm button, `y`) or False (cancel button, `n`, escape)."""
+class ConfirmModal(DialogScreen[bool]):
+    """Dismisses with True (confirm button, `y`) or False (cancel button, `n`, escape).
 
-    BINDINGS = [
-        Binding("escape", "cancel", "Cancel", id="confirm.cancel"),
-        Binding("n", "cancel", "No", show=False, id="confirm.no"),
-        Binding("y", "confirm", "Yes", show=False, id="confirm.yes"),
+    `anyway=True` (launching although checks failed): `y` does nothing; the confirm button, or
+    `a`, must be chosen on purpose, and the cancel button has the focus."""
+
+    BINDINGS: ClassVar = [
+        Binding("y", "yes", "Yes", show=False, id="confirm.yes", tooltip="confirm: launch, resume or kill"),
+        Binding("n", "cancel", "No", show=False, id="confirm.no", tooltip="cancel (so does esc)"),
+        Binding(
+            "a", "anyway", "Anyway", show=False, id="confirm.anyway", tooltip="launch although checks failed"
+        ),
     ]
-
-    DEFAULT_CSS = """
-    ConfirmModal {
-        align: center middle;
-        background: $background 60%;
-    }
-    ConfirmModal > #dialog {
-        width: 90%;
-        max-width: 110;
-        height: auto;
-        max-height: 90%;
-        border: thick $primary;
-        background: $surface;
-        padding: 0 1;
-    }
-    ConfirmModal.-danger > #dialog { border: thick $error; }
-    ConfirmModal #title { text-style: bold; width: 1fr; padding: 0 0 1 0; }
-    ConfirmModal #message { width: 1fr; }
-    ConfirmModal #details-box { height: auto; max-height: 16; margin: 1 0 0 0; }
-    ConfirmModal #details { width: 1fr; }
-    ConfirmModal #buttons { height: auto; width: 1fr; align-horizontal: right; margin: 1 0 0 0; }
-    ConfirmModal Button { margin: 0 0 0 1; }
-    """
-
-    AUTO_FOCUS = "#confirm"
+    RESULTS: ClassVar[dict[str, object]] = {"confirm": True, "cancel": False}
+    CANCEL_RESULT = False
 
     def __init__(
         self,
         title: str,
-        message: str = "",
+        message: str | Content = "",
         details: Content | str | None = None,
         *,
         confirm_label: str = "OK",
         cancel_label: str = "Cancel",
         danger: bool = False,
+        anyway: bool = False,
     ) -> None:
-        super().__init__(classes="-danger" if danger else None)
-        self.title_text = title
-        self.message = message
-        self.details = details
+        super().__init__(title, message, details, classes="-danger" if danger or anyway else None)
         self.confirm_label = confirm_label
         self.cancel_label = cancel_label
         self.danger = danger
+        self.anyway = anyway
 
-    def compose(self) -> ComposeResult:
-        with Vertical(id="dialog"):
-            yield Static(self.title_text, id="title", markup=False)
-            if self.message:
-                yield Static(self.message, id="message", markup=False)
-            if self.details is not None:
-                with VerticalScroll(id="details-box"):
-                    yield Static(self.details, id="details", markup=False)
-            with Horizontal(id="buttons"):
-                yield Button(self.cancel_label, id="cancel")
-                yield Button(self.confirm_label, id="confirm", variant="error" if self.danger else "primary")
+    def on_mount(self) -> None:
+        # launching anyway is never the default: the cancel button has the focus
+        self.query_one("#cancel" if self.anyway else "#confirm").focus()
 
-    @on(Button.Pressed, "#confirm")
-    def action_confirm(self) -> None:
+    def buttons(self) -> Sequence[tuple[str, str, str]]:
+        variant = "error" if self.danger or self.anyway else "primary"
+        return [("cancel", self.cancel_label, "default"), ("confirm", self.confirm_label, variant)]
+
+    def key_hints(self) -> str:
+        if self.anyway:
+            return f"a: {self.confirm_label.lower()}   n / esc: {self.cancel_label.lower()}"
+        return f"y: {self.confirm_label.lower()}   n / esc: {self.cancel_label.lower()}"
+
+    def action_yes(self) -> None:
+        if self.anyway:
+            self.app.bell()
+            return
         self.dismiss(True)
 
-    @on(Button.Pressed, "#cancel")
-    def action_cancel(self) -> None:
-        self.dismiss(False)
+    def action_anyway(self) -> None:
+        if self.anyway:
+            self.dismiss(True)

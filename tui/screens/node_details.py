@@ -9,10 +9,15 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from ..view_state import CHECK_MARKS, ClusterView, NodeView, node_address
+from boltring.cluster.states import CheckStatus
+
+from ..check_items import CHECK_MARKS
+from ..fmt import node_address
+from ..node_state import NodeView
+from ..view_state import ClusterView
 from ..widgets.check_list import STATUS_STYLE
 from ..widgets.log_pane import LogPane
-from ..widgets.rank_row import RankRow
+from ..widgets.rank_row import RankHeader, RankRow
 from ..widgets.ssh_badge import SshBadge
 
 
@@ -35,7 +40,7 @@ def checks_table(view: NodeView) -> Content:
             ((c.value or "").ljust(value_w), ""),
         ]
         if c.hint:
-            parts += ["  ", (c.hint, "$text-muted" if c.status == "ok" else style)]
+            parts += ["  ", (c.hint, "$text-muted" if c.status == CheckStatus.OK else style)]
         lines.append(Content.assemble(*parts))
     return Content("\n").join(lines)
 
@@ -92,6 +97,7 @@ class NodeDetailsScreen(Screen):
                 yield Static(checks_table(nv), id="details-checks", markup=False)
             with Vertical(id="details-ranks") as ranks:
                 ranks.border_title = "ranks"
+                yield RankHeader()
                 for rank in sorted(nv.ranks):
                     yield RankRow(rank)
         yield LogPane(node=nv.name, lock_node=True, cursor_blink=self._cursor_blink, id="details-log")
@@ -114,8 +120,7 @@ class NodeDetailsScreen(Screen):
         self.refresh_from(self.app_clock())
 
     def app_clock(self) -> float:
-        clock = getattr(self.app, "clock", None)
-        return clock() if callable(clock) else 0.0
+        return self.view.clock()
 
     def refresh_from(self, now: float) -> None:
         nv = self.node_view
@@ -127,7 +132,7 @@ class NodeDetailsScreen(Screen):
         for row in self.query(RankRow):
             rv = nv.ranks.get(row.rank)
             if rv is not None:
-                row.update_from(rv, now)
+                row.update_from(rv, now, nv.memory_mb)
         self.query_one(LogPane).sync(self.view)
 
     def action_close(self) -> None:

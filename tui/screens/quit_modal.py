@@ -2,73 +2,52 @@
 
 from __future__ import annotations
 
-from textual import on
-from textual.app import ComposeResult
+from collections.abc import Sequence
+from typing import ClassVar
+
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Button, Static
+
+from .dialog import DialogScreen
 
 LEAVE = "leave"
 KILL = "kill"
 
 
-class QuitModal(ModalScreen[str | None]):
-    """Dismisses with LEAVE, KILL, or None (cancel)."""
+class QuitModal(DialogScreen[str | None]):
+    """Dismisses with LEAVE (`l`), KILL (`k`), or None (cancel, `n`, escape)."""
 
-    BINDINGS = [
-        Binding("escape", "cancel", "Cancel", id="quit.cancel"),
+    BINDINGS: ClassVar = [
+        Binding(
+            "l",
+            "choose('leave')",
+            "Leave",
+            show=False,
+            id="quit.leave",
+            tooltip="quit, leave the job running",
+        ),
+        Binding("k", "choose('kill')", "Kill", show=False, id="quit.kill", tooltip="quit and kill the job"),
+        Binding("n", "cancel", "Cancel", show=False, id="quit.cancel", tooltip="stay (so does esc)"),
     ]
-
-    DEFAULT_CSS = """
-    QuitModal {
-        align: center middle;
-        background: $background 60%;
-    }
-    QuitModal > #dialog {
-        width: auto;
-        max-width: 90%;
-        height: auto;
-        border: thick $warning;
-        background: $surface;
-        padding: 0 1;
-    }
-    QuitModal #title { text-style: bold; padding: 0 0 1 0; width: auto; }
-    QuitModal #message { width: auto; max-width: 76; }
-    QuitModal #buttons { height: auto; width: auto; margin: 1 0 0 0; }
-    QuitModal Button { margin: 0 1 0 0; }
-    """
-
+    RESULTS: ClassVar[dict[str, object]] = {"leave": LEAVE, "kill": KILL, "cancel": None}
     AUTO_FOCUS = "#leave"
 
     def __init__(self, job_id: str | None) -> None:
-        super().__init__()
+        job = f"Job {job_id}" if job_id else "A job"
+        super().__init__(
+            "Quit boltring?",
+            f"{job} is still running on the cluster.\n\n"
+            "Leave it running: it goes on (next boltring re-attaches to it).\n"
+            "Kill it: every rank on every node is stopped.",
+            classes="-warning",
+        )
         self.job_id = job_id
 
-    def compose(self) -> ComposeResult:
-        job = f"Job {self.job_id}" if self.job_id else "A job"
-        with Vertical(id="dialog"):
-            yield Static("Quit boltring?", id="title", markup=False)
-            yield Static(
-                f"{job} is still running on the cluster.\n\n"
-                "Leave it running: it goes on (next boltring re-attaches to it).\n"
-                "Kill it: every rank on every node is stopped.",
-                id="message",
-                markup=False,
-            )
-            with Horizontal(id="buttons"):
-                yield Button("Leave it running", id="leave", variant="primary")
-                yield Button("Kill it", id="kill", variant="error")
-                yield Button("Cancel", id="cancel")
+    def buttons(self) -> Sequence[tuple[str, str, str]]:
+        return [
+            ("leave", "Leave it running", "primary"),
+            ("kill", "Kill it", "error"),
+            ("cancel", "Cancel", "default"),
+        ]
 
-    @on(Button.Pressed, "#leave")
-    def _leave(self) -> None:
-        self.dismiss(LEAVE)
-
-    @on(Button.Pressed, "#kill")
-    def _kill(self) -> None:
-        self.dismiss(KILL)
-
-    @on(Button.Pressed, "#cancel")
-    def action_cancel(self) -> None:
-        self.dismiss(None)
+    def key_hints(self) -> str:
+        return "l: leave it running   k: kill it   n / esc: cancel"

@@ -10,10 +10,16 @@ from textual.geometry import Size
 from textual.widget import Widget
 
 from boltring.cluster.jobs.events import CheckResult
+from boltring.cluster.states import CheckStatus
 
-from ..view_state import CHECK_MARKS, check_label
+from ..check_items import CHECK_MARKS, check_label
 
-STATUS_STYLE = {"ok": "$success", "warn": "$warning", "fail": "$error", "skipped": "$text-muted"}
+STATUS_STYLE = {
+    CheckStatus.OK: "$success",
+    CheckStatus.WARN: "$warning",
+    CheckStatus.FAIL: "$error",
+    CheckStatus.SKIPPED: "$text-muted",
+}
 
 
 def check_item(check: CheckResult) -> Content:
@@ -24,8 +30,12 @@ def check_item(check: CheckResult) -> Content:
         (check_label(check.name), "$text-muted"),
     ]
     if check.value:
-        parts += [" ", (check.value, STATUS_STYLE["fail"] if check.status == "fail" else "")]
+        fail = check.status == CheckStatus.FAIL
+        parts += [" ", (check.value, STATUS_STYLE[CheckStatus.FAIL] if fail else "")]
     return Content.assemble(*parts)
+
+
+_State = tuple[tuple[CheckResult, ...], int, str, int]
 
 
 class CheckList(Widget):
@@ -44,11 +54,14 @@ class CheckList(Widget):
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
-        self._state: tuple[tuple[CheckResult, ...], int, str] = ((), 0, "checks not run")
+        self._state: _State = ((), 0, "checks not run", 0)
 
-    def set_checks(self, checks: Sequence[CheckResult], more_ok: int, placeholder: str) -> None:
-        """`more_ok`: ok checks left out of the list, shown as one "✓ N more ok" item."""
-        state = (tuple(checks), more_ok, placeholder)
+    def set_checks(
+        self, checks: Sequence[CheckResult], more_ok: int, placeholder: str, skipped: int = 0
+    ) -> None:
+        """`more_ok`: ok checks left out of the list, shown as one "✓ N more ok" item;
+        `skipped`: checks that could not run (no connection), folded into "+N skipped"."""
+        state = (tuple(checks), more_ok, placeholder, skipped)
         if state == self._state:
             return
         width = self.size.width
@@ -56,17 +69,18 @@ class CheckList(Widget):
         self._state = state
         self.refresh(layout=resize)
 
-    def _lines(
-        self, width: int, state: tuple[tuple[CheckResult, ...], int, str] | None = None
-    ) -> list[Content]:
-        checks, more_ok, placeholder = self._state if state is None else state
+    def _lines(self, width: int, state: _State | None = None) -> list[Content]:
+        checks, more_ok, placeholder, skipped = self._state if state is None else state
         width = max(width, 10)
-        if not checks and not more_ok:
+        if not checks and not more_ok and not skipped:
             return [Content.styled(placeholder, "italic $text-muted")]
         items = [check_item(c) for c in checks]
         if more_ok:
             what = f"{more_ok} more ok" if checks else f"all {more_ok} checks ok"
-            items.append(Content.assemble(("✓", f"bold {STATUS_STYLE['ok']}"), " ", (what, "$text-muted")))
+            ok = STATUS_STYLE[CheckStatus.OK]
+            items.append(Content.assemble(("✓", f"bold {ok}"), " ", (what, "$text-muted")))
+        if skipped:
+            items.append(Content.styled(f"+{skipped} skipped", "$text-muted"))
         lines: list[Content] = []
         line = Content("")
         for item in items:
@@ -76,7 +90,7 @@ class CheckList(Widget):
                 line = Content("")
             line = line + "  " + item if line.cell_length else item
         lines.append(line)
-        hint = next((c.hint for c in checks if c.status == "fail" and c.hint), None)
+        hint = next((c.hint for c in checks if c.status == CheckStatus.FAIL and c.hint), None)
         if hint:
             lines.append(Content.styled(f"↳ {hint}", "$error").truncate(width, ellipsis=True))
         return lines

@@ -6,16 +6,18 @@ from collections import deque
 from collections.abc import Iterable
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import Input, RichLog
 
-from ..view_state import ClusterView, LogEntry, fmt_clock
+from ..fmt import fmt_clock
+from ..node_state import Level, LogEntry
+from ..view_state import ClusterView
 
-LEVEL_STYLE = {"warn": "yellow", "error": "bold red"}
+LEVEL_STYLE: dict[str, str] = {Level.WARN: "yellow", Level.ERROR: "bold red"}
 MAX_LINES = 2_000
 
 
@@ -51,7 +53,7 @@ class LogPane(Vertical):
         border-subtitle-color: $text-muted;
     }
     LogPane:focus-within { border: round $accent; }
-    LogPane > Input {
+    LogPane > Input, LogPane > Input:focus {
         display: none;
         height: 1;
         border: none;
@@ -82,6 +84,8 @@ class LogPane(Vertical):
         self._cursor_blink = cursor_blink
         self._last_seq = 0
         self._dirty = True
+        self._width = 0
+        self._left_at_y: int | None = None  # the scroll position sync left a following log at
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="filter the log (enter: keep, esc: clear)", id="log-filter")
@@ -98,6 +102,12 @@ class LogPane(Vertical):
     def on_mount(self) -> None:
         self.query_one(Input).cursor_blink = self._cursor_blink
         self._update_title()
+
+    def on_resize(self, event: events.Resize) -> None:
+        # RichLog wraps a line when it is written: rewrite the kept history at the new width.
+        if event.size.width != self._width:
+            self._width = event.size.width
+            self._dirty = True
 
     # -- filters --------------------------------------------------------------------------
 
@@ -178,7 +188,7 @@ class LogPane(Vertical):
         log = self.query_one(RichLog)
         # Follow new lines only while the user is at the bottom: reading older lines is not
         # interrupted by a busy job.
-        follow = self._dirty or log.is_vertical_scroll_end
+        follow = self._dirty or self._following(log)
         if self._dirty:
             self._dirty = False
             log.clear()
@@ -192,8 +202,18 @@ class LogPane(Vertical):
         if follow and matching:
             # now rather than after the next refresh, so what is shown never lags the state
             log.scroll_end(animate=False, immediate=True, x_axis=False)
+        if follow:
+            self._left_at_y = log.scroll_offset.y
         if entries:
             self._last_seq = max(self._last_seq, entries[-1].seq)
+
+    def _following(self, log: RichLog) -> bool:
+        """At the bottom, or where we last left it: the pane getting shorter (node panels
+        grow when ranks start) or lines re-wrapping moves the bottom away without the user
+        scrolling, and must not stop the log from following. Only scrolling up does."""
+        if log.is_vertical_scroll_end:
+            return True
+        return self._left_at_y is not None and log.scroll_offset.y >= self._left_at_y
 
     def _newer(self, entries: deque[LogEntry]) -> list[LogEntry]:
         out: list[LogEntry] = []

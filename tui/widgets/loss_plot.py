@@ -51,8 +51,8 @@ class LossPlot(PlotextPlot):
             ys = [p[1] for p in points]
             plt.plot(xs, ys, marker="hd", color="cyan")
             lo, hi = xs[0], xs[-1]
-            ticks = sorted({round(lo + (hi - lo) * i / 3) for i in range(4)})
-            plt.xticks(ticks, [str(t) for t in ticks])
+            ticks: list[float] = sorted({round(lo + (hi - lo) * i / 3) for i in range(4)})
+            plt.xticks(ticks, [f"{t:.0f}" for t in ticks])
             self.border_title = f"loss · step {xs[-1]} · {ys[-1]:.4g}"
         else:
             self.border_title = "loss"

@@ -6,7 +6,7 @@ from textual import events
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 
-from ..view_state import NodeView
+from ..node_state import NodeView
 from .node_panel import NodePanel
 
 PANEL_MIN_WIDTH = 38  # a panel narrower than this wraps its rank lines
@@ -27,13 +27,14 @@ class NodeGrid(VerticalScroll, can_focus=False):
     }
     """
 
-    def __init__(self, nodes: list[NodeView], *, id: str | None = None) -> None:
+    def __init__(self, nodes: list[NodeView], *, connect_timeout_s: float = 0, id: str | None = None) -> None:
         super().__init__(id=id)
         self._node_views = nodes
+        self.connect_timeout_s = connect_timeout_s
 
     def compose(self) -> ComposeResult:
         for i, nv in enumerate(self._node_views):
-            yield NodePanel(nv, id=f"node-{i}")
+            yield NodePanel(nv, connect_timeout_s=self.connect_timeout_s, id=f"node-{i}")
 
     def columns_for(self, width: int) -> int:
         gutter = 1

@@ -1,16 +1,25 @@
-"""SshBadge: a node's connection state as a coloured badge."""
+"""SshBadge: a node's connection state as a coloured badge ("connecting… 4/10 s" while it waits)."""
 
 from __future__ import annotations
 
 from textual.widgets import Static
 
-from ..view_state import SSH_BAD, SSH_BUSY, SSH_GOOD
+from boltring.cluster.states import SshState
 
-_GROUPS = {**{s: "-good" for s in SSH_GOOD}, **{s: "-busy" for s in SSH_BUSY}, **{s: "-bad" for s in SSH_BAD}}
+
+def badge_group(state: SshState | None) -> str | None:
+    if state is None:
+        return None
+    if state.usable:
+        return "-good"
+    if state.busy:
+        return "-busy"
+    return "-bad" if state.bad else None
 
 
 class SshBadge(Static):
-    """Shows one of SshState (or "?" before the first NodeState event)."""
+    """Shows one of SshState (or "?" before the first NodeState event). While connecting, the
+    seconds waited so far against the connect timeout, so a slow node never looks frozen."""
 
     DEFAULT_CSS = """
     SshBadge {
@@ -27,22 +36,25 @@ class SshBadge(Static):
     """
 
     def __init__(
-        self, state: str | None = None, *, id: str | None = None, classes: str | None = None
+        self, state: SshState | None = None, *, id: str | None = None, classes: str | None = None
     ) -> None:
         super().__init__("", id=id, classes=classes, markup=False)
-        self._state: str | None = "<unset>"
+        self._shown: tuple[SshState | None, str] | None = None
         self.set_state(state)
 
     @property
-    def state(self) -> str | None:
-        return self._state
+    def state(self) -> SshState | None:
+        return self._shown[0] if self._shown else None
 
-    def set_state(self, state: str | None) -> None:
-        if state == self._state:
+    def set_state(self, state: SshState | None, waited_s: float | None = None, timeout_s: float = 0) -> None:
+        label = str(state) if state is not None else "?"
+        if state is not None and state.busy and waited_s is not None and timeout_s:
+            label = f"{state}… {min(int(waited_s), int(timeout_s))}/{timeout_s:g} s"
+        if (state, label) == self._shown:
             return
-        self._state = state
+        self._shown = (state, label)
         self.remove_class("-good", "-busy", "-bad")
-        group = _GROUPS.get(state or "")
+        group = badge_group(state)
         if group:
             self.add_class(group)
-        self.update(state or "?")
+        self.update(label)

@@ -1,0 +1,166 @@
+"""Past jobs, read back from the job records under BOLTRING_HOME/jobs/ and from the ranks'
+metrics.jsonl files (for `boltring runs`, the app's history screen, `boltring status` with
+nothing running, and `boltring export`).
+
+A record is written by the controller when a job starts and again when it ends. What a record
+does not hold (the loss curve, the steps done, the wall time of a job whose controller went
+away) is read from rank 0's metrics file, when its run directory is on this machine. Nothing
+here opens a connection: runs on remote nodes show what their record holds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from boltring.cluster.config.schema import boltring_home
+from boltring.cluster.errors import BoltringError
+
+
+class HistoryError(BoltringError):
+    title = "run history"
+
+
+@dataclass
+class RunRecord:
+    job_id: str
+    config: str | None
+    state: str
+    started: float | None
+    total_steps: int | None
+    steps: int | None = None  # steps done
+    first_loss: float | None = None
+    last_loss: float | None = None
+    wall_s: float | None = None
+    run_dir: str | None = None
+    stopped_by: str | None = None
+    reason: str | None = None
+    ranks: list[dict[str, Any]] = field(default_factory=list)  # {"rank", "node", "run_dir"}
+    path: Path | None = None  # the record file
+
+    def metrics_file(self, rank: int = 0) -> Path | None:
+        """The rank's metrics.jsonl when its run directory is on this machine, else None."""
+        for r in self.ranks:
+            if r.get("rank") == rank and r.get("run_dir"):
+                path = Path(str(r["run_dir"])).expanduser() / "metrics.jsonl"
+                return path if path.is_file() else None
+        return None
+
+
+def _jobs_dir(home: Path | None) -> Path:
+    return (home or boltring_home()) / "jobs"
+
+
+def read_steps(path: Path) -> list[dict[str, Any]]:
+    """The "step" records of one metrics.jsonl, in order (a half-written last line is skipped)."""
+    out: list[dict[str, Any]] = []
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return out
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and rec.get("kind") == "step":
+            out.append(rec)
+    return out
+
+
+def _from_record(data: dict[str, Any], path: Path) -> RunRecord:
+    summary: dict[str, Any] = data["summary"] if isinstance(data.get("summary"), dict) else {}
+    job: dict[str, Any] = data["job"] if isinstance(data.get("job"), dict) else {}
+    run = RunRecord(
+        job_id=str(data.get("job_id", path.stem)),
+        config=data.get("config"),
+        state=str(summary.get("status") or data.get("state", "?")),
+        started=data.get("started"),
+        total_steps=summary.get("total_steps") or job.get("steps") or data.get("steps"),
+        steps=summary.get("steps"),
+        first_loss=summary.get("first_loss"),
+        last_loss=summary.get("last_loss"),
+        wall_s=summary.get("wall_s"),
+        run_dir=summary.get("run_dir") or data.get("run_dir"),
+        stopped_by=summary.get("stopped_by") or data.get("stopped_by"),
+        reason=summary.get("reason") or data.get("reason"),
+        ranks=[r for r in data.get("ranks", []) if isinstance(r, dict)],
+        path=path,
+    )
+    if run.run_dir is None and run.ranks:
+        run_dir = str(run.ranks[0].get("run_dir", ""))
+        run.run_dir = run_dir.rsplit("/", 1)[0] if "/" in run_dir else run_dir or None
+    if run.steps is None or run.last_loss is None or run.wall_s is None:
+        _fill_from_metrics(run)
+    return run
+
+
+def _fill_from_metrics(run: RunRecord) -> None:
+    metrics = run.metrics_file(0)
+    if metrics is None:
+        return
+    steps = read_steps(metrics)
+    if not steps:
+        return
+    losses = [r["loss"] for r in steps if r.get("loss") is not None]
+    if run.steps is None:
+        run.steps = int(steps[-1].get("step", 0))
+    if run.first_loss is None and losses:
+        run.first_loss = losses[0]
+    if run.last_loss is None and losses:
+        run.last_loss = losses[-1]
+    if run.wall_s is None and run.started and steps[-1].get("wall"):
+        run.wall_s = max(0.0, float(steps[-1]["wall"]) - float(run.started))
+
+
+def list_runs(home: Path | None = None, limit: int | None = None) -> list[RunRecord]:
+    """Past and current jobs, newest first."""
+    jobs = _jobs_dir(home)
+    paths = (
+        sorted(jobs.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True) if jobs.is_dir() else []
+    )
+    out: list[RunRecord] = []
+    for path in paths[:limit] if limit else paths:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            out.append(_from_record(data, path))
+    out.sort(key=lambda r: r.started or 0.0, reverse=True)
+    return out
+
+
+def find_run(ref: str, home: Path | None = None) -> RunRecord:
+    """A run by its id, a unique prefix of it, or "last"."""
+    runs = list_runs(home)
+    if not runs:
+        raise HistoryError(f"no job records in {_jobs_dir(home)}", hint="run a job first")
+    if ref == "last":
+        return runs[0]
+    exact = [r for r in runs if r.job_id == ref]
+    matches = exact or [r for r in runs if r.job_id.startswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise HistoryError(f"no job {ref!r} in {_jobs_dir(home)}", hint="`boltring runs` lists the job ids")
+    names = ", ".join(r.job_id for r in matches[:4])
+    raise HistoryError(f"{ref!r} matches {len(matches)} jobs ({names}…)", hint="give more of the id")
+
+
+def last_run(config: str | None = None, home: Path | None = None) -> RunRecord | None:
+    """The newest job of this config (any config when None)."""
+    for run in list_runs(home):
+        if config is None or run.config == config:
+            return run
+    return None
+
+
+def loss_curve(run: RunRecord) -> list[tuple[int, float]]:
+    """(step, loss) of rank 0, when its metrics file is on this machine; else empty."""
+    metrics = run.metrics_file(0)
+    if metrics is None:
+        return []
+    return [(int(r["step"]), float(r["loss"])) for r in read_steps(metrics) if r.get("loss") is not None]

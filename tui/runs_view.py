@@ -1,0 +1,90 @@
+"""`boltring runs`, `boltring export` and the "last job" line of `boltring status`: views of
+past jobs (cluster/jobs/history.py), printed with rich."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from boltring.cluster.jobs.export import write_csv, write_loss_svg, write_tensorboard
+from boltring.cluster.jobs.history import HistoryError, RunRecord, find_run, list_runs, loss_curve
+from boltring.cluster.states import JobState
+
+from .fmt import fmt_elapsed, fmt_loss, stopped_text
+from .screens.history import RUN_COLUMNS, run_row
+
+
+def run_result(run: RunRecord) -> str:
+    """One line: "job X killed: 110/200 steps in 00:01:42, loss 2.2800 → 0.1043 (stopped by …)"."""
+    steps = f"{run.steps if run.steps is not None else '?'}/{run.total_steps or '?'} steps"
+    wall = f" in {fmt_elapsed(run.wall_s)}" if run.wall_s is not None else ""
+    loss = (
+        f", loss {fmt_loss(run.first_loss)} → {fmt_loss(run.last_loss)}" if run.last_loss is not None else ""
+    )
+    text = f"job {run.job_id} {run.state}: {steps}{wall}{loss}"
+    if run.state == JobState.KILLED:
+        text += f" ({stopped_text(run.stopped_by, run.steps)})"
+    elif run.reason:
+        text += f" ({run.reason})"
+    if run.run_dir:
+        text += f"; run dir {run.run_dir}"
+    return text
+
+
+def run_dict(run: RunRecord) -> dict[str, object]:
+    d = dataclasses.asdict(run)
+    d["path"] = str(run.path) if run.path else None
+    return d
+
+
+def print_runs(
+    *, json_out: bool = False, limit: int = 20, config: str | None = None, console: Console | None = None
+) -> int:
+    runs = [r for r in list_runs() if config is None or r.config == config][:limit]
+    if json_out:
+        for run in runs:
+            print(json.dumps(run_dict(run), default=str))
+        return 0
+    if console is None:  # piped: wide enough that ids and paths stay whole
+        console = Console(highlight=False)
+        if not console.is_terminal:
+            console = Console(highlight=False, width=200)
+    if not runs:
+        console.print("boltring: no past jobs yet (job records live in ~/.boltring/jobs)")
+        return 0
+    table = Table(title="past jobs, newest first", title_justify="left")
+    for col in RUN_COLUMNS:
+        right = col in ("steps", "wall")
+        table.add_column(col, overflow="fold", no_wrap=col == "job", justify="right" if right else "left")
+    for run in runs:
+        table.add_row(*run_row(run))
+    console.print(table)
+    return 0
+
+
+def export_run(ref: str, *, csv: str | None, tensorboard: str | None, svg: str | None) -> int:
+    console = Console(highlight=False, stderr=True, soft_wrap=True)
+    try:
+        run = find_run(ref)
+        if csv:
+            rows = write_csv(run, csv)
+            console.print(f"boltring: wrote {rows} rows of job {run.job_id} to {csv}")
+        if tensorboard:
+            scalars = write_tensorboard(run, tensorboard)
+            where = Path(tensorboard) / run.job_id
+            view = f"tensorboard --logdir {tensorboard}"
+            console.print(f"boltring: wrote {scalars} scalars of job {run.job_id} to {where} ({view})")
+        if svg:
+            points = loss_curve(run)
+            if not points:
+                raise HistoryError(f"job {run.job_id}: no loss curve on this machine")
+            write_loss_svg(points, f"loss · {run.job_id}", svg)
+            console.print(f"boltring: wrote the loss curve of job {run.job_id} to {svg}")
+    except HistoryError as e:
+        console.print(f"boltring: {e}" + (f" ({e.hint})" if e.hint else ""), markup=False)
+        return 1
+    return 0

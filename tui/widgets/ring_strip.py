@@ -1,0 +1,74 @@
+"""RingStrip: the nodes in ring order, each link's live all-reduce GB/s next to what the
+bandwidth check measured for it; a link far below its measured figure is coloured."""
+
+from __future__ import annotations
+
+from textual.content import Content
+from textual.widgets import Static
+
+from ..fmt import fmt_num
+from ..view_state import ClusterView
+
+SLOW = 0.5  # live below this fraction of the measured bandwidth: warning colour
+VERY_SLOW = 0.2  # below this: error colour
+
+
+def link_style(live: float | None, measured: float | None) -> str:
+    if live is None or measured is None or measured <= 0:
+        return ""
+    if live < VERY_SLOW * measured:
+        return "bold $error"
+    if live < SLOW * measured:
+        return "bold $warning"
+    return "$success"
+
+
+def ring_content(view: ClusterView, width: int = 0) -> Content:
+    """The strip; the legend is left out when it would not fit on one line."""
+    links = view.ring_links()
+    if not links:
+        return Content.styled("ring  one node: no links", "$text-muted")
+    parts: list[Content] = [Content.styled("ring ", "bold")]
+    known = any(live is not None or measured is not None for _, _, live, measured in links)
+    for name, _nxt, live, measured in links:
+        parts.append(Content.styled(name, "bold $accent"))
+        if not known:
+            parts.append(Content(" ⇄ "))
+            continue
+        figure = Content.assemble(
+            (fmt_num(live) if live is not None else "–", link_style(live, measured)),
+            ("/" + (fmt_num(measured) if measured is not None else "?"), "$text-muted"),
+        )
+        parts.append(Content.assemble(" ⇄", figure, "⇄ "))
+    parts.append(Content.styled("↺", "bold $accent"))
+    strip = Content("").join(parts)
+    if not known:
+        return strip + Content.styled("  no bandwidth measured yet", "$text-muted")
+    legend = Content.styled("  GB/s live/checked", "$text-muted")
+    if width and strip.cell_length + legend.cell_length > width:
+        legend = Content.styled(" GB/s", "$text-muted")
+    return strip + legend
+
+
+def _lines(content: Content, width: int) -> int:
+    return -(-content.cell_length // max(width, 1))
+
+
+class RingStrip(Static):
+    DEFAULT_CSS = """
+    RingStrip { height: auto; width: 1fr; padding: 0 1; background: $surface; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__("", id=id, markup=False)
+        self._last: Content | None = None
+
+    def update_from(self, view: ClusterView) -> None:
+        width = self.content_region.width
+        content = ring_content(view, width)
+        if content != self._last:
+            # new figures on the same number of lines: repaint, no layout of the screen
+            fits = self._last is not None and width > 0
+            same = fits and self._last is not None and _lines(self._last, width) == _lines(content, width)
+            self._last = content
+            self.update(content, layout=not same)
