@@ -235,7 +235,11 @@ class ControllerCore:
 
     def _finish(self, state: JobState) -> None:
         summary = self.summary(state)
-        self._record.update(state=state, reason=self._reason, stopped_by=self._stopped_by)
+        # The summary goes into the record too: `boltring runs`, the history screen and `status`
+        # with nothing running read a finished job from there, remote nodes' files unread.
+        self._record.update(
+            state=state, reason=self._reason, stopped_by=self._stopped_by, summary=summary.to_dict()
+        )
         try:
             if self._record.get("job_id"):
                 record.write(self._record)

@@ -188,3 +188,20 @@ async def test_resume_point_reads_the_checkpoint_dir_through_the_transport(tmp_p
         assert await ctrl.resume_point() == "step 200 (step-000200.safetensors)"
     finally:
         await ctrl.close()
+
+
+def test_the_job_record_holds_the_summary_so_remote_runs_list_without_their_files(in_home):
+    """The record of a finished job carries its summary: a run whose metrics files are on other
+    machines (or gone) still lists its steps, losses and wall time."""
+    run = list_runs()[0]
+    data = json.loads(run.path.read_text())
+    assert data["summary"]["status"] == "finished" and data["summary"]["steps"] == STEPS
+    for rank_dir in (in_home / ".boltring" / "runs" / run.job_id).glob("rank*"):
+        (rank_dir / "metrics.jsonl").rename(rank_dir / "metrics.moved")
+    try:
+        again = [r for r in list_runs() if r.job_id == run.job_id][0]
+        assert (again.steps, again.first_loss, again.last_loss) == (STEPS, run.first_loss, run.last_loss)
+        assert again.wall_s == run.wall_s
+    finally:
+        for rank_dir in (in_home / ".boltring" / "runs" / run.job_id).glob("rank*"):
+            (rank_dir / "metrics.moved").rename(rank_dir / "metrics.jsonl")
