@@ -18,6 +18,7 @@ from textual.notifications import SeverityLevel
 
 from boltring.cluster.errors import BoltringError
 from boltring.cluster.jobs.events import Event
+from boltring.cluster.nodes.checks.results import count_checks
 from boltring.cluster.states import CheckStatus, JobState
 
 from .controller_like import ControllerLike
@@ -122,11 +123,10 @@ class ControllerApp(App[int]):
         self.view.error = None
         ok, results = await self._call("checks", "checks", self.controller.run_checks)
         if ok and results is not None:
-            statuses = [r.status for r in results]
             failed = [r for r in results if r.status == CheckStatus.FAIL]
-            counts = ", ".join(f"{statuses.count(s)} {s}" for s in CheckStatus if statuses.count(s))
-            if counts:
-                self._note(f"checks done: {counts}", Level.ERROR if failed else Level.INFO)
+            if results:
+                counts = count_checks(results)  # the same words as `boltring check` prints
+                self._note(f"checks done: {counts}", Level.ERROR if counts.failed else Level.INFO)
             if failed:
                 names = ", ".join(f"{r.node} {r.name}" for r in failed[:4])
                 more = f" and {len(failed) - 4} more" if len(failed) > 4 else ""
