@@ -22,6 +22,7 @@ CONNECT_TIMEOUT = "BOLTRING_CONNECT_TIMEOUT"
 BUCKET_MB = "BOLTRING_BUCKET_MB"
 CHUNK_MB = "BOLTRING_CHUNK_MB"
 NODE = "BOLTRING_NODE"
+WIRE_DTYPE = "BOLTRING_WIRE_DTYPE"  # what average_gradients sends float32 gradients as
 
 
 class JobEnvError(Exception):
@@ -41,6 +42,7 @@ class JobEnv:
     bucket_mb: float = 32.0
     chunk_mb: float = 4.0
     node: str = "local"
+    wire_dtype: str = "float32"
 
     def to_environ(self) -> dict[str, str]:
         env = {
@@ -53,6 +55,7 @@ class JobEnv:
             BUCKET_MB: repr(self.bucket_mb),
             CHUNK_MB: repr(self.chunk_mb),
             NODE: self.node,
+            WIRE_DTYPE: self.wire_dtype,
         }
         if self.secret_file:
             env[SECRET_FILE] = self.secret_file
@@ -82,6 +85,7 @@ class JobEnv:
                 bucket_mb=float(e.get(BUCKET_MB, 32)),
                 chunk_mb=float(e.get(CHUNK_MB, 4)),
                 node=e.get(NODE, "local"),
+                wire_dtype=e.get(WIRE_DTYPE, "float32"),
             )
         except (KeyError, ValueError, TypeError) as ex:
             raise JobEnvError(
@@ -92,6 +96,8 @@ class JobEnv:
             raise JobEnvError(
                 f"{RANK}={rank}, {WORLD_SIZE}={size} and {len(ring)} ring addresses do not fit together"
             )
+        if job.wire_dtype not in ("float32", "bfloat16", "float16"):
+            raise JobEnvError(f"{WIRE_DTYPE}={job.wire_dtype!r}; use float32, bfloat16 or float16")
         if size > 1 and not job.secret_file:
             raise JobEnvError(f"{SECRET_FILE} is not set: ranks must prove the job secret")
         return job
