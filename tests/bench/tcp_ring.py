@@ -1,6 +1,8 @@
 """The machine limit for a ring: plain TCP streams in the ring's own pattern, nothing else.
 
     python tcp_ring.py RANK ADDR0,ADDR1,... BYTES_PER_DIRECTION
+    python tcp_ring.py local N BYTES      N local processes on loopback, the traffic of 4
+                                          allreduces of BYTES; prints the busbw equivalent
 
 Every host sends to its right neighbour and to its left one at once, and receives from both,
 which is exactly the traffic of boltring's bidirectional ring allreduce — but with no framing,
@@ -83,5 +85,28 @@ def main() -> int:
     return 0
 
 
+def local(n: int, nbytes: int, rounds: int = 4) -> int:
+    """The loopback machine limit: N local hosts, `rounds` allreduces' worth of ring traffic;
+    bytes each host sends per second, for the slowest host (comparable to busbw)."""
+    import subprocess
+
+    from boltring.cluster.jobs.bench import free_ports
+
+    addrs = ",".join(f"127.0.0.1:{p - PORT_OFFSET}" for p in free_ports(n))
+    per_dir = rounds * (n - 1) * nbytes // n
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, str(r), addrs, str(per_dir)], stdout=subprocess.PIPE, text=True
+        )
+        for r in range(n)
+    ]
+    rows = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
+    limit = min(r["sent_bytes"] / r["seconds"] for r in rows)
+    print(json.dumps({"hosts": n, "bytes": nbytes, "machine_limit_busbw_gbps": round(limit / 1e9, 3)}))
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "local":
+        raise SystemExit(local(int(sys.argv[2]), int(sys.argv[3])))
     raise SystemExit(main())
