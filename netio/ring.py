@@ -141,11 +141,13 @@ class Ring:
             if self.right:
                 self.right.close()
             raise accepted["error"]  # type: ignore[misc]
-        self.left = accepted["chan"]  # type: ignore[assignment]
-        for chan in (self.left, self.right):
+        left_chan: Channel = accepted["chan"]  # type: ignore[assignment]
+        right_chan = self.right
+        self.left = left_chan
+        for chan in (left_chan, right_chan):
             chan.sock.settimeout(self.timeout)
             chan.timeout = self.timeout
-        self._senders = [_Sender(self.right, self._fail), _Sender(self.left, self._fail)]
+        self._senders = [_Sender(right_chan, self._fail), _Sender(left_chan, self._fail)]
         for s in self._senders:
             s.start()
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="boltring-ccw")
@@ -258,6 +260,7 @@ class Ring:
             self._fail(e)
             plans = []
         if len(plans) == 2:
+            assert self._pool is not None  # connect() made it
             other = self._pool.submit(plans[1].run)
             try:
                 plans[0].run()
@@ -295,6 +298,7 @@ class Ring:
             v, recv, sender = self.rank, self.left, self._senders[0]
         else:  # the mirrored ring: rank r sits at position -r, so its "right" is rank r-1
             v, recv, sender = (-self.rank) % self.size, self.right, self._senders[1]
+        assert recv is not None  # connect() made both channels
         chunk = max(1, chunk_bytes_for(src.nbytes // self.size, self.chunk_bytes) // src.itemsize)
         scratch = lambda: self._scratch_for(direction, wire, chunk)
         return _Direction(self, src, wire, v, recv, sender, chunk, scratch)
@@ -400,18 +404,18 @@ class _Direction:
             for a, b in self.chunks((v - s - 1) % n):
                 self.expect(a, b, s, "reduce-scatter")
                 if scratch is None:
-                    recv.recv_payload(memoryview(dst[a:b]).cast("B"), "a reduce-scatter chunk")
+                    recv.recv_payload(dst[a:b].data.cast("B"), "a reduce-scatter chunk")
                     add_into(dst[a:b], dst[a:b], src[a:b], self.wire)
                 else:
                     tmp = scratch[: b - a]
-                    recv.recv_payload(memoryview(tmp).cast("B"), "a reduce-scatter chunk")
+                    recv.recv_payload(tmp.data.cast("B"), "a reduce-scatter chunk")
                     add_into(dst[a:b], tmp, src[a:b], self.wire)
                 self.send(dst, a, b, s + 1)  # next hop, or all-gather step 0 when s == n-2
         for s in range(n - 1):  # all-gather: finished segments straight into place
             step = n - 1 + s
             for a, b in self.chunks((v - s) % n):
                 self.expect(a, b, step, "all-gather")
-                recv.recv_payload(memoryview(dst[a:b]).cast("B"), "an all-gather chunk")
+                recv.recv_payload(dst[a:b].data.cast("B"), "an all-gather chunk")
                 if s < n - 2:
                     self.send(dst, a, b, step + 1)
         done = threading.Event()

@@ -208,7 +208,7 @@ def machine_line() -> str:
 
     return (
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), "
-        f"Python {platform.python_version()}, mlx {mx.__version__}"
+        f"Python {platform.python_version()}, mlx {getattr(mx, '__version__', '?')}"
     )
 
 
