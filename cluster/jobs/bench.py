@@ -72,6 +72,7 @@ class BenchResult:
     wire_dtype: str = ""  # boltring average_gradients' wire dtype, when not the array's own
     extra_mem_bytes: int | None = None  # peak RSS during the collectives minus the baseline
     allowed_extra_bytes: int | None = None  # output + two chunks per direction (the bar)
+    cpu_ms_per_call: float | None = None  # rank 0's CPU (user + system) per call
 
     @property
     def median_s(self) -> float:
@@ -98,6 +99,7 @@ class BenchResult:
             "min_ms": min(self.times) * 1e3,
             "max_ms": max(self.times) * 1e3,
             **({"wire_dtype": self.wire_dtype} if self.wire_dtype else {}),
+            "cpu_ms_per_call": self.cpu_ms_per_call,
             "extra_mem_mb": None if self.extra_mem_bytes is None else self.extra_mem_bytes / (1 << 20),
             "allowed_extra_mem_mb": (
                 None if self.allowed_extra_bytes is None else self.allowed_extra_bytes / (1 << 20)
@@ -190,6 +192,7 @@ def run_backend(
                 wire_dtype=d.get("wire_dtype", ""),
                 extra_mem_bytes=d.get("extra_mem_bytes"),
                 allowed_extra_bytes=d.get("allowed_extra_bytes"),
+                cpu_ms_per_call=d.get("cpu_ms_per_call"),
             )
             for d in (json.loads(line) for line in outs[0][1].splitlines() if line.startswith("{"))
         ]

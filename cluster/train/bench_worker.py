@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import time
 from pathlib import Path
 
@@ -102,6 +103,7 @@ def main() -> int:
         all_sum(warm)
         del warm
         base = memory_baseline()
+        ru0 = resource.getrusage(resource.RUSAGE_SELF)
         times = []
         y = None
         for i in range(a.warmup + a.repeat):
@@ -113,6 +115,8 @@ def main() -> int:
             if i >= a.warmup:
                 times.append(dt)
         peak = peak_since_baseline()
+        ru1 = resource.getrusage(resource.RUSAGE_SELF)
+        cpu_ms = (ru1.ru_utime - ru0.ru_utime + ru1.ru_stime - ru0.ru_stime) * 1e3 / (a.warmup + a.repeat)
         assert y is not None
         expected = 1.0 if a.wire_dtype else float(size)  # average_gradients gives the mean
         if (
@@ -129,6 +133,7 @@ def main() -> int:
                 "dtype": a.dtype,
                 "times": times,
                 "extra_mem_bytes": None if base is None or peak is None else peak - base,
+                "cpu_ms_per_call": cpu_ms,  # rank 0's user + system CPU, all its threads
             }
             if a.wire_dtype:
                 record["wire_dtype"] = a.wire_dtype

@@ -79,6 +79,7 @@ def ring_busbw(lab: Lab, n: int, tmp: Path, *, wire: str = "", repeat: int = 5) 
     times = result["times"]
     factor = 2 * (n - 1) / n * result["bytes"]
     return {
+        "cpu_ms_per_call": result.get("cpu_ms_per_call"),
         "busbw": factor / statistics.median(times),
         "busbw_range": [factor / max(times), factor / min(times)],
     }
@@ -130,6 +131,7 @@ def test_ring_against_link_bound_and_machine_limit(lab4, tmp_path, n, mbit, mtu)
         "busbw_range_gbit": [round(b * 8 / 1e9, 3) for b in ring["busbw_range"]],
         "of_link": round(ring["busbw"] / link, 4),
         "of_bound": round(ring["busbw"] / bound, 4),
+        "rank0_cpu_ms_per_call": round(ring["cpu_ms_per_call"], 1),
     }
     print(json.dumps(row))
     if mbit == 2000 and mtu == 9000:  # the link bound itself, whatever the machine limit says
