@@ -44,6 +44,10 @@ class Pending:
         self._future.result()
         return self._ops.result
 
+    def exception(self) -> BaseException | None:
+        """Wait for the collective; its error, or None (never raises)."""
+        return self._future.exception()
+
 
 class Group:
     def __init__(self, job: JobEnv, *, log=None):
@@ -97,6 +101,7 @@ class Group:
         if self._comm is None:
             self._comm = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="boltring-comm")
         pending = Pending(self._comm.submit(run), ops)
+        self._pending = [p for p in self._pending if not p.done()]  # finished ones hold memory
         self._pending.append(pending)
         return pending
 
@@ -233,11 +238,13 @@ class Group:
         if self._closed:
             return
         self._closed = True
-        try:
-            self._drain()
-        finally:
-            if self._comm is not None:
-                self._comm.shutdown(wait=False)
+        # Let queued collectives finish (each is bounded by the ring's timeout); their errors
+        # belong to whoever waits on their handles, and must not keep the ring open here.
+        for pending in self._pending:
+            pending.exception()
+        self._pending = []
+        if self._comm is not None:
+            self._comm.shutdown(wait=False)
         self.metrics.write(
             "end",
             allreduce_ops=self.ring.ops,
