@@ -22,6 +22,8 @@ from .errors import FrameError, PeerClosed, PeerTimeout
 
 PROTOCOL_VERSION = 1
 MAX_HEADER_BYTES = 4096  # headers are a few dozen bytes; anything bigger is an attack or a bug
+RCVLOWAT_BYTES = 256 << 10  # wake a payload reader per this many bytes (Channel.recv_payload)
+_HAS_LOWAT = hasattr(socket, "SO_RCVLOWAT")
 DEFAULT_MAX_PAYLOAD = 256 << 20  # a single frame's payload; chunks are far smaller
 _LEN = struct.Struct("!I")
 
@@ -148,15 +150,33 @@ class Channel:
 
     # -- receiving -----------------------------------------------------------------------
     def recv_payload(self, view: memoryview, what: str) -> None:
-        """Fill `view` with a payload announced by the last header (counted in bytes_recv)."""
-        self._recv_exact(view, what)
+        """Fill `view` with a payload announced by the last header (counted in bytes_recv).
+
+        A large payload is read with SO_RCVLOWAT raised, so the thread wakes once per
+        RCVLOWAT_BYTES that arrived instead of once per few packets: on a link slower than the
+        CPU, data trickles in and each wake-up (poll, recv, a Python loop turn) costs more CPU
+        than the bytes it copies."""
+        lowat = min(view.nbytes, RCVLOWAT_BYTES) if view.nbytes >= RCVLOWAT_BYTES and _HAS_LOWAT else 0
+        self._recv_exact(view, what, lowat)
         self.bytes_recv += view.nbytes
 
-    def _recv_exact(self, view: memoryview, what: str) -> None:
-        """Fill `view` exactly, or raise naming the peer and what we were waiting for."""
+    def _set_lowat(self, nbytes: int) -> None:
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, nbytes)
+
+    def _recv_exact(self, view: memoryview, what: str, lowat: int = 0) -> None:
+        """Fill `view` exactly, or raise naming the peer and what we were waiting for.
+
+        With `lowat`, the socket's receive low-water mark is lowered as the remaining bytes
+        shrink below it (a poll waiting for more than will ever come would hang) and put back
+        to 1 at the end, even on errors."""
         got, total = 0, view.nbytes
         try:
+            if lowat:
+                self._set_lowat(lowat)
             while got < total:
+                if lowat > total - got:
+                    lowat = total - got
+                    self._set_lowat(lowat)
                 if self.deadline is not None:
                     remaining = self.deadline - time.monotonic()
                     if remaining <= 0:
@@ -190,6 +210,12 @@ class Channel:
             ) from None
         except OSError as e:
             raise PeerClosed(f"receiving {what} from {self.peer} failed: {e}", self.peer) from None
+        finally:
+            if lowat:
+                try:
+                    self._set_lowat(1)
+                except OSError:
+                    pass  # the socket is already broken; the error above says why
 
     def recv_header(self, *kinds: str, max_payload: int | None = None) -> dict:
         """Read one header; its kind must be one of `kinds` and its payload within limits."""

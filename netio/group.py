@@ -11,6 +11,7 @@ group whose collectives return their input, so the same script runs with and wit
 
 from __future__ import annotations
 
+import concurrent.futures
 import sys
 import time
 from pathlib import Path
@@ -18,14 +19,34 @@ from typing import Any
 
 import numpy as np
 
-from .buffers import mlx_operands, numpy_operands
+from .buffers import Operands, keep_freed_memory, mlx_inplace_operands, mlx_operands, numpy_operands
 from .jobenv import JobEnv
 from .metrics import MetricsWriter, rss_mb
 from .ring import Ring
 
+HALF_WIRE = ("bfloat16", "float16")  # wire dtypes average_gradients may cast float32 buckets to
+
 
 def _is_mlx_array(x: Any) -> bool:
     return type(x).__module__.startswith("mlx")
+
+
+class Pending:
+    """A collective started by all_sum_async: wait() returns its result or raises its error."""
+
+    def __init__(self, future: concurrent.futures.Future, ops: Operands):
+        self._future, self._ops = future, ops
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def wait(self):
+        self._future.result()
+        return self._ops.result
+
+    def exception(self) -> BaseException | None:
+        """Wait for the collective; its error, or None (never raises)."""
+        return self._future.exception()
 
 
 class Group:
@@ -53,48 +74,124 @@ class Group:
         self._mark_seconds = 0.0
         self._mark_sent = 0
         self._closed = False
+        self._comm: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pending: list[Pending] = []
+        if self.size > 1:
+            keep_freed_memory()  # outputs of every step reuse warm memory (see buffers.py)
         self.ring.connect()
         self.metrics.write("start", size=self.size, job=job.job_id, node=job.node)
 
     # -- collectives ---------------------------------------------------------------------
     def all_sum(self, x):
         """Sum of `x` over all ranks: same type, shape and dtype; bitwise identical everywhere."""
+        self._drain()  # collectives run in call order on every rank: queued ones go first
         ops = mlx_operands(x) if _is_mlx_array(x) else numpy_operands(np.asarray(x))
         self.ring.allreduce(ops.src, ops.alloc, ops.wire)
         return ops.result
 
-    def average_gradients(self, grads):
+    def all_sum_async(self, x) -> Pending:
+        """Start the sum of `x` over all ranks on the communication thread; `.wait()` returns
+        what all_sum would. Collectives run one at a time in call order, so every rank must
+        start the same ones in the same order (as for all_sum)."""
+        ops = mlx_operands(x) if _is_mlx_array(x) else numpy_operands(np.asarray(x))
+        dst = ops.alloc()  # MLX work stays on this thread; the ring thread only sees numpy views
+        return self._submit(ops, lambda: self.ring.allreduce(ops.src, dst, ops.wire))
+
+    def _submit(self, ops: Operands, run) -> Pending:
+        if self._comm is None:
+            self._comm = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="boltring-comm")
+        pending = Pending(self._comm.submit(run), ops)
+        self._pending = [p for p in self._pending if not p.done()]  # finished ones hold memory
+        self._pending.append(pending)
+        return pending
+
+    def _drain(self) -> None:
+        while self._pending:
+            self._pending.pop(0).wait()
+
+    def average_gradients(self, grads, *, overlap: bool = False, wire_dtype: str | None = None):
         """Mean of a tree (dicts/lists) of mx.array over ranks, in a few large buckets.
 
         Leaves are grouped by dtype and concatenated into buckets of up to `bucket_mb`, so a
         model of many small tensors costs a handful of ring round trips instead of hundreds.
+        The concatenation is ours, so it is summed in place: no second buffer.
+
+        wire_dtype ("bfloat16"/"float16", default the job's ring.wire_dtype) sends float32
+        buckets in half precision: half the bytes. Each hop adds in float32 and rounds once to
+        the wire dtype; the mean is taken in float32.
+
+        overlap=True starts evaluating the buckets last layer first (mx.async_eval) and reduces
+        each bucket on the communication thread as soon as it is ready, while MLX still
+        computes the rest of the backward pass.
         """
         import mlx.core as mx
         from mlx.utils import tree_flatten, tree_unflatten
 
-        leaves = tree_flatten(grads)
+        flat_tree: Any = tree_flatten(grads)
+        leaves: list[tuple[str, Any]] = list(flat_tree)
         if self.size == 1 or not leaves:
             return grads
+        wire = wire_dtype or self.job.wire_dtype
+        if wire not in HALF_WIRE and wire != "float32":
+            raise ValueError(f"wire_dtype {wire!r}: use float32, bfloat16 or float16")
+        # Backprop finishes the last layers first: with overlap, their bucket goes first.
+        buckets = list(self._buckets(leaves[::-1] if overlap else leaves))
+        flats = [self._bucket_array(bucket, wire) for bucket in buckets]
+        if overlap:
+            mx.async_eval(*[f for f, _ in flats])
+        done: list[tuple[Any, Any]] = []
+        for flat, owned in flats:
+            if not overlap:
+                done.append((self._reduce_bucket(flat, owned), None))
+                continue
+            mx.eval(flat)  # this bucket's share of the backward pass; later ones still run
+            done.append(self._reduce_bucket_async(flat, owned))
         averaged: dict[str, Any] = {}
-        for bucket in self._buckets(leaves):
-            flat = (
-                mx.concatenate([a.reshape(-1) for _, a in bucket])
-                if len(bucket) > 1
-                else bucket[0][1].reshape(-1)
-            )
-            summed = self.all_sum(flat)
-            mean = summed / self.size if mx.issubdtype(summed.dtype, mx.floating) else summed // self.size
+        for bucket, (summed, pending) in zip(buckets, done, strict=True):
+            if pending is not None:
+                summed = pending.wait()
+            dtype = bucket[0][1].dtype
+            if summed.dtype != dtype:  # half-precision wire: back to float32 before the mean
+                summed = summed.astype(dtype)
+            mean = summed / self.size if mx.issubdtype(dtype, mx.floating) else summed // self.size
             offsets = np.cumsum([a.size for _, a in bucket])[:-1].tolist()
             for (key, a), part in zip(bucket, mx.split(mean, offsets) if offsets else [mean], strict=False):
                 averaged[key] = part.reshape(a.shape)
         return tree_unflatten([(k, averaged[k]) for k, _ in leaves])
+
+    @staticmethod
+    def _bucket_array(bucket, wire: str):
+        """(flat array of the bucket, whether we own its memory and may sum in place)."""
+        import mlx.core as mx
+
+        arrays = [a.reshape(-1) for _, a in bucket]
+        flat = mx.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+        owned = len(arrays) > 1  # a lone leaf's reshape shares the caller's gradient memory
+        if wire in HALF_WIRE and flat.dtype == mx.float32:
+            flat, owned = flat.astype(getattr(mx, wire)), True
+        return flat, owned
+
+    def _reduce_bucket(self, flat, owned: bool):
+        if not owned:
+            return self.all_sum(flat)
+        self._drain()
+        ops = mlx_inplace_operands(flat)
+        self.ring.allreduce_(ops.src, ops.wire)
+        return ops.result
+
+    def _reduce_bucket_async(self, flat, owned: bool):
+        if not owned:
+            return None, self.all_sum_async(flat)
+        ops = mlx_inplace_operands(flat)
+        return None, self._submit(ops, lambda: self.ring.allreduce_(ops.src, ops.wire))
 
     def _buckets(self, leaves):
         by_dtype: dict[Any, list] = {}
         for key, a in leaves:
             by_dtype.setdefault(a.dtype, []).append((key, a))
         for items in by_dtype.values():
-            bucket, nbytes = [], 0
+            bucket: list[tuple[str, Any]] = []
+            nbytes = 0
             for key, a in items:
                 if bucket and nbytes + a.nbytes > self.bucket_bytes:
                     yield bucket
@@ -156,6 +253,13 @@ class Group:
         if self._closed:
             return
         self._closed = True
+        # Let queued collectives finish (each is bounded by the ring's timeout); their errors
+        # belong to whoever waits on their handles, and must not keep the ring open here.
+        for pending in self._pending:
+            pending.exception()
+        self._pending = []
+        if self._comm is not None:
+            self._comm.shutdown(wait=False)
         self.metrics.write(
             "end",
             allreduce_ops=self.ring.ops,

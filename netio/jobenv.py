@@ -25,6 +25,7 @@ NODE = "BOLTRING_NODE"
 BACKEND = "BOLTRING_BACKEND"  # boltring | mlx-ring | jaccl: who runs the collectives
 
 MLX_BACKENDS = {"mlx-ring": "ring", "jaccl": "jaccl"}  # ring.backend -> mx.distributed.init(backend=)
+WIRE_DTYPE = "BOLTRING_WIRE_DTYPE"  # what average_gradients sends float32 gradients as
 
 
 class JobEnvError(Exception):
@@ -45,6 +46,7 @@ class JobEnv:
     chunk_mb: float = 4.0
     node: str = "local"
     backend: str = "boltring"
+    wire_dtype: str = "float32"
 
     @property
     def mlx_backend(self) -> str | None:
@@ -63,6 +65,7 @@ class JobEnv:
             CHUNK_MB: repr(self.chunk_mb),
             NODE: self.node,
             BACKEND: self.backend,
+            WIRE_DTYPE: self.wire_dtype,
         }
         if self.secret_file:
             env[SECRET_FILE] = self.secret_file
@@ -93,6 +96,7 @@ class JobEnv:
                 chunk_mb=float(e.get(CHUNK_MB, 4)),
                 node=e.get(NODE, "local"),
                 backend=e.get(BACKEND, "boltring"),
+                wire_dtype=e.get(WIRE_DTYPE, "float32"),
             )
         except (KeyError, ValueError, TypeError) as ex:
             raise JobEnvError(
@@ -106,6 +110,8 @@ class JobEnv:
             raise JobEnvError(
                 f"{RANK}={rank}, {WORLD_SIZE}={size} and {len(ring)} ring addresses do not fit together"
             )
+        if job.wire_dtype not in ("float32", "bfloat16", "float16"):
+            raise JobEnvError(f"{WIRE_DTYPE}={job.wire_dtype!r}; use float32, bfloat16 or float16")
         if size > 1 and own_ring and not job.secret_file:
             raise JobEnvError(f"{SECRET_FILE} is not set: ranks must prove the job secret")
         return job

@@ -148,15 +148,34 @@ def main_parser() -> argparse.ArgumentParser:
         "in the same run, MLX's own ring backend (mx.distributed, launched with a "
         "generated hostfile). Reports the median time over repeats, algorithm "
         "bandwidth and bus bandwidth (busbw = bytes x 2(n-1)/n / time, as "
-        "nccl-tests define it), and the ratio boltring/MLX.",
+        "nccl-tests define it), the ratio boltring/MLX, and each backend's extra memory "
+        "(peak RSS during the calls minus the RSS before them).",
     )
-    b.add_argument("--ranks", "-n", type=int, default=2, metavar="N", help="local ranks (default 2)")
+    b.add_argument(
+        "--ranks",
+        "-n",
+        default="2",
+        metavar="N[,N…]",
+        help="local ranks, or a list such as 2,3,4 (one run per count, both backends each; default 2)",
+    )
     b.add_argument(
         "--sizes", default="1MB,16MB,64MB", help="comma list of buffer sizes (default 1MB,16MB,64MB)"
     )
-    b.add_argument("--backend", choices=("boltring", "mlx", "both"), default="both")
+    b.add_argument(
+        "--backend",
+        choices=("boltring", "mlx", "both"),
+        default="both",
+        help="boltring's ring, MLX's ring, or both in the same invocation (default; gives the ratio)",
+    )
     b.add_argument("--repeat", type=int, default=10, metavar="R", help="timed repeats per size (median)")
     b.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16", "int32"))
+    b.add_argument(
+        "--wire-dtype",
+        choices=("bfloat16", "float16"),
+        default=None,
+        help="time boltring's average_gradients sending the float32 buffer as this dtype "
+        "(ring.wire_dtype); busbw then counts float32 bytes, the effective bandwidth",
+    )
     b.add_argument("--json", action="store_true", help="one JSON object per result")
 
     st = sub.add_parser(

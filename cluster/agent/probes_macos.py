@@ -50,12 +50,17 @@ def parse_sysctl_chip_memory(text: str) -> dict:
     return out
 
 
-_SIZE_UNITS = {"KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.I)
 
 
 def parse_size(text: str) -> int | None:
-    """ "64 GB" → bytes (system_profiler uses binary units with decimal names)."""
-    m = re.match(r"\s*([\d.]+)\s*([KMGT]B)\s*$", text or "", re.I)
+    """ "64 GB", "16MB", "1GiB", "16M" or "4096" → bytes, None when unreadable.
+
+    Binary units with decimal names, as system_profiler, MLX's and nccl-tests' tables use them.
+    The one size parser: `boltring bench` uses it too (this module is standard library only,
+    so the laptop may import it)."""
+    m = _SIZE_RE.match(text or "")
     if not m:
         return None
     return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).upper()])

@@ -7,10 +7,10 @@ busbw = bytes × 2(n−1)/n ÷ time — what each rank's links must carry.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import platform
-import re
 import secrets
 import socket
 import statistics
@@ -20,12 +20,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from boltring.cluster.agent.probes_macos import parse_size as parse_size_or_none
 from boltring.cluster.agent.spawn import write_atomic
 from boltring.cluster.errors import BoltringError
 from boltring.netio.jobenv import JobEnv
-
-SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]?i?B?)\s*$", re.I)
-UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 
 class BenchError(BoltringError):
@@ -34,10 +32,21 @@ class BenchError(BoltringError):
 
 def parse_size(text: str) -> int:
     """ "16MB" → 16 MiB in bytes (sizes are binary, like MLX's and nccl-tests' tables)."""
-    m = SIZE_RE.match(text)
-    if not m:
+    size = parse_size_or_none(text)
+    if size is None:
         raise BenchError(f"cannot read size {text!r}; write sizes like 1MB,16MB,64MB or 4096")
-    return int(float(m.group(1)) * UNITS[m.group(2)[:1].upper()])
+    return size
+
+
+def parse_ranks(text: str) -> list[int]:
+    """ "2,3,4" → [2, 3, 4]: one bench per rank count, each with both backends."""
+    try:
+        ranks = [int(t) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        raise BenchError(f"cannot read --ranks {text!r}; write a count or a list like 2,3,4") from None
+    if not ranks or min(ranks) < 2:
+        raise BenchError("bench needs at least 2 ranks (--ranks 2, or a list like 2,3,4)")
+    return ranks
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
@@ -60,6 +69,10 @@ class BenchResult:
     bytes: int
     dtype: str
     times: list[float]
+    wire_dtype: str = ""  # boltring average_gradients' wire dtype, when not the array's own
+    extra_mem_bytes: int | None = None  # peak RSS during the collectives minus the baseline
+    allowed_extra_bytes: int | None = None  # output + two chunks per direction (the bar)
+    cpu_ms_per_call: float | None = None  # rank 0's CPU (user + system) per call
 
     @property
     def median_s(self) -> float:
@@ -83,11 +96,25 @@ class BenchResult:
             "algbw_gbps": self.algbw,
             "busbw_gbps": self.busbw,
             "repeats": len(self.times),
+            "min_ms": min(self.times) * 1e3,
+            "max_ms": max(self.times) * 1e3,
+            **({"wire_dtype": self.wire_dtype} if self.wire_dtype else {}),
+            "cpu_ms_per_call": self.cpu_ms_per_call,
+            "extra_mem_mb": None if self.extra_mem_bytes is None else self.extra_mem_bytes / (1 << 20),
+            "allowed_extra_mem_mb": (
+                None if self.allowed_extra_bytes is None else self.allowed_extra_bytes / (1 << 20)
+            ),
         }
 
 
 def run_backend(
-    backend: str, ranks: int, sizes: list[int], repeat: int, dtype: str = "float32", timeout: float = 600.0
+    backend: str,
+    ranks: int,
+    sizes: list[int],
+    repeat: int,
+    dtype: str = "float32",
+    timeout: float = 600.0,
+    wire_dtype: str = "",
 ) -> list[BenchResult]:
     """Start `ranks` local processes of bench_worker with one backend; rank 0's timings."""
     ports = free_ports(ranks)
@@ -130,6 +157,7 @@ def run_backend(
                     str(repeat),
                     "--dtype",
                     dtype,
+                    *(["--wire-dtype", wire_dtype] if wire_dtype else []),
                 ]
                 procs.append(
                     subprocess.Popen(
@@ -156,7 +184,15 @@ def run_backend(
                 raise BenchError(f"{backend} rank {r} failed (exit {rc}): {last}")
         return [
             BenchResult(
-                backend=d["backend"], ranks=d["ranks"], bytes=d["bytes"], dtype=d["dtype"], times=d["times"]
+                backend=d["backend"],
+                ranks=d["ranks"],
+                bytes=d["bytes"],
+                dtype=d["dtype"],
+                times=d["times"],
+                wire_dtype=d.get("wire_dtype", ""),
+                extra_mem_bytes=d.get("extra_mem_bytes"),
+                allowed_extra_bytes=d.get("allowed_extra_bytes"),
+                cpu_ms_per_call=d.get("cpu_ms_per_call"),
             )
             for d in (json.loads(line) for line in outs[0][1].splitlines() if line.startswith("{"))
         ]
@@ -175,7 +211,7 @@ def machine_line() -> str:
 
     return (
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), "
-        f"Python {platform.python_version()}, mlx {mx.__version__}"
+        f"Python {platform.python_version()}, mlx {getattr(mx, '__version__', '?')}"
     )
 
 
@@ -184,51 +220,71 @@ def run_bench_cli(args) -> int:
     from rich.table import Table
 
     console = Console(highlight=False, stderr=args.json)
+    wire = getattr(args, "wire_dtype", "") or ""
     try:
         sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
-        if args.ranks < 2:
-            raise BenchError("bench needs at least 2 ranks (--ranks 2)")
+        rank_counts = parse_ranks(args.ranks)
         backends = ["boltring", "mlx"] if args.backend == "both" else [args.backend]
-        results: dict[str, list[BenchResult]] = {}
-        for b in backends:
-            console.print(
-                f"running {b} with {args.ranks} local ranks, sizes {args.sizes}, {args.repeat} repeats …"
-            )
-            results[b] = run_backend(b, args.ranks, sizes, args.repeat, args.dtype)
+        if wire and backends != ["boltring"]:
+            raise BenchError("--wire-dtype measures boltring's average_gradients: use --backend boltring")
+        results: dict[tuple[int, str], list[BenchResult]] = {}
+        for n in rank_counts:
+            for b in backends:
+                console.print(f"running {b}, {n} local ranks, sizes {args.sizes}, {args.repeat} repeats …")
+                results[n, b] = run_backend(b, n, sizes, args.repeat, args.dtype, wire_dtype=wire)
     except BenchError as e:
         console.print(f"boltring bench: {e}")
         return 1
     machine = machine_line()
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     rows = []
-    for i, size in enumerate(sizes):
-        row = {b: results[b][i] for b in backends}
-        ratio = (row["boltring"].busbw / row["mlx"].busbw) if len(row) == 2 else None
-        rows.append((size, row, ratio))
+    for n in rank_counts:
+        for i, size in enumerate(sizes):
+            row = {b: results[n, b][i] for b in backends}
+            ratio = (row["boltring"].busbw / row["mlx"].busbw) if len(row) == 2 else None
+            rows.append((n, size, row, ratio))
     if args.json:
-        for size, row, ratio in rows:
+        for n, size, row, ratio in rows:
             for r in row.values():
-                print(json.dumps({**r.to_dict(), "machine": machine}))
+                print(json.dumps({**r.to_dict(), "machine": machine, "date": stamp}))
             if ratio is not None:
-                print(json.dumps({"bytes": size, "ratio_boltring_over_mlx": ratio, "machine": machine}))
+                print(
+                    json.dumps(
+                        {
+                            "ranks": n,
+                            "bytes": size,
+                            "ratio_boltring_over_mlx": ratio,
+                            "machine": machine,
+                            "date": stamp,
+                        }
+                    )
+                )
         return 0
     table = Table(
-        title=f"allreduce, {args.ranks} local ranks, {args.dtype}, median of {args.repeat}",
+        title=f"allreduce, {args.dtype}{f' as {wire} on the wire' if wire else ''}, median of {args.repeat}",
         title_justify="left",
     )
-    for col in ("size", "backend", "median ms", "algbw GB/s", "busbw GB/s", "boltring/mlx"):
+    cols = ("ranks", "size", "backend", "median ms", "algbw GB/s", "busbw GB/s", "extra MB", "boltring/mlx")
+    for col in cols:
         table.add_column(col, justify="right")
-    for size, row, ratio in rows:
+    for n, size, row, ratio in rows:
         for j, (b, r) in enumerate(row.items()):
             table.add_row(
+                str(n) if j == 0 else "",
                 _human(size) if j == 0 else "",
                 b,
                 f"{r.median_s * 1e3:.2f}",
                 f"{r.algbw:.2f}",
                 f"{r.busbw:.2f}",
+                "" if r.extra_mem_bytes is None else f"{r.extra_mem_bytes / (1 << 20):.0f}",
                 f"{ratio:.2f}×" if ratio is not None and j == len(row) - 1 else "",
             )
     console.print(table)
-    console.print(f"machine: {machine}")
+    console.print(f"machine: {machine}; {stamp}")
+    console.print(
+        "extra MB: peak RSS during the timed calls minus the RSS before the first one (input "
+        "allocated), on rank 0"
+    )
     return 0
 
 

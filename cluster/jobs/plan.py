@@ -220,6 +220,7 @@ def plan_job(config: Config, job_id: str, *, resume: bool = False, command_line=
             connect_timeout_s=config.ring.connect_timeout_s,
             bucket_mb=config.ring.bucket_mb,
             chunk_mb=config.ring.chunk_mb,
+            wire_dtype=config.ring.wire_dtype,
             node=node.name,
             backend=config.ring.backend,
         ).to_environ()

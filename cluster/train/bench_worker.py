@@ -4,14 +4,50 @@
     mlx       — mx.distributed.init(backend="ring"), MLX's own ring (MLX_RANK, MLX_HOSTFILE)
 
 Both time the same thing a training step pays: an evaluated mx.array in, an evaluated
-mx.array with the sum out. Rank 0 prints one JSON line per size with every repeat's time.
+mx.array with the sum out. With --wire-dtype, boltring times average_gradients of one float32
+buffer sent as bf16/fp16 instead (bytes count the float32 buffer: the effective bandwidth).
+Rank 0 prints one JSON line per size with every repeat's time and the extra memory: peak RSS
+during the size's calls minus the RSS before them (input allocated, freed heap returned).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import time
+from pathlib import Path
+
+STATUS = Path("/proc/self/status")
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        for line in STATUS.read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def memory_baseline() -> int | None:
+    """Return freed heap to the kernel and restart the peak-RSS counter; the RSS now (bytes).
+    Linux only (VmHWM, clear_refs); None elsewhere."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+    except (OSError, AttributeError):
+        return None
+    rss = _status_kb("VmRSS")
+    return None if rss is None else rss << 10
+
+
+def peak_since_baseline() -> int | None:
+    hwm = _status_kb("VmHWM")
+    return None if hwm is None else hwm << 10
 
 
 def main() -> int:
@@ -21,20 +57,36 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--dtype", default="float32")
+    p.add_argument("--wire-dtype", default="", choices=("", "bfloat16", "float16"))
     a = p.parse_args()
 
     import mlx.core as mx
 
     dtype = getattr(mx, a.dtype)
+    chunk_for = None
     if a.backend == "boltring":
         from boltring.netio import init
+        from boltring.netio.ring import chunk_bytes_for
 
         group = init()
         rank, size = group.rank, group.size
 
-        def all_sum(x):
-            return group.all_sum(x)
+        def chunk_for(nbytes: int) -> int:
+            return chunk_bytes_for(nbytes // 2 // size, group.ring.chunk_bytes)
+
+        if a.wire_dtype:
+
+            def all_sum(x):
+                y = group.average_gradients({"g": x}, wire_dtype=a.wire_dtype)["g"]
+                mx.eval(y)
+                return y
+        else:
+
+            def all_sum(x):
+                return group.all_sum(x)
     else:
+        if a.wire_dtype:
+            raise SystemExit("--wire-dtype is a boltring option")
         group = mx.distributed.init(backend="ring", strict=True)
         rank, size = group.rank(), group.size()
 
@@ -47,33 +99,48 @@ def main() -> int:
         n = max(1, nbytes // mx.zeros((), dtype=dtype).itemsize)
         x = mx.ones((n,), dtype=dtype)
         mx.eval(x)
+        warm = mx.zeros((1 << 18,), dtype=mx.float32)  # 1 MiB: every ring thread has run once
+        all_sum(warm)
+        del warm
+        base = memory_baseline()
+        ru0 = resource.getrusage(resource.RUSAGE_SELF)
         times = []
+        y = None
         for i in range(a.warmup + a.repeat):
             all_sum(mx.zeros((1,), dtype=mx.int32))  # line the ranks up so each op is timed alone
+            y = None  # one result alive at a time, as in a training step
             t0 = time.perf_counter()
             y = all_sum(x)
             dt = time.perf_counter() - t0
             if i >= a.warmup:
                 times.append(dt)
-        expected = float(size)
+        peak = peak_since_baseline()
+        ru1 = resource.getrusage(resource.RUSAGE_SELF)
+        cpu_ms = (ru1.ru_utime - ru0.ru_utime + ru1.ru_stime - ru0.ru_stime) * 1e3 / (a.warmup + a.repeat)
+        assert y is not None
+        expected = 1.0 if a.wire_dtype else float(size)  # average_gradients gives the mean
         if (
             abs(float(y[0].astype(mx.float32)) - expected) > 1e-3
             or abs(float(y[-1].astype(mx.float32)) - expected) > 1e-3
         ):
             raise SystemExit(f"rank {rank}: wrong sum {y[0]} for {nbytes} bytes, expected {expected}")
         if rank == 0:
-            print(
-                json.dumps(
-                    {
-                        "backend": a.backend,
-                        "bytes": n * x.itemsize,
-                        "ranks": size,
-                        "dtype": a.dtype,
-                        "times": times,
-                    }
-                ),
-                flush=True,
-            )
+            out_bytes = n * x.itemsize
+            record = {
+                "backend": a.backend,
+                "bytes": out_bytes,
+                "ranks": size,
+                "dtype": a.dtype,
+                "times": times,
+                "extra_mem_bytes": None if base is None or peak is None else peak - base,
+                "cpu_ms_per_call": cpu_ms,  # rank 0's user + system CPU, all its threads
+            }
+            if a.wire_dtype:
+                record["wire_dtype"] = a.wire_dtype
+            elif chunk_for is not None:  # the bar: output + two chunks per direction
+                record["allowed_extra_bytes"] = out_bytes + 2 * 2 * chunk_for(out_bytes)
+            print(json.dumps(record), flush=True)
+        del x, y
     if a.backend == "boltring":
         group.close()
     return 0

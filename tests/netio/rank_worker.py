@@ -206,6 +206,52 @@ def run_tree(group, seed: int, out_dir: str | None) -> dict:
     }
 
 
+TREE_VARIANTS = {  # id -> average_gradients keyword arguments
+    "overlap": {"overlap": True},
+    "bf16": {"wire_dtype": "bfloat16"},
+    "fp16": {"wire_dtype": "float16"},
+    "bf16_overlap": {"wire_dtype": "bfloat16", "overlap": True},
+}
+
+
+def run_tree_variants(group, seed: int, out_dir: str | None) -> dict:
+    """average_gradients with overlap and half-precision wires, and all_sum_async, on the
+    same tree: digests per rank (they must agree), rank 0's leaves saved for the parent."""
+    from mlx.utils import tree_flatten
+
+    out: dict = {}
+    for vid, kwargs in TREE_VARIANTS.items():
+        grads = {k: v for k, v in make_tree(seed, group.rank).items()}
+        grads = _to_mx_tree(grads, TREE_SPEC)
+        before = {k: digest(as_numpy(v)) for k, v in tree_flatten(grads)}
+        avg = group.average_gradients(grads, **kwargs)
+        leaves = {}
+        for key, v in tree_flatten(avg):
+            res = as_numpy(v)
+            leaves[key] = [digest(res), dtype_name(v)]
+            if out_dir is not None and group.rank == 0:
+                np.save(os.path.join(out_dir, f"tree-{vid}.{key}.npy"), res, allow_pickle=False)
+        after = {k: digest(as_numpy(v)) for k, v in tree_flatten(grads)}
+        out[vid] = {"leaves": leaves, "inputs_unchanged": before == after}
+    # all_sum_async: three sums in flight at once, then waited for in order
+    xs = [
+        input_for({"seed": 11 + i, "dtype": "float32", "shape": [5000 + i], "api": "mx"}, group.rank)
+        for i in range(3)
+    ]
+    handles = [group.all_sum_async(x) for x in xs]
+    out["async"] = [digest(as_numpy(h.wait())) for h in handles]
+    out["sync"] = [digest(as_numpy(group.all_sum(x))) for x in xs]
+    return out
+
+
+def _to_mx_tree(t, spec):
+    if isinstance(spec, dict):
+        return {k: _to_mx_tree(t[k], spec[k]) for k in spec}
+    if isinstance(spec, list):
+        return [_to_mx_tree(a, s) for a, s in zip(t, spec, strict=False)]
+    return to_mx(t, spec[1])
+
+
 def run_barrier(group, stagger_s: float) -> dict:
     # Ranks reach the barrier at different times; nobody may leave it before the last arrives.
     time.sleep(stagger_s * group.rank)
@@ -280,6 +326,8 @@ def main() -> int:
             result["barrier"] = run_barrier(group, spec["barrier_stagger"])
         if spec.get("report"):
             result["report"] = run_report(group)
+        if "tree_seed" in spec:  # after report(): its byte counts cover the cases above only
+            result["tree_variants"] = run_tree_variants(group, spec["tree_seed"], out_dir)
         if "loop" in spec:
             result["loop"] = run_loop(group, spec["loop"])
         if "mismatch" in spec:

@@ -220,3 +220,11 @@ def test_secret_file_0644_stops_a_real_rank(tmp_path):
     err = _error(out[0])
     assert err["error_type"] == "JobEnvError" and "must be 0600" in err["message"], err
     assert err["elapsed"] < 5  # refused at once, not after a connect timeout
+
+
+def test_wire_dtype_travels_in_the_job_environment_and_bad_values_are_refused():
+    env = JobEnv(rank=0, size=1, wire_dtype="bfloat16").to_environ()
+    assert JobEnv.from_environ(env).wire_dtype == "bfloat16"
+    assert JobEnv.from_environ(JobEnv(rank=0, size=1).to_environ()).wire_dtype == "float32"
+    with pytest.raises(JobEnvError, match=r"BOLTRING_WIRE_DTYPE='int8'; use float32, bfloat16 or float16"):
+        JobEnv.from_environ({**env, "BOLTRING_WIRE_DTYPE": "int8"})
