@@ -19,6 +19,7 @@ protect it. Keep MLX backends on the Thunderbolt network between your own machin
 
 from __future__ import annotations
 
+import concurrent.futures
 import sys
 import time
 from pathlib import Path
@@ -26,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from .group import Group
+from .buffers import Operands
+from .group import Group, Pending
 from .jobenv import JobEnv, JobEnvError
 from .metrics import MetricsWriter
 
@@ -92,6 +94,8 @@ class MlxGroup(Group):
         self._mark_seconds = 0.0
         self._mark_sent = 0
         self._closed = False
+        self._comm = None  # Group.close() reads these; MLX runs its collectives itself
+        self._pending: list[Pending] = []
         self.metrics.write("start", size=self.size, job=job.job_id, node=job.node, backend=job.backend)
 
     def all_sum(self, x):
@@ -112,9 +116,21 @@ class MlxGroup(Group):
             return out
         return np.array(out, copy=True).astype(src.dtype, copy=False).reshape(src.shape)
 
-    def average_gradients(self, grads):
+    def all_sum_async(self, x) -> Pending:
+        """The same call as on boltring's group; MLX's collective runs at once (MLX schedules its
+        own communication), so the handle is already done."""
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        result = self.all_sum(x)
+        done.set_result(None)
+        empty = np.empty(0)
+        return Pending(done, Operands(src=empty, alloc=lambda: empty, result=result, wire="float32"))
+
+    def average_gradients(self, grads, *, overlap: bool = False, wire_dtype: str | None = None):
         """Mean of a tree of mx.array over ranks with ``mlx.nn.average_gradients`` (it packs
-        leaves of one dtype into buffers of up to ``ring.bucket_mb``), evaluated at once."""
+        leaves of one dtype into buffers of up to ``ring.bucket_mb``), evaluated at once.
+        ``wire_dtype`` (default ``ring.wire_dtype``): float32 leaves travel in that dtype and come
+        back as float32 (MLX sums in the wire dtype, unlike boltring's ring, which accumulates in
+        float32); ``overlap`` is accepted for the same signature: MLX's lazy graph orders the work."""
         import mlx.core as mx
         from mlx.nn import average_gradients
         from mlx.utils import tree_flatten
@@ -127,7 +143,16 @@ class MlxGroup(Group):
             return grads
         mx.eval(leaves)  # time the collective, not the backward pass that produced the gradients
         t0 = time.perf_counter()
-        out = average_gradients(grads, group=self.mx_group, all_reduce_size=self.bucket_bytes)
+        from mlx.utils import tree_map
+
+        wire = wire_dtype or self.job.wire_dtype
+        if wire != "float32":
+            half = getattr(mx, wire)
+            sent = tree_map(lambda g: g.astype(half) if g.dtype == mx.float32 else g, grads)
+            out = average_gradients(sent, group=self.mx_group, all_reduce_size=self.bucket_bytes)
+            out = tree_map(lambda o, g: o.astype(g.dtype), out, grads)
+        else:
+            out = average_gradients(grads, group=self.mx_group, all_reduce_size=self.bucket_bytes)
         mx.eval(out)
         self.ring.add(sum(a.nbytes for a in leaves), self.size, time.perf_counter() - t0)
         return out

@@ -29,6 +29,10 @@ with init() as g:
     avg = g.average_gradients(grads)
     out["avg_w"] = np.asarray(avg["w"]).ravel().tolist()
     out["avg_b"] = np.asarray(avg["b"][0]).tolist()
+    out["async_sum"] = g.all_sum_async(np.array([r, 1], dtype=np.int32)).wait().tolist()
+    half = g.average_gradients({"w": grads["w"]}, wire_dtype="bfloat16")["w"]
+    out["avg_w_bf16"] = np.asarray(half).ravel().tolist()
+    out["avg_w_bf16_dtype"] = str(half.dtype)
     g.barrier()
     out["report"] = sorted(g.report(step=1, loss=0.5, samples=4, tokens=100))
 print("RESULT " + json.dumps(out), flush=True)
@@ -91,6 +95,10 @@ def test_mlx_ring_group_agrees_with_boltring_group(tmp_path):
         np.testing.assert_allclose(a["float_sum"], b["float_sum"], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(a["avg_w"], b["avg_w"], rtol=1e-5, atol=1e-6)
         assert a["avg_b"] == b["avg_b"] == [1.0] * 5
+        assert a["async_sum"] == b["async_sum"] == [3, 3]  # the same handle API on both
+        assert a["avg_w_bf16_dtype"] == b["avg_w_bf16_dtype"] == "mlx.core.float32"
+        np.testing.assert_allclose(a["avg_w_bf16"], a["avg_w"], rtol=2e-2, atol=2e-2)  # bf16 wire
+        np.testing.assert_allclose(b["avg_w_bf16"], b["avg_w"], rtol=2e-2, atol=2e-2)
         assert a["report"] == b["report"]  # the same metrics fields whatever the backend
     assert all(r["float_sum"] == mlx[0]["float_sum"] for r in mlx)  # identical on every rank
     metrics = [
