@@ -119,7 +119,7 @@ class Channel:
         view = memoryview(payload).cast("B") if payload is not None else None
         nbytes = view.nbytes if view is not None else 0
         parts = [memoryview(pack_header(kind, nbytes, **fields))]
-        if nbytes:
+        if view is not None and nbytes:
             parts.append(view)
         self._sendall(parts, kind)
         self.bytes_sent += nbytes
