@@ -73,6 +73,14 @@ class CheckStatus(StrEnum):
     SKIPPED = "skipped"
 
 
+class LogLevel(StrEnum):
+    """How a log line is shown: controller lines and ranks' output (LogLine.level)."""
+
+    INFO = "info"
+    WARN = "warn"
+    ERROR = "error"
+
+
 class StoppedBy(StrEnum):
     """Who ended a job that did not finish on its own; the UI says it in words, never as a code."""
 

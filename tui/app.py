@@ -10,6 +10,9 @@ The app never talks to nodes itself. It is given a controller object (see
   of metrics costs dictionary updates, not redraws;
 * calls the controller only from workers (`attach`, `run_checks`, `launch` + `wait`, `kill`,
   `close`); an exception there becomes a header line, a log line and a notification.
+
+(Over 400 lines: the app's compose, bindings, actions and dialogs for one screen; the
+controller calls are in app_workers.py and the contract in controller_like.py.)
 """
 
 from __future__ import annotations

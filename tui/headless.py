@@ -3,6 +3,9 @@
 On a terminal: one live progress line, then a summary table. With `--json`: one JSON object
 per line on stdout (start, state, step, log/error, rank_start, rank_exit, summary), nothing
 else, for scripts and CI. Ctrl-C stops every rank and says so.
+
+(Over 400 lines: the --run view and the three headless commands that use it (--run, status,
+kill) share its rendering of events, the summary and the exit codes.)
 """
 
 from __future__ import annotations
@@ -306,7 +309,7 @@ async def run_headless(
             if not done:
                 _say(view, "interrupted during the checks: nothing was started", error=False)
                 return 130
-            failed = [r for r in results if r.status == "fail"]
+            failed = [r for r in results if r.status == CheckStatus.FAIL]
             if failed:
                 _say(
                     view,

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from boltring.cluster.config.schema import Node
 from boltring.cluster.jobs.events import CheckResult, RankMetrics
-from boltring.cluster.states import CheckStatus, SshState
+from boltring.cluster.states import CheckStatus, LogLevel, SshState
 
 from .check_items import PANEL_CHECKS, check_sort_key, merge_links
 
@@ -31,10 +31,7 @@ class RankStatus(StrEnum):
     KILLED = "killed"
 
 
-class Level(StrEnum):
-    INFO = "info"
-    WARN = "warn"
-    ERROR = "error"
+Level = LogLevel  # the views' name for it
 
 
 class LogEntry(NamedTuple):

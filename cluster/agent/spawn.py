@@ -26,6 +26,10 @@ exit.json is what a rank's end looks like to the controller, machine-readable:
 The rank writes why.json ("why I failed") itself before exiting; the keeper merges it. So that a
 full disk cannot leave a rank's end unrecorded, the keeper reserves the bytes of exit.json when
 the rank starts (exit.reserve, written while there was room) and overwrites them in place.
+
+(Over 400 lines on purpose: `start`, `kill` and `status` are one agent command on the node,
+and they share the run directory's file protocol (pid, exit.json, why.json, the secret, the
+reserve); split apart, each file would restate it.)
 """
 
 from __future__ import annotations

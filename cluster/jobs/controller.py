@@ -25,7 +25,7 @@ from boltring.cluster.jobs.events import (
     JobStarted,
 )
 from boltring.cluster.jobs.follow import RankState
-from boltring.cluster.states import JobState, StoppedBy
+from boltring.cluster.states import JobState, LogLevel, StoppedBy
 
 from .core import (
     POLL_S,
@@ -55,7 +55,7 @@ class JobController(WatchMixin):
         if not self.state.active:
             return
         self._killing, self._stopped_by = True, by
-        self._log(f"stopping every rank of job {self.job_id} ({by})", "warn")
+        self._log(f"stopping every rank of job {self.job_id} ({by})", LogLevel.WARN)
         await self._kill_ranks([rs for rs in self._ranks.values() if not rs.exited], by)
         if self._follower is not None and self._done is not None:
             await asyncio.shield(self._done)
@@ -79,7 +79,7 @@ class JobController(WatchMixin):
             self.config, self.transport, want, wheelhouse=wheelhouse, nodes=nodes, report=report
         )
         for r in results:
-            level = "error" if r.status == "failed" else "info"
+            level = LogLevel.ERROR if r.status == "failed" else LogLevel.INFO
             self.emit(LogLine(source=f"setup@{r.node}", text=node_setup.outcome(r), level=level, node=r.node))
         return results
 
@@ -97,11 +97,7 @@ class JobController(WatchMixin):
         """Follow the job this config left running, if any; True when attached. The job (its
         steps, its ranks) comes from the record, as launched, never from the config as it is."""
         rec = record.read_current()
-        if (
-            not rec
-            or rec.get("state") not in ("running", "launching", "stalled", "restarting")
-            or self.state.active
-        ):
+        if not rec or not record.is_active(rec) or self.state.active:
             return False
         if rec.get("config") != self.config.source or not await self._alive_ranks_of(rec):
             return False

@@ -26,7 +26,7 @@ from boltring.cluster.jobs.events import (
 from boltring.cluster.jobs.follow import RankState
 from boltring.cluster.jobs.restart import RestartPolicy
 from boltring.cluster.nodes.transport import LocalTransport, Transport, TransportError
-from boltring.cluster.states import JobState, StoppedBy
+from boltring.cluster.states import JobState, LogLevel, StoppedBy
 
 POLL_S = 0.25  # how often metrics and logs are read; ranks report far less often than this
 STATUS_EVERY_S = 3.0  # liveness check through `spawn status` (catches SIGKILLed keepers)
@@ -121,7 +121,7 @@ class ControllerCore:
         for fn in list(self._listeners):
             fn(event)
 
-    def _log(self, text: str, level: str = "info") -> None:
+    def _log(self, text: str, level: LogLevel = LogLevel.INFO) -> None:
         self.emit(LogLine(source="controller", text=text, level=level))
 
     def _set_state(self, state: JobState, reason: str | None = None, by: StoppedBy | None = None) -> None:
@@ -214,12 +214,12 @@ class ControllerCore:
             try:
                 res = await self.transport(node).run(argv, timeout=60)
             except TransportError as e:
-                self._log(f"could not stop the ranks on {node.name}: {e}", "error")
+                self._log(f"could not stop the ranks on {node.name}: {e}", LogLevel.ERROR)
                 return
             info = res.last_json() or {}
             for rs, ans in zip(mine, info.get("ranks", [info]), strict=False):
                 if ans.get("alive"):
-                    self._log(f"rank {rs.plan.rank} on {node.name} survived SIGKILL", "error")
+                    self._log(f"rank {rs.plan.rank} on {node.name} survived SIGKILL", LogLevel.ERROR)
                 if ans.get("exit"):
                     self._on_exit(rs, ans["exit"])
 
@@ -245,7 +245,7 @@ class ControllerCore:
                 record.write(self._record)
         except ControllerError as e:  # said once, never swallowed; the summary still arrives
             if str(e) != self._reason:
-                self._log(str(e), "error")
+                self._log(str(e), LogLevel.ERROR)
         self.emit(summary)
         if self._done is not None and not self._done.done():
             self._done.set_result(summary)

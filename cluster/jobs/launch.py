@@ -22,7 +22,7 @@ from boltring.cluster.jobs.events import (
 from boltring.cluster.jobs.follow import RankState
 from boltring.cluster.jobs.restart import resume_label
 from boltring.cluster.nodes.transport import TransportError
-from boltring.cluster.states import JobState, StoppedBy
+from boltring.cluster.states import JobState, LogLevel, StoppedBy
 from boltring.netio.handshake import new_secret
 
 from .core import (
@@ -166,7 +166,7 @@ class LaunchMixin(ControllerCore):
         await asyncio.gather(*(self.connect(n) for n in self.config.nodes))
         await self._sync_workspace()
         for line in self.oversubscribed():
-            self._log(line, "warn")
+            self._log(line, LogLevel.WARN)
         secret = new_secret()
 
         async def node_ranks(node: Node) -> None:
@@ -205,7 +205,7 @@ class LaunchMixin(ControllerCore):
             try:
                 await asyncio.shield(self.transport(node).write_file(abort, b"", mode=0o644))
             except (TransportError, OSError) as e:
-                self._log(f"{name}: cannot tell the launch to stop: {e}", "warn")
+                self._log(f"{name}: cannot tell the launch to stop: {e}", LogLevel.WARN)
         if running:
             await asyncio.wait(list(running.values()), timeout=10)
         # Ranks that are still starting have nothing to save: a short grace before SIGKILL.
@@ -219,7 +219,7 @@ class LaunchMixin(ControllerCore):
 
     async def _refuse_if_running(self) -> None:
         rec = record.read_current()
-        if rec and rec.get("state") in ("running", "launching", "stalled", "restarting"):
+        if rec and record.is_active(rec):
             alive = await self._alive_ranks_of(rec)
             if alive:
                 raise ControllerError(

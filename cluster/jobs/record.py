@@ -20,6 +20,7 @@ from typing import Any
 from boltring.cluster.agent.spawn import write_atomic
 from boltring.cluster.config.schema import Config, JobSpec, boltring_home
 from boltring.cluster.jobs.errors import ControllerError
+from boltring.cluster.states import JobState
 
 _TUPLE_FIELDS = ("args", "sync")
 
@@ -34,6 +35,14 @@ def record_path(job_id: str) -> Path:
 
 def current_path() -> Path:
     return boltring_home() / "current"
+
+
+def is_active(record: dict[str, Any] | None) -> bool:
+    """The record's job may have live ranks (launching, running, stalled, restarting)."""
+    try:
+        return record is not None and JobState(record.get("state")).active
+    except ValueError:
+        return False
 
 
 def new_record(config: Config, job_id: str, ranks: list[dict[str, Any]], *, resume: bool) -> dict[str, Any]:

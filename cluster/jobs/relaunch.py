@@ -10,7 +10,7 @@ from boltring.cluster.jobs import record
 from boltring.cluster.jobs.events import (
     JobRestarted,
 )
-from boltring.cluster.states import JobState, StoppedBy
+from boltring.cluster.states import CheckStatus, JobState, LogLevel, StoppedBy
 
 from .core import (
     RESTART_CHECK_WAIT_S,
@@ -33,7 +33,11 @@ class RestartMixin(LaunchMixin):
         deadline = time.monotonic() + RESTART_CHECK_WAIT_S
         said = False
         while True:
-            bad = [r for r in await self.run_checks(bandwidth=False, nodes=failing) if r.status == "fail"]
+            bad = [
+                r
+                for r in await self.run_checks(bandwidth=False, nodes=failing)
+                if r.status == CheckStatus.FAIL
+            ]
             if not bad:
                 break
             what = f"{bad[0].node} {bad[0].name}: {bad[0].value or bad[0].hint}"
@@ -41,7 +45,7 @@ class RestartMixin(LaunchMixin):
                 self._reason = f"{cause}; not restarted: {what} still fails"
                 return False
             if not said:
-                self._log(f"waiting for {what} to pass before restarting", "warn")
+                self._log(f"waiting for {what} to pass before restarting", LogLevel.WARN)
                 said = True
             await asyncio.sleep(2.0)
         self._log(

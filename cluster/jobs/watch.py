@@ -15,7 +15,7 @@ from boltring.cluster.jobs.events import (
 )
 from boltring.cluster.jobs.follow import RankState
 from boltring.cluster.nodes.transport import TransportError
-from boltring.cluster.states import JobState, StoppedBy
+from boltring.cluster.states import CheckStatus, JobState, LogLevel, StoppedBy
 
 from .core import (
     FAILURE_GRACE_S,
@@ -41,7 +41,7 @@ class WatchMixin(RestartMixin):
             raise
         except Exception as e:  # never die silently: the job ends, with the reason
             self._reason = f"controller lost track of the job: {type(e).__name__}: {e}"
-            self._log(self._reason, "error")
+            self._log(self._reason, LogLevel.ERROR)
             await self._kill_ranks([rs for rs in self._ranks.values() if not rs.exited], StoppedBy.BOLTRING)
             state = JobState.FAILED
         finally:
@@ -118,7 +118,7 @@ class WatchMixin(RestartMixin):
         self._reason = await self._with_link_facts(verdict)
         cause = self._ranks.get(verdict.cause) if verdict.cause is not None else None
         self._suspects = verdict.suspect_nodes or ([cause.node.name] if cause else [])
-        self._log(self._reason, "error")
+        self._log(self._reason, LogLevel.ERROR)
 
     async def _with_link_facts(self, verdict: blame.Verdict) -> str:
         """The verdict in one line; when it points at a node's ring link, that node's link
@@ -137,7 +137,7 @@ class WatchMixin(RestartMixin):
                 r
                 for r in self._fresh_checks
                 if r.node in verdict.suspect_nodes
-                and r.status == "fail"
+                and r.status == CheckStatus.FAIL
                 and r.name.split(":")[0] in LINK_CHECKS
             ]
 
@@ -192,7 +192,7 @@ class WatchMixin(RestartMixin):
         try:
             metrics, logs, info = await follow.read_new(rs, self.transport(rs.node))
         except TransportError as e:
-            self._log(f"{rs.node.name}: {e}", "warn")  # the transport reconnects; we retry next poll
+            self._log(f"{rs.node.name}: {e}", LogLevel.WARN)  # the transport reconnects; we retry next poll
             return
         for line in metrics:
             self._on_metrics_line(rs, line)

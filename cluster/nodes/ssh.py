@@ -35,6 +35,10 @@ Paths: `run()` quotes every argv word with `shlex.join`, so the remote shell exp
 words that are "~" or start with "~/" are resolved first against the node user's home
 (`expand_argv` / `resolve`; the home comes from SFTP `realpath(".")`, cached), any other word is
 passed verbatim. `read_from` and `write_file` resolve a leading "~/" too (SFTP knows no "~").
+
+(Over 400 lines: connecting, reconnecting with backoff, commands and SFTP share one
+connection and its retry-on-a-new-connection rule; the login attempt and what its failures
+mean already live in ssh_login.py.)
 """
 
 from __future__ import annotations

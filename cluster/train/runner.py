@@ -26,6 +26,9 @@ line ``boltring-train: error: <Type>: <message>`` on stderr; 2 for bad command-l
 (argparse); 143 on SIGTERM and 130 on SIGINT. A signal raises ``SystemExit`` in the main thread
 and the run unwinds at once: a checkpoint being written is abandoned (its temp file is removed,
 ``latest`` still names the previous complete checkpoint) and the group is closed.
+
+(Over 400 lines: one entry point that every rank runs; its arguments, the example/script/
+module dispatch and the error record the controller reads (why.json) are one contract.)
 """
 
 from __future__ import annotations
