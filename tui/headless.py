@@ -60,6 +60,12 @@ def _fmt(v, spec=".3f", none="–") -> str:
     return none if v is None else format(v, spec)
 
 
+def _tokens(p: StepProgress) -> list[str]:
+    """The cluster's tokens/s for language-model jobs (users compare runs by it); [] otherwise."""
+    tokens = [m["tokens_per_s"] for m in p.ranks.values() if m.get("tokens_per_s")]
+    return [f"{sum(tokens):.0f} tok/s"] if tokens else []
+
+
 def _clock(s: float | None) -> str:
     return "-:--:--" if s is None else fmt_elapsed(s)
 
@@ -170,13 +176,14 @@ class HeadlessView:
         elapsed = None if self._started is None else self.clock() - self._started
         parts = [f"step {p.step}/{p.total}", f"elapsed {_clock(elapsed)}", f"ETA {_clock(self.eta())}"]
         parts.append(f"loss {_fmt(p.loss, '.4f')}")
+        parts += _tokens(p)
         for r, m in sorted(p.ranks.items()):
             samples, gbps = _fmt(m.get("samples_per_s"), ".0f"), _fmt(m.get("allreduce_gbps"), ".2f")
             parts.append(f"r{r} {samples} samp/s {gbps} GB/s")
         return " | ".join(parts)
 
     def _details(self, p: StepProgress) -> str:
-        parts = [f"loss {_fmt(p.loss, '.4f')}"]
+        parts = [f"loss {_fmt(p.loss, '.4f')}", *_tokens(p)]
         for r, m in sorted(p.ranks.items()):
             parts.append(
                 f"r{r} {_fmt(m.get('samples_per_s'), '.0f')}/s {_fmt(m.get('allreduce_gbps'), '.2f')}GB/s"

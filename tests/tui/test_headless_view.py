@@ -76,3 +76,13 @@ def test_stalled_rank_is_announced():
     v, out, clock = view(terminal=False)
     v(RankStalled(1, "mini1", silent_s=31.0))
     assert "stalled: r1 on mini1 silent 31 s" in out.getvalue()
+
+
+def test_language_model_jobs_show_the_cluster_tokens_per_second():
+    v, out, clock = view(terminal=False)
+    ranks = {r: {"samples_per_s": 8.0, "allreduce_gbps": 0.5, "tokens_per_s": 1500.0} for r in (0, 1)}
+    v(StepProgress(1, 10, loss=2.0, ranks=ranks))
+    assert "3000 tok/s" in out.getvalue()
+    v2, out2, _ = view(terminal=False)
+    v2(StepProgress(1, 10, loss=2.0, ranks={0: {"samples_per_s": 8.0, "allreduce_gbps": 0.5}}))
+    assert "tok/s" not in out2.getvalue()  # not for jobs without tokens
