@@ -48,6 +48,7 @@ from boltring.cluster.nodes.checks.cabling import (  # the first three: re-expor
     tb_loop_results,
 )
 from boltring.cluster.nodes.checks.hints import PYTHON_HINT, ssh_hint
+from boltring.cluster.nodes.checks.job_paths import job_paths_result
 from boltring.cluster.nodes.checks.results import (
     NodeReport,
     last_line,
@@ -322,6 +323,10 @@ async def check_cluster(
         rep = await probe_node(await link_for(node), config, node, neighbours[node.name], versions)
         if not check_ports:
             rep.results = [r for r in rep.results if r.name != "ports"]
+        if rep.transport is not None:
+            paths = await job_paths_result(config, node, rep.transport)
+            if paths is not None:
+                rep.results.append(paths)
         for r in rep.results:
             emit_fn(r)
         return rep
