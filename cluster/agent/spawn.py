@@ -66,23 +66,32 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     os.replace(tmp, path)
 
 
+def _proc_groups() -> list[tuple[int, str]] | None:
+    """(process group, one-letter state) of every live process, from /proc; None without /proc.
+    Zombies count as gone (an init that never reaps leaves them)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    out = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] not in ("Z", "X"):
+            out.append((int(fields[2]), fields[0]))
+    return out
+
+
 def group_states(pgid: int) -> list[str] | None:
     """One-letter process states (R, S, D, T …) of the live members of the group; None when the
     system cannot tell (no /proc and no ps)."""
-    proc = Path("/proc")
-    if proc.is_dir():  # Linux: zombies count as gone (an init that never reaps leaves them)
-        states = []
-        for entry in proc.iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-                states.append(fields[0])
-        return states
+    procs = _proc_groups()
+    if procs is not None:  # Linux
+        return [state for group, state in procs if group == pgid]
     try:  # macOS: ps knows the group
         import subprocess
 
@@ -97,21 +106,10 @@ def group_states(pgid: int) -> list[str] | None:
 def live_groups(pgids: set[int]) -> set[int]:
     """Which of these process groups still have a live member: one pass over /proc for all
     of them (a kill of 80 ranks polls this every 50 ms), group by group elsewhere."""
-    proc = Path("/proc")
-    if not proc.is_dir():
+    procs = _proc_groups()
+    if procs is None:
         return {g for g in pgids if group_alive(g)}
-    found: set[int] = set()
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[2]) in pgids and fields[0] not in ("Z", "X"):
-            found.add(int(fields[2]))
-    return found
+    return {group for group, _ in procs if group in pgids}
 
 
 def group_alive(pgid: int) -> bool:

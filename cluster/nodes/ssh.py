@@ -47,7 +47,7 @@ import asyncio
 import posixpath
 import secrets
 import shlex
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncssh
@@ -346,33 +346,11 @@ class SshTransport(Transport):
         """Write to a new temp file created with `mode` (set exactly, before any data), then
         rename it over `path`: readers never see a partial file, and an existing file's looser
         permissions are never inherited."""
-        path = await self.resolve(path)
-        parent, name = posixpath.split(path)
 
-        async def op(sftp: asyncssh.SFTPClient) -> None:
-            if parent:
-                await sftp.makedirs(parent, exist_ok=True)
-            tmp = posixpath.join(parent, f".{name}.boltring-{secrets.token_hex(4)}")
-            try:
-                async with sftp.open(tmp, "xb", asyncssh.SFTPAttrs(permissions=mode)) as f:
-                    await f.chmod(mode)  # the umask may have narrowed it: make it exact
-                    await f.write(data)
-                try:
-                    await sftp.posix_rename(tmp, path)
-                except asyncssh.SFTPOpUnsupported:
-                    await sftp.remove(path) if await sftp.exists(path) else None
-                    await sftp.rename(tmp, path)
-            except BaseException:
-                try:
-                    await sftp.remove(tmp)
-                except (asyncssh.Error, OSError):
-                    pass
-                raise
+        async def fill(f: asyncssh.SFTPClientFile) -> None:
+            await f.write(data)
 
-        try:
-            await self._with_sftp(f"cannot write {path}", op)
-        except asyncssh.SFTPError as e:
-            raise TransportError(f"{self.node.name}: cannot write {path}: {e.reason}") from None
+        await self._write_atomic(path, mode, fill)
 
     async def upload(
         self,
@@ -384,28 +362,40 @@ class SshTransport(Transport):
         """Stream a local file over SFTP into a temp file created with `mode` beside the target,
         then rename it into place (as write_file does). Any failure or cancellation removes the
         temp file, so the final name only ever holds a complete copy."""
-        remote_path = await self.resolve(remote_path)
-        parent, name = posixpath.split(remote_path)
+
+        async def fill(f: asyncssh.SFTPClientFile) -> None:
+            sent = 0
+            with open(local_path, "rb") as src:
+                while chunk := src.read(UPLOAD_CHUNK):
+                    await f.write(chunk, sent)
+                    sent += len(chunk)
+                    if progress is not None:
+                        progress(sent)
+
+        await self._write_atomic(remote_path, mode, fill)
+
+    async def _write_atomic(
+        self, path: str, mode: int, fill: Callable[[asyncssh.SFTPClientFile], Awaitable[None]]
+    ) -> None:
+        """`fill` writes into a temp file beside `path`, created with `mode` (made exact: the
+        umask may have narrowed it), which is then renamed over `path`. Any failure or
+        cancellation removes the temp file, so `path` only ever holds a complete file."""
+        path = await self.resolve(path)
+        parent, name = posixpath.split(path)
 
         async def op(sftp: asyncssh.SFTPClient) -> None:
             if parent:
                 await sftp.makedirs(parent, exist_ok=True)
             tmp = posixpath.join(parent, f".{name}.boltring-{secrets.token_hex(4)}")
-            sent = 0
             try:
                 async with sftp.open(tmp, "xb", asyncssh.SFTPAttrs(permissions=mode)) as f:
                     await f.chmod(mode)
-                    with open(local_path, "rb") as src:
-                        while chunk := src.read(UPLOAD_CHUNK):
-                            await f.write(chunk, sent)
-                            sent += len(chunk)
-                            if progress is not None:
-                                progress(sent)
+                    await fill(f)
                 try:
-                    await sftp.posix_rename(tmp, remote_path)
+                    await sftp.posix_rename(tmp, path)
                 except asyncssh.SFTPOpUnsupported:
-                    await sftp.remove(remote_path) if await sftp.exists(remote_path) else None
-                    await sftp.rename(tmp, remote_path)
+                    await sftp.remove(path) if await sftp.exists(path) else None
+                    await sftp.rename(tmp, path)
             except BaseException:
                 try:
                     await asyncio.shield(sftp.remove(tmp))
@@ -414,9 +404,9 @@ class SshTransport(Transport):
                 raise
 
         try:
-            await self._with_sftp(f"cannot write {remote_path}", op)
+            await self._with_sftp(f"cannot write {path}", op)
         except asyncssh.SFTPError as e:
-            raise TransportError(f"{self.node.name}: cannot write {remote_path}: {e.reason}") from None
+            raise TransportError(f"{self.node.name}: cannot write {path}: {e.reason}") from None
 
     async def run_lines(
         self, argv: list[str], on_line: Callable[[str], None], *, timeout: float = 30.0
