@@ -137,7 +137,11 @@ def decide(facts: list[RankFacts], *, stall_s: float | None = None) -> Verdict:
     causes = [r for r in own if not r.lost_unnamed_peer] or own
     if causes:
         r = min(causes, key=lambda x: x.rank)
-        unnamed = [f"{v.label} lost a ring peer" for v in sorted(own, key=lambda v: v.rank) if v is not r]
+        unnamed = [
+            f"{v.label} lost a ring peer"
+            for v in sorted(own, key=lambda v: v.rank)
+            if v is not r and v.lost_unnamed_peer
+        ]
         return Verdict(r.rank, describe_own_end(r), evidence_for(r) + unnamed)
     # A root that is still running but frozen or silent: it stopped responding.
     live = [r for r in roots.values() if not r.exited]

@@ -162,3 +162,14 @@ def test_mlx_ring_victim_that_names_no_peer_is_not_the_cause():
     v = decide([victim, killed])
     assert v.cause == 1 and "rank 1 on local was killed" in v.reason
     assert v.evidence == ["rank 0 on local lost a ring peer"]
+
+
+def test_ranks_that_failed_on_their_own_are_not_called_peer_losers():
+    a = RankFacts(
+        rank=0, node="local", exited=True, returncode=1, exit={"error": "ValueError", "message": "bad"}
+    )
+    b = RankFacts(
+        rank=1, node="local", exited=True, returncode=1, exit={"error": "ValueError", "message": "bad"}
+    )
+    v = decide([a, b])
+    assert v.cause == 0 and v.evidence == []
