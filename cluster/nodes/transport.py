@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from boltring.cluster.config.schema import Node
 from boltring.cluster.jobs.events import NodeState
@@ -264,32 +264,39 @@ async def _wait_lines(
     return out, err
 
 
-def _copy_local(src: Path, dst: Path, mode: int, progress: Callable[[int], None] | None) -> None:
-    """Copy through a temp file in the destination folder, renamed into place when complete."""
+def _replace_local(dst: Path, mode: int, fill: Callable[[BinaryIO], None]) -> None:
+    """`fill` writes into a temp file in the destination folder, created with the final mode (a
+    secret is never readable by others, not even for a moment), renamed over `dst` when
+    complete; any failure removes the temp file, so `dst` only ever holds a whole file. The same
+    rule as SshTransport's writes."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.boltring-{secrets.token_hex(4)}")
-    sent = 0
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        with open(src, "rb") as f, os.fdopen(fd, "wb") as out:
-            os.fchmod(out.fileno(), mode)
-            while chunk := f.read(UPLOAD_CHUNK):
-                out.write(chunk)
-                sent += len(chunk)
-                if progress is not None:
-                    progress(sent)
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), mode)  # the umask may have narrowed it: make it exact
+            fill(out)
         os.replace(tmp, dst)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
+def _copy_local(src: Path, dst: Path, mode: int, progress: Callable[[int], None] | None) -> None:
+    def fill(out: BinaryIO) -> None:
+        sent = 0
+        with open(src, "rb") as f:
+            while chunk := f.read(UPLOAD_CHUNK):
+                out.write(chunk)
+                sent += len(chunk)
+                if progress is not None:
+                    progress(sent)
+
+    _replace_local(dst, mode, fill)
+
+
 def _write_local(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # O_CREAT with the final mode: a secret is never readable by others, not even for a moment.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-    finally:
-        os.close(fd)
+    def fill(out: BinaryIO) -> None:
+        out.write(data)
+
+    _replace_local(path, mode, fill)
