@@ -46,3 +46,6 @@ class WandbHook:
 
     def finish(self) -> None:
         self.run.finish()
+        import wandb
+
+        wandb.teardown()  # its wandb-core service process ends with the run, not with the rank
