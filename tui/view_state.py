@@ -27,6 +27,7 @@ from boltring.cluster.jobs.events import (
     RankStalled,
     RankStarted,
     StepProgress,
+    SyncProgress,
 )
 from boltring.cluster.states import ACTIVE_STATES, FINAL_STATES, CheckStatus, JobState, SshState, StoppedBy
 
@@ -76,6 +77,7 @@ class ClusterView:
         self.step_times: deque[tuple[float, int]] = deque(maxlen=4096)  # (t, step) for the ETA
         self.log: deque[LogEntry] = deque(maxlen=LOG_KEEP)
         self._seq = 0
+        self._sync_shown: dict[tuple[str, str], int] = {}  # (node, path) -> last quarter logged
         self.nodes: dict[str, NodeView] = {n.name: NodeView(n) for n in config.nodes}
         self.ranks: dict[int, RankView] = {}
         for slot in config.rank_layout():
@@ -205,6 +207,20 @@ class ClusterView:
                 self._on_restarted(ev)
             case JobSummary():
                 self._on_summary(ev)
+            case SyncProgress():
+                self._on_sync_progress(ev)
+
+    def _on_sync_progress(self, ev: SyncProgress) -> None:
+        """A large file going to a node before launch: a line in the node's log at each quarter
+        (the bytes, and a bar of them), so a long transfer shows it is moving."""
+        quarter = 4 * ev.sent // max(ev.total, 1)
+        key = (ev.node, ev.path)
+        if quarter <= self._sync_shown.get(key, -1):
+            return
+        self._sync_shown[key] = quarter
+        bar = "█" * quarter + "░" * (4 - quarter)
+        mb = f"{ev.sent / 1e6:.0f}/{ev.total / 1e6:.0f} MB"
+        self.note(f"sync {ev.path} {bar} {mb}", node=ev.node, source=ev.node, t=ev.t)
 
     def _on_job_started(self, ev: JobStarted) -> None:
         if self.jobs_seen:

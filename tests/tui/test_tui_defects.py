@@ -314,3 +314,23 @@ async def test_log_keeps_following_when_the_panels_grow(open_app):
         app.controller.emit(LogLine("controller", "the newest line", t=feed.CLOCK))
         await settle(pilot)
         assert log.is_vertical_scroll_end and "the newest line" in log.lines[-1].text
+
+
+def test_app_log_shows_a_large_sync_going_by_quarters():
+    """A large file synced before launch shows in the node's log as it moves (issue: setup and
+    sync), one line per quarter, not one per chunk."""
+    from boltring.cluster.jobs.events import SyncProgress
+    from boltring.tui.view_state import ClusterView
+
+    view = ClusterView(feed.lab_config())
+    total = 200_000_000
+    for sent in range(0, total + 1, 8_000_000):
+        view.apply(SyncProgress(node="mini2", path="data/big.bin", sent=sent, total=total))
+    lines = [e.text for e in view.nodes["mini2"].log if "sync" in e.text]
+    assert lines == [
+        "sync data/big.bin ░░░░ 0/200 MB",
+        "sync data/big.bin █░░░ 56/200 MB",
+        "sync data/big.bin ██░░ 104/200 MB",
+        "sync data/big.bin ███░ 152/200 MB",
+        "sync data/big.bin ████ 200/200 MB",
+    ]
