@@ -26,3 +26,32 @@ def boltring_processes(marker: str, settle_s: float = 3.0) -> list[psutil.Proces
         if not found or time.monotonic() > deadline:
             return found
         time.sleep(0.1)
+
+
+def kill_rank_once_it_reports(config, rank: int, home) -> tuple:
+    """Launch `config` on a JobController, SIGKILL `rank`'s process group once that rank has
+    written a metrics line, and follow the job to its end: (summary, seconds from the kill to
+    the summary). `home` is the HOME the run directories' "~" stands for."""
+    import asyncio
+    import os
+    import signal
+    from pathlib import Path
+
+    from boltring.cluster.jobs.controller import JobController
+    from boltring.cluster.jobs.events import RankMetrics
+
+    async def scenario():
+        c = JobController(config, poll_s=0.1)
+        metrics: list = []
+        c.add_listener(lambda ev: metrics.append(ev) if isinstance(ev, RankMetrics) else None)
+        await c.launch()
+        while not any(m.rank == rank for m in metrics):
+            await asyncio.sleep(0.1)
+        run_dir = Path(c._ranks[rank].plan.run_dir.replace("~", str(home), 1))
+        os.killpg(int((run_dir / "pid").read_text()), signal.SIGKILL)
+        t0 = time.monotonic()
+        summary = await asyncio.wait_for(c.wait(), 90)
+        await c.close()
+        return summary, time.monotonic() - t0
+
+    return asyncio.run(scenario())

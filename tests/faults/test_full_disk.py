@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.lab.fixtures import skip_unless_ci
+
 from .helpers import CLI, events, write_config
 
 
@@ -20,9 +22,7 @@ from .helpers import CLI, events, write_config
 def small_disk(no_leftovers) -> Iterator[Path]:
     """HOME (and so BOLTRING_HOME, runs and checkpoints) on a 24 MB tmpfs mounted over it."""
     if os.geteuid() != 0 or shutil.which("mount") is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("the full-disk tests need root (mount -t tmpfs) and must run in CI")
-        pytest.skip("needs root to mount a small tmpfs")
+        skip_unless_ci("the full-disk tests need root to mount a small tmpfs")
     mnt = no_leftovers
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m,mode=0755", "tmpfs", str(mnt)], check=True)
     try:

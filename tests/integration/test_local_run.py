@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from boltring.cluster.config.load import load_config, with_overrides
 from boltring.cluster.jobs.controller import ControllerError, JobController
 from boltring.cluster.jobs.events import JobSummary, RankMetrics
+from tests.procs import kill_rank_once_it_reports
 
 CLI = [sys.executable, "-m", "boltring.tui.cli"]
 
@@ -115,21 +115,7 @@ def test_data_parallel_loss_curve_matches_single_rank(no_leftovers):
 
 
 def test_killed_rank_fails_the_job_naming_it_and_leaves_nothing(no_leftovers):
-    async def scenario():
-        c = JobController(_config(3, 100000), poll_s=0.1)
-        metrics = []
-        c.add_listener(lambda ev: metrics.append(ev) if isinstance(ev, RankMetrics) else None)
-        await c.launch()
-        while not any(m.rank == 1 for m in metrics):
-            await asyncio.sleep(0.1)
-        pid = int((Path(c._ranks[1].plan.run_dir.replace("~", str(no_leftovers), 1)) / "pid").read_text())
-        os.killpg(pid, signal.SIGKILL)
-        t0 = time.monotonic()
-        summary = await asyncio.wait_for(c.wait(), 90)
-        await c.close()
-        return summary, time.monotonic() - t0
-
-    summary, took = asyncio.run(scenario())
+    summary, took = kill_rank_once_it_reports(_config(3, 100000), 1, no_leftovers)
     assert summary.status == "failed"
     assert summary.reason.startswith("rank 1 on local "), summary.reason  # the cause, not a neighbour
     assert "code" not in summary.reason  # said in words, never as an exit code

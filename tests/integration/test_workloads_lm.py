@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.lmkit import local_config, run_job, write_dataset, write_model
+from tests.procs import kill_rank_once_it_reports
 
 pytest.importorskip("mlx_lm")
 
@@ -245,29 +246,9 @@ def test_lm_on_mlx_ring_reattach_and_kill_leave_nothing(tiny, tmp_path, no_lefto
 
 
 def test_lm_on_mlx_ring_a_dead_rank_fails_the_job_without_a_hung_rank(tiny, tmp_path, no_leftovers):
-    import asyncio
-    import signal
-    import time
-
-    from boltring.cluster.jobs.controller import JobController
-    from boltring.cluster.jobs.events import RankMetrics
 
     config = _lm_controller_config(tmp_path, *tiny, "mlx-ring")
 
-    async def scenario():
-        c = JobController(config, poll_s=0.1)
-        metrics: list = []
-        c.add_listener(lambda ev: metrics.append(ev) if isinstance(ev, RankMetrics) else None)
-        await c.launch()
-        while not any(m.rank == 1 for m in metrics):
-            await asyncio.sleep(0.1)
-        pid = int((Path(c._ranks[1].plan.run_dir.replace("~", str(no_leftovers), 1)) / "pid").read_text())
-        os.killpg(pid, signal.SIGKILL)
-        t0 = time.monotonic()
-        summary = await asyncio.wait_for(c.wait(), 90)
-        await c.close()
-        return summary, time.monotonic() - t0
-
-    summary, took = asyncio.run(scenario())
+    summary, took = kill_rank_once_it_reports(config, 1, no_leftovers)
     assert summary.status == "failed" and "rank 1" in summary.reason, summary.reason
     assert took < 60
