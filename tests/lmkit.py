@@ -150,6 +150,16 @@ def local_config(path: Path, ranks: int, *, name: str = "wl", backend: str = "bo
     return path
 
 
+def lm_controller_config(tmp_path: Path, model: Path, data: Path, backend: str):
+    """A 2-rank LoRA job on the tiny model for a JobController, long enough to still run when
+    a test re-attaches to it or kills it."""
+    from boltring.cluster.config.load import load_config, with_overrides
+
+    path = local_config(tmp_path / "boltring.yaml", 2, backend=backend)
+    args = ["--model", str(model), "--data", str(data), "--fine-tune-type", "lora", "--num-layers", "1"]
+    return with_overrides(load_config(path), example="lm", args=args, steps=100000, global_batch=4)
+
+
 def run_job(config: Path, *args: str, timeout: float = 300):
     """`boltring --run --json --skip-checks -c CONFIG ARGS`: (CompletedProcess, events)."""
     import os

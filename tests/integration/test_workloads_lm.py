@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lmkit import local_config, run_job, write_dataset, write_model
+from tests.lmkit import lm_controller_config, local_config, run_job, write_dataset, write_model
 from tests.procs import kill_rank_once_it_reports
 
 pytest.importorskip("mlx_lm")
@@ -197,21 +197,13 @@ def test_mx_distributed_module_under_boltring_backend_is_a_clear_error(tmp_path,
     assert "MxDistributedUnderBoltring" in summary["reason"] and "--backend mlx-ring" in summary["reason"]
 
 
-def _lm_controller_config(tmp_path: Path, model: Path, data: Path, backend: str):
-    from boltring.cluster.config.load import load_config, with_overrides
-
-    path = local_config(tmp_path / "boltring.yaml", 2, backend=backend)
-    args = ["--model", str(model), "--data", str(data), "--fine-tune-type", "lora", "--num-layers", "1"]
-    return with_overrides(load_config(path), example="lm", args=args, steps=100000, global_batch=4)
-
-
 def test_lm_on_mlx_ring_reattach_and_kill_leave_nothing(tiny, tmp_path, no_leftovers):
     import asyncio
 
     from boltring.cluster.jobs.controller import JobController
     from boltring.cluster.jobs.events import JobStarted, RankMetrics
 
-    config = _lm_controller_config(tmp_path, *tiny, "mlx-ring")
+    config = lm_controller_config(tmp_path, *tiny, "mlx-ring")
 
     async def first():
         c = JobController(config, poll_s=0.1)
@@ -247,7 +239,7 @@ def test_lm_on_mlx_ring_reattach_and_kill_leave_nothing(tiny, tmp_path, no_lefto
 
 def test_lm_on_mlx_ring_a_dead_rank_fails_the_job_without_a_hung_rank(tiny, tmp_path, no_leftovers):
 
-    config = _lm_controller_config(tmp_path, *tiny, "mlx-ring")
+    config = lm_controller_config(tmp_path, *tiny, "mlx-ring")
 
     summary, took = kill_rank_once_it_reports(config, 1, no_leftovers)
     assert summary.status == "failed" and "rank 1" in summary.reason, summary.reason

@@ -23,13 +23,11 @@ from boltring.tui.fmt import fmt_si
 from boltring.tui.screens.quit_modal import QuitModal
 from boltring.tui.widgets.loss_plot import LossPlot
 from boltring.tui.widgets.rank_row import RankHeader, RankRow
-from tests.lmkit import write_dataset, write_model
+from tests.lmkit import lm_controller_config, write_dataset, write_model
 from tests.tui.harness import make_app, settle, wait_exit, wait_until
 from tests.tui.test_tui_real import kill, launch_and_kill, metrics_lines, rank_views
 
 pytest.importorskip("mlx_lm")
-
-from tests.integration.test_workloads_lm import _lm_controller_config  # after the skip: needs mlx_lm
 
 SIZE = (140, 40)
 
@@ -68,7 +66,7 @@ def tok_cell(header: str, row: str) -> str:
 async def test_lm_job_in_the_app_tokens_loss_leave_reattach_kill(tmp_path, no_leftovers):
     model = write_model(tmp_path / "model")
     data = write_dataset(tmp_path / "data", train=48, valid=8)
-    config = _lm_controller_config(tmp_path, model, data, "boltring")
+    config = lm_controller_config(tmp_path, model, data, "boltring")
     config = with_overrides(config, args=[*config.job.args, "--max-seq-length", "64"])
 
     first = JobController(config, poll_s=0.1)
