@@ -35,7 +35,7 @@ from .handshake import client_handshake, server_handshake
 
 CW, CCW = 0, 1  # clockwise: send right, receive left; counter-clockwise: the reverse
 BIDIRECTIONAL_MIN_BYTES = 256 << 10  # below this, one direction: latency beats bandwidth
-MIN_CHUNK_BYTES = 1 << 20  # smallest frame payload of a large collective (chunk_bytes_for)
+MIN_CHUNK_BYTES = 2 << 20  # smallest frame payload of a large collective (chunk_bytes_for)
 HANDSHAKE_TIMEOUT_S = 1.0  # a peer that cannot prove the secret is dropped within this
 
 
@@ -434,14 +434,17 @@ def _family(host: str) -> int:
 
 
 def chunk_bytes_for(segment_bytes: int, max_chunk: int) -> int:
-    """Frame payload for one segment: about 1/16 of it, between 1 MiB and `max_chunk`.
+    """Frame payload for one segment: about 1/16 of it, between 2 MiB and `max_chunk`, and at
+    most half the segment (down to 1 MiB).
 
     Small chunks start the next hop sooner; large ones cost fewer frames, and every frame costs
-    CPU (header, queue hand-off, wake-ups). Measured with tests/bench/profile_ring.py, 2 ranks,
-    16 MiB: 14.5 ms of CPU per call per rank with 256 KiB frames, 10.3 ms with 1 MiB, 9.5 ms
-    with 4 MiB; at 64 MiB, 1 MiB frames were faster than 4 MiB ones. A 16-way split keeps every
-    hop of a 4-rank ring pipelined at 64 MiB and more."""
-    return min(max_chunk, max(MIN_CHUNK_BYTES, segment_bytes // 16))
+    CPU (header, queue hand-off, wake-ups, a socket option). Measured with
+    tests/bench/profile_ring.py on the 2-core VM: 4 ranks, 64 MiB, 1 MiB frames cost each rank
+    59–65 ms of CPU per call and 2 MiB frames 55–58 ms (3 runs each); 2 ranks, 16 MiB, 256 KiB
+    frames 14.5 ms, 1 MiB 10.3 ms, 4 MiB 9.5 ms. Two chunks a segment at least: with one,
+    every hop would wait for the whole segment before passing any of it on."""
+    chunk = min(max_chunk, max(MIN_CHUNK_BYTES, segment_bytes // 16))
+    return min(chunk, max(segment_bytes // 2, 1 << 20))
 
 
 def _tune(sock: socket.socket) -> None:
