@@ -79,7 +79,14 @@ class Group:
         if self.size > 1:
             keep_freed_memory()  # outputs of every step reuse warm memory (see buffers.py)
         self.ring.connect()
-        self.metrics.write("start", size=self.size, job=job.job_id, node=job.node)
+        self.metrics.write(
+            "start",
+            size=self.size,
+            job=job.job_id,
+            node=job.node,
+            wire_dtype=job.wire_dtype,
+            overlap=job.overlap,
+        )
 
     # -- collectives ---------------------------------------------------------------------
     def all_sum(self, x):
@@ -109,7 +116,7 @@ class Group:
         while self._pending:
             self._pending.pop(0).wait()
 
-    def average_gradients(self, grads, *, overlap: bool = False, wire_dtype: str | None = None):
+    def average_gradients(self, grads, *, overlap: bool | None = None, wire_dtype: str | None = None):
         """Mean of a tree (dicts/lists) of mx.array over ranks, in a few large buckets.
 
         Leaves are grouped by dtype and concatenated into buckets of up to `bucket_mb`, so a
@@ -120,9 +127,9 @@ class Group:
         buckets in half precision: half the bytes. Each hop adds in float32 and rounds once to
         the wire dtype; the mean is taken in float32.
 
-        overlap=True starts evaluating the buckets last layer first (mx.async_eval) and reduces
-        each bucket on the communication thread as soon as it is ready, while MLX still
-        computes the rest of the backward pass.
+        overlap=True (default the job's ring.overlap) starts evaluating the buckets last layer
+        first (mx.async_eval) and reduces each bucket on the communication thread as soon as it
+        is ready, while MLX still computes the rest of the backward pass.
         """
         import mlx.core as mx
         from mlx.utils import tree_flatten, tree_unflatten
@@ -132,6 +139,7 @@ class Group:
         if self.size == 1 or not leaves:
             return grads
         wire = wire_dtype or self.job.wire_dtype
+        overlap = self.job.overlap if overlap is None else overlap
         if wire not in HALF_WIRE and wire != "float32":
             raise ValueError(f"wire_dtype {wire!r}: use float32, bfloat16 or float16")
         # Backprop finishes the last layers first: with overlap, their bucket goes first.

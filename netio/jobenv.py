@@ -26,6 +26,13 @@ BACKEND = "BOLTRING_BACKEND"  # boltring | mlx-ring | jaccl: who runs the collec
 
 MLX_BACKENDS = {"mlx-ring": "ring", "jaccl": "jaccl"}  # ring.backend -> mx.distributed.init(backend=)
 WIRE_DTYPE = "BOLTRING_WIRE_DTYPE"  # what average_gradients sends float32 gradients as
+OVERLAP = "BOLTRING_OVERLAP"  # "1": average_gradients overlaps the backward pass by default
+
+
+def _flag(value: str, name: str) -> bool:
+    if value not in ("0", "1"):
+        raise ValueError(f"{name}={value!r} is not 0 or 1")
+    return value == "1"
 
 
 class JobEnvError(Exception):
@@ -47,6 +54,7 @@ class JobEnv:
     node: str = "local"
     backend: str = "boltring"
     wire_dtype: str = "float32"
+    overlap: bool = False  # ring.overlap: average_gradients' default (group.py)
 
     @property
     def mlx_backend(self) -> str | None:
@@ -66,6 +74,7 @@ class JobEnv:
             NODE: self.node,
             BACKEND: self.backend,
             WIRE_DTYPE: self.wire_dtype,
+            OVERLAP: "1" if self.overlap else "0",
         }
         if self.secret_file:
             env[SECRET_FILE] = self.secret_file
@@ -97,6 +106,7 @@ class JobEnv:
                 node=e.get(NODE, "local"),
                 backend=e.get(BACKEND, "boltring"),
                 wire_dtype=e.get(WIRE_DTYPE, "float32"),
+                overlap=_flag(e.get(OVERLAP, "0"), OVERLAP),
             )
         except (KeyError, ValueError, TypeError) as ex:
             raise JobEnvError(

@@ -125,7 +125,7 @@ class MlxGroup(Group):
         empty = np.empty(0)
         return Pending(done, Operands(src=empty, alloc=lambda: empty, result=result, wire="float32"))
 
-    def average_gradients(self, grads, *, overlap: bool = False, wire_dtype: str | None = None):
+    def average_gradients(self, grads, *, overlap: bool | None = None, wire_dtype: str | None = None):
         """Mean of a tree of mx.array over ranks with ``mlx.nn.average_gradients`` (it packs
         leaves of one dtype into buffers of up to ``ring.bucket_mb``), evaluated at once.
         ``wire_dtype`` (default ``ring.wire_dtype``): float32 leaves travel in that dtype and come

@@ -132,7 +132,9 @@ def free_ports(count: int) -> int:
     raise RuntimeError("no free block of ports")
 
 
-def local_config(path: Path, ranks: int, *, name: str = "wl", backend: str = "boltring") -> Path:
+def local_config(
+    path: Path, ranks: int, *, name: str = "wl", backend: str = "boltring", overlap: bool = False
+) -> Path:
     """A boltring.yaml with `ranks` local ranks on loopback, on a free block of ring ports."""
     path.write_text(
         f"name: {name}\n"
@@ -144,6 +146,7 @@ def local_config(path: Path, ranks: int, *, name: str = "wl", backend: str = "bo
         "ring:\n"
         f"  port: {free_ports(ranks)}\n"
         f"  backend: {backend}\n"
+        f"  overlap: {'true' if overlap else 'false'}\n"
         "job:\n"
         "  global_batch: 12\n"  # divides by 1, 2, 3, 4 and 6 ranks
     )

@@ -239,6 +239,11 @@ class RingOptions:
         check=v.choice("a wire dtype", WIRE_DTYPES),
         expected="float32 (exact), bfloat16 or float16 (half the bytes; sums still accumulate in float32)",
     )
+    overlap: bool = setting(  # average_gradients reduces each bucket while MLX computes the next
+        False,
+        check=v.boolean,
+        expected="true to reduce finished gradient buckets while the backward pass still runs, or false",
+    )
     # jaccl: n x n RDMA device names by node (row i, column j: the device on node i that reaches
     # node j; None on the diagonal), from `--rdma-devices FILE` (mlx.distributed_config's output).
     # Not a YAML key: it comes from the command line.

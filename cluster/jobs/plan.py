@@ -221,6 +221,7 @@ def plan_job(config: Config, job_id: str, *, resume: bool = False, command_line=
             bucket_mb=config.ring.bucket_mb,
             chunk_mb=config.ring.chunk_mb,
             wire_dtype=config.ring.wire_dtype,
+            overlap=config.ring.overlap,
             node=node.name,
             backend=config.ring.backend,
         ).to_environ()

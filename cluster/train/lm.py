@@ -47,7 +47,7 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from .lm_setup import MissingPackage, extra_parser, make_optimizer, parse_lm_args, prepare_model
-from .loop import TrainConfig, check_consistent
+from .loop import TrainConfig, check_consistent, overlaps
 
 __all__ = ["MissingPackage", "extra_parser", "run", "train_lm"]
 
@@ -239,13 +239,19 @@ def train_lm(group, cfg: TrainConfig, args: types.SimpleNamespace, log=_log) -> 
     losses: dict[int, float] = {}
     tokens_since = 0
     eval_every = args.steps_per_eval or 0
+    overlap = overlaps(group)
     for step in range(start + 1, cfg.steps + 1):
         batch, lengths = next(batches)
         ntoks = target_tokens(lengths, batch.shape[1])
         global_toks = int(group.all_sum(np.array([ntoks], dtype=np.int32))[0])
         scale = mx.array(ntoks * size / max(global_toks, 1), dtype=mx.float32)
         ce, grads = grad_step(batch, lengths, scale)
-        mx.eval(ce, grads, grad_state)
+        # With ring.overlap the backward pass is left to average_gradients, which evaluates the
+        # gradient buckets last layer first and reduces each as soon as it is ready.
+        if overlap:
+            mx.eval(ce, grad_state)
+        else:
+            mx.eval(ce, grads, grad_state)
         grads = group.average_gradients(grads)
         update_step(grads)
         mx.eval(model.state, opt.state)

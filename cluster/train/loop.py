@@ -181,6 +181,12 @@ def global_mean(group: Any, value: float) -> float:
     return float(np.asarray(total).reshape(-1)[0]) / group.size
 
 
+def overlaps(group: Any) -> bool:
+    """ring.overlap: leave the gradients unevaluated for average_gradients, which then reduces
+    each finished bucket while MLX still computes the rest of the backward pass."""
+    return bool(getattr(getattr(group, "job", None), "overlap", False))
+
+
 def check_consistent(group: Any, what: str, token: str) -> None:
     """Raise on every rank if ``token`` differs between ranks (e.g. different data files).
 
@@ -283,11 +289,13 @@ def train(
     t_last, step_last = t0, start_step
     tokens_per_example = getattr(task, "tokens_per_example", None)
     step_reported = start_step
+    overlap = overlaps(group)
     for step in range(start_step + 1, cfg.steps + 1):
         idx = global_batch_indices(cfg.seed, position, B, task.num_examples)[lo:hi]
         batch = task.batch(idx)
         loss, grads = loss_and_grad(model, *batch)
-        mx.eval(loss, grads)
+        if not overlap:  # else average_gradients evaluates them bucket by bucket
+            mx.eval(loss, grads)
         grads = group.average_gradients(grads)
         opt.update(model, grads)
         mx.eval(model.parameters(), opt.state)

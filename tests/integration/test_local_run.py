@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -112,6 +113,25 @@ def test_data_parallel_loss_curve_matches_single_rank(no_leftovers):
     for n in (2, 4):
         for a, b in zip(curves[1], curves[n], strict=False):
             assert abs(a - b) <= 1e-4 * max(1.0, abs(a)), (n, curves[1], curves[n])
+
+
+def test_overlap_gives_the_same_loss_curve_bit_for_bit(no_leftovers):
+    """ring.overlap: the built-in loop leaves the gradients to average_gradients, which reduces
+    each bucket as MLX finishes it. With 2 ranks each sum is one addition, so nothing changes."""
+    curves = {}
+    for overlap in (False, True):
+        config = _config(2, 12, seed=3)
+        config = dataclasses.replace(config, ring=dataclasses.replace(config.ring, overlap=overlap))
+        summary, seen = asyncio.run(_run(config))
+        assert summary.status == "finished", summary.reason
+        start = json.loads(
+            (no_leftovers / summary.run_dir.removeprefix("~/") / "rank1" / "metrics.jsonl")
+            .read_text()
+            .splitlines()[0]
+        )
+        assert start["kind"] == "start" and start["overlap"] is overlap, start
+        curves[overlap] = [m.loss for m in sorted((m for m in seen if m.rank == 0), key=lambda m: m.step)]
+    assert len(curves[False]) == 12 and curves[True] == curves[False]
 
 
 def test_killed_rank_fails_the_job_naming_it_and_leaves_nothing(no_leftovers):

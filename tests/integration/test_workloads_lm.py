@@ -86,10 +86,13 @@ def test_lm_lora_two_ranks(tiny, tmp_path, no_leftovers, backend):
 
 
 def test_full_finetune_one_rank_equals_two_ranks(tiny, tmp_path, no_leftovers):
+    """1 rank and 2 ranks follow the same curve; with ring.overlap (the backward pass left to
+    average_gradients, bucket by bucket) 2 ranks give the very same bits as without."""
     model, data = tiny
     curves = []
-    for ranks in (1, 2):
-        config = local_config(tmp_path / f"boltring{ranks}.yaml", ranks, name=f"full{ranks}")
+    for ranks, overlap in ((1, False), (2, False), (2, True)):
+        name = f"full{ranks}{'o' if overlap else ''}"
+        config = local_config(tmp_path / f"{name}.yaml", ranks, name=name, overlap=overlap)
         res, events = run_job(
             config,
             "--steps",
@@ -102,11 +105,18 @@ def test_full_finetune_one_rank_equals_two_ranks(tiny, tmp_path, no_leftovers):
         )
         assert res.returncode == 0, res.stderr[-3000:]
         curves.append(step_losses(events))
-    one, two = curves
+        start = json.loads(
+            (no_leftovers / events[-1]["run_dir"].removeprefix("~/") / "rank0" / "metrics.jsonl")
+            .read_text()
+            .splitlines()[0]
+        )
+        assert start["kind"] == "start" and start["overlap"] is overlap, start
+    one, two, two_overlapped = curves
     assert sorted(one) == sorted(two) == list(range(1, 7))
     for step in one:
         assert abs(one[step] - two[step]) <= 1e-3 * abs(one[step]), (step, one[step], two[step])
     assert one[6] < one[1]
+    assert two_overlapped == two  # each sum is one addition: the order cannot change a bit
 
 
 def _runner(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:

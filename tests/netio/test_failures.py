@@ -222,6 +222,14 @@ def test_secret_file_0644_stops_a_real_rank(tmp_path):
     assert err["elapsed"] < 5  # refused at once, not after a connect timeout
 
 
+def test_overlap_travels_in_the_job_environment_and_bad_values_are_refused():
+    env = JobEnv(rank=0, size=1, overlap=True).to_environ()
+    assert env["BOLTRING_OVERLAP"] == "1" and JobEnv.from_environ(env).overlap is True
+    assert JobEnv.from_environ(JobEnv(rank=0, size=1).to_environ()).overlap is False
+    with pytest.raises(JobEnvError, match=r"BOLTRING_OVERLAP='yes' is not 0 or 1"):
+        JobEnv.from_environ({**env, "BOLTRING_OVERLAP": "yes"})
+
+
 def test_wire_dtype_travels_in_the_job_environment_and_bad_values_are_refused():
     env = JobEnv(rank=0, size=1, wire_dtype="bfloat16").to_environ()
     assert JobEnv.from_environ(env).wire_dtype == "bfloat16"

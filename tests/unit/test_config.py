@@ -686,6 +686,18 @@ def test_every_yaml_key_is_declared_on_its_field():
     assert str(e).endswith("expected " + keys_of(RingOptions)["wire_dtype"].expected)
 
 
+def test_ring_overlap_is_a_boolean_that_reaches_every_rank():
+    from boltring.cluster.jobs.plan import plan_job
+
+    config = load_config_text("nodes: [{name: a, local: true, ranks: 2}]\nring: {overlap: true}\n", "o.yaml")
+    assert config.ring.overlap is True
+    assert all(p.env["BOLTRING_OVERLAP"] == "1" for p in plan_job(config, "j1"))
+    e = error(Path(tempfile.mkdtemp()), "nodes: [{name: a, local: true}]\nring: {overlap: 'yes'}\n")
+    assert "ring.overlap" in str(e) and str(e).endswith(
+        "expected " + keys_of(RingOptions)["overlap"].expected
+    )
+
+
 # --- one ssh-target parser, one name regex, one default batch (issue 8 §3) -------------------
 
 
