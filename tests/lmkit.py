@@ -153,6 +153,19 @@ def local_config(
     return path
 
 
+# The benches' lm workload, in mlx-lm's own flags: every layer trained, short sequences.
+FULL_FINETUNE_ARGS = (
+    "--fine-tune-type",
+    "full",
+    "--num-layers",
+    "-1",
+    "--max-seq-length",
+    "64",
+    "--learning-rate",
+    "1e-4",
+)
+
+
 def lm_controller_config(tmp_path: Path, model: Path, data: Path, backend: str):
     """A 2-rank LoRA job on the tiny model for a JobController, long enough to still run when
     a test re-attaches to it or kills it."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lmkit import local_config, parameter_count, run_job, write_dataset, write_model
+from tests.lmkit import FULL_FINETUNE_ARGS, local_config, parameter_count, run_job, write_dataset, write_model
 
 pytestmark = pytest.mark.bench
 
@@ -42,14 +42,7 @@ def _measure(home: Path, config: Path, model: Path, data: Path, backend: str) ->
         str(model),
         "--data",
         str(data),
-        "--fine-tune-type",
-        "full",
-        "--num-layers",
-        "-1",
-        "--max-seq-length",
-        "64",
-        "--learning-rate",
-        "1e-4",
+        *FULL_FINETUNE_ARGS,
         timeout=1200,
     )
     assert res.returncode == 0, res.stderr[-3000:]

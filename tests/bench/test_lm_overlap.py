@@ -22,25 +22,13 @@ from pathlib import Path
 import pytest
 
 from boltring.netio.jobenv import JobEnv
-from tests.lab.fixtures import require_lab
-from tests.lab.netns import Lab
-from tests.lmkit import local_config, parameter_count, run_job, write_dataset, write_model
+from tests.lmkit import FULL_FINETUNE_ARGS, local_config, parameter_count, run_job, write_dataset, write_model
 from tests.netio.ranks import write_secret
 
 pytestmark = pytest.mark.bench
 pytest.importorskip("mlx_lm")
 
 STEPS, SKIP = 10, 2
-LM_ARGS = [
-    "--fine-tune-type",
-    "full",
-    "--num-layers",
-    "-1",
-    "--max-seq-length",
-    "64",
-    "--learning-rate",
-    "1e-4",
-]
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +79,7 @@ def test_lm_step_time_with_and_without_overlap_local(lm, tmp_path, home):
         res, events = run_job(
             config,
             *("--example", "lm", "--steps", str(STEPS), "--global-batch", "8"),
-            *("--", "--model", str(model), "--data", str(data), *LM_ARGS),
+            *("--", "--model", str(model), "--data", str(data), *FULL_FINETUNE_ARGS),
             timeout=1200,
         )
         assert res.returncode == 0, res.stderr[-3000:]
@@ -100,48 +88,34 @@ def test_lm_step_time_with_and_without_overlap_local(lm, tmp_path, home):
     _report(rows, "2 local ranks", parameter_count(model))
 
 
-@pytest.fixture(scope="module")
-def lab2():
-    require_lab()
-    with Lab(2) as lab:
-        yield lab
-
-
 @pytest.mark.netns
-def test_lm_step_time_with_and_without_overlap_on_shaped_hosts(lm, lab2, tmp_path):
+def test_lm_step_time_with_and_without_overlap_on_shaped_hosts(lm, lab2_at_2gbit, tmp_path):
     model, data = lm
-    for h in lab2.hosts:
-        lab2.shape(h, 2000)
+    lab = lab2_at_2gbit
     rows = []
-    try:
-        for i, overlap in enumerate((False, True, False, True)):
-            secret = write_secret(tmp_path / f"secret-{i}")
-            ring = tuple(f"{h.ring_ip}:{52900 + 10 * i}" for h in lab2.hosts)
-            procs = []
-            for r, h in enumerate(lab2.hosts):
-                run_dir = tmp_path / f"run{i}" / f"rank{r}"
-                run_dir.mkdir(parents=True)
-                job = JobEnv(
-                    rank=r,
-                    size=2,
-                    job_id=f"lm-overlap-{i}",
-                    ring=ring,
-                    secret_file=str(secret),
-                    run_dir=str(run_dir),
-                    bucket_mb=4.0,
-                    overlap=overlap,
-                )
-                argv = [sys.executable, "-m", "boltring.cluster.train.runner", "--example", "lm"]
-                argv += ["--steps", str(STEPS), "--global-batch", "8", "--"]
-                argv += ["--model", str(model), "--data", str(data), *LM_ARGS]
-                env = {**os.environ, **job.to_environ()}
-                procs.append(lab2.popen(h, argv, env=env, stdout=-1, stderr=-1, text=True))
-            outs = [p.communicate(timeout=1800) for p in procs]
-            assert all(p.returncode == 0 for p in procs), [o[1][-1500:] for o in outs]
-            rows.append(
-                {"overlap": overlap, **step_figures(tmp_path / f"run{i}" / "rank0" / "metrics.jsonl")}
+    for i, overlap in enumerate((False, True, False, True)):
+        secret = write_secret(tmp_path / f"secret-{i}")
+        ring = tuple(f"{h.ring_ip}:{52900 + 10 * i}" for h in lab.hosts)
+        procs = []
+        for r, h in enumerate(lab.hosts):
+            run_dir = tmp_path / f"run{i}" / f"rank{r}"
+            run_dir.mkdir(parents=True)
+            job = JobEnv(
+                rank=r,
+                size=2,
+                job_id=f"lm-overlap-{i}",
+                ring=ring,
+                secret_file=str(secret),
+                run_dir=str(run_dir),
+                bucket_mb=4.0,
+                overlap=overlap,
             )
-    finally:
-        for h in lab2.hosts:
-            lab2.shape(h, None)
+            argv = [sys.executable, "-m", "boltring.cluster.train.runner", "--example", "lm"]
+            argv += ["--steps", str(STEPS), "--global-batch", "8", "--"]
+            argv += ["--model", str(model), "--data", str(data), *FULL_FINETUNE_ARGS]
+            env = {**os.environ, **job.to_environ()}
+            procs.append(lab.popen(h, argv, env=env, stdout=-1, stderr=-1, text=True))
+        outs = [p.communicate(timeout=1800) for p in procs]
+        assert all(p.returncode == 0 for p in procs), [o[1][-1500:] for o in outs]
+        rows.append({"overlap": overlap, **step_figures(tmp_path / f"run{i}" / "rank0" / "metrics.jsonl")})
     _report(rows, "2 test hosts, 2 Gbit/s", parameter_count(model))

@@ -17,8 +17,6 @@ from pathlib import Path
 import pytest
 
 from boltring.netio.jobenv import JobEnv
-from tests.lab.fixtures import require_lab
-from tests.lab.netns import Lab
 from tests.netio.ranks import write_secret
 
 pytestmark = pytest.mark.bench
@@ -75,42 +73,30 @@ def test_overlap_step_time_local_ranks(model):
     assert runs[True]["losses"] == runs[False]["losses"]
 
 
-@pytest.fixture(scope="module")
-def lab2():
-    require_lab()
-    with Lab(2) as lab:
-        yield lab
-
-
 @pytest.mark.netns
 @pytest.mark.parametrize("model", list(MODELS))
-def test_overlap_step_time_on_shaped_hosts(lab2, tmp_path, model):
-    for h in lab2.hosts:
-        lab2.shape(h, 2000)
-    try:
-        runs = {}
-        for overlap in (False, True):
-            secret = write_secret(tmp_path / f"secret-{overlap}")
-            ring = tuple(f"{h.ring_ip}:52800" for h in lab2.hosts)
-            procs = []
-            for r, h in enumerate(lab2.hosts):
-                env = {
-                    **os.environ,
-                    **JobEnv(
-                        rank=r, size=2, job_id="overlap", ring=ring, secret_file=str(secret), bucket_mb=4.0
-                    ).to_environ(),
-                }
-                argv = [sys.executable, str(STEPS_PY), "worker", "--steps", "40", "--batch", "32"]
-                argv += ["--overlap"] if overlap else []
-                procs.append(
-                    lab2.popen(h, [*argv, "--", *MODELS[model]], env=env, stdout=-1, stderr=-1, text=True)
-                )
-            outs = [p.communicate(timeout=1800) for p in procs]
-            assert all(p.returncode == 0 for p in procs), [o[1][-800:] for o in outs]
-            runs[overlap] = json.loads(outs[0][0].strip().splitlines()[-1])
-    finally:
-        for h in lab2.hosts:
-            lab2.shape(h, None)
+def test_overlap_step_time_on_shaped_hosts(lab2_at_2gbit, tmp_path, model):
+    lab = lab2_at_2gbit
+    runs = {}
+    for overlap in (False, True):
+        secret = write_secret(tmp_path / f"secret-{overlap}")
+        ring = tuple(f"{h.ring_ip}:52800" for h in lab.hosts)
+        procs = []
+        for r, h in enumerate(lab.hosts):
+            env = {
+                **os.environ,
+                **JobEnv(
+                    rank=r, size=2, job_id="overlap", ring=ring, secret_file=str(secret), bucket_mb=4.0
+                ).to_environ(),
+            }
+            argv = [sys.executable, str(STEPS_PY), "worker", "--steps", "40", "--batch", "32"]
+            argv += ["--overlap"] if overlap else []
+            procs.append(
+                lab.popen(h, [*argv, "--", *MODELS[model]], env=env, stdout=-1, stderr=-1, text=True)
+            )
+        outs = [p.communicate(timeout=1800) for p in procs]
+        assert all(p.returncode == 0 for p in procs), [o[1][-800:] for o in outs]
+        runs[overlap] = json.loads(outs[0][0].strip().splitlines()[-1])
     for d in runs.values():
         print(json.dumps(_summary(d, model=model, where="2 test hosts, 2 Gbit/s")))
     assert runs[True]["losses"] == runs[False]["losses"]
