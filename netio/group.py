@@ -64,6 +64,7 @@ class Group:
             timeout=job.timeout_s,
             connect_timeout=job.connect_timeout_s,
             chunk_bytes=int(job.chunk_mb * (1 << 20)),
+            directions=job.directions,
             log=self._log,
         )
         self.bucket_bytes = max(1 << 16, int(job.bucket_mb * (1 << 20)))
@@ -86,6 +87,7 @@ class Group:
             node=job.node,
             wire_dtype=job.wire_dtype,
             overlap=job.overlap,
+            directions=self.ring.directions,
         )
 
     # -- collectives ---------------------------------------------------------------------

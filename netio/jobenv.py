@@ -27,12 +27,19 @@ BACKEND = "BOLTRING_BACKEND"  # boltring | mlx-ring | jaccl: who runs the collec
 MLX_BACKENDS = {"mlx-ring": "ring", "jaccl": "jaccl"}  # ring.backend -> mx.distributed.init(backend=)
 WIRE_DTYPE = "BOLTRING_WIRE_DTYPE"  # what average_gradients sends float32 gradients as
 OVERLAP = "BOLTRING_OVERLAP"  # "1": average_gradients overlaps the backward pass by default
+DIRECTIONS = "BOLTRING_RING_DIRECTIONS"  # "auto", "1" or "2": ways round the ring at once (ring.py)
 
 
 def _flag(value: str, name: str) -> bool:
     if value not in ("0", "1"):
         raise ValueError(f"{name}={value!r} is not 0 or 1")
     return value == "1"
+
+
+def _directions(value: str) -> int:
+    if value not in ("auto", "1", "2"):
+        raise ValueError(f"{DIRECTIONS}={value!r} is not auto, 1 or 2")
+    return 0 if value == "auto" else int(value)
 
 
 class JobEnvError(Exception):
@@ -55,6 +62,7 @@ class JobEnv:
     backend: str = "boltring"
     wire_dtype: str = "float32"
     overlap: bool = False  # ring.overlap: average_gradients' default (group.py)
+    directions: int = 0  # ring.directions: 0 (auto), 1 or 2 (ring.py)
 
     @property
     def mlx_backend(self) -> str | None:
@@ -75,6 +83,7 @@ class JobEnv:
             BACKEND: self.backend,
             WIRE_DTYPE: self.wire_dtype,
             OVERLAP: "1" if self.overlap else "0",
+            DIRECTIONS: str(self.directions or "auto"),
         }
         if self.secret_file:
             env[SECRET_FILE] = self.secret_file
@@ -107,6 +116,7 @@ class JobEnv:
                 backend=e.get(BACKEND, "boltring"),
                 wire_dtype=e.get(WIRE_DTYPE, "float32"),
                 overlap=_flag(e.get(OVERLAP, "0"), OVERLAP),
+                directions=_directions(e.get(DIRECTIONS, "auto")),
             )
         except (KeyError, ValueError, TypeError) as ex:
             raise JobEnvError(

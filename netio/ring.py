@@ -3,9 +3,11 @@
 Rank r listens on its ring address, connects to its right neighbour r+1 and accepts its left
 neighbour r-1; both connections are authenticated (handshake.py) before any data moves.
 
-With three ranks or more, buffers above a small size are split in two halves that travel round
-the ring in opposite directions at once (as MLX's ring does), so both directions of every
-full-duplex link carry data; with two, one direction already does. Within one direction each
+Where each node is cabled to both of its neighbours, buffers above a small size are split in
+two halves that travel round the ring in opposite directions at once (as MLX's ring does), so
+both directions of every cable carry data. Where each node has one link (two nodes on one
+cable, nodes on a switch, ranks on one host), one direction already keeps both ways of it busy,
+and a second would only cost CPU: see `ring_directions`. Within one direction each
 segment moves in chunks: a sender thread streams chunks from a queue while the receiving
 thread reduces the chunks that arrive, and each reduced chunk is queued for the next hop at
 once — so send, receive and reduce overlap.
@@ -88,6 +90,7 @@ class Ring:
         timeout: float = 60.0,
         connect_timeout: float = 30.0,
         chunk_bytes: int = 4 << 20,
+        directions: int = 0,
         log: Callable[[str], None] | None = None,
     ):
         if not 0 <= rank < size or (size > 1 and len(addrs) != size):
@@ -97,6 +100,7 @@ class Ring:
         self.secret, self.job_id = secret, job_id
         self.timeout, self.connect_timeout = timeout, connect_timeout
         self.chunk_bytes = max(4096, int(chunk_bytes))
+        self.directions = ring_directions(directions, size, addrs)
         self.log = log or (lambda msg: None)
         self.right: Channel | None = None  # we connected to rank+1
         self.left: Channel | None = None  # rank-1 connected to us
@@ -248,10 +252,7 @@ class Ring:
             raise NetioError("the ring is not connected (call connect() first)")
         self._op += 1
         t0 = time.perf_counter()
-        # Two ranks: one direction already keeps both ways of the link busy (each rank sends on
-        # its own connection), so a second would only add threads and frames. Measured with
-        # profile_ring.py, 2 ranks, 16 MiB: 8.6-9.1 ms of CPU per call against 9.7-9.8 ms.
-        if self.size > 2 and src.nbytes >= BIDIRECTIONAL_MIN_BYTES and src.size >= 2 * self.size:
+        if self.directions == 2 and src.nbytes >= BIDIRECTIONAL_MIN_BYTES and src.size >= 2 * self.size:
             half = src.size // 2
             parts = [(slice(0, half), CW), (slice(half, src.size), CCW)]
         else:
@@ -435,6 +436,23 @@ class _Direction:
 
 def _family(host: str) -> int:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def ring_directions(requested: int, size: int, addrs: list[str]) -> int:
+    """How many ways round the ring a collective travels at once: 1 or 2.
+
+    `requested` is ring.directions: 1 or 2, or 0 for auto. Two ranks always use one: each sends
+    on its own connection, so one direction already keeps both ways of their link busy (measured
+    with profile_ring.py, 2 ranks, 16 MiB: 8.6-9.1 ms of CPU per call against 9.7-9.8 ms with
+    two). Auto picks one as well when every rank is on the same host, where there is no cable,
+    only CPU: 3 local ranks x 64 MB, 45-46 ms of CPU per call against 47-50 ms with two; and two
+    otherwise, for nodes cabled to both neighbours, where the second direction doubles the
+    bandwidth. Nodes with one link each (a switch) gain nothing from it: set 1 there."""
+    if size < 3:
+        return 1
+    if requested in (1, 2):
+        return requested
+    return 1 if len({parse_addr(a)[0] for a in addrs}) == 1 else 2
 
 
 def chunk_bytes_for(segment_bytes: int, max_chunk: int) -> int:

@@ -176,6 +176,13 @@ def main_parser() -> argparse.ArgumentParser:
         help="time boltring's average_gradients sending the float32 buffer as this dtype "
         "(ring.wire_dtype); busbw then counts float32 bytes, the effective bandwidth",
     )
+    b.add_argument(
+        "--directions",
+        choices=("auto", "1", "2"),
+        default="auto",
+        help="ways round boltring's ring at once (ring.directions). auto: one, as for any ranks "
+        "on one host; 2 times the path of Macs cabled to both neighbours",
+    )
     b.add_argument("--json", action="store_true", help="one JSON object per result")
 
     st = sub.add_parser(

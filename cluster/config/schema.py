@@ -244,6 +244,14 @@ class RingOptions:
         check=v.boolean,
         expected="true to reduce finished gradient buckets while the backward pass still runs, or false",
     )
+    directions: int = setting(  # 0: auto (ring.py picks); 1 or 2 ways round the ring at once
+        0,
+        check=v.auto_or_int((1, 2)),
+        expected=(
+            "auto, 1 (nodes on a switch or one cable: one link each) or 2 (each node cabled "
+            "to both neighbours)"
+        ),
+    )
     # jaccl: n x n RDMA device names by node (row i, column j: the device on node i that reaches
     # node j; None on the diagonal), from `--rdma-devices FILE` (mlx.distributed_config's output).
     # Not a YAML key: it comes from the command line.

@@ -74,6 +74,23 @@ def boolean(v: Any) -> bool:
     return v
 
 
+def auto_or_int(choices: tuple[int, ...]) -> Callable[[Any], int]:
+    """`auto` (stored as 0) or one of `choices` (whole numbers above 0; quoted ones too)."""
+
+    def check(v: Any) -> int:
+        if v == "auto":
+            return 0
+        if isinstance(v, str) and v.strip().isdigit():
+            v = int(v)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise Bad(describe(v))
+        if v not in choices:
+            raise Bad(f"{v} is not auto or {' or '.join(map(str, choices))}")
+        return v
+
+    return check
+
+
 def int_min(minimum: int) -> Callable[[Any], int]:
     def check(v: Any) -> int:
         if isinstance(v, bool) or not isinstance(v, int):  # True is an int to Python, not to us

@@ -73,6 +73,7 @@ class BenchResult:
     extra_mem_bytes: int | None = None  # peak RSS during the collectives minus the baseline
     allowed_extra_bytes: int | None = None  # output + two chunks per direction (the bar)
     cpu_ms_per_call: float | None = None  # rank 0's CPU (user + system) per call
+    directions: int | None = None  # boltring: ways round the ring the collective took
 
     @property
     def median_s(self) -> float:
@@ -100,6 +101,7 @@ class BenchResult:
             "max_ms": max(self.times) * 1e3,
             **({"wire_dtype": self.wire_dtype} if self.wire_dtype else {}),
             "cpu_ms_per_call": self.cpu_ms_per_call,
+            **({"directions": self.directions} if self.directions else {}),
             "extra_mem_mb": None if self.extra_mem_bytes is None else self.extra_mem_bytes / (1 << 20),
             "allowed_extra_mem_mb": (
                 None if self.allowed_extra_bytes is None else self.allowed_extra_bytes / (1 << 20)
@@ -115,6 +117,7 @@ def run_backend(
     dtype: str = "float32",
     timeout: float = 600.0,
     wire_dtype: str = "",
+    directions: int = 0,
 ) -> list[BenchResult]:
     """Start `ranks` local processes of bench_worker with one backend; rank 0's timings."""
     ports = free_ports(ranks)
@@ -143,6 +146,7 @@ def run_backend(
                             secret_file=str(secret),
                             timeout_s=120,
                             connect_timeout_s=60,
+                            directions=directions,
                         ).to_environ()
                     )
                 argv = [
@@ -193,6 +197,7 @@ def run_backend(
                 extra_mem_bytes=d.get("extra_mem_bytes"),
                 allowed_extra_bytes=d.get("allowed_extra_bytes"),
                 cpu_ms_per_call=d.get("cpu_ms_per_call"),
+                directions=d.get("directions"),
             )
             for d in (json.loads(line) for line in outs[0][1].splitlines() if line.startswith("{"))
         ]
@@ -221,6 +226,7 @@ def run_bench_cli(args) -> int:
 
     console = Console(highlight=False, stderr=args.json)
     wire = getattr(args, "wire_dtype", "") or ""
+    directions = {"auto": 0, "1": 1, "2": 2}[getattr(args, "directions", "auto")]
     try:
         sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
         rank_counts = parse_ranks(args.ranks)
@@ -231,7 +237,9 @@ def run_bench_cli(args) -> int:
         for n in rank_counts:
             for b in backends:
                 console.print(f"running {b}, {n} local ranks, sizes {args.sizes}, {args.repeat} repeats …")
-                results[n, b] = run_backend(b, n, sizes, args.repeat, args.dtype, wire_dtype=wire)
+                results[n, b] = run_backend(
+                    b, n, sizes, args.repeat, args.dtype, wire_dtype=wire, directions=directions
+                )
     except BenchError as e:
         console.print(f"boltring bench: {e}")
         return 1

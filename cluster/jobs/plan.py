@@ -222,6 +222,7 @@ def plan_job(config: Config, job_id: str, *, resume: bool = False, command_line=
             chunk_mb=config.ring.chunk_mb,
             wire_dtype=config.ring.wire_dtype,
             overlap=config.ring.overlap,
+            directions=config.ring.directions,
             node=node.name,
             backend=config.ring.backend,
         ).to_environ()

@@ -64,15 +64,17 @@ def main() -> int:
 
     dtype = getattr(mx, a.dtype)
     chunk_for = None
+    ways = 0  # boltring: directions round the ring (ring.directions, resolved by the ring)
     if a.backend == "boltring":
         from boltring.netio import init
         from boltring.netio.ring import chunk_bytes_for
 
         group = init()
         rank, size = group.rank, group.size
+        ways = group.ring.directions
 
         def chunk_for(nbytes: int) -> int:
-            return chunk_bytes_for(nbytes // 2 // size, group.ring.chunk_bytes)
+            return chunk_bytes_for(nbytes // ways // size, group.ring.chunk_bytes)
 
         if a.wire_dtype:
 
@@ -135,10 +137,12 @@ def main() -> int:
                 "extra_mem_bytes": None if base is None or peak is None else peak - base,
                 "cpu_ms_per_call": cpu_ms,  # rank 0's user + system CPU, all its threads
             }
+            if ways:
+                record["directions"] = ways
             if a.wire_dtype:
                 record["wire_dtype"] = a.wire_dtype
             elif chunk_for is not None:  # the bar: output + two chunks per direction
-                record["allowed_extra_bytes"] = out_bytes + 2 * 2 * chunk_for(out_bytes)
+                record["allowed_extra_bytes"] = out_bytes + 2 * ways * chunk_for(out_bytes)
             print(json.dumps(record), flush=True)
         del x, y
     if a.backend == "boltring":

@@ -111,6 +111,7 @@ class RankJob:
         connect_timeout: float = 20.0,
         chunk_mb: float | None = None,
         bucket_mb: float | None = None,
+        directions: str | None = None,
         secret_mode: int = 0o600,
         host: str = "127.0.0.1",
     ):
@@ -132,6 +133,8 @@ class RankJob:
             self.base_env["BOLTRING_CHUNK_MB"] = repr(float(chunk_mb))
         if bucket_mb is not None:
             self.base_env["BOLTRING_BUCKET_MB"] = repr(float(bucket_mb))
+        if directions is not None:
+            self.base_env["BOLTRING_RING_DIRECTIONS"] = directions
         self.procs: dict[int, _Proc] = {}
 
     def run_dir(self, rank: int) -> Path:

@@ -79,9 +79,14 @@ CASES = _cases()
 CASE_IDS = [c["id"] for c in CASES]
 
 
-@pytest.fixture(scope="module", params=[2, 3, 4], ids=lambda n: f"world{n}")
+# (ranks, ring.directions): local ranks pick one direction by themselves (auto); 3 ranks are
+# made to take the two-way path that nodes cabled to both neighbours use.
+WORLDS = [(2, "auto", 1), (3, "2", 2), (4, "auto", 1)]
+
+
+@pytest.fixture(scope="module", params=WORLDS, ids=lambda w: f"world{w[0]}-{w[2]}way")
 def world(request, tmp_path_factory):
-    size = request.param
+    size, directions, ways = request.param
     tmp = tmp_path_factory.mktemp(f"allreduce{size}")
     out_dir = tmp / "results"
     out_dir.mkdir()
@@ -93,11 +98,23 @@ def world(request, tmp_path_factory):
         "report": True,
         "max_seconds": 60,
     }
-    with RankJob(tmp, size, timeout=20, connect_timeout=20, chunk_mb=CHUNK_MB, bucket_mb=BUCKET_MB) as job:
+    with RankJob(
+        tmp,
+        size,
+        timeout=20,
+        connect_timeout=20,
+        chunk_mb=CHUNK_MB,
+        bucket_mb=BUCKET_MB,
+        directions=directions,
+    ) as job:
         job.start(spec)
         results = expect_ok(job.wait(timeout=75))
         return SimpleNamespace(
-            size=size, results=results, out_dir=out_dir, run_dirs={r: job.run_dir(r) for r in range(size)}
+            size=size,
+            ways=ways,
+            results=results,
+            out_dir=out_dir,
+            run_dirs={r: job.run_dir(r) for r in range(size)},
         )
 
 
@@ -336,6 +353,7 @@ def test_report_writes_metrics_lines(world):
         start, first, second, end = lines
         assert start["rank"] == rank and start["size"] == n and start["job"] == "netio-test"
         assert start["node"] == f"node{rank}"
+        assert start["directions"] == world.ways  # the path the fixture's cases really took
         for rec in (first, second):
             assert STEP_FIELDS <= rec.keys(), STEP_FIELDS - rec.keys()
             assert rec["rank"] == rank and rec["samples"] == 32

@@ -698,6 +698,22 @@ def test_ring_overlap_is_a_boolean_that_reaches_every_rank():
     )
 
 
+def test_ring_directions_are_auto_1_or_2_and_reach_every_rank():
+    from boltring.cluster.jobs.plan import plan_job
+
+    nodes = "nodes: [{name: a, local: true, ranks: 3}]\n"
+    assert load_config_text(nodes, "d.yaml").ring.directions == 0  # auto
+    for value, stored, env in (("auto", 0, "auto"), ("1", 1, "1"), ("2", 2, "2"), ("'2'", 2, "2")):
+        config = load_config_text(nodes + f"ring: {{directions: {value}}}\n", "d.yaml")
+        assert config.ring.directions == stored
+        assert all(p.env["BOLTRING_RING_DIRECTIONS"] == env for p in plan_job(config, "j1"))
+    for bad in ("3", "0", "true", "both"):
+        e = error(Path(tempfile.mkdtemp()), nodes + f"ring: {{directions: {bad}}}\n")
+        assert "ring.directions" in str(e) and str(e).endswith(
+            "expected " + keys_of(RingOptions)["directions"].expected
+        ), str(e)
+
+
 # --- one ssh-target parser, one name regex, one default batch (issue 8 §3) -------------------
 
 
