@@ -165,6 +165,28 @@ def keep_freed_memory() -> bool:
     return _kept
 
 
+def keep_mlx_buffers() -> int:
+    """Let MLX keep freed buffers up to its memory limit for reuse; returns the cache limit.
+
+    Why: MLX's own allocator caches freed buffers and hands them out again for the next
+    allocation of that size, warm and without a trip to malloc. Its documented default cache
+    limit is the memory limit, which is what MLX on a Mac's GPU gets; the CPU build here (mlx
+    0.32, Linux) sets 32 MiB instead, so any larger result went back to malloc every step. Back
+    in glibc's heap (see keep_freed_memory), a freed 256 MiB result was sometimes split by a
+    small allocation before the next step asked for the same size again: measured with
+    `boltring bench` at 256 MB, rank 0's peak RSS then held two results (512 MB extra) in 5 of
+    22 cells; with the cache, none (README, Performance). A larger limit set by the user stays.
+    """
+    import mlx.core as mx
+
+    limit = int(mx.get_memory_limit())
+    previous = int(mx.set_cache_limit(limit))
+    if previous > limit:
+        mx.set_cache_limit(previous)
+        return previous
+    return limit
+
+
 def mlx_inplace_operands(flat) -> Operands:
     """Sum an evaluated 1-D mx.array that we own (a concatenated gradient bucket) in place:
     no output to allocate, and the array itself is the result."""

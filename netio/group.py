@@ -19,7 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from .buffers import Operands, keep_freed_memory, mlx_inplace_operands, mlx_operands, numpy_operands
+from .buffers import (
+    Operands,
+    keep_freed_memory,
+    keep_mlx_buffers,
+    mlx_inplace_operands,
+    mlx_operands,
+    numpy_operands,
+)
 from .jobenv import JobEnv
 from .metrics import MetricsWriter, rss_mb
 from .ring import Ring
@@ -79,6 +86,7 @@ class Group:
         self._pending: list[Pending] = []
         if self.size > 1:
             keep_freed_memory()  # outputs of every step reuse warm memory (see buffers.py)
+            keep_mlx_buffers()
         self.ring.connect()
         self.metrics.write(
             "start",
