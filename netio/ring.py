@@ -3,11 +3,12 @@
 Rank r listens on its ring address, connects to its right neighbour r+1 and accepts its left
 neighbour r-1; both connections are authenticated (handshake.py) before any data moves.
 
-Where each node is cabled to both of its neighbours, buffers above a small size are split in
-two halves that travel round the ring in opposite directions at once (as MLX's ring does), so
-both directions of every cable carry data. Where each node has one link (two nodes on one
-cable, nodes on a switch, ranks on one host), one direction already keeps both ways of it busy,
-and a second would only cost CPU: see `ring_directions`. Within one direction each
+Where each node reaches its two neighbours over separate cables, buffers above a small size are
+split in two halves that travel round the ring in opposite directions at once (as MLX's ring
+does), so both directions of every cable carry data. Where the ring shares one network (two
+nodes on one cable, a bridge chain, a switch, ranks on one host), one direction already keeps
+both ways of every cable busy, and a second would only cost CPU: see `ring_directions`.
+Within one direction each
 segment moves in chunks: a sender thread streams chunks from a queue while the receiving
 thread reduces the chunks that arrive, and each reduced chunk is queued for the next hop at
 once — so send, receive and reduce overlap.
@@ -445,9 +446,12 @@ def ring_directions(requested: int, size: int, addrs: list[str]) -> int:
     on its own connection, so one direction already keeps both ways of their link busy (measured
     with profile_ring.py, 2 ranks, 16 MiB: 8.6-9.1 ms of CPU per call against 9.7-9.8 ms with
     two). Auto picks one as well when every rank is on the same host, where there is no cable,
-    only CPU: 3 local ranks x 64 MB, 45-46 ms of CPU per call against 47-50 ms with two; and two
-    otherwise, for nodes cabled to both neighbours, where the second direction doubles the
-    bandwidth. Nodes with one link each (a switch) gain nothing from it: set 1 there."""
+    only CPU: 3 local ranks x 64 MB, 45-46 ms of CPU per call against 47-50 ms with two. Across
+    nodes it picks two: where each node reaches its neighbours over separate cables, the second
+    direction doubles the bandwidth. Where the ring addresses share one network (a Thunderbolt
+    Bridge chain, a hub, a switch) one direction already loads both ways of every cable, and the
+    second only costs CPU; users set 1 there. Two is the default because the other mistake
+    halves the bandwidth."""
     if size < 3:
         return 1
     if requested in (1, 2):

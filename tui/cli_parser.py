@@ -180,8 +180,8 @@ def main_parser() -> argparse.ArgumentParser:
         "--directions",
         choices=("auto", "1", "2"),
         default="auto",
-        help="ways round boltring's ring at once (ring.directions). auto: one, as for any ranks "
-        "on one host; 2 times the path of Macs cabled to both neighbours",
+        help="ways round boltring's ring at once (ring.directions). auto: one, as for any "
+        "ranks on one host; 2 times the path that nodes cabled to both neighbours take",
     )
     b.add_argument("--json", action="store_true", help="one JSON object per result")
 

@@ -248,8 +248,8 @@ class RingOptions:
         0,
         check=v.auto_or_int((1, 2)),
         expected=(
-            "auto, 1 (nodes on a switch or one cable: one link each) or 2 (each node cabled "
-            "to both neighbours)"
+            "auto, 1 (ring addresses on one Thunderbolt Bridge chain, hub or switch) or 2 "
+            "(each node reaches its two neighbours over separate cables)"
         ),
     )
     # jaccl: n x n RDMA device names by node (row i, column j: the device on node i that reaches
