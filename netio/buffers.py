@@ -174,8 +174,9 @@ def keep_mlx_buffers() -> int:
     0.32, Linux) sets 32 MiB instead, so any larger result went back to malloc every step. Back
     in glibc's heap (see keep_freed_memory), a freed 256 MiB result was sometimes split by a
     small allocation before the next step asked for the same size again: measured with
-    `boltring bench` at 256 MB, rank 0's peak RSS then held two results (512 MB extra) in 5 of
-    22 cells; with the cache, none (README, Performance). A larger limit set by the user stays.
+    `boltring bench` at 256 MB, rank 0's peak RSS then held two results (512 MB extra) in 7 of
+    25 cells; with the cache, in none of 21 (README, Performance). A larger limit set by the
+    user stays.
     """
     import mlx.core as mx
 
