@@ -36,7 +36,8 @@ def _flag(value: str, name: str) -> bool:
     return value == "1"
 
 
-def _directions(value: str) -> int:
+def parse_directions(value: str) -> int:
+    """ring.directions as text ("auto", "1", "2") -> 0 (auto), 1 or 2."""
     if value not in ("auto", "1", "2"):
         raise ValueError(f"{DIRECTIONS}={value!r} is not auto, 1 or 2")
     return 0 if value == "auto" else int(value)
@@ -116,7 +117,7 @@ class JobEnv:
                 backend=e.get(BACKEND, "boltring"),
                 wire_dtype=e.get(WIRE_DTYPE, "float32"),
                 overlap=_flag(e.get(OVERLAP, "0"), OVERLAP),
-                directions=_directions(e.get(DIRECTIONS, "auto")),
+                directions=parse_directions(e.get(DIRECTIONS, "auto")),
             )
         except (KeyError, ValueError, TypeError) as ex:
             raise JobEnvError(

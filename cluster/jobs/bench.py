@@ -23,7 +23,7 @@ from pathlib import Path
 from boltring.cluster.agent.probes_macos import parse_size as parse_size_or_none
 from boltring.cluster.agent.spawn import write_atomic
 from boltring.cluster.errors import BoltringError
-from boltring.netio.jobenv import JobEnv
+from boltring.netio.jobenv import JobEnv, parse_directions
 
 
 class BenchError(BoltringError):
@@ -226,7 +226,7 @@ def run_bench_cli(args) -> int:
 
     console = Console(highlight=False, stderr=args.json)
     wire = getattr(args, "wire_dtype", "") or ""
-    directions = {"auto": 0, "1": 1, "2": 2}[getattr(args, "directions", "auto")]
+    directions = parse_directions(getattr(args, "directions", "auto"))
     try:
         sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
         rank_counts = parse_ranks(args.ranks)
