@@ -149,14 +149,16 @@ def main_parser() -> argparse.ArgumentParser:
         "generated hostfile). Reports the median time over repeats, algorithm "
         "bandwidth and bus bandwidth (busbw = bytes x 2(n-1)/n / time, as "
         "nccl-tests define it), the ratio boltring/MLX, and each backend's extra memory "
-        "(peak RSS during the calls minus the RSS before them).",
+        "(peak RSS during the calls minus the RSS before them). With both backends, each "
+        "size runs one backend right after the other, alternating which goes first, so "
+        "that a ratio compares two measurements taken seconds apart.",
     )
     b.add_argument(
         "--ranks",
         "-n",
         default="2",
         metavar="N[,N…]",
-        help="local ranks, or a list such as 2,3,4 (one run per count, both backends each; default 2)",
+        help="local ranks, or a list such as 2,3,4 (every size for each count; default 2)",
     )
     b.add_argument(
         "--sizes", default="1MB,16MB,64MB", help="comma list of buffer sizes (default 1MB,16MB,64MB)"

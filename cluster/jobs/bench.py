@@ -233,13 +233,19 @@ def run_bench_cli(args) -> int:
         backends = ["boltring", "mlx"] if args.backend == "both" else [args.backend]
         if wire and backends != ["boltring"]:
             raise BenchError("--wire-dtype measures boltring's average_gradients: use --backend boltring")
-        results: dict[tuple[int, str], list[BenchResult]] = {}
+        results: dict[tuple[int, str], list[BenchResult]] = {
+            (n, b): [] for n in rank_counts for b in backends
+        }
         for n in rank_counts:
-            for b in backends:
-                console.print(f"running {b}, {n} local ranks, sizes {args.sizes}, {args.repeat} repeats …")
-                results[n, b] = run_backend(
-                    b, n, sizes, args.repeat, args.dtype, wire_dtype=wire, directions=directions
-                )
+            for i, size in enumerate(sizes):
+                # Both backends back to back for each cell, in alternating order (ABBA): a ratio
+                # then compares two measurements seconds apart, whichever way the machine drifts
+                # (a shared VM's neighbours, a laptop warming up).
+                for b in backends if i % 2 == 0 else backends[::-1]:
+                    console.print(f"running {b}, {n} local ranks, {_human(size)}, {args.repeat} repeats …")
+                    results[n, b] += run_backend(
+                        b, n, [size], args.repeat, args.dtype, wire_dtype=wire, directions=directions
+                    )
     except BenchError as e:
         console.print(f"boltring bench: {e}")
         return 1

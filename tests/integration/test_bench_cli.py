@@ -1,0 +1,43 @@
+"""`boltring bench` itself, on real local ranks of both backends, with sizes small enough for the
+default run: which cells it measures, in what order, and what each JSON line holds. The
+figures are the benchmarks' business (tests/bench); this checks the instrument."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+
+def test_both_backends_back_to_back_per_cell_in_alternating_order(home):
+    res = subprocess.run(
+        [sys.executable, "-m", "boltring.tui.cli", "bench", "--backend", "both", "--ranks", "2"]
+        + ["--sizes", "64KB,128KB,256KB", "--repeat", "3", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    # Progress goes to stderr with --json; the order is ABBA so that each ratio compares two
+    # measurements taken seconds apart.
+    order = re.findall(r"running (\w+), 2 local ranks, (\d+) KB", res.stderr)
+    assert order == [
+        ("boltring", "64"),
+        ("mlx", "64"),
+        ("mlx", "128"),
+        ("boltring", "128"),
+        ("boltring", "256"),
+        ("mlx", "256"),
+    ], res.stderr
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    cells = [(r["bytes"] >> 10, r.get("backend", "ratio")) for r in rows]
+    # The report keeps one order whatever the run order was: boltring, mlx, then the ratio.
+    assert cells == [(k, b) for k in (64, 128, 256) for b in ("boltring", "mlx", "ratio")], cells
+    for r in rows:
+        if "backend" in r:
+            assert r["repeats"] == 3
+            assert r["busbw_gbps"] > 0 and r["machine"] and r["date"]
+        else:
+            mine, theirs = (x for x in rows if x["bytes"] == r["bytes"] and "backend" in x)
+            assert abs(r["ratio_boltring_over_mlx"] - mine["busbw_gbps"] / theirs["busbw_gbps"]) < 1e-9
