@@ -76,6 +76,9 @@ def _bf16_add_into(out: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
     np.copyto(out, b, casting="unsafe")
 
 
+SMALL_RESULT_BYTES = 1 << 20  # results up to this size come from numpy memory (mlx_operands)
+
+
 def _mlx_buffer(x: Any) -> memoryview:
     """An evaluated mx.array's own memory (mx.array has the buffer protocol; the stubs do not say so)."""
     return memoryview(x)
@@ -112,26 +115,55 @@ def numpy_operands(arr: np.ndarray) -> Operands:
 
 def mlx_operands(x) -> Operands:
     """Read the caller's mx.array in place; the result is a new array whose memory is
-    allocated (zero-filled by MLX, asynchronously) while our first chunks are already sent."""
+    allocated (zero-filled by MLX, asynchronously) while our first chunks are already sent.
+
+    Each `mx.eval` that has work to do is a round trip through MLX's scheduler, about 50 us on
+    the 2-core VM whatever the size: enough to double a small allreduce. So an array that is
+    already evaluated and in C order is read as it is, and a result of up to
+    SMALL_RESULT_BYTES is made from a numpy buffer (`mx.array` copies it at once, 2 us at 4 KiB
+    and 27 us at 1 MiB) instead of `mx.zeros` and an eval."""
     import mlx.core as mx
 
     name = str(x.dtype).split(".")[-1]
     if name not in WIRE_DTYPES:
         raise TypeError(f"all_sum does not support dtype {name}; supported: {', '.join(WIRE_DTYPES)}")
-    src_arr = mx.contiguous(x)  # the buffer protocol needs C order; a no-op for most arrays
-    mx.eval(src_arr)
-    src = np.frombuffer(_mlx_buffer(src_arr), dtype=WIRE_DTYPES[name])  # read-only, no copy
+    mx.eval(x)  # nothing to do (0.3 us) when the caller evaluated it
+    src_arr, view = x, _c_order_buffer(x)
+    if view is None:  # a transposed or strided view: the ring reads flat C order
+        src_arr = mx.contiguous(x)
+        mx.eval(src_arr)
+        view = _mlx_buffer(src_arr)
+    src = np.frombuffer(view, dtype=WIRE_DTYPES[name])  # read-only, no copy
+    if src.nbytes <= SMALL_RESULT_BYTES:
+        small = mx.array(np.empty(x.shape, dtype=WIRE_DTYPES[name]))
+        if small.dtype == x.dtype:  # not bfloat16 (numpy has none) nor float64 (MLX narrows it)
+            return Operands(
+                src=src, alloc=lambda: _writable(small, name), result=small, wire=name, keep=src_arr
+            )
     out = mx.zeros(x.shape, dtype=x.dtype)
     mx.async_eval(out)
 
     def alloc() -> np.ndarray:
         mx.eval(out)
-        flat = np.frombuffer(_mlx_buffer(out), dtype=WIRE_DTYPES[name])
-        if not flat.flags.writeable:
-            raise RuntimeError("this MLX build exposes read-only buffers; boltring needs writable ones")
-        return flat
+        return _writable(out, name)
 
     return Operands(src=src, alloc=alloc, result=out, wire=name, keep=src_arr)
+
+
+def _c_order_buffer(x) -> memoryview | None:
+    """x's own memory when it is one C-ordered block; None for a view with other strides."""
+    try:
+        view = _mlx_buffer(x)
+    except BufferError:  # MLX refuses some strided views outright
+        return None
+    return view if view.c_contiguous else None
+
+
+def _writable(arr, name: str) -> np.ndarray:
+    flat = np.frombuffer(_mlx_buffer(arr), dtype=WIRE_DTYPES[name])
+    if not flat.flags.writeable:
+        raise RuntimeError("this MLX build exposes read-only buffers; boltring needs writable ones")
+    return flat
 
 
 # glibc mallopt parameters (malloc.h)
@@ -198,9 +230,7 @@ def mlx_inplace_operands(flat) -> Operands:
     if name not in WIRE_DTYPES:
         raise TypeError(f"all_sum does not support dtype {name}; supported: {', '.join(WIRE_DTYPES)}")
     mx.eval(flat)
-    view = np.frombuffer(_mlx_buffer(flat), dtype=WIRE_DTYPES[name])
-    if not view.flags.writeable:
-        raise RuntimeError("this MLX build exposes read-only buffers; boltring needs writable ones")
+    view = _writable(flat, name)
     return Operands(src=view, alloc=lambda: view, result=flat, wire=name, keep=flat)
 
 
