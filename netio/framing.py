@@ -12,6 +12,8 @@ and with ext types refused.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import struct
 import time
@@ -92,6 +94,27 @@ def unpack_header(body: bytes, peer: str) -> dict:
     return header
 
 
+def _frame(kind: str, payload, fields: dict) -> tuple[list[memoryview], int]:
+    """A frame as the buffers to write (header, then the payload's own memory) and its payload size."""
+    view = memoryview(payload).cast("B") if payload is not None else None
+    nbytes = view.nbytes if view is not None else 0
+    parts = [memoryview(pack_header(kind, nbytes, **fields))]
+    if view is not None and nbytes:
+        parts.append(view)
+    return parts, nbytes
+
+
+def _unsent(parts: list[memoryview], sent: int) -> list[memoryview]:
+    """What is left of `parts` after a write took `sent` bytes."""
+    rest = list(parts)
+    while rest and sent >= rest[0].nbytes:
+        sent -= rest[0].nbytes
+        rest.pop(0)
+    if sent:
+        rest[0] = rest[0][sent:]
+    return rest
+
+
 class Channel:
     """One connected socket to a named peer, with exact reads and vectored writes."""
 
@@ -116,23 +139,34 @@ class Channel:
 
     # -- sending -------------------------------------------------------------------------
     def send_frame(self, kind: str, payload=None, **fields) -> None:
-        view = memoryview(payload).cast("B") if payload is not None else None
-        nbytes = view.nbytes if view is not None else 0
-        parts = [memoryview(pack_header(kind, nbytes, **fields))]
-        if view is not None and nbytes:
-            parts.append(view)
-        self._sendall(parts, kind)
+        parts, nbytes = _frame(kind, payload, fields)
+        self.send_parts(parts, kind)
         self.bytes_sent += nbytes
 
-    def _sendall(self, parts: list[memoryview], what: str) -> None:
-        try:
+    def try_send_frame(self, kind: str, payload=None, **fields) -> list[memoryview]:
+        """Write a frame without ever waiting: one `writev`, no poll. Returns what the socket did
+        not take (empty when it took the whole frame); the caller must send that, with
+        send_parts, before any other frame. On a blocking socket (no timeout) nothing is tried."""
+        parts, nbytes = _frame(kind, payload, fields)
+        self.bytes_sent += nbytes  # the caller sends the rest or the collective fails
+        if self.sock.gettimeout() is None:
+            return parts
+        with self._send_errors(kind):
+            try:
+                sent = os.writev(self.sock.fileno(), parts)  # the fd is O_NONBLOCK: it has a timeout
+            except BlockingIOError:
+                return parts
+        return _unsent(parts, sent)
+
+    def send_parts(self, parts: list[memoryview], what: str) -> None:
+        with self._send_errors(what):
             while parts:
-                sent = self.sock.sendmsg(parts)
-                while parts and sent >= parts[0].nbytes:
-                    sent -= parts[0].nbytes
-                    parts.pop(0)
-                if sent:
-                    parts[0] = parts[0][sent:]
+                parts = _unsent(parts, self.sock.sendmsg(parts))
+
+    @contextlib.contextmanager
+    def _send_errors(self, what: str):
+        try:
+            yield
         except TimeoutError:
             raise PeerTimeout(
                 f"{self.peer} accepted no data for {self.timeout:g} s while we sent "

@@ -6,7 +6,7 @@ Starts RANKS local ranks (loopback). Each times REPEAT all_sum calls of a float3
 BYTES and prints one JSON line with, per call:
 - wall ms (median), user and system CPU ms and minor page faults (resource.getrusage);
 - ms spent inside Channel.recv_header (mostly waiting for the left neighbour), recv_payload
-  (recv_into), _sendall (sendmsg; on the sender threads) and add_into, and how many calls;
+  (recv_into), send_parts (sendmsg; on the sender threads) and add_into, and how many calls;
 - recv_into system calls, and bytes copied per byte reduced: kernel copies of every byte sent
   and received, the additions' two reads and one write, MLX's zero-fill of the output and
   the kernel's zeroing of freshly faulted pages, over the buffer's size.
@@ -51,7 +51,7 @@ def worker(nbytes: int, repeat: int) -> None:
 
         setattr(obj, name, call)
 
-    for name in ("recv_header", "recv_payload", "_sendall"):
+    for name in ("recv_header", "recv_payload", "send_parts"):
         timed(framing.Channel, name)
     timed(ring, "add_into")
     orig_add = ring.add_into

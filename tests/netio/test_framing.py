@@ -19,6 +19,7 @@ from boltring.netio.errors import FrameError, NetioError, PeerClosed, PeerTimeou
 from boltring.netio.framing import MAX_HEADER_BYTES, PROTOCOL_VERSION, Channel, pack_header
 
 from .ranks import no_leftover_processes  # noqa: F401 - autouse fixture
+from .sockets import tcp_pair
 
 PEER = "rank 7 (127.0.0.1:4242)"
 
@@ -134,13 +135,6 @@ def test_peer_closed_before_any_frame(pair):
     w.close()
     with pytest.raises(PeerClosed, match=r"after 0 of 4 bytes"):
         chan.recv_header()
-
-
-def tcp_pair() -> tuple[socket.socket, socket.socket]:
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        client = socket.create_connection(listener.getsockname(), timeout=5)
-        server, _ = listener.accept()
-    return server, client
 
 
 def test_peer_reset_is_peer_closed():
@@ -454,3 +448,109 @@ def test_random_garbage_never_hangs_and_raises_only_netio_errors(data):
     finally:
         chan.close()
         b.close()
+
+
+# -- writes that never wait (try_send_frame) ----------------------------------------------------
+@pytest.fixture
+def tcp_link():
+    """(reader Channel, writer socket) over TCP on loopback, as ring links are."""
+    r, w = tcp_pair()
+    chan = Channel(r, PEER, timeout=5.0, max_payload=1 << 20)
+    yield chan, w
+    chan.close()
+    w.close()
+
+
+def _fill(sock: socket.socket) -> int:
+    """Write into `sock` until its buffers (and the peer's) are full; the bytes written."""
+    sock.setblocking(False)
+    total = 0
+    try:
+        while True:
+            total += sock.send(b"\0" * 65536)
+    except BlockingIOError:
+        pass
+    finally:
+        sock.settimeout(5.0)
+    return total
+
+
+def _drain(sock: socket.socket, nbytes: int) -> None:
+    while nbytes:
+        nbytes -= len(sock.recv(min(nbytes, 1 << 20)))
+
+
+def test_try_send_frame_sends_a_whole_frame_at_once(tcp_link):
+    chan, w = tcp_link
+    sender = Channel(w, "rank 0 (test)", timeout=5.0)
+    payload = np.arange(256, dtype=np.float32)
+    assert sender.try_send_frame("data", payload, op=1) == []
+    assert sender.bytes_sent == payload.nbytes
+    assert chan.recv_header("data")["op"] == 1
+    got = np.empty_like(payload)
+    chan.recv_payload(memoryview(got).cast("B"), "a test payload")
+    np.testing.assert_array_equal(got, payload)
+
+
+def test_try_send_frame_never_waits_and_returns_what_is_left(tcp_link):
+    """A full socket takes nothing (or part): try_send_frame returns at once with the rest,
+    and send_parts of that rest completes the frame once the reader drains: the stream stays
+    whole and in order."""
+    chan, w = tcp_link
+    sender = Channel(w, "rank 0 (test)", timeout=5.0)
+    filled = _fill(w)
+    payload = np.random.default_rng(1).integers(0, 255, size=48 << 10, dtype=np.uint8)
+    t0 = time.monotonic()
+    rest = sender.try_send_frame("data", payload, op=2)
+    assert time.monotonic() - t0 < 0.5  # no poll, no timeout: it did not wait
+    assert (
+        rest
+        and sum(p.nbytes for p in rest) <= len(pack_header("data", payload.nbytes, op=2)) + payload.nbytes
+    )
+    _drain(chan.sock, 1 << 16)  # room again, but the reader is still behind the filler bytes
+    reader = threading.Thread(target=_drain, args=(chan.sock, filled - (1 << 16)))
+    reader.start()
+    sender.send_parts(rest, "data")
+    reader.join(timeout=10)
+    assert chan.recv_header("data")["op"] == 2
+    got = np.empty_like(payload)
+    chan.recv_payload(memoryview(got), "the frame sent in two goes")
+    np.testing.assert_array_equal(got, payload)
+
+
+def test_try_send_frame_after_a_partial_write_keeps_the_frame_whole(tcp_link):
+    """Room for part of a frame: the part goes, the rest comes back starting mid-frame."""
+    chan, w = tcp_link
+    sender = Channel(w, "rank 0 (test)", timeout=5.0)
+    filled = _fill(w)
+    _drain(chan.sock, 32 << 10)  # some room, but less than the frame
+    payload = np.arange(32 << 10, dtype=np.float32)  # 128 KiB
+    rest = sender.try_send_frame("data", payload, op=3)
+    left = sum(p.nbytes for p in rest)
+    assert 0 < left < len(pack_header("data", payload.nbytes, op=3)) + payload.nbytes
+    reader = threading.Thread(target=_drain, args=(chan.sock, filled - (32 << 10)))
+    reader.start()
+    sender.send_parts(rest, "data")
+    reader.join(timeout=10)
+    assert chan.recv_header("data")["op"] == 3
+    got = np.empty_like(payload)
+    chan.recv_payload(memoryview(got).cast("B"), "the frame")
+    np.testing.assert_array_equal(got, payload)
+
+
+def test_try_send_frame_on_a_blocking_socket_writes_nothing(tcp_link):
+    chan, w = tcp_link
+    sender = Channel(w, "rank 0 (test)", timeout=None)  # blocking: a write there could wait
+    parts = sender.try_send_frame("data", np.ones(4, np.float32))
+    sender.send_parts(parts, "data")
+    assert chan.recv_header("data")["nbytes"] == 16
+
+
+def test_try_send_frame_to_a_closed_peer_is_peer_closed(tcp_link):
+    chan, w = tcp_link
+    sender = Channel(w, "rank 0 (test)", timeout=5.0)
+    chan.close()
+    with pytest.raises(PeerClosed, match="rank 0|closed"):
+        for _ in range(3):  # the first write may still land in the buffer of a dying socket
+            sender.try_send_frame("data", np.ones(1024, np.float32))
+            time.sleep(0.05)
