@@ -480,6 +480,19 @@ def _drain(sock: socket.socket, nbytes: int) -> None:
         nbytes -= len(sock.recv(min(nbytes, 1 << 20)))
 
 
+def _finish_and_read(chan: Channel, sender: Channel, rest, filler: int, payload: np.ndarray, op: int):
+    """Send what try_send_frame left while a reader drains `filler` bytes ahead of it; the
+    frame must then arrive whole."""
+    reader = threading.Thread(target=_drain, args=(chan.sock, filler))
+    reader.start()
+    sender.send_parts(rest, "data")
+    reader.join(timeout=10)
+    assert chan.recv_header("data")["op"] == op
+    got = np.empty_like(payload)
+    chan.recv_payload(memoryview(got).cast("B"), "the frame sent in two goes")
+    np.testing.assert_array_equal(got, payload)
+
+
 def test_try_send_frame_sends_a_whole_frame_at_once(tcp_link):
     chan, w = tcp_link
     sender = Channel(w, "rank 0 (test)", timeout=5.0)
@@ -508,14 +521,7 @@ def test_try_send_frame_never_waits_and_returns_what_is_left(tcp_link):
         and sum(p.nbytes for p in rest) <= len(pack_header("data", payload.nbytes, op=2)) + payload.nbytes
     )
     _drain(chan.sock, 1 << 16)  # room again, but the reader is still behind the filler bytes
-    reader = threading.Thread(target=_drain, args=(chan.sock, filled - (1 << 16)))
-    reader.start()
-    sender.send_parts(rest, "data")
-    reader.join(timeout=10)
-    assert chan.recv_header("data")["op"] == 2
-    got = np.empty_like(payload)
-    chan.recv_payload(memoryview(got), "the frame sent in two goes")
-    np.testing.assert_array_equal(got, payload)
+    _finish_and_read(chan, sender, rest, filled - (1 << 16), payload, op=2)
 
 
 def test_try_send_frame_after_a_partial_write_keeps_the_frame_whole(tcp_link):
@@ -528,14 +534,7 @@ def test_try_send_frame_after_a_partial_write_keeps_the_frame_whole(tcp_link):
     rest = sender.try_send_frame("data", payload, op=3)
     left = sum(p.nbytes for p in rest)
     assert 0 < left < len(pack_header("data", payload.nbytes, op=3)) + payload.nbytes
-    reader = threading.Thread(target=_drain, args=(chan.sock, filled - (32 << 10)))
-    reader.start()
-    sender.send_parts(rest, "data")
-    reader.join(timeout=10)
-    assert chan.recv_header("data")["op"] == 3
-    got = np.empty_like(payload)
-    chan.recv_payload(memoryview(got).cast("B"), "the frame")
-    np.testing.assert_array_equal(got, payload)
+    _finish_and_read(chan, sender, rest, filled - (32 << 10), payload, op=3)
 
 
 def test_try_send_frame_on_a_blocking_socket_writes_nothing(tcp_link):
