@@ -9,9 +9,9 @@ does), so both directions of every cable carry data. Where the ring shares one n
 nodes on one cable, a bridge chain, a switch, ranks on one host), one direction already keeps
 both ways of every cable busy, and a second would only cost CPU: see `ring_directions`.
 Within one direction each
-segment moves in chunks: a sender thread streams chunks from a queue while the receiving
-thread reduces the chunks that arrive, and each reduced chunk is queued for the next hop at
-once — so send, receive and reduce overlap.
+segment moves in chunks: a Sender (sender.py) streams chunks on its own thread while the
+receiving thread reduces the chunks that arrive, and each reduced chunk is handed on for the
+next hop at once — so send, receive and reduce overlap.
 
 Determinism: a segment's sum is accumulated along the ring by one fixed chain of ranks and
 then broadcast in the all-gather, so every rank ends with bitwise-identical results, and the
@@ -24,7 +24,6 @@ state and error path; split apart they would have to expose each other's interna
 from __future__ import annotations
 
 import concurrent.futures
-import queue
 import socket
 import threading
 import time
@@ -36,90 +35,17 @@ from .buffers import WIRE_DTYPES, add_into
 from .errors import ConnectTimeout, FrameError, HandshakeError, NetioError
 from .framing import Channel
 from .handshake import client_handshake, server_handshake
+from .sender import Sender
 
 CW, CCW = 0, 1  # clockwise: send right, receive left; counter-clockwise: the reverse
 BIDIRECTIONAL_MIN_BYTES = 256 << 10  # below this, one direction: latency beats bandwidth
 MIN_CHUNK_BYTES = 2 << 20  # smallest frame payload of a large collective (chunk_bytes_for)
-INLINE_SEND_BYTES = 64 << 10  # frames up to this size may skip the sender thread (_Sender.submit)
 HANDSHAKE_TIMEOUT_S = 1.0  # a peer that cannot prove the secret is dropped within this
 
 
 def parse_addr(addr: str) -> tuple[str, int]:
     host, _, port = addr.rpartition(":")
     return host.strip("[]"), int(port)
-
-
-class _Sender(threading.Thread):
-    """Streams data frames to one channel, in order: a frame is queued for this thread, or,
-    when it is small and nothing is queued, written at once by the thread that submits it.
-
-    Handing a frame to this thread costs a wake-up and a turn of the GIL each way, about 50 us
-    on the 2-core VM: nothing beside a large chunk, but most of a small allreduce. A small
-    frame therefore goes straight to the socket when the queue is empty and the socket takes
-    it without waiting (`try_send_frame`, one non-blocking write); what it does not take is
-    queued first in line, so frames never overtake each other and no thread blocks writing
-    while its own reads are due (which, round a ring, could deadlock)."""
-
-    def __init__(self, chan: Channel, on_error: Callable[[BaseException], None]):
-        super().__init__(name=f"boltring-send-{chan.peer}", daemon=True)
-        self.chan = chan
-        self.q: queue.SimpleQueue = queue.SimpleQueue()
-        self.on_error = on_error
-        self.failed = False
-        self.lock = threading.Lock()  # one writer on the socket at a time
-        self.queued = 0  # frames queued; only the submitting thread writes it
-        self.finished = 0  # of those, written or dropped; only this thread writes it
-
-    def submit(self, view: np.ndarray, fields: dict) -> None:
-        if (
-            view.nbytes <= INLINE_SEND_BYTES
-            and self.queued == self.finished
-            and not self.failed
-            and self.lock.acquire(blocking=False)
-        ):
-            try:
-                rest = self.chan.try_send_frame("data", view, **fields)
-            except BaseException as e:
-                self.failed = True
-                self.on_error(e)
-                return
-            finally:
-                self.lock.release()
-            if not rest:
-                return
-            item: object = rest
-        else:
-            item = (view, fields)
-        self.queued += 1
-        self.q.put(item)
-
-    def flushed(self) -> bool:
-        """Every submitted frame is in the kernel's hands (or the collective failed)."""
-        return self.queued == self.finished
-
-    def run(self) -> None:
-        while True:
-            item = self.q.get()
-            if item is None:
-                return
-            if isinstance(item, threading.Event):
-                item.set()
-                continue
-            if not self.failed:  # else drain silently: the collective is already being aborted
-                try:
-                    with self.lock:
-                        if isinstance(item, list):  # the rest of a frame begun by submit()
-                            self.chan.send_parts(item, "data")
-                        else:
-                            view, fields = item
-                            self.chan.send_frame("data", view, **fields)
-                except BaseException as e:
-                    self.failed = True
-                    self.on_error(e)
-            # Drop the view now: held until the next frame, it would keep the whole previous
-            # output alive while the caller allocates the next one (twice the memory).
-            item = view = None
-            self.finished += 1
 
 
 class Ring:
@@ -148,7 +74,7 @@ class Ring:
         self.log = log or (lambda msg: None)
         self.right: Channel | None = None  # we connected to rank+1
         self.left: Channel | None = None  # rank-1 connected to us
-        self._senders: list[_Sender] = []
+        self._senders: list[Sender] = []
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._error: BaseException | None = None
         self._error_lock = threading.Lock()
@@ -199,7 +125,7 @@ class Ring:
         for chan in (left_chan, right_chan):
             chan.sock.settimeout(self.timeout)
             chan.timeout = self.timeout
-        self._senders = [_Sender(right_chan, self._fail), _Sender(left_chan, self._fail)]
+        self._senders = [Sender(right_chan, self._fail), Sender(left_chan, self._fail)]
         for s in self._senders:
             s.start()
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="boltring-ccw")
@@ -399,7 +325,7 @@ class _Direction:
         wire: str,
         v: int,
         recv: Channel,
-        sender: _Sender,
+        sender: Sender,
         chunk: int,
         scratch: Callable[[], np.ndarray],
     ):

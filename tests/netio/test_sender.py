@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from boltring.netio.framing import Channel
-from boltring.netio.ring import INLINE_SEND_BYTES, _Sender
+from boltring.netio.sender import INLINE_SEND_BYTES, Sender
 
 from .sockets import tcp_pair
 
@@ -20,7 +20,7 @@ def link():
     """(sender, reader Channel) over TCP on loopback; the sender thread is stopped afterwards."""
     r, w = tcp_pair()
     errors: list[BaseException] = []
-    sender = _Sender(Channel(w, "reader", timeout=10.0), errors.append)
+    sender = Sender(Channel(w, "reader", timeout=10.0), errors.append)
     sender.start()
     reader = Channel(r, "sender", timeout=10.0, max_payload=64 << 20)
     yield sender, reader, errors
