@@ -55,3 +55,26 @@ def kill_rank_once_it_reports(config, rank: int, home) -> tuple:
         return summary, time.monotonic() - t0
 
     return asyncio.run(scenario())
+
+
+def read_to_exit(proc, timeout: float) -> tuple[str, str]:
+    """(stdout, stderr) that `proc` prints from now until it exits, read through its own file objects.
+
+    Use this, not `communicate(timeout=...)`, once a test has iterated `proc.stdout`: with two pipes
+    and a timeout, communicate reads the raw pipes and silently drops the text the file object had
+    already read ahead (up to 8 KiB), which can leave a line cut in half. Kills `proc` if it
+    outlives `timeout`, so the reader threads always end."""
+    from concurrent.futures import ThreadPoolExecutor
+    from subprocess import TimeoutExpired
+
+    pool = ThreadPoolExecutor(2)
+    out = pool.submit(proc.stdout.read)
+    err = pool.submit(proc.stderr.read) if proc.stderr is not None else None
+    try:
+        proc.wait(timeout)
+    except TimeoutExpired:
+        proc.kill()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+    return out.result(), err.result() if err is not None else ""

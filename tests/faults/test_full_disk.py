@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab.fixtures import skip_unless_ci
+from tests.procs import read_to_exit
 
 from .helpers import CLI, events, write_config
 
@@ -77,7 +78,7 @@ def test_disk_full_during_a_run_fails_the_job_naming_the_file(small_disk, tmp_pa
                 break
         t0 = time.monotonic()
         fill(small_disk)
-        out, err = proc.communicate(timeout=90)
+        out, err = read_to_exit(proc, timeout=90)
         took = time.monotonic() - t0
     finally:
         if proc.poll() is None:

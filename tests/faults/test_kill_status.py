@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from tests.procs import read_to_exit
+
 from .helpers import CLI, cli, events, write_config
 
 
@@ -42,7 +44,7 @@ def test_kill_from_another_terminal_reads_as_killed_by_you(no_leftovers):
         assert set(summary["ranks"]) == {"0", "1", "2"}, summary  # --ranks 3: all three
         killed = cli("kill", timeout=60)
         assert killed.returncode == 0, killed.stderr
-        out, err = proc.communicate(timeout=60)
+        out, err = read_to_exit(proc, timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -73,7 +75,7 @@ def test_interrupt_during_launch_exits_130_within_5_s_and_kills_what_started(no_
         time.sleep(0.3)
         t0 = time.monotonic()
         proc.send_signal(sig)
-        out, err = proc.communicate(timeout=30)
+        out, err = read_to_exit(proc, timeout=30)
         took = time.monotonic() - t0
     finally:
         if proc.poll() is None:

@@ -16,7 +16,7 @@ import pytest
 from boltring.cluster.config.load import load_config, with_overrides
 from boltring.cluster.jobs.controller import ControllerError, JobController
 from boltring.cluster.jobs.events import JobSummary, RankMetrics
-from tests.procs import kill_rank_once_it_reports
+from tests.procs import kill_rank_once_it_reports, read_to_exit
 
 CLI = [sys.executable, "-m", "boltring.tui.cli"]
 
@@ -78,7 +78,7 @@ def test_ctrl_c_stops_every_rank(no_leftovers):
             if json.loads(line)["event"] == "step":
                 break
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        out, err = read_to_exit(proc, timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
