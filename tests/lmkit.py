@@ -112,24 +112,9 @@ def parameter_count(directory: Path) -> int:
 
 def free_ports(count: int) -> int:
     """A first port such that `count` consecutive ports on 127.0.0.1 are free right now."""
-    import socket
+    from boltring.cluster.config.ports import free_port_block
 
-    rng = random.Random()
-    for _ in range(200):
-        first = rng.randrange(40000, 60000 - count)
-        socks = []
-        try:
-            for k in range(count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", first + k))
-            return first
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free block of ports")
+    return free_port_block(count)
 
 
 def local_config(

@@ -208,7 +208,7 @@ class NodeFacts(TypedDict, total=False):
     python: PythonFacts
     boltring: BoltringFacts
     mlx: MlxFacts
-    ports: dict[str, str]  # "52520" -> "free" or the bind error
+    ports: dict[str, str]  # "25250" -> "free" or the bind error
     hardware: HardwareFacts
     memory: MemoryFacts
     interfaces: InterfaceFacts

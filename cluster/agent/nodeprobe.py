@@ -2,8 +2,8 @@
 
 Reads one JSON request on stdin:
 
-    {"ring_ip": "10.0.0.1", "ring_iface": "bridge0" | null, "ring_port": 52520, "ranks": 1,
-     "neighbours": [{"name": "mini2", "ring_ip": "10.0.0.2", "port": 52520}, ...],
+    {"ring_ip": "10.0.0.1", "ring_iface": "bridge0" | null, "ring_port": 25250, "ranks": 1,
+     "neighbours": [{"name": "mini2", "ring_ip": "10.0.0.2", "port": 25250}, ...],
      "rdma": false}
 
 and prints ONE JSON object of facts (see `collect`; its shape is `facts.NodeFacts`). Every

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from boltring.cluster.config import values as v
+from boltring.cluster.config.ports import DEFAULT_RING_PORT
 
-DEFAULT_RING_PORT = 52520  # first ring port; a node's k-th local rank listens on port + k
 DEFAULT_BATCH_PER_RANK = 128  # a job without global_batch takes this many examples per rank
 EXAMPLES = ("mlp", "charlm", "lm")  # built-in examples under cluster/train/
 BACKENDS = ("boltring", "mlx-ring", "jaccl")  # who runs the collectives (ring.backend, --backend)

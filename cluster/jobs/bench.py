@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from boltring.cluster.agent.probes_macos import parse_size as parse_size_or_none
 from boltring.cluster.agent.spawn import write_atomic
+from boltring.cluster.config.ports import free_ports
 from boltring.cluster.errors import BoltringError
 from boltring.netio.jobenv import JobEnv, parse_directions
 
@@ -47,19 +47,6 @@ def parse_ranks(text: str) -> list[int]:
     if not ranks or min(ranks) < 2:
         raise BenchError("bench needs at least 2 ranks (--ranks 2, or a list like 2,3,4)")
     return ranks
-
-
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind((host, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @dataclass

@@ -92,7 +92,7 @@ def worker(a: argparse.Namespace, extra: list[str]) -> int:
 
 
 def launch(a: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
-    from boltring.cluster.jobs.bench import free_ports
+    from boltring.cluster.config.ports import free_ports
     from boltring.netio.jobenv import JobEnv
 
     with tempfile.TemporaryDirectory() as tmp:

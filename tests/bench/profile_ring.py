@@ -119,7 +119,7 @@ def worker(nbytes: int, repeat: int) -> None:
 
 
 def launch(ranks: int, nbytes: int, repeat: int) -> int:
-    from boltring.cluster.jobs.bench import free_ports
+    from boltring.cluster.config.ports import free_ports
     from boltring.netio.jobenv import JobEnv
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -90,7 +90,7 @@ def local(n: int, nbytes: int, rounds: int = 4) -> int:
     bytes each host sends per second, for the slowest host (comparable to busbw)."""
     import subprocess
 
-    from boltring.cluster.jobs.bench import free_ports
+    from boltring.cluster.config.ports import free_ports
 
     addrs = ",".join(f"127.0.0.1:{p - PORT_OFFSET}" for p in free_ports(n))
     per_dir = rounds * (n - 1) * nbytes // n

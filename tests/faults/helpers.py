@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from boltring.cluster.config.load import load_config
+from boltring.cluster.config.ports import free_port_block
 
 CLI = [sys.executable, "-m", "boltring.tui.cli"]
 
@@ -23,9 +24,7 @@ def write_config(
     global_batch: int = 60,
 ) -> Path:
     """A local config on its own ring ports (other test sessions on this machine use the default)."""
-    import random
-
-    port = random.randrange(53000, 60000, 16)
+    port = free_port_block(ranks)
     cfg = tmp_path / f"{name}.yaml"
     cfg.write_text(
         f"name: {name}\nnodes:\n  - {{name: local, local: true, ring_ip: 127.0.0.1, ranks: {ranks}}}\n"

@@ -28,7 +28,8 @@ def _wait_for_step(proc: subprocess.Popen, step: int = 3) -> str:
         ev = json.loads(line)
         if ev["event"] == "step" and ev["step"] >= step:
             return read
-    raise AssertionError(f"the job ended before step {step}: {proc.stderr.read() if proc.stderr else ''}")
+    err = proc.stderr.read() if proc.stderr else ""
+    raise AssertionError(f"the job ended before step {step}; stdout:\n{read[-3000:]}\nstderr:\n{err[-2000:]}")
 
 
 def test_kill_from_another_terminal_reads_as_killed_by_you(no_leftovers):

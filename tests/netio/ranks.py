@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,40 +26,22 @@ from pathlib import Path
 import psutil
 import pytest
 
+from boltring.cluster.config import ports as ports_mod
+
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "rank_worker.py"
 
-# Ports are taken below the kernel's ephemeral range (32768+ on Linux), so a port we picked
-# cannot be handed to some other process's outgoing connection between picking and binding.
-_PORT_LO, _PORT_HI = 20000, 32000
-_handed_out: set[int] = set()
-_rng = random.Random(os.getpid() ^ time.time_ns())
+_handed_out: set[int] = set()  # never the same port twice in one test session
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    ports: list[int] = []
-    for _ in range(2000):
-        if len(ports) == n:
+    """`n` ports free on `host` (and on 127.0.0.1), below the ephemeral range (see ports.py)."""
+    for _ in range(200):
+        ports = ports_mod.free_ports(n, host, avoid=_handed_out)
+        if host == "127.0.0.1" or all(ports_mod.bindable("127.0.0.1", p) for p in ports):
+            _handed_out.update(ports)
             return ports
-        port = _rng.randrange(_PORT_LO, _PORT_HI)
-        if port in _handed_out or port in ports:
-            continue
-        if not all(_bindable(h, port) for h in {host, "127.0.0.1"}):
-            continue
-        ports.append(port)
-    if len(ports) < n:
-        raise RuntimeError(f"could not find {n} free ports on {host}")
-    _handed_out.update(ports)
-    return ports
-
-
-def _bindable(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
+    raise RuntimeError(f"could not find {n} free ports on {host}")
 
 
 def write_secret(path: Path, secret: bytes | None = None, mode: int = 0o600) -> Path:

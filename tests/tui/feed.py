@@ -228,7 +228,7 @@ def _node_checks(node: str, ip: str, peers: list[str], t: float) -> list[Event]:
         CheckResult(node, "ring_iface", OK, "bridge0 up", t=t),
         CheckResult(node, "ring_ip", OK, f"{ip} on bridge0", t=t),
         CheckResult(node, "mtu", OK, "1500", t=t),
-        CheckResult(node, "ports", OK, "52520", t=t),
+        CheckResult(node, "ports", OK, "25250", t=t),
     ]
     for peer in peers:
         evs.append(CheckResult(node, f"route:{peer}", OK, "via bridge0", t=t))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import socket
 import struct
 import subprocess
 import sys
@@ -17,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from boltring.cluster.config.ports import free_port_block
 from boltring.cluster.config.schema import Config, JobSpec, Node
 from boltring.cluster.jobs.controller import JobController
 from boltring.cluster.jobs.export import loss_svg
 from boltring.cluster.jobs.history import HistoryError, find_run, list_runs, loss_curve
 from boltring.tui.screens.history import HistoryScreen
-from tests.netio.ranks import free_ports
 from tests.tui import feed
 from tests.tui.harness import make_app, settle
 
@@ -38,15 +37,7 @@ def cli(home: Path, *args: str, timeout: float = 240) -> subprocess.CompletedPro
 def two_free_ports() -> int:
     """A port p with p and p+1 free on loopback (rank k listens on p+k): other test runs on
     this machine may hold the default ring port."""
-    for _ in range(200):
-        (port,) = free_ports(1)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-                return port
-            except OSError:
-                continue
-    raise RuntimeError("no two consecutive free ports")
+    return free_port_block(2)
 
 
 @pytest.fixture(scope="module")

@@ -327,7 +327,7 @@ ERRORS = [
         "nodes:\n  - {name: a, ssh: m1, ring_ip: 10.0.0.1}\n  - {name: b, ssh: m2, ring_ip: 10.0.0.1}\n",
         3,
         "nodes[1].ring_ip",
-        "both would listen on 10.0.0.1:52520",
+        "both would listen on 10.0.0.1:25250",
     ),
     (
         "nodes:\n  - {name: a, ssh: m1, ring_ip: 'fe80::1'}\n  - {name: b, ssh: m2, ring_ip: 'FE80:0::1'}\n",

@@ -23,6 +23,7 @@ from boltring.cluster.config import (
 from boltring.cluster.config.formats.jupiter import read as import_jupiter
 from boltring.cluster.config.formats.mlx_hostfile import read as import_mlx_hostfile
 from boltring.cluster.config.formats.smolcluster import read as import_smolcluster
+from boltring.cluster.config.ports import DEFAULT_RING_PORT
 from boltring.cluster.config.schema import DEFAULT_BATCH_PER_RANK, Config, Node
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "formats"
@@ -292,7 +293,7 @@ def test_smolcluster_plain_mapping():
         {"host_ip": {"a": "10.0.0.1", "b": "10.0.0.2"}, "server": "a", "workers": ["b"]}, "x.yaml"
     )
     assert summary(config) == [("a", "a", False, "10.0.0.1", 1), ("b", "b", False, "10.0.0.2", 1)]
-    assert config.ring.port == 52520 and report.ignored == []
+    assert config.ring.port == DEFAULT_RING_PORT and report.ignored == []
 
 
 # --- jupiter ---------------------------------------------------------------------------------------

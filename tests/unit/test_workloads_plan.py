@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from boltring.cluster.config.load import load_config_text
+from boltring.cluster.config.ports import DEFAULT_RING_PORT
 from boltring.cluster.jobs.plan import PlanError, plan_job, read_rdma_devices, spawn_input
 from boltring.netio.jobenv import JobEnv, JobEnvError
 
@@ -182,7 +183,7 @@ def test_cli_jaccl_without_devices_is_one_clear_line(tmp_path):
     (tmp_path / "devices.json").write_text(json.dumps([[None, "rdma_en2"], ["rdma_en2", None]]))
     res = _cli("--dry-run", "--backend", "jaccl", "--rdma-devices", "devices.json", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert '"MLX_JACCL_COORDINATOR": "198.18.0.1:52520"' in res.stdout
+    assert f'"MLX_JACCL_COORDINATOR": "198.18.0.1:{DEFAULT_RING_PORT}"' in res.stdout
     assert (
         'file MLX_IBV_DEVICES (written in the run dir): [[null, "rdma_en2"], ["rdma_en2", null]]'
         in res.stdout
