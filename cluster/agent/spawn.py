@@ -288,17 +288,20 @@ def kill_many(run_dirs: list[Path], grace: float = 5.0, by: str | None = None) -
     was_alive = {d: bool(pid and group_alive(pid)) for d, pid in pids.items()}
     forced: dict[Path, bool] = {d: False for d in run_dirs}
     live = [d for d in run_dirs if was_alive[d]]
+    # Every rank learns who stopped it before any is signalled: the first rank's end breaks its
+    # neighbours' ring connections, and a neighbour that fails of that before its own record
+    # exists would say "lost the connection" when you stopped the job.
+    for d in live if by else []:
+        try:
+            write_atomic(d / STOP_FILE, json.dumps({"by": by, "at": time.time()}))
+        except OSError:
+            pass  # a full disk: the controller still knows who it was
+    states = {d: group_states(pid) or [] for d in live if (pid := pids[d]) is not None}
     for d in live:
         pid = pids[d]
         assert pid is not None
-        if by:
-            try:
-                write_atomic(d / STOP_FILE, json.dumps({"by": by, "at": time.time()}))
-            except OSError:
-                pass  # a full disk: the controller still knows who it was
-        states = group_states(pid) or []
         _signal_group(pid, signal.SIGTERM)
-        if "T" in states:  # a frozen rank cannot act on SIGTERM until it runs again
+        if "T" in states[d]:  # a frozen rank cannot act on SIGTERM until it runs again
             _signal_group(pid, signal.SIGCONT)
 
     def still() -> list[Path]:

@@ -185,7 +185,14 @@ class ControllerCore:
         if rs.exited:
             return
         rs.exited, rs.exit_info, rs.returncode = True, dict(info), info.get("returncode")
-        by = info.get("stopped_by")
+        if not info.get("stopped_by") and self._killing and self._stopped_by in USER_STOPS:
+            facts = rs.facts()
+            if facts.blames is not None or facts.lost_unnamed_peer:
+                # You are stopping the job and this rank lost a neighbour that was stopped
+                # before it (on another node, its stop record was not there yet): it ended
+                # because you stopped the job, not of a fault of its own.
+                rs.exit_info["stopped_by"] = str(self._stopped_by)
+        by = rs.exit_info.get("stopped_by")
         if by:
             rs.exit_reason = "was stopped by you" + (f" ({by})" if by != StoppedBy.BOLTRING else "")
             if by == StoppedBy.BOLTRING:

@@ -97,3 +97,42 @@ def test_missing_program_is_reported_in_the_log(no_leftovers, tmp_path):
     assert wait_for(lambda: (run / "exit.json").exists())
     assert json.loads((run / "exit.json").read_text())["returncode"] == 127
     assert "cannot start /nonexistent/python" in (run / "rank.log").read_text()
+
+
+def test_kill_records_who_stopped_every_rank_before_signalling_any(no_leftovers, tmp_path):
+    """Ranks that end by themselves the moment their neighbour is stopped (a ring peer gone)
+    must still say that you stopped them: every stop record is written before the first signal.
+    Before, a rank's record was written just before its own signal, so with several ranks on a
+    node a later one could die of the first one's end without it."""
+    from boltring.cluster.config.ports import free_ports
+
+    (port,) = free_ports(1)
+    others = [tmp_path / f"rank{k}" for k in range(1, 8)]
+    # rank0 holds a connection from each of the others, as ring neighbours do; each of them
+    # fails on its own the moment that connection ends
+    hub = (
+        "import socket, time\n"
+        f"srv = socket.create_server(('127.0.0.1', {port}))\n"
+        f"conns = [srv.accept()[0] for _ in range({len(others)})]\n"
+        "print('connected', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    neighbour = (
+        "import socket, sys, time\n"
+        "for _ in range(200):\n"
+        "    try:\n"
+        f"        s = socket.create_connection(('127.0.0.1', {port}))\n"
+        "        break\n"
+        "    except OSError:\n"
+        "        time.sleep(0.05)\n"
+        "s.recv(1)\n"
+        "sys.exit(1)\n"
+    )
+    first = tmp_path / "rank0"
+    spawn("start", first, {"argv": [sys.executable, "-c", hub]})
+    for run in others:
+        spawn("start", run, {"argv": [sys.executable, "-c", neighbour]})
+    assert wait_for(lambda: "connected" in (first / "rank.log").read_text())
+    res = spawn("kill", first, None, *map(str, others), "--by", "boltring kill")
+    exits = [r["exit"] for r in res["ranks"]]
+    assert all(e.get("stopped_by") == "boltring kill" for e in exits), exits

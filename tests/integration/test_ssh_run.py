@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -217,3 +219,41 @@ def test_user_script_reaches_every_host_by_sftp_and_runs(lab, tmp_path, home):
     for h in lab.hosts:  # each host got its own copy, in its synced workspace (test_sync.py)
         copy = h.workdir / "workspace" / "userproj" / "train.py"
         assert copy.read_text() == USER_SCRIPT
+
+
+def test_kill_from_the_app_says_every_rank_was_stopped_by_you(lab, tmp_path, home):
+    """Stopping a 3-host job: each host's kill arrives at its own moment, and a rank whose
+    neighbour on another host went first may end of the lost connection before its own stop
+    record exists. It still reads as stopped by you, never as a ring failure."""
+    from boltring.cluster.jobs.events import RankExited
+    from boltring.cluster.states import JobState, StoppedBy
+
+    config = load_config(lab_yaml(lab, tmp_path / "lab.yaml", steps=100000))
+
+    async def scenario():
+        c = JobController(config, poll_s=0.1)
+        seen = []
+        c.add_listener(seen.append)
+        await c.launch()
+        while not all(any(isinstance(e, RankMetrics) and e.rank == r for e in seen) for r in range(3)):
+            await asyncio.sleep(0.05)
+        # h3's stop arrives 0.5 s after the others' (its SSH session is held still meanwhile):
+        # its rank loses its neighbours first
+        held = lab.ssh_session_pids("h3")
+        for pid in held:
+            os.kill(pid, signal.SIGSTOP)
+        asyncio.get_running_loop().call_later(0.5, lambda: [os.kill(pid, signal.SIGCONT) for pid in held])
+        try:
+            await c.kill(StoppedBy.APP)
+        finally:
+            for pid in held:
+                os.kill(pid, signal.SIGCONT)
+        summary = await c.wait()
+        await c.close()
+        return summary, [e for e in seen if isinstance(e, RankExited)]
+
+    summary, exits = asyncio.run(scenario())
+    assert summary.status == JobState.KILLED and summary.stopped_by == StoppedBy.APP, summary
+    assert sorted(e.rank for e in exits) == [0, 1, 2], exits
+    assert all(e.reason == f"was stopped by you ({StoppedBy.APP})" for e in exits), exits
+    assert lab_processes(lab) == []
