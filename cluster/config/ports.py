@@ -14,7 +14,9 @@ import socket
 
 EPHEMERAL_START = 32768  # the lowest first port of the usual ephemeral ranges (Linux)
 DEFAULT_RING_PORT = 25250  # first ring port; a node's k-th local rank listens on port + k
-_PICK_LOW, _PICK_HIGH = 20000, EPHEMERAL_START - 1024  # where free_ports looks (not the default's block)
+# Where the pickers look: above the default's block (room for 256 ranks on a node, so a job
+# on the default ports never meets a picked one) and below the ephemeral range.
+_PICK_LOW, _PICK_HIGH = DEFAULT_RING_PORT + 256, EPHEMERAL_START - 768
 
 _rng = random.Random()
 _Avoid = set[int] | frozenset[int]
