@@ -88,3 +88,8 @@ class StoppedBy(StrEnum):
     APP = "the app"  # `k` in the app, or quit → kill
     CTRL_C = "Ctrl-C"  # --run interrupted
     BOLTRING = "boltring"  # the controller stopped the other ranks after one failed
+
+
+# A person stopped the job (any terminal, the app, Ctrl-C), as opposed to boltring stopping the
+# rest of a job after a failure: ranks that end of a user stop are never reported as failures.
+USER_STOPS = (StoppedBy.USER_KILL, StoppedBy.APP, StoppedBy.CTRL_C)

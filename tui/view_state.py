@@ -29,7 +29,15 @@ from boltring.cluster.jobs.events import (
     StepProgress,
     SyncProgress,
 )
-from boltring.cluster.states import ACTIVE_STATES, FINAL_STATES, CheckStatus, JobState, SshState, StoppedBy
+from boltring.cluster.states import (
+    ACTIVE_STATES,
+    FINAL_STATES,
+    USER_STOPS,
+    CheckStatus,
+    JobState,
+    SshState,
+    StoppedBy,
+)
 
 from .check_items import NOT_OK, parse_gbits
 from .fmt import fmt_elapsed, fmt_loss, in_words, stopped_text
@@ -343,8 +351,9 @@ class ClusterView:
         if ev.returncode == 0:
             rv.status = RankStatus.DONE
             text, level = f"rank {ev.rank} finished", Level.INFO
-        elif self.kill_requested or self.state == JobState.KILLED:
-            # the reason of a rank we stopped is a signal name: who stopped it says more
+        elif self.kill_requested or self.state == JobState.KILLED or ev.stopped_by in USER_STOPS:
+            # the reason of a rank we stopped is a signal name: who stopped it says more (and
+            # a stop from another terminal is news here: the job is being stopped, not failing)
             rv.status, rv.reason = RankStatus.KILLED, None
             text, level = f"rank {ev.rank} stopped at step {rv.step}", Level.WARN
         elif ev.returncode is None:

@@ -26,12 +26,14 @@ from boltring.cluster.jobs.events import (
 from boltring.cluster.jobs.follow import RankState
 from boltring.cluster.jobs.restart import RestartPolicy
 from boltring.cluster.nodes.transport import LocalTransport, Transport, TransportError
-from boltring.cluster.states import JobState, LogLevel, StoppedBy
+from boltring.cluster.states import USER_STOPS, JobState, LogLevel, StoppedBy
 
 POLL_S = 0.25  # how often metrics and logs are read; ranks report far less often than this
 STATUS_EVERY_S = 3.0  # liveness check through `spawn status` (catches SIGKILLed keepers)
 FAILURE_GRACE_S = 8.0  # after an uncertain failure, how long the others get before we stop them
-USER_STOPS = (StoppedBy.USER_KILL, StoppedBy.APP, StoppedBy.CTRL_C)
+# How long a rank that lost a ring peer waits for that peer's own record to be read (polls of
+# other nodes come a moment later) before its end is said as a ring failure: see _on_exit.
+VICTIM_HOLD_S = 2.0
 LINK_FACTS_TIMEOUT_S = 4.0  # reading a suspect node's link facts must not delay the verdict long
 LINK_CHECKS = ("ring_iface", "ring_ip", "route", "rtt", "mtu")
 RESTART_CHECK_WAIT_S = 60.0  # a failing node's checks may recover (a link back up) this long
@@ -185,13 +187,42 @@ class ControllerCore:
         if rs.exited:
             return
         rs.exited, rs.exit_info, rs.returncode = True, dict(info), info.get("returncode")
-        if not info.get("stopped_by") and self._killing and self._stopped_by in USER_STOPS:
-            facts = rs.facts()
-            if facts.blames is not None or facts.lost_unnamed_peer:
+        if self._lost_a_peer(rs):
+            if self._killing and self._stopped_by in USER_STOPS:
                 # You are stopping the job and this rank lost a neighbour that was stopped
                 # before it (on another node, its stop record was not there yet): it ended
                 # because you stopped the job, not of a fault of its own.
                 rs.exit_info["stopped_by"] = str(self._stopped_by)
+            elif self._reason is None:
+                # Why its peer went is not known yet: that peer's record (a stop by you from
+                # another terminal, or its own failure) may be on a node read a moment later.
+                # Its end is said once that is known (_say_held_exits), so never wrongly.
+                rs.held_since = time.monotonic()
+                return
+        self._say_exit(rs)
+
+    def _lost_a_peer(self, rs: RankState) -> bool:
+        """It failed of a ring error: the cause is elsewhere (who stopped it, if anyone, not said)."""
+        if rs.exit_info.get("stopped_by") or rs.returncode == 0:
+            return False
+        facts = rs.facts()
+        return facts.blames is not None or facts.lost_unnamed_peer
+
+    def _say_held_exits(self, *, final: bool = False) -> None:
+        """The ends held back by _on_exit: stopped by you when you are stopping the job; as
+        ring failures once the job's verdict is made, after VICTIM_HOLD_S, or at the end."""
+        now = time.monotonic()
+        for rs in self._ranks.values():
+            if rs.held_since is None:
+                continue
+            if self._killing and self._stopped_by in USER_STOPS:
+                rs.exit_info["stopped_by"] = str(self._stopped_by)
+            elif not (final or self._reason is not None or now - rs.held_since >= VICTIM_HOLD_S):
+                continue
+            rs.held_since = None
+            self._say_exit(rs)
+
+    def _say_exit(self, rs: RankState) -> None:
         by = rs.exit_info.get("stopped_by")
         if by:
             rs.exit_reason = "was stopped by you" + (f" ({by})" if by != StoppedBy.BOLTRING else "")
@@ -206,7 +237,13 @@ class ControllerCore:
             )
             rs.exit_reason = rs.exit_reason.removeprefix(f"{facts.label} ")
         self.emit(
-            RankExited(rank=rs.plan.rank, node=rs.node.name, returncode=rs.returncode, reason=rs.exit_reason)
+            RankExited(
+                rank=rs.plan.rank,
+                node=rs.node.name,
+                returncode=rs.returncode,
+                reason=rs.exit_reason,
+                stopped_by=StoppedBy(by) if by in StoppedBy._value2member_map_ else None,
+            )
         )
 
     async def _kill_ranks(self, ranks: list[RankState], by: StoppedBy, grace_s: float = 5.0) -> None:

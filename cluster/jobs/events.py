@@ -152,6 +152,7 @@ class RankExited(Event):
     node: str
     returncode: int | None  # None when unknown (killed by signal or lost)
     reason: str | None = None
+    stopped_by: StoppedBy | None = None  # who stopped it, when someone did (you, or boltring)
 
 
 @dataclass

@@ -42,6 +42,7 @@ class RankState:
     alive: bool | None = None
     frozen: bool = False
     stalled: bool = False  # a RankStalled was emitted and no heartbeat came since
+    held_since: float | None = None  # it lost a ring peer: its end is said once the peer's is known
 
     def beat(self, wall: float | None) -> None:
         self.beats.append(time.monotonic())
@@ -76,7 +77,7 @@ class RankState:
     def reset_for_restart(self) -> None:
         self.exited, self.returncode, self.exit_info, self.exit_reason = False, None, {}, None
         self.last, self.beats, self.walls = None, [], []
-        self.alive, self.frozen, self.stalled = None, False, False
+        self.alive, self.frozen, self.stalled, self.held_since = None, False, False, None
 
     def facts(self) -> RankFacts:
         return RankFacts(

@@ -50,6 +50,7 @@ class WatchMixin(RestartMixin):
                     self._end(state)
 
     def _end(self, state: JobState) -> None:
+        self._say_held_exits(final=True)
         if state == JobState.KILLED:
             by = self._stopped_by or StoppedBy.BOLTRING
             self._reason = (
@@ -75,16 +76,14 @@ class WatchMixin(RestartMixin):
                 last_status = time.monotonic()
                 await self._check_alive([rs for rs in self._ranks.values() if not rs.exited])
             self._report_stalls()
+            self._notice_stop_by_you()
+            self._say_held_exits()
             if all(rs.exited for rs in self._ranks.values()):
                 await asyncio.gather(*(self._poll_rank(rs) for rs in self._ranks.values()))
+                self._notice_stop_by_you()
+                self._say_held_exits(final=True)
                 break
             bad = [rs for rs in self._ranks.values() if rs.exited and rs.returncode != 0]
-            user = next(
-                (rs.exit_info["stopped_by"] for rs in bad if rs.exit_info.get("stopped_by") in USER_STOPS),
-                None,
-            )
-            if user and not self._killing:  # `boltring kill` from another terminal
-                self._killing, self._stopped_by = True, StoppedBy(user)
             if bad and not self._killing and self._reason is None:
                 failed_at = failed_at or time.monotonic()
                 if self._link_facts is None and any(rs.facts().blames is not None for rs in bad):
@@ -94,9 +93,13 @@ class WatchMixin(RestartMixin):
                     self._fresh_checks = []
                     self._link_facts = asyncio.ensure_future(self.run_checks(bandwidth=False, nodes=names))
                 await self._check_alive([rs for rs in self._ranks.values() if not rs.exited])
+                if self._notice_stop_by_you():  # the ranks it found ended were stopped by you
+                    self._say_held_exits()
+                    continue
                 verdict = blame.decide([rs.facts() for rs in self._ranks.values()])
                 if verdict.certain or time.monotonic() - failed_at > FAILURE_GRACE_S:
                     await self._decide(verdict)
+                    self._say_held_exits()
                     await self._kill_ranks(
                         [rs for rs in self._ranks.values() if not rs.exited], StoppedBy.BOLTRING
                     )
@@ -112,6 +115,23 @@ class WatchMixin(RestartMixin):
         if self._reason is None:  # every rank ended within one poll
             await self._decide(blame.decide([rs.facts() for rs in self._ranks.values()]))
         return JobState.FAILED
+
+    def _notice_stop_by_you(self) -> bool:
+        """A rank's record says you stopped it (`boltring kill` from another terminal): the job
+        is being stopped by you, whatever other ranks' records say. True when this is news."""
+        if self._killing:
+            return False
+        user = next(
+            (
+                rs.exit_info["stopped_by"]
+                for rs in self._ranks.values()
+                if rs.exited and rs.exit_info.get("stopped_by") in USER_STOPS
+            ),
+            None,
+        )
+        if user:
+            self._killing, self._stopped_by = True, StoppedBy(user)
+        return bool(user)
 
     async def _decide(self, verdict: blame.Verdict) -> None:
         """The failure's one reason (said once), and the node(s) a restart re-checks."""

@@ -257,3 +257,75 @@ def test_kill_from_the_app_says_every_rank_was_stopped_by_you(lab, tmp_path, hom
     assert sorted(e.rank for e in exits) == [0, 1, 2], exits
     assert all(e.reason == f"was stopped by you ({StoppedBy.APP})" for e in exits), exits
     assert lab_processes(lab) == []
+
+
+def test_kill_from_another_terminal_read_out_of_order_is_never_a_failure(lab, tmp_path, home):
+    """`boltring kill` from another terminal stops each host's ranks at its own moment, and the
+    controller watching the job reads the hosts one by one. Here it reads h3's rank, which
+    lost its neighbours when you stopped theirs, before it can read their stop records (its
+    sessions to h1 and h2 are held still meanwhile, and h3's own stop has not come). It must
+    still say every rank was stopped by you, and never blame one."""
+    from boltring.cluster.jobs.events import LogLine, RankExited
+    from boltring.cluster.jobs.plan import spawn_many_argv
+    from boltring.cluster.states import JobState, StoppedBy
+
+    config = load_config(lab_yaml(lab, tmp_path / "lab.yaml", steps=100000))
+
+    def on_host(host: str, remote: str) -> Path:
+        return Path(remote.replace("~", str(lab.host(host).home), 1))
+
+    def stop_as_boltring_kill(c: JobController, host: str) -> None:
+        """What `boltring kill` runs on one node: the agent's kill, who-stopped-it recorded."""
+        mine = [rs for rs in c._ranks.values() if rs.node.name == host]
+        dirs = [str(on_host(host, rs.plan.run_dir)) for rs in mine]
+        argv = [*spawn_many_argv(mine[0].node, "kill", dirs), "--by", str(StoppedBy.USER_KILL)]
+        assert lab.exec(host, argv, timeout=60).returncode == 0
+
+    def hold(pids: list[int], sig: int) -> None:
+        for pid in pids:
+            os.kill(pid, sig)
+
+    async def scenario():
+        # Long polls: the watcher is between reads nearly all the time, so a read of h3 that
+        # was already under way when its sessions were held (it would find the rank alive and
+        # wait for h1 and h2 with the rest of its round) is rare; such a try is run again.
+        c = JobController(config, poll_s=1.0)
+        seen = []
+        c.add_listener(seen.append)
+        await c.launch()
+        while not all(any(isinstance(e, RankMetrics) and e.rank == r for e in seen) for r in range(3)):
+            await asyncio.sleep(0.05)
+        h3_rank = next(rs for rs in c._ranks.values() if rs.node.name == "h3")
+        held = {h: lab.ssh_session_pids(h) for h in ("h1", "h2", "h3")}  # the watcher's sessions
+        hold([p for pids in held.values() for p in pids], signal.SIGSTOP)
+        try:
+            for host in ("h1", "h2"):
+                await asyncio.to_thread(stop_as_boltring_kill, c, host)
+            while not (on_host("h3", h3_rank.plan.run_dir) / "exit.json").exists():
+                await asyncio.sleep(0.05)  # h3's rank ends of its lost neighbours
+            hold(held["h3"], signal.SIGCONT)  # the watcher reads h3 first
+            deadline = asyncio.get_running_loop().time() + 5
+            while not h3_rank.exited and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+            read_first = h3_rank.exited
+            await asyncio.sleep(0.3)
+        finally:
+            hold([p for pids in held.values() for p in pids], signal.SIGCONT)
+        await asyncio.to_thread(stop_as_boltring_kill, c, "h3")  # its stop comes last: nothing left
+        summary = await asyncio.wait_for(c.wait(), 60)
+        await c.close()
+        return read_first, summary, seen
+
+    for _ in range(3):
+        read_first, summary, seen = asyncio.run(scenario())
+        if read_first:
+            break
+    assert read_first, "the watcher never read h3's rank before the others in 3 tries"
+    exits = [e for e in seen if isinstance(e, RankExited)]
+    errors = [e.text for e in seen if isinstance(e, LogLine) and e.level == "error"]
+    assert summary.status == JobState.KILLED and summary.stopped_by == StoppedBy.USER_KILL, summary
+    assert sorted(e.rank for e in exits) == [0, 1, 2], exits
+    assert all(e.reason == "was stopped by you (boltring kill)" for e in exits), exits
+    assert all(e.stopped_by == StoppedBy.USER_KILL for e in exits), exits
+    assert errors == [], errors
+    assert lab_processes(lab) == []

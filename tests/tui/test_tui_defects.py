@@ -13,6 +13,7 @@ from textual.widgets import Input, RichLog
 from boltring.cluster.jobs.events import JobStarted, LogLine, RankMetrics
 from boltring.cluster.states import JobState, StoppedBy
 from boltring.tui.fmt import spark
+from boltring.tui.node_state import RankStatus
 from boltring.tui.screens.confirm import ConfirmModal
 from boltring.tui.screens.help import HelpScreen
 from boltring.tui.screens.node_details import NodeDetailsScreen
@@ -301,6 +302,28 @@ async def test_a_failed_rank_is_told_in_words(open_app):
         assert app.query_one("#rank-2", RankRow).text().startswith("r2   failed at step 120: Value")
         assert app.view.ranks[2].reason == "ValueError: loss is nan"
         assert not RAW_EXIT.search(everything(app)), everything(app)
+
+
+async def test_a_rank_stopped_from_another_terminal_is_stopped_not_failed(open_app):
+    """`boltring kill` in another terminal: this app did not ask, and the job is still running
+    when the first ranks' ends arrive. They were stopped by you, not failures."""
+    from boltring.cluster.jobs.events import RankExited
+
+    async with open_app(feed.running()) as (app, pilot):
+        app.controller.emit(
+            RankExited(
+                2,
+                "mini2",
+                returncode=-15,
+                reason="was stopped by you (boltring kill)",
+                stopped_by=StoppedBy.USER_KILL,
+                t=feed.CLOCK,
+            ),
+        )
+        await settle(pilot)
+        assert app.view.ranks[2].status == RankStatus.KILLED
+        assert app.query_one("#rank-2", RankRow).text().startswith("r2   stopped"), everything(app)
+        assert "failed" not in everything(app)
 
 
 async def test_log_keeps_following_when_the_panels_grow(open_app):
