@@ -61,6 +61,18 @@ async def _collect(controller: JobController, until) -> list:
     return seen
 
 
+async def launched_and_stepping(config, poll_s: float) -> tuple[JobController, list]:
+    """A launched job every rank of which has reported a step, and the events seen so far."""
+    c = JobController(config, poll_s=poll_s)
+    seen: list = []
+    c.add_listener(seen.append)
+    await c.launch()
+    n = len(config.nodes)
+    while not all(any(isinstance(e, RankMetrics) and e.rank == r for e in seen) for r in range(n)):
+        await asyncio.sleep(0.05)
+    return c, seen
+
+
 def rank_losses(events, rank=0) -> list[float]:
     return [
         m.loss
@@ -231,12 +243,7 @@ def test_kill_from_the_app_says_every_rank_was_stopped_by_you(lab, tmp_path, hom
     config = load_config(lab_yaml(lab, tmp_path / "lab.yaml", steps=100000))
 
     async def scenario():
-        c = JobController(config, poll_s=0.1)
-        seen = []
-        c.add_listener(seen.append)
-        await c.launch()
-        while not all(any(isinstance(e, RankMetrics) and e.rank == r for e in seen) for r in range(3)):
-            await asyncio.sleep(0.05)
+        c, seen = await launched_and_stepping(config, poll_s=0.1)
         # h3's stop arrives 0.5 s after the others' (its SSH session is held still meanwhile):
         # its rank loses its neighbours first
         held = lab.ssh_session_pids("h3")
@@ -289,12 +296,7 @@ def test_kill_from_another_terminal_read_out_of_order_is_never_a_failure(lab, tm
         # Long polls: the watcher is between reads nearly all the time, so a read of h3 that
         # was already under way when its sessions were held (it would find the rank alive and
         # wait for h1 and h2 with the rest of its round) is rare; such a try is run again.
-        c = JobController(config, poll_s=1.0)
-        seen = []
-        c.add_listener(seen.append)
-        await c.launch()
-        while not all(any(isinstance(e, RankMetrics) and e.rank == r for e in seen) for r in range(3)):
-            await asyncio.sleep(0.05)
+        c, seen = await launched_and_stepping(config, poll_s=1.0)
         h3_rank = next(rs for rs in c._ranks.values() if rs.node.name == "h3")
         held = {h: lab.ssh_session_pids(h) for h in ("h1", "h2", "h3")}  # the watcher's sessions
         hold([p for pids in held.values() for p in pids], signal.SIGSTOP)
