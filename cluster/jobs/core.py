@@ -39,6 +39,14 @@ LINK_CHECKS = ("ring_iface", "ring_ip", "route", "rtt", "mtu")
 RESTART_CHECK_WAIT_S = 60.0  # a failing node's checks may recover (a link back up) this long
 
 
+def _stopped_by(text: object) -> StoppedBy | None:
+    """Who stopped a rank, from its exit record (None for no one, or a name we do not know)."""
+    try:
+        return StoppedBy(text) if text else None
+    except ValueError:
+        return None
+
+
 def _transport_for(node: Node, config: Config, on_state) -> Transport:
     if node.local:
         return LocalTransport(node, on_state)
@@ -242,7 +250,7 @@ class ControllerCore:
                 node=rs.node.name,
                 returncode=rs.returncode,
                 reason=rs.exit_reason,
-                stopped_by=StoppedBy(by) if by in StoppedBy._value2member_map_ else None,
+                stopped_by=_stopped_by(by),
             )
         )
 

@@ -42,7 +42,7 @@ class RankState:
     alive: bool | None = None
     frozen: bool = False
     stalled: bool = False  # a RankStalled was emitted and no heartbeat came since
-    held_since: float | None = None  # it lost a ring peer: its end is said once the peer's is known
+    held_since: float | None = None  # it lost a ring peer: its end waits to be said (core._on_exit)
 
     def beat(self, wall: float | None) -> None:
         self.beats.append(time.monotonic())
