@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
 
@@ -119,6 +120,64 @@ def test_sigstopped_rank_is_named_stalled_then_blamed(tmp_path, no_leftovers):
 
     exits = {e.rank: e.reason for e in seen if isinstance(e, RankExited)}
     assert exits[1] == "was stopped by boltring", exits
+
+
+HUNG_SCRIPT = """
+import time
+import mlx.core as mx
+from boltring.netio import init
+
+group = init()
+x = mx.ones((1024,))
+for step in range(1, 1_000_000):
+    if group.rank == 1 and step == 20:
+        while True:  # stuck in its own code: alive, not frozen, silent
+            time.sleep(1)
+    mx.eval(group.all_sum(x))
+    group.report(step=step, loss=1.0, samples=1)
+    time.sleep(0.02)
+"""
+
+
+def test_neighbours_of_a_hung_rank_are_said_to_have_failed_before_the_verdict(tmp_path, no_leftovers):
+    """A rank that hangs alive (no signal, not frozen) leaves the verdict uncertain for
+    FAILURE_GRACE_S; its neighbours, which timed out on it, must not stay unsaid until then:
+    their ends are held for VICTIM_HOLD_S at most (a stop by you could still explain them)."""
+    from boltring.cluster.config.ports import free_port_block
+    from boltring.cluster.jobs.core import FAILURE_GRACE_S
+    from boltring.cluster.jobs.events import RankExited
+
+    script = tmp_path / "hung.py"
+    script.write_text(HUNG_SCRIPT)
+    path = tmp_path / "hung.yaml"
+    path.write_text(
+        "name: hung\nnodes:\n  - {name: local, local: true, ring_ip: 127.0.0.1, ranks: 3}\n"
+        f"ring: {{port: {free_port_block(3)}, timeout: 3}}\n"
+        f"job: {{script: {script}, steps: 1000000}}\n"
+    )
+
+    async def scenario():
+        c = JobController(config(path), poll_s=0.1)
+        seen: list = []
+        c.add_listener(seen.append)
+        await c.launch()
+        summary = await asyncio.wait_for(c.wait(), 60)
+        await c.close()
+        return summary, seen
+
+    summary, seen = asyncio.run(scenario())
+    assert summary.status == JobState.FAILED
+    assert (summary.reason or "").startswith("rank 1 on local stopped responding"), summary.reason
+    failed_at = next(e.t for e in seen if isinstance(e, JobStateChanged) and e.state == JobState.FAILED)
+    exits = {e.rank: e for e in seen if isinstance(e, RankExited)}
+    for victim in (0, 2):
+        # rank 2 times out on rank 1; rank 0 on rank 1 too, or loses rank 2 when that one ends
+        assert re.match(r"(timed out|lost the connection) .* from rank [12]$", exits[victim].reason or ""), (
+            exits
+        )
+        # said once the hold is over, long before the verdict (which waits FAILURE_GRACE_S)
+        assert failed_at - exits[victim].t > FAILURE_GRACE_S / 2, (failed_at, exits)
+    assert exits[1].reason == "was stopped by boltring", exits
 
 
 def test_nan_loss_fails_the_job_naming_step_and_rank(tmp_path, no_leftovers):
