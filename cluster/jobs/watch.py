@@ -131,6 +131,8 @@ class WatchMixin(RestartMixin):
         )
         if user:
             self._killing, self._stopped_by = True, StoppedBy(user)
+            # the ranks now end one by one (each within its grace period): say why at once
+            self._log(f"stopped by you ({user}) from another terminal: the ranks are ending", LogLevel.WARN)
         return bool(user)
 
     async def _decide(self, verdict: blame.Verdict) -> None:

@@ -60,6 +60,9 @@ def test_kill_from_another_terminal_reads_as_killed_by_you(no_leftovers):
     exits = [e for e in evs if e["event"] == "rank_exit"]
     assert {e["rank"] for e in exits} == {0, 1, 2}
     assert all(e["reason"] == "was stopped by you (boltring kill)" for e in exits), exits
+    assert all(e["stopped_by"] == "boltring kill" for e in exits), exits
+    said = [e["text"] for e in evs if e["event"] == "log" and "from another terminal" in e["text"]]
+    assert said == ["stopped by you (boltring kill) from another terminal: the ranks are ending"], said
     secrets = list((no_leftovers / ".boltring").rglob("secret"))
     assert not secrets, secrets  # the job's secret files are gone with the job
 

@@ -325,6 +325,8 @@ def test_kill_from_another_terminal_read_out_of_order_is_never_a_failure(lab, tm
     assert read_first, "the watcher never read h3's rank before the others in 3 tries"
     exits = [e for e in seen if isinstance(e, RankExited)]
     errors = [e.text for e in seen if isinstance(e, LogLine) and e.level == "error"]
+    said = [e.text for e in seen if isinstance(e, LogLine) and "from another terminal" in e.text]
+    assert said == ["stopped by you (boltring kill) from another terminal: the ranks are ending"], said
     assert summary.status == JobState.KILLED and summary.stopped_by == StoppedBy.USER_KILL, summary
     assert sorted(e.rank for e in exits) == [0, 1, 2], exits
     assert all(e.reason == "was stopped by you (boltring kill)" for e in exits), exits
