@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -32,6 +33,19 @@ def write_config(
         + f"job: {{example: mlp, global_batch: {global_batch}, {job}}}\n"
     )
     return cfg
+
+
+async def run_job(cfg, timeout: float = 300):
+    """Launch, follow to the end and close: (summary, every event seen)."""
+    from boltring.cluster.jobs.controller import JobController
+
+    c = JobController(cfg, poll_s=0.1)
+    seen: list = []
+    c.add_listener(seen.append)
+    await c.launch()
+    summary = await asyncio.wait_for(c.wait(), timeout)
+    await c.close()
+    return summary, seen
 
 
 def config(path: Path):

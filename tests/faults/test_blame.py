@@ -14,7 +14,7 @@ from boltring.cluster.jobs.controller import JobController
 from boltring.cluster.jobs.events import JobStateChanged, RankMetrics, RankStalled
 from boltring.cluster.states import JobState
 
-from .helpers import config, rank_pid, write_config
+from .helpers import config, rank_pid, run_job, write_config
 
 RING_TIMEOUT_S = 8.0
 
@@ -156,16 +156,7 @@ def test_neighbours_of_a_hung_rank_are_said_to_have_failed_before_the_verdict(tm
         f"job: {{script: {script}, steps: 1000000}}\n"
     )
 
-    async def scenario():
-        c = JobController(config(path), poll_s=0.1)
-        seen: list = []
-        c.add_listener(seen.append)
-        await c.launch()
-        summary = await asyncio.wait_for(c.wait(), 60)
-        await c.close()
-        return summary, seen
-
-    summary, seen = asyncio.run(scenario())
+    summary, seen = asyncio.run(run_job(config(path), timeout=60))
     assert summary.status == JobState.FAILED
     assert (summary.reason or "").startswith("rank 1 on local stopped responding"), summary.reason
     failed_at = next(e.t for e in seen if isinstance(e, JobStateChanged) and e.state == JobState.FAILED)

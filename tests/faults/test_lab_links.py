@@ -18,6 +18,8 @@ from boltring.cluster.jobs.controller import JobController
 from boltring.cluster.jobs.events import JobRestarted, JobStateChanged, RankMetrics
 from boltring.cluster.states import JobState
 
+from .helpers import run_job
+
 pytestmark = pytest.mark.netns
 RING_TIMEOUT_S = 6.0
 
@@ -124,17 +126,6 @@ def _nft(ns: str, *script: str) -> None:
     )
 
 
-async def _run_job(cfg):
-    """Launch, follow to the end and close: (summary, every event seen)."""
-    c = JobController(cfg, poll_s=0.1)
-    seen: list = []
-    c.add_listener(seen.append)
-    await c.launch()
-    summary = await asyncio.wait_for(c.wait(), 300)
-    await c.close()
-    return summary, seen
-
-
 def test_two_percent_loss_on_a_ring_link_changes_nothing_and_blames_nobody(lab, tmp_path, home):
     """Loss is emulated with nft (this kernel has no netem): 2% of the packets in and out of
     h2's tb0 are dropped by `numgen random mod 100 < 2`."""
@@ -142,7 +133,7 @@ def test_two_percent_loss_on_a_ring_link_changes_nothing_and_blames_nobody(lab, 
     clean = load_config(lab_yaml(lab, tmp_path / "clean.yaml", job=job, port=52760))
     lossy = load_config(lab_yaml(lab, tmp_path / "lossy.yaml", job=job, port=52780))
 
-    base, _ = asyncio.run(_run_job(clean))
+    base, _ = asyncio.run(run_job(clean))
     ns = lab.host("h2").ns
     _nft(
         ns,
@@ -152,7 +143,7 @@ def test_two_percent_loss_on_a_ring_link_changes_nothing_and_blames_nobody(lab, 
         "}",
     )
     try:
-        summary, seen = asyncio.run(_run_job(lossy))
+        summary, seen = asyncio.run(run_job(lossy))
         import re
         import subprocess
 
@@ -181,10 +172,10 @@ def test_a_slow_delaying_link_is_not_a_stall(lab, tmp_path, home):
     clean = load_config(lab_yaml(lab, tmp_path / "clean.yaml", job=job, port=52800))
     slow = load_config(lab_yaml(lab, tmp_path / "slow.yaml", job=job, port=52820))
 
-    base, _ = asyncio.run(_run_job(clean))
+    base, _ = asyncio.run(run_job(clean))
     lab.shape("h2", 5)
     try:
-        summary, seen = asyncio.run(_run_job(slow))
+        summary, seen = asyncio.run(run_job(slow))
     finally:
         lab.shape("h2", None)
     from boltring.cluster.jobs.events import RankStalled
