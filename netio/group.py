@@ -73,6 +73,7 @@ class Group:
             connect_timeout=job.connect_timeout_s,
             chunk_bytes=int(job.chunk_mb * (1 << 20)),
             directions=job.directions,
+            same_host=job.same_host,
             log=self._log,
         )
         self.bucket_bytes = max(1 << 16, int(job.bucket_mb * (1 << 20)))
@@ -97,6 +98,7 @@ class Group:
             wire_dtype=job.wire_dtype,
             overlap=job.overlap,
             directions=self.ring.directions,
+            transport=self.ring.transport,
         )
 
     # -- collectives ---------------------------------------------------------------------

@@ -28,6 +28,7 @@ MLX_BACKENDS = {"mlx-ring": "ring", "jaccl": "jaccl"}  # ring.backend -> mx.dist
 WIRE_DTYPE = "BOLTRING_WIRE_DTYPE"  # what average_gradients sends float32 gradients as
 OVERLAP = "BOLTRING_OVERLAP"  # "1": average_gradients overlaps the backward pass by default
 DIRECTIONS = "BOLTRING_RING_DIRECTIONS"  # "auto", "1" or "2": ways round the ring at once (ring.py)
+SAME_HOST = "BOLTRING_RING_SAME_HOST"  # "unix" or "tcp": how ranks on one host connect (unixsock.py)
 
 
 def _flag(value: str, name: str) -> bool:
@@ -64,6 +65,7 @@ class JobEnv:
     wire_dtype: str = "float32"
     overlap: bool = False  # ring.overlap: average_gradients' default (group.py)
     directions: int = 0  # ring.directions: 0 (auto), 1 or 2 (ring.py)
+    same_host: str = "unix"  # ring.same_host: unix or tcp between ranks on one host (unixsock.py)
 
     @property
     def mlx_backend(self) -> str | None:
@@ -85,6 +87,7 @@ class JobEnv:
             WIRE_DTYPE: self.wire_dtype,
             OVERLAP: "1" if self.overlap else "0",
             DIRECTIONS: str(self.directions or "auto"),
+            SAME_HOST: self.same_host,
         }
         if self.secret_file:
             env[SECRET_FILE] = self.secret_file
@@ -118,6 +121,7 @@ class JobEnv:
                 wire_dtype=e.get(WIRE_DTYPE, "float32"),
                 overlap=_flag(e.get(OVERLAP, "0"), OVERLAP),
                 directions=parse_directions(e.get(DIRECTIONS, "auto")),
+                same_host=e.get(SAME_HOST, "unix"),
             )
         except (KeyError, ValueError, TypeError) as ex:
             raise JobEnvError(
@@ -131,6 +135,8 @@ class JobEnv:
             raise JobEnvError(
                 f"{RANK}={rank}, {WORLD_SIZE}={size} and {len(ring)} ring addresses do not fit together"
             )
+        if job.same_host not in ("unix", "tcp"):
+            raise JobEnvError(f"{SAME_HOST}={job.same_host!r}; use unix or tcp")
         if job.wire_dtype not in ("float32", "bfloat16", "float16"):
             raise JobEnvError(f"{WIRE_DTYPE}={job.wire_dtype!r}; use float32, bfloat16 or float16")
         if size > 1 and own_ring and not job.secret_file:

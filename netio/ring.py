@@ -31,6 +31,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from . import unixsock
 from .buffers import WIRE_DTYPES, add_into
 from .errors import ConnectTimeout, FrameError, HandshakeError, NetioError
 from .framing import Channel
@@ -61,6 +62,7 @@ class Ring:
         connect_timeout: float = 30.0,
         chunk_bytes: int = 4 << 20,
         directions: int = 0,
+        same_host: str = "unix",
         log: Callable[[str], None] | None = None,
     ):
         if not 0 <= rank < size or (size > 1 and len(addrs) != size):
@@ -71,6 +73,9 @@ class Ring:
         self.timeout, self.connect_timeout = timeout, connect_timeout
         self.chunk_bytes = max(4096, int(chunk_bytes))
         self.directions = ring_directions(directions, size, addrs)
+        if same_host not in unixsock.SAME_HOST_CHOICES:
+            raise ValueError(f"same_host {same_host!r}: use unix or tcp")
+        self.same_host = same_host
         self.log = log or (lambda msg: None)
         self.right: Channel | None = None  # we connected to rank+1
         self.left: Channel | None = None  # rank-1 connected to us
@@ -87,15 +92,40 @@ class Ring:
     def peer_name(self, r: int) -> str:
         return f"rank {r} ({self.addrs[r]})"
 
+    def unix_path(self, r: int) -> str | None:
+        """The Unix socket rank r listens on for its left neighbour, or None: TCP."""
+        left = (r - 1) % self.size
+        if self.same_host != "unix" or not unixsock.same_host(self.addrs[r], self.addrs[left]):
+            return None
+        return unixsock.socket_path(self.job_id, self.addrs[r])
+
+    @property
+    def transport(self) -> str:
+        """How this rank reaches its neighbours: "tcp", "unix", or "tcp+unix"."""
+        if self.size == 1:
+            return "none"
+        own, right = self.unix_path(self.rank), self.unix_path((self.rank + 1) % self.size)
+        return "+".join(sorted({"tcp" if p is None else "unix" for p in (own, right)}))
+
     def connect(self) -> None:
         if self.size == 1:
             return
         left = (self.rank - 1) % self.size
         right = (self.rank + 1) % self.size
         host, port = parse_addr(self.addrs[self.rank])
+        own_path, right_path = self.unix_path(self.rank), self.unix_path(right)
         try:
-            listener = socket.create_server((host, port), family=_family(host), backlog=8)
+            if own_path is None:
+                listener = socket.create_server((host, port), family=_family(host), backlog=8)
+            else:
+                listener = unixsock.listen(own_path)
         except OSError as e:
+            if own_path is not None:
+                raise NetioError(
+                    f"rank {self.rank} cannot listen on {own_path}, the Unix socket for its left "
+                    f"neighbour on this host: {e.strerror or e} (set ring.same_host: tcp to use "
+                    f"{self.addrs[self.rank]} instead)"
+                ) from None
             raise NetioError(
                 f"rank {self.rank} cannot listen on {self.addrs[self.rank]}: "
                 f"{e.strerror or e} (is the ring address configured on this node, "
@@ -111,10 +141,12 @@ class Ring:
         )
         acceptor.start()
         try:
-            self.right = self._connect_right(right, deadline)
+            self.right = self._connect_right(right, right_path, deadline)
         finally:
             acceptor.join()
             listener.close()
+            if own_path is not None:  # the neighbour is in (or never came): the name has done its job
+                unixsock.unlink_quietly(own_path)
         if "error" in accepted:
             if self.right:
                 self.right.close()
@@ -130,7 +162,7 @@ class Ring:
             s.start()
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="boltring-ccw")
 
-    def _connect_right(self, right: int, deadline: float) -> Channel:
+    def _connect_right(self, right: int, path: str | None, deadline: float) -> Channel:
         host, port = parse_addr(self.addrs[right])
         delay, last = 0.05, "no attempt"
         while True:
@@ -143,7 +175,10 @@ class Ring:
                     self.peer_name(right),
                 )
             try:
-                sock = socket.create_connection((host, port), timeout=min(remaining, 2.0))
+                if path is None:
+                    sock = socket.create_connection((host, port), timeout=min(remaining, 2.0))
+                else:
+                    sock = unixsock.connect(path, timeout=min(remaining, 2.0))
                 _tune(sock)
                 chan = Channel(sock, self.peer_name(right), timeout=max(HANDSHAKE_TIMEOUT_S * 5, 1.0))
                 try:
@@ -181,14 +216,15 @@ class Ring:
                 out["error"] = NetioError(f"accepting ring connections failed: {e}")
                 return
             _tune(sock)
-            chan = Channel(sock, f"connection from {addr[0]}:{addr[1]}", timeout=HANDSHAKE_TIMEOUT_S)
+            who = f"{addr[0]}:{addr[1]}" if sock.family != socket.AF_UNIX else "a local process"
+            chan = Channel(sock, f"connection from {who}", timeout=HANDSHAKE_TIMEOUT_S)
             # The whole handshake, not each read, must fit in the limit: a peer trickling bytes
             # would otherwise hold the single acceptor, and keep the genuine neighbour out.
             chan.deadline = time.monotonic() + HANDSHAKE_TIMEOUT_S
             try:
                 server_handshake(chan, self.secret, self.job_id, self.rank, self.size, left)
             except NetioError as e:
-                self.log(f"dropped {addr[0]}:{addr[1]} within {HANDSHAKE_TIMEOUT_S:g} s: {e}")
+                self.log(f"dropped {who} within {HANDSHAKE_TIMEOUT_S:g} s: {e}")
                 chan.close()
                 continue
             chan.deadline = None
@@ -445,5 +481,8 @@ def chunk_bytes_for(segment_bytes: int, max_chunk: int) -> int:
 
 
 def _tune(sock: socket.socket) -> None:
+    if sock.family == socket.AF_UNIX:
+        unixsock.tune(sock)
+        return
     # Small control frames must not wait for Nagle; payloads are large anyway.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

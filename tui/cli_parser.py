@@ -185,6 +185,14 @@ def main_parser() -> argparse.ArgumentParser:
         help="ways round boltring's ring at once (ring.directions). auto: one, as for any "
         "ranks on one host; 2 times the path that nodes cabled to both neighbours take",
     )
+    b.add_argument(
+        "--same-host",
+        choices=("unix", "tcp"),
+        default="unix",
+        help="how boltring's local ranks reach each other (ring.same_host). unix: a Unix socket, "
+        "as a job's ranks on one host use by default; tcp: loopback TCP, the path MLX's ring "
+        "takes and the one ranks on different nodes take",
+    )
     b.add_argument("--json", action="store_true", help="one JSON object per result")
 
     st = sub.add_parser(

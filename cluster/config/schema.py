@@ -252,6 +252,11 @@ class RingOptions:
             "(each node reaches its two neighbours over separate cables)"
         ),
     )
+    same_host: str = setting(  # how ranks on one host reach each other (netio/unixsock.py)
+        "unix",
+        check=v.choice("a same-host transport", ("unix", "tcp")),
+        expected="unix (ranks on one host talk over a Unix socket: less CPU) or tcp (their ring addresses)",
+    )
     # jaccl: n x n RDMA device names by node (row i, column j: the device on node i that reaches
     # node j; None on the diagonal), from `--rdma-devices FILE` (mlx.distributed_config's output).
     # Not a YAML key: it comes from the command line.

@@ -61,6 +61,7 @@ class BenchResult:
     allowed_extra_bytes: int | None = None  # output + two chunks per direction (the bar)
     cpu_ms_per_call: float | None = None  # rank 0's CPU (user + system) per call
     directions: int | None = None  # boltring: ways round the ring the collective took
+    transport: str | None = None  # boltring: "unix" or "tcp" between its local ranks (ring.same_host)
 
     @property
     def median_s(self) -> float:
@@ -89,6 +90,7 @@ class BenchResult:
             **({"wire_dtype": self.wire_dtype} if self.wire_dtype else {}),
             "cpu_ms_per_call": self.cpu_ms_per_call,
             **({"directions": self.directions} if self.directions else {}),
+            **({"transport": self.transport} if self.transport else {}),
             "extra_mem_mb": None if self.extra_mem_bytes is None else self.extra_mem_bytes / (1 << 20),
             "allowed_extra_mem_mb": (
                 None if self.allowed_extra_bytes is None else self.allowed_extra_bytes / (1 << 20)
@@ -105,6 +107,7 @@ def run_backend(
     timeout: float = 600.0,
     wire_dtype: str = "",
     directions: int = 0,
+    same_host: str = "unix",
 ) -> list[BenchResult]:
     """Start `ranks` local processes of bench_worker with one backend; rank 0's timings."""
     ports = free_ports(ranks)
@@ -134,6 +137,7 @@ def run_backend(
                             timeout_s=120,
                             connect_timeout_s=60,
                             directions=directions,
+                            same_host=same_host,
                         ).to_environ()
                     )
                 argv = [
@@ -185,6 +189,7 @@ def run_backend(
                 allowed_extra_bytes=d.get("allowed_extra_bytes"),
                 cpu_ms_per_call=d.get("cpu_ms_per_call"),
                 directions=d.get("directions"),
+                transport=d.get("transport"),
             )
             for d in (json.loads(line) for line in outs[0][1].splitlines() if line.startswith("{"))
         ]
@@ -214,6 +219,7 @@ def run_bench_cli(args) -> int:
     console = Console(highlight=False, stderr=args.json)
     wire = getattr(args, "wire_dtype", "") or ""
     directions = parse_directions(getattr(args, "directions", "auto"))
+    same_host = getattr(args, "same_host", "unix")
     try:
         sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
         rank_counts = parse_ranks(args.ranks)
@@ -231,7 +237,14 @@ def run_bench_cli(args) -> int:
                 for b in backends if i % 2 == 0 else backends[::-1]:
                     console.print(f"running {b}, {n} local ranks, {_human(size)}, {args.repeat} repeats …")
                     results[n, b] += run_backend(
-                        b, n, [size], args.repeat, args.dtype, wire_dtype=wire, directions=directions
+                        b,
+                        n,
+                        [size],
+                        args.repeat,
+                        args.dtype,
+                        wire_dtype=wire,
+                        directions=directions,
+                        same_host=same_host,
                     )
     except BenchError as e:
         console.print(f"boltring bench: {e}")
@@ -273,7 +286,7 @@ def run_bench_cli(args) -> int:
             table.add_row(
                 str(n) if j == 0 else "",
                 _human(size) if j == 0 else "",
-                b,
+                f"{b} ({r.transport})" if r.transport else b,
                 f"{r.median_s * 1e3:.2f}",
                 f"{r.algbw:.2f}",
                 f"{r.busbw:.2f}",

@@ -223,6 +223,7 @@ def plan_job(config: Config, job_id: str, *, resume: bool = False, command_line=
             wire_dtype=config.ring.wire_dtype,
             overlap=config.ring.overlap,
             directions=config.ring.directions,
+            same_host=config.ring.same_host,
             node=node.name,
             backend=config.ring.backend,
         ).to_environ()

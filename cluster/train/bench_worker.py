@@ -139,6 +139,7 @@ def main() -> int:
             }
             if ways:
                 record["directions"] = ways
+                record["transport"] = group.ring.transport
             if a.wire_dtype:
                 record["wire_dtype"] = a.wire_dtype
             elif chunk_for is not None:  # the bar: output + two chunks per direction

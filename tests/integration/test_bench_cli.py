@@ -41,3 +41,19 @@ def test_both_backends_back_to_back_per_cell_in_alternating_order(home):
         else:
             mine, theirs = (x for x in rows if x["bytes"] == r["bytes"] and "backend" in x)
             assert abs(r["ratio_boltring_over_mlx"] - mine["busbw_gbps"] / theirs["busbw_gbps"]) < 1e-9
+    # boltring's local ranks talk over Unix sockets by default, and each line says so
+    assert [r["transport"] for r in rows if r.get("backend") == "boltring"] == ["unix"] * 3
+    assert all("transport" not in r for r in rows if r.get("backend") == "mlx")
+
+
+def test_same_host_tcp_times_boltring_on_loopback_tcp_as_mlx_runs(home):
+    res = subprocess.run(
+        [sys.executable, "-m", "boltring.tui.cli", "bench", "--backend", "boltring", "--ranks", "2,3"]
+        + ["--sizes", "64KB", "--repeat", "3", "--same-host", "tcp", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [(r["ranks"], r["transport"]) for r in rows] == [(2, "tcp"), (3, "tcp")], rows

@@ -92,6 +92,7 @@ class RankJob:
         chunk_mb: float | None = None,
         bucket_mb: float | None = None,
         directions: str | None = None,
+        same_host: str | None = None,
         secret_mode: int = 0o600,
         host: str = "127.0.0.1",
     ):
@@ -115,6 +116,8 @@ class RankJob:
             self.base_env["BOLTRING_BUCKET_MB"] = repr(float(bucket_mb))
         if directions is not None:
             self.base_env["BOLTRING_RING_DIRECTIONS"] = directions
+        if same_host is not None:
+            self.base_env["BOLTRING_RING_SAME_HOST"] = same_host
         self.procs: dict[int, _Proc] = {}
 
     def run_dir(self, rank: int) -> Path:

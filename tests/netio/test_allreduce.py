@@ -79,14 +79,15 @@ CASES = _cases()
 CASE_IDS = [c["id"] for c in CASES]
 
 
-# (ranks, ring.directions): local ranks pick one direction by themselves (auto); 3 ranks are
-# made to take the two-way path that nodes cabled to both neighbours use.
-WORLDS = [(2, "auto", 1), (3, "2", 2), (4, "auto", 1)]
+# (ranks, ring.directions, ways, ring.same_host): local ranks pick one direction by themselves
+# (auto) and Unix sockets; 3 ranks are made to take the path of nodes cabled to both
+# neighbours: two ways round, over TCP.
+WORLDS = [(2, "auto", 1, "unix"), (3, "2", 2, "tcp"), (4, "auto", 1, "unix")]
 
 
-@pytest.fixture(scope="module", params=WORLDS, ids=lambda w: f"world{w[0]}-{w[2]}way")
+@pytest.fixture(scope="module", params=WORLDS, ids=lambda w: f"world{w[0]}-{w[2]}way-{w[3]}")
 def world(request, tmp_path_factory):
-    size, directions, ways = request.param
+    size, directions, ways, same_host = request.param
     tmp = tmp_path_factory.mktemp(f"allreduce{size}")
     out_dir = tmp / "results"
     out_dir.mkdir()
@@ -106,12 +107,14 @@ def world(request, tmp_path_factory):
         chunk_mb=CHUNK_MB,
         bucket_mb=BUCKET_MB,
         directions=directions,
+        same_host=same_host,
     ) as job:
         job.start(spec)
         results = expect_ok(job.wait(timeout=75))
         return SimpleNamespace(
             size=size,
             ways=ways,
+            transport=same_host,
             results=results,
             out_dir=out_dir,
             run_dirs={r: job.run_dir(r) for r in range(size)},
@@ -354,6 +357,7 @@ def test_report_writes_metrics_lines(world):
         assert start["rank"] == rank and start["size"] == n and start["job"] == "netio-test"
         assert start["node"] == f"node{rank}"
         assert start["directions"] == world.ways  # the path the fixture's cases really took
+        assert start["transport"] == world.transport
         for rec in (first, second):
             assert STEP_FIELDS <= rec.keys(), STEP_FIELDS - rec.keys()
             assert rec["rank"] == rank and rec["samples"] == 32

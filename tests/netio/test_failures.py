@@ -103,9 +103,10 @@ def test_neighbour_that_never_starts_gives_connect_timeout(tmp_path):
     assert "right neighbour rank 2" in out[1].result["message"]
 
 
-def test_rank_with_another_secret_never_joins(tmp_path):
+@pytest.mark.parametrize("same_host", ["tcp", "unix"])
+def test_rank_with_another_secret_never_joins(tmp_path, same_host):
     connect_timeout = 2.5
-    with RankJob(tmp_path, 2, connect_timeout=connect_timeout) as job:
+    with RankJob(tmp_path, 2, connect_timeout=connect_timeout, same_host=same_host) as job:
         other = write_secret(tmp_path / "other.secret")
         job.start({"max_seconds": 20}, env_overrides={1: {"BOLTRING_SECRET_FILE": str(other)}})
         out = job.wait(timeout=connect_timeout + 15)
@@ -114,7 +115,8 @@ def test_rank_with_another_secret_never_joins(tmp_path):
         assert err["error_type"] == "ConnectTimeout", err
     logs = out[0].stderr + out[1].stderr
     assert "could not prove the job secret" in logs, logs
-    assert "dropped 127.0.0.1:" in logs, logs  # the listeners logged whom they dropped
+    # the listeners logged whom they dropped
+    assert ("dropped 127.0.0.1:" if same_host == "tcp" else "dropped a local process") in logs, logs
 
 
 def test_mismatched_shapes_name_the_contract(tmp_path):
@@ -141,7 +143,7 @@ def test_larger_chunk_from_a_neighbour_names_the_contract():
     secret, job = os.urandom(32), "job-x"
     ports = free_ports(2)
     addrs = [f"127.0.0.1:{p}" for p in ports]
-    ring = Ring(0, 2, addrs, secret, job, timeout=5, connect_timeout=10)
+    ring = Ring(0, 2, addrs, secret, job, timeout=5, connect_timeout=10, same_host="tcp")
     listener = socket.create_server(("127.0.0.1", ports[1]))
     listener.settimeout(10)
     result: dict = {}

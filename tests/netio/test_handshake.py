@@ -20,6 +20,7 @@ import numpy as np
 import psutil
 import pytest
 
+from boltring.netio import unixsock
 from boltring.netio.errors import FrameError, HandshakeError, NetioError, PeerClosed
 from boltring.netio.framing import Channel, pack_header
 from boltring.netio.handshake import _mac, client_handshake, new_secret, server_handshake
@@ -250,10 +251,18 @@ def test_client_refuses_an_unexpected_frame():
 class RingThread:
     """Ring.connect() in a thread, with the Ring's log lines captured."""
 
-    def __init__(self, rank, size, addrs, secret=SECRET, job=JOB, connect_timeout=15.0):
+    def __init__(self, rank, size, addrs, secret=SECRET, job=JOB, connect_timeout=15.0, same_host="tcp"):
         self.logs: list[str] = []
         self.ring = Ring(
-            rank, size, addrs, secret, job, timeout=5.0, connect_timeout=connect_timeout, log=self.logs.append
+            rank,
+            size,
+            addrs,
+            secret,
+            job,
+            timeout=5.0,
+            connect_timeout=connect_timeout,
+            same_host=same_host,
+            log=self.logs.append,
         )
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"ring{rank}")
@@ -283,6 +292,32 @@ def connect_when_listening(addr: tuple[str, int], timeout: float = 10.0) -> sock
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.02)  # retry interval while the listener comes up
+
+
+def dial(addr: str, transport: str) -> tuple[socket.socket, str]:
+    """Connect to a Ring's listener for `addr` as its left neighbour would (over TCP or its
+    Unix socket); returns the socket and how the Ring's log names such a connection."""
+    if transport == "tcp":
+        host, port = addr.rsplit(":", 1)
+        s = connect_when_listening((host, int(port)))
+        return s, "{}:{}".format(*s.getsockname())
+    path, deadline = unixsock.socket_path(JOB, addr), time.monotonic() + 10
+    while True:
+        try:
+            return unixsock.connect(path, timeout=5.0), "a local process"
+        except (FileNotFoundError, ConnectionRefusedError):
+            assert time.monotonic() < deadline, f"nothing listens on {path}"
+            time.sleep(0.02)  # retry interval while the listener comes up
+
+
+def wait_for_drop(rt: RingThread, n: int, who: str, timeout: float) -> float:
+    """Seconds until the Ring logged its n-th dropped connection, which must name `who`."""
+    t0 = time.monotonic()
+    while len(drops := [line for line in rt.logs if line.startswith("dropped")]) < n:
+        assert time.monotonic() - t0 < timeout, f"no {n}th drop logged in {timeout} s: {rt.logs}"
+        time.sleep(0.005)  # polling interval; the assertion is on the measured time
+    assert drops[n - 1].startswith(f"dropped {who} "), drops
+    return time.monotonic() - t0
 
 
 def wait_for_log(rt: RingThread, needle: str, timeout: float) -> float:
@@ -325,47 +360,44 @@ def two_addrs():
     return [f"127.0.0.1:{p}" for p in free_ports(2)]
 
 
-def test_ring_drops_impostors_within_a_second_and_admits_the_genuine_neighbour(two_addrs):
+@pytest.mark.parametrize("transport", ["tcp", "unix"])
+def test_ring_drops_impostors_within_a_second_and_admits_the_genuine_neighbour(two_addrs, transport):
+    """Over TCP, and over the Unix socket that neighbours on one host use (ring.same_host)."""
     addrs = two_addrs
-    host, port = "127.0.0.1", int(addrs[0].rsplit(":", 1)[1])
-    r0 = RingThread(0, 2, addrs).start()
+    r0 = RingThread(0, 2, addrs, same_host=transport).start()
     r1 = None
     limit = HANDSHAKE_TIMEOUT_S + 0.5  # "within 1 s", plus scheduling slack
     try:
         # 1. a client with the wrong secret, running the genuine protocol
-        s = connect_when_listening((host, port))
-        src = "{}:{}".format(*s.getsockname())
+        s, src = dial(addrs[0], transport)
         t0 = time.monotonic()
         with pytest.raises(HandshakeError, match="could not prove the job secret"):
             client_handshake(Channel(s, "rank 0", timeout=5.0), new_secret(), JOB, 1, 2, 0)
         s.close()
-        wait_for_log(r0, f"dropped {src}", limit)
+        wait_for_drop(r0, 1, src, limit)
         assert time.monotonic() - t0 <= limit
 
         # 2. a forged proof: a right-looking hello, then a random MAC
-        s = connect_when_listening((host, port))
-        src = "{}:{}".format(*s.getsockname())
+        s, src = dial(addrs[0], transport)
         c = Channel(s, "rank 0", timeout=5.0)
         c.send_frame("hello", job=JOB, rank=1, size=2, nonce=os.urandom(32))
         c.recv_small("challenge")
         c.send_frame("auth", mac=os.urandom(32))
         elapsed = wait_closed_by_peer(s, limit)
         s.close()
-        wait_for_log(r0, f"dropped {src}", 1.0)
-        assert any(src in line and "could not prove the job secret" in line for line in r0.logs)
+        wait_for_drop(r0, 2, src, 1.0)
+        assert "could not prove the job secret" in [x for x in r0.logs if x.startswith("dropped")][1]
         assert elapsed <= limit
 
         # 3. a silent connection (a port scan, or a process that hung)
-        s = connect_when_listening((host, port))
-        src = "{}:{}".format(*s.getsockname())
+        s, src = dial(addrs[0], transport)
         elapsed = wait_closed_by_peer(s, 5.0)
         s.close()
         assert elapsed <= limit, f"a silent connection held the listener for {elapsed:.2f} s"
-        wait_for_log(r0, f"dropped {src}", 1.0)
+        wait_for_drop(r0, 3, src, 1.0)
 
         # 4. a slow connection that trickles a valid hello, one byte every 0.2 s
-        s = connect_when_listening((host, port))
-        src = "{}:{}".format(*s.getsockname())
+        s, src = dial(addrs[0], transport)
         frame = pack_header("hello", job=JOB, rank=1, size=2, nonce=os.urandom(32))
         t0 = time.monotonic()
         dropped_after = None
@@ -389,10 +421,10 @@ def test_ring_drops_impostors_within_a_second_and_admits_the_genuine_neighbour(t
             f"a connection trickling its hello was not dropped within {limit} s "
             f"(dropped after {dropped_after}); it would keep the genuine neighbour out"
         )
-        wait_for_log(r0, f"dropped {src}", 1.0)
+        wait_for_drop(r0, 4, src, 1.0)
 
         # the genuine left neighbour still gets in, and the ring works
-        r1 = RingThread(1, 2, addrs).start()
+        r1 = RingThread(1, 2, addrs, same_host=transport).start()
         r0.join()
         r1.join()
         assert r0.ring.left.peer == f"rank 1 ({addrs[1]})"
@@ -406,16 +438,23 @@ def test_ring_drops_impostors_within_a_second_and_admits_the_genuine_neighbour(t
                 rt.thread.join(20)
                 rt.ring.close()
     assert len([line for line in r0.logs if line.startswith("dropped")]) == 4, r0.logs
+    assert r0.ring.transport == transport
+    if transport == "unix":  # the socket's name went as soon as the neighbour was in
+        assert not os.path.exists(unixsock.socket_path(JOB, addrs[0]))
 
 
-def test_ring_skips_an_impostor_right_neighbour_and_keeps_waiting(two_addrs):
-    """Rank 0 reaches a server with the wrong secret on rank 1's address: it logs, retries,
-    and connects once the genuine rank 1 listens there (well before the connect timeout)."""
+@pytest.mark.parametrize("transport", ["tcp", "unix"])
+def test_ring_skips_an_impostor_right_neighbour_and_keeps_waiting(two_addrs, transport):
+    """Rank 0 reaches a server with the wrong secret on rank 1's address (or its Unix socket):
+    it logs, retries, and connects once the genuine rank 1 listens there (well before the
+    connect timeout)."""
     addrs = two_addrs
-    port1 = int(addrs[1].rsplit(":", 1)[1])
-    impostor = socket.create_server(("127.0.0.1", port1))
+    if transport == "tcp":
+        impostor = socket.create_server(("127.0.0.1", int(addrs[1].rsplit(":", 1)[1])))
+    else:
+        impostor = unixsock.listen(unixsock.socket_path(JOB, addrs[1]))
     impostor.settimeout(10)
-    r0 = RingThread(0, 2, addrs).start()
+    r0 = RingThread(0, 2, addrs, same_host=transport).start()
     r1 = None
     try:
         conn, _ = impostor.accept()
@@ -428,7 +467,7 @@ def test_ring_skips_an_impostor_right_neighbour_and_keeps_waiting(two_addrs):
             f"handshake with rank 1 ({addrs[1]}) failed" in line and "secret" in line and "retrying" in line
             for line in r0.logs
         ), r0.logs
-        r1 = RingThread(1, 2, addrs).start()
+        r1 = RingThread(1, 2, addrs, same_host=transport).start()
         r0.join()
         r1.join()
         a = [np.ones(5, dtype=np.float32), np.full(5, 2, dtype=np.float32)]

@@ -714,6 +714,21 @@ def test_ring_directions_are_auto_1_or_2_and_reach_every_rank():
         ), str(e)
 
 
+def test_ring_same_host_is_unix_or_tcp_and_reaches_every_rank():
+    from boltring.cluster.jobs.plan import plan_job
+
+    nodes = "nodes: [{name: a, local: true, ranks: 2}]\n"
+    assert load_config_text(nodes, "s.yaml").ring.same_host == "unix"
+    assert all(
+        p.env["BOLTRING_RING_SAME_HOST"] == "unix" for p in plan_job(load_config_text(nodes, "s.yaml"), "j")
+    )
+    config = load_config_text(nodes + "ring: {same_host: tcp}\n", "s.yaml")
+    assert all(p.env["BOLTRING_RING_SAME_HOST"] == "tcp" for p in plan_job(config, "j"))
+    e = error(Path(tempfile.mkdtemp()), nodes + "ring:\n  same_host: shm\n")
+    assert str(e).startswith("boltring.yaml:3: ring.same_host: 'shm' is not"), str(e)
+    assert str(e).endswith("expected " + keys_of(RingOptions)["same_host"].expected), str(e)
+
+
 # --- one ssh-target parser, one name regex, one default batch (issue 8 §3) -------------------
 
 

@@ -1,0 +1,98 @@
+"""Ring neighbours on one host talk over a Unix socket instead of TCP (ring.same_host: unix).
+
+Two ranks whose ring addresses have the same IP run on one machine (the embedded default's
+local ranks, or a node with several ranks). Between them TCP only adds a protocol stack to the
+two copies every byte costs; a Unix stream socket makes the same copies with less work around
+them. Measured with tests/bench/profile_ring.py on the 2-core VM, three alternating rounds:
+2 ranks x 16 MiB, 7.6-8.8 ms a call against 9.2-9.5 ms over TCP loopback; 3 ranks x 64 MiB,
+58-61 ms against 70-75 ms. Frames, the handshake and the job secret are exactly as over TCP.
+
+The socket lives in a directory only this user can enter (/tmp/boltring-UID, 0700, checked
+on every use) and is unlinked as soon as the neighbour is in: another user can neither connect
+nor squat the name, and nothing is left behind. The file name is a hash of the job id and the
+listening rank's ring address, so both neighbours derive it without talking first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import stat
+from pathlib import Path
+
+from .errors import NetioError
+
+SAME_HOST_CHOICES = ("unix", "tcp")
+SOCKET_ROOT = "/tmp"  # one fixed place both neighbours agree on, whatever their environment says
+SOCKET_BUFFER_BYTES = 4 << 20  # Linux's default (208 KiB) made 16 MiB calls slower than TCP
+
+
+def same_host(addr_a: str, addr_b: str) -> bool:
+    """Whether two ring addresses ("ip:port") are on one machine: an IP belongs to one host."""
+    return addr_a.rpartition(":")[0].strip("[]") == addr_b.rpartition(":")[0].strip("[]")
+
+
+def socket_dir() -> Path:
+    """This user's private directory for ring sockets, made 0700 if it is missing."""
+    path = Path(SOCKET_ROOT) / f"boltring-{os.getuid()}"
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+    except OSError as e:
+        raise NetioError(f"cannot make {path} for ring sockets: {e.strerror or e}") from None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise NetioError(
+            f"{path} must be a directory owned by you with mode 0700 (it holds the sockets of "
+            f"ranks on one host); remove it, or set ring.same_host: tcp"
+        )
+    return path
+
+
+def socket_path(job_id: str, addr: str) -> str:
+    """Where the rank whose ring address is `addr` listens for its same-host left neighbour."""
+    digest = hashlib.sha256(f"{job_id}\0{addr}".encode()).hexdigest()[:24]
+    return str(socket_dir() / f"{digest}.sock")
+
+
+def listen(path: str) -> socket.socket:
+    """A Unix listener on `path`, replacing a stale socket of an earlier run of the same job."""
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(8)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def connect(path: str, timeout: float) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(path)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def tune(sock: socket.socket) -> None:
+    for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER_BYTES)
+        except OSError:  # a system with a lower limit keeps its own size: slower, still correct
+            pass

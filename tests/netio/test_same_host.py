@@ -1,0 +1,147 @@
+"""ring.same_host: neighbours on one host talk over a Unix socket; others, and `tcp`, over TCP.
+
+Genuine Rings in threads of this process. Ring addresses on 127.0.0.1 are one host; a rank on
+127.0.0.2 stands for another node (a different IP is a different machine to the ring).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from boltring.netio import unixsock
+from boltring.netio.errors import NetioError
+from boltring.netio.jobenv import JobEnv, JobEnvError
+from boltring.netio.ring import Ring
+
+from .ranks import free_ports
+
+ELEMS = (1 << 20) + 5  # 4 MiB of float32, not divisible by the ring sizes below
+
+
+def _addrs(hosts: list[str]) -> list[str]:
+    return [f"{h}:{p}" for h, p in zip(hosts, free_ports(len(hosts), host="127.0.0.1"), strict=True)]
+
+
+def _reduce(addrs: list[str], same_host: str, job: str = "same-host") -> tuple[list[Ring], list[np.ndarray]]:
+    """Connect one Ring per address, sum a random vector per rank; the rings (closed) and outputs."""
+    secret, n = os.urandom(32), len(addrs)
+    rings = [
+        Ring(r, n, addrs, secret, job, timeout=10, connect_timeout=10, same_host=same_host) for r in range(n)
+    ]
+    inputs = [np.random.default_rng(r).standard_normal(ELEMS).astype(np.float32) for r in range(n)]
+    outputs = [np.empty_like(x) for x in inputs]
+    families: list[set[int]] = [set() for _ in range(n)]
+    errors: list[BaseException] = []
+
+    def rank(r: int) -> None:
+        try:
+            rings[r].connect()
+            families[r] = {c.sock.family for c in (rings[r].left, rings[r].right) if c is not None}
+            rings[r].allreduce(inputs[r], outputs[r], "float32")
+        except BaseException as e:  # reported below, in the test's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for ring in rings:
+        ring.close()
+    assert not errors, errors
+    assert not any(t.is_alive() for t in threads), "a rank hung"
+    reference = np.sum([x.astype(np.float64) for x in inputs], axis=0)
+    for out in outputs:
+        np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-5)
+        assert out.tobytes() == outputs[0].tobytes()  # the same bits on every rank
+    for ring, fams in zip(rings, families, strict=True):
+        expected = {
+            "unix": {socket.AF_UNIX},
+            "tcp": {socket.AF_INET},
+            "tcp+unix": {socket.AF_UNIX, socket.AF_INET},
+        }
+        assert fams == expected[ring.transport], (ring.rank, ring.transport, fams)
+    return rings, outputs
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_ranks_on_one_host_talk_over_unix_sockets_and_leave_no_file(n):
+    addrs = _addrs(["127.0.0.1"] * n)
+    rings, outputs = _reduce(addrs, "unix")
+    assert [r.transport for r in rings] == ["unix"] * n
+    for addr in addrs:
+        assert not os.path.exists(unixsock.socket_path("same-host", addr))
+    # The same bits as over TCP: the transport carries bytes, the sums are the ring's
+    tcp_rings, tcp_outputs = _reduce(_addrs(["127.0.0.1"] * n), "tcp")
+    assert [r.transport for r in tcp_rings] == ["tcp"] * n
+    assert tcp_outputs[0].tobytes() == outputs[0].tobytes()
+
+
+def test_a_ring_across_hosts_uses_unix_only_between_same_host_neighbours():
+    # ranks 0 and 1 share a host; rank 2 is another node: 0->1 is Unix, 1->2 and 2->0 are TCP
+    rings, _ = _reduce(_addrs(["127.0.0.1", "127.0.0.1", "127.0.0.2"]), "unix")
+    assert [r.transport for r in rings] == ["tcp+unix", "tcp+unix", "tcp"]
+
+
+def test_job_env_carries_same_host_and_refuses_other_values():
+    env = JobEnv(rank=0, size=2, ring=("127.0.0.1:1", "127.0.0.1:2"), secret_file="/s", same_host="tcp")
+    assert JobEnv.from_environ(env.to_environ()).same_host == "tcp"
+    with pytest.raises(JobEnvError, match="BOLTRING_RING_SAME_HOST='shm'; use unix or tcp"):
+        JobEnv.from_environ({**env.to_environ(), "BOLTRING_RING_SAME_HOST": "shm"})
+    with pytest.raises(ValueError, match="use unix or tcp"):
+        Ring(0, 2, ["127.0.0.1:1", "127.0.0.1:2"], b"", "j", same_host="udp")
+
+
+@pytest.fixture
+def socket_root(monkeypatch):
+    """A fresh stand-in for /tmp: short, as sun_path must be."""
+    root = Path(tempfile.mkdtemp(prefix="br", dir="/tmp"))
+    monkeypatch.setattr(unixsock, "SOCKET_ROOT", str(root))
+    yield root
+    for p in sorted(root.rglob("*"), reverse=True):
+        p.unlink() if not p.is_dir() or p.is_symlink() else p.rmdir()
+    root.rmdir()
+
+
+def test_the_socket_directory_is_made_private(socket_root):
+    path = unixsock.socket_dir()
+    assert path == socket_root / f"boltring-{os.getuid()}"
+    st = os.lstat(path)
+    assert stat.S_ISDIR(st.st_mode) and st.st_mode & 0o777 == 0o700
+
+
+@pytest.mark.parametrize("kind", ["open mode", "symlink"])
+def test_a_socket_directory_others_could_enter_is_refused_in_one_line(socket_root, kind):
+    path = socket_root / f"boltring-{os.getuid()}"
+    if kind == "open mode":
+        path.mkdir()
+        path.chmod(0o755)  # another user could connect to, or replace, the sockets in it
+    else:
+        (socket_root / "elsewhere").mkdir(mode=0o700)
+        path.symlink_to(socket_root / "elsewhere")
+    with pytest.raises(NetioError) as e:
+        unixsock.socket_dir()
+    msg = str(e.value)
+    assert "\n" not in msg and str(path) in msg
+    assert msg.endswith("remove it, or set ring.same_host: tcp")
+    # a Ring on one host says so at once, instead of waiting out its connect timeout
+    with pytest.raises(NetioError, match="ring.same_host: tcp"):
+        Ring(0, 2, _addrs(["127.0.0.1"] * 2), b"s", "j", connect_timeout=30).connect()
+
+
+def test_a_stale_socket_of_an_earlier_run_is_replaced(socket_root):
+    addrs = _addrs(["127.0.0.1"] * 2)
+    stale = unixsock.listen(unixsock.socket_path("same-host", addrs[0]))
+    stale.close()  # a crashed run of the same job left its socket file behind
+    assert os.path.exists(unixsock.socket_path("same-host", addrs[0]))
+    rings, _ = _reduce(addrs, "unix")
+    assert [r.transport for r in rings] == ["unix", "unix"]
+    assert list((socket_root / f"boltring-{os.getuid()}").iterdir()) == []
