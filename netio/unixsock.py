@@ -3,9 +3,9 @@
 Two ranks whose ring addresses have the same IP run on one machine (the embedded default's
 local ranks, or a node with several ranks). Between them TCP only adds a protocol stack to the
 two copies every byte costs; a Unix stream socket makes the same copies with less work around
-them. Measured with tests/bench/profile_ring.py on the 2-core VM, three alternating rounds:
-2 ranks x 16 MiB, 7.6-8.8 ms a call against 9.2-9.5 ms over TCP loopback; 3 ranks x 64 MiB,
-58-61 ms against 70-75 ms. Frames, the handshake and the job secret are exactly as over TCP.
+them. Measured with tests/bench/profile_ring.py on the 2-core VM, three alternating rounds
+(wall ms per call): 2 ranks x 16 MiB 6.7-8.5 against 9.7-11.1 over loopback TCP; 3 ranks x
+64 MiB 58-62 against 73-80. Frames, the handshake and the job secret are exactly as over TCP.
 
 The socket lives in a directory only this user can enter (/tmp/boltring-UID, 0700, checked
 on every use) and is unlinked as soon as the neighbour is in: another user can neither connect
@@ -25,7 +25,9 @@ from .errors import NetioError
 
 SAME_HOST_CHOICES = ("unix", "tcp")
 SOCKET_ROOT = "/tmp"  # one fixed place both neighbours agree on, whatever their environment says
-SOCKET_BUFFER_BYTES = 4 << 20  # Linux's default (208 KiB) made 16 MiB calls slower than TCP
+# Linux's default (208 KiB) wakes the reader far more often: in the same rounds, 3 ranks x 64 MiB
+# took 70-77 ms with it against 58-62 with 4 MiB (the most SO_SNDBUF takes without root here).
+SOCKET_BUFFER_BYTES = 4 << 20
 
 
 def same_host(addr_a: str, addr_b: str) -> bool:

@@ -1,8 +1,8 @@
 """Counters for boltring's allreduce, per rank and per call: where the time and memory go.
 
-    python tests/bench/profile_ring.py RANKS BYTES [REPEAT]
+    python tests/bench/profile_ring.py RANKS BYTES [REPEAT [unix|tcp]]
 
-Starts RANKS local ranks (loopback). Each times REPEAT all_sum calls of a float32 mx.array of
+Starts RANKS local ranks (over Unix sockets, or loopback TCP with `tcp`: ring.same_host). Each times REPEAT all_sum calls of a float32 mx.array of
 BYTES and prints one JSON line with, per call:
 - wall ms (median), user and system CPU ms and minor page faults (resource.getrusage);
 - ms spent inside Channel.recv_header (mostly waiting for the left neighbour), recv_payload
@@ -118,7 +118,7 @@ def worker(nbytes: int, repeat: int) -> None:
     group.close()
 
 
-def launch(ranks: int, nbytes: int, repeat: int) -> int:
+def launch(ranks: int, nbytes: int, repeat: int, same_host: str = "unix") -> int:
     from boltring.cluster.config.ports import free_ports
     from boltring.netio.jobenv import JobEnv
 
@@ -134,7 +134,12 @@ def launch(ranks: int, nbytes: int, repeat: int) -> int:
                 env={
                     **os.environ,
                     **JobEnv(
-                        rank=r, size=ranks, job_id="profile", ring=addrs, secret_file=secret
+                        rank=r,
+                        size=ranks,
+                        job_id="profile",
+                        ring=addrs,
+                        secret_file=secret,
+                        same_host=same_host,
                     ).to_environ(),
                 },
             )
@@ -148,5 +153,10 @@ if __name__ == "__main__":
         worker(int(sys.argv[2]), int(sys.argv[3]))
     else:
         raise SystemExit(
-            launch(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 20)
+            launch(
+                int(sys.argv[1]),
+                int(sys.argv[2]),
+                int(sys.argv[3]) if len(sys.argv) > 3 else 20,
+                sys.argv[4] if len(sys.argv) > 4 else "unix",
+            )
         )
