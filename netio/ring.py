@@ -122,8 +122,9 @@ class Ring:
         except OSError as e:
             if own_path is not None:
                 raise NetioError(
-                    f"rank {self.rank} cannot listen on {own_path}, the Unix socket for its left "
-                    f"neighbour on this host: {e.strerror or e} (set ring.same_host: tcp to use "
+                    f"rank {self.rank} cannot listen on {unixsock.describe(own_path)}, the Unix "
+                    f"socket for its left neighbour on this host: {e.strerror or e} (set "
+                    f"ring.same_host: tcp to use "
                     f"{self.addrs[self.rank]} instead)"
                 ) from None
             raise NetioError(

@@ -11,6 +11,7 @@ import socket
 import stat
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -73,12 +74,14 @@ def _reduce(addrs: list[str], same_host: str, job: str = "same-host") -> tuple[l
 
 
 @pytest.mark.parametrize("n", [2, 3])
-def test_ranks_on_one_host_talk_over_unix_sockets_and_leave_no_file(n):
+def test_ranks_on_one_host_talk_over_unix_sockets_and_leave_nothing_bound(n):
     addrs = _addrs(["127.0.0.1"] * n)
     rings, outputs = _reduce(addrs, "unix")
     assert [r.transport for r in rings] == ["unix"] * n
     for addr in addrs:
-        assert not os.path.exists(unixsock.socket_path("same-host", addr))
+        path = unixsock.socket_path("same-host", addr)
+        assert path.startswith("\0boltring-")  # Linux: an abstract name, never a file
+        assert not unixsock.bound(path)
     # The same bits as over TCP: the transport carries bytes, the sums are the ring's
     tcp_rings, tcp_outputs = _reduce(_addrs(["127.0.0.1"] * n), "tcp")
     assert [r.transport for r in tcp_rings] == ["tcp"] * n
@@ -100,10 +103,29 @@ def test_job_env_carries_same_host_and_refuses_other_values():
         Ring(0, 2, ["127.0.0.1:1", "127.0.0.1:2"], b"", "j", same_host="udp")
 
 
+def test_a_listener_that_cannot_bind_says_where_and_what_to_do(monkeypatch):
+    addrs = _addrs(["127.0.0.1"] * 2)
+    path = unixsock.socket_path("j", addrs[0])
+    squatter = unixsock.listen(path)  # e.g. a rank of the same job still alive
+    assert unixsock.bound(path)
+    try:
+        with pytest.raises(NetioError) as e:
+            Ring(0, 2, addrs, b"s", "j", connect_timeout=30).connect()
+    finally:
+        squatter.close()
+    assert not unixsock.bound(path)
+    msg = str(e.value)
+    assert msg.startswith(f"rank 0 cannot listen on @boltring-{os.getuid()}-"), msg
+    assert "Address already in use" in msg and msg.endswith(
+        f"set ring.same_host: tcp to use {addrs[0]} instead)"
+    )
+
+
 @pytest.fixture
 def socket_root(monkeypatch):
-    """A fresh stand-in for /tmp: short, as sun_path must be."""
+    """Socket files, as on macOS, under a fresh stand-in for /tmp (short, as sun_path must be)."""
     root = Path(tempfile.mkdtemp(prefix="br", dir="/tmp"))
+    monkeypatch.setattr(unixsock, "ABSTRACT", False)
     monkeypatch.setattr(unixsock, "SOCKET_ROOT", str(root))
     yield root
     for p in sorted(root.rglob("*"), reverse=True):
@@ -137,11 +159,23 @@ def test_a_socket_directory_others_could_enter_is_refused_in_one_line(socket_roo
         Ring(0, 2, _addrs(["127.0.0.1"] * 2), b"s", "j", connect_timeout=30).connect()
 
 
-def test_a_stale_socket_of_an_earlier_run_is_replaced(socket_root):
+def test_socket_files_go_once_the_neighbour_is_in_and_a_stale_one_is_replaced(socket_root):
     addrs = _addrs(["127.0.0.1"] * 2)
     stale = unixsock.listen(unixsock.socket_path("same-host", addrs[0]))
-    stale.close()  # a crashed run of the same job left its socket file behind
+    stale.close()  # a killed run of the same job left its socket file behind
     assert os.path.exists(unixsock.socket_path("same-host", addrs[0]))
     rings, _ = _reduce(addrs, "unix")
     assert [r.transport for r in rings] == ["unix", "unix"]
     assert list((socket_root / f"boltring-{os.getuid()}").iterdir()) == []
+
+
+def test_socket_files_a_day_old_are_swept(socket_root):
+    folder = unixsock.socket_dir()
+    old, fresh = (unixsock.listen(str(folder / f"{name}.sock")) for name in ("old", "fresh"))
+    old.close()
+    fresh.close()
+    day_ago = time.time() - unixsock.STALE_AFTER_S - 60
+    os.utime(folder / "old.sock", (day_ago, day_ago))
+    (folder / "notes.txt").write_text("not ours to remove")
+    unixsock.socket_dir()
+    assert sorted(p.name for p in folder.iterdir()) == ["fresh.sock", "notes.txt"]
