@@ -6,16 +6,13 @@ anything to its left neighbour; with two, both connections carry half of the pay
 
 from __future__ import annotations
 
-import os
-import threading
-
-import numpy as np
 import pytest
 
 from boltring.netio.jobenv import JobEnv, JobEnvError
-from boltring.netio.ring import Ring, ring_directions
+from boltring.netio.ring import ring_directions
 
 from .ranks import free_ports
+from .ring_threads import reduce_in_threads
 
 SIZE = 3
 ELEMS = (1 << 20) + 7  # 4 MiB of float32, over the two-way threshold, not divisible by 3
@@ -23,39 +20,9 @@ ELEMS = (1 << 20) + 7  # 4 MiB of float32, over the two-way threshold, not divis
 
 def _run_ring(directions: int) -> list[tuple[int, int, int]]:
     """Each rank's (directions taken, payload bytes sent left, payload bytes sent right)."""
-    secret, job = os.urandom(32), "dirs"
     addrs = [f"127.0.0.1:{p}" for p in free_ports(SIZE)]
-    rings = [
-        Ring(r, SIZE, addrs, secret, job, timeout=10, connect_timeout=10, directions=directions)
-        for r in range(SIZE)
-    ]
-    inputs = [np.random.default_rng(r).standard_normal(ELEMS).astype(np.float32) for r in range(SIZE)]
-    outputs = [np.empty_like(x) for x in inputs]
-    errors: list[BaseException] = []
-
-    def rank(r: int) -> None:
-        try:
-            rings[r].connect()
-            rings[r].allreduce(inputs[r], outputs[r], "float32")
-        except BaseException as e:  # reported below, in the test's thread
-            errors.append(e)
-
-    threads = [threading.Thread(target=rank, args=(r,)) for r in range(SIZE)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    try:
-        assert not errors, errors
-        assert not any(t.is_alive() for t in threads), "a rank hung"
-        reference = np.sum([x.astype(np.float64) for x in inputs], axis=0)
-        for out in outputs:
-            np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-5)
-            assert out.tobytes() == outputs[0].tobytes()  # the same bits on every rank
-        return [(r.directions, r.left.bytes_sent, r.right.bytes_sent) for r in rings]  # type: ignore[union-attr]
-    finally:
-        for ring in rings:
-            ring.close()
+    views, _ = reduce_in_threads(addrs, ELEMS, job="dirs", directions=directions)
+    return [(v.directions, v.sent_left, v.sent_right) for v in views]
 
 
 @pytest.mark.parametrize("directions", [1, 2])

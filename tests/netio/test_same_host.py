@@ -10,7 +10,6 @@ import os
 import socket
 import stat
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from boltring.netio.jobenv import JobEnv, JobEnvError
 from boltring.netio.ring import Ring
 
 from .ranks import free_ports
+from .ring_threads import reduce_in_threads
 
 ELEMS = (1 << 20) + 5  # 4 MiB of float32, not divisible by the ring sizes below
 
@@ -31,67 +31,38 @@ def _addrs(hosts: list[str]) -> list[str]:
     return [f"{h}:{p}" for h, p in zip(hosts, free_ports(len(hosts), host="127.0.0.1"), strict=True)]
 
 
-def _reduce(addrs: list[str], same_host: str, job: str = "same-host") -> tuple[list[Ring], list[np.ndarray]]:
-    """Connect one Ring per address, sum a random vector per rank; the rings (closed) and outputs."""
-    secret, n = os.urandom(32), len(addrs)
-    rings = [
-        Ring(r, n, addrs, secret, job, timeout=10, connect_timeout=10, same_host=same_host) for r in range(n)
-    ]
-    inputs = [np.random.default_rng(r).standard_normal(ELEMS).astype(np.float32) for r in range(n)]
-    outputs = [np.empty_like(x) for x in inputs]
-    families: list[set[int]] = [set() for _ in range(n)]
-    errors: list[BaseException] = []
-
-    def rank(r: int) -> None:
-        try:
-            rings[r].connect()
-            families[r] = {c.sock.family for c in (rings[r].left, rings[r].right) if c is not None}
-            rings[r].allreduce(inputs[r], outputs[r], "float32")
-        except BaseException as e:  # reported below, in the test's thread
-            errors.append(e)
-
-    threads = [threading.Thread(target=rank, args=(r,)) for r in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    for ring in rings:
-        ring.close()
-    assert not errors, errors
-    assert not any(t.is_alive() for t in threads), "a rank hung"
-    reference = np.sum([x.astype(np.float64) for x in inputs], axis=0)
-    for out in outputs:
-        np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-5)
-        assert out.tobytes() == outputs[0].tobytes()  # the same bits on every rank
-    for ring, fams in zip(rings, families, strict=True):
-        expected = {
-            "unix": {socket.AF_UNIX},
-            "tcp": {socket.AF_INET},
-            "tcp+unix": {socket.AF_UNIX, socket.AF_INET},
-        }
-        assert fams == expected[ring.transport], (ring.rank, ring.transport, fams)
-    return rings, outputs
+def _reduce(addrs: list[str], same_host: str) -> tuple[list[str], list[np.ndarray]]:
+    """Each rank's transport (checked against its sockets' families) and the outputs."""
+    views, outputs = reduce_in_threads(addrs, ELEMS, job="same-host", same_host=same_host)
+    families = {
+        "unix": {socket.AF_UNIX},
+        "tcp": {socket.AF_INET},
+        "tcp+unix": {socket.AF_UNIX, socket.AF_INET},
+    }
+    for v in views:
+        assert v.families == families[v.transport], v
+    return [v.transport for v in views], outputs
 
 
 @pytest.mark.parametrize("n", [2, 3])
 def test_ranks_on_one_host_talk_over_unix_sockets_and_leave_nothing_bound(n):
     addrs = _addrs(["127.0.0.1"] * n)
-    rings, outputs = _reduce(addrs, "unix")
-    assert [r.transport for r in rings] == ["unix"] * n
+    transports, outputs = _reduce(addrs, "unix")
+    assert transports == ["unix"] * n
     for addr in addrs:
         path = unixsock.socket_path("same-host", addr)
         assert path.startswith("\0boltring-")  # Linux: an abstract name, never a file
         assert not unixsock.bound(path)
     # The same bits as over TCP: the transport carries bytes, the sums are the ring's
-    tcp_rings, tcp_outputs = _reduce(_addrs(["127.0.0.1"] * n), "tcp")
-    assert [r.transport for r in tcp_rings] == ["tcp"] * n
+    transports, tcp_outputs = _reduce(_addrs(["127.0.0.1"] * n), "tcp")
+    assert transports == ["tcp"] * n
     assert tcp_outputs[0].tobytes() == outputs[0].tobytes()
 
 
 def test_a_ring_across_hosts_uses_unix_only_between_same_host_neighbours():
     # ranks 0 and 1 share a host; rank 2 is another node: 0->1 is Unix, 1->2 and 2->0 are TCP
-    rings, _ = _reduce(_addrs(["127.0.0.1", "127.0.0.1", "127.0.0.2"]), "unix")
-    assert [r.transport for r in rings] == ["tcp+unix", "tcp+unix", "tcp"]
+    transports, _ = _reduce(_addrs(["127.0.0.1", "127.0.0.1", "127.0.0.2"]), "unix")
+    assert transports == ["tcp+unix", "tcp+unix", "tcp"]
 
 
 def test_job_env_carries_same_host_and_refuses_other_values():
@@ -164,8 +135,8 @@ def test_socket_files_go_once_the_neighbour_is_in_and_a_stale_one_is_replaced(so
     stale = unixsock.listen(unixsock.socket_path("same-host", addrs[0]))
     stale.close()  # a killed run of the same job left its socket file behind
     assert os.path.exists(unixsock.socket_path("same-host", addrs[0]))
-    rings, _ = _reduce(addrs, "unix")
-    assert [r.transport for r in rings] == ["unix", "unix"]
+    transports, _ = _reduce(addrs, "unix")
+    assert transports == ["unix", "unix"]
     assert list((socket_root / f"boltring-{os.getuid()}").iterdir()) == []
 
 
