@@ -2,8 +2,9 @@
 
     python tests/bench/profile_ring.py RANKS BYTES [REPEAT [unix|tcp]]
 
-Starts RANKS local ranks (over Unix sockets, or loopback TCP with `tcp`: ring.same_host). Each times REPEAT all_sum calls of a float32 mx.array of
-BYTES and prints one JSON line with, per call:
+Starts RANKS local ranks, talking over Unix sockets (or loopback TCP with `tcp`: see
+ring.same_host). Each times REPEAT all_sum calls of a float32 mx.array of BYTES and prints one
+JSON line with, per call:
 - wall ms (median), user and system CPU ms and minor page faults (resource.getrusage);
 - ms spent inside Channel.recv_header (mostly waiting for the left neighbour), recv_payload
   (recv_into), send_parts (sendmsg; on the sender threads) and add_into, and how many calls;
