@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .unixsock import SAME_HOST_CHOICES
+
 RANK = "BOLTRING_RANK"
 WORLD_SIZE = "BOLTRING_WORLD_SIZE"
 JOB_ID = "BOLTRING_JOB_ID"
@@ -135,7 +137,7 @@ class JobEnv:
             raise JobEnvError(
                 f"{RANK}={rank}, {WORLD_SIZE}={size} and {len(ring)} ring addresses do not fit together"
             )
-        if job.same_host not in ("unix", "tcp"):
+        if job.same_host not in SAME_HOST_CHOICES:
             raise JobEnvError(f"{SAME_HOST}={job.same_host!r}; use unix or tcp")
         if job.wire_dtype not in ("float32", "bfloat16", "float16"):
             raise JobEnvError(f"{WIRE_DTYPE}={job.wire_dtype!r}; use float32, bfloat16 or float16")

@@ -101,7 +101,7 @@ class Ring:
 
     @property
     def transport(self) -> str:
-        """How this rank reaches its neighbours: "tcp", "unix", or "tcp+unix"."""
+        """How this rank reaches its neighbours: "tcp", "unix" or "tcp+unix" ("none" alone)."""
         if self.size == 1:
             return "none"
         own, right = self.unix_path(self.rank), self.unix_path((self.rank + 1) % self.size)
@@ -124,8 +124,7 @@ class Ring:
                 raise NetioError(
                     f"rank {self.rank} cannot listen on {unixsock.describe(own_path)}, the Unix "
                     f"socket for its left neighbour on this host: {e.strerror or e} (set "
-                    f"ring.same_host: tcp to use "
-                    f"{self.addrs[self.rank]} instead)"
+                    f"ring.same_host: tcp to use {self.addrs[self.rank]} instead)"
                 ) from None
             raise NetioError(
                 f"rank {self.rank} cannot listen on {self.addrs[self.rank]}: "

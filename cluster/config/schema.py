@@ -22,6 +22,7 @@ DEFAULT_BATCH_PER_RANK = 128  # a job without global_batch takes this many examp
 EXAMPLES = ("mlp", "charlm", "lm")  # built-in examples under cluster/train/
 BACKENDS = ("boltring", "mlx-ring", "jaccl")  # who runs the collectives (ring.backend, --backend)
 WIRE_DTYPES = ("float32", "bfloat16", "float16")  # what average_gradients sends (ring.wire_dtype)
+SAME_HOST = ("unix", "tcp")  # how ranks on one host reach each other (ring.same_host; netio/unixsock.py)
 RING_ORDERS = ("config", "cabling")
 
 
@@ -254,7 +255,7 @@ class RingOptions:
     )
     same_host: str = setting(  # how ranks on one host reach each other (netio/unixsock.py)
         "unix",
-        check=v.choice("a same-host transport", ("unix", "tcp")),
+        check=v.choice("a same-host transport", SAME_HOST),
         expected="unix (ranks on one host talk over a Unix socket: less CPU) or tcp (their ring addresses)",
     )
     # jaccl: n x n RDMA device names by node (row i, column j: the device on node i that reaches
