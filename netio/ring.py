@@ -94,8 +94,8 @@ class Ring:
 
     def unix_path(self, r: int) -> str | None:
         """The Unix socket rank r listens on for its left neighbour, or None: TCP."""
-        left = (r - 1) % self.size
-        if self.same_host != "unix" or not unixsock.same_host(self.addrs[r], self.addrs[left]):
+        left = (r - 1) % self.size  # one IP is one machine: the same host part, the same host
+        if self.same_host != "unix" or parse_addr(self.addrs[r])[0] != parse_addr(self.addrs[left])[0]:
             return None
         return unixsock.socket_path(self.job_id, self.addrs[r])
 

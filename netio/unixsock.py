@@ -38,11 +38,6 @@ STALE_AFTER_S = 86400.0  # a socket file this old belongs to no rank still waiti
 SOCKET_BUFFER_BYTES = 4 << 20
 
 
-def same_host(addr_a: str, addr_b: str) -> bool:
-    """Whether two ring addresses ("ip:port") are on one machine: an IP belongs to one host."""
-    return addr_a.rpartition(":")[0].strip("[]") == addr_b.rpartition(":")[0].strip("[]")
-
-
 def socket_dir() -> Path:
     """This user's private directory for ring sockets, made 0700 if it is missing."""
     path = Path(SOCKET_ROOT) / f"boltring-{os.getuid()}"
@@ -84,14 +79,6 @@ def socket_path(job_id: str, addr: str) -> str:
 def describe(path: str) -> str:
     """A socket name for messages: abstract names as `ss` shows them (@name)."""
     return "@" + path[1:] if path.startswith("\0") else path
-
-
-def bound(path: str) -> bool:
-    """Whether a socket is bound to `path` (for an abstract name, from /proc/net/unix)."""
-    if not path.startswith("\0"):
-        return os.path.exists(path)
-    with open("/proc/net/unix") as f:
-        return any(line.split()[-1] == describe(path) for line in f.readlines()[1:] if len(line.split()) > 7)
 
 
 def listen(path: str) -> socket.socket:

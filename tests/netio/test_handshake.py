@@ -27,6 +27,7 @@ from boltring.netio.handshake import _mac, client_handshake, new_secret, server_
 from boltring.netio.ring import HANDSHAKE_TIMEOUT_S, Ring
 
 from .ranks import free_ports, no_leftover_processes  # noqa: F401 - autouse fixture
+from .sockets import unix_bound
 
 SECRET = bytes(range(32))
 JOB = "job-a"
@@ -440,7 +441,7 @@ def test_ring_drops_impostors_within_a_second_and_admits_the_genuine_neighbour(t
     assert len([line for line in r0.logs if line.startswith("dropped")]) == 4, r0.logs
     assert r0.ring.transport == transport
     if transport == "unix":  # the socket's name went with its listener, once the neighbour was in
-        assert not unixsock.bound(unixsock.socket_path(JOB, addrs[0]))
+        assert not unix_bound(unixsock.socket_path(JOB, addrs[0]))
 
 
 @pytest.mark.parametrize("transport", ["tcp", "unix"])

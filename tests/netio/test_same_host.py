@@ -23,6 +23,7 @@ from boltring.netio.ring import Ring
 
 from .ranks import free_ports
 from .ring_threads import reduce_in_threads
+from .sockets import unix_bound
 
 ELEMS = (1 << 20) + 5  # 4 MiB of float32, not divisible by the ring sizes below
 
@@ -52,7 +53,7 @@ def test_ranks_on_one_host_talk_over_unix_sockets_and_leave_nothing_bound(n):
     for addr in addrs:
         path = unixsock.socket_path("same-host", addr)
         assert path.startswith("\0boltring-")  # Linux: an abstract name, never a file
-        assert not unixsock.bound(path)
+        assert not unix_bound(path)
     # The same bits as over TCP: the transport carries bytes, the sums are the ring's
     transports, tcp_outputs = _reduce(_addrs(["127.0.0.1"] * n), "tcp")
     assert transports == ["tcp"] * n
@@ -78,13 +79,13 @@ def test_a_listener_that_cannot_bind_says_where_and_what_to_do(monkeypatch):
     addrs = _addrs(["127.0.0.1"] * 2)
     path = unixsock.socket_path("j", addrs[0])
     squatter = unixsock.listen(path)  # e.g. a rank of the same job still alive
-    assert unixsock.bound(path)
+    assert unix_bound(path)
     try:
         with pytest.raises(NetioError) as e:
             Ring(0, 2, addrs, b"s", "j", connect_timeout=30).connect()
     finally:
         squatter.close()
-    assert not unixsock.bound(path)
+    assert not unix_bound(path)
     msg = str(e.value)
     assert msg.startswith(f"rank 0 cannot listen on @boltring-{os.getuid()}-"), msg
     assert "Address already in use" in msg and msg.endswith(
