@@ -74,7 +74,7 @@ def main() -> int:
         ways = group.ring.directions
 
         def chunk_for(nbytes: int) -> int:
-            return chunk_bytes_for(nbytes // ways // size, group.ring.chunk_bytes)
+            return chunk_bytes_for(nbytes // ways // size, group.ring.chunk_bytes, group.ring.min_chunk)
 
         if a.wire_dtype:
 
@@ -118,7 +118,10 @@ def main() -> int:
                 times.append(dt)
         peak = peak_since_baseline()
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
-        cpu_ms = (ru1.ru_utime - ru0.ru_utime + ru1.ru_stime - ru0.ru_stime) * 1e3 / (a.warmup + a.repeat)
+        calls = a.warmup + a.repeat
+        cpu_ms = (ru1.ru_utime - ru0.ru_utime + ru1.ru_stime - ru0.ru_stime) * 1e3 / calls
+        # context switches per call, all threads: each is a wake-up that costs CPU beyond the bytes
+        switches = (ru1.ru_nvcsw - ru0.ru_nvcsw + ru1.ru_nivcsw - ru0.ru_nivcsw) / calls
         assert y is not None
         expected = 1.0 if a.wire_dtype else float(size)  # average_gradients gives the mean
         if (
@@ -136,6 +139,8 @@ def main() -> int:
                 "times": times,
                 "extra_mem_bytes": None if base is None or peak is None else peak - base,
                 "cpu_ms_per_call": cpu_ms,  # rank 0's user + system CPU, all its threads
+                "user_ms_per_call": (ru1.ru_utime - ru0.ru_utime) * 1e3 / calls,
+                "switches_per_call": switches,
             }
             if ways:
                 record["directions"] = ways
