@@ -15,6 +15,7 @@ Run inside a test host by tests/bench/test_ring_shaped.py.
 from __future__ import annotations
 
 import json
+import resource
 import socket
 import sys
 import threading
@@ -27,16 +28,20 @@ def main() -> int:
     rank = int(sys.argv[1])
     addrs = sys.argv[2].split(",")
     per_dir = int(sys.argv[3])
+    ways = int(sys.argv[4]) if len(sys.argv) > 4 else 2
     n = len(addrs)
     host, port = addrs[rank].rsplit(":", 1)
     listener = socket.create_server((host, int(port) + PORT_OFFSET), backlog=4)
     listener.settimeout(30)
     peers = {"right": (rank + 1) % n, "left": (rank - 1) % n}
+    if ways == 1:  # one way round: all the traffic to the right, all of it from the left
+        peers = {"right": peers["right"]}
+        per_dir *= 2
     out: dict[str, socket.socket] = {}
     accepted: list[socket.socket] = []
 
     def accept() -> None:
-        for _ in range(2):
+        for _ in range(ways):
             conn, _ = listener.accept()
             accepted.append(conn)
 
@@ -73,6 +78,7 @@ def main() -> int:
             got += k
         times[key] = time.perf_counter() - first
 
+    cpu0, ru0 = time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
     threads = [threading.Thread(target=send, args=(s,)) for s in out.values()]
     threads += [threading.Thread(target=recv, args=(s, f"in{i}")) for i, s in enumerate(accepted)]
     for t in threads:
@@ -81,7 +87,12 @@ def main() -> int:
         t.join()
     for s in [*out.values(), *accepted]:
         s.close()
-    print(json.dumps({"rank": rank, "seconds": max(times.values()), "sent_bytes": 2 * per_dir}), flush=True)
+    cpu = time.process_time() - cpu0  # this host's CPU for the whole exchange (user + system)
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    switches = ru1.ru_nvcsw - ru0.ru_nvcsw + ru1.ru_nivcsw - ru0.ru_nivcsw
+    row = {"rank": rank, "seconds": max(times.values()), "sent_bytes": ways * per_dir, "cpu_s": cpu}
+    row |= {"user_s": ru1.ru_utime - ru0.ru_utime, "switches": switches}
+    print(json.dumps(row), flush=True)
     return 0
 
 

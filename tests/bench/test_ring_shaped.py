@@ -6,9 +6,11 @@ Four test hosts; rings of 2, 3 and 4 of them; each host's ring link (tb0) bounde
 - Link bound: every rank sends 2(n-1)/n of the buffer through its one link, so busbw can at
   best equal the link rate.
 - Machine limit, measured in the same run on the same shaped hosts: plain TCP streams in the
-  ring's own pattern (tcp_ring.py: each host sends right and left and receives from both at
-  once, no framing, no reduction). On this 2-core VM every host's kernel work shares the same
-  two cores, so above a few Gbit/s the cores, not the links, limit both.
+  ring's pattern (tcp_ring.py: no framing, no reduction), both one way round (each host sends
+  right and receives from the left, as the ring here does) and two ways (each host sends and
+  receives both ways at once); the limit is the faster of the two. On this 2-core VM every
+  host's kernel work shares the same two cores, so above a few Gbit/s the cores, not the
+  links, limit both.
 - Bars (issue 13): at 2 Gbit/s within 5% of the link bound; at 5 and 10 Gbit/s within 15% of
   the lower of the link bound and the machine limit. Each row says which one limits.
 - The test hosts hang off one bridge, one link each, as Macs on a switch would: the ring runs
@@ -94,6 +96,8 @@ def ring_busbw(
     factor = 2 * (n - 1) / n * result["bytes"]
     return {
         "cpu_ms_per_call": result.get("cpu_ms_per_call"),
+        "user_ms_per_call": result.get("user_ms_per_call"),
+        "switches_per_call": result.get("switches_per_call"),
         "directions": result.get("directions"),
         "median_s": statistics.median(times),
         "busbw": factor / statistics.median(times),
@@ -101,15 +105,15 @@ def ring_busbw(
     }
 
 
-def machine_limit(lab: Lab, n: int, rounds: int = 4) -> float:
-    """Bytes/s each host sends in the ring pattern with plain TCP (the slowest host's figure)."""
+def machine_limit(lab: Lab, n: int, ways: int, rounds: int = 4) -> float:
+    """Bytes/s each host sends in the ring pattern with plain TCP, one or two `ways` round the
+    ring (the slowest host's figure)."""
     hosts = lab.hosts[:n]
     addrs = ",".join(f"{h.ring_ip}:{PORT}" for h in hosts)
     per_dir = rounds * (n - 1) * SIZE // n  # `rounds` allreduces' worth of traffic, each way
+    argv = [sys.executable, str(TCP_RING)]
     procs = [
-        lab.popen(
-            h, [sys.executable, str(TCP_RING), str(r), addrs, str(per_dir)], stdout=-1, stderr=-1, text=True
-        )
+        lab.popen(h, [*argv, str(r), addrs, str(per_dir), str(ways)], stdout=-1, stderr=-1, text=True)
         for r, h in enumerate(hosts)
     ]
     outs = [p.communicate(timeout=300) for p in procs]
@@ -125,13 +129,14 @@ def test_ring_against_link_bound_and_machine_limit(lab4, tmp_path, n, mbit, mtu)
     _shape_all(lab4, mbit, mtu)
     try:
         # The machine is shared: measure the limit right before and right after the ring,
-        # and compare against their mean.
-        before = machine_limit(lab4, n)
+        # one way and two ways round, and compare against the faster pattern's mean.
+        before = {ways: machine_limit(lab4, n, ways) for ways in (1, 2)}
         ring = ring_busbw(lab4, n, tmp_path)
-        after = machine_limit(lab4, n)
+        after = {ways: machine_limit(lab4, n, ways) for ways in (2, 1)}
     finally:
         _shape_all(lab4, None)
-    limit = (before + after) / 2
+    means = {ways: (before[ways] + after[ways]) / 2 for ways in (1, 2)}
+    limit = max(means.values())
     link = mbit * 1e6 / 8
     bound = min(link, limit)
     which = "link" if link <= limit else "machine"
@@ -141,13 +146,19 @@ def test_ring_against_link_bound_and_machine_limit(lab4, tmp_path, n, mbit, mtu)
         "bytes": SIZE,
         "link_gbit": mbit / 1000,
         "machine_limit_gbit": round(limit * 8 / 1e9, 2),
-        "machine_limit_before_after_gbit": [round(before * 8 / 1e9, 2), round(after * 8 / 1e9, 2)],
+        "machine_limit_ways": max(means, key=means.__getitem__),
+        "machine_limit_before_after_gbit": {
+            f"{ways}-way": [round(before[ways] * 8 / 1e9, 2), round(after[ways] * 8 / 1e9, 2)]
+            for ways in (1, 2)
+        },
         "limited_by": which,
         "busbw_gbit": round(ring["busbw"] * 8 / 1e9, 3),
         "busbw_range_gbit": [round(b * 8 / 1e9, 3) for b in ring["busbw_range"]],
         "of_link": round(ring["busbw"] / link, 4),
         "of_bound": round(ring["busbw"] / bound, 4),
         "rank0_cpu_ms_per_call": round(ring["cpu_ms_per_call"], 1),
+        "rank0_user_ms_per_call": round(ring["user_ms_per_call"], 1),
+        "rank0_switches_per_call": round(ring["switches_per_call"]),
         "directions": ring["directions"],
     }
     print(json.dumps(row))
