@@ -41,7 +41,6 @@ from .sender import Sender
 CW, CCW = 0, 1  # clockwise: send right, receive left; counter-clockwise: the reverse
 BIDIRECTIONAL_MIN_BYTES = 256 << 10  # below this, one direction: latency beats bandwidth
 MIN_CHUNK_BYTES = 2 << 20  # smallest frame payload of a large collective (chunk_bytes_for)
-HOSTS_MIN_CHUNK_BYTES = 4 << 20  # the same for a ring that spans hosts (ring_min_chunk)
 HANDSHAKE_TIMEOUT_S = 1.0  # a peer that cannot prove the secret is dropped within this
 
 
@@ -73,7 +72,6 @@ class Ring:
         self.secret, self.job_id = secret, job_id
         self.timeout, self.connect_timeout = timeout, connect_timeout
         self.chunk_bytes = max(4096, int(chunk_bytes))
-        self.min_chunk = ring_min_chunk(addrs)
         self.directions = ring_directions(directions, size, addrs)
         if same_host not in unixsock.SAME_HOST_CHOICES:
             raise ValueError(f"same_host {same_host!r}: use unix or tcp")
@@ -315,8 +313,7 @@ class Ring:
         else:  # the mirrored ring: rank r sits at position -r, so its "right" is rank r-1
             v, recv, sender = (-self.rank) % self.size, self.right, self._senders[1]
         assert recv is not None  # connect() made both channels
-        chunk_bytes = chunk_bytes_for(src.nbytes // self.size, self.chunk_bytes, self.min_chunk)
-        chunk = max(1, chunk_bytes // src.itemsize)
+        chunk = max(1, chunk_bytes_for(src.nbytes // self.size, self.chunk_bytes) // src.itemsize)
         scratch = lambda: self._scratch_for(direction, wire, chunk)
         return _Direction(self, src, wire, v, recv, sender, chunk, scratch)
 
@@ -469,23 +466,9 @@ def ring_directions(requested: int, size: int, addrs: list[str]) -> int:
     return 1 if len({parse_addr(a)[0] for a in addrs}) == 1 else 2
 
 
-def ring_min_chunk(addrs: list[str]) -> int:
-    """The smallest frame payload of a large collective: 2 MiB when every rank is on one host,
-    4 MiB when the ring spans hosts. Every rank derives it from the same addresses, so both
-    ends of every link agree on the frames.
-
-    Between hosts each frame costs TCP wake-ups and acknowledgements on top of the bytes, and
-    with the cores saturated that cost is throughput: on 3 and 4 shaped test hosts at 10 Gbit/s
-    (64 MiB, 4 alternating rounds), 4 MiB frames cost rank 0 58-70 ms of CPU per call against
-    61-73 ms with 2 MiB, and at 2 Gbit/s the link stayed as full (97-99% of the plain-TCP
-    limit both ways). On one host, over Unix sockets, 4 MiB frames cost more: 3 ranks x 64 MiB
-    took 44-47 ms of CPU per call against 37-39 ms (profile_ring.py, 3 alternating rounds)."""
-    return MIN_CHUNK_BYTES if len({parse_addr(a)[0] for a in addrs}) <= 1 else HOSTS_MIN_CHUNK_BYTES
-
-
-def chunk_bytes_for(segment_bytes: int, max_chunk: int, min_chunk: int = MIN_CHUNK_BYTES) -> int:
-    """Frame payload for one segment: about 1/16 of it, between `min_chunk` (2 or 4 MiB: see
-    ring_min_chunk) and `max_chunk`, and at most half the segment (down to 1 MiB).
+def chunk_bytes_for(segment_bytes: int, max_chunk: int) -> int:
+    """Frame payload for one segment: about 1/16 of it, between 2 MiB and `max_chunk`, and at
+    most half the segment (down to 1 MiB).
 
     Small chunks start the next hop sooner; large ones cost fewer frames, and every frame costs
     CPU (header, queue hand-off, wake-ups, a socket option). Measured with
@@ -493,7 +476,7 @@ def chunk_bytes_for(segment_bytes: int, max_chunk: int, min_chunk: int = MIN_CHU
     59–65 ms of CPU per call and 2 MiB frames 55–58 ms (3 runs each); 2 ranks, 16 MiB, 256 KiB
     frames 14.5 ms, 1 MiB 10.3 ms, 4 MiB 9.5 ms. Two chunks a segment at least: with one,
     every hop would wait for the whole segment before passing any of it on."""
-    chunk = min(max_chunk, max(min_chunk, segment_bytes // 16))
+    chunk = min(max_chunk, max(MIN_CHUNK_BYTES, segment_bytes // 16))
     return min(chunk, max(segment_bytes // 2, 1 << 20))
 
 

@@ -74,7 +74,7 @@ def main() -> int:
         ways = group.ring.directions
 
         def chunk_for(nbytes: int) -> int:
-            return chunk_bytes_for(nbytes // ways // size, group.ring.chunk_bytes, group.ring.min_chunk)
+            return chunk_bytes_for(nbytes // ways // size, group.ring.chunk_bytes)
 
         if a.wire_dtype:
 

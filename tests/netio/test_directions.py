@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from boltring.netio.framing import Channel
 from boltring.netio.jobenv import JobEnv, JobEnvError
-from boltring.netio.ring import chunk_bytes_for, ring_directions, ring_min_chunk
+from boltring.netio.ring import ring_directions
 
 from .ranks import free_ports
 from .ring_threads import reduce_in_threads
@@ -57,35 +56,3 @@ def test_directions_travel_in_the_job_environment_and_bad_values_are_refused():
     assert default["BOLTRING_RING_DIRECTIONS"] == "auto" and JobEnv.from_environ(default).directions == 0
     with pytest.raises(JobEnvError, match=r"BOLTRING_RING_DIRECTIONS='3' is not auto, 1 or 2"):
         JobEnv.from_environ({**env, "BOLTRING_RING_DIRECTIONS": "3"})
-
-
-def test_a_ring_across_hosts_sends_4_mib_frames_and_one_on_a_host_2_mib():
-    local = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
-    nodes = ["198.18.0.1:1", "198.18.0.2:1", "198.18.0.3:1"]
-    assert ring_min_chunk(local) == 2 << 20 and ring_min_chunk(nodes) == 4 << 20
-    assert ring_min_chunk(["127.0.0.1:1", "127.0.0.1:2", "198.18.0.2:1"]) == 4 << 20  # a node with 2 ranks
-    mib = 1 << 20
-    assert chunk_bytes_for(16 * mib, 4 * mib, 4 * mib) == 4 * mib
-    assert chunk_bytes_for(16 * mib, 4 * mib, 2 * mib) == 2 * mib
-    assert chunk_bytes_for(6 * mib, 4 * mib, 4 * mib) == 3 * mib  # at most half a segment: still pipelined
-    assert chunk_bytes_for(256 * mib, 4 * mib, 2 * mib) == 4 * mib  # ring.chunk_mb caps it
-
-
-@pytest.mark.parametrize("hosts", [1, 3])
-def test_frames_on_the_wire_follow_the_ring_s_hosts(monkeypatch, hosts):
-    """Three genuine ranks whose ring addresses name one host or three (127.0.0.1-3: loopback
-    answers on all of 127/8): the largest data frame each sends is 2 or 4 MiB, and the sums
-    are right either way (reduce_in_threads checks them)."""
-    sizes: list[int] = []
-    send_frame = Channel.send_frame
-
-    def recording(self, kind, payload=None, **fields):
-        if kind == "data" and payload is not None:
-            sizes.append(memoryview(payload).nbytes)
-        return send_frame(self, kind, payload, **fields)
-
-    monkeypatch.setattr(Channel, "send_frame", recording)
-    ports = free_ports(SIZE)
-    addrs = [f"127.0.0.{1 + r % hosts}:{p}" for r, p in enumerate(ports)]
-    reduce_in_threads(addrs, 3 * (8 << 20) // 4 + 5, job=f"frames{hosts}", directions=1)
-    assert max(sizes) == (2 << 20 if hosts == 1 else 4 << 20)
