@@ -1,14 +1,17 @@
 """The machine limit for a ring: plain TCP streams in the ring's own pattern, nothing else.
 
-    python tcp_ring.py RANK ADDR0,ADDR1,... BYTES_PER_DIRECTION
+    python tcp_ring.py RANK ADDR0,ADDR1,... BYTES_PER_DIRECTION [WAYS]
     python tcp_ring.py local N BYTES      N local processes on loopback, the traffic of 4
                                           allreduces of BYTES; prints the busbw equivalent
 
-Every host sends to its right neighbour and to its left one at once, and receives from both,
-which is exactly the traffic of boltring's bidirectional ring allreduce — but with no framing,
-no reduction and no Python per chunk: each stream is one sendall of a preallocated buffer and
-recv_into loops of 4 MiB (the kernel copies run at C speed, the GIL is released). Prints one
-JSON line: seconds from the first byte to the last, and the bytes this host sent.
+WAYS 2 (the default): every host sends to its right neighbour and to its left one at once, and
+receives from both, the traffic of boltring's ring travelling both ways round. WAYS 1: every
+host sends twice the bytes to its right neighbour and receives them from its left, the traffic
+of a ring travelling one way (ring.directions: 1). Either way there is no framing, no reduction
+and no Python per chunk: each stream is one sendall of a preallocated buffer and recv_into
+loops of 4 MiB (the kernel copies run at C speed, the GIL is released). Prints one JSON line:
+seconds from the first byte to the last, the bytes this host sent, and its CPU seconds (all,
+and user) and context switches over the exchange.
 Run inside a test host by tests/bench/test_ring_shaped.py.
 """
 
