@@ -231,8 +231,9 @@ class HeadlessView:
         self.console.print(self._line(p), markup=False, highlight=False, soft_wrap=True)
 
     def _print(self, markup: str) -> None:
-        # through the live bar's console, it prints above the bar instead of tearing it
-        self.console.print(markup)
+        # through the live bar's console, it prints above the bar instead of tearing it; piped
+        # to a file, one event stays one line (rich would wrap it at 80 columns)
+        self.console.print(markup, soft_wrap=not self.console.is_terminal)
 
     def finish(self, summary: JobSummary) -> None:
         if self.json_out:
@@ -257,11 +258,9 @@ class HeadlessView:
         self.console.print(table)
         self.console.print(summary_line(summary), markup=False, soft_wrap=True)
         if status == JobState.KILLED:
-            self.console.print(
-                f"[yellow]{stopped_text(summary.stopped_by or self._stopped_by, summary.steps)}[/]"
-            )
+            self._print(f"[yellow]{stopped_text(summary.stopped_by or self._stopped_by, summary.steps)}[/]")
         elif summary.reason and summary.reason not in self._said:
-            self.console.print(f"[red]{escape(in_words(summary.reason) or '')}[/]")
+            self._print(f"[red]{escape(in_words(summary.reason) or '')}[/]")
 
 
 def summary_line(summary: JobSummary) -> str:

@@ -8,7 +8,14 @@ import re
 
 from rich.console import Console
 
-from boltring.cluster.jobs.events import JobStateChanged, JobSummary, RankExited, RankStalled, StepProgress
+from boltring.cluster.jobs.events import (
+    JobStarted,
+    JobStateChanged,
+    JobSummary,
+    RankExited,
+    RankStalled,
+    StepProgress,
+)
 from boltring.cluster.states import JobState, StoppedBy
 from boltring.tui.headless import HeadlessView
 from tests.tui import feed
@@ -86,3 +93,15 @@ def test_language_model_jobs_show_the_cluster_tokens_per_second():
     v2, out2, _ = view(terminal=False)
     v2(StepProgress(1, 10, loss=2.0, ranks={0: {"samples_per_s": 8.0, "allreduce_gbps": 0.5}}))
     assert "tok/s" not in out2.getvalue()  # not for jobs without tokens
+
+
+def test_piped_output_keeps_each_event_on_one_line():
+    """Piped to a file, rich would wrap at 80 columns and split a line a script greps for."""
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=40, color_system=None)
+    v = HeadlessView(feed.idle(), json_out=False, console=console, clock=Clock())
+    v(JobStarted("local-20261201-034054-9be4", None, 2, 300, ["local"], "example charlm"))
+    v.finish(JobSummary(feed.JOB_ID, JobState.FAILED, 3, 300, 4.1, 4.0, 2.0, reason="r1 " + "x" * 90))
+    lines = out.getvalue().splitlines()
+    assert "started job local-20261201-034054-9be4: example charlm, 2 ranks on local, 300 steps" in lines
+    assert any(line.endswith("x" * 90) and "r1" in line for line in lines), lines
