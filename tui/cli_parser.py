@@ -28,6 +28,15 @@ a jupiter cluster.yaml: boltring reports what it mapped and ignored.
 """
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: what is wrong and where to read more, without the usage
+    block argparse prints first (seven lines for the main command, which push the reason out of
+    sight). Subcommands are made with the same class (add_subparsers uses the parent's)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (`{self.prog} --help` explains every option)\n")
+
+
 def config_parent(*, in_subcommand: bool = False) -> argparse.ArgumentParser:
     """`--config`, shared by the main command and every subcommand that reads a config.
 
@@ -108,7 +117,7 @@ def job_parent() -> argparse.ArgumentParser:
 
 
 def main_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="boltring",
         description=DESCRIPTION,
         parents=[config_parent(), job_parent()],

@@ -977,6 +977,25 @@ def test_json_without_run_is_refused_with_one_line(capsys):
     assert capsys.readouterr().err == "boltring: --json prints the events of a headless run: add --run\n"
 
 
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["--example", "nope"], "boltring: argument --example: invalid choice: 'nope' (choose from 'mlp', "),
+        (
+            ["bench", "--backend", "x"],
+            "boltring bench: argument --backend: invalid choice: 'x' (choose from ",
+        ),
+        (["--bogus"], "boltring: unrecognized arguments: --bogus (`boltring --help` explains every option)"),
+    ],
+)
+def test_a_mistyped_option_is_one_line_without_the_usage_block(capsys, argv, line):
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(line) and "usage:" not in err, err
+
+
 def test_hostfile_into_a_missing_directory_is_one_line(tmp_path):
     target = tmp_path / "missing" / "dir" / "x"
     with pytest.raises(SystemExit) as info:
