@@ -6,6 +6,7 @@ parses; keeping the words a user types apart from what they do keeps both files 
 from __future__ import annotations
 
 import argparse
+from typing import NoReturn
 
 from boltring.cluster.config.schema import BACKENDS, EXAMPLES
 
@@ -33,15 +34,15 @@ class Parser(argparse.ArgumentParser):
     block argparse prints first (seven lines for the main command, which push the reason out of
     sight). Subcommands are made with the same class (add_subparsers uses the parent's)."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (`{self.prog} --help` explains every option)\n")
 
 
-def config_parent(*, in_subcommand: bool = False) -> argparse.ArgumentParser:
+def config_parent(*, in_subcommand: bool = False) -> Parser:
     """`--config`, shared by the main command and every subcommand that reads a config.
 
     In a subcommand its default is SUPPRESS, so `boltring -c F check` keeps the F given before it."""
-    p = argparse.ArgumentParser(add_help=False)
+    p = Parser(add_help=False)
     p.add_argument(
         "--config",
         "-c",
@@ -52,9 +53,9 @@ def config_parent(*, in_subcommand: bool = False) -> argparse.ArgumentParser:
     return p
 
 
-def job_parent() -> argparse.ArgumentParser:
+def job_parent() -> Parser:
     """What a job runs and how long: shared by `boltring` (app and --run)."""
-    p = argparse.ArgumentParser(add_help=False)
+    p = Parser(add_help=False)
     p.add_argument(
         "--ranks", "-n", type=int, metavar="N", help="number of local ranks (local default only; default 2)"
     )
@@ -116,7 +117,7 @@ def job_parent() -> argparse.ArgumentParser:
     return p
 
 
-def main_parser() -> argparse.ArgumentParser:
+def main_parser() -> Parser:
     p = Parser(
         prog="boltring",
         description=DESCRIPTION,
