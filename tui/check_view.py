@@ -27,6 +27,8 @@ from boltring.cluster.nodes.checks.hints import ssh_command
 from boltring.cluster.nodes.checks.results import count_checks, exit_code
 from boltring.cluster.states import CheckStatus, SshState
 
+from .console import cli_console
+
 MARKS = {
     CheckStatus.OK: "[green]✔ ok[/]",
     CheckStatus.WARN: "[yellow]! warn[/]",
@@ -90,7 +92,7 @@ async def run_check(
     bandwidth: bool = True,
     console: Console | None = None,
 ) -> int:
-    console = console or Console(highlight=False)
+    console = console or cli_console()
     config = controller.config
     progress = CheckProgress(config, bandwidth)
     if not json_out:

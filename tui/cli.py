@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _sub(name: str, args) -> int:
     if name == "bench":
-        from boltring.cluster.jobs.bench import run_bench_cli
+        from .bench_view import run_bench_cli
 
         if args.repeat < 1:  # one line, not a traceback from a median of nothing
             print(f"boltring bench: --repeat {args.repeat}: give at least 1 timed repeat", file=sys.stderr)

@@ -49,6 +49,7 @@ from boltring.cluster.jobs.events import (
 from boltring.cluster.jobs.history import last_run
 from boltring.cluster.states import CheckStatus, JobState, StoppedBy
 
+from .console import cli_console
 from .fmt import fmt_elapsed, in_words, stopped_text
 from .node_state import Level
 
@@ -85,7 +86,7 @@ class HeadlessView:
     ):
         self.c = controller
         self.json_out = json_out
-        self.console = console or Console(stderr=json_out, highlight=False)
+        self.console = console or cli_console(stderr=json_out)
         self.live_line = self.console.is_terminal and not json_out
         self.clock = clock
         self._last_draw = -1e9
@@ -411,7 +412,7 @@ def _say_last_run(view: HeadlessView, config: str | None) -> None:
 
 
 async def run_kill(controller: JobController) -> int:
-    console = Console(highlight=False)
+    console = cli_console()
     try:
         if not await controller.attach():
             waiting = controller.request_stop(StoppedBy.USER_KILL)

@@ -14,6 +14,7 @@ from boltring.cluster.jobs.export import write_csv, write_loss_svg, write_tensor
 from boltring.cluster.jobs.history import HistoryError, RunRecord, find_run, list_runs, loss_curve
 from boltring.cluster.states import JobState
 
+from .console import cli_console
 from .fmt import fmt_elapsed, fmt_loss, stopped_text
 from .screens.history import RUN_COLUMNS, run_row
 
@@ -49,10 +50,7 @@ def print_runs(
         for run in runs:
             print(json.dumps(run_dict(run), default=str))
         return 0
-    if console is None:  # piped: wide enough that ids and paths stay whole
-        console = Console(highlight=False)
-        if not console.is_terminal:
-            console = Console(highlight=False, width=200)
+    console = console or cli_console()
     if not runs:
         console.print("boltring: no past jobs yet (job records live in ~/.boltring/jobs)")
         return 0
@@ -67,7 +65,7 @@ def print_runs(
 
 
 def export_run(ref: str, *, csv: str | None, tensorboard: str | None, svg: str | None) -> int:
-    console = Console(highlight=False, stderr=True, soft_wrap=True)
+    console = cli_console(stderr=True)
     try:
         run = find_run(ref)
         if csv:

@@ -28,6 +28,8 @@ from boltring.cluster.nodes.wheels import (
     wanted,
 )
 
+from .console import cli_console
+
 REDRAW_S = 0.25
 PLAIN_EVERY_S = 5.0  # without a terminal, a node's pip line at most this often
 
@@ -87,7 +89,7 @@ async def run_setup(
     nodes: list[Node],
     console: Console | None = None,
 ) -> int:
-    console = console or Console(highlight=False)
+    console = console or cli_console()
     try:
         want = wanted(setup_extras(config))
     except SetupError as e:
@@ -136,7 +138,7 @@ async def run_download_wheelhouse(
     config: Config, transport_of, dest: Path, *, nodes: list[Node], console: Console | None = None
 ) -> int:
     """Fill `dest` with every wheel the nodes need, for their platform (asked from the nodes)."""
-    console = console or Console(highlight=False)
+    console = console or cli_console()
     try:
         want = wanted(setup_extras(config))
         platforms, problems = await node_platforms(config, transport_of, nodes)

@@ -7,7 +7,6 @@ busbw = bytes × 2(n−1)/n ÷ time — what each rank's links must carry.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import platform
@@ -106,10 +105,11 @@ def run_backend(
     dtype: str = "float32",
     timeout: float = 600.0,
     wire_dtype: str = "",
-    directions: int = 0,
+    directions: str = "auto",
     same_host: str = "unix",
 ) -> list[BenchResult]:
-    """Start `ranks` local processes of bench_worker with one backend; rank 0's timings."""
+    """Start `ranks` local processes of bench_worker with one backend; rank 0's timings.
+    `directions` is ring.directions as a user writes it: auto, 1 or 2."""
     ports = free_ports(ranks)
     addrs = [f"127.0.0.1:{p}" for p in ports]
     with tempfile.TemporaryDirectory(prefix="boltring-bench-") as tmp:
@@ -136,7 +136,7 @@ def run_backend(
                             secret_file=str(secret),
                             timeout_s=120,
                             connect_timeout_s=60,
-                            directions=directions,
+                            directions=parse_directions(directions),
                             same_host=same_host,
                         ).to_environ()
                     )
@@ -212,97 +212,7 @@ def machine_line() -> str:
     )
 
 
-def run_bench_cli(args) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(highlight=False, stderr=args.json)
-    wire = getattr(args, "wire_dtype", "") or ""
-    directions = parse_directions(getattr(args, "directions", "auto"))
-    same_host = getattr(args, "same_host", "unix")
-    try:
-        sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
-        rank_counts = parse_ranks(args.ranks)
-        backends = ["boltring", "mlx"] if args.backend == "both" else [args.backend]
-        if wire and backends != ["boltring"]:
-            raise BenchError("--wire-dtype measures boltring's average_gradients: use --backend boltring")
-        results: dict[tuple[int, str], list[BenchResult]] = {
-            (n, b): [] for n in rank_counts for b in backends
-        }
-        for n in rank_counts:
-            for i, size in enumerate(sizes):
-                # Both backends back to back for each cell, in alternating order (ABBA): a ratio
-                # then compares two measurements seconds apart, whichever way the machine drifts
-                # (a shared VM's neighbours, a laptop warming up).
-                for b in backends if i % 2 == 0 else backends[::-1]:
-                    console.print(f"running {b}, {n} local ranks, {_human(size)}, {args.repeat} repeats …")
-                    results[n, b] += run_backend(
-                        b,
-                        n,
-                        [size],
-                        args.repeat,
-                        args.dtype,
-                        wire_dtype=wire,
-                        directions=directions,
-                        same_host=same_host,
-                    )
-    except BenchError as e:
-        console.print(f"boltring bench: {e}")
-        return 1
-    machine = machine_line()
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    rows = []
-    for n in rank_counts:
-        for i, size in enumerate(sizes):
-            row = {b: results[n, b][i] for b in backends}
-            ratio = (row["boltring"].busbw / row["mlx"].busbw) if len(row) == 2 else None
-            rows.append((n, size, row, ratio))
-    if args.json:
-        for n, size, row, ratio in rows:
-            for r in row.values():
-                print(json.dumps({**r.to_dict(), "machine": machine, "date": stamp}))
-            if ratio is not None:
-                print(
-                    json.dumps(
-                        {
-                            "ranks": n,
-                            "bytes": size,
-                            "ratio_boltring_over_mlx": ratio,
-                            "machine": machine,
-                            "date": stamp,
-                        }
-                    )
-                )
-        return 0
-    table = Table(
-        title=f"allreduce, {args.dtype}{f' as {wire} on the wire' if wire else ''}, median of {args.repeat}",
-        title_justify="left",
-    )
-    cols = ("ranks", "size", "backend", "median ms", "algbw GB/s", "busbw GB/s", "extra MB", "boltring/mlx")
-    for col in cols:
-        table.add_column(col, justify="right")
-    for n, size, row, ratio in rows:
-        for j, (b, r) in enumerate(row.items()):
-            table.add_row(
-                str(n) if j == 0 else "",
-                _human(size) if j == 0 else "",
-                f"{b} ({r.transport})" if r.transport else b,
-                f"{r.median_s * 1e3:.2f}",
-                f"{r.algbw:.2f}",
-                f"{r.busbw:.2f}",
-                "" if r.extra_mem_bytes is None else f"{r.extra_mem_bytes / (1 << 20):.0f}",
-                f"{ratio:.2f}×" if ratio is not None and j == len(row) - 1 else "",
-            )
-    console.print(table)
-    console.print(f"machine: {machine}; {stamp}")
-    console.print(
-        "extra MB: peak RSS during the timed calls minus the RSS before the first one (input "
-        "allocated), on rank 0"
-    )
-    return 0
-
-
-def _human(n: int) -> str:
+def human_size(n: int) -> str:
     for unit, f in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
         if n >= f and n % f == 0:
             return f"{n // f} {unit}"

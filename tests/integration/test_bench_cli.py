@@ -57,3 +57,20 @@ def test_same_host_tcp_times_boltring_on_loopback_tcp_as_mlx_runs(home):
     assert res.returncode == 0, res.stderr[-2000:]
     rows = [json.loads(line) for line in res.stdout.splitlines()]
     assert [(r["ranks"], r["transport"]) for r in rows] == [(2, "tcp"), (3, "tcp")], rows
+
+
+def test_piped_table_keeps_every_cell_and_line_whole(home):
+    """`boltring bench | tee bench.txt`: rich assumed 80 columns and printed "boltri…" for the
+    ratio's header, "boltring" and "(unix)" on two lines, and the machine line split in two."""
+    res = subprocess.run(
+        [sys.executable, "-m", "boltring.tui.cli", "bench", "--backend", "both", "--ranks", "2"]
+        + ["--sizes", "4KB", "--repeat", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stdout.splitlines()
+    assert any("boltring/mlx" in line for line in lines), res.stdout
+    assert any(re.search(r"boltring \(unix\) │\s+[\d.]+ │", line) for line in lines), res.stdout
+    assert any(re.fullmatch(r"machine: .*mlx [\w.]+; \d{4}-\d\d-\d\d \d\d:\d\d UTC", line) for line in lines)
