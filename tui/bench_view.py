@@ -1,89 +1,93 @@
-"""`boltring bench` on the command line: runs each cell (cluster/jobs/bench.py measures), then
-prints the table, or one JSON line per backend and cell and one per ratio with --json."""
+"""`boltring bench` on the command line: runs each cell, then prints the table, or one JSON line
+per backend and cell and one per ratio with --json.
+
+The cells are measured in cluster/jobs: on local ranks (bench.py), or with --cluster as short
+jobs on the config's nodes over their ring addresses (bench_cluster.py).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
+import signal
 
 from rich.table import Table
 
+from boltring.cluster.config.schema import Config
 from boltring.cluster.jobs.bench import (
     BenchError,
     BenchResult,
     human_size,
-    machine_line,
     parse_ranks,
     parse_size,
     run_backend,
 )
+from boltring.cluster.jobs.bench_cluster import run_cell
 
 from .console import cli_console
 
+LOCAL_ONLY = ("ranks", "directions", "same_host")  # options that --cluster takes from the config
 
-def run_bench_cli(args) -> int:
+
+Cell = tuple[int, int, str]  # ranks, bytes, backend
+
+
+def run_bench_cli(args, config: Config | None = None) -> int:
+    """`config`: with --cluster, the cluster whose nodes and ring run every cell."""
     console = cli_console(stderr=args.json)
     wire = getattr(args, "wire_dtype", "") or ""
-    directions = getattr(args, "directions", "auto")
-    same_host = getattr(args, "same_host", "unix")
     try:
         sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
-        rank_counts = parse_ranks(args.ranks)
         backends = ["boltring", "mlx"] if args.backend == "both" else [args.backend]
         if wire and backends != ["boltring"]:
             raise BenchError("--wire-dtype measures boltring's average_gradients: use --backend boltring")
-        results: dict[tuple[int, str], list[BenchResult]] = {
-            (n, b): [] for n in rank_counts for b in backends
-        }
-        for n in rank_counts:
-            for i, size in enumerate(sizes):
-                # Both backends back to back for each cell, in alternating order (ABBA): a ratio
-                # then compares two measurements seconds apart, whichever way the machine drifts
-                # (a shared VM's neighbours, a laptop warming up).
-                for b in backends if i % 2 == 0 else backends[::-1]:
-                    console.print(
-                        f"running {b}, {n} local ranks, {human_size(size)}, {args.repeat} repeats …"
-                    )
-                    results[n, b] += run_backend(
-                        b,
-                        n,
-                        [size],
-                        args.repeat,
-                        args.dtype,
-                        wire_dtype=wire,
-                        directions=directions,
-                        same_host=same_host,
-                    )
+        counts = _cluster_ranks(args, config) if config is not None else parse_ranks(args.ranks or "2")
+        # Both backends back to back for each size, in alternating order (ABBA): a ratio then
+        # compares two measurements seconds apart, whichever way the machine drifts (a shared
+        # VM's neighbours, a laptop warming up).
+        cells = [
+            (n, size, b)
+            for n in counts
+            for i, size in enumerate(sizes)
+            for b in (backends if i % 2 == 0 else backends[::-1])
+        ]
+
+        def announce(cell: Cell) -> None:
+            n, size, b = cell
+            console.print(f"running {b}, {_where(n, config)}, {human_size(size)}, {args.repeat} repeats …")
+
+        if config is None:
+            results = _local_cells(args, cells, wire, announce)
+        else:
+            results = asyncio.run(_cluster_cells(args, config, cells, wire, announce))
     except BenchError as e:
         console.print(f"boltring bench: {e}")
         return 1
-    machine = machine_line()
+    if results is None:
+        console.print("boltring bench: interrupted; every rank it started was stopped")
+        return 130
+    first = next(iter(results.values()))
+    machine = first.machine
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     rows = []
-    for n in rank_counts:
-        for i, size in enumerate(sizes):
-            row = {b: results[n, b][i] for b in backends}
+    for n in counts:
+        for size in sizes:
+            row = {b: results[n, size, b] for b in backends}
             ratio = (row["boltring"].busbw / row["mlx"].busbw) if len(row) == 2 else None
             rows.append((n, size, row, ratio))
     if args.json:
         for n, size, row, ratio in rows:
             for r in row.values():
-                print(json.dumps({**r.to_dict(), "machine": machine, "date": stamp}))
+                print(json.dumps({**r.to_dict(), "machine": r.machine, "date": stamp}))
             if ratio is not None:
-                print(
-                    json.dumps(
-                        {
-                            "ranks": n,
-                            "bytes": size,
-                            "ratio_boltring_over_mlx": ratio,
-                            "machine": machine,
-                            "date": stamp,
-                        }
-                    )
-                )
+                line = {"ranks": n, "bytes": size, "ratio_boltring_over_mlx": ratio, "machine": machine}
+                print(json.dumps({**line, "date": stamp}))
         return 0
+    on = f" on {config.source}" if config is not None else ""
+    as_wire = f" as {wire} on the wire" if wire else ""
     table = Table(
-        title=f"allreduce, {args.dtype}{f' as {wire} on the wire' if wire else ''}, median of {args.repeat}",
+        title=f"allreduce{on}, {args.dtype}{as_wire}, median of {args.repeat}",
         title_justify="left",
     )
     cols = ("ranks", "size", "backend", "median ms", "algbw GB/s", "busbw GB/s", "extra MB", "boltring/mlx")
@@ -102,9 +106,92 @@ def run_bench_cli(args) -> int:
                 f"{ratio:.2f}×" if ratio is not None and j == len(row) - 1 else "",
             )
     console.print(table)
-    console.print(f"machine: {machine}; {stamp}")
+    console.print(f"{'rank 0 on ' + config.nodes[0].name if config else 'machine'}: {machine}; {stamp}")
     console.print(
         "extra MB: peak RSS during the timed calls minus the RSS before the first one (input "
         "allocated), on rank 0"
     )
     return 0
+
+
+def _local_cells(args, cells: list[Cell], wire: str, announce) -> dict[Cell, BenchResult] | None:
+    """Each cell on local ranks; None when interrupted (Ctrl-C or SIGTERM: run_backend kills the
+    ranks it started, which live in their own sessions and would otherwise outlive us)."""
+    results: dict[Cell, BenchResult] = {}
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        for cell in cells:
+            announce(cell)
+            n, size, backend = cell
+            results[cell] = run_backend(
+                backend,
+                n,
+                [size],
+                args.repeat,
+                args.dtype,
+                wire_dtype=wire,
+                directions=args.directions or "auto",
+                same_host=args.same_host or "unix",
+            )[0]
+    except KeyboardInterrupt:
+        return None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return results
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _cluster_ranks(args, config: Config) -> list[int]:
+    given = [f"--{k.replace('_', '-')}" for k in LOCAL_ONLY if getattr(args, k, None) is not None]
+    if given:
+        raise BenchError(
+            f"{', '.join(given)}: with --cluster the ranks come from the config's nodes, and "
+            "ring.directions and ring.same_host from its ring section; drop them, or drop --cluster"
+        )
+    return [config.world_size]
+
+
+async def _cluster_cells(
+    args, config: Config, cells: list[Cell], wire: str, announce
+) -> dict[Cell, BenchResult] | None:
+    """Each cell as a job on the config's nodes; None when interrupted. Ctrl-C or SIGTERM
+    cancels the cell under way, whose job then stops every rank (run_cell)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    stopped: list[int] = []
+
+    def stop(sig: int) -> None:
+        stopped.append(sig)
+        task.cancel()
+
+    handled = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop, sig)
+            handled.append(sig)
+        except (NotImplementedError, RuntimeError):
+            pass
+    results: dict[Cell, BenchResult] = {}
+    try:
+        for cell in cells:
+            announce(cell)
+            n, size, backend = cell
+            results[cell] = await run_cell(config, backend, size, args.repeat, args.dtype, wire)
+    except asyncio.CancelledError:
+        if not stopped:
+            raise
+        return None
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+    return results
+
+
+def _where(n: int, config: Config | None) -> str:
+    if config is None:
+        return f"{n} local ranks"
+    return f"{n} ranks on {', '.join(node.name for node in config.nodes)}"

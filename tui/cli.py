@@ -14,17 +14,29 @@ from pathlib import Path
 from .cli_parser import main_parser, split_passthrough
 
 
-def _load(args, ranks=None):
-    from boltring.cluster.config import ConfigError, load_config_with_report, with_overrides
+def _read_config(path: str | None):
+    """The config as written (--config, ./boltring.yaml or the embedded default), saying what
+    was mapped from another tool's format; a bad file is one line per problem and exit."""
+    from boltring.cluster.config import ConfigError, load_config_with_report
 
     try:
-        config, report = load_config_with_report(args.config)
-        if report is not None:
-            print(f"boltring: read {config.source} as {report.source_format}:", file=sys.stderr)
-            for line in report.mapped:
-                print(f"  mapped  {line}", file=sys.stderr)
-            for line in report.ignored:
-                print(f"  ignored {line}", file=sys.stderr)
+        config, report = load_config_with_report(path)
+    except ConfigError as e:
+        raise SystemExit("\n".join(f"boltring: {line}" for line in str(e).splitlines())) from None
+    if report is not None:
+        print(f"boltring: read {config.source} as {report.source_format}:", file=sys.stderr)
+        for line in report.mapped:
+            print(f"  mapped  {line}", file=sys.stderr)
+        for line in report.ignored:
+            print(f"  ignored {line}", file=sys.stderr)
+    return config
+
+
+def _load(args, ranks=None):
+    from boltring.cluster.config import ConfigError, with_overrides
+
+    config = _read_config(args.config)
+    try:
         if (
             ranks is not None
             or any(
@@ -174,7 +186,7 @@ def _sub(name: str, args) -> int:
         if args.repeat < 1:  # one line, not a traceback from a median of nothing
             print(f"boltring bench: --repeat {args.repeat}: give at least 1 timed repeat", file=sys.stderr)
             return 2
-        return run_bench_cli(args)
+        return run_bench_cli(args, _read_config(args.config) if args.cluster else None)
     if name == "runs":
         from .runs_view import print_runs
 

@@ -153,20 +153,28 @@ def main_parser() -> Parser:
 
     b = sub.add_parser(
         "bench",
+        parents=[cfg],
         help="allreduce benchmark: boltring's ring vs MLX's ring",
-        description="Allreduce benchmark on local ranks over loopback: boltring's ring and, "
-        "in the same run, MLX's own ring backend (mx.distributed, launched with a "
-        "generated hostfile). Reports the median time over repeats, algorithm "
-        "bandwidth and bus bandwidth (busbw = bytes x 2(n-1)/n / time, as "
-        "nccl-tests define it), the ratio boltring/MLX, and each backend's extra memory "
-        "(peak RSS during the calls minus the RSS before them). With both backends, each "
-        "size runs one backend right after the other, alternating which goes first, so "
-        "that a ratio compares two measurements taken seconds apart.",
+        description="Allreduce benchmark: boltring's ring and, in the same run, MLX's own ring "
+        "backend (mx.distributed, launched with a generated hostfile). By default on local "
+        "ranks over loopback; with --cluster on the config's nodes over their ring "
+        "(Thunderbolt) addresses, each cell a short job started over SSH like any job. "
+        "Reports the median time over repeats, algorithm bandwidth and bus bandwidth "
+        "(busbw = bytes x 2(n-1)/n / time, as nccl-tests define it), the ratio boltring/MLX, "
+        "and each backend's extra memory on rank 0 (peak RSS during the calls minus the RSS "
+        "before them). With both backends, each size runs one backend right after the other, "
+        "alternating which goes first, so that a ratio compares two measurements taken "
+        "seconds apart.",
+    )
+    b.add_argument(
+        "--cluster",
+        action="store_true",
+        help="run on the config's nodes (--config, else ./boltring.yaml) over their ring "
+        "addresses: ranks per node, ring.directions and ring.same_host come from the config",
     )
     b.add_argument(
         "--ranks",
         "-n",
-        default="2",
         metavar="N[,N…]",
         help="local ranks, or a list such as 2,3,4 (every size for each count; default 2)",
     )
@@ -191,16 +199,14 @@ def main_parser() -> Parser:
     b.add_argument(
         "--directions",
         choices=("auto", "1", "2"),
-        default="auto",
-        help="ways round boltring's ring at once (ring.directions). auto: one, as for any "
+        help="ways round boltring's ring at once (ring.directions; default auto). auto: one, as for any "
         "ranks on one host; 2 times the path that nodes cabled to both neighbours take",
     )
     b.add_argument(
         "--same-host",
         choices=("unix", "tcp"),
-        default="unix",
-        help="how boltring's local ranks reach each other (ring.same_host). unix: a Unix socket, "
-        "as a job's ranks on one host use by default; tcp: loopback TCP, the path MLX's ring "
+        help="how boltring's local ranks reach each other (ring.same_host; default unix). unix: "
+        "a Unix socket, as a job's ranks on one host use by default; tcp: loopback TCP, the path MLX's ring "
         "takes and the one ranks on different nodes take",
     )
     b.add_argument("--json", action="store_true", help="one JSON object per result")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import secrets
 import statistics
 import subprocess
@@ -61,6 +60,26 @@ class BenchResult:
     cpu_ms_per_call: float | None = None  # rank 0's CPU (user + system) per call
     directions: int | None = None  # boltring: ways round the ring the collective took
     transport: str | None = None  # boltring: "unix" or "tcp" between its local ranks (ring.same_host)
+
+    machine: str = ""  # rank 0's machine, as bench_worker.machine_line() describes it
+
+    @classmethod
+    def from_worker(cls, d: dict) -> BenchResult:
+        """One JSON line of rank 0's bench_worker."""
+        return cls(
+            backend=d["backend"],
+            ranks=d["ranks"],
+            bytes=d["bytes"],
+            dtype=d["dtype"],
+            times=d["times"],
+            wire_dtype=d.get("wire_dtype", ""),
+            extra_mem_bytes=d.get("extra_mem_bytes"),
+            allowed_extra_bytes=d.get("allowed_extra_bytes"),
+            cpu_ms_per_call=d.get("cpu_ms_per_call"),
+            directions=d.get("directions"),
+            transport=d.get("transport"),
+            machine=d.get("machine", ""),
+        )
 
     @property
     def median_s(self) -> float:
@@ -177,39 +196,8 @@ def run_backend(
             if rc != 0:
                 last = (err.strip().splitlines() or ["no output"])[-1]
                 raise BenchError(f"{backend} rank {r} failed (exit {rc}): {last}")
-        return [
-            BenchResult(
-                backend=d["backend"],
-                ranks=d["ranks"],
-                bytes=d["bytes"],
-                dtype=d["dtype"],
-                times=d["times"],
-                wire_dtype=d.get("wire_dtype", ""),
-                extra_mem_bytes=d.get("extra_mem_bytes"),
-                allowed_extra_bytes=d.get("allowed_extra_bytes"),
-                cpu_ms_per_call=d.get("cpu_ms_per_call"),
-                directions=d.get("directions"),
-                transport=d.get("transport"),
-            )
-            for d in (json.loads(line) for line in outs[0][1].splitlines() if line.startswith("{"))
-        ]
-
-
-def machine_line() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import mlx.core as mx
-
-    return (
-        f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), "
-        f"Python {platform.python_version()}, mlx {getattr(mx, '__version__', '?')}"
-    )
+        lines = outs[0][1].splitlines()
+        return [BenchResult.from_worker(json.loads(line)) for line in lines if line.startswith("{")]
 
 
 def human_size(n: int) -> str:

@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -48,6 +52,35 @@ def memory_baseline() -> int | None:
 def peak_since_baseline() -> int | None:
     hwm = _status_kb("VmHWM")
     return None if hwm is None else hwm << 10
+
+
+def machine_line() -> str:
+    """This machine as the bench's tables name it: OS, architecture, cores, CPU, Python, mlx."""
+    import mlx.core as mx
+
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu_name()}), "
+        f"Python {platform.python_version()}, mlx {getattr(mx, '__version__', '?')}"
+    )
+
+
+def cpu_name() -> str:
+    """ "Apple M4 Pro" on a Mac (sysctl), the model name from /proc/cpuinfo on Linux."""
+    if sys.platform == "darwin":
+        try:
+            out = subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        return out or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def main() -> int:
@@ -97,6 +130,7 @@ def main() -> int:
             mx.eval(y)
             return y
 
+    machine = machine_line() if rank == 0 else ""
     for nbytes in (int(s) for s in a.sizes.split(",")):
         n = max(1, nbytes // mx.zeros((), dtype=dtype).itemsize)
         x = mx.ones((n,), dtype=dtype)
@@ -141,6 +175,7 @@ def main() -> int:
                 "cpu_ms_per_call": cpu_ms,  # rank 0's user + system CPU, all its threads
                 "user_ms_per_call": (ru1.ru_utime - ru0.ru_utime) * 1e3 / calls,
                 "switches_per_call": switches,
+                "machine": machine,
             }
             if ways:
                 record["directions"] = ways

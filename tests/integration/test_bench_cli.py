@@ -74,3 +74,57 @@ def test_piped_table_keeps_every_cell_and_line_whole(home):
     assert any("boltring/mlx" in line for line in lines), res.stdout
     assert any(re.search(r"boltring \(unix\) │\s+[\d.]+ │", line) for line in lines), res.stdout
     assert any(re.fullmatch(r"machine: .*mlx [\w.]+; \d{4}-\d\d-\d\d \d\d:\d\d UTC", line) for line in lines)
+
+
+def test_cluster_runs_each_cell_as_a_job_on_the_configs_nodes(home, no_leftovers, tmp_path):
+    """--cluster: the config's nodes and ring, each cell a job (here one local node of 3 ranks:
+    the same launch path as SSH nodes, tests/integration/test_bench_cluster.py runs those)."""
+    config = tmp_path / "boltring.yaml"
+    config.write_text("name: one\nnodes:\n  - {name: here, local: true, ranks: 3}\n")
+    res = subprocess.run(
+        [sys.executable, "-m", "boltring.tui.cli", "bench", "--cluster", "--config", str(config)]
+        + ["--sizes", "64KB,128KB", "--repeat", "3", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    order = re.findall(r"running (\w+), 3 ranks on here, (\d+) KB", res.stderr)
+    assert order == [("boltring", "64"), ("mlx", "64"), ("mlx", "128"), ("boltring", "128")], res.stderr
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    cells = [(r["bytes"] >> 10, r.get("backend", "ratio"), r["ranks"]) for r in rows]
+    assert cells == [(k, b, 3) for k in (64, 128) for b in ("boltring", "mlx", "ratio")], cells
+    assert all(r["machine"].startswith("Linux") for r in rows)
+    # each cell was a job: the job records say which module and backend ran
+    runs = subprocess.run(
+        [sys.executable, "-m", "boltring.tui.cli", "runs", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    jobs = [json.loads(line) for line in runs.stdout.splitlines()]
+    assert len(jobs) == 4 and all(j["state"] == "finished" for j in jobs), jobs
+
+
+def test_cluster_refuses_the_local_only_options_in_one_line(home, tmp_path):
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "boltring.tui.cli",
+            "bench",
+            "--cluster",
+            "--ranks",
+            "3",
+            "--same-host",
+            "tcp",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 1
+    assert res.stdout.strip() == (
+        "boltring bench: --ranks, --same-host: with --cluster the ranks come from the config's nodes, "
+        "and ring.directions and ring.same_host from its ring section; drop them, or drop --cluster"
+    ), res.stdout

@@ -1,0 +1,92 @@
+"""`boltring bench --cluster`: the allreduce bench on the config's nodes, over their ring
+addresses (the Thunderbolt links), not on local ranks.
+
+Each cell (one backend, one size) is a short job, started the way every job starts: over SSH,
+with the job secret on stdin, detached ranks, and the kill path if it is interrupted. The job
+runs bench_worker as a module on every rank: with boltring's ring (backend boltring), or with
+MLX's own ring (backend mlx-ring, the hostfile mlx.launch would use, on the same addresses).
+Rank 0 prints one JSON line per size, which arrives here as its log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import Callable
+
+from boltring.cluster.config.schema import Config
+from boltring.cluster.states import JobState
+
+from .bench import BenchError, BenchResult
+from .controller import JobController
+from .events import Event, LogLine
+
+WORKER = "boltring.cluster.train.bench_worker"
+CELL_TIMEOUT_S = 900.0  # one backend at one size; a hung MLX ring would otherwise wait forever
+JOB_BACKEND = {"boltring": "boltring", "mlx": "mlx-ring"}  # bench backend -> ring.backend
+
+
+def cell_config(
+    config: Config, backend: str, size: int, repeat: int, dtype: str, wire_dtype: str = ""
+) -> Config:
+    """The config's nodes and ring, running bench_worker for one backend and size."""
+    args = ["--backend", backend, "--sizes", str(size), "--repeat", str(repeat), "--dtype", dtype]
+    args += ["--wire-dtype", wire_dtype] if wire_dtype else []
+    job = dataclasses.replace(
+        config.job, module=WORKER, example=None, script=None, args=tuple(args), restarts=0
+    )
+    ring = dataclasses.replace(config.ring, backend=JOB_BACKEND[backend])
+    return dataclasses.replace(config, job=job, ring=ring)
+
+
+async def run_cell(
+    config: Config,
+    backend: str,
+    size: int,
+    repeat: int,
+    dtype: str = "float32",
+    wire_dtype: str = "",
+    *,
+    on_event: Callable[[Event], None] | None = None,
+    timeout_s: float = CELL_TIMEOUT_S,
+) -> BenchResult:
+    """Run one cell as a job on the config's nodes and return rank 0's result. A cell that
+    fails, or outlasts `timeout_s`, has every rank stopped and raises BenchError saying why."""
+    controller = JobController(cell_config(config, backend, size, repeat, dtype, wire_dtype))
+    lines: list[str] = []
+
+    def listen(ev: Event) -> None:
+        if isinstance(ev, LogLine) and ev.rank == 0 and ev.text.startswith("{"):
+            lines.append(ev.text)
+        if on_event is not None:
+            on_event(ev)
+
+    controller.add_listener(listen)
+    where = f"{backend} on {', '.join(n.name for n in config.nodes)}"
+    try:
+        try:
+            await controller.launch()
+        except Exception as e:  # ControllerError and the transport errors it carries
+            hint = getattr(e, "hint", None)
+            raise BenchError(f"{where}: launch failed: {e}" + (f" ({hint})" if hint else "")) from None
+        try:
+            summary = await asyncio.wait_for(controller.wait(), timeout_s)
+        except TimeoutError:
+            raise BenchError(f"{where}: no result within {timeout_s:.0f} s; every rank was stopped") from None
+    finally:
+        controller.remove_listener(listen)
+        await controller.close(kill_running=True)
+    if summary.status != JobState.FINISHED:
+        raise BenchError(
+            f"{where}: job {summary.job_id} {summary.status}: {summary.reason or 'no reason given'}"
+        )
+    results = []
+    for line in lines:
+        try:
+            results.append(BenchResult.from_worker(json.loads(line)))
+        except (ValueError, KeyError, TypeError):
+            continue  # a rank's own output that merely starts with "{"
+    if not results:
+        raise BenchError(f"{where}: job {summary.job_id} finished but rank 0 printed no result")
+    return results[0]
