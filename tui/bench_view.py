@@ -179,7 +179,7 @@ async def _cluster_cells(
     try:
         for cell in cells:
             announce(cell)
-            n, size, backend = cell
+            _, size, backend = cell
             results[cell] = await run_cell(config, backend, size, args.repeat, args.dtype, wire)
     except asyncio.CancelledError:
         if not stopped:

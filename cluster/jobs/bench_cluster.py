@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Callable
 
 from boltring.cluster.config.schema import Config
 from boltring.cluster.states import JobState
 
 from .bench import BenchError, BenchResult
 from .controller import JobController
+from .errors import ControllerError
 from .events import Event, LogLine
 
 WORKER = "boltring.cluster.train.bench_worker"
@@ -48,7 +48,6 @@ async def run_cell(
     dtype: str = "float32",
     wire_dtype: str = "",
     *,
-    on_event: Callable[[Event], None] | None = None,
     timeout_s: float = CELL_TIMEOUT_S,
 ) -> BenchResult:
     """Run one cell as a job on the config's nodes and return rank 0's result. A cell that
@@ -59,17 +58,14 @@ async def run_cell(
     def listen(ev: Event) -> None:
         if isinstance(ev, LogLine) and ev.rank == 0 and ev.text.startswith("{"):
             lines.append(ev.text)
-        if on_event is not None:
-            on_event(ev)
 
     controller.add_listener(listen)
     where = f"{backend} on {', '.join(n.name for n in config.nodes)}"
     try:
         try:
             await controller.launch()
-        except Exception as e:  # ControllerError and the transport errors it carries
-            hint = getattr(e, "hint", None)
-            raise BenchError(f"{where}: launch failed: {e}" + (f" ({hint})" if hint else "")) from None
+        except ControllerError as e:
+            raise BenchError(f"{where}: launch failed: {e}" + (f" ({e.hint})" if e.hint else "")) from None
         try:
             summary = await asyncio.wait_for(controller.wait(), timeout_s)
         except TimeoutError:

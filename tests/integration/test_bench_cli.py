@@ -128,3 +128,22 @@ def test_cluster_refuses_the_local_only_options_in_one_line(home, tmp_path):
         "boltring bench: --ranks, --same-host: with --cluster the ranks come from the config's nodes, "
         "and ring.directions and ring.same_host from its ring section; drop them, or drop --cluster"
     ), res.stdout
+
+
+def test_cluster_cell_that_cannot_start_is_one_line_and_exit_1(home, tmp_path):
+    config = tmp_path / "boltring.yaml"
+    config.write_text(
+        "name: bad\ndefaults: {python: /nonexistent/python3}\nnodes:\n  - {name: here, local: true, ranks: 2}\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "boltring.tui.cli", "bench", "--cluster", "--config", str(config)]
+        + ["--sizes", "64KB", "--repeat", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 1, res.stdout + res.stderr
+    last = res.stdout.strip().splitlines()[-1]
+    assert last.startswith(
+        "boltring bench: boltring on here: launch failed: here: cannot run /nonexistent/python3"
+    )
