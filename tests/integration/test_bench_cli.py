@@ -10,13 +10,15 @@ import subprocess
 import sys
 
 
+def boltring(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "boltring.tui.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
 def test_both_backends_back_to_back_per_cell_in_alternating_order(home):
-    res = subprocess.run(
-        [sys.executable, "-m", "boltring.tui.cli", "bench", "--backend", "both", "--ranks", "2"]
-        + ["--sizes", "64KB,128KB,256KB", "--repeat", "3", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    res = boltring(
+        "bench", "--backend", "both", "--ranks", "2", "--sizes", "64KB,128KB,256KB", "--repeat", "3", "--json"
     )
     assert res.returncode == 0, res.stderr[-2000:]
     # Progress goes to stderr with --json; the order is ABBA so that each ratio compares two
@@ -47,12 +49,19 @@ def test_both_backends_back_to_back_per_cell_in_alternating_order(home):
 
 
 def test_same_host_tcp_times_boltring_on_loopback_tcp_as_mlx_runs(home):
-    res = subprocess.run(
-        [sys.executable, "-m", "boltring.tui.cli", "bench", "--backend", "boltring", "--ranks", "2,3"]
-        + ["--sizes", "64KB", "--repeat", "3", "--same-host", "tcp", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    res = boltring(
+        "bench",
+        "--backend",
+        "boltring",
+        "--ranks",
+        "2,3",
+        "--sizes",
+        "64KB",
+        "--repeat",
+        "3",
+        "--same-host",
+        "tcp",
+        "--json",
     )
     assert res.returncode == 0, res.stderr[-2000:]
     rows = [json.loads(line) for line in res.stdout.splitlines()]
@@ -62,13 +71,7 @@ def test_same_host_tcp_times_boltring_on_loopback_tcp_as_mlx_runs(home):
 def test_piped_table_keeps_every_cell_and_line_whole(home):
     """`boltring bench | tee bench.txt`: rich assumed 80 columns and printed "boltri…" for the
     ratio's header, "boltring" and "(unix)" on two lines, and the machine line split in two."""
-    res = subprocess.run(
-        [sys.executable, "-m", "boltring.tui.cli", "bench", "--backend", "both", "--ranks", "2"]
-        + ["--sizes", "4KB", "--repeat", "2"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    res = boltring("bench", "--backend", "both", "--ranks", "2", "--sizes", "4KB", "--repeat", "2")
     assert res.returncode == 0, res.stderr[-2000:]
     lines = res.stdout.splitlines()
     assert any("boltring/mlx" in line for line in lines), res.stdout
@@ -81,12 +84,8 @@ def test_cluster_runs_each_cell_as_a_job_on_the_configs_nodes(home, no_leftovers
     the same launch path as SSH nodes, tests/integration/test_bench_cluster.py runs those)."""
     config = tmp_path / "boltring.yaml"
     config.write_text("name: one\nnodes:\n  - {name: here, local: true, ranks: 3}\n")
-    res = subprocess.run(
-        [sys.executable, "-m", "boltring.tui.cli", "bench", "--cluster", "--config", str(config)]
-        + ["--sizes", "64KB,128KB", "--repeat", "3", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    res = boltring(
+        "bench", "--cluster", "--config", str(config), "--sizes", "64KB,128KB", "--repeat", "3", "--json"
     )
     assert res.returncode == 0, res.stderr[-2000:]
     order = re.findall(r"running (\w+), 3 ranks on here, (\d+) KB", res.stderr)
@@ -96,33 +95,13 @@ def test_cluster_runs_each_cell_as_a_job_on_the_configs_nodes(home, no_leftovers
     assert cells == [(k, b, 3) for k in (64, 128) for b in ("boltring", "mlx", "ratio")], cells
     assert all(r["machine"].startswith("Linux") for r in rows)
     # each cell was a job: the job records say which module and backend ran
-    runs = subprocess.run(
-        [sys.executable, "-m", "boltring.tui.cli", "runs", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    runs = boltring("runs", "--json", timeout=60)
     jobs = [json.loads(line) for line in runs.stdout.splitlines()]
     assert len(jobs) == 4 and all(j["state"] == "finished" for j in jobs), jobs
 
 
 def test_cluster_refuses_the_local_only_options_in_one_line(home, tmp_path):
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "boltring.tui.cli",
-            "bench",
-            "--cluster",
-            "--ranks",
-            "3",
-            "--same-host",
-            "tcp",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    res = boltring("bench", "--cluster", "--ranks", "3", "--same-host", "tcp", timeout=60)
     assert res.returncode == 1
     assert res.stdout.strip() == (
         "boltring bench: --ranks, --same-host: with --cluster the ranks come from the config's nodes, "
@@ -135,12 +114,8 @@ def test_cluster_cell_that_cannot_start_is_one_line_and_exit_1(home, tmp_path):
     config.write_text(
         "name: bad\ndefaults: {python: /nonexistent/python3}\nnodes:\n  - {name: here, local: true, ranks: 2}\n"
     )
-    res = subprocess.run(
-        [sys.executable, "-m", "boltring.tui.cli", "bench", "--cluster", "--config", str(config)]
-        + ["--sizes", "64KB", "--repeat", "2"],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    res = boltring(
+        "bench", "--cluster", "--config", str(config), "--sizes", "64KB", "--repeat", "2", timeout=120
     )
     assert res.returncode == 1, res.stdout + res.stderr
     last = res.stdout.strip().splitlines()[-1]
