@@ -23,7 +23,9 @@ from boltring.cluster.jobs.bench import (
     parse_size,
     run_backend,
 )
-from boltring.cluster.jobs.bench_cluster import run_cell
+from boltring.cluster.jobs.bench_cluster import check_nodes, run_cell, slowest_link
+from boltring.cluster.jobs.events import CheckResult
+from boltring.cluster.states import CheckStatus
 
 from .console import cli_console
 
@@ -57,10 +59,12 @@ def run_bench_cli(args, config: Config | None = None) -> int:
             n, size, b = cell
             console.print(f"running {b}, {_where(n, config)}, {human_size(size)}, {args.repeat} repeats …")
 
+        link: tuple[str, float] | None = None
         if config is None:
             results = _local_cells(args, cells, wire, announce)
         else:
-            results = asyncio.run(_cluster_cells(args, config, cells, wire, announce))
+            done = asyncio.run(_cluster_cells(args, config, cells, wire, announce, console))
+            results, link = done if done is not None else (None, None)
     except BenchError as e:
         console.print(f"boltring bench: {e}")
         return 1
@@ -79,7 +83,7 @@ def run_bench_cli(args, config: Config | None = None) -> int:
     if args.json:
         for n, size, row, ratio in rows:
             for r in row.values():
-                print(json.dumps({**r.to_dict(), "machine": r.machine, "date": stamp}))
+                print(json.dumps({**r.to_dict(), **_of_link(r, link), "machine": r.machine, "date": stamp}))
             if ratio is not None:
                 line = {"ranks": n, "bytes": size, "ratio_boltring_over_mlx": ratio, "machine": machine}
                 print(json.dumps({**line, "date": stamp}))
@@ -90,12 +94,14 @@ def run_bench_cli(args, config: Config | None = None) -> int:
         title=f"allreduce{on}, {args.dtype}{as_wire}, median of {args.repeat}",
         title_justify="left",
     )
-    cols = ("ranks", "size", "backend", "median ms", "algbw GB/s", "busbw GB/s", "extra MB", "boltring/mlx")
+    cols = ["ranks", "size", "backend", "median ms", "algbw GB/s", "busbw GB/s", "extra MB", "boltring/mlx"]
+    if link is not None:
+        cols.insert(6, "of link")
     for col in cols:
         table.add_column(col, justify="right")
     for n, size, row, ratio in rows:
         for j, (b, r) in enumerate(row.items()):
-            table.add_row(
+            cells_ = [
                 str(n) if j == 0 else "",
                 human_size(size) if j == 0 else "",
                 f"{b} ({r.transport})" if r.transport else b,
@@ -104,8 +110,16 @@ def run_bench_cli(args, config: Config | None = None) -> int:
                 f"{r.busbw:.2f}",
                 "" if r.extra_mem_bytes is None else f"{r.extra_mem_bytes / (1 << 20):.0f}",
                 f"{ratio:.2f}×" if ratio is not None and j == len(row) - 1 else "",
-            )
+            ]
+            if link is not None:
+                cells_.insert(6, f"{_of_link(r, link)['busbw_of_link']:.0%}")
+            table.add_row(*cells_)
     console.print(table)
+    if link is not None:
+        console.print(
+            f"of link: busbw against the slowest ring link, {link[0]} at {link[1]:.2f} Gbit/s of plain "
+            "TCP, measured by the checks with every link sending at once, as the ring does"
+        )
     console.print(f"{'rank 0 on ' + config.nodes[0].name if config else 'machine'}: {machine}; {stamp}")
     console.print(
         "extra MB: peak RSS during the timed calls minus the RSS before the first one (input "
@@ -155,10 +169,11 @@ def _cluster_ranks(args, config: Config) -> list[int]:
 
 
 async def _cluster_cells(
-    args, config: Config, cells: list[Cell], wire: str, announce
-) -> dict[Cell, BenchResult] | None:
-    """Each cell as a job on the config's nodes; None when interrupted. Ctrl-C or SIGTERM
-    cancels the cell under way, whose job then stops every rank (run_cell)."""
+    args, config: Config, cells: list[Cell], wire: str, announce, console
+) -> tuple[dict[Cell, BenchResult], tuple[str, float] | None] | None:
+    """The checks `--run` makes (bandwidth included), then each cell as a job on the config's
+    nodes: the results and the slowest link; None when interrupted. Ctrl-C or SIGTERM cancels
+    the step under way; a cell's job then stops every rank (run_cell)."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
@@ -176,7 +191,13 @@ async def _cluster_cells(
         except (NotImplementedError, RuntimeError):
             pass
     results: dict[Cell, BenchResult] = {}
+    link = None
     try:
+        if not args.skip_checks:
+            console.print(f"running the checks on {', '.join(n.name for n in config.nodes)} …")
+            config, checks = await check_nodes(config)
+            _checked(checks, args.skip_checks, console)
+            link = slowest_link(checks)
         for cell in cells:
             announce(cell)
             _, size, backend = cell
@@ -188,7 +209,27 @@ async def _cluster_cells(
     finally:
         for sig in handled:
             loop.remove_signal_handler(sig)
-    return results
+    return results, link
+
+
+def _of_link(r: BenchResult, link: tuple[str, float] | None) -> dict:
+    if link is None:
+        return {}
+    return {"link": link[0], "link_gbps": link[1], "busbw_of_link": r.busbw * 8 / link[1]}
+
+
+def _checked(results: list[CheckResult], skip: bool, console) -> None:
+    """Each check that is not ok, one line; failures stop the bench unless --skip-checks."""
+    for r in results:
+        if r.status in (CheckStatus.FAIL, CheckStatus.WARN):
+            hint = f" — {r.hint}" if r.hint else ""
+            console.print(f"{r.status} {r.node} {r.name}: {r.value or ''}{hint}", markup=False)
+    failed = [r for r in results if r.status == CheckStatus.FAIL]
+    if failed and not skip:
+        raise BenchError(
+            f"{len(failed)} check(s) failed; not benchmarking (fix them, or pass --skip-checks): "
+            + "; ".join(f"{r.node} {r.name}" for r in failed[:5])
+        )
 
 
 def _where(n: int, config: Config | None) -> str:

@@ -170,7 +170,14 @@ def main_parser() -> Parser:
         "--cluster",
         action="store_true",
         help="run on the config's nodes (--config, else ./boltring.yaml) over their ring "
-        "addresses: ranks per node, ring.directions and ring.same_host come from the config",
+        "addresses: ranks per node, ring.directions and ring.same_host come from the config. "
+        "The nodes are checked first, as --run checks them; the checks' bandwidth burst gives "
+        "the slowest ring link, and each busbw is also shown as a fraction of it",
+    )
+    b.add_argument(
+        "--skip-checks",
+        action="store_true",
+        help="with --cluster: benchmark even if checks fail (and without the link figure)",
     )
     b.add_argument(
         "--ranks",

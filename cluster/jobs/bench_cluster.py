@@ -6,6 +6,11 @@ with the job secret on stdin, detached ranks, and the kill path if it is interru
 runs bench_worker as a module on every rank: with boltring's ring (backend boltring), or with
 MLX's own ring (backend mlx-ring, the hostfile mlx.launch would use, on the same addresses).
 Rank 0 prints one JSON line per size, which arrives here as its log line.
+
+Before the cells, the nodes are checked as `boltring --run` checks them (`check_nodes`), which
+also measures every ring link with plain TCP in the ring's own pattern: all links at once,
+each node sending to one neighbour and receiving from the other. The slowest link is what
+any ring can at best carry, so each busbw is also given as a fraction of it.
 """
 
 from __future__ import annotations
@@ -15,12 +20,13 @@ import dataclasses
 import json
 
 from boltring.cluster.config.schema import Config
+from boltring.cluster.nodes.checks.bandwidth import link_gbps
 from boltring.cluster.states import JobState
 
 from .bench import BenchError, BenchResult
 from .controller import JobController
 from .errors import ControllerError
-from .events import Event, LogLine
+from .events import CheckResult, Event, LogLine
 
 WORKER = "boltring.cluster.train.bench_worker"
 CELL_TIMEOUT_S = 900.0  # one backend at one size; a hung MLX ring would otherwise wait forever
@@ -86,3 +92,23 @@ async def run_cell(
     if not results:
         raise BenchError(f"{where}: job {summary.job_id} finished but rank 0 printed no result")
     return results[0]
+
+
+async def check_nodes(config: Config) -> tuple[Config, list[CheckResult]]:
+    """Every check `boltring check` makes, bandwidth included: the results, and the config with
+    its nodes in the order the cables dictate (ring.order: cabling), as a launch would use."""
+    controller = JobController(config)
+    try:
+        results = await controller.run_checks()
+    finally:
+        await controller.close()
+    return controller.config, results
+
+
+def slowest_link(results: list[CheckResult]) -> tuple[str, float] | None:
+    """("a->b", Gbit/s) of the slowest ring link the checks measured, or None."""
+    rates = link_gbps(results)
+    if not rates:
+        return None
+    name = min(rates, key=rates.__getitem__)
+    return name.removeprefix("bw:"), rates[name]

@@ -110,15 +110,59 @@ def test_cluster_refuses_the_local_only_options_in_one_line(home, tmp_path):
 
 
 def test_cluster_cell_that_cannot_start_is_one_line_and_exit_1(home, tmp_path):
+    """(The checks would stop this config first: --skip-checks goes on to the launch.)"""
     config = tmp_path / "boltring.yaml"
     config.write_text(
         "name: bad\ndefaults: {python: /nonexistent/python3}\nnodes:\n  - {name: here, local: true, ranks: 2}\n"
     )
     res = boltring(
-        "bench", "--cluster", "--config", str(config), "--sizes", "64KB", "--repeat", "2", timeout=120
+        "bench",
+        "--cluster",
+        "--skip-checks",
+        "--config",
+        str(config),
+        "--sizes",
+        "64KB",
+        "--repeat",
+        "2",
+        timeout=120,
     )
     assert res.returncode == 1, res.stdout + res.stderr
     last = res.stdout.strip().splitlines()[-1]
     assert last.startswith(
         "boltring bench: boltring on here: launch failed: here: cannot run /nonexistent/python3"
     )
+
+
+def test_cluster_checks_first_and_a_failed_check_stops_the_bench(home, tmp_path):
+    config = tmp_path / "boltring.yaml"
+    config.write_text("name: away\nnodes:\n  - {name: here, local: true, ranks: 2, ring_ip: 198.18.99.99}\n")
+    res = boltring(
+        "bench", "--cluster", "--config", str(config), "--sizes", "64KB", "--repeat", "2", timeout=120
+    )
+    assert res.returncode == 1, res.stdout + res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert lines[0] == "running the checks on here …"
+    assert any(line.startswith("fail here ring_ip: ") for line in lines), lines
+    assert lines[-1].startswith("boltring bench: 2 check(s) failed; not benchmarking (fix them, or pass")
+    assert lines[-1].endswith(": here ring_iface; here ring_ip")
+    assert not any(line.startswith("running boltring") for line in lines)
+
+
+def test_cluster_skip_checks_benchmarks_without_the_link_figure(home):
+    res = boltring(
+        "bench",
+        "--cluster",
+        "--skip-checks",
+        "--backend",
+        "boltring",
+        "--sizes",
+        "64KB",
+        "--repeat",
+        "2",
+        "--json",
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "running the checks" not in res.stderr
+    (row,) = [json.loads(line) for line in res.stdout.splitlines()]
+    assert row["backend"] == "boltring" and "link_gbps" not in row

@@ -124,6 +124,19 @@ def bw_result(a: Node, b: Node, res: dict, min_gbps: float) -> CheckResult:
     return result("ring", name, CheckStatus.OK, format_gbps(gbps))
 
 
+def link_gbps(results) -> dict[str, float]:
+    """{"bw:a->b": Gbit/s} of every ring link a bandwidth check measured (ok, or only warned
+    about as slower than the others), read back from the value bw_result wrote."""
+    return {
+        r.name: float(r.value.split()[0])
+        for r in results
+        if r.name.startswith("bw:")
+        and r.status in (CheckStatus.OK, CheckStatus.WARN)
+        and r.value
+        and r.value.split()[1:2] == ["Gb/s"]
+    }
+
+
 def _relative_bw(results: list[CheckResult], gbps: dict[str, float]) -> list[CheckResult]:
     """Warn about a link far slower than the others (once absolute checks passed)."""
     if len(gbps) < 3:
@@ -183,10 +196,5 @@ async def measure_links(
         return bw_result(a, b, res, min_gbps)
 
     done = await asyncio.gather(*(one(i, a, b) for i, (a, b) in enumerate(links)))
-    measured = {
-        r.name: float(r.value.split()[0])
-        for r in done
-        if r.status == CheckStatus.OK and r.value and r.value.endswith("Gb/s")
-    }
-    adjusted = _relative_bw(list(done), measured)
+    adjusted = _relative_bw(list(done), link_gbps(done))
     return {(a.name, b.name): r for (a, b), r in zip(links, adjusted, strict=True)}
