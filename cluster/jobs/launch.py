@@ -32,8 +32,12 @@ from .core import (
 
 
 class LaunchMixin(ControllerCore):
-    async def run_checks(self, bandwidth: bool = True, nodes: list[str] | None = None) -> list[CheckResult]:
-        """Check the cluster (or only `nodes`, as a restart does for the failing node)."""
+    async def run_checks(
+        self, bandwidth: bool = True, nodes: list[str] | None = None, bandwidth_seconds: float | None = None
+    ) -> list[CheckResult]:
+        """Check the cluster (or only `nodes`, as a restart does for the failing node);
+        `bandwidth_seconds`: each link's burst (default the checks' own, BW_SECONDS)."""
+        from boltring.cluster.nodes.checks.bandwidth import BW_SECONDS
         from boltring.cluster.nodes.checks.run import check_cluster
 
         previous = self.state
@@ -51,6 +55,7 @@ class LaunchMixin(ControllerCore):
                 config,
                 self,
                 bandwidth=bandwidth and not busy and not nodes,
+                bandwidth_seconds=bandwidth_seconds or BW_SECONDS,
                 check_ports=not busy and not nodes,
                 emit=self.emit,
                 facts_out=facts,
