@@ -64,7 +64,8 @@ def run_bench_cli(args, config: Config | None = None) -> int:
             results = _local_cells(args, cells, wire, announce)
         else:
             done = asyncio.run(_cluster_cells(args, config, cells, wire, announce, console))
-            results, link = done if done is not None else (None, None)
+            # the checks may have put the nodes in the order the cables dictate (ring.order)
+            results, link, config = done if done is not None else (None, None, config)
     except BenchError as e:
         console.print(f"boltring bench: {e}")
         return 1
@@ -170,10 +171,11 @@ def _cluster_ranks(args, config: Config) -> list[int]:
 
 async def _cluster_cells(
     args, config: Config, cells: list[Cell], wire: str, announce, console
-) -> tuple[dict[Cell, BenchResult], tuple[str, float] | None] | None:
+) -> tuple[dict[Cell, BenchResult], tuple[str, float] | None, Config] | None:
     """The checks `--run` makes (bandwidth included), then each cell as a job on the config's
-    nodes: the results and the slowest link; None when interrupted. Ctrl-C or SIGTERM cancels
-    the step under way; a cell's job then stops every rank (run_cell)."""
+    nodes: the results, the slowest link and the config the cells ran (its nodes in the order
+    the checks found the cables in, with ring.order: cabling); None when interrupted. Ctrl-C
+    or SIGTERM cancels the step under way; a cell's job then stops every rank (run_cell)."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
@@ -209,7 +211,7 @@ async def _cluster_cells(
     finally:
         for sig in handled:
             loop.remove_signal_handler(sig)
-    return results, link
+    return results, link, config
 
 
 def _of_link(r: BenchResult, link: tuple[str, float] | None) -> dict:
