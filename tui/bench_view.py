@@ -166,6 +166,11 @@ def _cluster_ranks(args, config: Config) -> list[int]:
             f"{', '.join(given)}: with --cluster the ranks come from the config's nodes, and "
             "ring.directions and ring.same_host from its ring section; drop them, or drop --cluster"
         )
+    if config.world_size < 2:
+        raise BenchError(
+            f"{config.source} has {config.world_size} rank: an allreduce needs at least 2 "
+            "(more nodes, or ranks: 2 on a node)"
+        )
     return [config.world_size]
 
 

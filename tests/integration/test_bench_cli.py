@@ -166,3 +166,13 @@ def test_cluster_skip_checks_benchmarks_without_the_link_figure(home):
     assert "running the checks" not in res.stderr
     (row,) = [json.loads(line) for line in res.stdout.splitlines()]
     assert row["backend"] == "boltring" and "link_gbps" not in row
+
+
+def test_cluster_of_one_rank_is_refused_before_anything_runs(home, tmp_path):
+    config = tmp_path / "boltring.yaml"
+    config.write_text("name: solo\nnodes:\n  - {name: here, local: true, ranks: 1}\n")
+    res = boltring("bench", "--cluster", "--config", str(config), timeout=60)
+    assert res.returncode == 1
+    assert res.stdout.strip() == (
+        f"boltring bench: {config} has 1 rank: an allreduce needs at least 2 (more nodes, or ranks: 2 on a node)"
+    ), res.stdout
