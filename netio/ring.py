@@ -457,8 +457,10 @@ def ring_directions(requested: int, size: int, addrs: list[str]) -> int:
     nodes it picks two: where each node reaches its neighbours over separate cables, the second
     direction doubles the bandwidth. Where the ring addresses share one network (a Thunderbolt
     Bridge chain, a hub, a switch) one direction already loads both ways of every cable, and the
-    second only costs CPU; users set 1 there. Two is the default because the other mistake
-    halves the bandwidth."""
+    second only costs CPU. The controller tells those apart from the routes its checks saw and
+    passes 1 or 2 (cluster/nodes/checks/ring.py, directions_from_routes); auto reaches this
+    function only when it could not, and then two, because the other mistake halves the
+    bandwidth."""
     if size < 3:
         return 1
     if requested in (1, 2):

@@ -99,14 +99,15 @@ async def run_cell(
 
 
 async def check_nodes(config: Config) -> tuple[Config, list[CheckResult]]:
-    """Every check `boltring check` makes, bandwidth included: the results, and the config with
-    its nodes in the order the cables dictate (ring.order: cabling), as a launch would use."""
+    """Every check `boltring check` makes, bandwidth included: the results, and the config a
+    launch would use after them (nodes in cable order with ring.order: cabling, ring.directions
+    auto decided from the routes)."""
     controller = JobController(config)
     try:
         results = await controller.run_checks(bandwidth_seconds=LINK_SECONDS)
     finally:
         await controller.close()
-    return controller.config, results
+    return controller.launch_config(), results
 
 
 def slowest_link(results: list[CheckResult]) -> tuple[str, float] | None:

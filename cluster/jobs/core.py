@@ -7,6 +7,7 @@ controller.py (the public JobController: launch, kill, attach, close).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -89,6 +90,7 @@ class ControllerCore:
         poll_s: float = POLL_S,
     ):
         self.config = config
+        self._auto_ways: int | None = None  # ring.directions auto, as the last checks decided it
         self.state = JobState.IDLE
         self.job_id = None
         self.poll_s = poll_s
@@ -151,10 +153,19 @@ class ControllerCore:
             await t.connect()
         return t
 
+    def launch_config(self) -> Config:
+        """The config a launch plans from: ring.directions auto as the last checks decided it."""
+        if self.config.ring.directions != 0 or not self._auto_ways:
+            return self.config
+        return dataclasses.replace(
+            self.config, ring=dataclasses.replace(self.config.ring, directions=self._auto_ways)
+        )
+
     def plan(self, resume: bool = False, job_id: str | None = None) -> list[launcher.PlannedRank]:
         jid = job_id or self.job_id or "<job-id>"
+        config = self.launch_config()
         return launcher.plan_job(
-            self.config,
+            config,
             jid,
             resume=resume,
             command_line=lambda node, argv: self.transport(node).command_line(argv),

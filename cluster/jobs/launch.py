@@ -67,7 +67,21 @@ class LaunchMixin(ControllerCore):
         self._facts.update(facts)
         if not busy and not nodes:  # never reorder the ring under a running job
             self._follow_cables(facts)
+            self._auto_directions(facts)
         return results
+
+    def _auto_directions(self, facts: dict[str, dict]) -> None:
+        """With ring.directions auto, decide 1 or 2 from the routes the checks saw (the next
+        launch uses it): alone, a rank can only tell ranks on one host from ranks on several."""
+        from boltring.cluster.nodes.checks.ring import directions_from_routes
+
+        if self.config.ring.directions != 0 or self.config.ring.backend != "boltring":
+            return
+        decided = directions_from_routes(self.config, facts)
+        ways = decided[0] if decided else None
+        if ways != self._auto_ways and decided:
+            self._log(f"ring.directions auto: {ways} ({decided[1]})")
+        self._auto_ways = ways
 
     def _follow_cables(self, facts: dict[str, dict]) -> None:
         """With ring.order: cabling, put the nodes in the order the Thunderbolt cables allow

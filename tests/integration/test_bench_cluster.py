@@ -24,6 +24,8 @@ def test_both_rings_over_the_ring_network_of_three_hosts(lab, tmp_path, home):
         ("ratio", 3),
     ]
     assert rows[0]["transport"] == "tcp"  # ranks on different hosts
+    # ring.directions auto: the checks saw every host reach both neighbours over tb0, one bridge
+    assert rows[0]["directions"] == 1
     assert rows[2]["ratio_boltring_over_mlx"] > 0
     # the checks ran first and measured every ring link: each busbw is also a fraction of the slowest
     assert "running the checks on h1, h2, h3" in res.stderr

@@ -22,7 +22,7 @@ from boltring.cluster.config.schema import Config, Node, RingOptions
 from boltring.cluster.jobs.controller import JobController
 from boltring.cluster.jobs.events import LogLine
 from boltring.cluster.nodes.checks.cabling import cable_edges, cabling_order, ring_order_result
-from boltring.cluster.nodes.checks.ring import ring_neighbours
+from boltring.cluster.nodes.checks.ring import directions_from_routes, ring_neighbours
 from boltring.cluster.nodes.checks.run import probe_request
 from boltring.cluster.nodes.transport import CommandResult, Transport
 from tests.macos_samples import mac_commands, sample
@@ -245,3 +245,68 @@ def test_controller_keeps_the_config_order_unless_asked(monkeypatch):
     # a loop allows the config's own order: kept, even with ring.order: cabling
     ctl, _, logs = run_checks(monkeypatch, cluster(("mini2", "mini1", "mini3"), "cabling"), LOOP)
     assert [n.name for n in ctl.config.nodes] == ["mini2", "mini1", "mini3"]
+
+
+def _routes(per_node: dict[str, dict[str, str]]) -> dict[str, dict]:
+    """Facts holding only the route each node took to each neighbour: {node: {neighbour: iface}}."""
+    return {
+        node: {"neighbours": [{"name": nb, "route": {"iface": iface}} for nb, iface in routes.items()]}
+        for node, routes in per_node.items()
+    }
+
+
+def test_directions_auto_follows_the_routes_to_the_neighbours():
+    config = cluster()
+    bridge = _routes(
+        {
+            n: {m: "bridge0" for m in ("mini1", "mini2", "mini3") if m != n}
+            for n in ("mini1", "mini2", "mini3")
+        }
+    )
+    assert directions_from_routes(config, bridge) == (
+        1,
+        "mini1 reaches both ring neighbours over bridge0, one shared network",
+    )
+    # a ring of cables with a route per neighbour: each direction has cables of its own
+    cables = _routes(
+        {
+            "mini1": {"mini2": "en1", "mini3": "en2"},
+            "mini2": {"mini1": "en2", "mini3": "en1"},
+            "mini3": {"mini2": "en2", "mini1": "en1"},
+        }
+    )
+    assert directions_from_routes(config, cables) == (
+        2,
+        "every node reaches its two ring neighbours over separate interfaces",
+    )
+    # one node on a shared interface is enough for one direction
+    mixed = _routes(
+        {
+            "mini1": {"mini2": "en1", "mini3": "en1"},
+            "mini2": {"mini1": "en2", "mini3": "en1"},
+            "mini3": {"mini2": "en2", "mini1": "en1"},
+        }
+    )
+    assert directions_from_routes(config, mixed) == (
+        1,
+        "mini1 reaches both ring neighbours over en1, one shared network",
+    )
+    # a route the probe did not see, or a ring of two nodes: the ranks decide
+    assert directions_from_routes(config, _routes({"mini1": {"mini2": "bridge0"}})) is None
+    two = dataclasses.replace(config, nodes=config.nodes[:2])
+    assert directions_from_routes(two, bridge) is None
+
+
+def test_controller_plans_the_directions_the_checks_decided(monkeypatch):
+    ctl, _, logs = run_checks(monkeypatch, cluster(), LOOP)
+    decided = [t for t in logs if t.startswith("ring.directions auto: ")]
+    assert decided == [
+        "ring.directions auto: 1 (mini1 reaches both ring neighbours over bridge0, one shared network)"
+    ]
+    assert {p.env["BOLTRING_RING_DIRECTIONS"] for p in ctl.plan()} == {"1"}
+    assert ctl.config.ring.directions == 0  # the config still says auto; the next checks decide again
+    # a config that sets directions is left as it is
+    fixed = dataclasses.replace(cluster(), ring=RingOptions(directions=2))
+    ctl, _, logs = run_checks(monkeypatch, fixed, LOOP)
+    assert not any(t.startswith("ring.directions") for t in logs)
+    assert {p.env["BOLTRING_RING_DIRECTIONS"] for p in ctl.plan()} == {"2"}

@@ -3,6 +3,7 @@ and the reachability matrix over every neighbour direction (plus MTU agreement).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 from boltring.cluster.agent.facts import NeighbourFacts
@@ -25,6 +26,36 @@ def ring_neighbours(config: Config) -> dict[str, list[Node]]:
             if other.name != slot.node.name and all(o.name != other.name for o in mine):
                 mine.append(other)
     return out
+
+
+def directions_from_routes(config: Config, facts: Mapping[str, Mapping]) -> tuple[int, str] | None:
+    """ring.directions `auto`, decided from how the checks saw each node route to its two ring
+    neighbours (nodeprobe's facts): (ways, why), or None when it cannot tell (fewer than three
+    nodes, or a route the probe did not see; the ranks then decide, ring.py).
+
+    A node that reaches both neighbours over one interface sits on a shared network (a
+    Thunderbolt Bridge chain, a hub, a switch): one direction round the ring already loads both
+    ways of every cable, and a second only costs CPU, so 1. When every node reaches its two
+    neighbours over separate interfaces (a ring of cables, a route per neighbour), each
+    direction has cables of its own, so 2."""
+    if len(config.nodes) < 3:
+        return None
+    neighbours = ring_neighbours(config)
+    shared: list[tuple[str, str]] = []
+    for node in config.nodes:
+        seen = {
+            nb.get("name"): (nb.get("route") or {}).get("iface")
+            for nb in facts.get(node.name, {}).get("neighbours") or []
+        }
+        ifaces = [seen.get(other.name) for other in neighbours[node.name]]
+        if len(ifaces) != 2 or not all(ifaces):
+            return None
+        if ifaces[0] == ifaces[1]:
+            shared.append((node.name, str(ifaces[0])))
+    if shared:
+        name, iface = shared[0]
+        return 1, f"{name} reaches both ring neighbours over {iface}, one shared network"
+    return 2, "every node reaches its two ring neighbours over separate interfaces"
 
 
 def ring_links(config: Config) -> list[tuple[Node, Node]]:
