@@ -268,26 +268,18 @@ def test_directions_auto_follows_the_routes_to_the_neighbours():
         "mini1 reaches both ring neighbours over bridge0, one shared network",
     )
     # a ring of cables with a route per neighbour: each direction has cables of its own
-    cables = _routes(
-        {
-            "mini1": {"mini2": "en1", "mini3": "en2"},
-            "mini2": {"mini1": "en2", "mini3": "en1"},
-            "mini3": {"mini2": "en2", "mini1": "en1"},
-        }
-    )
-    assert directions_from_routes(config, cables) == (
+    ring_of_cables = {
+        "mini1": {"mini2": "en1", "mini3": "en2"},
+        "mini2": {"mini1": "en2", "mini3": "en1"},
+        "mini3": {"mini2": "en2", "mini1": "en1"},
+    }
+    assert directions_from_routes(config, _routes(ring_of_cables)) == (
         2,
         "every node reaches its two ring neighbours over separate interfaces",
     )
     # one node on a shared interface is enough for one direction
-    mixed = _routes(
-        {
-            "mini1": {"mini2": "en1", "mini3": "en1"},
-            "mini2": {"mini1": "en2", "mini3": "en1"},
-            "mini3": {"mini2": "en2", "mini1": "en1"},
-        }
-    )
-    assert directions_from_routes(config, mixed) == (
+    mixed = {**ring_of_cables, "mini1": {"mini2": "en1", "mini3": "en1"}}
+    assert directions_from_routes(config, _routes(mixed)) == (
         1,
         "mini1 reaches both ring neighbours over en1, one shared network",
     )
