@@ -11,6 +11,7 @@ import asyncio
 import datetime
 import json
 import signal
+import sys
 
 from rich.table import Table
 
@@ -66,11 +67,11 @@ def run_bench_cli(args, config: Config | None = None) -> int:
             done = asyncio.run(_cluster_cells(args, config, cells, wire, announce, console))
             # the checks may have put the nodes in the order the cables dictate (ring.order)
             results, link, config = done if done is not None else (None, None, config)
-    except BenchError as e:
-        console.print(f"boltring bench: {e}")
+    except BenchError as e:  # errors go to stderr: `bench > out.txt` must still show them
+        print(f"boltring bench: {e}", file=sys.stderr)
         return 1
     if results is None:
-        console.print("boltring bench: interrupted; every rank it started was stopped")
+        print("boltring bench: interrupted; every rank it started was stopped", file=sys.stderr)
         return 130
     first = next(iter(results.values()))
     machine = first.machine
@@ -90,9 +91,9 @@ def run_bench_cli(args, config: Config | None = None) -> int:
                 print(json.dumps({**line, "date": stamp}))
         return 0
     on = f" on {config.source}" if config is not None else ""
-    as_wire = f" as {wire} on the wire" if wire else ""
+    what = f"average_gradients{on}, {args.dtype} sent as {wire}" if wire else f"allreduce{on}, {args.dtype}"
     table = Table(
-        title=f"allreduce{on}, {args.dtype}{as_wire}, median of {args.repeat}",
+        title=f"{what}, median of {args.repeat}",
         title_justify="left",
     )
     cols = ["ranks", "size", "backend", "median ms", "algbw GB/s", "busbw GB/s", "extra MB", "boltring/mlx"]

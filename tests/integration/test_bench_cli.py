@@ -6,8 +6,14 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
+import time
+
+import pytest
+
+from tests.procs import read_to_exit
 
 
 def boltring(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -102,11 +108,11 @@ def test_cluster_runs_each_cell_as_a_job_on_the_configs_nodes(home, no_leftovers
 
 def test_cluster_refuses_the_local_only_options_in_one_line(home, tmp_path):
     res = boltring("bench", "--cluster", "--ranks", "3", "--same-host", "tcp", timeout=60)
-    assert res.returncode == 1
-    assert res.stdout.strip() == (
+    assert res.returncode == 1 and not res.stdout
+    assert res.stderr.strip() == (
         "boltring bench: --ranks, --same-host: with --cluster the ranks come from the config's nodes, "
         "and ring.directions and ring.same_host from its ring section; drop them, or drop --cluster"
-    ), res.stdout
+    ), res.stderr
 
 
 def test_cluster_cell_that_cannot_start_is_one_line_and_exit_1(home, tmp_path):
@@ -128,7 +134,7 @@ def test_cluster_cell_that_cannot_start_is_one_line_and_exit_1(home, tmp_path):
         timeout=120,
     )
     assert res.returncode == 1, res.stdout + res.stderr
-    last = res.stdout.strip().splitlines()[-1]
+    last = res.stderr.strip().splitlines()[-1]
     assert last.startswith(
         "boltring bench: boltring on here: launch failed: here: cannot run /nonexistent/python3"
     )
@@ -144,8 +150,9 @@ def test_cluster_checks_first_and_a_failed_check_stops_the_bench(home, tmp_path)
     lines = res.stdout.strip().splitlines()
     assert lines[0] == "running the checks on here …"
     assert any(line.startswith("fail here ring_ip: ") for line in lines), lines
-    assert lines[-1].startswith("boltring bench: 2 check(s) failed; not benchmarking (fix them, or pass")
-    assert lines[-1].endswith(": here ring_iface; here ring_ip")
+    (error,) = res.stderr.strip().splitlines()  # errors go to stderr, progress to stdout
+    assert error.startswith("boltring bench: 2 check(s) failed; not benchmarking (fix them, or pass")
+    assert error.endswith(": here ring_iface; here ring_ip")
     assert not any(line.startswith("running boltring") for line in lines)
 
 
@@ -172,7 +179,76 @@ def test_cluster_of_one_rank_is_refused_before_anything_runs(home, tmp_path):
     config = tmp_path / "boltring.yaml"
     config.write_text("name: solo\nnodes:\n  - {name: here, local: true, ranks: 1}\n")
     res = boltring("bench", "--cluster", "--config", str(config), timeout=60)
-    assert res.returncode == 1
-    assert res.stdout.strip() == (
+    assert res.returncode == 1 and not res.stdout
+    assert res.stderr.strip() == (
         f"boltring bench: {config} has 1 rank: an allreduce needs at least 2 (more nodes, or ranks: 2 on a node)"
-    ), res.stdout
+    ), res.stderr
+
+
+def test_wire_dtype_times_average_gradients_with_float32_as_the_baseline(home):
+    """--wire-dtype float32 is average_gradients as a job runs it by default, the baseline a
+    half-precision wire is compared with; the JSON line and the table's title say which."""
+    rows = {}
+    for wire in ("float32", "bfloat16"):
+        res = boltring(
+            "bench", "--backend", "boltring", "--ranks", "2", "--sizes", "64KB", "--repeat", "2",
+            "--wire-dtype", wire, "--json",
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr[-2000:]
+        (row,) = [json.loads(line) for line in res.stdout.splitlines()]
+        rows[wire] = row
+    assert [r["wire_dtype"] for r in rows.values()] == ["float32", "bfloat16"]
+    assert all(r["bytes"] == 64 << 10 and r["busbw_gbps"] > 0 for r in rows.values()), rows
+    res = boltring(
+        "bench",
+        "--backend",
+        "boltring",
+        "--ranks",
+        "2",
+        "--sizes",
+        "4KB",
+        "--repeat",
+        "2",
+        "--wire-dtype",
+        "bfloat16",
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "average_gradients, float32 sent as bfloat16, median of 2" in res.stdout, res.stdout
+    res = boltring("bench", "--backend", "both", "--sizes", "4KB", "--wire-dtype", "float32")
+    assert res.returncode != 0 and "use --backend boltring" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupted_bench_stops_every_rank_and_exits_130(no_leftovers, sig):
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "boltring.tui.cli",
+            "bench",
+            "--ranks",
+            "3",
+            "--sizes",
+            "256MB",
+            "--repeat",
+            "1000",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.startswith("running boltring, 3 local ranks, 256 MB"), first
+        time.sleep(2)  # the ranks are up and reducing
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        out, err = read_to_exit(proc, timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == "boltring bench: interrupted; every rank it started was stopped"
+    assert took < 10, f"stopping the bench took {took:.1f} s"
