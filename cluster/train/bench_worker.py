@@ -5,7 +5,8 @@
 
 Both time the same thing a training step pays: an evaluated mx.array in, an evaluated
 mx.array with the sum out. With --wire-dtype, boltring times average_gradients of one float32
-buffer sent as bf16/fp16 instead (bytes count the float32 buffer: the effective bandwidth).
+buffer instead, sent as that dtype (bytes count the float32 buffer: the effective bandwidth);
+float32 there is average_gradients as it runs by default, the baseline of a half-precision wire.
 Rank 0 prints one JSON line per size with every repeat's time and the extra memory: peak RSS
 during the size's calls minus the RSS before them (input allocated, freed heap returned).
 """
@@ -90,7 +91,7 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--dtype", default="float32")
-    p.add_argument("--wire-dtype", default="", choices=("", "bfloat16", "float16"))
+    p.add_argument("--wire-dtype", default="", choices=("", "float32", "bfloat16", "float16"))
     a = p.parse_args()
 
     import mlx.core as mx
