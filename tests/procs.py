@@ -78,3 +78,12 @@ def read_to_exit(proc, timeout: float) -> tuple[str, str]:
     finally:
         pool.shutdown(wait=True)
     return out.result(), err.result() if err is not None else ""
+
+
+def exit_after(proc, act, timeout: float) -> tuple[str, str, float]:
+    """Do `act()` (send a signal, fill a disk) and read `proc` to its exit: (stdout, stderr,
+    seconds from the act to the exit). Kills `proc` if it outlives `timeout`."""
+    t0 = time.monotonic()
+    act()
+    out, err = read_to_exit(proc, timeout)
+    return out, err, time.monotonic() - t0

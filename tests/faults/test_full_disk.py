@@ -7,14 +7,13 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.lab.fixtures import skip_unless_ci
-from tests.procs import read_to_exit
+from tests.procs import exit_after
 
 from .helpers import CLI, events, write_config
 
@@ -76,10 +75,7 @@ def test_disk_full_during_a_run_fails_the_job_naming_the_file(small_disk, tmp_pa
         for line in proc.stdout:
             if json.loads(line)["event"] == "step":
                 break
-        t0 = time.monotonic()
-        fill(small_disk)
-        out, err = read_to_exit(proc, timeout=90)
-        took = time.monotonic() - t0
+        out, err, took = exit_after(proc, lambda: fill(small_disk), timeout=90)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.procs import read_to_exit
+from tests.procs import exit_after, read_to_exit
 
 from .helpers import CLI, cli, events, write_config
 
@@ -77,10 +77,7 @@ def test_interrupt_during_launch_exits_130_within_5_s_and_kills_what_started(no_
             if json.loads(line).get("state") == "launching":
                 break
         time.sleep(0.3)
-        t0 = time.monotonic()
-        proc.send_signal(sig)
-        out, err = read_to_exit(proc, timeout=30)
-        took = time.monotonic() - t0
+        out, err, took = exit_after(proc, lambda: proc.send_signal(sig), timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()

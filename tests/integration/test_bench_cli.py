@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.procs import read_to_exit
+from tests.procs import exit_after
 
 
 def boltring(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -242,10 +242,7 @@ def test_interrupted_bench_stops_every_rank_and_exits_130(no_leftovers, sig):
         first = proc.stdout.readline()
         assert first.startswith("running boltring, 3 local ranks, 256 MB"), first
         time.sleep(2)  # the ranks are up and reducing
-        t0 = time.monotonic()
-        proc.send_signal(sig)
-        out, err = read_to_exit(proc, timeout=60)
-        took = time.monotonic() - t0
+        out, err, took = exit_after(proc, lambda: proc.send_signal(sig), timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
