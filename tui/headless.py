@@ -380,8 +380,7 @@ async def run_status(controller: JobController, *, follow: bool = False, json_ou
     try:
         if not await controller.attach():
             _say(view, "no job is running for this config")
-            _say_last_run(view, controller.config.source)
-            return 1
+            return _say_last_run(view, controller.config.source)
         if not follow:
             await asyncio.sleep(max(controller.poll_s * 2, 0.5))  # read what the ranks wrote so far
             summary = controller.summary()
@@ -398,17 +397,20 @@ async def run_status(controller: JobController, *, follow: bool = False, json_ou
         await controller.close()
 
 
-def _say_last_run(view: HeadlessView, config: str | None) -> None:
-    """With nothing running, `status` shows how the last job of this config ended."""
+def _say_last_run(view: HeadlessView, config: str | None) -> int:
+    """With nothing running, `status` shows how the last job of this config ended, and exits
+    as `--run` did for it (0 finished, 1 failed, 130 stopped by a user): a script that starts
+    following just after the job ended reads its result, not an error. 1 with no job at all."""
     from .runs_view import run_dict, run_result
 
     run = last_run(config)
     if run is None:
-        return
+        return 1
     if view.json_out:
         print(json.dumps({"event": "last_run", **run_dict(run)}, default=str), flush=True)
     else:
         view.console.print(f"last: {run_result(run)}", markup=False, soft_wrap=True)
+    return {str(JobState.FINISHED): 0, str(JobState.KILLED): 130}.get(run.state, 1)
 
 
 async def run_kill(controller: JobController) -> int:

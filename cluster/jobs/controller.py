@@ -86,8 +86,8 @@ class JobController(WatchMixin):
     def request_stop(self, by: StoppedBy = StoppedBy.USER_KILL) -> str | None:
         """Ask the controller watching a job that is between attempts (restarting, no rank
         alive) not to relaunch it. Returns the job id, or None when no such job exists."""
-        rec = record.read_current()
-        if not rec or rec.get("state") != JobState.RESTARTING or rec.get("config") != self.config.source:
+        rec = record.active(self.config.source)
+        if not rec or rec.get("state") != JobState.RESTARTING:
             return None
         rec["stop_requested"] = str(by)
         record.write(rec)
@@ -96,10 +96,8 @@ class JobController(WatchMixin):
     async def attach(self) -> bool:
         """Follow the job this config left running, if any; True when attached. The job (its
         steps, its ranks) comes from the record, as launched, never from the config as it is."""
-        rec = record.read_current()
-        if not rec or not record.is_active(rec) or self.state.active:
-            return False
-        if rec.get("config") != self.config.source or not await self._alive_ranks_of(rec):
+        rec = record.active(self.config.source)
+        if not rec or self.state.active or not await self._alive_ranks_of(rec):
             return False
         self.job_id = rec["job_id"]
         self.config = dataclasses.replace(self.config, job=record.job_from_record(rec, self.config.job))

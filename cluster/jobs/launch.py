@@ -237,8 +237,8 @@ class LaunchMixin(ControllerCore):
         self._finish(state)
 
     async def _refuse_if_running(self) -> None:
-        rec = record.read_current()
-        if rec and record.is_active(rec):
+        rec = record.active(self.config.source)
+        if rec:
             alive = await self._alive_ranks_of(rec)
             if alive:
                 raise ControllerError(

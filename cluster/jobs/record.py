@@ -33,10 +33,6 @@ def record_path(job_id: str) -> Path:
     return jobs_dir() / f"{job_id}.json"
 
 
-def current_path() -> Path:
-    return boltring_home() / "current"
-
-
 def is_active(record: dict[str, Any] | None) -> bool:
     """The record's job may have live ranks (launching, running, stalled, restarting)."""
     try:
@@ -82,13 +78,11 @@ def job_from_record(record: dict[str, Any], default: JobSpec) -> JobSpec:
     return dataclasses.replace(default, **values)
 
 
-def write(record: dict[str, Any], *, current: bool = True) -> None:
+def write(record: dict[str, Any]) -> None:
     path = record_path(record["job_id"])
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, json.dumps(record, indent=1, default=str))
-        if current:
-            write_atomic(current_path(), record["job_id"])
     except OSError as e:
         where = e.filename or path
         raise ControllerError(
@@ -105,9 +99,16 @@ def read(job_id: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def read_current() -> dict[str, Any] | None:
-    try:
-        job_id = current_path().read_text().strip()
-    except OSError:
-        return None
-    return read(job_id) if job_id else None
+def active(config_source: str) -> dict[str, Any] | None:
+    """The newest job of this config that may still have live ranks, whatever other configs
+    (another cluster, a bench cell) launched since. Found by reading the records, not through
+    one "current job" pointer: such a pointer, moved by any launch, left a running job that
+    `status` and `kill` could no longer find."""
+    newest: dict[str, Any] | None = None
+    for path in jobs_dir().glob("*.json"):
+        rec = read(path.stem)
+        if rec is None or rec.get("config") != config_source or not is_active(rec):
+            continue
+        if newest is None or float(rec.get("created") or 0) > float(newest.get("created") or 0):
+            newest = rec
+    return newest

@@ -102,3 +102,55 @@ def test_bench_with_no_repeats_is_one_line(repeat, home):
     assert res.returncode == 2
     lines = [x for x in (res.stdout + res.stderr).splitlines() if x.strip()]
     assert len(lines) == 1 and "--repeat" in lines[0] and "Traceback" not in lines[0], lines
+
+
+def test_status_and_kill_find_the_job_after_another_config_launched(no_leftovers, tmp_path):
+    """Any launch used to move one global "current job" pointer: once another config had
+    launched (even one that failed at once), `status` said no job was running and `kill` could
+    not stop it. Each config's running job is found from the records instead."""
+    proc = _start(
+        "--run", "--json", "--skip-checks", "--ranks", "2", "--example", "mlp", "--steps", "1000000"
+    )
+    try:
+        _wait_for_step(proc)
+        other = tmp_path / "other.yaml"
+        other.write_text(
+            "name: other\ndefaults: {python: /nonexistent/python3}\n"
+            "nodes:\n  - {name: here, local: true, ranks: 2}\n"
+        )
+        failed = cli("--config", str(other), "--run", "--skip-checks", timeout=120)
+        assert failed.returncode == 1, failed.stdout + failed.stderr
+        status = cli("status", "--json", timeout=60)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert json.loads(status.stdout.strip().splitlines()[-1])["total_steps"] == 1000000
+        killed = cli("kill", timeout=60)
+        assert killed.returncode == 0, killed.stdout + killed.stderr
+        out, err = read_to_exit(proc, timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+
+
+@pytest.mark.parametrize("how", ["finished", "killed"])
+def test_status_with_nothing_running_exits_as_the_last_job_did(no_leftovers, tmp_path, how):
+    """`status --follow` started just after a job ended reads its result: 0 for a finished job
+    (it said 1, "failed", before), 130 for one a user stopped; 1 when there is no job at all."""
+    cfg = write_config(tmp_path, ranks=2, job="steps: 3" if how == "finished" else "steps: 1000000")
+    none = cli("--config", str(cfg), "status", "--follow", timeout=60)
+    assert none.returncode == 1 and "no job is running for this config" in none.stdout, none
+    if how == "finished":
+        assert cli("--config", str(cfg), "--run", "--skip-checks", timeout=180).returncode == 0
+    else:
+        proc = _start("--config", str(cfg), "--run", "--json", "--skip-checks")
+        try:
+            _wait_for_step(proc)
+            assert cli("--config", str(cfg), "kill", timeout=60).returncode == 0
+            read_to_exit(proc, timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    for args in (["status"], ["status", "--follow"]):
+        res = cli("--config", str(cfg), *args, timeout=60)
+        assert res.returncode == (0 if how == "finished" else 130), res.stdout + res.stderr
+        assert res.stdout.splitlines()[-1].startswith("last: job "), res.stdout
