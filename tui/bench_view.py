@@ -17,11 +17,13 @@ from rich.table import Table
 
 from boltring.cluster.config.schema import Config
 from boltring.cluster.jobs.bench import (
+    ITEMSIZE,
     BenchError,
     BenchResult,
+    fits_local_memory,
     human_size,
     parse_ranks,
-    parse_size,
+    parse_sizes,
     run_backend,
 )
 from boltring.cluster.jobs.bench_cluster import check_nodes, run_cell, slowest_link
@@ -41,11 +43,13 @@ def run_bench_cli(args, config: Config | None = None) -> int:
     console = cli_console(stderr=args.json)
     wire = getattr(args, "wire_dtype", "") or ""
     try:
-        sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
+        sizes = parse_sizes(args.sizes, ITEMSIZE[args.dtype])
         backends = ["boltring", "mlx"] if args.backend == "both" else [args.backend]
         if wire and backends != ["boltring"]:
             raise BenchError("--wire-dtype measures boltring's average_gradients: use --backend boltring")
         counts = _cluster_ranks(args, config) if config is not None else parse_ranks(args.ranks or "2")
+        if config is None:
+            fits_local_memory(max(counts), max(sizes))
         # Both backends back to back for each size, in alternating order (ABBA): a ratio then
         # compares two measurements seconds apart, whichever way the machine drifts (a shared
         # VM's neighbours, a laptop warming up).
@@ -223,7 +227,8 @@ async def _cluster_cells(
 def _of_link(r: BenchResult, link: tuple[str, float] | None) -> dict:
     if link is None:
         return {}
-    return {"link": link[0], "link_gbps": link[1], "busbw_of_link": r.busbw * 8 / link[1]}
+    # Gbit/s, as links are rated (busbw_gbps and algbw_gbps are GB/s, as MLX and nccl-tests print)
+    return {"link": link[0], "link_gbit_s": link[1], "busbw_of_link": r.busbw * 8 / link[1]}
 
 
 def _checked(results: list[CheckResult], skip: bool, console) -> None:

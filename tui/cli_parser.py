@@ -9,6 +9,7 @@ import argparse
 from typing import NoReturn
 
 from boltring.cluster.config.schema import BACKENDS, EXAMPLES
+from boltring.cluster.jobs.bench import ITEMSIZE
 
 DESCRIPTION = """\
 Train one MLX model data-parallel across Thunderbolt-wired Macs (or N local ranks).
@@ -195,7 +196,7 @@ def main_parser() -> Parser:
         help="boltring's ring, MLX's ring, or both in the same invocation (default; gives the ratio)",
     )
     b.add_argument("--repeat", type=int, default=10, metavar="R", help="timed repeats per size (median)")
-    b.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16", "int32"))
+    b.add_argument("--dtype", default="float32", choices=tuple(ITEMSIZE))
     b.add_argument(
         "--wire-dtype",
         choices=("float32", "bfloat16", "float16"),

@@ -28,12 +28,57 @@ class BenchError(BoltringError):
     title = "bench error"
 
 
+ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "int32": 4}  # bench --dtype choices
+MAX_ELEMENTS = 2**31 - 1  # MLX's shapes are 32-bit: a larger array cannot be made at all
+
+
 def parse_size(text: str) -> int:
     """ "16MB" → 16 MiB in bytes (sizes are binary, like MLX's and nccl-tests' tables)."""
     size = parse_size_or_none(text)
     if size is None:
         raise BenchError(f"cannot read size {text!r}; write sizes like 1MB,16MB,64MB or 4096")
     return size
+
+
+def parse_sizes(text: str, itemsize: int) -> list[int]:
+    """ "1MB,16MB" → byte counts, each once, in the order given; every one whole elements of
+    `itemsize` bytes, at least one element and at most MAX_ELEMENTS (an allreduce of 3 bytes
+    of float32 would time one element and report it as 3 B)."""
+    sizes: list[int] = []
+    for item in (t.strip() for t in str(text).split(",")):
+        if not item:
+            continue
+        size = parse_size(item)
+        if size < itemsize or size % itemsize:
+            raise BenchError(
+                f"size {item!r} is not a whole number of {itemsize}-byte elements; write e.g. 4KB"
+            )
+        if size // itemsize > MAX_ELEMENTS:
+            raise BenchError(
+                f"size {item!r} is {size // itemsize:,} elements; MLX arrays hold at most {MAX_ELEMENTS:,}"
+            )
+        if size not in sizes:
+            sizes.append(size)
+    if not sizes:
+        raise BenchError(f"--sizes {text!r} names no size; write sizes like 1MB,16MB,64MB")
+    return sizes
+
+
+def fits_local_memory(ranks: int, nbytes: int) -> None:
+    """Refuse, before any rank starts, a local cell whose ranks would not fit in this machine's
+    memory: each rank holds its input and its result (2 x the size), so 4 ranks x 4 GB need
+    32 GB. Beyond it the kernel's OOM killer would end ranks midway, or the machine would swap."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return  # no figure on this system: let it try
+    need = ranks * 2 * nbytes
+    if need > total:
+        raise BenchError(
+            f"{ranks} local ranks x {human_size(nbytes)} need about {need / 2**30:.1f} GB of memory "
+            f"(input and result per rank); this machine has {total / 2**30:.1f} GB: use smaller "
+            "--sizes or fewer --ranks"
+        )
 
 
 def parse_ranks(text: str) -> list[int]:

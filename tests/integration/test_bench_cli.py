@@ -172,7 +172,7 @@ def test_cluster_skip_checks_benchmarks_without_the_link_figure(home):
     assert res.returncode == 0, res.stderr[-2000:]
     assert "running the checks" not in res.stderr
     (row,) = [json.loads(line) for line in res.stdout.splitlines()]
-    assert row["backend"] == "boltring" and "link_gbps" not in row
+    assert row["backend"] == "boltring" and "link_gbit_s" not in row
 
 
 def test_cluster_of_one_rank_is_refused_before_anything_runs(home, tmp_path):
