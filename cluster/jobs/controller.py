@@ -95,10 +95,37 @@ class JobController(WatchMixin):
 
     async def attach(self) -> bool:
         """Follow the job this config left running, if any; True when attached. The job (its
-        steps, its ranks) comes from the record, as launched, never from the config as it is."""
+        steps, its ranks) comes from the record, as launched, never from the config as it is.
+        A job that ended while nobody watched it is closed instead (see _close_ended)."""
         rec = record.active(self.config.source)
-        if not rec or self.state.active or not await self._alive_ranks_of(rec):
+        if not rec or self.state.active:
             return False
+        if not await self._alive_ranks_of(rec):
+            # Launching or restarting, a controller is between attempts and owns the record.
+            if rec.get("state") in (JobState.RUNNING, JobState.STALLED):
+                await self._close_ended(rec)
+            return False
+        self._adopt(rec)
+        self.emit(
+            JobStarted(
+                job_id=self.job_id or "",
+                config=self.config.source,
+                world_size=len(self._ranks),
+                steps=self.config.job.steps,
+                nodes=list(rec.get("nodes") or [n.name for n in self.config.nodes]),
+                job=self.job_label(),
+                attached=True,
+                backend=self.config.ring.backend,
+                t=self._started_at,
+            )
+        )  # the job's age, not ours
+        self._set_state(JobState.RUNNING)
+        self._log(f"re-attached to job {self.job_id}")
+        self._follower = asyncio.create_task(self._follow())
+        return True
+
+    def _adopt(self, rec: dict) -> None:
+        """Take over the job of record `rec`: its id, its job as launched, its ranks."""
         self.job_id = rec["job_id"]
         self.config = dataclasses.replace(self.config, job=record.job_from_record(rec, self.config.job))
         self._reset_job()
@@ -117,23 +144,29 @@ class JobController(WatchMixin):
             if r["node"] in nodes
         }
         self._started_at = rec.get("started") or time.time()
-        self.emit(
-            JobStarted(
-                job_id=self.job_id,
-                config=self.config.source,
-                world_size=len(self._ranks),
-                steps=self.config.job.steps,
-                nodes=list(rec.get("nodes") or [n.name for n in self.config.nodes]),
-                job=self.job_label(),
-                attached=True,
-                backend=self.config.ring.backend,
-                t=self._started_at,
-            )
-        )  # the job's age, not ours
-        self._set_state(JobState.RUNNING)
-        self._log(f"re-attached to job {self.job_id}")
-        self._follower = asyncio.create_task(self._follow())
-        return True
+
+    async def _close_ended(self, rec: dict) -> None:
+        """A job whose ranks all ended while no controller watched it (the app quit leaving it
+        running, `--run` was SIGKILLed): its record still said "running", forever, in `runs`,
+        the history and `status`. Read it to its end once, quietly, as a watching controller
+        would have (metrics, exit records, the blame for a failure), and write how it ended.
+        Never restarted: a view that merely opens must not launch anything."""
+        listeners, self._listeners = self._listeners, []
+        try:
+            self._adopt(rec)
+            self._policy.max_restarts = 0
+            await self._check_alive(list(self._ranks.values()))  # their exit records
+            await self._follow()
+            ends = [float(rs.exit_info["ended"]) for rs in self._ranks.values() if rs.exit_info.get("ended")]
+            summary = self._record.get("summary")
+            if ends and isinstance(summary, dict) and self._started_at:
+                summary["wall_s"] = max(ends) - self._started_at  # until the last rank ended, not now
+                record.write(self._record)
+        except ControllerError:
+            pass  # the record cannot be written (a full disk): it stays as it was
+        finally:
+            self._listeners = listeners
+            self.state, self.job_id, self._ranks, self._done, self._record = JobState.IDLE, None, {}, None, {}
 
     async def close(self, kill_running: bool = False) -> None:
         if kill_running:

@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -154,3 +155,33 @@ def test_status_with_nothing_running_exits_as_the_last_job_did(no_leftovers, tmp
         res = cli("--config", str(cfg), *args, timeout=60)
         assert res.returncode == (0 if how == "finished" else 130), res.stdout + res.stderr
         assert res.stdout.splitlines()[-1].startswith("last: job "), res.stdout
+
+
+def test_a_job_that_ended_unwatched_is_closed_by_the_next_status(no_leftovers, tmp_path):
+    """The app can quit leaving a job running, and `--run` can be SIGKILLed: its ranks go on
+    and end with nobody watching. Its record said "running" forever (`runs`, the history,
+    `status`); the next controller to look reads it to its end and writes how it ended."""
+    cfg = write_config(tmp_path, ranks=2, job="steps: 40")
+    proc = _start("--config", str(cfg), "--run", "--json", "--skip-checks")
+    try:
+        _wait_for_step(proc, step=2)
+        proc.kill()  # the controller dies; the detached ranks go on
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (rec,) = [json.loads(p.read_text()) for p in (no_leftovers / ".boltring" / "jobs").glob("*.json")]
+    exits = [Path(r["run_dir"]).expanduser() / "exit.json" for r in rec["ranks"]]
+    deadline = time.monotonic() + 120
+    while not all(p.exists() for p in exits):  # the ranks finish their 40 steps unwatched
+        assert time.monotonic() < deadline, "the ranks never finished"
+        time.sleep(0.2)
+    before = json.loads(cli("--config", str(cfg), "runs", "--json").stdout.splitlines()[0])
+    assert before["state"] == "running", before  # nobody has looked yet
+    status = cli("--config", str(cfg), "status", timeout=120)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert status.stdout.splitlines()[-1].startswith(f"last: job {rec['job_id']} finished: 40/40 steps")
+    after = json.loads(cli("--config", str(cfg), "runs", "--json").stdout.splitlines()[0])
+    assert (after["state"], after["steps"], after["total_steps"]) == ("finished", 40, 40), after
+    ended = max(json.loads(p.read_text())["ended"] for p in exits)
+    assert after["wall_s"] == pytest.approx(ended - rec["started"], abs=0.01)  # not until `status` ran
