@@ -179,6 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     return run_app(controller)
 
 
+def _history_config(args) -> str | None:
+    """`runs` and `export` with --config: that config's source, as its job records name it, so
+    both look among its jobs only; a bad path is the usual one-line config error. None: all jobs."""
+    return _load(args).source if getattr(args, "config", None) else None
+
+
 def _sub(name: str, args) -> int:
     if name == "bench":
         from .bench_view import run_bench_cli
@@ -190,8 +196,7 @@ def _sub(name: str, args) -> int:
     if name == "runs":
         from .runs_view import print_runs
 
-        source = _load(args).source if getattr(args, "config", None) else None
-        return print_runs(json_out=args.json, limit=args.limit, config=source)
+        return print_runs(json_out=args.json, limit=args.limit, config=_history_config(args))
     if name == "export":
         if not (args.csv or args.tensorboard or args.svg):
             raise SystemExit(
@@ -199,7 +204,9 @@ def _sub(name: str, args) -> int:
             )
         from .runs_view import export_run
 
-        return export_run(args.run, csv=args.csv, tensorboard=args.tensorboard, svg=args.svg)
+        return export_run(
+            args.run, csv=args.csv, tensorboard=args.tensorboard, svg=args.svg, config=_history_config(args)
+        )
     config = _load(args)
     if name == "hostfile":
         from boltring.cluster.config import write_mlx_hostfile

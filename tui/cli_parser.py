@@ -118,6 +118,18 @@ def job_parent() -> Parser:
     return p
 
 
+def at_least_one(text: str) -> int:
+    """`runs --limit`: a count of 1 or more. 0 or less showed "no past jobs yet" beside a full
+    history, and -1 dropped the oldest job without a word."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give a whole number, 1 or more, not {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"give 1 or more, not {n}")
+    return n
+
+
 def main_parser() -> Parser:
     p = Parser(
         prog="boltring",
@@ -276,15 +288,19 @@ def main_parser() -> Parser:
         "the run directory is on this machine. With --config, only that config's jobs.",
     )
     rn.add_argument("--json", action="store_true", help="one JSON object per job")
-    rn.add_argument("--limit", type=int, default=20, metavar="N", help="at most N jobs (default 20)")
+    rn.add_argument(
+        "--limit", type=at_least_one, default=20, metavar="N", help="at most N jobs, N ≥ 1 (default 20)"
+    )
 
     ex = sub.add_parser(
         "export",
         parents=[cfg],
         help="write a run's metrics as CSV, TensorBoard events or an SVG loss plot",
         description="Write the metrics of one past job (every rank's step lines) for other tools. "
-        "RUN is a job id as `boltring runs` lists it, a unique prefix of one, or `last`. The ranks' "
-        "metrics files must be on this machine (local runs; copy a remote run directory first).",
+        "RUN is a job id as `boltring runs` lists it, a unique prefix of one, or `last`; with "
+        "--config, one of that config's jobs (`last`: its newest). The ranks' metrics files must be "
+        "on this machine (local runs; copy a remote run directory first). A file's folder must "
+        "exist; --tensorboard needs pip install 'boltring[export]'.",
     )
     ex.add_argument("run", metavar="RUN", help="job id, a unique prefix of it, or `last`")
     ex.add_argument("--csv", metavar="FILE", help="one row per rank and step (step, rank, wall, loss, …)")

@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from rich.console import Console
 from rich.table import Table
 
-from boltring.cluster.jobs.export import write_csv, write_loss_svg, write_tensorboard
-from boltring.cluster.jobs.history import HistoryError, RunRecord, find_run, list_runs, loss_curve
+from boltring.cluster.jobs.export import no_metrics, write_csv, write_loss_svg, write_tensorboard
+from boltring.cluster.jobs.history import HistoryError, RunRecord, find_run, jobs_dir, list_runs, loss_curve
 from boltring.cluster.states import JobState
 
 from .console import cli_console
 from .fmt import fmt_elapsed, fmt_loss, stopped_text
 from .screens.history import RUN_COLUMNS, run_row
+
+T = TypeVar("T")
 
 
 def run_result(run: RunRecord) -> str:
@@ -52,7 +56,8 @@ def print_runs(
         return 0
     console = console or cli_console()
     if not runs:
-        console.print("boltring: no past jobs yet (job records live in ~/.boltring/jobs)")
+        of = f" of {config}" if config is not None else ""
+        console.print(f"boltring: no past jobs{of} yet (job records live in {jobs_dir()})", markup=False)
         return 0
     table = Table(title="past jobs, newest first", title_justify="left")
     for col in RUN_COLUMNS:
@@ -64,24 +69,48 @@ def print_runs(
     return 0
 
 
-def export_run(ref: str, *, csv: str | None, tensorboard: str | None, svg: str | None) -> int:
+FILE_OUT = "a file in an existing, writable directory"  # as `boltring hostfile -o` asks
+
+
+def _writing(flag: str, path: str, write: Callable[[], T], want: str = FILE_OUT) -> T:
+    """write(), with an output that cannot be written (a folder given for a file, a missing or
+    read-only folder) turned into one line naming it and what to give instead."""
+    try:
+        return write()
+    except OSError as e:
+        raise HistoryError(f"cannot write {path}: {e.strerror or e}", hint=f"give {flag} {want}") from None
+
+
+def export_run(
+    ref: str, *, csv: str | None, tensorboard: str | None, svg: str | None, config: str | None = None
+) -> int:
+    """Write one past job (of `config` when given: its source) to the outputs asked for."""
     console = cli_console(stderr=True)
     try:
-        run = find_run(ref)
+        run = find_run(ref, config=config)
         if csv:
-            rows = write_csv(run, csv)
-            console.print(f"boltring: wrote {rows} rows of job {run.job_id} to {csv}")
+            rows = _writing("--csv", csv, lambda: write_csv(run, csv))
+            console.print(f"boltring: wrote {rows} rows of job {run.job_id} to {csv}", markup=False)
         if tensorboard:
-            scalars = write_tensorboard(run, tensorboard)
+            scalars = _writing(
+                "--tensorboard",
+                tensorboard,
+                lambda: write_tensorboard(run, tensorboard),
+                "a folder you can write to",
+            )
             where = Path(tensorboard) / run.job_id
             view = f"tensorboard --logdir {tensorboard}"
-            console.print(f"boltring: wrote {scalars} scalars of job {run.job_id} to {where} ({view})")
+            console.print(
+                f"boltring: wrote {scalars} scalars of job {run.job_id} to {where} ({view})", markup=False
+            )
         if svg:
             points = loss_curve(run)
+            if not points and run.never_started:
+                raise no_metrics(run)
             if not points:
                 raise HistoryError(f"job {run.job_id}: no loss curve on this machine")
-            write_loss_svg(points, f"loss · {run.job_id}", svg)
-            console.print(f"boltring: wrote the loss curve of job {run.job_id} to {svg}")
+            _writing("--svg", svg, lambda: write_loss_svg(points, f"loss · {run.job_id}", svg))
+            console.print(f"boltring: wrote the loss curve of job {run.job_id} to {svg}", markup=False)
     except HistoryError as e:
         console.print(f"boltring: {e}" + (f" ({e.hint})" if e.hint else ""), markup=False)
         return 1

@@ -3,6 +3,9 @@ tensorboardX, a maintained writer, not a hand-made encoder), and the loss curve 
 
 The metrics come from the ranks' metrics.jsonl files of a run directory on this machine
 (history.RunRecord.metrics_file); a run on remote nodes has to be copied back first.
+
+A file is written into a folder that exists, never one made for it: a mistyped folder is
+refused (OSError, which the caller names in one line), as `boltring hostfile -o` does.
 """
 
 from __future__ import annotations
@@ -44,21 +47,30 @@ def run_metrics(run: RunRecord) -> dict[int, list[dict[str, Any]]]:
         if path is not None:
             out[rank] = read_steps(path)
     if not out:
-        where = ", ".join(sorted({str(r.get("node")) for r in run.ranks})) or "?"
-        raise HistoryError(
-            f"job {run.job_id}: no metrics file on this machine (its ranks ran on {where})",
-            hint=f"copy {run.run_dir} from the node to the same path here, then export again",
-        )
+        raise no_metrics(run)
     return out
+
+
+def no_metrics(run: RunRecord) -> HistoryError:
+    """Why a run has no metrics here: it never ran (nothing to copy), or it ran elsewhere."""
+    if run.never_started:
+        why = f"{run.state}: {run.reason}" if run.reason else run.state
+        return HistoryError(
+            f"job {run.job_id} never started a rank ({why}), so it has no metrics to export",
+            hint="`boltring runs` shows which jobs ran",
+        )
+    where = ", ".join(sorted({str(r.get("node")) for r in run.ranks})) or "?"
+    return HistoryError(
+        f"job {run.job_id}: no metrics file on this machine (its ranks ran on {where})",
+        hint=f"copy {run.run_dir} from the node to the same path here, then export again",
+    )
 
 
 def write_csv(run: RunRecord, path: str | Path) -> int:
     """One row per rank and step, sorted by step then rank; the number of rows."""
     rows = [rec for recs in run_metrics(run).values() for rec in recs]
     rows.sort(key=lambda r: (int(r.get("step", 0)), int(r.get("rank", 0))))
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("w", newline="") as f:
+    with Path(path).open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         for rec in rows:
@@ -69,8 +81,13 @@ def write_csv(run: RunRecord, path: str | Path) -> int:
 def write_tensorboard(run: RunRecord, logdir: str | Path) -> int:
     """Scalars under logdir/<job id> (loss from rank 0; rank<N>/<metric> for every rank), with
     each line's wall time; the number of scalars written."""
-    from tensorboardX import SummaryWriter  # optional: only `export --tensorboard` needs it
-
+    try:  # optional: only `export --tensorboard` needs it
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        raise HistoryError(
+            "--tensorboard writes through tensorboardX, which is not installed",
+            hint="pip install 'boltring[export]'",
+        ) from None
     metrics = run_metrics(run)
     written = 0
     writer = SummaryWriter(logdir=str(Path(logdir) / run.job_id))
@@ -136,6 +153,5 @@ def loss_svg(points: Sequence[tuple[int, float]], title: str, width: int = 800, 
 
 def write_loss_svg(points: Sequence[tuple[int, float]], title: str, path: str | Path) -> Path:
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(loss_svg(points, title))
     return target

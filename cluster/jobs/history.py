@@ -17,6 +17,7 @@ from typing import Any
 
 from boltring.cluster.config.schema import boltring_home
 from boltring.cluster.errors import BoltringError
+from boltring.cluster.states import JobState
 
 
 class HistoryError(BoltringError):
@@ -39,6 +40,7 @@ class RunRecord:
     reason: str | None = None
     ranks: list[dict[str, Any]] = field(default_factory=list)  # {"rank", "node", "run_dir"}
     path: Path | None = None  # the record file
+    created: float | None = None  # when the launch began (`started` stays None if it failed)
 
     def metrics_file(self, rank: int = 0) -> Path | None:
         """The rank's metrics.jsonl when its run directory is on this machine, else None."""
@@ -48,8 +50,20 @@ class RunRecord:
                 return path if path.is_file() else None
         return None
 
+    @property
+    def never_started(self) -> bool:
+        """The job ended without its ranks ever running: the controller sets `started` only once
+        every rank has started, and a launch that fails kills whatever it had started. (A job
+        still launching may yet start, so it does not count.)"""
+        try:
+            ended = not JobState(self.state).active
+        except ValueError:
+            ended = False
+        return self.started is None and ended
 
-def _jobs_dir(home: Path | None) -> Path:
+
+def jobs_dir(home: Path | None = None) -> Path:
+    """Where the job records are (BOLTRING_HOME/jobs): named in messages as it really is."""
     return (home or boltring_home()) / "jobs"
 
 
@@ -88,6 +102,7 @@ def _from_record(data: dict[str, Any], path: Path) -> RunRecord:
         reason=summary.get("reason") or data.get("reason"),
         ranks=[r for r in data.get("ranks", []) if isinstance(r, dict)],
         path=path,
+        created=data.get("created"),
     )
     if run.run_dir is None and run.ranks:
         run_dir = str(run.ranks[0].get("run_dir", ""))
@@ -117,7 +132,7 @@ def _fill_from_metrics(run: RunRecord) -> None:
 
 def list_runs(home: Path | None = None, limit: int | None = None) -> list[RunRecord]:
     """Past and current jobs, newest first."""
-    jobs = _jobs_dir(home)
+    jobs = jobs_dir(home)
     paths = (
         sorted(jobs.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True) if jobs.is_dir() else []
     )
@@ -129,15 +144,19 @@ def list_runs(home: Path | None = None, limit: int | None = None) -> list[RunRec
             continue
         if isinstance(data, dict):
             out.append(_from_record(data, path))
-    out.sort(key=lambda r: r.started or 0.0, reverse=True)
+    # A launch that failed has no start time; its creation time keeps it in its place (sorted
+    # as 0 it went below every other job, and `export last` took an older one).
+    out.sort(key=lambda r: r.started or r.created or 0.0, reverse=True)
     return out
 
 
-def find_run(ref: str, home: Path | None = None) -> RunRecord:
-    """A run by its id, a unique prefix of it, or "last"."""
-    runs = list_runs(home)
+def find_run(ref: str, home: Path | None = None, config: str | None = None) -> RunRecord:
+    """A run by its id, a unique prefix of it, or "last"; among one config's jobs when given
+    (its source, as the records name it)."""
+    runs = [r for r in list_runs(home) if config is None or r.config == config]
     if not runs:
-        raise HistoryError(f"no job records in {_jobs_dir(home)}", hint="run a job first")
+        of = f" of {config}" if config is not None else ""
+        raise HistoryError(f"no job records{of} in {jobs_dir(home)}", hint="run a job first")
     if ref == "last":
         return runs[0]
     exact = [r for r in runs if r.job_id == ref]
@@ -145,7 +164,10 @@ def find_run(ref: str, home: Path | None = None) -> RunRecord:
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise HistoryError(f"no job {ref!r} in {_jobs_dir(home)}", hint="`boltring runs` lists the job ids")
+        of = f" of {config}" if config is not None else ""
+        raise HistoryError(
+            f"no job {ref!r}{of} in {jobs_dir(home)}", hint="`boltring runs` lists the job ids"
+        )
     names = ", ".join(r.job_id for r in matches[:4])
     raise HistoryError(f"{ref!r} matches {len(matches)} jobs ({names}…)", hint="give more of the id")
 
