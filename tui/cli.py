@@ -9,9 +9,19 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 
 from .cli_parser import main_parser, split_passthrough
+
+NOT_STARTED = 2  # exit code: nothing started, because of what was given (README, exit codes)
+
+
+class Refused(Exception):
+    """A bad option value or config: one line (each of its lines a problem), exit NOT_STARTED.
+
+    Before, these exited 1, the code of a job that ran and failed, so a script could not tell
+    a typo from a crashed rank; argparse's own errors and failed checks were already 2."""
 
 
 def _read_config(path: str | None):
@@ -22,7 +32,7 @@ def _read_config(path: str | None):
     try:
         config, report = load_config_with_report(path)
     except ConfigError as e:
-        raise SystemExit("\n".join(f"boltring: {line}" for line in str(e).splitlines())) from None
+        raise Refused(str(e)) from None
     if report is not None:
         print(f"boltring: read {config.source} as {report.source_format}:", file=sys.stderr)
         for line in report.mapped:
@@ -58,13 +68,13 @@ def _load(args, ranks=None):
         restarts = getattr(args, "restarts", None)
         if restarts is not None:
             if restarts < 0:
-                raise SystemExit(f"boltring: --restarts {restarts}: give 0 or more restarts")
+                raise Refused(f"--restarts {restarts}: give 0 or more restarts")
             import dataclasses
 
             config = dataclasses.replace(config, job=dataclasses.replace(config.job, restarts=restarts))
         return _with_workload(config, args)
     except ConfigError as e:
-        raise SystemExit("\n".join(f"boltring: {line}" for line in str(e).splitlines())) from None
+        raise Refused(str(e)) from None
 
 
 def _with_workload(config, args):
@@ -82,11 +92,11 @@ def _with_workload(config, args):
         try:
             text = path.read_text()
         except OSError as e:
-            raise SystemExit(f"boltring: --rdma-devices {path}: {e.strerror}") from None
+            raise Refused(f"--rdma-devices {path}: {e.strerror}") from None
         try:
             matrix = read_rdma_devices(text, len(config.nodes), source=str(path))
         except PlanError as e:
-            raise SystemExit(f"boltring: {e}" + (f" ({e.hint})" if e.hint else "")) from None
+            raise Refused(f"{e}" + (f" ({e.hint})" if e.hint else "")) from None
         ring = dataclasses.replace(ring, rdma_devices=matrix)
     if getattr(args, "module", None):
         job = dataclasses.replace(job, module=args.module, example=None, script=None)
@@ -94,16 +104,18 @@ def _with_workload(config, args):
         job = dataclasses.replace(job, module=None)
     if getattr(args, "steps_per_eval", None) is not None:
         if args.steps_per_eval < 0:
-            raise SystemExit("boltring: --steps-per-eval must be 0 or more")
+            raise Refused("--steps-per-eval must be 0 or more")
         job = dataclasses.replace(job, steps_per_eval=args.steps_per_eval)
     config = dataclasses.replace(config, ring=ring, job=job)
-    if job.example == "lm" and not job.script and not job.module and hasattr(args, "backend"):
-        _check_lm_args(job.args)
-    if hasattr(args, "backend"):  # a job command: check the plan for the chosen backend now
-        try:
+    # The job's own checks, for the job command only: every subcommand's namespace carries the
+    # main parser's defaults too, and `status` or `check` must not refuse a config for its job.
+    if getattr(args, "command", None) is None:
+        if job.example == "lm" and not job.script and not job.module:
+            _check_lm_args(job.args)
+        try:  # the plan for the chosen backend, now: what cannot start says why before anything runs
             plan_job(config, "plan-check")
         except PlanError as e:
-            raise SystemExit(f"boltring: {e}" + (f" ({e.hint})" if e.hint else "")) from None
+            raise Refused(f"{e}" + (f" ({e.hint})" if e.hint else "")) from None
     return config
 
 
@@ -115,47 +127,66 @@ def _check_lm_args(words) -> None:
         return  # mlx-lm's YAML config may name them; the ranks check
     missing = [flag for flag in ("--model", "--data") if flag not in given]
     if missing:
-        raise SystemExit(
-            f"boltring: --example lm needs {' and '.join(missing)} after --, e.g. "
+        raise Refused(
+            f"--example lm needs {' and '.join(missing)} after --, e.g. "
             "`boltring --run --example lm -- --model mlx-community/Qwen3-0.6B-4bit --data ./data`"
         )
 
 
-def _dry_run(controller, resume: bool) -> int:
-    plans = controller.plan(resume=resume)
-    config = controller.config
-    print(
-        f"# boltring dry run: config {config.source}, {config.world_size} ranks, "
-        f"{controller.job_label()}, {config.job.steps} steps, backend {config.ring.backend}. "
-        "Nothing is started."
-    )
-    for p in plans:
-        print(f"\n# rank {p.rank} on {p.node} ({p.where}); run dir {p.run_dir}")
-        print("#   the secret goes on stdin, never on the command line")
-        print(p.command)
-        print(f"#   which starts: {' '.join(p.argv)}")
-        ring_env = {
-            k: v
-            for k, v in p.env.items()
-            if k in ("BOLTRING_RANK", "BOLTRING_RING", "BOLTRING_BACKEND") or k.startswith("MLX_")
-        }
-        print(f"#   environment: {json.dumps(ring_env)}")
-        for var, content in p.files.items():
-            print(f"#   file {var} (written in the run dir): {content}")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv, script_args = split_passthrough(list(sys.argv[1:] if argv is None else argv))
+    try:
+        try:
+            return _main(list(sys.argv[1:] if argv is None else argv))
+        finally:
+            sys.stdout.flush()  # output a closed pipe refused fails here, not at interpreter exit
+    except BrokenPipeError:
+        # `boltring runs --json | head -3`: the reader has gone, which is not an error of ours.
+        # As the Python docs advise (signal module, "Note on SIGPIPE"): point stdout at devnull
+        # so the exit does not fail flushing it again, and exit 1, quietly.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: list[str]) -> int:
+    argv, script_args = split_passthrough(argv)
     parser = main_parser()
     args = parser.parse_args(argv)
-    if args.command is None and args.json and not args.run:
-        print("boltring: --json prints the events of a headless run: add --run", file=sys.stderr)
-        return 2
     if args.command is not None:
         if script_args:
             parser.error(f"`--` passes arguments to a training job; `boltring {args.command}` takes none")
-        return _sub(args.command, args)
+        job_options = _job_options_before(argv, args.command)
+        if job_options:
+            what = "is an option" if len(job_options) == 1 else "are options"
+            parser.error(
+                f"{', '.join(job_options)} {what} of a job (`boltring --run …`), not of `boltring "
+                f"{args.command}`; its own options go after it (`boltring {args.command} --help`)"
+            )
+    elif args.json and not (args.run or args.dry_run):
+        parser.error("--json prints the events of a headless run or a dry run: add --run or --dry-run")
+    try:
+        return _sub(args.command, args) if args.command is not None else _job(args, script_args)
+    except Refused as e:
+        if args.command is None and args.json:  # scripts read the reason where they read events
+            for line in str(e).splitlines():
+                print(json.dumps({"event": "error", "text": line, "t": time.time()}), flush=True)
+        print("\n".join(f"boltring: {line}" for line in str(e).splitlines()), file=sys.stderr)
+        return NOT_STARTED
+
+
+def _job_options_before(argv: list[str], command: str) -> list[str]:
+    """The job's options written before a subcommand (`boltring --dry-run kill`): argparse
+    takes them, then lets the subcommand's defaults overwrite or ignore them, so `--dry-run
+    kill` really killed and `--json check` printed a table. Only --config is shared."""
+    before = argv[: argv.index(command)] if command in argv else []
+    words = [w.split("=", 1)[0] for w in before if w.startswith("-")]
+    return [w for w in words if w not in ("-c", "--config")]
+
+
+def _job(args, script_args: list[str]) -> int:
+    """`boltring` (the app), `boltring --run` and `boltring --dry-run`."""
     args.script_args = script_args
     if args.script:
         args.script = str(Path(args.script).resolve())
@@ -165,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
 
     controller = JobController(config)
     if args.dry_run:
-        return _dry_run(controller, args.resume)
+        from .dry_run import print_plan
+
+        return print_plan(controller, args.resume, json_out=args.json)
     if args.run:
         from .headless import run_headless
 
@@ -173,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             run_headless(controller, json_out=args.json, resume=args.resume, skip_checks=args.skip_checks)
         )
     if not sys.stdout.isatty():
-        raise SystemExit("boltring: the app needs a terminal; use `boltring --run` for headless runs")
+        raise Refused("the app needs a terminal; use `boltring --run` for headless runs")
     from .app import run_app
 
     return run_app(controller)
@@ -199,9 +232,7 @@ def _sub(name: str, args) -> int:
         return print_runs(json_out=args.json, limit=args.limit, config=_history_config(args))
     if name == "export":
         if not (args.csv or args.tensorboard or args.svg):
-            raise SystemExit(
-                "boltring export: say what to write: --csv FILE, --tensorboard DIR or --svg FILE"
-            )
+            raise Refused("say what to write: --csv FILE, --tensorboard DIR or --svg FILE")
         from .runs_view import export_run
 
         return export_run(

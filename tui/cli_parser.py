@@ -143,7 +143,8 @@ def main_parser() -> Parser:
     p.add_argument(
         "--json",
         action="store_true",
-        help="with --run: one JSON event per line on stdout (start, step, log, error, summary)",
+        help="with --run: one JSON event per line on stdout (start, step, log, error, summary); "
+        "with --dry-run: the plan as events (plan, then rank_plan per rank)",
     )
     p.add_argument(
         "--dry-run", action="store_true", help="print exactly what would be started where, and start nothing"

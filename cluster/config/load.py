@@ -82,7 +82,8 @@ def with_overrides(
         changes.update(example=checked(key.check, example, flag("--example"), key.expected), script=None)
     if script is not None:
         text = checked(v.text, script, flag("--script"), "the path of a Python script")
-        changes.update(script=resolve_script(text, Path.cwd(), flag("--script")), example=None)
+        script = resolve_script(text, Path.cwd(), flag("--script"), relative_to="the current folder")
+        changes.update(script=script, example=None)
     if args is not None:
         changes["args"] = checked(v.text_list, list(args), flag("--args"), JOB_KEYS["args"].expected)
     for name, value in (("steps", steps), ("seed", seed), ("global_batch", global_batch)):
@@ -151,6 +152,10 @@ def load_config_with_report(
             text = resources.files("boltring.configs").joinpath("local.yaml").read_text(encoding="utf-8")
             return _load_text(text, EMBEDDED_SOURCE, base)
         file, shown = candidate, CONFIG_FILENAME if cwd is None else str(candidate)
+    elif not str(path).strip():  # Path("") is ".", which would be read as "is a directory"
+        raise ConfigError(
+            "--config", None, None, "the config path is empty", f"give the path of {_FORMATS_TEXT}"
+        )
     else:
         file, shown = Path(path).expanduser(), str(path)
         file = file if file.is_absolute() else base / file

@@ -337,13 +337,15 @@ def _job(fields: dict[str, tuple[Any, Where]], base_dir: Path) -> JobSpec:
     return JobSpec(**values)
 
 
-def resolve_script(script: str, base_dir: Path, where: Where) -> str:
+def resolve_script(script: str, base_dir: Path, where: Where, *, relative_to: str = "the config file") -> str:
+    """The script's absolute path; a relative one is taken from base_dir, which the hint names
+    (the config file's folder for job.script, the current folder for --script)."""
     path = Path(script).expanduser()
     path = (path if path.is_absolute() else base_dir / path).resolve()
     if not path.is_file():
         where.fail(
             f"{script!r} is not a file (looked for {path})",
-            "the path of a Python script on this machine, relative to the config file",
+            f"the path of a Python script on this machine, relative to {relative_to}",
         )
     return str(path)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -75,13 +76,25 @@ def script_remote_path(node: Node, job_id: str, script: str) -> str:
     return f"{workspace_dir(node)}/{local.parent.name}/{local.name}"
 
 
-def _roots(config: Config, node: Node) -> list[SyncRoot]:
-    if node.local:
-        return []
+def job_roots(config: Config) -> list[SyncRoot]:
+    """What the launch syncs (nodes/sync.py). Its refusals (a job.sync path that does not exist,
+    a script in the home folder) are PlanErrors here, with the launch's own words: the launch
+    stops on them before any rank starts, so a plan (--dry-run) that showed them would lie."""
     try:
         return sync_roots(config)
-    except SyncError:
-        return []  # the launch's sync step reports it; a plan (--dry-run) still shows the rest
+    except SyncError as e:
+        raise PlanError(e.message, hint=e.hint) from None
+
+
+def _roots(config: Config, node: Node) -> list[SyncRoot]:
+    return [] if node.local else job_roots(config)  # local ranks read the laptop's own files
+
+
+def local_words(argv: list[str]) -> list[str]:
+    """A local rank's command with "~" and "~/…" words expanded, as LocalTransport.run does
+    before it executes them: the dry-run line, pasted into a shell, then uses the same run
+    directory (shlex would quote a "~/…" word, and a quoted "~" does not expand)."""
+    return [os.path.expanduser(w) if w == "~" or w.startswith("~/") else w for w in argv]
 
 
 def runner_argv(config: Config, node: Node, job_id: str, *, resume: bool) -> list[str]:
@@ -207,6 +220,7 @@ def plan_job(config: Config, job_id: str, *, resume: bool = False, command_line=
 
     layout = config.rank_layout()
     ring = tuple(slot.ring_addr for slot in layout)
+    job_roots(config)  # the launch syncs first, even with only local nodes: refuse what it refuses
     plans = []
     for slot in layout:
         node = slot.node
@@ -233,7 +247,8 @@ def plan_job(config: Config, job_id: str, *, resume: bool = False, command_line=
             env["BOLTRING_WANDB"] = config.job.wandb
         argv = runner_argv(config, node, job_id, resume=resume)
         spawn = spawn_argv(node, "start", run_dir)
-        rendered = command_line(node, spawn) if command_line else shlex.join(spawn)
+        shown = local_words(spawn) if node.local else spawn  # ssh lines leave "~/" to the node's shell
+        rendered = command_line(node, shown) if command_line else shlex.join(shown)
         plans.append(
             PlannedRank(
                 rank=slot.rank,

@@ -851,11 +851,11 @@ def test_a_single_error_is_a_plain_config_error():
     assert info.value.errors == [info.value]
 
 
-def test_cli_prints_every_config_error_on_its_own_line(tmp_path):
+def test_cli_prints_every_config_error_on_its_own_line(tmp_path, capsys):
+    """Exit 2, as for a mistyped option: nothing started (1 is a job that ran and failed)."""
     path = write(tmp_path, "nodes: [{name: a, local: true}]\njob: {steps: 0, seed: -1}\n")
-    with pytest.raises(SystemExit) as info:
-        cli.main(["--config", str(path), "--dry-run"])
-    assert str(info.value).splitlines() == [
+    assert cli.main(["--config", str(path), "--dry-run"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
         f"boltring: {path}:2: job.steps: 0 is less than 1; expected a whole number of training steps, at least 1",
         f"boltring: {path}:2: job.seed: -1 is less than 0; expected a whole number, 0 or more",
     ]
@@ -973,8 +973,13 @@ def test_quoted_exponent_is_still_text():
 
 
 def test_json_without_run_is_refused_with_one_line(capsys):
-    assert cli.main(["--json"]) == 2
-    assert capsys.readouterr().err == "boltring: --json prints the events of a headless run: add --run\n"
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--json"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        "boltring: --json prints the events of a headless run or a dry run: add --run or --dry-run "
+        "(`boltring --help` explains every option)\n"
+    )
 
 
 @pytest.mark.parametrize(

@@ -135,7 +135,7 @@ def test_export_with_a_missing_config_is_the_config_error(home, capsys):
     job_record(home, "j-1")
     missing = home / "nope.yaml"
     code, err = run_cli(capsys, "export", "last", "-c", str(missing), "--csv", str(home / "m.csv"))
-    assert code == 1 and "nope.yaml: no such file" in one_line(err)
+    assert code == 2 and "nope.yaml: no such file" in one_line(err)  # nothing ran: a bad config
     assert not (home / "m.csv").exists()
 
 

@@ -77,9 +77,10 @@ def test_mlx_hostfile_object_form(tmp_path):
         "192.168.0.14",
     ]
     assert config.job.global_batch == 4 * DEFAULT_BATCH_PER_RANK
-    assert "backend: ignored (boltring always uses its own authenticated ring over TCP)" in report.ignored
+    assert config.ring.backend == "jaccl"  # the file's "backend": "jaccl" is boltring's jaccl
+    assert any(line.startswith("backend → ring.backend jaccl (") for line in report.mapped)
     assert any(line.startswith("envs: ignored") for line in report.ignored)
-    assert sum(line.endswith("RDMA (JACCL) is not used)") for line in report.ignored) == 4
+    assert sum(line.endswith("reads it with --rdma-devices THIS_FILE)") for line in report.ignored) == 4
     assert "hosts[3].ips[0] → nodes[3].ring_ip 192.168.0.14" in report.mapped
 
 

@@ -70,6 +70,38 @@ class Draft:
         return config_from_data(self.doc, self.source), self.report
 
 
+# mlx.launch's --backend names (mlx/_distributed_utils/launch.py, mlx 0.32), which MLX hostfiles
+# and jupiter's cluster.yaml carry, as boltring's ring.backend where boltring runs the same thing.
+_MLX_BACKENDS = {
+    "ring": (
+        "mlx-ring",
+        " (MLX's TCP ring, as mlx.launch runs it; --backend boltring for boltring's own ring)",
+    ),
+    "jaccl": ("jaccl", " (MLX's RDMA over Thunderbolt 5; it needs --rdma-devices FILE)"),
+}
+_MLX_BACKENDS_UNRUN = {
+    "mpi": "boltring does not launch through MPI; ring.backend stays boltring, or pass --backend mlx-ring",
+    "nccl": "NCCL is MLX's CUDA backend, which boltring does not launch; ring.backend stays boltring",
+    "jaccl-ring": "boltring's jaccl backend links every pair of nodes, not only ring neighbours; "
+    "ring.backend stays boltring, or pass --backend jaccl with every pair's RDMA device",
+}
+
+
+def put_mlx_backend(d: Draft, value: Any, where: Where) -> None:
+    """An MLX backend name as ring.backend when boltring has that backend; else said why not."""
+    if isinstance(value, str) and value in _MLX_BACKENDS:
+        backend, note = _MLX_BACKENDS[value]
+        d.put("ring", "backend", backend, where, note)
+    elif value in ("", None):  # mlx.launch then picks its own default; boltring keeps its own
+        d.ignore(where.path, "not set; ring.backend stays boltring")
+    elif isinstance(value, str) and value in _MLX_BACKENDS_UNRUN:
+        d.ignore(where.path, _MLX_BACKENDS_UNRUN[value])
+    else:
+        what = repr(value) if isinstance(value, str) else describe(value)
+        known = "ring, jaccl, jaccl-ring, mpi or nccl"
+        d.ignore(where.path, f"{what} is not an MLX backend ({known}); ring.backend stays boltring")
+
+
 def show(value: Any) -> str:
     return "true" if value is True else "false" if value is False else str(value)
 

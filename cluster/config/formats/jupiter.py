@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from boltring.cluster.config.formats.draft import Draft, ImportReport, is_ip, need, text
+from boltring.cluster.config.formats.draft import Draft, ImportReport, is_ip, need, put_mlx_backend, text
 from boltring.cluster.config.located import Where, line_of
 from boltring.cluster.config.schema import Config
 from boltring.cluster.config.ssh_target import LOCAL_HOSTS, format_ssh_target, parse_ssh_target
@@ -37,7 +37,6 @@ def sniff(data: Any) -> bool:
 
 
 _JUPITER_IGNORED = {
-    "backend": "boltring always uses its own authenticated ring over TCP, not mpi, ring or jaccl",
     "use_thunderbolt_bridge": "ring traffic goes to each node's ring_ip: make that its Thunderbolt "
     "Bridge address",
     "sync_every_n_steps": "boltring averages gradients on every step",
@@ -65,6 +64,8 @@ def read(mapping: Any, source: str) -> tuple[Config, ImportReport]:
         where = top.child(mapping, key)
         if key == "network_interface" and mapping[key] is not None:
             d.put("defaults", "ring_iface", mapping[key], where)
+        elif key == "backend":  # jupiter launches with mlx.launch: the names are MLX's
+            put_mlx_backend(d, mapping[key], where)
         elif key not in ("nodes", "network_interface"):
             d.ignore(where.path, _JUPITER_IGNORED.get(key, "not a jupiter key boltring knows"))
     for i, node in enumerate(nodes):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from boltring.cluster.config.formats.draft import Draft, ImportReport, is_ip, need, text
+from boltring.cluster.config.formats.draft import Draft, ImportReport, is_ip, need, put_mlx_backend, text
 from boltring.cluster.config.located import Where, line_of
 from boltring.cluster.config.schema import Config
 from boltring.cluster.config.ssh_target import LOCAL_HOSTS, parse_ssh_target
@@ -19,18 +19,16 @@ NAME = "mlx-hostfile"
 
 
 def sniff(data: Any) -> bool:
-    """A JSON list of hosts with ssh/ips, or an object with "hosts" (and no boltring "nodes")."""
+    """A JSON list (of hosts with ssh/ips), or an object with "hosts" (and no boltring "nodes").
+
+    Any list: no other format is one, so read() says what is wrong with it as a host list (an
+    empty one has no hosts) rather than boltring's reader calling it "not a mapping"."""
     if isinstance(data, list):
-        return (
-            bool(data)
-            and all(isinstance(h, dict) for h in data)
-            and any({"ssh", "ips"} & set(h) for h in data)
-        )
+        return True
     return isinstance(data, dict) and "hosts" in data and "nodes" not in data
 
 
 _MLX_TOP_IGNORED = {
-    "backend": "boltring always uses its own authenticated ring over TCP",
     "envs": "set environment variables in the node's shell profile or in your script",
 }
 
@@ -43,12 +41,19 @@ def read(data: Any, source: str) -> tuple[Config, ImportReport]:
     if isinstance(data, dict):
         hosts, hosts_at = need(data, "hosts", top, shape)
         for key in data:
-            if key != "hosts":
+            if key == "backend":
+                put_mlx_backend(d, data[key], top.child(data, key))
+            elif key != "hosts":
                 d.ignore(str(key), _MLX_TOP_IGNORED.get(key, "not an MLX hostfile key"))
     elif isinstance(data, list):
         hosts, hosts_at = data, top
     else:
         top.fail(describe(data), shape)
+    if hosts == [] and hosts is data:  # `[]`: the list form, with nothing in it
+        top.fail(
+            "the MLX hostfile lists no hosts",
+            'at least one host: [{"ssh": "mini1", "ips": ["10.0.0.1"]}, ...]',
+        )
     if not isinstance(hosts, list) or not hosts:
         hosts_at.fail("the list is empty" if hosts == [] else describe(hosts), shape)
     previous: tuple[str, str] | None = None
@@ -103,7 +108,9 @@ def _mlx_host(d: Draft, host: Any, at: Where) -> tuple[str, str, Where, Where]:
         )
     for key in host:
         if key == "rdma":
-            d.ignore(at.child(host, key).path, "boltring's ring runs over TCP; RDMA (JACCL) is not used")
+            # The device matrix is not a config key (schema.RingSpec.rdma_devices): plan.py
+            # reads it from this very file.
+            d.ignore(at.child(host, key).path, "the jaccl backend reads it with --rdma-devices THIS_FILE")
         elif key not in ("ssh", "ips"):
             d.ignore(at.child(host, key).path, "not an MLX hostfile key")
     return ssh, ip, ssh_at, ip_at

@@ -1,0 +1,52 @@
+"""What `boltring` exits with when nothing starts, and options in the wrong place."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from boltring.tui import cli
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (
+            ["--dry-run", "kill"],
+            "--dry-run is an option of a job (`boltring --run …`), not of `boltring kill`",
+        ),
+        (["--json", "check"], "--json is an option of a job (`boltring --run …`), not of `boltring check`"),
+        (["-n", "4", "--run", "hostfile"], "-n, --run are options of a job"),
+    ],
+)
+def test_job_options_before_a_subcommand_are_refused_not_ignored(capsys, argv, said):
+    """They were taken and then ignored: `--dry-run kill` really killed, `--json check`
+    printed a table and `--ranks 4 hostfile` wrote 2 hosts."""
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    assert said in capsys.readouterr().err
+
+
+def test_config_before_a_subcommand_still_applies(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("nodes:\n  - {name: a, local: true, ranks: 3}\n")
+    assert cli.main(["-c", str(config), "hostfile"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 3  # one entry per rank, as mlx.launch reads it
+
+
+def test_a_bad_config_under_run_json_is_an_error_event_and_exit_2(tmp_path, capsys):
+    missing = tmp_path / "nope.yaml"
+    assert cli.main(["--config", str(missing), "--run", "--json"]) == 2
+    out, err = capsys.readouterr()
+    (event,) = [json.loads(line) for line in out.splitlines()]
+    assert event["event"] == "error" and event["text"].startswith(f"{missing}: no such file"), event
+    assert err.startswith(f"boltring: {missing}: no such file")
+
+
+def test_dry_run_json_is_the_plan_as_events(capsys):
+    assert cli.main(["--dry-run", "--json"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [e["event"] for e in events] == ["plan", "rank_plan", "rank_plan"]
+    assert events[1]["env"]["BOLTRING_RANK"] == "0" and "BOLTRING_WIRE_DTYPE" in events[1]["env"]
