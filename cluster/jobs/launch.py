@@ -142,10 +142,13 @@ class LaunchMixin(ControllerCore):
         await self._refuse_if_running()
         await self.check_job_args()
         self.job_id = launcher.new_job_id(self.config.name)
+        try:  # before the launching state: a plan that cannot be made must leave the job idle
+            plans = self.plan(resume=resume, job_id=self.job_id)
+        except launcher.PlanError as e:  # (files named by job.sync gone since the CLI's check)
+            raise ControllerError(str(e), hint=e.hint) from None
         self._reset_job()
         self._done = asyncio.get_running_loop().create_future()
         self._set_state(JobState.LAUNCHING)
-        plans = self.plan(resume=resume, job_id=self.job_id)
         nodes = {n.name: n for n in self.config.nodes}
         self._ranks = {p.rank: RankState(plan=p, node=nodes[p.node]) for p in plans}
         ranks = [{"rank": p.rank, "node": p.node, "run_dir": p.run_dir} for p in plans]
