@@ -39,16 +39,26 @@ TB_RANK_SCALARS = ("samples_per_s", "tokens_per_s", "allreduce_gbps", "allreduce
 
 
 def run_metrics(run: RunRecord) -> dict[int, list[dict[str, Any]]]:
-    """rank -> its step records; HistoryError when no rank's file is on this machine."""
+    """rank -> its step records, with every rate per rank as the app and `--run` show it;
+    HistoryError when no rank's file is on this machine."""
     out: dict[int, list[dict[str, Any]]] = {}
     for r in run.ranks:
         rank = int(r.get("rank", -1))
         path = run.metrics_file(rank)
         if path is not None:
-            out[rank] = read_steps(path)
+            out[rank] = [per_rank(rec, len(run.ranks)) for rec in read_steps(path)]
     if not out:
         raise no_metrics(run)
     return out
+
+
+def per_rank(rec: dict[str, Any], world_size: int) -> dict[str, Any]:
+    """A worker reports the global batch as its `samples` (netio.Group.report), so its line's
+    samples_per_s is the whole job's; a rank did 1/N of it, as follow.py shows it. Exported as
+    written, rank<N>/samples_per_s was N times the figure the app and `--run` showed."""
+    if rec.get("samples_per_s") is None:
+        return rec
+    return {**rec, "samples_per_s": rec["samples_per_s"] / max(world_size, 1)}
 
 
 def no_metrics(run: RunRecord) -> HistoryError:

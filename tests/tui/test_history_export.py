@@ -123,6 +123,11 @@ def test_export_csv_tensorboard_and_svg(in_home, tmp_path):
     assert [s for s, _ in tags["loss"]] == list(range(1, STEPS + 1))
     assert tags["loss"][-1][1] == pytest.approx(run.last_loss, rel=1e-5)
     assert "rank1/samples_per_s" in tags and "rank0/allreduce_gbps" in tags
+    # per rank, as the app and `--run` show it: the line's global samples/s over the 2 ranks
+    lines = [json.loads(x) for x in (Path(run.ranks[1]["run_dir"]).expanduser() / "metrics.jsonl").open()]
+    written = [x["samples_per_s"] / 2 for x in lines if x.get("kind") == "step"]
+    assert [v for _, v in tags["rank1/samples_per_s"]] == pytest.approx(written, rel=1e-5)
+    assert [float(r["samples_per_s"]) for r in rows if r["rank"] == "1"] == pytest.approx(written)
     assert svg.read_text().startswith("<svg") and "<polyline" in svg.read_text()
 
 
