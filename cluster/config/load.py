@@ -98,7 +98,13 @@ def with_overrides(
     if global_batch is not None:
         check_batch(global_batch, nodes, flag("--global-batch"))
     elif ranks is not None and job.global_batch is not None:
-        check_batch(job.global_batch, nodes, flag("--ranks"), what="job.global_batch ")
+        check_batch(
+            job.global_batch,
+            nodes,
+            flag("--ranks"),
+            what="job.global_batch ",
+            fix=" (pass it as --global-batch)",
+        )
     return dataclasses.replace(config, nodes=nodes, job=job)
 
 

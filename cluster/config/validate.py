@@ -351,8 +351,10 @@ def resolve_script(script: str, base_dir: Path, where: Where, *, relative_to: st
 
 
 def check_batch(
-    global_batch: int, nodes: list[Node] | tuple[Node, ...], where: Where, *, what: str = ""
+    global_batch: int, nodes: list[Node] | tuple[Node, ...], where: Where, *, what: str = "", fix: str = ""
 ) -> None:
+    """`fix`: what to change where the batch came from elsewhere (--ranks changed the world
+    size under the config's global_batch), after "expected … such as A or B"."""
     world = sum(n.ranks for n in nodes)
     if global_batch % world == 0:
         return
@@ -361,5 +363,5 @@ def check_batch(
     per_node = " + ".join(f"{n.ranks} on {n.name}" for n in nodes[:6]) + (" + ..." if len(nodes) > 6 else "")
     where.fail(
         f"{what}{global_batch} is not divisible by the world size {world} ({per_node})",
-        f"a multiple of {world} such as {such_as}, so every rank gets the same share",
+        f"a multiple of {world} such as {such_as}, so every rank gets the same share{fix}",
     )

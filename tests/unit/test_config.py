@@ -495,6 +495,9 @@ def test_ranks_override_must_divide_the_batch(tmp_path):
     assert str(info.value).startswith(
         "command line: --ranks: job.global_batch 240 is not divisible by the world size 7"
     )
+    assert str(info.value).endswith(
+        "such as 238 or 245, so every rank gets the same share (pass it as --global-batch)"
+    )
     assert with_overrides(local_default(tmp_path), ranks=7, global_batch=280).world_size == 7
 
 
