@@ -88,6 +88,11 @@ def _with_workload(config, args):
     if getattr(args, "backend", None):
         ring = dataclasses.replace(ring, backend=args.backend)
     if getattr(args, "rdma_devices", None):
+        if ring.backend != "jaccl":  # read by nothing else: taken silently, it looked in effect
+            raise Refused(
+                f"--rdma-devices is read by the jaccl backend only, and this job runs {ring.backend}: "
+                "add --backend jaccl (or set ring.backend: jaccl), or drop --rdma-devices"
+            )
         path = Path(args.rdma_devices).expanduser()
         try:
             text = path.read_text()

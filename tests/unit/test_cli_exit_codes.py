@@ -50,3 +50,13 @@ def test_dry_run_json_is_the_plan_as_events(capsys):
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [e["event"] for e in events] == ["plan", "rank_plan", "rank_plan"]
     assert events[1]["env"]["BOLTRING_RANK"] == "0" and "BOLTRING_WIRE_DTYPE" in events[1]["env"]
+
+
+def test_rdma_devices_without_jaccl_is_refused_not_ignored(tmp_path, capsys):
+    devices = tmp_path / "devices.json"
+    devices.write_text('[[null, "rdma_en2"], ["rdma_en2", null]]')
+    assert cli.main(["--dry-run", "--rdma-devices", str(devices)]) == 2
+    assert (
+        "--rdma-devices is read by the jaccl backend only, and this job runs boltring"
+        in capsys.readouterr().err
+    )
