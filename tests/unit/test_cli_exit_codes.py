@@ -60,3 +60,21 @@ def test_rdma_devices_without_jaccl_is_refused_not_ignored(tmp_path, capsys):
         "--rdma-devices is read by the jaccl backend only, and this job runs boltring"
         in capsys.readouterr().err
     )
+
+
+def test_ctrl_c_while_starting_up_is_exit_130_without_a_traceback(monkeypatch, capsys):
+    """The console script's own module catches it: Ctrl-C while the CLI is still importing
+    printed a KeyboardInterrupt traceback from inside an import and exited -2."""
+    import tomllib
+    from pathlib import Path
+
+    from boltring.tui import entry
+
+    def interrupted() -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "main", interrupted)
+    assert entry.main() == 130
+    assert capsys.readouterr().err == "boltring: interrupted\n"
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"]["boltring"] == "boltring.tui.entry:main"
