@@ -87,3 +87,20 @@ def exit_after(proc, act, timeout: float) -> tuple[str, str, float]:
     act()
     out, err = read_to_exit(proc, timeout)
     return out, err, time.monotonic() - t0
+
+
+def cli_in(cwd, *args: str, timeout: float = 60):
+    """`boltring ARGS` run in folder `cwd`, which is also its HOME and holds its BOLTRING_HOME:
+    configs, run directories and job records all stay in the test's folder."""
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "boltring.tui.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, "HOME": str(cwd), "BOLTRING_HOME": str(cwd / ".boltring")},
+    )

@@ -5,10 +5,7 @@ with --json the plan is JSON events, one per line, like `--run --json`."""
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ from boltring.cluster.jobs.controller import JobController
 from boltring.cluster.jobs.plan import PlanError, plan_job
 from boltring.cluster.nodes.sync import SyncError, sync_roots
 from boltring.tui.dry_run import print_plan
+from tests.procs import cli_in
 
 LOCAL = (
     "name: t\nnodes: [{name: a, local: true, ring_ip: 127.0.0.1, ranks: 2}]\njob: {example: mlp, steps: 2}\n"
@@ -32,17 +30,6 @@ def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "c.yaml"
     path.write_text(text)
     return path
-
-
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "boltring.tui.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        env={**os.environ, "HOME": str(cwd), "BOLTRING_HOME": str(cwd / ".boltring")},
-    )
 
 
 # --- 1. what the launch refuses, the plan refuses ---------------------------------------------------
@@ -71,8 +58,8 @@ def test_a_remote_script_in_the_home_folder_is_refused_as_the_launch_refuses_it(
 
 def test_cli_dry_run_fails_like_the_launch_before_any_plan_line(tmp_path):
     cfg = _write(tmp_path, LOCAL.replace("job: {", "job: {sync: [./nonexist], "))
-    dry = _cli("--config", str(cfg), "--dry-run", cwd=tmp_path)
-    run = _cli("--config", str(cfg), "--run", "--skip-checks", cwd=tmp_path)
+    dry = cli_in(tmp_path, "--config", str(cfg), "--dry-run")
+    run = cli_in(tmp_path, "--config", str(cfg), "--run", "--skip-checks")
     assert dry.returncode == run.returncode == 2, (dry.stderr, run.stderr)  # nothing started
     assert dry.stdout == "" and "# rank" not in dry.stdout
     (line,) = dry.stderr.strip().splitlines()

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -17,6 +15,7 @@ from boltring.cluster.config.load import load_config_text
 from boltring.cluster.config.ports import DEFAULT_RING_PORT
 from boltring.cluster.jobs.plan import PlanError, plan_job, read_rdma_devices, spawn_input
 from boltring.netio.jobenv import JobEnv, JobEnvError
+from tests.procs import cli_in
 
 THREE_MINIS = """
 name: minis
@@ -153,19 +152,8 @@ def test_spawn_agent_writes_backend_files_and_points_the_variable_at_them(tmp_pa
     assert res.returncode != 0 and "bad file variable name" in res.stdout
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "boltring.tui.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        env={**os.environ, "HOME": str(cwd), "BOLTRING_HOME": str(cwd / ".boltring")},
-    )
-
-
 def test_cli_dry_run_shows_the_backend_environment_and_files(tmp_path):
-    res = _cli("--dry-run", "--backend", "mlx-ring", "--ranks", "2", "--module", "mypkg.train", cwd=tmp_path)
+    res = cli_in(tmp_path, "--dry-run", "--backend", "mlx-ring", "--ranks", "2", "--module", "mypkg.train")
     assert res.returncode == 0, res.stderr
     assert "backend mlx-ring" in res.stdout and "module mypkg.train" in res.stdout
     assert '"MLX_RANK": "1"' in res.stdout and "file MLX_HOSTFILE" in res.stdout
@@ -176,12 +164,12 @@ def test_cli_jaccl_without_devices_is_one_clear_line(tmp_path):
     (tmp_path / "boltring.yaml").write_text(
         "name: m\nnodes:\n  - {name: a, ssh: a, ring_ip: 198.18.0.1}\n  - {name: b, ssh: b, ring_ip: 198.18.0.2}\n"
     )
-    res = _cli("--dry-run", "--backend", "jaccl", cwd=tmp_path)
+    res = cli_in(tmp_path, "--dry-run", "--backend", "jaccl")
     assert res.returncode != 0
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "jaccl" in lines[0] and "--rdma-devices" in lines[0], lines
     (tmp_path / "devices.json").write_text(json.dumps([[None, "rdma_en2"], ["rdma_en2", None]]))
-    res = _cli("--dry-run", "--backend", "jaccl", "--rdma-devices", "devices.json", cwd=tmp_path)
+    res = cli_in(tmp_path, "--dry-run", "--backend", "jaccl", "--rdma-devices", "devices.json")
     assert res.returncode == 0, res.stderr
     assert f'"MLX_JACCL_COORDINATOR": "198.18.0.1:{DEFAULT_RING_PORT}"' in res.stdout
     assert (
@@ -191,9 +179,9 @@ def test_cli_jaccl_without_devices_is_one_clear_line(tmp_path):
 
 
 def test_cli_lm_without_model_or_data_is_one_clear_line(tmp_path):
-    res = _cli("--run", "--example", "lm", "--", "--model", "m", cwd=tmp_path)
+    res = cli_in(tmp_path, "--run", "--example", "lm", "--", "--model", "m")
     assert res.returncode != 0
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "--example lm needs --data after --" in lines[0], lines
-    res = _cli("--dry-run", "--example", "lm", "--", "--model", "m", "--data=d", cwd=tmp_path)
+    res = cli_in(tmp_path, "--dry-run", "--example", "lm", "--", "--model", "m", "--data=d")
     assert res.returncode == 0 and "runner --example lm" in res.stdout
