@@ -87,9 +87,11 @@ class StoppedBy(StrEnum):
     USER_KILL = "boltring kill"  # `boltring kill` from any terminal
     APP = "the app"  # `k` in the app, or quit → kill
     CTRL_C = "Ctrl-C"  # --run interrupted
+    SIGTERM = "SIGTERM"  # --run (or `status --follow`) terminated: `kill`, a service manager, CI
     BOLTRING = "boltring"  # the controller stopped the other ranks after one failed
 
 
-# A person stopped the job (any terminal, the app, Ctrl-C), as opposed to boltring stopping the
-# rest of a job after a failure: ranks that end of a user stop are never reported as failures.
-USER_STOPS = (StoppedBy.USER_KILL, StoppedBy.APP, StoppedBy.CTRL_C)
+# A person stopped the job (any terminal, the app, Ctrl-C, SIGTERM), as opposed to boltring
+# stopping the rest of a job after a failure: ranks that end of a user stop are never reported
+# as failures, and the job is never restarted.
+USER_STOPS = (StoppedBy.USER_KILL, StoppedBy.APP, StoppedBy.CTRL_C, StoppedBy.SIGTERM)

@@ -86,6 +86,7 @@ _WHO = {
     StoppedBy.USER_KILL: "you (boltring kill)",
     StoppedBy.APP: "you",
     StoppedBy.CTRL_C: "you (Ctrl-C)",
+    StoppedBy.SIGTERM: "you (SIGTERM)",
     StoppedBy.BOLTRING: "boltring",
 }
 

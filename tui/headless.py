@@ -15,6 +15,7 @@ import json
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 
 from rich.console import Console
@@ -52,6 +53,7 @@ from boltring.cluster.states import CheckStatus, JobState, StoppedBy
 from .console import cli_console
 from .fmt import fmt_elapsed, in_words, stopped_text
 from .node_state import Level
+from .view_state import recent_rate
 
 PROGRESS_EVERY_S = 0.5  # redraw limit for the live line on a terminal
 PLAIN_EVERY_S = 5.0  # when stdout is not a terminal, a progress line at most this often
@@ -91,8 +93,8 @@ class HeadlessView:
         self.clock = clock
         self._last_draw = -1e9
         self._progress: StepProgress | None = None
-        self._started: float | None = None  # monotonic time of the first step seen
-        self._first_step = 0
+        self._started: float | None = None  # the job's start, on self.clock (elapsed, ETA)
+        self._steps: deque[tuple[float, int]] = deque(maxlen=4096)  # (rank's wall, step): the rate
         self._stopped_by: StoppedBy | None = None
         self.kill_requested = False  # Ctrl-C: ranks that exit now were stopped, not failed
         self._bar: Progress | None = None
@@ -109,10 +111,9 @@ class HeadlessView:
                     d["event"] = "error"
                 print(json.dumps(d, default=str), flush=True)
             return
+        self._time(ev)
         match ev:
             case StepProgress():
-                if self._started is None:
-                    self._started, self._first_step = self.clock(), ev.step
                 self._progress = ev
                 self._draw()
             case SyncProgress():
@@ -163,15 +164,26 @@ class HeadlessView:
             self._print(f"sync {escape(ev.node)} {escape(ev.path)}: {mb} ({ev.sent / max(ev.total, 1):.0%})")
 
     # -- progress -------------------------------------------------------------------------
+    def _time(self, ev: Event) -> None:
+        """Elapsed counts from the job's start (JobStarted.t: a re-attached job's own age); the
+        rate from the ranks' clocks on their steps, from the start of this attempt: a burst of
+        steps read on re-attach, and the wait before a restart, are no training pace."""
+        if isinstance(ev, JobStarted):
+            self._started = self.clock() - max(0.0, time.time() - ev.t)
+            self._steps.clear()
+        elif isinstance(ev, JobRestarted):
+            self._steps.clear()
+        elif isinstance(ev, StepProgress):
+            if self._started is None:  # joined without a start (nothing else to count from)
+                self._started = self.clock()
+            self._steps.append((ev.wall if ev.wall is not None else self.clock(), ev.step))
+
     def eta(self) -> float | None:
         p = self._progress
-        if p is None or self._started is None:
+        rate = recent_rate(self._steps)
+        if p is None or rate is None or p.step >= p.total:
             return None
-        done = p.step - self._first_step
-        spent = self.clock() - self._started
-        if done <= 0 or spent <= 0 or p.step >= p.total:
-            return None
-        return (p.total - p.step) * spent / done
+        return (p.total - p.step) / rate
 
     def _line(self, p: StepProgress) -> str:
         elapsed = None if self._started is None else self.clock() - self._started
@@ -286,9 +298,15 @@ async def run_headless(
     controller.add_listener(view)
     loop = asyncio.get_running_loop()
     interrupted = asyncio.Event()
+    stop_by: list[StoppedBy] = []  # the first signal is who stops the job: named, never mixed up
+
+    def interrupt(by: StoppedBy) -> None:
+        stop_by.append(by)
+        interrupted.set()
+
     try:
-        loop.add_signal_handler(signal.SIGINT, interrupted.set)
-        loop.add_signal_handler(signal.SIGTERM, interrupted.set)
+        loop.add_signal_handler(signal.SIGINT, interrupt, StoppedBy.CTRL_C)
+        loop.add_signal_handler(signal.SIGTERM, interrupt, StoppedBy.SIGTERM)
     except (NotImplementedError, RuntimeError):
         pass
 
@@ -336,9 +354,10 @@ async def run_headless(
         stopper = asyncio.ensure_future(interrupted.wait())
         await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if stopper.done() and not waiter.done():
-            _say(view, "interrupted: stopping every rank …", error=False)
+            by = stop_by[0] if stop_by else StoppedBy.CTRL_C
+            _say(view, f"interrupted ({by}): stopping every rank …", error=False)
             view.kill_requested = True
-            await controller.kill(by=StoppedBy.CTRL_C)
+            await controller.kill(by=by)
         stopper.cancel()
         summary = await controller.wait()
         view.finish(summary)
@@ -377,11 +396,14 @@ async def run_status(controller: JobController, *, follow: bool = False, json_ou
     """Re-attach to the job left running for this config; show it, or follow it to the end."""
     view = HeadlessView(controller, json_out=json_out)
     controller.add_listener(view)
+    loop = asyncio.get_running_loop()
+    # Caught from the start: a Ctrl-C while attaching must not be a traceback either.
+    interrupted = _catch_interrupts(loop) if follow else None
     try:
         if not await controller.attach():
             _say(view, "no job is running for this config")
             return _say_last_run(view, controller.config.source)
-        if not follow:
+        if interrupted is None:
             await asyncio.sleep(max(controller.poll_s * 2, 0.5))  # read what the ranks wrote so far
             summary = controller.summary()
             if json_out:
@@ -389,12 +411,60 @@ async def run_status(controller: JobController, *, follow: bool = False, json_ou
             else:
                 view.finish(summary)
             return 0
-        summary = await controller.wait()
-        view.finish(summary)
-        return exit_code(summary)
+        followed = await _wait_unless_interrupted(controller, interrupted)
+        if followed is None:
+            _say(
+                view,
+                f"stopped following job {controller.job_id}; it is still running — `boltring kill` stops it",
+                error=False,
+            )
+            return STOPPED_FOLLOWING
+        view.finish(followed)
+        return exit_code(followed)
     finally:
+        if interrupted is not None:
+            _release_interrupts(loop)
         controller.remove_listener(view)
         await controller.close()
+
+
+STOPPED_FOLLOWING = 3  # `status --follow` left by Ctrl-C: the job was not touched and runs on
+
+
+def _catch_interrupts(loop: asyncio.AbstractEventLoop) -> asyncio.Event:
+    """Ctrl-C and SIGTERM set the returned event instead of cancelling the whole command."""
+    interrupted = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, interrupted.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    return interrupted
+
+
+def _release_interrupts(loop: asyncio.AbstractEventLoop) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.remove_signal_handler(sig)
+        except (NotImplementedError, RuntimeError):
+            pass
+
+
+async def _wait_unless_interrupted(
+    controller: JobController, interrupted: asyncio.Event
+) -> JobSummary | None:
+    """The job's summary, or None when an interrupt came first. `status` does not own the job:
+    an interrupt only stops following it (close() leaves the ranks running)."""
+    waiter = asyncio.ensure_future(controller.wait())
+    stopper = asyncio.ensure_future(interrupted.wait())
+    try:
+        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if waiter.done():
+        return waiter.result()
+    waiter.cancel()
+    return None
 
 
 def _say_last_run(view: HeadlessView, config: str | None) -> int:

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from boltring.cluster.config.schema import Node
 from boltring.cluster.jobs.events import CheckResult, RankMetrics
-from boltring.cluster.states import CheckStatus, LogLevel, SshState
+from boltring.cluster.states import CheckStatus, LogLevel, SshState, StoppedBy
 
 from .check_items import PANEL_CHECKS, check_sort_key, merge_links
 
@@ -65,6 +65,9 @@ class RankView:
     stalled_t: float = 0.0
     returncode: int | None = None
     reason: str | None = None
+    stopped_by: StoppedBy | None = None  # who stopped it, when someone did (RankExited)
+    # the numeric fields a script adds to report() (val_loss=, accuracy=, ...), latest of each
+    extras: dict[str, float] = field(default_factory=dict)
     gbps_history: deque[float] = field(default_factory=lambda: deque(maxlen=RANK_HISTORY))
     history_version: int = 0
     _prev: tuple[float, int, int | None, int | None] | None = None  # (t, step, sent, recv)
@@ -91,6 +94,8 @@ class RankView:
     def reset(self, t: float, pid: int | None) -> None:
         self.status, self.pid, self.started_t = RankStatus.STARTED, pid, t
         self.step, self.last_metrics_t, self.returncode, self.reason = 0, None, None, None
+        self.stopped_by = None
+        self.extras = {}
         self.steps_per_s = self.samples_per_s = self.tokens_per_s = self.allreduce_gbps = None
         self.allreduce_ms = self.sent_per_s = self.recv_per_s = self.mem_mb = self.loss = None
         self.stalled_s, self._prev = None, None
@@ -115,6 +120,7 @@ class RankView:
         elif ev.allreduce_s is not None:
             self.allreduce_ms = ev.allreduce_s * 1000
         self._prev = (t, ev.step, ev.bytes_sent, ev.bytes_recv)
+        self.extras.update(ev.extra)
         self.step, self.last_metrics_t, self.stalled_s = ev.step, ev.t, None
         for name in ("loss", "steps_per_s", "samples_per_s", "tokens_per_s", "mem_mb"):
             value = getattr(ev, name)

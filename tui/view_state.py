@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from boltring.cluster.config.schema import Config, Node
+from boltring.cluster.jobs.blame import named_cause
 from boltring.cluster.jobs.events import (
     CheckResult,
     Event,
@@ -48,6 +49,19 @@ RATE_WINDOW_S = 60.0  # the job's steps/s (for the ETA) is measured over this mu
 
 
 _JOB_LEVEL = {JobState.FAILED: Level.ERROR, JobState.KILLED: Level.WARN, JobState.STALLED: Level.WARN}
+
+
+def recent_rate(step_times: Sequence[tuple[float, int]], window_s: float = RATE_WINDOW_S) -> float | None:
+    """Steps per second over the last `window_s` of (time, step) samples. The times are the
+    ranks' own (StepProgress.wall): steps read in a burst (a re-attach replays them all at
+    once) keep the pace they were made at."""
+    if len(step_times) < 2:
+        return None
+    t1, s1 = step_times[-1]
+    t0, s0 = next(((t, s) for t, s in step_times if t1 - t <= window_s), step_times[0])
+    if t1 <= t0 or s1 <= s0:
+        return None
+    return (s1 - s0) / (t1 - t0)
 
 
 class ClusterView:
@@ -105,19 +119,13 @@ class ClusterView:
         return (self.ended_t if self.ended_t is not None else now) - self.started_t
 
     def steps_per_s(self) -> float | None:
-        """The job's recent rate, from the global steps of the last RATE_WINDOW_S seconds."""
-        if len(self.step_times) < 2:
-            return None
-        t1, s1 = self.step_times[-1]
-        t0, s0 = next(((t, s) for t, s in self.step_times if t1 - t <= RATE_WINDOW_S), self.step_times[0])
-        if t1 <= t0 or s1 <= s0:
-            return None
-        return (s1 - s0) / (t1 - t0)
+        return recent_rate(self.step_times)
 
     def eta(self) -> float | None:
-        """Seconds left at the recent rate, while a job runs."""
+        """Seconds left at the recent rate, while the job runs: none while it is stalled or
+        restarting, when its last rate is not what it does now."""
         rate = self.steps_per_s()
-        if not self.running or rate is None or self.step >= self.total_steps:
+        if self.state != JobState.RUNNING or rate is None or self.step >= self.total_steps:
             return None
         return (self.total_steps - self.step) / rate
 
@@ -271,8 +279,12 @@ class ClusterView:
                 for rv in self.ranks.values():
                     rv.stalled_s = None
             self.reason = in_words(ev.reason) or self.reason
+            if state == JobState.FAILED:
+                self._blame_rows(self.reason)
             if state == JobState.KILLED:
                 self.stopped_by = ev.by or self.stopped_by or (StoppedBy.APP if self.kill_requested else None)
+        elif state == JobState.RESTARTING:
+            self._blame_rows(in_words(ev.reason))
         elif state in (JobState.LAUNCHING, JobState.RUNNING):
             self.ended_t = None
             self.reason = None
@@ -327,7 +339,7 @@ class ClusterView:
 
     def _on_step(self, ev: StepProgress) -> None:
         self.step, self.total_steps = ev.step, ev.total
-        self.step_times.append((ev.t, ev.step))
+        self.step_times.append((ev.wall if ev.wall is not None else ev.t, ev.step))
         if ev.loss is not None:
             self.loss = ev.loss
             if not self.loss_history or self.loss_history[-1][0] != ev.step:
@@ -348,6 +360,7 @@ class ClusterView:
         if reason and reason.startswith("failed"):  # the row and the log say "failed" already
             reason = reason.removeprefix("failed").lstrip(": ") or None
         rv.returncode, rv.reason, rv.stalled_s = ev.returncode, reason, None
+        rv.stopped_by = ev.stopped_by
         if ev.returncode == 0:
             rv.status = RankStatus.DONE
             text, level = f"rank {ev.rank} finished", Level.INFO
@@ -365,9 +378,28 @@ class ClusterView:
         if rv.reason:
             text += f": {rv.reason}"
         self.note(text, level, node=ev.node, source=ev.node, t=ev.t)
+        if self.state == JobState.FAILED:  # its end was read after the job's verdict
+            self._blame_rows(self.reason)
+
+    def _blame_rows(self, reason: str | None) -> None:
+        """The failure's reason on the rows of the ranks boltring stopped because of it: the
+        blamed rank says why it is blamed (the header's cause, short), the others that they
+        were stopped because of it, never only "was stopped by boltring"."""
+        if not reason:
+            return
+        cause = named_cause(reason)
+        for rv in self.ranks.values():
+            if rv.stopped_by != StoppedBy.BOLTRING:
+                continue
+            if cause is not None and (rv.rank, rv.node) == cause[:2]:
+                rv.status, rv.reason = RankStatus.FAILED, cause[2]
+            else:
+                why = f", because of rank {cause[0]}" if cause else f": {reason.split('; evidence: ')[0]}"
+                rv.status, rv.reason = RankStatus.KILLED, f"by boltring{why}"
 
     def _on_restarted(self, ev: JobRestarted) -> None:
         self.restarts.append(ev)
+        self.step_times.clear()  # it resumes from a checkpoint: the delay is no training pace
         start = f"from {ev.resume_from}" if ev.resume_from else "from step 0"
         self.note(
             f"restart {ev.attempt}/{ev.max_restarts} {start} after: {ev.cause}",

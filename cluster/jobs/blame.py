@@ -13,6 +13,7 @@ error). Every victim's error is kept as evidence, once. Pure functions: tested w
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,12 +97,30 @@ def describe_own_end(f: RankFacts) -> str:
     return f"{f.label} exited with an error (code {f.returncode}); see its log"
 
 
+# How a ring error's peer is named, by the direction in its exit record (runner.write_why
+# writes "send" or "recv"; a record without one says only which peer).
+_TOWARDS = {"send": "sending to", "recv": "receiving from"}
+
+
 def evidence_of(f: RankFacts) -> str:
-    direction = {"recv": "waiting to receive", "send": "sending"}.get(str(f.exit.get("direction")), "")
     err = f.exit.get("error")
-    peer = f.exit.get("peer_rank")
+    peer = f"rank {f.exit.get('peer_rank')}"
+    if err == "ConnectTimeout":  # the ring never came up: neither sending nor receiving yet
+        return f"{f.label} could not set up its ring connection with {peer}"
     what = "timed out" if err == "PeerTimeout" else "lost the connection" if err == "PeerClosed" else str(err)
-    return f"{f.label} {what} {direction} from rank {peer}".replace("  ", " ").strip()
+    towards = _TOWARDS.get(str(f.exit.get("direction")), "with")
+    return f"{f.label} {what} {towards} {peer}"
+
+
+_CAUSE = re.compile(r"(?:failed: )?rank (\d+) on (\S+) (.+?)(?:; evidence: .*)?$")
+
+
+def named_cause(reason: str | None) -> tuple[int, str, str] | None:
+    """(rank, node, what happened to it) when a job's one-line reason names a rank as its cause
+    ("rank 1 on local stopped responding …; evidence: …"), for views that have only the text.
+    None when it names no rank first (a ring link, the ring as a whole, a NaN loss)."""
+    m = _CAUSE.match(reason or "")
+    return (int(m[1]), m[2], m[3]) if m else None
 
 
 def decide(facts: list[RankFacts], *, stall_s: float | None = None) -> Verdict:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from boltring.cluster.config.schema import Config, Node
-from boltring.cluster.jobs import blame, follow, record
+from boltring.cluster.jobs import blame, record
 from boltring.cluster.jobs import plan as launcher
 from boltring.cluster.jobs.errors import ControllerError
 from boltring.cluster.jobs.events import (
@@ -314,16 +314,8 @@ class ControllerCore:
             self._done.set_result(summary)
 
     def summary(self, status: JobState | None = None) -> JobSummary:
-        ranks = {}
-        for r, rs in self._ranks.items():
-            seen = rs.steps_seen[1:] or rs.steps_seen  # the first step includes compilation/setup
-            ranks[r] = {
-                "node": rs.node.name,
-                "samples_per_s": follow.mean(m.samples_per_s for m in seen),
-                "steps_per_s": follow.mean(m.steps_per_s for m in seen),
-                "allreduce_gbps": follow.mean(m.allreduce_gbps for m in seen),
-                "tokens_per_s": follow.mean(m.tokens_per_s for m in seen),
-            }
+        # totals over time, from what the ranks' lines carry (follow.Totals), never a mean of rates
+        ranks = {r: {"node": rs.node.name, **rs.totals.rates()} for r, rs in self._ranks.items()}
         return JobSummary(
             job_id=self.job_id or "",
             status=status or self.state,

@@ -99,6 +99,9 @@ class RankMetrics(Event):
     tokens_per_s: float | None = None  # language-model jobs (charlm, lm): tokens this rank trained per second
     val_loss: float | None = None  # set on the steps where a validation pass ran
     peak_mem_mb: float | None = None
+    # Every numeric field of the line beyond the standard ones (report(**extra): val_loss,
+    # peak_mem_mb, accuracy, ...), for the step event and the panels.
+    extra: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -126,13 +129,17 @@ class JobRestarted(Event):
 
 @dataclass
 class StepProgress(Event):
-    """The job's global step advanced (the slowest rank's step; loss from rank 0)."""
+    """The job's global step advanced (the slowest rank's step; loss from rank 0 at that step).
+    `ranks` holds each rank's latest throughput and the extra fields of its latest line."""
 
     kind: ClassVar[str] = "step"
     step: int
     total: int
     loss: float | None
     ranks: dict[int, dict[str, float | None]] = field(default_factory=dict)  # rank -> throughput
+    # the rank's own clock on the metrics line that completed the step: rates from it stay true
+    # when steps are read in a burst (a re-attach replays every step at once)
+    wall: float | None = None
 
 
 @dataclass
@@ -165,7 +172,8 @@ class JobSummary(Event):
     first_loss: float | None
     last_loss: float | None
     wall_s: float
-    ranks: dict[int, dict[str, float | None]] = field(default_factory=dict)  # mean samples/s, GB/s
+    # per rank: steps/s, samples/s, tokens/s and all-reduce GB/s as totals over time (see follow.Totals)
+    ranks: dict[int, dict[str, float | None]] = field(default_factory=dict)
     reason: str | None = None
     run_dir: str | None = None
     tokens_per_s: float | None = None  # all ranks together, language-model jobs

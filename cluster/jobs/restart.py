@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from boltring.cluster.states import JobState, StoppedBy
+from boltring.cluster.states import USER_STOPS, JobState, StoppedBy
 
 _STEP_RE = re.compile(r"step-0*(\d+)\.safetensors")
 
@@ -30,7 +30,7 @@ class RestartPolicy:
 
     def allows(self, state: JobState, by: StoppedBy | None) -> bool:
         """Restart a job that failed on its own, while restarts remain; never one a user stopped."""
-        if state != JobState.FAILED or by in (StoppedBy.USER_KILL, StoppedBy.APP, StoppedBy.CTRL_C):
+        if state != JobState.FAILED or by in USER_STOPS:
             return False
         return self.used < self.max_restarts
 

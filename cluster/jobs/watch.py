@@ -4,12 +4,14 @@ the one reason a failed job is given (blame.py decides, the link facts complete 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 from boltring.cluster.jobs import blame, follow
 from boltring.cluster.jobs.events import (
     CheckResult,
     LogLine,
+    RankMetrics,
     RankStalled,
     StepProgress,
 )
@@ -222,11 +224,12 @@ class WatchMixin(RestartMixin):
             rs.last_log = text
             src = f"rank {rs.plan.rank}@{rs.node.name}"
             self.emit(LogLine(source=src, text=text, node=rs.node.name, rank=rs.plan.rank))
+            self._note_resume(rs, text)
         if info is not None:
             self._on_exit(rs, info)
 
     def _on_metrics_line(self, rs: RankState, line: bytes) -> None:
-        ev = follow.metrics_event(rs, line, len(self._ranks))
+        ev = follow.take_line(rs, line, len(self._ranks))
         if ev is None:
             return
         rs.beat(ev.wall)
@@ -234,32 +237,60 @@ class WatchMixin(RestartMixin):
         rs.steps_seen.append(ev)
         self.emit(ev)
         if rs.plan.rank == 0:
-            if ev.loss is not None:
-                if self._first_loss is None:
-                    self._first_loss = ev.loss
-                self._last_loss = ev.loss
             self._pending_steps[ev.step] = ev.loss
+            if len(self._pending_steps) > PENDING_KEEP:  # a rank that never reports: stay bounded
+                del self._pending_steps[next(iter(self._pending_steps))]
         # The job's step is the slowest rank's; ranks are read one after another, so rank 0 may
         # already be ahead: emit every reported step up to the new global step with its own loss.
         step = min((r.last.step if r.last else -1) for r in self._ranks.values())
         if step > self._global_step:
             self._global_step = step
-            ranks = {
-                r: {
-                    "steps_per_s": s.last.steps_per_s,
-                    "samples_per_s": s.last.samples_per_s,
-                    "allreduce_gbps": s.last.allreduce_gbps,
-                    "tokens_per_s": s.last.tokens_per_s,
-                }
-                for r, s in self._ranks.items()
-                if s.last
-            }
+            ranks = {r: _rank_figures(s.last) for r, s in self._ranks.items() if s.last}
             for done in sorted(k for k in self._pending_steps if k <= step):
+                loss = self._pending_steps.pop(done)
+                self._note_loss(loss)
                 self.emit(
-                    StepProgress(
-                        step=done,
-                        total=self.config.job.steps,
-                        loss=self._pending_steps.pop(done),
-                        ranks=ranks,
-                    )
+                    StepProgress(step=done, total=self.config.job.steps, loss=loss, ranks=ranks, wall=ev.wall)
                 )
+
+    def _note_loss(self, loss: float | None) -> None:
+        """The summary's first and last loss come from the steps the job completed (every rank
+        passed them), so "steps 4/15 loss a → b" pairs step 4 with step 4's loss, never with the
+        loss of a step only rank 0 reached before the job failed."""
+        if loss is None:
+            return
+        if self._first_loss is None:
+            self._first_loss = loss
+        self._last_loss = loss
+
+    def _note_resume(self, rs: RankState, text: str) -> None:
+        """Rank 0 says in its log how a --resume went; the two outcomes that leave nothing to
+        show for it (no checkpoint, or one already past --steps) are said by the controller, so
+        that `--run` (which leaves rank INFO lines out) and `--json` carry them."""
+        if rs.plan.rank != 0:
+            return
+        if m := _NO_CHECKPOINT.search(text):
+            self._log(f"resume: no checkpoint in {m[1]}; started from step 0", LogLevel.WARN)
+        elif m := _PAST_STEPS.search(text):
+            self._log(
+                f"resume: the checkpoint is at step {m[1]} and --steps is {m[2]}: nothing was trained "
+                "(raise --steps to go on)",
+                LogLevel.WARN,
+            )
+
+
+PENDING_KEEP = 10_000  # rank 0's steps waiting for the slowest rank, at most
+# What the built-in runner (cluster/train/loop.py) logs on rank 0 for those two outcomes.
+_NO_CHECKPOINT = re.compile(r"resume: no checkpoint in (.+); starting from step 0")
+_PAST_STEPS = re.compile(r"nothing to do: the checkpoint is at step (\d+), --steps is (\d+)")
+
+
+def _rank_figures(m: RankMetrics) -> dict[str, float | None]:
+    """A rank's figures in a step event: its throughput, then its own extra fields."""
+    return {
+        "steps_per_s": m.steps_per_s,
+        "samples_per_s": m.samples_per_s,
+        "allreduce_gbps": m.allreduce_gbps,
+        "tokens_per_s": m.tokens_per_s,
+        **m.extra,
+    }

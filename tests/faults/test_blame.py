@@ -9,7 +9,7 @@ import re
 import signal
 import time
 
-from boltring.cluster.jobs.blame import RankFacts, decide
+from boltring.cluster.jobs.blame import RankFacts, decide, evidence_of, named_cause
 from boltring.cluster.jobs.controller import JobController
 from boltring.cluster.jobs.events import JobStateChanged, RankMetrics, RankStalled
 from boltring.cluster.states import JobState
@@ -78,6 +78,29 @@ def test_decide_two_ranks_blaming_each_other_is_a_link():
     ]
     v = decide(facts)
     assert v.cause is None and "ring link h1→h2 is down" in v.reason, v.reason
+
+
+def test_evidence_says_which_way_the_data_went():
+    """exit.json's direction is the rank's own: "send" is data it sent to the peer, "recv" data
+    it waited for from the peer (runner.write_why); without one, only the peer is named."""
+
+    def evidence(**exit) -> str:
+        return evidence_of(RankFacts(0, "local", exited=True, returncode=1, exit=exit))
+
+    sent = evidence(error="PeerClosed", peer_rank=1, direction="send")
+    assert sent == "rank 0 on local lost the connection sending to rank 1"
+    waited = evidence(error="PeerTimeout", peer_rank=2, direction="recv")
+    assert waited == "rank 0 on local timed out receiving from rank 2"
+    assert evidence(error="PeerClosed", peer_rank=1) == "rank 0 on local lost the connection with rank 1"
+    never = evidence(error="ConnectTimeout", peer_rank=1, direction="recv")
+    assert never == "rank 0 on local could not set up its ring connection with rank 1"
+
+
+def test_named_cause_reads_the_rank_a_reason_blames():
+    reason = "rank 1 on local stopped responding (no heartbeat for 9 s); evidence: rank 0 on local timed out"
+    assert named_cause(reason) == (1, "local", "stopped responding (no heartbeat for 9 s)")
+    assert named_cause("ring link h1→h2 is down (ranks 0 and 1 lost each other)") is None
+    assert named_cause("loss became NaN at step 37 on rank 1") is None
 
 
 def test_sigstopped_rank_is_named_stalled_then_blamed(tmp_path, no_leftovers):
@@ -163,9 +186,10 @@ def test_neighbours_of_a_hung_rank_are_said_to_have_failed_before_the_verdict(tm
     exits = {e.rank: e for e in seen if isinstance(e, RankExited)}
     for victim in (0, 2):
         # rank 2 times out on rank 1; rank 0 on rank 1 too, or loses rank 2 when that one ends
-        assert re.match(r"(timed out|lost the connection) .* from rank [12]$", exits[victim].reason or ""), (
-            exits
-        )
+        assert re.match(
+            r"(timed out|lost the connection) (receiving from|sending to) rank [12]$",
+            exits[victim].reason or "",
+        ), exits
         # said once the hold is over, long before the verdict (which waits FAILURE_GRACE_S)
         assert failed_at - exits[victim].t > FAILURE_GRACE_S / 2, (failed_at, exits)
     assert exits[1].reason == "was stopped by boltring", exits

@@ -137,6 +137,7 @@ class RankRow(Widget):
 
     def update_from(self, rv: RankView, now: float, memory_mb: float | None = None) -> None:
         self._args = (rv, now, memory_mb)
+        self.styles.height = 2 if rv.extras else 1  # a second line for the script's own fields
         key = (self._line(self.size.width), self.tokens)
         self.set_class(rv.stale(now), "-stale")
         self.set_class(rv.status in (RankStatus.FAILED, RankStatus.LOST), "-gone")
@@ -160,7 +161,12 @@ class RankRow(Widget):
             RankStatus.LOST: f"lost at step {rv.step}",
             RankStatus.KILLED: f"stopped at step {rv.step}",
         }.get(rv.status)
-        if label is not None and rv.reason and rv.status in (RankStatus.FAILED, RankStatus.LOST):
+        # a rank stopped by you has no reason; one boltring stopped says because of what
+        if (
+            label is not None
+            and rv.reason
+            and rv.status in (RankStatus.FAILED, RankStatus.LOST, RankStatus.KILLED)
+        ):
             label += f": {rv.reason}"
         return label
 
@@ -168,6 +174,11 @@ class RankRow(Widget):
         if self._args is None:
             return Content("")
         rv, now, memory_mb = self._args
+        extras = rv.extras
+        row = self._row(rv, now, memory_mb, width)
+        return row + "\n" + _extras_line(extras, width) if extras else row
+
+    def _row(self, rv: RankView, now: float, memory_mb: float | None, width: int) -> Content:
         head = Content.styled(f"r{rv.rank}".ljust(4), "bold")
         status = self._status_text(rv, now)
         if status is not None:
@@ -182,3 +193,9 @@ class RankRow(Widget):
 
     def render(self) -> RenderResult:
         return self._line(self.size.width)
+
+
+def _extras_line(extras: dict[str, float], width: int) -> Content:
+    """The script's own report() fields under the row, `name value` pairs, cut to the width."""
+    pairs = "  ".join(f"{name} {value:.4g}" for name, value in extras.items())
+    return Content.styled(f"    {pairs}", "$text-muted").truncate(max(width, 1), ellipsis=True)

@@ -94,12 +94,14 @@ class StatusHeader(Static):
             parts.append((f"{view.step}/{view.total_steps}", "bold"))
             parts.append((f" {view.progress():.0%}", "$text-muted"))
             eta = view.eta()
-            if eta is not None:
+            if view.state == JobState.STALLED:  # its last rate is not what it does now
+                parts += [sep, ("ETA ", "$text-muted"), ("stalled", STATE_STYLE[JobState.STALLED])]
+            elif eta is not None:
                 parts += [sep, ("ETA ", "$text-muted"), (fmt_age(eta), "")]
         else:
             parts.append((f"{view.total_steps} steps", ""))
         parts += [sep, ("loss ", "$text-muted"), (fmt_loss(view.loss), "bold")]
-        if started and view.running and compact < 3:
+        if started and view.state == JobState.RUNNING and compact < 3:
             samples = view.cluster_rate("samples_per_s")
             tokens = view.cluster_rate("tokens_per_s")
             if samples is not None:

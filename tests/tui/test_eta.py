@@ -1,0 +1,129 @@
+"""Elapsed time and ETA are the job's: elapsed from the job's start (a re-attached job's own age),
+the rate from the ranks' clocks on their steps. A re-attach reads every step so far in one burst,
+and a restart waits before it relaunches: neither is the pace of training."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from boltring.cluster.jobs.events import JobRestarted, JobStarted, JobStateChanged, StepProgress
+from boltring.cluster.states import JobState
+from boltring.tui.headless import HeadlessView
+from boltring.tui.view_state import ClusterView
+from tests.faults.helpers import CLI, cli, write_config
+from tests.procs import read_to_exit
+from tests.tui import feed
+
+PACE = 10.0  # steps per second the scripted ranks made
+
+
+def burst(upto: int, *, wall0: float, t: float, first: int = 1) -> list[StepProgress]:
+    """Steps made at PACE from wall0 on, all read at once at `t` (as on re-attach)."""
+    return [
+        StepProgress(s, 300, loss=1.0, wall=wall0 + (s - first) / PACE, t=t + (s - first) * 1e-4)
+        for s in range(first, upto + 1)
+    ]
+
+
+def test_app_eta_after_re_attach_is_the_ranks_pace_not_the_burst():
+    now = time.time()
+    view = ClusterView(feed.lab_config(), clock=lambda: now)
+    view.apply(JobStarted("j", None, 4, 300, ["mini1"], "example mlp", attached=True, t=now - 10))
+    view.apply(JobStateChanged(JobState.RUNNING, t=now))
+    for ev in burst(100, wall0=now - 10, t=now):
+        view.apply(ev)
+    assert round(view.elapsed(now) or 0) == 10
+    assert round(view.eta() or 0) == 20  # 200 steps left at 10 steps/s
+
+
+def test_app_eta_after_a_restart_leaves_out_the_wait():
+    now = time.time()
+    view = ClusterView(feed.lab_config(), clock=lambda: now)
+    view.apply(JobStarted("j", None, 4, 300, ["mini1"], "example mlp", t=now - 60))
+    view.apply(JobStateChanged(JobState.RUNNING, t=now - 60))
+    for ev in burst(100, wall0=now - 60, t=now - 50):
+        view.apply(ev)
+    view.apply(JobRestarted("j", 1, 3, cause="rank 1 on mini1 was killed", t=now - 30))
+    for ev in burst(150, wall0=now - 5, t=now, first=51):  # from the step-50 checkpoint
+        view.apply(ev)
+    assert round(view.eta() or 0) == 15
+
+
+def headless(clock) -> tuple[HeadlessView, io.StringIO]:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=200, color_system=None)
+    return HeadlessView(feed.idle(), json_out=False, console=console, clock=clock), out
+
+
+def test_headless_elapsed_and_eta_after_re_attach():
+    mono = 500.0
+    v, out = headless(lambda: mono)
+    now = time.time()
+    v(JobStarted("j", None, 2, 300, ["local"], "example mlp", attached=True, t=now - 9))
+    for ev in burst(90, wall0=now - 9, t=now):
+        v(ev)
+    last = out.getvalue().splitlines()[-1]
+    assert last.startswith("step 1/300 | elapsed 00:00:09"), last
+    assert "step 90/300 | elapsed 00:00:09 | ETA 00:00:21 |" in v._line(v._progress), v._line(v._progress)
+
+
+def test_headless_eta_after_a_restart_leaves_out_the_wait():
+    mono = [500.0]
+    v, out = headless(lambda: mono[0])
+    now = time.time()
+    v(JobStarted("j", None, 2, 300, ["local"], "example mlp", t=now - 60))
+    for ev in burst(100, wall0=now - 60, t=now - 50):
+        v(ev)
+    v(JobRestarted("j", 1, 3, cause="rank 1 on local was killed", t=now - 30))
+    for ev in burst(150, wall0=now - 5, t=now, first=51):
+        v(ev)
+    assert round(v.eta() or 0) == 15
+
+
+def test_status_of_a_running_job_says_its_age_and_pace(tmp_path, no_leftovers):
+    """`boltring status` re-attaches and reads every step so far at once."""
+    cfg = write_config(tmp_path, ranks=2, job="steps: 1000000")
+    proc = subprocess.Popen(
+        [*CLI, "--config", str(cfg), "--run", "--json", "--skip-checks"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if json.loads(line).get("step", 0) >= 30:
+                break
+        time.sleep(3)  # a job some seconds old, with many steps made
+        asked_at = time.time()
+        status = cli("--config", str(cfg), "status", timeout=60)
+        read_at = time.time()
+        killed = cli("--config", str(cfg), "kill", timeout=60)
+        read_to_exit(proc, timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert status.returncode == 0 and killed.returncode == 0, status.stdout + status.stderr
+    (rec,) = [json.loads(p.read_text()) for p in (no_leftovers / ".boltring" / "jobs").glob("*.json")]
+    line = [s for s in status.stdout.splitlines() if s.startswith("step ")][-1]
+    m = re.match(r"step (\d+)/(\d+) \| elapsed (\d+):(\d+):(\d+) \| ETA (\d+):(\d+):(\d+)", line)
+    assert m, status.stdout
+    step, total = int(m[1]), int(m[2])
+    elapsed = int(m[3]) * 3600 + int(m[4]) * 60 + int(m[5])
+    eta = int(m[6]) * 3600 + int(m[7]) * 60 + int(m[8])
+    assert asked_at - rec["started"] - 1 <= elapsed <= read_at - rec["started"] + 1, (line, rec["started"])
+    walls = {}
+    rank0 = Path(rec["ranks"][0]["run_dir"]).expanduser() / "metrics.jsonl"
+    for r in map(json.loads, rank0.read_text().splitlines()):
+        if r.get("kind") == "step":
+            walls[r["step"]] = r["wall"]
+    recent = [s for s in walls if step - 60 <= s <= step and s > 1]
+    pace = (max(recent) - min(recent)) / (walls[max(recent)] - walls[min(recent)])
+    assert 0.5 < eta / ((total - step) / pace) < 2, (line, pace)
