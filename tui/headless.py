@@ -24,13 +24,13 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TaskID,
     TaskProgressColumn,
     TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.table import Column, Table
+from rich.text import Text
 
 from boltring.cluster.jobs.controller import ControllerError, JobController
 from boltring.cluster.jobs.events import (
@@ -71,6 +71,17 @@ def _tokens(p: StepProgress) -> list[str]:
 
 def _clock(s: float | None) -> str:
     return "-:--:--" if s is None else fmt_elapsed(s)
+
+
+class _Clock(ProgressColumn):
+    """A time the view counts (the job's age, its ETA), in the bar's clock style."""
+
+    def __init__(self, seconds: Callable[[], float | None]):
+        super().__init__()
+        self.seconds = seconds
+
+    def render(self, task) -> Text:
+        return Text(_clock(self.seconds()), style="progress.elapsed")
 
 
 class HeadlessView:
@@ -185,9 +196,11 @@ class HeadlessView:
             return None
         return (p.total - p.step) / rate
 
+    def elapsed(self) -> float | None:
+        return None if self._started is None else self.clock() - self._started
+
     def _line(self, p: StepProgress) -> str:
-        elapsed = None if self._started is None else self.clock() - self._started
-        parts = [f"step {p.step}/{p.total}", f"elapsed {_clock(elapsed)}", f"ETA {_clock(self.eta())}"]
+        parts = [f"step {p.step}/{p.total}", f"elapsed {_clock(self.elapsed())}", f"ETA {_clock(self.eta())}"]
         parts.append(f"loss {_fmt(p.loss, '.4f')}")
         parts += _tokens(p)
         for r, m in sorted(p.ranks.items()):
@@ -210,9 +223,9 @@ class HeadlessView:
             BarColumn(bar_width=24),
             TaskProgressColumn(),
             TextColumn("elapsed"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
+            _Clock(self.elapsed),  # rich's own columns count from when this bar started:
+            TextColumn("ETA"),  # after a re-attach, a job minutes old read 0:00:00
+            _Clock(self.eta),
             # the per-rank figures take what is left, cut first: never the step, elapsed or ETA
             TextColumn(
                 "{task.fields[details]}",
@@ -321,7 +334,7 @@ async def run_headless(
             stopper.cancel()
         if task.done():
             return True, task.result()
-        task.cancel()
+        task.cancel(msg=str(stop_by[0]) if stop_by else None)  # who stops it, for its record
         try:
             await task
         except (asyncio.CancelledError, ControllerError):

@@ -156,8 +156,11 @@ class LaunchMixin(ControllerCore):
         try:
             record.write(self._record)  # before any rank: whatever starts can be found and killed
             await self._start_ranks(resume)
-        except asyncio.CancelledError:
-            await self._abort_launch(StoppedBy.CTRL_C, "launch interrupted")
+        except asyncio.CancelledError as e:
+            # The view names who stopped it in the cancel message (Task.cancel(msg)): a SIGTERM
+            # was recorded as Ctrl-C. Without one, Ctrl-C, what interrupts a terminal's launch.
+            by = e.args[0] if e.args and e.args[0] in set(StoppedBy) else StoppedBy.CTRL_C
+            await self._abort_launch(StoppedBy(by), "launch interrupted")
             raise
         except (ControllerError, TransportError, OSError) as e:
             await self._abort_launch(None, str(e))

@@ -84,6 +84,8 @@ def test_interrupt_during_launch_exits_130_within_5_s_and_kills_what_started(no_
             proc.kill()
     assert proc.returncode == 130, err[-2000:]
     assert took < 5, f"Ctrl-C during launch took {took:.1f} s"
+    (rec,) = [json.loads(p.read_text()) for p in (no_leftovers / ".boltring" / "jobs").glob("*.json")]
+    assert rec["stopped_by"] == ("Ctrl-C" if sig == signal.SIGINT else "SIGTERM"), rec  # not both Ctrl-C
     print(f"\nMEASURED {sig.name} during a 24-rank launch: exit 130 after {took:.1f} s")
 
 

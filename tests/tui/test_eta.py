@@ -74,6 +74,24 @@ def test_headless_elapsed_and_eta_after_re_attach():
     assert "step 90/300 | elapsed 00:00:09 | ETA 00:00:21 |" in v._line(v._progress), v._line(v._progress)
 
 
+def test_headless_bar_on_a_terminal_counts_from_the_job_start():
+    """On a terminal the live bar showed rich's own elapsed and ETA, counted from when the bar
+    started: after a re-attach, a job minutes old read 0:00:00 elapsed."""
+    mono = 500.0
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=160, color_system=None)
+    v = HeadlessView(feed.idle(), json_out=False, console=console, clock=lambda: mono)
+    now = time.time()
+    v(JobStarted("j", None, 2, 300, ["local"], "example mlp", attached=True, t=now - 125))
+    for ev in burst(90, wall0=now - 9, t=now):
+        v(ev)
+    assert v._bar is not None
+    v._bar.refresh()
+    v._bar.stop()
+    last = [line for line in out.getvalue().splitlines() if "step" in line][-1]
+    assert "elapsed 00:02:05 ETA 00:00:21" in last, last
+
+
 def test_headless_eta_after_a_restart_leaves_out_the_wait():
     mono = [500.0]
     v, out = headless(lambda: mono[0])
