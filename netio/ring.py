@@ -133,15 +133,22 @@ class Ring:
             ) from None
         deadline = time.monotonic() + self.connect_timeout
         accepted: dict[str, object] = {}
+        stop = threading.Event()
         acceptor = threading.Thread(
             target=self._accept_left,
-            args=(listener, left, deadline, accepted),
+            args=(listener, left, deadline, accepted, stop),
             name="boltring-accept",
             daemon=True,
         )
         acceptor.start()
         try:
             self.right = self._connect_right(right, right_path, deadline)
+        except BaseException:
+            # A signal (SIGTERM: the job is being stopped) or an error: the acceptor must not
+            # hold this rank until the connect timeout. It did, and the rank ignored SIGTERM
+            # until the SIGKILL 5 s later.
+            stop.set()
+            raise
         finally:
             acceptor.join()
             listener.close()
@@ -196,10 +203,15 @@ class Ring:
             delay = min(delay * 2, 1.0)
 
     def _accept_left(
-        self, listener: socket.socket, left: int, deadline: float, out: dict[str, object]
+        self,
+        listener: socket.socket,
+        left: int,
+        deadline: float,
+        out: dict[str, object],
+        stop: threading.Event,
     ) -> None:
-        listener.settimeout(0.2)
-        while True:
+        listener.settimeout(0.2)  # how soon `stop` is seen
+        while not stop.is_set():
             if time.monotonic() > deadline:
                 out["error"] = ConnectTimeout(
                     f"rank {self.rank} waited {self.connect_timeout:g} s on {self.addrs[self.rank]} "

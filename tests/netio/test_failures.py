@@ -238,3 +238,23 @@ def test_wire_dtype_travels_in_the_job_environment_and_bad_values_are_refused():
     assert JobEnv.from_environ(JobEnv(rank=0, size=1).to_environ()).wire_dtype == "float32"
     with pytest.raises(JobEnvError, match=r"BOLTRING_WIRE_DTYPE='int8'; use float32, bfloat16 or float16"):
         JobEnv.from_environ({**env, "BOLTRING_WIRE_DTYPE": "int8"})
+
+
+def test_a_signal_while_connecting_does_not_wait_for_the_left_neighbour(monkeypatch):
+    """The runner turns SIGTERM into SystemExit in the main thread; during connect() that
+    thread then waited for the acceptor thread, which waited for the left neighbour until the
+    connect timeout: the rank ignored SIGTERM until spawn's SIGKILL 5 s later."""
+    (p0, p1) = free_ports(2)
+    ring = Ring(
+        0, 2, [f"127.0.0.1:{p0}", f"127.0.0.1:{p1}"], b"s" * 32, "j", connect_timeout=20, same_host="tcp"
+    )
+
+    def stopped(*args):
+        time.sleep(0.3)  # the acceptor is waiting by now
+        raise SystemExit(143)
+
+    monkeypatch.setattr(ring, "_connect_right", stopped)
+    t0 = time.monotonic()
+    with pytest.raises(SystemExit):
+        ring.connect()
+    assert time.monotonic() - t0 < 2.0  # the acceptor saw the stop within its 0.2 s poll
