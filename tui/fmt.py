@@ -43,12 +43,25 @@ def fmt_bytes(n: float | None) -> str:
     return f"{n:.0f}"
 
 
-def fmt_loss(v: float | None) -> str:
+def fmt_loss(v: float | None, width: int | None = None) -> str:
+    """The loss; with `width`, as precise as fits in it. A cut number reads as another one: the
+    rank row's 7 columns showed 2.005e-07 as "2.005e-" and 123.4567 as "123.456"."""
     if v is None:
         return "—"
-    if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
-        return f"{v:.3e}"
-    return f"{v:.4f}"
+    if width is None:
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
+            return f"{v:.3e}"
+        return f"{v:.4f}"
+    if v == 0 or 1e-3 <= abs(v) < 1e5:
+        for decimals in (4, 3, 2, 1, 0):
+            text = f"{v:.{decimals}f}"
+            if len(text) <= width:
+                return text
+    for decimals in (3, 2, 1, 0):
+        text = f"{v:.{decimals}e}"
+        if len(text) <= width:
+            return text
+    return f"{v:.0e}"
 
 
 def fmt_age(s: float) -> str:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from textual.widgets import Input, RichLog
 
 from boltring.cluster.jobs.events import JobStarted, LogLine, RankMetrics
 from boltring.cluster.states import JobState, StoppedBy
 from boltring.tui.fmt import spark
-from boltring.tui.node_state import RankStatus
+from boltring.tui.node_state import RankStatus, RankView
 from boltring.tui.screens.confirm import ConfirmModal
 from boltring.tui.screens.help import HelpScreen
 from boltring.tui.screens.node_details import NodeDetailsScreen
@@ -357,3 +358,25 @@ def test_app_log_shows_a_large_sync_going_by_quarters():
         "sync data/big.bin ███░ 152/200 MB",
         "sync data/big.bin ████ 200/200 MB",
     ]
+
+
+@pytest.mark.parametrize(
+    ("loss", "shown"),
+    [
+        (2.005e-07, "2.0e-07"),
+        (1.6295, "1.6295"),
+        (123.4567, "123.457"),
+        (123456.7, "1.2e+05"),
+        (-2.005e-07, "-2e-07"),
+    ],
+)
+def test_the_rank_rows_loss_is_rounded_to_its_column_never_cut(loss, shown):
+    """The loss column is 7 wide: 2.005e-07 was cut to "2.005e-", which reads as 2.005."""
+    from boltring.tui.fmt import fmt_loss
+    from boltring.tui.widgets.rank_row import COLUMNS
+
+    assert fmt_loss(loss, 7) == shown
+    column = next(c for c in COLUMNS if c.key == "loss")
+    view = RankView(rank=0, node="n")
+    view.loss = loss
+    assert str(column.cell(view, 0.0, None)).strip() == shown

@@ -59,7 +59,7 @@ def _r(text: str, width: int) -> str:
 COLUMNS: tuple[Column, ...] = (
     Column("rank", "rk", 3, 0, lambda r, now, mem: Content.styled(f"r{r.rank}".ljust(3), "bold")),
     Column("step", "step", 6, 1, lambda r, now, mem: _r(str(r.step), 6)),
-    Column("loss", "loss", 7, 5, lambda r, now, mem: _r(fmt_loss(r.loss), 7)),
+    Column("loss", "loss", 7, 5, lambda r, now, mem: _r(fmt_loss(r.loss, 7), 7)),
     Column("smp", "smp/s", 6, 2, lambda r, now, mem: _r(fmt_si(r.samples_per_s), 6)),
     Column("tok", "tok/s", 6, 4, lambda r, now, mem: _r(fmt_si(r.tokens_per_s), 6)),
     Column("ar", "ar ms", 5, 3, lambda r, now, mem: _r(fmt_num(r.allreduce_ms), 5)),
