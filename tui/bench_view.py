@@ -19,6 +19,7 @@ from boltring.cluster.config.schema import Config
 from boltring.cluster.jobs.bench import (
     ITEMSIZE,
     BenchError,
+    BenchRefused,
     BenchResult,
     fits_local_memory,
     human_size,
@@ -46,7 +47,7 @@ def run_bench_cli(args, config: Config | None = None) -> int:
         sizes = parse_sizes(args.sizes, ITEMSIZE[args.dtype])
         backends = ["boltring", "mlx"] if args.backend == "both" else [args.backend]
         if wire and backends != ["boltring"]:
-            raise BenchError("--wire-dtype measures boltring's average_gradients: use --backend boltring")
+            raise BenchRefused("--wire-dtype measures boltring's average_gradients: use --backend boltring")
         counts = _cluster_ranks(args, config) if config is not None else parse_ranks(args.ranks or "2")
         if config is None:
             fits_local_memory(max(counts), max(sizes))
@@ -73,7 +74,7 @@ def run_bench_cli(args, config: Config | None = None) -> int:
             results, link, config = done if done is not None else (None, None, config)
     except BenchError as e:  # errors go to stderr: `bench > out.txt` must still show them
         print(f"boltring bench: {e}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(e, BenchRefused) else 1
     if results is None:
         print("boltring bench: interrupted; every rank it started was stopped", file=sys.stderr)
         return 130
@@ -167,12 +168,12 @@ def _interrupt(signum, frame) -> None:
 def _cluster_ranks(args, config: Config) -> list[int]:
     given = [f"--{k.replace('_', '-')}" for k in LOCAL_ONLY if getattr(args, k, None) is not None]
     if given:
-        raise BenchError(
+        raise BenchRefused(
             f"{', '.join(given)}: with --cluster the ranks come from the config's nodes, and "
             "ring.directions and ring.same_host from its ring section; drop them, or drop --cluster"
         )
     if config.world_size < 2:
-        raise BenchError(
+        raise BenchRefused(
             f"{config.source} has {config.world_size} rank: an allreduce needs at least 2 "
             "(more nodes, or ranks: 2 on a node)"
         )
@@ -239,7 +240,7 @@ def _checked(results: list[CheckResult], skip: bool, console) -> None:
             console.print(f"{r.status} {r.node} {r.name}: {r.value or ''}{hint}", markup=False)
     failed = [r for r in results if r.status == CheckStatus.FAIL]
     if failed and not skip:
-        raise BenchError(
+        raise BenchRefused(
             f"{len(failed)} check(s) failed; not benchmarking (fix them, or pass --skip-checks): "
             + "; ".join(f"{r.node} {r.name}" for r in failed[:5])
         )

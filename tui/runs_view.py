@@ -88,6 +88,10 @@ def export_run(
     console = cli_console(stderr=True)
     try:
         run = find_run(ref, config=config)
+    except HistoryError as e:  # no such job, or a prefix of several: nothing written, exit 2
+        console.print(f"boltring: {e}" + (f" ({e.hint})" if e.hint else ""), markup=False)
+        return 2
+    try:
         if csv:
             rows = _writing("--csv", csv, lambda: write_csv(run, csv))
             console.print(f"boltring: wrote {rows} rows of job {run.job_id} to {csv}", markup=False)

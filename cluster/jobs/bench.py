@@ -25,7 +25,14 @@ from boltring.netio.jobenv import JobEnv, parse_directions
 
 
 class BenchError(BoltringError):
+    """A bench that ran and failed (a cell could not start, a rank died): exit 1."""
+
     title = "bench error"
+
+
+class BenchRefused(BenchError):
+    """Nothing was benchmarked because of what was given (a size, the ranks, an option) or
+    because the checks failed: exit 2, as for `boltring --run` (README, exit codes)."""
 
 
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "int32": 4}  # bench --dtype choices
@@ -36,7 +43,7 @@ def parse_size(text: str) -> int:
     """ "16MB" → 16 MiB in bytes (sizes are binary, like MLX's and nccl-tests' tables)."""
     size = parse_size_or_none(text)
     if size is None:
-        raise BenchError(f"cannot read size {text!r}; write sizes like 1MB,16MB,64MB or 4096")
+        raise BenchRefused(f"cannot read size {text!r}; write sizes like 1MB,16MB,64MB or 4096")
     return size
 
 
@@ -49,18 +56,20 @@ def parse_sizes(text: str, itemsize: int) -> list[int]:
         if not item:
             continue
         size = parse_size(item)
-        if size < itemsize or size % itemsize:
-            raise BenchError(
+        if size < itemsize:
+            raise BenchRefused(f"size {item!r} is less than one {itemsize}-byte element; write e.g. 4KB")
+        if size % itemsize:
+            raise BenchRefused(
                 f"size {item!r} is not a whole number of {itemsize}-byte elements; write e.g. 4KB"
             )
         if size // itemsize > MAX_ELEMENTS:
-            raise BenchError(
+            raise BenchRefused(
                 f"size {item!r} is {size // itemsize:,} elements; MLX arrays hold at most {MAX_ELEMENTS:,}"
             )
         if size not in sizes:
             sizes.append(size)
     if not sizes:
-        raise BenchError(f"--sizes {text!r} names no size; write sizes like 1MB,16MB,64MB")
+        raise BenchRefused(f"--sizes {text!r} names no size; write sizes like 1MB,16MB,64MB")
     return sizes
 
 
@@ -74,7 +83,7 @@ def fits_local_memory(ranks: int, nbytes: int) -> None:
         return  # no figure on this system: let it try
     need = ranks * 2 * nbytes
     if need > total:
-        raise BenchError(
+        raise BenchRefused(
             f"{ranks} local ranks x {human_size(nbytes)} need about {need / 2**30:.1f} GB of memory "
             f"(input and result per rank); this machine has {total / 2**30:.1f} GB: use smaller "
             "--sizes or fewer --ranks"
@@ -86,9 +95,9 @@ def parse_ranks(text: str) -> list[int]:
     try:
         ranks = [int(t) for t in str(text).split(",") if t.strip()]
     except ValueError:
-        raise BenchError(f"cannot read --ranks {text!r}; write a count or a list like 2,3,4") from None
+        raise BenchRefused(f"cannot read --ranks {text!r}; write a count or a list like 2,3,4") from None
     if not ranks or min(ranks) < 2:
-        raise BenchError("bench needs at least 2 ranks (--ranks 2, or a list like 2,3,4)")
+        raise BenchRefused("bench needs at least 2 ranks (--ranks 2, or a list like 2,3,4)")
     return ranks
 
 

@@ -108,7 +108,7 @@ def test_cluster_runs_each_cell_as_a_job_on_the_configs_nodes(home, no_leftovers
 
 def test_cluster_refuses_the_local_only_options_in_one_line(home, tmp_path):
     res = boltring("bench", "--cluster", "--ranks", "3", "--same-host", "tcp", timeout=60)
-    assert res.returncode == 1 and not res.stdout
+    assert res.returncode == 2 and not res.stdout  # nothing benchmarked: what was given
     assert res.stderr.strip() == (
         "boltring bench: --ranks, --same-host: with --cluster the ranks come from the config's nodes, "
         "and ring.directions and ring.same_host from its ring section; drop them, or drop --cluster"
@@ -146,7 +146,7 @@ def test_cluster_checks_first_and_a_failed_check_stops_the_bench(home, tmp_path)
     res = boltring(
         "bench", "--cluster", "--config", str(config), "--sizes", "64KB", "--repeat", "2", timeout=120
     )
-    assert res.returncode == 1, res.stdout + res.stderr
+    assert res.returncode == 2, res.stdout + res.stderr  # failed checks: nothing started, as --run
     lines = res.stdout.strip().splitlines()
     assert lines[0] == "running the checks on here …"
     assert any(line.startswith("fail here ring_ip: ") for line in lines), lines
@@ -179,7 +179,7 @@ def test_cluster_of_one_rank_is_refused_before_anything_runs(home, tmp_path):
     config = tmp_path / "boltring.yaml"
     config.write_text("name: solo\nnodes:\n  - {name: here, local: true, ranks: 1}\n")
     res = boltring("bench", "--cluster", "--config", str(config), timeout=60)
-    assert res.returncode == 1 and not res.stdout
+    assert res.returncode == 2 and not res.stdout
     assert res.stderr.strip() == (
         f"boltring bench: {config} has 1 rank: an allreduce needs at least 2 (more nodes, or ranks: 2 on a node)"
     ), res.stderr

@@ -21,6 +21,7 @@ from boltring.cluster.config.schema import Config, JobSpec, Node
 from boltring.cluster.jobs.controller import JobController
 from boltring.cluster.jobs.export import loss_svg
 from boltring.cluster.jobs.history import HistoryError, find_run, list_runs, loss_curve
+from boltring.cluster.jobs.plan import checkpoint_dir
 from boltring.tui.screens.history import HistoryScreen
 from tests.tui import feed
 from tests.tui.harness import make_app, settle
@@ -133,7 +134,7 @@ def test_export_csv_tensorboard_and_svg(in_home, tmp_path):
 
 def test_export_of_an_unknown_run_is_one_line(job_home, tmp_path):
     res = cli(job_home, "export", "nope", "--csv", str(tmp_path / "x.csv"))
-    assert res.returncode == 1
+    assert res.returncode == 2  # bad input: nothing written (README, exit codes)
     assert res.stderr.strip().count("\n") == 0 and "no job 'nope'" in res.stderr
 
 
@@ -176,7 +177,7 @@ async def test_resume_point_reads_the_checkpoint_dir_through_the_transport(tmp_p
     ctrl = JobController(config)
     try:
         assert await ctrl.resume_point() is None
-        ckpt = tmp_path / "checkpoints" / "rp"
+        ckpt = tmp_path / "checkpoints" / "rp" / "mlp"
         ckpt.mkdir(parents=True)
         (ckpt / "latest").write_text("step-000200.safetensors\n")
         assert await ctrl.resume_point() is None  # names a file that is not there
@@ -184,6 +185,34 @@ async def test_resume_point_reads_the_checkpoint_dir_through_the_transport(tmp_p
         assert await ctrl.resume_point() == "step 200 (step-000200.safetensors)"
     finally:
         await ctrl.close()
+
+
+def _charlm_left_step_200(node: Node) -> None:
+    """The charlm example of config "rp" wrote step 200, wherever the launch plan puts it."""
+    charlm = Config(name="rp", source=None, nodes=(node,), job=JobSpec(example="charlm", steps=10))
+    ckpt = Path(checkpoint_dir(node, charlm))
+    ckpt.mkdir(parents=True)
+    (ckpt / "latest").write_text("step-000200.safetensors\n")
+    (ckpt / "step-000200.safetensors").write_bytes(b"x" * 16)
+
+
+async def test_resume_point_is_only_the_jobs_own_checkpoint(tmp_path):
+    """Other jobs of the config (another example, a script, a module) have their own checkpoint
+    directories: the `r` dialog of a script job never offers the charlm example's step 200."""
+    node = Node("local", ring_ip="127.0.0.1", local=True, workdir=str(tmp_path), python=sys.executable)
+    _charlm_left_step_200(node)
+    (tmp_path / "train.py").write_text("")
+    for job, expected in (
+        (JobSpec(example="charlm", steps=10), "step 200 (step-000200.safetensors)"),
+        (JobSpec(example="mlp", steps=10), None),
+        (JobSpec(script=str(tmp_path / "train.py"), steps=10), None),
+        (JobSpec(module="mypkg.train", steps=10), None),
+    ):
+        ctrl = JobController(Config(name="rp", source=None, nodes=(node,), job=job))
+        try:
+            assert await ctrl.resume_point() == expected, job
+        finally:
+            await ctrl.close()
 
 
 def test_the_job_record_holds_the_summary_so_remote_runs_list_without_their_files(in_home):
@@ -201,3 +230,30 @@ def test_the_job_record_holds_the_summary_so_remote_runs_list_without_their_file
     finally:
         for rank_dir in (in_home / ".boltring" / "runs" / run.job_id).glob("rank*"):
             (rank_dir / "metrics.moved").rename(rank_dir / "metrics.jsonl")
+
+
+async def test_resume_dialog_of_a_script_job_does_not_offer_the_examples_checkpoint(tmp_path, home):
+    """`r` on a script job of a config whose charlm example left step 200: the dialog says the
+    script starts from step 0 (it never wrote or read that checkpoint)."""
+    from boltring.tui.screens.confirm import ConfirmModal
+
+    node = Node("local", ring_ip="127.0.0.1", local=True, workdir=str(tmp_path), python=sys.executable)
+    _charlm_left_step_200(node)
+    script = tmp_path / "train.py"
+    script.write_text("")
+    job = JobSpec(script=str(script), steps=10, global_batch=8, checkpoint_every=5)
+    ctrl = JobController(Config(name="rp", source=None, nodes=(node,), job=job))
+    app = make_app(ctrl)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await app.run_action("resume")
+        for _ in range(50):
+            await settle(pilot)
+            if isinstance(app.screen, ConfirmModal):
+                break
+        assert isinstance(app.screen, ConfirmModal)
+        title = app.screen.title_text
+        assert f"Resume script {script}: no checkpoint for this job: starts from step 0" in title, title
+        assert "step 200" not in title
+        await pilot.press("escape")
+    await ctrl.close()

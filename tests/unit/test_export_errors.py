@@ -128,7 +128,7 @@ def test_export_with_config_picks_among_that_configs_jobs(home, capsys):
     ranks = {line.split(",")[1] for line in out.read_text().splitlines()[1:]}
     assert "of job a-old" in err and ranks == {"0", "1"}
     code, err = run_cli(capsys, "export", "b-", "-c", str(path_a), "--csv", str(out))  # b's prefix
-    assert code == 1 and one_line(err).startswith(f"boltring: no job 'b-' of {source_a}")
+    assert code == 2 and one_line(err).startswith(f"boltring: no job 'b-' of {source_a}")
 
 
 def test_export_with_a_missing_config_is_the_config_error(home, capsys):
