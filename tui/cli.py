@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from .cli_parser import main_parser, split_passthrough
+from .cli_parser import main_parser, split_passthrough, subcommand_options
 
 NOT_STARTED = 2  # exit code: nothing started, because of what was given (README, exit codes)
 
@@ -163,6 +163,10 @@ def _main(argv: list[str]) -> int:
         if script_args:
             parser.error(f"`--` passes arguments to a training job; `boltring {args.command}` takes none")
         job_options = _job_options_before(argv, args.command)
+        own = subcommand_options(parser, args.command)
+        if job_options and all(w in own for w in job_options):  # `--json status`: the right option, too early
+            cmd = f"boltring {args.command} {' '.join(job_options)}"
+            parser.error(f"{', '.join(job_options)} goes after the subcommand: `{cmd}`")
         if job_options:
             what = "is an option" if len(job_options) == 1 else "are options"
             parser.error(

@@ -331,3 +331,12 @@ def split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
         i = argv.index("--")
         return argv[:i], argv[i + 1 :]
     return argv, []
+
+
+def subcommand_options(parser: argparse.ArgumentParser, name: str) -> set[str]:
+    """The option strings subcommand `name` takes (`status`: --json, --follow, …). argparse
+    keeps them in its private tables; this is the one place that reads them."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+            return set(action.choices[name]._option_string_actions)
+    return set()

@@ -16,7 +16,8 @@ from boltring.tui import cli
             ["--dry-run", "kill"],
             "--dry-run is an option of a job (`boltring --run …`), not of `boltring kill`",
         ),
-        (["--json", "check"], "--json is an option of a job (`boltring --run …`), not of `boltring check`"),
+        (["--json", "check"], "--json goes after the subcommand: `boltring check --json`"),  # check has it
+        (["--json", "--run", "status"], "--json, --run are options of a job"),
         (["-n", "4", "--run", "hostfile"], "-n, --run are options of a job"),
     ],
 )
