@@ -99,7 +99,7 @@ async def run_setup(
     console.print(
         f"boltring setup: boltring {want.boltring}, mlx {want.mlx or '(not installed here: any)'}"
         + (f", extras {','.join(want.extras)}" if want.extras else "")
-        + f", {where}, on {', '.join(n.name for n in nodes)}"
+        + f", on {', '.join(n.name for n in nodes)}; what a node lacks comes {where}"
     )
     view = SetupView(nodes, console)
     try:
