@@ -286,7 +286,13 @@ class BoltringApp(ControllerApp):
             self._report_error("planning the job", exc)
             return
         job = self.controller.config.job
-        what = f"example {job.example}" if job.script is None else f"script {job.script}"
+        what = (
+            f"script {job.script}"
+            if job.script
+            else f"module {job.module}"
+            if job.module
+            else f"example {job.example}"
+        )
         n = len(self.view.nodes)
         if resume:
             start = (

@@ -42,7 +42,8 @@ class JobController(WatchMixin):
 
     async def resume_point(self) -> str | None:
         """What `launch(resume=True)` would start from: "step 200 (step-000200.safetensors)",
-        or None when rank 0's checkpoint directory holds no checkpoint (read through the
+        or None when this job's checkpoint directory on rank 0's node (plan.checkpoint_dir: one
+        per config and example, script or module) holds no checkpoint (read through the
         transport; the ranks verify the file itself and fall back, saying so, when it is bad)."""
         return await self._resume_from()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -63,8 +64,29 @@ def job_dir(node: Node, job_id: str) -> str:
     return f"{node.workdir.rstrip('/')}/runs/{job_id}"
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _component(text: str) -> str:
+    """`text` as one safe path component: runs of other characters become "-", no leading dot."""
+    return _UNSAFE.sub("-", text).strip("-").lstrip(".") or "job"
+
+
+def job_key(job: JobSpec) -> str:
+    """What the job runs, as a directory name: the example name ("charlm", "mlp", "lm"),
+    "script-<file stem>" for a script, "module-<name>" for a module. Jobs of one config that
+    run different things keep their checkpoints apart (a charlm checkpoint is no mlp resume)."""
+    if job.script:
+        return _component(f"script-{Path(job.script).stem}")
+    if job.module:
+        return _component(f"module-{job.module}")
+    return _component(job.example or "mlp")
+
+
 def checkpoint_dir(node: Node, config: Config) -> str:
-    return f"{node.workdir.rstrip('/')}/checkpoints/{config.name}"
+    """<workdir>/checkpoints/<config name>/<job key>: where the job's ranks read and write
+    checkpoints (--checkpoint-dir), and where `--resume` and `--restarts` look."""
+    return f"{node.workdir.rstrip('/')}/checkpoints/{config.name}/{job_key(config.job)}"
 
 
 def script_remote_path(node: Node, job_id: str, script: str) -> str:

@@ -320,29 +320,39 @@ def newest_verified(directory: str | os.PathLike) -> tuple[Loaded | None, list[s
     return None, skipped
 
 
+def _move_away(loaded: Loaded) -> str:
+    """What to do with checkpoints this job cannot use. boltring gives each job of a config its
+    own directory (<workdir>/checkpoints/<config>/<job>), so they are this job's and only moving
+    them away starts it afresh (a user of boltring has no --checkpoint-dir to pass)."""
+    directory = loaded.path.parent if loaded.path else "this job's checkpoint directory"
+    return f"move the checkpoints in {directory} away (or delete them) to start this job from step 0"
+
+
 def _check_against(loaded: Loaded, template: dict[str, mx.array], task: Any, seed: int) -> None:
     where = loaded.path or "checkpoint"
     if loaded.meta.get("task") != task.name:
         raise CheckpointError(
-            f"{where} was written by example {loaded.meta.get('task')!r}, "
-            f"not {task.name!r}; use another --checkpoint-dir"
+            f"{where} was written by example {loaded.meta.get('task')!r}, not {task.name!r}: "
+            f"it belongs to another job; {_move_away(loaded)}"
         )
     if loaded.meta.get("seed") != str(seed):
         raise CheckpointError(
-            f"{where} was written with --seed {loaded.meta.get('seed')}, this run "
-            f"has --seed {seed}; pass the same seed or use another --checkpoint-dir"
+            f"{where} was written with --seed {loaded.meta.get('seed')}, this run has --seed "
+            f"{seed}: resume with --seed {loaded.meta.get('seed')}, or {_move_away(loaded)}"
         )
     missing = sorted(set(template) - set(loaded.arrays))
     extra = sorted(set(loaded.arrays) - set(template))
     if missing or extra:
         raise CheckpointError(
-            f"{where} does not match the model: missing {missing[:5]}, unexpected {extra[:5]}"
+            f"{where} does not match the model: missing {missing[:5]}, unexpected {extra[:5]}; "
+            f"{_move_away(loaded)}"
         )
     for k, t in template.items():
         a = loaded.arrays[k]
         if a.shape != t.shape or a.dtype != t.dtype:
             raise CheckpointError(
-                f"{where}: {k} is {a.dtype}{list(a.shape)}, the model has {t.dtype}{list(t.shape)}"
+                f"{where}: {k} is {a.dtype}{list(a.shape)}, the model has {t.dtype}{list(t.shape)}; "
+                f"{_move_away(loaded)}"
             )
 
 

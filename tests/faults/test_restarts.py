@@ -103,3 +103,46 @@ def test_boltring_kill_while_waiting_to_restart_stops_the_restart(tmp_path, no_l
     assert res.returncode == 0 and "will not restart" in res.stdout, res.stdout + res.stderr
     assert summary.status == JobState.KILLED and summary.stopped_by == StoppedBy.USER_KILL, summary
     assert not any(isinstance(e, JobRestarted) for e in seen)
+
+
+FAILS_ONCE = """
+import os
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+
+from boltring.netio import init
+
+group = init()
+marker = Path(sys.argv[1]) / f"failed-once-{group.rank}"
+for i in range(1, int(os.environ["BOLTRING_STEPS"]) + 1):
+    loss = group.all_sum(mx.array(1.0 / i)).item() / group.size
+    group.report(step=i, loss=loss, samples=group.size)
+    if i == 5 and not marker.exists():
+        marker.write_text("failed")
+        sys.exit(1)
+group.close()
+"""
+
+
+def test_a_script_restart_never_claims_the_examples_checkpoint(tmp_path, no_leftovers):
+    """The mlp example of the config left step-000020; a script of the same config that fails
+    once is restarted "from step 0" (it never wrote or read that checkpoint), and it does start
+    again to its end. It used to say "restart 1/1 from step 20 (step-000020.safetensors)"."""
+    from .helpers import cli, run_job
+
+    path = write_config(
+        tmp_path, ranks=2, name="shared", job="steps: 20, checkpoint_every: 10, restart_delay: 0.5"
+    )
+    summary, _ = asyncio.run(run_job(config(path)))
+    assert summary.status == JobState.FINISHED, summary.reason
+    script = tmp_path / "train.py"
+    script.write_text(FAILS_ONCE)
+    args = ["--run", "--skip-checks", "--config", str(path), "--script", str(script), "--steps", "12"]
+    res = cli(*args, "--restarts", "1", "--", str(tmp_path), timeout=240)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    assert "restart 1/1 from step 0 after:" in out, out[-3000:]
+    assert "step-000020" not in out, out[-3000:]
+    assert sorted(p.name for p in tmp_path.glob("failed-once-*")) == ["failed-once-0", "failed-once-1"]

@@ -188,7 +188,7 @@ def test_checkpoint_then_resume_continues_where_it_stopped(no_leftovers, tmp_pat
     )
     first = run_cli("--run", "--json", "--skip-checks", "--config", str(cfg))
     assert first.returncode == 0, first.stderr[-2000:]
-    ckdir = no_leftovers / ".boltring" / "checkpoints" / "ck"
+    ckdir = no_leftovers / ".boltring" / "checkpoints" / "ck" / "mlp"  # <config name>/<example>
     assert (ckdir / "latest").exists() and not list(ckdir.glob(".*tmp*"))
     resumed = run_cli("--run", "--json", "--skip-checks", "--config", str(cfg), "--resume", "--steps", "50")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -200,6 +200,36 @@ def test_checkpoint_then_resume_continues_where_it_stopped(no_leftovers, tmp_pat
     }
     for e in steps:  # the resumed run follows the uninterrupted one
         assert abs(e["loss"] - fresh_steps[e["step"]]) <= 1e-5 * max(1, abs(e["loss"])), e
+
+
+def test_another_example_of_the_config_does_not_resume_from_its_checkpoints(no_leftovers, tmp_path):
+    """charlm leaves step-000020 in its config's checkpoints; `--example mlp --resume` in the
+    same config claims no checkpoint, trains mlp from step 1 and finishes (it used to say
+    "resume from step 20" and then fail on charlm's file)."""
+    cfg = tmp_path / "boltring.yaml"
+    cfg.write_text(
+        "name: shared\nnodes:\n  - {name: box, local: true, ring_ip: 127.0.0.1, ranks: 2}\n"
+        "job: {example: charlm, steps: 20, seed: 3, global_batch: 16, checkpoint_every: 10}\n"
+    )
+    first = run_cli("--run", "--skip-checks", "--config", str(cfg))
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    charlm_dir = no_leftovers / ".boltring" / "checkpoints" / "shared" / "charlm"
+    assert (charlm_dir / "latest").read_text().strip() == "step-000020.safetensors"
+    args = ["--run", "--skip-checks", "--config", str(cfg), "--example", "mlp", "--resume", "--steps", "25"]
+    mlp = run_cli(*args)
+    out = mlp.stdout + mlp.stderr
+    assert mlp.returncode == 0, out[-3000:]
+    assert "resume from" not in out and "CheckpointError" not in out, out[-3000:]
+    mlp_dir = no_leftovers / ".boltring" / "checkpoints" / "shared" / "mlp"
+    assert f"resume: no checkpoint in {mlp_dir}; started from step 0" in out, out[-3000:]
+    again = run_cli(*args[:-1], "30", "--json")  # now mlp resumes from its own step 25
+    events = [json.loads(line) for line in again.stdout.splitlines()]
+    assert again.returncode == 0, again.stderr[-2000:]
+    started = next(e for e in events if e["event"] == "start")
+    assert started["resume_from"] == "step 25 (step-000025.safetensors)", started
+    steps = [e["step"] for e in events if e["event"] == "step"]
+    assert steps[0] == 26 and steps[-1] == 30
+    assert (charlm_dir / "latest").read_text().strip() == "step-000020.safetensors"  # untouched
 
 
 USER_SCRIPT = """

@@ -71,7 +71,7 @@ def test_lm_lora_two_ranks(tiny, tmp_path, no_leftovers, backend):
     from mlx_lm.tuner.utils import load_adapters
     from mlx_lm.utils import load
 
-    adapters = no_leftovers / ".boltring" / "checkpoints" / "wl" / "adapters"
+    adapters = no_leftovers / ".boltring" / "checkpoints" / "wl" / "lm" / "adapters"  # <config>/<example>
     assert json.loads((adapters / "adapter_config.json").read_text())["fine_tune_type"] == "lora"
     m, _ = load(str(model))
     load_adapters(m, str(adapters))

@@ -91,13 +91,19 @@ def test_resume_refuses_another_seed_or_example(solo, tmp_path):
     cfg = loop.TrainConfig(steps=2, seed=1, global_batch=8, checkpoint_every=2, checkpoint_dir=str(ck))
     loop.train(solo, cfg, mlp.make_task(cfg), log=lambda m: None)
     other = loop.TrainConfig(steps=4, seed=2, global_batch=8, resume=True, checkpoint_dir=str(ck))
-    with pytest.raises(checkpoint.CheckpointError, match="--seed 1"):
+    with pytest.raises(checkpoint.CheckpointError, match="--seed 1") as seed_err:
         loop.train(solo, other, mlp.make_task(other), log=lambda m: None)
     other = loop.TrainConfig(steps=4, seed=1, global_batch=8, resume=True, checkpoint_dir=str(ck))
-    with pytest.raises(checkpoint.CheckpointError, match="example 'mlp'"):
+    with pytest.raises(checkpoint.CheckpointError, match="example 'mlp'") as task_err:
         loop.train(solo, other, charlm.make_task(other, CHARLM_ARGS), log=lambda m: None)
-    with pytest.raises(checkpoint.CheckpointError, match="does not match the model"):
+    with pytest.raises(checkpoint.CheckpointError, match="does not match the model") as model_err:
         loop.train(solo, other, mlp.make_task(other, ["--hidden", "8", "--depth", "1"]), log=lambda m: None)
+    # The hints are for a boltring user, who has no --checkpoint-dir: they name the directory.
+    assert "resume with --seed 1" in str(seed_err.value)
+    assert "belongs to another job" in str(task_err.value)
+    for err in (seed_err, task_err, model_err):
+        assert f"move the checkpoints in {ck} away" in str(err.value), err.value
+        assert "--checkpoint-dir" not in str(err.value)
 
 
 def test_corrupt_checkpoint_is_a_clear_error(solo, tmp_path):

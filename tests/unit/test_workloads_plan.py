@@ -185,3 +185,30 @@ def test_cli_lm_without_model_or_data_is_one_clear_line(tmp_path):
     assert len(lines) == 1 and "--example lm needs --data after --" in lines[0], lines
     res = cli_in(tmp_path, "--dry-run", "--example", "lm", "--", "--model", "m", "--data=d")
     assert res.returncode == 0 and "runner --example lm" in res.stdout
+
+
+def test_checkpoint_dir_is_keyed_by_what_the_job_runs():
+    """Jobs of one config that run different things never share a checkpoint directory: a
+    charlm checkpoint is no resume point for --example mlp, nor for a script."""
+    c = config()
+
+    def ckdir(**job) -> str:
+        argv = plan_job(dataclasses.replace(c, job=dataclasses.replace(c.job, **job)), "j")[0].argv
+        return argv[argv.index("--checkpoint-dir") + 1]
+
+    dirs = {
+        "charlm": ckdir(example="charlm"),
+        "mlp": ckdir(example="mlp"),
+        "lm": ckdir(example="lm"),
+        "script": ckdir(script=__file__),
+        "module": ckdir(module="mypkg.train"),
+        "odd module": ckdir(module="my pkg/train"),
+    }
+    assert dirs["charlm"] == "~/.boltring/checkpoints/minis/charlm"
+    assert dirs["mlp"] == "~/.boltring/checkpoints/minis/mlp"
+    assert dirs["lm"] == "~/.boltring/checkpoints/minis/lm"
+    assert dirs["script"] == "~/.boltring/checkpoints/minis/script-test_workloads_plan"
+    assert dirs["module"] == "~/.boltring/checkpoints/minis/module-mypkg.train"
+    odd = dirs["odd module"].removeprefix("~/.boltring/checkpoints/minis/")
+    assert "/" not in odd and odd.startswith("module-my-pkg") and ".." not in odd.split("-")
+    assert len(set(dirs.values())) == len(dirs)
