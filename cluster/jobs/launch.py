@@ -290,7 +290,24 @@ class LaunchMixin(ControllerCore):
             t = await self.connect(node)
             name = (await t.read_from(f"{directory}/latest", 0, 4096)).decode(errors="replace").strip()
             if not name or not await t.read_from(f"{directory}/{name}", 0, 1):
+                await self._say_old_layout(t, directory)
                 return None
         except TransportError:
             return None
         return resume_label(name)
+
+    async def _say_old_layout(self, t, directory: str) -> None:
+        """Checkpoints used to be kept per config only (<config>/latest), shared by every job of
+        it; now per job (<config>/<job key>/). A user's old ones would be passed over without
+        a word: say where they are and where they would be read from."""
+        parent = directory.rsplit("/", 1)[0]
+        try:
+            old = (await t.read_from(f"{parent}/latest", 0, 4096)).decode(errors="replace").strip()
+        except TransportError:
+            return
+        if old:
+            self._log(
+                f"checkpoints of this config from before they were kept per job are in {parent} "
+                f"(latest {old}); to resume this job from them, move them into {directory}",
+                LogLevel.WARN,
+            )

@@ -257,3 +257,22 @@ async def test_resume_dialog_of_a_script_job_does_not_offer_the_examples_checkpo
         assert "step 200" not in title
         await pilot.press("escape")
     await ctrl.close()
+
+
+async def test_checkpoints_of_the_old_per_config_layout_are_pointed_out(tmp_path):
+    """Checkpoints were kept per config only (<config>/latest); now per job. Old ones are not
+    read, and the controller says where they are and where to move them, not nothing."""
+    node = Node("local", ring_ip="127.0.0.1", local=True, workdir=str(tmp_path), python=sys.executable)
+    old = tmp_path / "checkpoints" / "rp"
+    old.mkdir(parents=True)
+    (old / "step-000020.safetensors").write_bytes(b"x")
+    (old / "latest").write_text("step-000020.safetensors")
+    ctrl = JobController(Config(name="rp", source=None, nodes=(node,), job=JobSpec(example="mlp", steps=10)))
+    said: list = []
+    ctrl.add_listener(said.append)
+    try:
+        assert await ctrl.resume_point() is None
+    finally:
+        await ctrl.close()
+    (line,) = [e.text for e in said if getattr(e, "text", "").startswith("checkpoints of this config")]
+    assert f"are in {old} (latest step-000020.safetensors)" in line and f"move them into {old}/mlp" in line
