@@ -84,6 +84,18 @@ class _Clock(ProgressColumn):
         return Text(_clock(self.seconds()), style="progress.elapsed")
 
 
+class _Eta(ProgressColumn):
+    """ "ETA 00:00:21", "ETA stalled", or nothing once the job has ended."""
+
+    def __init__(self, text: Callable[[], str | None]):
+        super().__init__()
+        self.text = text
+
+    def render(self, task) -> Text:
+        value = self.text()
+        return Text("") if value is None else Text("ETA ") + Text(value, style="progress.elapsed")
+
+
 class HeadlessView:
     """The controller's listener for --run: a rich progress bar (step, elapsed, ETA, loss and
     per-rank throughput) on a terminal; plain progress lines every PLAIN_EVERY_S otherwise;
@@ -104,6 +116,8 @@ class HeadlessView:
         self.clock = clock
         self._last_draw = -1e9
         self._progress: StepProgress | None = None
+        self._state: JobState | None = None  # the job's, from its JobStateChanged events
+        self._draw_pending: asyncio.Handle | None = None  # one draw per burst of step events
         self._started: float | None = None  # the job's start, on self.clock (elapsed, ETA)
         self._steps: deque[tuple[float, int]] = deque(maxlen=4096)  # (rank's wall, step): the rate
         self._stopped_by: StoppedBy | None = None
@@ -123,10 +137,12 @@ class HeadlessView:
                 print(json.dumps(d, default=str), flush=True)
             return
         self._time(ev)
+        if isinstance(ev, JobStateChanged):
+            self._state = ev.state
         match ev:
             case StepProgress():
                 self._progress = ev
-                self._draw()
+                self._draw_soon()
             case SyncProgress():
                 self._sync_progress(ev)
             case LogLine() if ev.level != Level.INFO or ev.source == "controller":
@@ -190,17 +206,31 @@ class HeadlessView:
             self._steps.append((ev.wall if ev.wall is not None else self.clock(), ev.step))
 
     def eta(self) -> float | None:
+        """Seconds left at the recent rate, while the job runs: none while it is stalled,
+        restarting or over, when its last rate is not what it does now."""
         p = self._progress
         rate = recent_rate(self._steps)
-        if p is None or rate is None or p.step >= p.total:
+        if self._state != JobState.RUNNING or p is None or rate is None or p.step >= p.total:
             return None
         return (p.total - p.step) / rate
+
+    def eta_text(self) -> str | None:
+        """What stands after "ETA": the time left, "stalled" (as in the app), or None once the
+        job has ended (no ETA at all)."""
+        if self._state is not None and self._state.final:
+            return None
+        if self._state == JobState.STALLED:
+            return "stalled"
+        return _clock(self.eta())
 
     def elapsed(self) -> float | None:
         return None if self._started is None else self.clock() - self._started
 
     def _line(self, p: StepProgress) -> str:
-        parts = [f"step {p.step}/{p.total}", f"elapsed {_clock(self.elapsed())}", f"ETA {_clock(self.eta())}"]
+        parts = [f"step {p.step}/{p.total}", f"elapsed {_clock(self.elapsed())}"]
+        eta = self.eta_text()
+        if eta is not None:
+            parts.append(f"ETA {eta}")
         parts.append(f"loss {_fmt(p.loss, '.4f')}")
         parts += _tokens(p)
         for r, m in sorted(p.ranks.items()):
@@ -224,8 +254,7 @@ class HeadlessView:
             TaskProgressColumn(),
             TextColumn("elapsed"),
             _Clock(self.elapsed),  # rich's own columns count from when this bar started:
-            TextColumn("ETA"),  # after a re-attach, a job minutes old read 0:00:00
-            _Clock(self.eta),
+            _Eta(self.eta_text),  # after a re-attach, a job minutes old read 0:00:00
             # the per-rank figures take what is left, cut first: never the step, elapsed or ETA
             TextColumn(
                 "{task.fields[details]}",
@@ -239,6 +268,22 @@ class HeadlessView:
         )
         self._task = self._bar.add_task("job", total=total, completed=0, details="")
         self._bar.start()
+
+    def _draw_soon(self) -> None:
+        """Draw once the events at hand are all in: a re-attach reads every step so far in one
+        poll, and its line is the latest step's, not the first's (at most one loop turn later)."""
+        if self._draw_pending is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # driven without a loop: every event is its own burst
+            self._draw()
+            return
+        self._draw_pending = loop.call_soon(self._draw_now)
+
+    def _draw_now(self) -> None:
+        self._draw_pending = None
+        self._draw()
 
     def _draw(self, force: bool = False) -> None:
         p = self._progress
@@ -264,6 +309,12 @@ class HeadlessView:
     def finish(self, summary: JobSummary) -> None:
         if self.json_out:
             return
+        self._state = JobState(summary.status)  # the job has ended: no ETA from here on
+        if self._draw_pending is not None:  # the last burst's draw: this one replaces it
+            self._draw_pending.cancel()
+            self._draw_pending = None
+            if self.live_line:
+                self._draw()
         if self._bar is not None:
             self._bar.stop()
             self._bar = None

@@ -130,7 +130,8 @@ class JobRestarted(Event):
 @dataclass
 class StepProgress(Event):
     """The job's global step advanced (the slowest rank's step; loss from rank 0 at that step).
-    `ranks` holds each rank's latest throughput and the extra fields of its latest line."""
+    `ranks` holds each rank's throughput and extra fields at that step: from its line for the
+    step, or its latest line before it (a rank with no line at or before it is left out)."""
 
     kind: ClassVar[str] = "step"
     step: int

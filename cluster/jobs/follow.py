@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,9 @@ class RankState:
     partial_log: bytes = b""
     last: RankMetrics | None = None
     steps_seen: list[RankMetrics] = field(default_factory=list)
+    # Its lines the job's step events have not gone past yet (and the latest one they have):
+    # each step event carries, per rank, that rank's figures at that step (see figures_at).
+    unsent: deque[RankMetrics] = field(default_factory=deque)
     exited: bool = False
     returncode: int | None = None
     exit_info: dict[str, Any] = field(default_factory=dict)
@@ -79,7 +83,16 @@ class RankState:
         self.exited, self.returncode, self.exit_info, self.exit_reason = False, None, {}, None
         self.totals.new_attempt()
         self.last, self.beats, self.walls = None, [], []
+        self.unsent.clear()
         self.alive, self.frozen, self.stalled, self.held_since = None, False, False, None
+
+    def figures_at(self, step: int) -> RankMetrics | None:
+        """This rank's line for `step`, or its latest line before it; None when it has none.
+        Steps are asked for in order: the lines before that one are dropped (bounded memory)."""
+        while len(self.unsent) > 1 and self.unsent[1].step <= step:
+            self.unsent.popleft()
+        first = self.unsent[0] if self.unsent else None
+        return first if first is not None and first.step <= step else None
 
     def facts(self) -> RankFacts:
         return RankFacts(

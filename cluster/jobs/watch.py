@@ -235,6 +235,9 @@ class WatchMixin(RestartMixin):
         rs.beat(ev.wall)
         rs.last = ev
         rs.steps_seen.append(ev)
+        rs.unsent.append(ev)
+        if len(rs.unsent) > PENDING_KEEP:  # a rank far ahead of one that never reports: stay bounded
+            rs.unsent.popleft()
         self.emit(ev)
         if rs.plan.rank == 0:
             self._pending_steps[ev.step] = ev.loss
@@ -245,13 +248,18 @@ class WatchMixin(RestartMixin):
         step = min((r.last.step if r.last else -1) for r in self._ranks.values())
         if step > self._global_step:
             self._global_step = step
-            ranks = {r: _rank_figures(s.last) for r, s in self._ranks.items() if s.last}
             for done in sorted(k for k in self._pending_steps if k <= step):
                 loss = self._pending_steps.pop(done)
                 self._note_loss(loss)
+                # each rank's figures at this step (its line for it, or its latest before it),
+                # never its latest line: a burst pairs every step with its own figures
+                at = {r: s.figures_at(done) for r, s in self._ranks.items()}
+                ranks = {r: _rank_figures(m) for r, m in at.items() if m is not None}
                 self.emit(
                     StepProgress(step=done, total=self.config.job.steps, loss=loss, ranks=ranks, wall=ev.wall)
                 )
+            for s in self._ranks.values():
+                s.figures_at(step)  # the lines no later step event needs are let go
 
     def _note_loss(self, loss: float | None) -> None:
         """The summary's first and last loss come from the steps the job completed (every rank

@@ -33,7 +33,9 @@ def view(terminal: bool) -> tuple[HeadlessView, io.StringIO, Clock]:
     out = io.StringIO()
     console = Console(file=out, force_terminal=terminal, width=140, color_system=None)
     clock = Clock()
-    return HeadlessView(feed.idle(), json_out=False, console=console, clock=clock), out, clock
+    v = HeadlessView(feed.idle(), json_out=False, console=console, clock=clock)
+    v(JobStateChanged(JobState.RUNNING, job_id=feed.JOB_ID))  # as launch() and attach() say
+    return v, out, clock
 
 
 def steps(v: HeadlessView, clock: Clock, upto: int, total: int = 100, every_s: float = 1.0) -> None:
@@ -49,15 +51,17 @@ def steps(v: HeadlessView, clock: Clock, upto: int, total: int = 100, every_s: f
 def test_terminal_progress_bar_has_elapsed_and_eta():
     v, out, clock = view(terminal=True)
     steps(v, clock, 20)
-    v.finish(
-        JobSummary(feed.JOB_ID, JobState.FINISHED, 20, 100, 1.0, 0.05, 20.0, run_dir="~/.boltring/runs/x")
-    )
-    text = out.getvalue()
-    final = [line for line in text.splitlines() if "20/100" in line and "elapsed" in line][-1]
-    assert re.search(r"elapsed\s+0:00:(19|20)", final), final
-    assert re.search(r"ETA\s+0:01:[12]\d", final), final  # 80 steps at 1 step/s
-    assert "━" in final  # rich's bar, not a hand-made line
-    assert "loss 0.0500" in final and "r0 64/s 2.50GB/s" in final
+    assert v._bar is not None
+    v._bar.refresh()
+    running = [line for line in out.getvalue().splitlines() if "20/100" in line and "elapsed" in line][-1]
+    assert re.search(r"elapsed\s+00:00:(19|20)", running), running
+    assert re.search(r"ETA\s+00:01:[12]\d", running), running  # 80 steps at 1 step/s
+    assert "━" in running  # rich's bar, not a hand-made line
+    assert "loss 0.0500" in running and "r0 64/s 2.50GB/s" in running
+    v(JobStateChanged(JobState.FAILED, job_id=feed.JOB_ID, reason="rank 1 on mini1 was killed"))
+    v.finish(JobSummary(feed.JOB_ID, JobState.FAILED, 20, 100, 1.0, 0.05, 20.0, run_dir="~/.boltring/runs/x"))
+    final = [line for line in out.getvalue().splitlines() if "20/100" in line and "elapsed" in line][-1]
+    assert "ETA" not in final and "loss 0.0500" in final, final  # a failed job has no ETA
 
 
 def test_plain_progress_lines_have_elapsed_and_eta():
