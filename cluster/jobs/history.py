@@ -109,7 +109,23 @@ def _from_record(data: dict[str, Any], path: Path) -> RunRecord:
         run.run_dir = run_dir.rsplit("/", 1)[0] if "/" in run_dir else run_dir or None
     if run.steps is None or run.last_loss is None or run.wall_s is None:
         _fill_from_metrics(run)
+    if _ended_unread(run):
+        run.state = ENDED_UNREAD
     return run
+
+
+ENDED_UNREAD = "ended"  # the record says running, but every rank's exit record is here
+
+
+def _ended_unread(run: RunRecord) -> bool:
+    """The record still says the job runs, but every rank has left its exit record in a run
+    directory on this machine: it ended while nothing watched it, and no controller has read
+    how yet (the next `status`, `kill` or app on its config does, and records it). Listed as
+    "running" it was false; how it ended is not known here, so it is listed as "ended"."""
+    dirs = [str(r.get("run_dir") or "") for r in run.ranks]
+    if run.state not in (JobState.RUNNING, JobState.STALLED) or not dirs or not all(dirs):
+        return False
+    return all((Path(d).expanduser() / "exit.json").is_file() for d in dirs)
 
 
 def _fill_from_metrics(run: RunRecord) -> None:

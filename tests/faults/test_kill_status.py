@@ -179,7 +179,8 @@ def test_a_job_that_ended_unwatched_is_closed_by_the_next_status(no_leftovers, t
         assert time.monotonic() < deadline, "the ranks never finished"
         time.sleep(0.2)
     before = json.loads(cli("--config", str(cfg), "runs", "--json").stdout.splitlines()[0])
-    assert before["state"] == "running", before  # nobody has looked yet
+    # nobody has read how it ended yet; its ranks' exit records are here: "ended", not "running"
+    assert before["state"] == "ended", before
     status = cli("--config", str(cfg), "status", timeout=120)
     assert status.returncode == 0, status.stdout + status.stderr
     assert status.stdout.splitlines()[-1].startswith(f"last: job {rec['job_id']} finished: 40/40 steps")
