@@ -3,6 +3,9 @@
 Message handlers apply events to a `ClusterView` (dict updates and deque appends only); a
 timer renders widgets from it a few times a second. Every history is a bounded deque, so a
 job that runs for days uses the same memory as one that runs for a minute.
+
+(Over 400 lines: one ClusterView whose event handlers all update the same state, the job's, its
+nodes' and ranks'; split apart, each part would reach into the others.)
 """
 
 from __future__ import annotations
