@@ -104,3 +104,30 @@ def cli_in(cwd, *args: str, timeout: float = 60):
         cwd=cwd,
         env={**os.environ, "HOME": str(cwd), "BOLTRING_HOME": str(cwd / ".boltring")},
     )
+
+
+def start_cli(*args: str, stderr=-1):
+    """`boltring ARGS` started in the background with its output piped (stderr: a subprocess
+    constant, PIPE by default), for tests that act on a job while it runs."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "boltring.tui.cli", *args], stdout=subprocess.PIPE, stderr=stderr, text=True
+    )
+
+
+def wait_for_step(proc, step: int = 3) -> str:
+    """The `--json` lines `proc` printed until its job reached `step`; AssertionError with its
+    output when the job ended first."""
+    import json
+
+    assert proc.stdout is not None
+    read = ""
+    for line in proc.stdout:
+        read += line
+        ev = json.loads(line)
+        if ev["event"] == "step" and ev["step"] >= step:
+            return read
+    err = proc.stderr.read() if proc.stderr else ""
+    raise AssertionError(f"the job ended before step {step}; stdout:\n{read[-3000:]}\nstderr:\n{err[-2000:]}")

@@ -3,7 +3,6 @@ error naming the file and "No space left on device", the job stops cleanly, --ru
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab.fixtures import skip_unless_ci
-from tests.procs import exit_after
+from tests.procs import exit_after, start_cli, wait_for_step
 
 from .helpers import CLI, events, write_config
 
@@ -64,17 +63,9 @@ def test_no_room_for_the_job_record_starts_nothing(small_disk):
 
 def test_disk_full_during_a_run_fails_the_job_naming_the_file(small_disk, tmp_path):
     cfg = write_config(tmp_path, ranks=2, job="steps: 1000000")  # outside the small disk
-    proc = subprocess.Popen(
-        [*CLI, "--run", "--json", "--skip-checks", "--config", str(cfg)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_cli("--run", "--json", "--skip-checks", "--config", str(cfg))
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if json.loads(line)["event"] == "step":
-                break
+        wait_for_step(proc, 1)
         out, err, took = exit_after(proc, lambda: fill(small_disk), timeout=90)
     finally:
         if proc.poll() is None:

@@ -5,40 +5,22 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.procs import exit_after, read_to_exit
+from tests.procs import exit_after, read_to_exit, start_cli, wait_for_step
 
-from .helpers import CLI, cli, events, write_config
-
-
-def _start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for_step(proc: subprocess.Popen, step: int = 3) -> str:
-    """The lines read until the job reached `step`."""
-    assert proc.stdout is not None
-    read = ""
-    for line in proc.stdout:
-        read += line
-        ev = json.loads(line)
-        if ev["event"] == "step" and ev["step"] >= step:
-            return read
-    err = proc.stderr.read() if proc.stderr else ""
-    raise AssertionError(f"the job ended before step {step}; stdout:\n{read[-3000:]}\nstderr:\n{err[-2000:]}")
+from .helpers import cli, events, write_config
 
 
 def test_kill_from_another_terminal_reads_as_killed_by_you(no_leftovers):
-    proc = _start(
+    proc = start_cli(
         "--run", "--json", "--skip-checks", "--ranks", "3", "--example", "mlp", "--steps", "1000000"
     )
     try:
-        early = _wait_for_step(proc)
+        early = wait_for_step(proc)
         status = cli("status", "--json", timeout=60)
         assert status.returncode == 0, status.stderr
         summary = json.loads(status.stdout.strip().splitlines()[-1])
@@ -71,7 +53,7 @@ def test_kill_from_another_terminal_reads_as_killed_by_you(no_leftovers):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupt_during_launch_exits_130_within_5_s_and_kills_what_started(no_leftovers, sig, tmp_path):
     cfg = write_config(tmp_path, ranks=24, job="steps: 1000000", global_batch=240)
-    proc = _start("--config", str(cfg), "--run", "--json", "--skip-checks")
+    proc = start_cli("--config", str(cfg), "--run", "--json", "--skip-checks")
     try:
         assert proc.stdout is not None
         for line in proc.stdout:  # the record exists and ranks are being started
@@ -111,11 +93,11 @@ def test_status_and_kill_find_the_job_after_another_config_launched(no_leftovers
     """Any launch used to move one global "current job" pointer: once another config had
     launched (even one that failed at once), `status` said no job was running and `kill` could
     not stop it. Each config's running job is found from the records instead."""
-    proc = _start(
+    proc = start_cli(
         "--run", "--json", "--skip-checks", "--ranks", "2", "--example", "mlp", "--steps", "1000000"
     )
     try:
-        _wait_for_step(proc)
+        wait_for_step(proc)
         other = tmp_path / "other.yaml"
         other.write_text(
             "name: other\ndefaults: {python: /nonexistent/python3}\n"
@@ -145,9 +127,9 @@ def test_status_with_nothing_running_exits_as_the_last_job_did(no_leftovers, tmp
     if how == "finished":
         assert cli("--config", str(cfg), "--run", "--skip-checks", timeout=180).returncode == 0
     else:
-        proc = _start("--config", str(cfg), "--run", "--json", "--skip-checks")
+        proc = start_cli("--config", str(cfg), "--run", "--json", "--skip-checks")
         try:
-            _wait_for_step(proc)
+            wait_for_step(proc)
             assert cli("--config", str(cfg), "kill", timeout=60).returncode == 0
             read_to_exit(proc, timeout=60)
         finally:
@@ -164,9 +146,9 @@ def test_a_job_that_ended_unwatched_is_closed_by_the_next_status(no_leftovers, t
     and end with nobody watching. Its record said "running" forever (`runs`, the history,
     `status`); the next controller to look reads it to its end and writes how it ended."""
     cfg = write_config(tmp_path, ranks=2, job="steps: 40")
-    proc = _start("--config", str(cfg), "--run", "--json", "--skip-checks")
+    proc = start_cli("--config", str(cfg), "--run", "--json", "--skip-checks")
     try:
-        _wait_for_step(proc, step=2)
+        wait_for_step(proc, step=2)
         proc.kill()  # the controller dies; the detached ranks go on
         proc.wait(timeout=30)
     finally:

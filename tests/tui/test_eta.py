@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import subprocess
 import time
 from pathlib import Path
 
@@ -17,8 +16,8 @@ from boltring.cluster.jobs.events import JobRestarted, JobStarted, JobStateChang
 from boltring.cluster.states import JobState
 from boltring.tui.headless import HeadlessView
 from boltring.tui.view_state import ClusterView
-from tests.faults.helpers import CLI, cli, write_config
-from tests.procs import read_to_exit
+from tests.faults.helpers import cli, write_config
+from tests.procs import read_to_exit, start_cli, wait_for_step
 from tests.tui import feed
 
 PACE = 10.0  # steps per second the scripted ranks made
@@ -112,17 +111,9 @@ def test_headless_eta_after_a_restart_leaves_out_the_wait():
 def test_status_of_a_running_job_says_its_age_and_pace(tmp_path, no_leftovers):
     """`boltring status` re-attaches and reads every step so far at once."""
     cfg = write_config(tmp_path, ranks=2, job="steps: 1000000")
-    proc = subprocess.Popen(
-        [*CLI, "--config", str(cfg), "--run", "--json", "--skip-checks"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_cli("--config", str(cfg), "--run", "--json", "--skip-checks")
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if json.loads(line).get("step", 0) >= 30:
-                break
+        wait_for_step(proc, 30)
         time.sleep(3)  # a job some seconds old, with many steps made
         asked_at = time.time()
         status = cli("--config", str(cfg), "status", timeout=60)

@@ -26,7 +26,8 @@ from boltring.cluster.jobs.events import JobStarted, JobStateChanged, JobSummary
 from boltring.cluster.jobs.follow import RankState
 from boltring.cluster.states import JobState
 from boltring.tui.headless import PLAIN_EVERY_S, HeadlessView
-from tests.faults.helpers import CLI, cli, write_config
+from tests.faults.helpers import cli, write_config
+from tests.procs import start_cli, wait_for_step
 from tests.tui import feed
 
 # -- 1. each step with its own figures ---------------------------------------------------------
@@ -78,17 +79,9 @@ def test_re_attach_with_real_ranks_gives_each_step_its_own_figures(tmp_path, no_
     """`--run` is SIGKILLed (its ranks go on); `status` re-attaches and reads every step so far
     at once: every step event's figures are those of each rank's metrics line for that step."""
     cfg = write_config(tmp_path, ranks=2, job="steps: 1000000")
-    proc = subprocess.Popen(
-        [*CLI, "--config", str(cfg), "--run", "--json", "--skip-checks"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    proc = start_cli("--config", str(cfg), "--run", "--json", "--skip-checks", stderr=subprocess.DEVNULL)
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if json.loads(line).get("step", 0) >= 30:
-                break
+        wait_for_step(proc, 30)
         os.kill(proc.pid, signal.SIGKILL)  # the ranks go on without it
         proc.wait(timeout=30)
         time.sleep(1)
