@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     argv, script_args = split_passthrough(argv)
     parser = main_parser()
+    parser.words = argv
     args = parser.parse_args(argv)
     if args.command is not None:
         if script_args:

@@ -6,6 +6,7 @@ parses; keeping the words a user types apart from what they do keeps both files 
 from __future__ import annotations
 
 import argparse
+import re
 from typing import NoReturn
 
 from boltring.cluster.config.schema import BACKENDS, EXAMPLES
@@ -35,8 +36,20 @@ class Parser(argparse.ArgumentParser):
     block argparse prints first (seven lines for the main command, which push the reason out of
     sight). Subcommands are made with the same class (add_subparsers uses the parent's)."""
 
+    words: list[str] = []  # the command line being parsed (set by the CLI), for error()
+
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (`{self.prog} --help` explains every option)\n")
+        self.exit(2, f"{self.prog}: {self._plainer(message)} (`{self.prog} --help` explains every option)\n")
+
+    def _plainer(self, message: str) -> str:
+        """`boltring --dry-run --data x`: argparse does not know --data, takes x for a
+        subcommand, and says "invalid choice: 'x'", which names neither. Name the option."""
+        m = re.match(r"argument SUBCOMMAND: invalid choice: '(.*)' \(", message)
+        if m and m[1] in self.words:
+            before = self.words[: self.words.index(m[1])]
+            if before and before[-1].startswith("-"):
+                return f"unrecognized option {before[-1]} (with {m[1]!r})"
+        return message
 
 
 def config_parent(*, in_subcommand: bool = False) -> Parser:

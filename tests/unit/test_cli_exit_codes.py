@@ -79,3 +79,14 @@ def test_ctrl_c_while_starting_up_is_exit_130_without_a_traceback(monkeypatch, c
     assert capsys.readouterr().err == "boltring: interrupted\n"
     pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     assert pyproject["project"]["scripts"]["boltring"] == "boltring.tui.entry:main"
+
+
+def test_an_unknown_option_with_a_value_is_named(capsys):
+    """argparse took the value for a subcommand and said only "invalid choice: 'x'"."""
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--dry-run", "--data", "x"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.startswith("boltring: unrecognized option --data (with 'x')")
+    with pytest.raises(SystemExit):
+        cli.main(["chek"])  # a mistyped subcommand keeps argparse's list of the right ones
+    assert "invalid choice: 'chek' (choose from 'check'," in capsys.readouterr().err
