@@ -103,7 +103,10 @@ def print_plan(controller: JobController, resume: bool = False, *, json_out: boo
 
 def _print_rank(ev: RankPlanned) -> None:
     print(f"\n# rank {ev.rank} on {ev.node} ({ev.where}); run dir {ev.run_dir}")
-    print("#   the secret goes on stdin, never on the command line")
+    # not pastable as it is: spawn reads the whole launch spec (argv, environment, files and
+    # the secret) from stdin, and the secret must never be on a command line
+    print("#   spawn reads the launch spec (the argv, environment and files below, and the secret)")
+    print("#   on stdin: the secret is never on a command line")
     print(ev.command)
     print(f"#   which starts: {' '.join(ev.argv)}")
     # all of it: "exactly what would start" (it holds no secret; the secret's file is named)

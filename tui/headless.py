@@ -55,6 +55,7 @@ from .fmt import fmt_elapsed, in_words, stopped_text
 from .node_state import Level
 from .view_state import recent_rate
 
+KILL_WAIT_S = 30.0  # `boltring kill`: how long to wait for the ranks' end to be confirmed
 PROGRESS_EVERY_S = 0.5  # redraw limit for the live line on a terminal
 PLAIN_EVERY_S = 5.0  # when stdout is not a terminal, a progress line at most this often
 
@@ -560,8 +561,28 @@ async def run_kill(controller: JobController) -> int:
             console.print("boltring: no job is running for this config")
             return 1
         job = controller.job_id
-        await controller.kill(by=StoppedBy.USER_KILL)
-        console.print(f"boltring: killed every rank of job {job}")
-        return 0
+        unreached: list[str] = []  # "could not stop the ranks on h2: no SSH answer …"
+
+        def note(ev: Event) -> None:
+            if isinstance(ev, LogLine) and ev.text.startswith("could not stop the ranks on "):
+                unreached.append(ev.text)
+
+        controller.add_listener(note)
+        try:  # a node that cannot be reached would hold the wait for its ranks' end forever
+            await asyncio.wait_for(controller.kill(by=StoppedBy.USER_KILL), KILL_WAIT_S)
+            ended = True
+        except TimeoutError:
+            ended = False
+        if ended and not unreached:
+            console.print(f"boltring: killed every rank of job {job}")
+            return 0
+        why = "; ".join(unreached) or f"their end was not confirmed within {KILL_WAIT_S:g} s"
+        console.print(
+            f"boltring: stopped the ranks of job {job} it could reach; {why}: those may still run "
+            "(run `boltring kill` again once the node answers)",
+            markup=False,
+            soft_wrap=True,
+        )
+        return 1
     finally:
         await controller.close()

@@ -120,8 +120,7 @@ class JobController(WatchMixin):
                 t=self._started_at,
             )
         )  # the job's age, not ours
-        self._set_state(JobState.RUNNING)
-        self._log(f"re-attached to job {self.job_id}")
+        self._set_state(JobState.RUNNING)  # (the views say "re-attached to job …" from JobStarted)
         self._follower = asyncio.create_task(self._follow())
         return True
 

@@ -277,7 +277,7 @@ class ControllerCore:
             try:
                 res = await self.transport(node).run(argv, timeout=60)
             except TransportError as e:
-                self._log(f"could not stop the ranks on {node.name}: {e}", LogLevel.ERROR)
+                self._log(f"could not stop the ranks on {node.name}: {e.cause}", LogLevel.ERROR)
                 return
             info = res.last_json() or {}
             for rs, ans in zip(mine, info.get("ranks", [info]), strict=False):

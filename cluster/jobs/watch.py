@@ -216,7 +216,9 @@ class WatchMixin(RestartMixin):
         try:
             metrics, logs, info = await follow.read_new(rs, self.transport(rs.node))
         except TransportError as e:
-            self._log(f"{rs.node.name}: {e}", LogLevel.WARN)  # the transport reconnects; we retry next poll
+            self._log(
+                f"{rs.node.name}: {e.cause}", LogLevel.WARN
+            )  # the transport reconnects; we retry next poll
             return
         for line in metrics:
             self._on_metrics_line(rs, line)

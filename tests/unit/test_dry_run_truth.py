@@ -121,7 +121,9 @@ def test_text_plan_is_unchanged_without_json(capsys):
     assert out.startswith(
         "# boltring dry run: config <text>, 2 ranks, example mlp, 2 steps, backend boltring."
     )
-    assert out.count("#   the secret goes on stdin") == 2 and not out.lstrip().startswith("{")
+    assert out.count(
+        "#   on stdin: the secret is never on a command line"
+    ) == 2 and not out.lstrip().startswith("{")
 
 
 def test_json_plan_the_launch_would_refuse_is_an_error_event(tmp_path, capsys):
