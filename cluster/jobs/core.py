@@ -103,6 +103,7 @@ class ControllerCore:
         self._started_at = 0.0
         self._record = {}
         self._starting = {}  # node -> its `spawn start` command in flight
+        self._polls: dict[int, asyncio.Future] = {}  # rank -> its read in flight (watch._poll_round)
         self._facts = {}
         self.checks = []
         self._reset_job()

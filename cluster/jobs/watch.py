@@ -28,6 +28,8 @@ from .core import (
 )
 from .relaunch import RestartMixin
 
+POLL_WAIT_S = 1.0  # a poll round waits this long for a slow node's reads (see _poll_round)
+
 
 class WatchMixin(RestartMixin):
     async def _follow(self) -> None:
@@ -40,6 +42,8 @@ class WatchMixin(RestartMixin):
                         state = JobState.KILLED  # stopped by a user while it waited to restart
                     break
         except asyncio.CancelledError:
+            for poll in self._polls.values():  # reads still in flight (a slow node's) stop too
+                poll.cancel()
             raise
         except Exception as e:  # never die silently: the job ends, with the reason
             self._reason = f"controller lost track of the job: {type(e).__name__}: {e}"
@@ -70,9 +74,7 @@ class WatchMixin(RestartMixin):
         last_status = time.monotonic()
         failed_at: float | None = None
         while True:
-            await asyncio.gather(
-                *(self._poll_rank(rs) for rs in self._ranks.values() if not rs.exited or rs.partial_metrics)
-            )
+            await self._poll_round([rs for rs in self._ranks.values() if not rs.exited or rs.partial_metrics])
             stalled = [rs for rs in self._ranks.values() if rs.stalled_for() is not None]
             if time.monotonic() - last_status > STATUS_EVERY_S or (stalled and not self._killing):
                 last_status = time.monotonic()
@@ -81,7 +83,7 @@ class WatchMixin(RestartMixin):
             self._notice_stop_by_you()
             self._say_held_exits()
             if all(rs.exited for rs in self._ranks.values()):
-                await asyncio.gather(*(self._poll_rank(rs) for rs in self._ranks.values()))
+                await self._poll_round(list(self._ranks.values()), wait_s=None)
                 self._notice_stop_by_you()
                 self._say_held_exits(final=True)
                 break
@@ -211,6 +213,31 @@ class WatchMixin(RestartMixin):
         ):  # every stalled rank spoke again
             self._link_facts = None  # facts read during a stall that passed are stale
             self._set_state(JobState.RUNNING)
+
+    async def _poll_round(self, ranks: list[RankState], wait_s: float | None = POLL_WAIT_S) -> None:
+        """Read what `ranks` wrote, each node's reads on their own. A node whose SSH hangs (a
+        reconnect waits for its timeout) held every rank's reads with it: the ranks of healthy
+        nodes went unread for that long and were then reported stalled. A round waits at most
+        `wait_s` (None: until all are read); a slower read goes on and is waited for in the next
+        round. One read of a rank at a time: two would read the same lines twice."""
+        polls = self._polls
+        tasks = []
+        for rs in ranks:
+            task = polls.get(rs.plan.rank)
+            if task is None or task.done():
+                task = polls[rs.plan.rank] = asyncio.ensure_future(self._poll_rank(rs))
+            tasks.append(task)
+        if not tasks:
+            return
+        try:
+            await asyncio.wait(tasks, timeout=wait_s)
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            raise
+        for task in tasks:  # an error of ours, not a node's: raised, as gather did
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
 
     async def _poll_rank(self, rs: RankState) -> None:
         try:
