@@ -188,6 +188,7 @@ class LaunchMixin(ControllerCore):
         return self.job_id
 
     async def _start_ranks(self, resume: bool) -> None:
+        self._starting.clear()  # this launch's start commands only (see _abort_launch)
         await asyncio.gather(*(self.connect(n) for n in self.config.nodes))
         await self._sync_workspace()
         for line in self.oversubscribed():
@@ -233,8 +234,10 @@ class LaunchMixin(ControllerCore):
                 self._log(f"{name}: cannot tell the launch to stop: {e}", LogLevel.WARN)
         if running:
             await asyncio.wait(list(running.values()), timeout=10)
-        # Ranks that are still starting have nothing to save: a short grace before SIGKILL.
-        ranks = list(self._ranks.values())
+        # Ranks that are still starting have nothing to save: a short grace before SIGKILL. Only
+        # nodes a start command went to: elsewhere nothing started, and a node that could not be
+        # reached gave a false "could not stop the ranks on h2" before the launch's own error.
+        ranks = [rs for rs in self._ranks.values() if rs.node.name in self._starting]
         await asyncio.shield(self._kill_ranks(ranks, by or StoppedBy.BOLTRING, grace_s=1.0))
         self._reason = reason if by is None else f"stopped by you ({by}) during launch"
         self._stopped_by = by

@@ -28,3 +28,21 @@ def test_a_plan_that_cannot_be_made_leaves_the_job_idle(tmp_path):
     with pytest.raises(ControllerError, match=r"job\.sync names \./gone"):
         asyncio.run(launch())
     assert controller.state == JobState.IDLE
+
+
+def test_a_node_that_cannot_be_reached_at_launch_is_one_line(tmp_path):
+    """No rank started anywhere: the abort said "could not stop the ranks on b" first, which was
+    false, and made the failure two lines."""
+    from tests.procs import cli_in
+
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "ssh: {connect_timeout: 2, known_hosts: " + str(tmp_path / "kh") + "}\n"
+        "nodes:\n  - {name: a, local: true, ranks: 1, ring_ip: 127.0.0.1}\n"
+        "  - {name: b, ssh: 'you@127.0.0.1:1', ring_ip: 127.0.0.2}\n"
+        "job: {example: mlp}\n"
+    )
+    res = cli_in(tmp_path, "--config", str(path), "--run", "--skip-checks", timeout=120)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "could not stop the ranks" not in res.stdout + res.stderr, res.stdout + res.stderr
+    assert "launch failed: b:" in res.stdout + res.stderr
