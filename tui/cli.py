@@ -7,12 +7,11 @@ plane), and the two views (tui.app and tui.headless) only watch its controller.
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
-import time
 from pathlib import Path
 
 from .cli_parser import main_parser, split_passthrough, subcommand_options
+from .console import say_error
 
 NOT_STARTED = 2  # exit code: nothing started, because of what was given (README, exit codes)
 
@@ -179,10 +178,8 @@ def _main(argv: list[str]) -> int:
     try:
         return _sub(args.command, args) if args.command is not None else _job(args, script_args)
     except Refused as e:
-        if args.command is None and args.json:  # scripts read the reason where they read events
-            for line in str(e).splitlines():
-                print(json.dumps({"event": "error", "text": line, "t": time.time()}), flush=True)
-        print("\n".join(f"boltring: {line}" for line in str(e).splitlines()), file=sys.stderr)
+        # scripts read the reason where they read events
+        say_error(str(e), json_event=args.command is None and args.json)
         return NOT_STARTED
 
 

@@ -9,6 +9,10 @@ every id, path and figure whole.
 
 from __future__ import annotations
 
+import json
+import sys
+import time
+
 from rich.console import Console
 
 PIPED_WIDTH = 200
@@ -19,3 +23,12 @@ def cli_console(*, stderr: bool = False) -> Console:
     if console.is_terminal:
         return console
     return Console(highlight=False, stderr=stderr, width=PIPED_WIDTH, soft_wrap=True)
+
+
+def say_error(text: str, *, json_event: bool) -> None:
+    """Why nothing (more) happens, each line of `text`: an `error` event on stdout for scripts
+    that read `--json` events there, and `boltring: …` on stderr for people."""
+    for line in text.splitlines():
+        if json_event:
+            print(json.dumps({"event": "error", "text": line, "t": time.time()}), flush=True)
+        print(f"boltring: {line}", file=sys.stderr)

@@ -9,14 +9,14 @@ A plan the launch would refuse (plan_job's PlanError) prints no plan, only the r
 from __future__ import annotations
 
 import json
-import sys
-import time
 from dataclasses import dataclass
 from typing import ClassVar
 
 from boltring.cluster.jobs.controller import JobController
 from boltring.cluster.jobs.events import Event
 from boltring.cluster.jobs.plan import PlanError, PlannedRank
+
+from .console import say_error
 
 
 @dataclass
@@ -84,9 +84,7 @@ def print_plan(controller: JobController, resume: bool = False, *, json_out: boo
         events = plan_events(controller, resume)  # built whole first: an error prints no half plan
     except PlanError as e:
         text = str(e) + (f" ({e.hint})" if e.hint else "")
-        if json_out:
-            print(json.dumps({"event": "error", "text": text, "t": time.time()}), flush=True)
-        print(f"boltring: {text}", file=sys.stderr)
+        say_error(text, json_event=json_out)
         return 2
     for ev in events:
         if json_out:

@@ -50,7 +50,7 @@ from boltring.cluster.jobs.events import (
 from boltring.cluster.jobs.history import last_run
 from boltring.cluster.states import CheckStatus, JobState, StoppedBy
 
-from .console import cli_console
+from .console import cli_console, say_error
 from .fmt import fmt_elapsed, in_words, stopped_text
 from .node_state import Level
 from .view_state import recent_rate
@@ -451,8 +451,7 @@ def _say(view: HeadlessView, text: str, error: bool = True) -> None:
     if view.json_out and not error:
         print(f"boltring: {text}", file=sys.stderr)
     elif view.json_out:
-        print(json.dumps({"event": "error", "text": text, "t": time.time()}), flush=True)
-        print(f"boltring: {text}", file=sys.stderr)
+        say_error(text, json_event=True)
     else:
         view.console.print(text, markup=False, soft_wrap=True)  # one line, however long
 
