@@ -2,9 +2,12 @@
 
 While the checks run, a terminal shows one spinner per node (connecting…, checking…, done) and
 one for the ring links. Then:
-- a node SSH could not reach takes ONE line: the cause and what to do (a command that runs);
+- a node SSH could not reach takes ONE line: the cause, how many of its checks were skipped, and
+  what to do (a command that runs);
 - the table lists the checks that ran; skipped ones fold into "+N skipped" (one row per node,
   with the reason), and the last line counts everything with `count_checks`.
+With `--json`, one object per check instead: every check of every node, the skipped ones too
+(an unreachable node's with "no SSH connection (…)" as their value).
 """
 
 from __future__ import annotations
@@ -120,7 +123,7 @@ def print_nodes(console: Console, config: Config, results: list[CheckResult]) ->
     for col in ("node", "ssh", "ring address", "ranks", "chip", "memory"):
         nodes.add_column(col)
     total_mem = 0.0
-    facts = {(r.node, r.name): r for r in results}
+    facts = {(r.node, r.name): r for r in results if r.status != CheckStatus.SKIPPED}  # measured only
     for n in config.nodes:
         mem = facts.get((n.name, "memory"))
         chip = facts.get((n.name, "chip"))
@@ -139,50 +142,74 @@ def print_nodes(console: Console, config: Config, results: list[CheckResult]) ->
         console.print(f"total memory (configured): {total_mem:g} GB over {len(config.nodes)} nodes")
 
 
+def _unreached(results: Iterable[CheckResult]) -> set[str]:
+    """The nodes SSH could not reach (their ssh check failed)."""
+    return {r.node for r in results if r.name == "ssh" and r.status == CheckStatus.FAIL}
+
+
 def unreachable_lines(results: Iterable[CheckResult]) -> list[str]:
-    """One line per node SSH could not reach: its cause, then what to do."""
-    return [
-        f"[red]✘ {escape(r.node)}[/] ssh: {escape(r.value or 'not connected')}"
-        + (f" [dim]→[/] {escape(r.hint)}" if r.hint else "")
-        for r in results
-        if r.name == "ssh" and r.status == CheckStatus.FAIL
-    ]
-
-
-def results_table(results: list[CheckResult]) -> Table:
-    """The checks that ran (an unreachable node's ssh line is printed apart); each node's skipped
-    checks fold into one "+N skipped" row with the first reason."""
-    table = Table(title="checks", title_justify="left")
-    for col in ("node", "check", "status", "value", "what to do"):
-        table.add_column(col, overflow="fold")
-    skipped: dict[str, list[CheckResult]] = {}
-    order: list[str] = []
+    """One line per node SSH could not reach: its cause, how many of its checks that kept from
+    running ("+13 skipped": `--json` lists each), then what to do."""
+    results = list(results)
+    lines = []
     for r in results:
+        if not (r.name == "ssh" and r.status == CheckStatus.FAIL):
+            continue
+        skipped = sum(1 for x in results if x.node == r.node and x.status == CheckStatus.SKIPPED)
+        lines.append(
+            f"[red]✘ {escape(r.node)}[/] ssh: {escape(r.value or 'not connected')}"
+            + (f" [dim](+{skipped} skipped)[/]" if skipped else "")
+            + (f" [dim]→[/] {escape(r.hint)}" if r.hint else "")
+        )
+    return lines
+
+
+def _table_rows(results: list[CheckResult]) -> list[tuple[str, ...]]:
+    """The table's rows: the checks that ran, node by node, and one "+N skipped" row per node
+    with the first reason. A node SSH could not reach has none: its one line says it all."""
+    unreached = _unreached(results)
+    order: list[str] = []
+    skipped: dict[str, list[CheckResult]] = {}
+    for r in results:
+        if r.node in unreached:
+            continue
         if r.node not in order:
             order.append(r.node)
         if r.status == CheckStatus.SKIPPED:
             skipped.setdefault(r.node, []).append(r)
+    rows: list[tuple[str, ...]] = []
     for node in order:
         for r in results:
             if r.node != node or r.status == CheckStatus.SKIPPED:
                 continue
-            if r.name == "ssh" and r.status == CheckStatus.FAIL:
-                continue
-            table.add_row(
-                escape(r.node), escape(r.name), MARKS[CheckStatus(r.status)], escape(r.value or ""),
-                escape(r.hint or ""),
+            rows.append(
+                (escape(r.node), escape(r.name), MARKS[CheckStatus(r.status)], escape(r.value or ""),
+                 escape(r.hint or ""))
             )  # fmt: skip
         if node in skipped:
             first = skipped[node][0]
-            table.add_row(
-                escape(node), f"+{len(skipped[node])} skipped", "[dim]-[/]", escape(first.value or ""), ""
+            rows.append(
+                (escape(node), f"+{len(skipped[node])} skipped", "[dim]-[/]", escape(first.value or ""), "")
             )
+    return rows
+
+
+def results_table(results: list[CheckResult]) -> Table:
+    """The checks that ran (an unreachable node's ssh line is printed apart, with its skipped
+    count); each node's skipped checks fold into one "+N skipped" row with the first reason."""
+    table = Table(title="checks", title_justify="left")
+    for col in ("node", "check", "status", "value", "what to do"):
+        table.add_column(col, overflow="fold")
+    for row in _table_rows(results):
+        table.add_row(*row)
     return table
 
 
 def print_results(console: Console, results: list[CheckResult]) -> None:
+    """The unreachable nodes' lines, the table, and the count of every check (skipped ones
+    included, as `--json` lists them)."""
     for line in unreachable_lines(results):
         console.print(line, soft_wrap=True)
-    if any(not (r.name == "ssh" and r.status == CheckStatus.FAIL) for r in results):
+    if _table_rows(results):
         console.print(results_table(results))
     console.print(f"{len(results)} checks: {count_checks(results)}")

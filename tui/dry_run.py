@@ -4,6 +4,10 @@ As text: a comment block per rank around the command its transport runs, ready t
 `--json`: the same facts as events, one JSON object per line on stdout in the wire form of
 `--run --json` (`Event.to_dict`, `"event": kind`): one `plan` line, then one `rank_plan` per rank.
 A plan the launch would refuse (plan_job's PlanError) prints no plan, only the reason.
+
+ring.directions `auto` is decided at launch (from the routes the checks see, or by the ranks),
+so the environment says "auto" where the launch may pass 1 or 2: the plan says in a line (and
+`directions`, `directions_how` in the `plan` event) what it comes to, or how it will be decided.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import ClassVar
 from boltring.cluster.jobs.controller import JobController
 from boltring.cluster.jobs.events import Event
 from boltring.cluster.jobs.plan import PlanError, PlannedRank
+from boltring.cluster.nodes.checks.ring import planned_directions
 
 from .console import say_error
 
@@ -30,6 +35,11 @@ class PlanShown(Event):
     steps: int
     backend: str
     resume: bool = False
+    # ring.directions as the launch will have it: 1 or 2, or None while the launch still has to
+    # decide it from the routes its checks see (or when the backend does not use it); and in
+    # words, as the text plan prints it after "ring.directions: "
+    directions: int | None = None
+    directions_how: str = ""
 
 
 @dataclass
@@ -52,6 +62,7 @@ def plan_events(controller: JobController, resume: bool = False) -> list[Event]:
     """The plan as --json events; PlanError when the launch would refuse it."""
     plans = controller.plan(resume=resume)
     config = controller.config
+    ways, how = _directions(controller)
     head = PlanShown(
         config=config.source,
         world_size=config.world_size,
@@ -59,8 +70,19 @@ def plan_events(controller: JobController, resume: bool = False) -> list[Event]:
         steps=config.job.steps,
         backend=config.ring.backend,
         resume=resume,
+        directions=ways,
+        directions_how=how,
     )
     return [head, *(_rank_event(p) for p in plans)]
+
+
+def _directions(controller: JobController) -> tuple[int | None, str]:
+    """ring.directions as the launch will pass it: the environment below shows "auto" where the
+    ranks or the launch's checks decide, so say which, and what it comes to when it is known.
+    When checks already ran in this controller, the plan holds their decision (launch_config)."""
+    asked = controller.config.ring.directions
+    launched = controller.launch_config().ring.directions
+    return planned_directions(controller.config, checked=launched if launched != asked else None)
 
 
 def _rank_event(p: PlannedRank) -> RankPlanned:
@@ -94,6 +116,7 @@ def print_plan(controller: JobController, resume: bool = False, *, json_out: boo
                 f"# boltring dry run: config {ev.config}, {ev.world_size} ranks, {ev.job}, "
                 f"{ev.steps} steps, backend {ev.backend}. Nothing is started."
             )
+            print(f"# ring.directions: {ev.directions_how}")
         elif isinstance(ev, RankPlanned):
             _print_rank(ev)
     return 0

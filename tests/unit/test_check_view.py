@@ -63,11 +63,14 @@ async def test_unreachable_node_is_one_runnable_line_and_skipped_checks_fold(tmp
     code, text = await check_output(cluster(tmp_path, silent_sshd), terminal=False)
     assert code == 1
     lines = text.splitlines()
-    far = [ln for ln in lines if "far" in ln and "skipped" not in ln]
-    # the nodes table names it once; then ONE line with the cause and a hint that runs as written
+    far = [ln for ln in lines if "far" in ln and "│ +" not in ln]
+    # the nodes table names it once; then ONE line with the cause, how many of its checks could
+    # not run, and a hint that runs as written
     ssh_lines = [ln for ln in far if ln.startswith("✘ far ssh:")]
     assert len(ssh_lines) == 1, text
     line = ssh_lines[0]
+    assert "within 1.5 s (+14 skipped) →" in line
+    assert not [ln for ln in lines if ln.startswith("│ far ") and "skipped" in ln]  # no row for it
     assert f"no SSH answer from 127.0.0.1:{silent_sshd} within 1.5 s" in line
     assert f"`ssh -o UserKnownHostsFile={tmp_path / 'known_hosts'} -p {silent_sshd} you@127.0.0.1`" in line
     assert f"you@127.0.0.1:{silent_sshd}`" not in line  # OpenSSH cannot run user@host:port
@@ -77,9 +80,9 @@ async def test_unreachable_node_is_one_runnable_line_and_skipped_checks_fold(tmp
     # the nodes table gives the target as OpenSSH takes it too
     assert re.search(rf"far\s+│\s+-p {silent_sshd} you@127\.0\.0\.1\s+│", text), text
     # n2 has no python: its checks that could not run fold into one "+N skipped" row
-    assert re.search(r"n2\s+│\s+\+8 skipped\s+│\s+-\s+│\s+no python", text), text
+    assert re.search(r"n2\s+│\s+\+13 skipped\s+│\s+-\s+│\s+no python", text), text
     assert not re.search(r"│\s+- skipped\s+│", text)  # no row per skipped check
-    assert re.search(r"27 checks: \d+ ok, (\d+ warnings?, )?2 failed, \+8 skipped$", text.rstrip()), text
+    assert re.search(r"46 checks: \d+ ok, (\d+ warnings?, )?2 failed, \+27 skipped$", text.rstrip()), text
 
 
 async def test_spinner_per_node_while_waiting(tmp_path, silent_sshd, home):

@@ -336,8 +336,13 @@ async def test_unreachable_node_is_one_line_with_cause_and_hint():
     node = Node(name="mini9", ring_ip="198.18.1.9", ssh="mini9")
     err = Unreachable("mini9: 198.18.1.9:22 refused the connection", hint="enable Remote Login")
     res = await check_node(err, Config(name="one", nodes=(node,)), node)
-    assert len(res) == 1  # not followed by a "no SSH connection" line per check it could not run
     assert (res[0].name, res[0].status) == ("ssh", "fail")
+    # then every check it could not run, skipped with why (`check --json` lists each; the views
+    # fold them into the ssh line's "+N skipped")
+    why = "no SSH connection (unreachable)"
+    skipped = [r.name for r in res[1:] if (r.status, r.value) == ("skipped", why)]
+    assert skipped == [r.name for r in res[1:]]
+    assert {"python", "mlx", "ring_iface", "default_route"} <= set(skipped)
     assert res[0].value == "198.18.1.9:22 refused the connection" and res[0].hint == "enable Remote Login"
 
 
@@ -383,7 +388,10 @@ async def test_check_cluster_without_bandwidth_and_through_a_controller():
     res = await check_cluster(THREE, Controller(), bandwidth=False)
     rs = {(r.node, r.name): r for r in res}
     assert rs[("n3", "ssh")].status == "fail" and rs[("n3", "ssh")].hint == "start sshd"
-    assert [r for r in res if r.node == "n3"] == [rs[("n3", "ssh")]]  # one line for n3
+    # n3's other checks are listed, skipped with why (the views fold them into its one line)
+    n3 = [r for r in res if r.node == "n3"]
+    assert n3[0] == rs[("n3", "ssh")] and len(n3) > 1
+    assert {(r.status, r.value) for r in n3[1:]} == {("skipped", "no SSH connection (unreachable)")}
     assert not any(r.name.startswith("bw:") for r in res)
     assert rs[("n1", "route:n2")].status == "ok"
     # n3 could not be probed, but n1 and n2 pinged it: their directions are known, n3's are not

@@ -58,6 +58,47 @@ def directions_from_routes(config: Config, facts: Mapping[str, Mapping]) -> tupl
     return 2, "every node reaches its two ring neighbours over separate interfaces"
 
 
+def planned_directions(config: Config, checked: int | None = None) -> tuple[int | None, str]:
+    """What ring.directions comes to when this config launches, for a plan that runs no checks
+    (--dry-run): (ways, how), `how` the words after "ring.directions: " ("1 (auto: every rank
+    is on one host)"). `ways` is None when the launch decides it from the routes its checks see
+    (or when the backend has no use for it). `checked`: the ways the last checks decided for auto
+    (the controller's launch_config), when they did.
+
+    It follows the launch step by step: with auto and three nodes or more, the controller
+    decides 1 or 2 from the routes (directions_from_routes, cluster/jobs/launch.py) and passes
+    it; otherwise the ranks get "auto" and netio/ring.py ring_directions decides, which gives 1
+    to fewer than three ranks whatever was asked, and to ranks all on one host."""
+    from boltring.netio.ring import ring_directions  # numpy: only for a plan, not for the checks
+
+    ring = config.ring
+    if ring.backend != "boltring":
+        return None, f"not used (the {ring.backend} backend runs the collectives)"
+    addrs = [slot.ring_addr for slot in config.rank_layout()]
+    size = len(addrs)
+    requested = ring.directions or checked or 0
+    ways = ring_directions(requested, size, addrs)
+    if size < 2:
+        return ways, "1 (one rank: no ring to go round)"
+    if size < 3:
+        said = "auto: " if not requested else f"ring.directions {requested} applies from 3 ranks: "
+        return ways, f"{ways} ({said}{size} ranks always go one way round the ring)"
+    if ring.directions:
+        return ways, f"{ways} (set in the config)"
+    if checked:
+        return ways, f"{ways} (auto, decided from the routes the last checks saw)"
+    if ways == 1:
+        return ways, "1 (auto: every rank is on one host)"
+    if len(config.nodes) < 3:  # directions_from_routes cannot tell: the ranks decide, ring_directions
+        hosts = len(config.nodes)
+        return ways, f"{ways} (auto: ranks on {hosts} hosts; the checks decide it only for 3 nodes or more)"
+    return None, (
+        "auto (decided at launch from the routes the checks see: 1 on a shared network, 2 on "
+        "separate cables, passed as BOLTRING_RING_DIRECTIONS; with --skip-checks, or a route the "
+        "checks did not see, it stays auto and the ranks take 2)"
+    )
+
+
 def ring_links(config: Config) -> list[tuple[Node, Node]]:
     """Directed node pairs (sender, receiver) the ring sends over, in ring order, deduplicated."""
     slots = config.rank_layout()
@@ -114,11 +155,15 @@ def reachability_results(
     """The "ring" reachability matrix over every neighbour direction, and MTU agreement.
 
     Directions from a node SSH could not reach are left out (its ssh check already says why, in
-    one line): they are named once as "not checked"."""
+    one line): they are named once as "not checked". When no node with neighbours could be
+    reached, the ring check is skipped, naming them (a one-node config has no ring check)."""
     neighbours = ring_neighbours(config)
     unreached = [n.name for n in config.nodes if reports[n.name].transport is None]
     pairs = [(a, b) for a in config.nodes if a.name not in unreached for b in neighbours[a.name]]
     if not pairs:
+        if any(neighbours[name] for name in unreached):
+            why = f"not checked from {', '.join(unreached)}: no SSH connection"
+            return [result("ring", "ring", CheckStatus.SKIPPED, why)]
         return []
     groups: dict[str, list[str]] = {}
     bad = 0

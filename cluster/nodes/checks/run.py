@@ -21,8 +21,13 @@ user what to do. Check names:
   "ring"     ring (reachability of every neighbour direction), mtu (only when they differ),
              ring_order (macOS only: consecutive nodes directly cabled), bw:<a>-><b>
 
-A node SSH cannot reach gets ONE result, its ssh check (cause and hint); nothing else is listed
-for it, since nothing else could be checked.
+Every check appears for every node, whatever happened: a node SSH cannot reach gets its failed
+ssh check (cause and hint) and every other per-node check as skipped with the reason ("no SSH
+connection (unreachable)"), as do the bandwidth checks of its ring links; a node without python,
+or whose probe failed, gets its checks that could not run as skipped the same way. So `--json`
+lists every check of every node; the table folds the skipped ones into "+N skipped" (for an
+unreachable node, on its one ssh line). macOS-only checks (bridge_dhcp, tb_speed, tb_loop) are
+listed only for nodes whose probe says they run macOS: a node never probed is not known to.
 """
 
 from __future__ import annotations
@@ -48,7 +53,8 @@ from boltring.cluster.nodes.checks.cabling import (  # the first three: re-expor
     tb_loop_results,
 )
 from boltring.cluster.nodes.checks.hints import PYTHON_HINT, ssh_hint
-from boltring.cluster.nodes.checks.job_paths import job_paths_result
+from boltring.cluster.nodes.checks.job_paths import NAME as JOB_PATHS
+from boltring.cluster.nodes.checks.job_paths import job_paths_result, named_paths
 from boltring.cluster.nodes.checks.results import (
     NodeReport,
     last_line,
@@ -56,7 +62,7 @@ from boltring.cluster.nodes.checks.results import (
     run_or_error,
     short,
 )
-from boltring.cluster.nodes.checks.ring import reachability_results, ring_neighbours
+from boltring.cluster.nodes.checks.ring import reachability_results, ring_links, ring_neighbours
 from boltring.cluster.nodes.checks.verdicts import Versions, node_results
 from boltring.cluster.nodes.transport import (
     CommandNotFound,
@@ -175,12 +181,26 @@ async def _connect(link: NodeLink, node: Node) -> tuple[Transport | None, CheckR
     return link, result(node.name, "ssh", CheckStatus.OK, SshState.CONNECTED)
 
 
-def _skipped(node: Node, neighbours: list[Node], why: str) -> list[CheckResult]:
-    """What could not be checked on a node that answers but cannot run the probe (the views fold
-    these into "+N skipped")."""
-    names = ["boltring", "mlx", "ring_iface", "ring_ip"]
-    names += [f"route:{n.name}" for n in neighbours] + [f"rtt:{n.name}" for n in neighbours]
+def _skipped(
+    config: Config, node: Node, neighbours: list[Node], why: str, *, python: bool = False
+) -> list[CheckResult]:
+    """The per-node checks that could not run on a node, as skipped with `why`, in the order a
+    probed node lists them (verdicts.node_results); `python` too when even that was not run (no
+    SSH connection). The views fold these into "+N skipped"."""
+    names = ["python"] if python else []
+    names += ["boltring", "mlx", "chip", "memory", "ring_iface", "ring_ip", "mtu", "ports"]
+    for n in neighbours:
+        names += [f"route:{n.name}", f"rtt:{n.name}"]
+    names.append("default_route")
+    if config.ring.backend == "jaccl":
+        names.append("rdma")
     return [result(node.name, name, CheckStatus.SKIPPED, why) for name in names]
+
+
+def _no_ssh(link: NodeLink) -> str:
+    """Why an unreachable node's checks were skipped: "no SSH connection (unreachable)"."""
+    state = None if link is None or isinstance(link, str) else link.state  # an error's, or the transport's
+    return f"no SSH connection ({state})" if state and SshState(state).bad else "no SSH connection"
 
 
 def _python_result(node: Node, res: CommandResult) -> CheckResult:
@@ -234,8 +254,9 @@ async def probe_node(
     transport, ssh = await _connect(link, node)
     report.results.append(ssh)
     report.transport = transport
-    if transport is None:
-        return report  # one line: the ssh check says why and what to do
+    if transport is None:  # the ssh check says why and what to do; the rest could not run
+        report.results += _skipped(config, node, neighbours, _no_ssh(link), python=True)
+        return report
 
     py = await _python_argv0(transport, node)
     request = probe_request(config, node, neighbours)
@@ -253,7 +274,7 @@ async def probe_node(
         if _missing_interpreter(version_res):
             text = f"{node.python} not found: {text}"
         report.results.append(result(node.name, "python", CheckStatus.FAIL, short(text), PYTHON_HINT))
-        report.results += _skipped(node, neighbours, "no python")
+        report.results += _skipped(config, node, neighbours, "no python")
         return report
     report.python = py
     report.results.append(_python_result(node, version_res))
@@ -270,13 +291,37 @@ async def probe_node(
                 f"{node.name} to see the error",
             )
         )
-        report.results += _skipped(node, neighbours, "node probe failed")
+        report.results += _skipped(config, node, neighbours, "node probe failed")
         return report
     report.facts = facts
     report.results += node_results(config, node, facts, versions, neighbours)
     report.boltring_ok = bool((facts.get("boltring") or {}).get("installed"))
     report.ring_ok = CheckStatus.FAIL not in (report.status("ring_iface"), report.status("ring_ip"))
     return report
+
+
+def _skip_reason(rep: NodeReport) -> str:
+    """The reason an unreachable node's checks give (its first skipped one's)."""
+    whys = (r.value for r in rep.results if r.status == CheckStatus.SKIPPED and r.value)
+    return next(whys, "no SSH connection")
+
+
+def _with_unreached_links(
+    config: Config, reports: Mapping[str, NodeReport], measured: dict[tuple[str, str], CheckResult]
+) -> dict[tuple[str, str], CheckResult]:
+    """Every ring link's bw:<a>-><b>, in ring order: the measured ones, and a link to or from a
+    node SSH could not reach as skipped, naming that node (measure_links leaves those out)."""
+    out: dict[tuple[str, str], CheckResult] = {}
+    for a, b in ring_links(config):
+        key = (a.name, b.name)
+        if key in measured:
+            out[key] = measured[key]
+            continue
+        far = next((n.name for n in (a, b) if reports[n.name].transport is None), None)
+        if far is not None:
+            why = f"no SSH connection to {far}"
+            out[key] = result("ring", f"bw:{a.name}->{b.name}", CheckStatus.SKIPPED, why)
+    return out
 
 
 async def check_node(link: NodeLink, config: Config, node: Node) -> list[CheckResult]:
@@ -327,6 +372,8 @@ async def check_cluster(
             paths = await job_paths_result(config, node, rep.transport)
             if paths is not None:
                 rep.results.append(paths)
+        elif named_paths(config):  # the node would have been asked for the job's folders
+            rep.results.append(result(node.name, JOB_PATHS, CheckStatus.SKIPPED, _skip_reason(rep)))
         for r in rep.results:
             emit_fn(r)
         return rep
@@ -343,7 +390,8 @@ async def check_cluster(
 
     bw_results: dict[tuple[str, str], CheckResult] = {}
     if bandwidth:
-        bw_results = await measure_links(config, reports, seconds=bandwidth_seconds, min_gbps=min_gbps)
+        measured = await measure_links(config, reports, seconds=bandwidth_seconds, min_gbps=min_gbps)
+        bw_results = _with_unreached_links(config, reports, measured)
 
     ring = reachability_results(config, reports, bw_results)
     order = ring_order_result(config, facts)
