@@ -56,6 +56,9 @@ from .node_state import Level
 from .view_state import recent_rate
 
 KILL_WAIT_S = 30.0  # `boltring kill`: how long to wait for the ranks' end to be confirmed
+# `boltring status`: how long to wait for the ranks' files to be read (a node that cannot be
+# reached is known from the attach, which costs its SSH connect timeout once)
+STATUS_READ_S = 15.0
 PROGRESS_EVERY_S = 0.5  # redraw limit for the live line on a terminal
 PLAIN_EVERY_S = 5.0  # when stdout is not a terminal, a progress line at most this often
 
@@ -328,7 +331,7 @@ class HeadlessView:
         for r, m in sorted(summary.ranks.items()):
             table.add_row(
                 str(r),
-                str(m.get("node", "")),
+                str(m.get("node", "")) + (" (not read)" if m.get("unread") else ""),
                 _fmt(m.get("steps_per_s"), ".2f"),
                 _fmt(m.get("samples_per_s"), ".0f"),
                 _fmt(m.get("allreduce_gbps"), ".2f"),
@@ -344,11 +347,24 @@ class HeadlessView:
 def summary_line(summary: JobSummary) -> str:
     tokens = f"  {summary.tokens_per_s:.0f} tokens/s" if summary.tokens_per_s else ""
     restarts = f"  {len(summary.restarts)} restart(s)" if summary.restarts else ""
+    ranks = summary.ranks.values()
+    # no rank could be read (every node unreachable): the job's steps are not known, not 0
+    steps = "?" if ranks and all(m.get("unread") for m in ranks) else str(summary.steps)
     return (
-        f"steps {summary.steps}/{summary.total_steps}  loss "
+        f"steps {steps}/{summary.total_steps}  loss "
         f"{_fmt(summary.first_loss, '.4f')} → {_fmt(summary.last_loss, '.4f')}  "
-        f"wall {fmt_elapsed(summary.wall_s)}{tokens}{restarts}  run dir {summary.run_dir}"
+        f"wall {_wall(summary)}{tokens}{restarts}  run dir {summary.run_dir}"
     )
+
+
+def _wall(summary: JobSummary) -> str:
+    """The job's wall time; where the end of a rank was never learned (its exit record was not
+    read), the time the records prove, as "≥", and whose end is missing."""
+    missing = [(r, m) for r, m in sorted(summary.ranks.items()) if "ended_s" in m and m["ended_s"] is None]
+    if not missing:
+        return fmt_elapsed(summary.wall_s)
+    who = ", ".join(f"rank {r} on {m.get('node')}" for r, m in missing)
+    return f"≥ {fmt_elapsed(summary.wall_s)} (the end of {who} was not read)"
 
 
 async def run_headless(
@@ -410,6 +426,9 @@ async def run_headless(
         try:
             done, _ = await until_interrupted(controller.launch(resume=resume))
         except ControllerError as e:
+            if e.nothing_started:  # refused before any rank (ResumeRefused): exit 2
+                _say(view, str(e))
+                return 2
             _say(view, f"launch failed: {e}" + (f" ({e.hint})" if e.hint else ""))
             return 1
         if not done:
@@ -468,7 +487,7 @@ async def run_status(controller: JobController, *, follow: bool = False, json_ou
             _say(view, "no job is running for this config")
             return _say_last_run(view, controller.config.source)
         if interrupted is None:
-            await asyncio.sleep(max(controller.poll_s * 2, 0.5))  # read what the ranks wrote so far
+            await controller.read_once(STATUS_READ_S)  # what the ranks wrote so far
             summary = controller.summary()
             if json_out:
                 print(json.dumps(summary.to_dict(), default=str))

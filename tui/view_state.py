@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from boltring.cluster.config.schema import Config, Node
-from boltring.cluster.jobs.blame import named_cause
 from boltring.cluster.jobs.events import (
+    Blamed,
     CheckResult,
     Event,
     JobRestarted,
@@ -26,6 +26,7 @@ from boltring.cluster.jobs.events import (
     JobSummary,
     LogLine,
     NodeState,
+    RankErrorLine,
     RankExited,
     RankMetrics,
     RankStalled,
@@ -67,6 +68,14 @@ def recent_rate(step_times: Sequence[tuple[float, int]], window_s: float = RATE_
     return (s1 - s0) / (t1 - t0)
 
 
+def _after_failed(reason: str | None) -> str | None:
+    """A rank's reason as its row says it after "failed at step N" (and its log line after "rank
+    N failed"): without a "failed: " of its own."""
+    if reason and reason.startswith("failed"):
+        return reason.removeprefix("failed").lstrip(": ") or None
+    return reason
+
+
 class ClusterView:
     """Everything the screens show. Mutated only by `apply` and `note`, on the UI thread."""
 
@@ -90,6 +99,7 @@ class ClusterView:
         self.started_t: float | None = None
         self.ended_t: float | None = None
         self.reason: str | None = None
+        self.blamed: Blamed | None = None  # the rank the failure's reason blames (JobStateChanged)
         self.stopped_by: StoppedBy | None = None
         self.resume_from: str | None = None
         self.restarts: list[JobRestarted] = []
@@ -204,7 +214,7 @@ class ClusterView:
                 self._rank(ev.rank, ev.node).take(ev)
             case StepProgress():
                 self._on_step(ev)
-            case LogLine():
+            case LogLine() | RankErrorLine():
                 self.note(ev.text, ev.level, node=ev.node, source=ev.source, t=ev.t)
             case JobStarted():
                 self._on_job_started(ev)
@@ -248,6 +258,7 @@ class ClusterView:
         self.job_id, self.job_desc, self.attached = ev.job_id, ev.job, ev.attached
         self.total_steps, self.step, self.loss = ev.steps, 0, None
         self.started_t, self.ended_t, self.reason, self.summary = ev.t, None, None, None
+        self.blamed = None
         self.stopped_by, self.resume_from, self.restarts = None, ev.resume_from, []
         self.kill_requested = False
         self.loss_history.clear()
@@ -281,16 +292,18 @@ class ClusterView:
                 self.ended_t = ev.t
                 for rv in self.ranks.values():
                     rv.stalled_s = None
+            if ev.reason:  # (none when it comes again after checks)
+                self.blamed = ev.blamed
             self.reason = in_words(ev.reason) or self.reason
             if state == JobState.FAILED:
-                self._blame_rows(self.reason)
+                self._blame_rows(self.reason, self.blamed)
             if state == JobState.KILLED:
                 self.stopped_by = ev.by or self.stopped_by or (StoppedBy.APP if self.kill_requested else None)
         elif state == JobState.RESTARTING:
-            self._blame_rows(in_words(ev.reason))
+            self._blame_rows(in_words(ev.reason), ev.blamed)
         elif state in (JobState.LAUNCHING, JobState.RUNNING):
             self.ended_t = None
-            self.reason = None
+            self.reason, self.blamed = None, None
             if state == JobState.RUNNING:
                 for rv in self.ranks.values():
                     rv.stalled_s = None
@@ -359,10 +372,7 @@ class ClusterView:
 
     def _on_rank_exited(self, ev: RankExited) -> None:
         rv = self._rank(ev.rank, ev.node)
-        reason = in_words(ev.reason)
-        if reason and reason.startswith("failed"):  # the row and the log say "failed" already
-            reason = reason.removeprefix("failed").lstrip(": ") or None
-        rv.returncode, rv.reason, rv.stalled_s = ev.returncode, reason, None
+        rv.returncode, rv.reason, rv.stalled_s = ev.returncode, _after_failed(in_words(ev.reason)), None
         rv.stopped_by = ev.stopped_by
         if ev.returncode == 0:
             rv.status = RankStatus.DONE
@@ -382,22 +392,26 @@ class ClusterView:
             text += f": {rv.reason}"
         self.note(text, level, node=ev.node, source=ev.node, t=ev.t)
         if self.state == JobState.FAILED:  # its end was read after the job's verdict
-            self._blame_rows(self.reason)
+            self._blame_rows(self.reason, self.blamed)
 
-    def _blame_rows(self, reason: str | None) -> None:
+    def _blame_rows(self, reason: str | None, blamed: Blamed | None) -> None:
         """The failure's reason on the rows of the ranks boltring stopped because of it: the
-        blamed rank says why it is blamed (the header's cause, short), the others that they
-        were stopped because of it, never only "was stopped by boltring"."""
-        if not reason:
+        blamed rank (the event's, never read out of the reason) says why it is blamed (the
+        header's cause, short), the others that they were stopped because of it, never only
+        "was stopped by boltring"."""
+        if not reason and blamed is None:
             return
-        cause = named_cause(reason)
         for rv in self.ranks.values():
             if rv.stopped_by != StoppedBy.BOLTRING:
                 continue
-            if cause is not None and (rv.rank, rv.node) == cause[:2]:
-                rv.status, rv.reason = RankStatus.FAILED, cause[2]
+            if blamed is not None and (rv.rank, rv.node) == (blamed.rank, blamed.node):
+                rv.status, rv.reason = RankStatus.FAILED, _after_failed(in_words(blamed.cause))
             else:
-                why = f", because of rank {cause[0]}" if cause else f": {reason.split('; evidence: ')[0]}"
+                why = (
+                    f", because of rank {blamed.rank}"
+                    if blamed
+                    else f": {(reason or '').split('; evidence: ')[0]}"
+                )
                 rv.status, rv.reason = RankStatus.KILLED, f"by boltring{why}"
 
     def _on_restarted(self, ev: JobRestarted) -> None:

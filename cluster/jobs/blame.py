@@ -13,7 +13,6 @@ error). Every victim's error is kept as evidence, once. Pure functions: tested w
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +62,10 @@ class Verdict:
     evidence: list[str] = field(default_factory=list)  # the victims' errors, once each
     certain: bool = True  # False: a best guess (waiting longer may give a better one)
     suspect_nodes: list[str] = field(default_factory=list)  # nodes whose link facts may say more
+    # When the reason names the cause rank: its node, and what happened to it in words without
+    # "rank N on NODE" (what its row in the app says, and the failure event's `blamed`)
+    node: str | None = None
+    what: str | None = None
 
     def text(self) -> str:
         if not self.evidence:
@@ -112,15 +115,9 @@ def evidence_of(f: RankFacts) -> str:
     return f"{f.label} {what} {towards} {peer}"
 
 
-_CAUSE = re.compile(r"(?:failed: )?rank (\d+) on (\S+) (.+?)(?:; evidence: .*)?$")
-
-
-def named_cause(reason: str | None) -> tuple[int, str, str] | None:
-    """(rank, node, what happened to it) when a job's one-line reason names a rank as its cause
-    ("rank 1 on local stopped responding …; evidence: …"), for views that have only the text.
-    None when it names no rank first (a ring link, the ring as a whole, a NaN loss)."""
-    m = _CAUSE.match(reason or "")
-    return (int(m[1]), m[2], m[3]) if m else None
+def _naming(f: RankFacts, reason: str, evidence: list[str], **kw: Any) -> Verdict:
+    """A verdict whose cause is rank `f`, said in `reason` ("rank 1 on b was killed …")."""
+    return Verdict(f.rank, reason, evidence, node=f.node, what=reason.removeprefix(f"{f.label} "), **kw)
 
 
 def decide(facts: list[RankFacts], *, stall_s: float | None = None) -> Verdict:
@@ -161,13 +158,13 @@ def decide(facts: list[RankFacts], *, stall_s: float | None = None) -> Verdict:
             for v in sorted(own, key=lambda v: v.rank)
             if v is not r and v.lost_unnamed_peer
         ]
-        return Verdict(r.rank, describe_own_end(r), evidence_for(r) + unnamed)
+        return _naming(r, describe_own_end(r), evidence_for(r) + unnamed)
     # A root that is still running but frozen or silent: it stopped responding.
     live = [r for r in roots.values() if not r.exited]
     if live:
         r = min(live, key=lambda x: (not x.frozen, -(x.silent_s or 0), x.rank))
         certain = r.frozen or (stall_s is not None and (r.silent_s or 0) >= stall_s) or r.alive is False
-        return Verdict(r.rank, describe_own_end(r), evidence_for(r), certain=certain)
+        return _naming(r, describe_own_end(r), evidence_for(r), certain=certain)
     # A rank both of whose ring neighbours lost it, while it lost them too: its node's ring
     # link (the controller asks that node's link facts to say which).
     blamed_by: dict[int, set[int]] = {}
@@ -179,8 +176,8 @@ def decide(facts: list[RankFacts], *, stall_s: float | None = None) -> Verdict:
         h = max(hub, key=lambda x: (len(blamed_by[x.rank]), -x.rank))
         who = sorted(blamed_by[h.rank])
         others = [evidence_of(by_rank[r]) for r in who]
-        return Verdict(
-            h.rank,
+        return _naming(
+            h,
             f"{h.label} lost both its ring neighbours (ranks {who[0]} and {who[1]}): "
             f"{h.node}'s ring link is down or {h.node} is unreachable",
             others + ([evidence_of(h)] if h.blames is not None else []),
@@ -212,6 +209,6 @@ def decide(facts: list[RankFacts], *, stall_s: float | None = None) -> Verdict:
             suspect_nodes=sorted({f.node for f in facts}),
         )
     first = min(failed, key=lambda x: x.rank)
-    return Verdict(
-        first.rank, describe_own_end(first) if first.blames is None else evidence_of(first), certain=False
+    return _naming(
+        first, describe_own_end(first) if first.blames is None else evidence_of(first), [], certain=False
     )

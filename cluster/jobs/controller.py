@@ -18,13 +18,14 @@ import asyncio
 import dataclasses
 import time
 
+from boltring.cluster.jobs import follow, record
 from boltring.cluster.jobs import plan as launcher
-from boltring.cluster.jobs import record
 from boltring.cluster.jobs.errors import ControllerError
 from boltring.cluster.jobs.events import (
     JobStarted,
 )
 from boltring.cluster.jobs.follow import RankState
+from boltring.cluster.nodes.transport import TransportError
 from boltring.cluster.states import JobState, LogLevel, StoppedBy
 
 from .core import (
@@ -37,8 +38,8 @@ __all__ = ["POLL_S", "ControllerCore", "ControllerError", "JobController"]
 
 
 class JobController(WatchMixin):
-    """What the views use: run_checks, plan, launch, wait, kill, attach, request_stop, close,
-    summary, oversubscribed; events through add_listener."""
+    """What the views use: run_checks, plan, launch, wait, kill, attach, read_once, request_stop,
+    close, summary, oversubscribed; events through add_listener."""
 
     async def resume_point(self) -> str | None:
         """What `launch(resume=True)` would start from: "step 200 (step-000200.safetensors)",
@@ -97,13 +98,17 @@ class JobController(WatchMixin):
     async def attach(self) -> bool:
         """Follow the job this config left running, if any; True when attached. The job (its
         steps, its ranks) comes from the record, as launched, never from the config as it is.
-        A job that ended while nobody watched it is closed instead (see _close_ended)."""
+        A job that ended while nobody watched it is closed instead (see _close_ended). A node
+        that cannot be asked may be running its ranks: the job is followed, and that node named
+        (`status` said nothing of it, and with no node answering, "no job is running")."""
         rec = record.active(self.config.source)
         if not rec or self.state.active:
             return False
-        if not await self._alive_ranks_of(rec):
-            # Launching or restarting, a controller is between attempts and owns the record.
-            if rec.get("state") in (JobState.RUNNING, JobState.STALLED):
+        alive = await self._alive_ranks_of(rec)
+        # Launching or restarting, a controller is between attempts and owns the record.
+        followed = rec.get("state") in (JobState.RUNNING, JobState.STALLED)
+        if not alive and not (self._unasked and followed):
+            if followed:
                 await self._close_ended(rec)
             return False
         self._adopt(rec)
@@ -121,8 +126,46 @@ class JobController(WatchMixin):
             )
         )  # the job's age, not ours
         self._set_state(JobState.RUNNING)  # (the views say "re-attached to job …" from JobStarted)
+        for name, e in self._unasked.items():
+            self._say_unreached(name, e)
         self._follower = asyncio.create_task(self._follow())
         return True
+
+    def _say_unreached(self, name: str, e: TransportError) -> None:
+        """One line for a node of the job that SSH cannot reach: which, why, what to do."""
+        mine = [rs for rs in self._ranks.values() if rs.node.name == name]
+        for rs in mine:
+            rs.unreached = follow.unreached_text(e)
+        if not mine:
+            return
+        hint = e.hint or f"check that {name} is on and reachable from here (`boltring check`)"
+        ranks = ", ".join(str(rs.plan.rank) for rs in mine)
+        self._log(
+            f"could not reach {name} ({e.cause}): its rank{'s' if len(mine) > 1 else ''} {ranks} "
+            f"could not be read and may still be running; {hint}",
+            LogLevel.WARN,
+        )
+
+    async def read_once(self, timeout: float) -> None:
+        """For `status` of a running job: wait until each rank's files were read to their end
+        once, or its node could not be read, for at most `timeout` s; a rank still unread then
+        is named, and counted out of the job's steps like one whose node cannot be reached."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.state.active:
+            if all(rs.read_to_end or rs.unreached for rs in self._ranks.values()):
+                return
+            await asyncio.sleep(0.05)
+        slow = [rs for rs in self._ranks.values() if not rs.read_to_end and not rs.unreached]
+        for name in sorted({rs.node.name for rs in slow}):
+            mine = [rs for rs in slow if rs.node.name == name]
+            for rs in mine:
+                rs.unreached = f"not read within {timeout:g} s"
+            ranks = ", ".join(str(rs.plan.rank) for rs in mine)
+            self._log(
+                f"{name}: the files of rank(s) {ranks} were not read within {timeout:g} s (its SSH "
+                f"answers slowly); not counted: `boltring status --follow` reads on",
+                LogLevel.WARN,
+            )
 
     def _adopt(self, rec: dict) -> None:
         """Take over the job of record `rec`: its id, its job as launched, its ranks."""
@@ -156,12 +199,7 @@ class JobController(WatchMixin):
             self._adopt(rec)
             self._policy.max_restarts = 0
             await self._check_alive(list(self._ranks.values()))  # their exit records
-            await self._follow()
-            ends = [float(rs.exit_info["ended"]) for rs in self._ranks.values() if rs.exit_info.get("ended")]
-            summary = self._record.get("summary")
-            if ends and isinstance(summary, dict) and self._started_at:
-                summary["wall_s"] = max(ends) - self._started_at  # until the last rank ended, not now
-                record.write(self._record)
+            await self._follow()  # its summary's wall: until the last rank ended, not now (_wall)
         except ControllerError:
             pass  # the record cannot be written (a full disk): it stays as it was
         finally:

@@ -13,10 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from boltring.cluster.config.schema import Config, Node
-from boltring.cluster.jobs import blame, record
+from boltring.cluster.jobs import blame, follow, record
 from boltring.cluster.jobs import plan as launcher
 from boltring.cluster.jobs.errors import ControllerError
 from boltring.cluster.jobs.events import (
+    Blamed,
     CheckResult,
     Event,
     JobStateChanged,
@@ -81,6 +82,7 @@ class ControllerCore:
     _fresh_checks: list[CheckResult]
     _killing: bool
     _policy: RestartPolicy
+    _unasked: dict[str, TransportError]
 
     def __init__(
         self,
@@ -105,10 +107,12 @@ class ControllerCore:
         self._starting = {}  # node -> its `spawn start` command in flight
         self._polls: dict[int, asyncio.Future] = {}  # rank -> its read in flight (watch._poll_round)
         self._facts = {}
+        self._unasked = {}  # node -> why `spawn status` could not be asked there (_alive_ranks_of)
         self.checks = []
         self._reset_job()
 
     def _reset_job(self) -> None:
+        self._started_at = 0.0  # set once its ranks run: a launch that fails before has no wall
         self._global_step = -1
         self._pending_steps = {}  # rank 0's reported steps not yet emitted
         self._first_loss = None
@@ -116,6 +120,7 @@ class ControllerCore:
         self._reason = None
         self._stopped_by = None
         self._suspects = []  # the node(s) the last failure was blamed on
+        self._blamed: Blamed | None = None  # the rank it was blamed on, when the verdict names one
         self._link_facts = None  # link checks started at the first ring error
         self._fresh_checks = []  # their results, as each node answers
         self._killing = False
@@ -139,7 +144,10 @@ class ControllerCore:
 
     def _set_state(self, state: JobState, reason: str | None = None, by: StoppedBy | None = None) -> None:
         self.state = state
-        self.emit(JobStateChanged(state=state, job_id=self.job_id, reason=reason, by=by))
+        # A failure's state event (failed, or restarting after it) carries the rank its reason
+        # blames, as the verdict decided (watch._decide): views never read it out of the words.
+        blamed = self._blamed if state in (JobState.FAILED, JobState.RESTARTING) and reason else None
+        self.emit(JobStateChanged(state=state, job_id=self.job_id, reason=reason, by=by, blamed=blamed))
 
     def transport(self, node: Node) -> Transport:
         t = self._transports.get(node.name)
@@ -315,16 +323,18 @@ class ControllerCore:
             self._done.set_result(summary)
 
     def summary(self, status: JobState | None = None) -> JobSummary:
+        status = status or self.state
         # totals over time, from what the ranks' lines carry (follow.Totals), never a mean of rates
-        ranks = {r: {"node": rs.node.name, **rs.totals.rates()} for r, rs in self._ranks.items()}
+        ranks = {r: follow.summary_figures(rs, self._started_at, status) for r, rs in self._ranks.items()}
+        steps, first_loss, last_loss = self._progress(status)
         return JobSummary(
             job_id=self.job_id or "",
-            status=status or self.state,
-            steps=max(self._global_step, 0),
+            status=status,
+            steps=steps,
             total_steps=self.config.job.steps,
-            first_loss=self._first_loss,
-            last_loss=self._last_loss,
-            wall_s=(time.time() - self._started_at) if self._started_at else 0.0,
+            first_loss=first_loss,
+            last_loss=last_loss,
+            wall_s=follow.wall_s(list(self._ranks.values()), self._started_at, status),
             ranks=ranks,
             reason=self._reason,
             run_dir=launcher.job_dir(self.config.nodes[0], self.job_id or ""),
@@ -334,26 +344,41 @@ class ControllerCore:
             restarts=list(self._policy.history),
         )
 
+    def _progress(self, status: JobState) -> tuple[int, float | None, float | None]:
+        """Steps done, first and last loss: the job's; while it runs and a node cannot be read,
+        those of the ranks that could be (follow.progress_of_read)."""
+        read = [rs for _, rs in sorted(self._ranks.items()) if rs.unreached is None]
+        if status.final or len(read) == len(self._ranks) or not read:
+            return max(self._global_step, 0), self._first_loss, self._last_loss
+        return follow.progress_of_read(read)
+
     async def _alive_ranks_of(self, rec: dict) -> list[int]:
+        """The ranks of `rec` alive now, every node asked at once (one that does not answer
+        costs its connect timeout once, not once per node before it). The nodes that could not
+        be asked go to self._unasked with why: their ranks may run, nobody can tell."""
         nodes = {n.name: n for n in self.config.nodes}
         by_node: dict[str, list[dict]] = {}
         for r in rec.get("ranks", []):
             if r.get("node") in nodes:
                 by_node.setdefault(r["node"], []).append(r)
-        alive: list[int] = []
-        for name, mine in by_node.items():
+        self._unasked = {}
+
+        async def ask(name: str, mine: list[dict]) -> list[int]:
             node = nodes[name]
             try:
                 t = await self.connect(node)
                 res = await t.run(
                     launcher.spawn_many_argv(node, "status", [r["run_dir"] for r in mine]), timeout=15
                 )
-            except TransportError:
-                continue
+            except TransportError as e:
+                self._unasked[name] = e
+                return []
             info = res.last_json() or {}
             answers = info.get("ranks", [info] if "alive" in info else [])
-            alive += [r["rank"] for r, a in zip(mine, answers, strict=False) if a.get("alive")]
-        return alive
+            return [r["rank"] for r, a in zip(mine, answers, strict=False) if a.get("alive")]
+
+        found = await asyncio.gather(*(ask(name, mine) for name, mine in by_node.items()))
+        return [rank for ranks in found for rank in ranks]
 
 
 def _sum_or_none(values) -> float | None:

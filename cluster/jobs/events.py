@@ -10,7 +10,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
-from boltring.cluster.states import FINAL_STATES, CheckStatus, JobState, SshState, StoppedBy
+from boltring.cluster.states import FINAL_STATES, CheckStatus, JobState, LogLevel, SshState, StoppedBy
 
 __all__ = ["FINAL_STATES", "CheckStatus", "JobState", "SshState", "StoppedBy"]  # re-exported for views
 
@@ -43,12 +43,26 @@ class JobStarted(Event):
 
 
 @dataclass
+class Blamed:
+    """The rank a failed job is blamed on (blame.py names it): the one that died, froze, stopped
+    responding or failed of its own error. On the wire: `"blamed": {"rank": 1, "node": "mini2",
+    "cause": "stopped responding (no heartbeat for 9 s), its process is frozen (SIGSTOP)"}`."""
+
+    rank: int
+    node: str
+    cause: str  # what happened to it, in words, without "rank N on NODE"
+
+
+@dataclass
 class JobStateChanged(Event):
     kind: ClassVar[str] = "state"
     state: JobState
     job_id: str | None = None
     reason: str | None = None  # one line, for failed/killed, in words ("stopped by you at step 143")
     by: StoppedBy | None = None  # who stopped it, for killed (and for ranks boltring stopped itself)
+    # failed, and restarting after a failure: the rank the reason blames; None when it names no
+    # rank (a ring link, the ring as a whole, the controller itself)
+    blamed: Blamed | None = None
 
 
 @dataclass
@@ -149,6 +163,22 @@ class LogLine(Event):
     source: str  # "controller", or "rank N@node"
     text: str
     level: str = "info"  # info | warn | error
+    node: str | None = None
+    rank: int | None = None
+
+
+@dataclass
+class RankErrorLine(Event):
+    """A rank's own error line in its log: `boltring-train: error: <Type>: <message>` (the
+    runner's last line when a rank fails), or its keeper's `boltring: cannot start …`. The same
+    wire form as a rank's other lines (a `log` event with its source, node and rank), at level
+    error. Not a LogLine: `--run` says a failure in one line (the controller's verdict) and
+    leaves the ranks' own output out, their error lines included."""
+
+    kind: ClassVar[str] = "log"
+    source: str  # "rank N@node"
+    text: str
+    level: LogLevel = LogLevel.ERROR
     node: str | None = None
     rank: int | None = None
 

@@ -2,7 +2,9 @@
 its heartbeat (when its metrics lines arrive and how often they usually do).
 
 Nothing here decides the job's fate; the controller asks `RankState.stalled_for()` and hands
-the facts to blame.py.
+the facts to blame.py. What the ranks' lines and records add up to in the job's summary is
+here too: each rank's totals (Totals), the job's wall time by the ranks' own ends, and its steps
+when a node could not be read.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from boltring.cluster.config.schema import Node
 from boltring.cluster.jobs import plan as launcher
 from boltring.cluster.jobs.blame import RankFacts
 from boltring.cluster.jobs.events import RankMetrics
-from boltring.cluster.nodes.transport import Transport, last_json_object
+from boltring.cluster.nodes.transport import Transport, TransportError, last_json_object
+from boltring.cluster.states import JobState
 
+READ_LIMIT = 1 << 20  # what one read of a file returns at most (the transports' default)
 STALL_FACTOR = 3.0  # silent for this many usual heartbeat intervals: stalled
 STALL_FLOOR_S = 3.0  # never call a rank stalled sooner than this (polling, GC pauses, checkpoints)
 
@@ -47,6 +51,11 @@ class RankState:
     frozen: bool = False
     stalled: bool = False  # a RankStalled was emitted and no heartbeat came since
     held_since: float | None = None  # it lost a ring peer: its end waits to be said (core._on_exit)
+    # What `status` waits for before it sums a running job up (controller.read_once): its
+    # metrics read to their end once, or why its node could not be read ("cause; what to do").
+    # A rank whose node cannot be read is counted out of the job's steps, not counted as at 0.
+    read_to_end: bool = False
+    unreached: str | None = None
     totals: Totals = field(default_factory=lambda: Totals())
 
     def beat(self, wall: float | None) -> None:
@@ -168,13 +177,33 @@ def _number(v: object) -> bool:
 
 
 async def read_new(rs: RankState, t: Transport) -> tuple[list[bytes], list[str], dict | None]:
-    """New complete metrics lines, new log lines, and the exit record if it appeared."""
+    """New complete metrics lines, new log lines, and the exit record if it appeared. A node that
+    cannot be read marks the rank unreached (why) until a read of it succeeds again. A read cut
+    off half way is undone: the lines it took would be lost, and the next read takes them again."""
+    kept = rs.metrics_offset, rs.log_offset, rs.partial_metrics, rs.partial_log
+    try:
+        got = await _read_new(rs, t)
+    except TransportError as e:
+        rs.metrics_offset, rs.log_offset, rs.partial_metrics, rs.partial_log = kept
+        rs.unreached = unreached_text(e)
+        raise
+    rs.unreached = None
+    return got
+
+
+def unreached_text(e: TransportError) -> str:
+    """Why a node could not be read, and what to do: "no SSH answer …; is the node on …"."""
+    return f"{e.cause}; {e.hint}" if e.hint else e.cause
+
+
+async def _read_new(rs: RankState, t: Transport) -> tuple[list[bytes], list[str], dict | None]:
     metrics: list[bytes] = []
     logs: list[str] = []
     data = await t.read_from(f"{rs.plan.run_dir}/metrics.jsonl", rs.metrics_offset)
     if data:
         rs.metrics_offset += len(data)
         metrics = lines(rs, "partial_metrics", data)
+    at_end = len(data) < READ_LIMIT  # less than asked for: the file's end, for now
     data = await t.read_from(f"{rs.plan.run_dir}/rank.log", rs.log_offset)
     if data:
         rs.log_offset += len(data)
@@ -186,7 +215,47 @@ async def read_new(rs: RankState, t: Transport) -> tuple[list[bytes], list[str],
     if not rs.exited:
         raw = await t.read_from(f"{rs.plan.run_dir}/exit.json", 0)
         info = last_json_object(raw.decode(errors="replace")) if raw else None
+    rs.read_to_end = rs.read_to_end or at_end
     return metrics, logs, info
+
+
+def summary_figures(rs: RankState, started: float, status: JobState) -> dict[str, Any]:
+    """One rank's part of the job's summary: its node and rates (Totals), why its node could
+    not be read (then it is not counted in the job's steps), and once the job ended, when the
+    rank ended after the job's start by its own record (None: its end was never learned)."""
+    figures: dict[str, Any] = {"node": rs.node.name, **rs.totals.rates()}
+    if rs.unreached is not None:
+        figures["unread"] = rs.unreached
+    if status.final and started:
+        ended = rs.exit_info.get("ended")
+        figures["ended_s"] = None if ended is None else max(0.0, float(ended) - started)
+    return figures
+
+
+def wall_s(ranks: list[RankState], started: float, status: JobState) -> float:
+    """A running job's age. An ended job's time from its start to its last rank's end, as the
+    ranks' exit records say, not until the controller read them: a node it could not reach for
+    a while made a job whose ranks ran 14 s read 47 s. A rank whose end was never learned (no
+    record) leaves the latest moment the records prove, a lower bound, and its "ended_s" None
+    says so. The start is the controller's clock, the ends the nodes' (as for a job closed
+    unwatched). 0 for a job whose ranks never all started."""
+    if not started or not status.final:
+        return time.time() - started if started else 0.0
+    ends = [rs.exit_info.get("ended") for rs in ranks]
+    known = [float(e) for e in ends if e is not None]
+    if len(known) < len(ends):  # its last metrics lines at least: the rank ran until then
+        known += [rs.last.wall for rs in ranks if rs.last and rs.last.wall is not None]
+    return max(0.0, max(known) - started) if known else 0.0
+
+
+def progress_of_read(read: list[RankState]) -> tuple[int, float | None, float | None]:
+    """Steps done, first and last loss of a running job, from the ranks that could be read (in
+    rank order) when others could not: unread ranks held the job's step at 0, "steps 0/… loss –
+    → –" for a job that trains. The slowest of these ranks' step, and the losses the first of
+    them (rank 0 when it was read) reported up to it."""
+    step = max(min(rs.last.step if rs.last else 0 for rs in read), 0)
+    losses = [m.loss for m in read[0].steps_seen if m.step <= step and m.loss is not None]
+    return step, (losses[0] if losses else None), (losses[-1] if losses else None)
 
 
 def _per_rank(samples_per_s, world_size):

@@ -9,8 +9,10 @@ import time
 
 from boltring.cluster.jobs import blame, follow
 from boltring.cluster.jobs.events import (
+    Blamed,
     CheckResult,
     LogLine,
+    RankErrorLine,
     RankMetrics,
     RankStalled,
     StepProgress,
@@ -29,6 +31,9 @@ from .core import (
 from .relaunch import RestartMixin
 
 POLL_WAIT_S = 1.0  # a poll round waits this long for a slow node's reads (see _poll_round)
+# A rank's own error lines in its log: the runner's last line when it fails, and its keeper's
+# when the rank cannot start or its exit record cannot be written (cluster/agent/spawn.py).
+RANK_ERROR_PREFIXES = ("boltring-train: error: ", "boltring: cannot start ", "boltring: cannot write ")
 
 
 class WatchMixin(RestartMixin):
@@ -47,6 +52,7 @@ class WatchMixin(RestartMixin):
             raise
         except Exception as e:  # never die silently: the job ends, with the reason
             self._reason = f"controller lost track of the job: {type(e).__name__}: {e}"
+            self._blamed = None
             self._log(self._reason, LogLevel.ERROR)
             await self._kill_ranks([rs for rs in self._ranks.values() if not rs.exited], StoppedBy.BOLTRING)
             state = JobState.FAILED
@@ -71,6 +77,7 @@ class WatchMixin(RestartMixin):
 
     async def _follow_attempt(self) -> JobState:
         """Follow the ranks until all have ended; the job's state for this attempt."""
+        self._blamed = None  # a restart's attempt: the last one's verdict is not this one's
         last_status = time.monotonic()
         failed_at: float | None = None
         while True:
@@ -140,18 +147,23 @@ class WatchMixin(RestartMixin):
         return bool(user)
 
     async def _decide(self, verdict: blame.Verdict) -> None:
-        """The failure's one reason (said once), and the node(s) a restart re-checks."""
-        self._reason = await self._with_link_facts(verdict)
+        """The failure's one reason (said once), the rank it blames when it names one, and the
+        node(s) a restart re-checks."""
+        told = await self._with_link_facts(verdict)
+        self._reason = told.text()
+        self._blamed = None
+        if told.cause is not None and told.node is not None and told.what is not None:
+            self._blamed = Blamed(rank=told.cause, node=told.node, cause=told.what)
         cause = self._ranks.get(verdict.cause) if verdict.cause is not None else None
         self._suspects = verdict.suspect_nodes or ([cause.node.name] if cause else [])
         self._log(self._reason, LogLevel.ERROR)
 
-    async def _with_link_facts(self, verdict: blame.Verdict) -> str:
-        """The verdict in one line; when it points at a node's ring link, that node's link
-        checks (interface, address, route) say what is wrong: "ring link of h2 is down: h2
-        ring_iface: tb0 is down (no carrier)"."""
+    async def _with_link_facts(self, verdict: blame.Verdict) -> blame.Verdict:
+        """The verdict as told; when it points at a node's ring link, that node's link checks
+        (interface, address, route) say what is wrong, and the link is the cause, not a rank:
+        "ring link of h2 is down: h2 ring_iface: tb0 is down (no carrier)"."""
         if not verdict.suspect_nodes:
-            return verdict.text()
+            return verdict
         pending = self._link_facts
         self._link_facts = None
         if pending is None:
@@ -179,10 +191,10 @@ class WatchMixin(RestartMixin):
             )
         facts = link_facts()
         if not facts:
-            return verdict.text()
+            return verdict
         f = facts[0]
         head = f"ring link of {f.node} is down: {f.node} {f.name}: {f.value}"
-        return blame.Verdict(verdict.cause, head, verdict.evidence).text()
+        return blame.Verdict(None, head, verdict.evidence, suspect_nodes=verdict.suspect_nodes)
 
     def _report_stalls(self) -> None:
         """RankStalled for a rank silent past 3× its usual step time. When a frozen rank makes
@@ -252,7 +264,10 @@ class WatchMixin(RestartMixin):
         for text in logs:
             rs.last_log = text
             src = f"rank {rs.plan.rank}@{rs.node.name}"
-            self.emit(LogLine(source=src, text=text, node=rs.node.name, rank=rs.plan.rank))
+            if text.startswith(RANK_ERROR_PREFIXES):  # level error, and not one more line of --run
+                self.emit(RankErrorLine(source=src, text=text, node=rs.node.name, rank=rs.plan.rank))
+            else:
+                self.emit(LogLine(source=src, text=text, node=rs.node.name, rank=rs.plan.rank))
             self._note_resume(rs, text)
         if info is not None:
             self._on_exit(rs, info)

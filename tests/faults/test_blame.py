@@ -9,7 +9,7 @@ import re
 import signal
 import time
 
-from boltring.cluster.jobs.blame import RankFacts, decide, evidence_of, named_cause
+from boltring.cluster.jobs.blame import RankFacts, decide, evidence_of
 from boltring.cluster.jobs.controller import JobController
 from boltring.cluster.jobs.events import JobStateChanged, RankMetrics, RankStalled
 from boltring.cluster.states import JobState
@@ -96,11 +96,23 @@ def test_evidence_says_which_way_the_data_went():
     assert never == "rank 0 on local could not set up its ring connection with rank 1"
 
 
-def test_named_cause_reads_the_rank_a_reason_blames():
-    reason = "rank 1 on local stopped responding (no heartbeat for 9 s); evidence: rank 0 on local timed out"
-    assert named_cause(reason) == (1, "local", "stopped responding (no heartbeat for 9 s)")
-    assert named_cause("ring link h1→h2 is down (ranks 0 and 1 lost each other)") is None
-    assert named_cause("loss became NaN at step 37 on rank 1") is None
+def test_the_verdict_names_the_blamed_rank_apart_from_its_line():
+    """What the failure event's `blamed` is made of: the cause rank, its node, and what happened
+    to it without "rank N on NODE"; none when the cause is a link (views never parse the line)."""
+    frozen = RankFacts(1, "local", alive=True, silent_s=9.0)
+    victim = RankFacts(0, "local", exited=True, returncode=1, exit={"error": "PeerTimeout", "peer_rank": 1})
+    v = decide([victim, frozen], stall_s=3.0)
+    assert (v.cause, v.node, v.what) == (1, "local", "stopped responding (no heartbeat for 9 s)"), v
+    assert v.text() == "rank 1 on local stopped responding (no heartbeat for 9 s); evidence: " + evidence_of(
+        victim
+    )
+    link = decide(
+        [
+            RankFacts(0, "h1", exited=True, returncode=1, exit={"error": "PeerTimeout", "peer_rank": 1}),
+            RankFacts(1, "h2", exited=True, returncode=1, exit={"error": "PeerTimeout", "peer_rank": 0}),
+        ]
+    )
+    assert link.cause is None and link.node is None and link.what is None, link
 
 
 def test_sigstopped_rank_is_named_stalled_then_blamed(tmp_path, no_leftovers):
@@ -247,3 +259,64 @@ def test_ranks_that_failed_on_their_own_are_not_called_peer_losers():
     )
     v = decide([a, b])
     assert v.cause == 0 and v.evidence == []
+
+
+FAILING_SCRIPT = """
+import time
+import mlx.core as mx
+from boltring.netio import init
+
+group = init()
+x = mx.ones((16,))
+for step in range(1, 1_000_000):
+    if group.rank == 1 and step == 5:
+        raise ValueError("bad batch at step 5")
+    mx.eval(group.all_sum(x))
+    group.report(step=step, loss=1.0, samples=1)
+    time.sleep(0.02)
+"""
+
+
+def test_a_rank_that_fails_is_blamed_in_the_state_event_and_its_error_line_is_an_error(
+    tmp_path, no_leftovers
+):
+    """--json: the failure's state event names the blamed rank in `blamed`, and the rank's own
+    `boltring-train: error: …` line is a log event at level error (not an `error` event: that is
+    the controller's one verdict). --run without --json still says the failure in one line."""
+    from boltring.cluster.config.ports import free_port_block
+
+    from .helpers import cli, events
+
+    script = tmp_path / "fails.py"
+    script.write_text(FAILING_SCRIPT)
+    cfg = tmp_path / "fails.yaml"
+    cfg.write_text(
+        "name: fails\nnodes:\n  - {name: local, local: true, ring_ip: 127.0.0.1, ranks: 2}\n"
+        f"ring: {{port: {free_port_block(2)}, timeout: 5}}\njob: {{script: {script}, steps: 1000000}}\n"
+    )
+    res = cli("--run", "--json", "--skip-checks", "--config", str(cfg), timeout=120)
+    assert res.returncode == 1, res.stderr[-2000:]
+    evs = events(res.stdout)
+    failed = [e for e in evs if e["event"] == "state" and e["state"] == "failed"]
+    assert len(failed) == 1, failed
+    assert failed[0]["blamed"] == {
+        "rank": 1,
+        "node": "local",
+        "cause": "failed: ValueError: bad batch at step 5",
+    }
+    assert failed[0]["reason"].startswith("rank 1 on local failed: ValueError: bad batch at step 5"), failed
+    own = [e for e in evs if e.get("source") == "rank 1@local" and "boltring-train: error: " in e["text"]]
+    assert [(e["event"], e["level"], e["rank"], e["node"]) for e in own] == [("log", "error", 1, "local")], (
+        own
+    )
+    assert own[0]["text"] == "boltring-train: error: ValueError: bad batch at step 5"
+    errors = [e for e in evs if e["event"] == "error"]
+    assert [e["source"] for e in errors] == ["controller"], errors  # the verdict, once
+    tracebacks = [e for e in evs if e["event"] == "log" and e["text"].startswith("Traceback")]
+    assert tracebacks and all(e["level"] == "info" for e in tracebacks), tracebacks
+
+    res = cli("--run", "--skip-checks", "--config", str(cfg), timeout=120)
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert "boltring-train" not in res.stdout + res.stderr, res.stdout[-3000:]
+    said = [line for line in res.stdout.splitlines() if "bad batch at step 5" in line]
+    assert len(said) == 1 and "rank 1 on local failed: ValueError" in said[0], res.stdout[-3000:]

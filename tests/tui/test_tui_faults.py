@@ -59,12 +59,13 @@ async def test_a_frozen_rank_is_stalled_then_blamed_in_its_own_row(tmp_path, no_
 
 async def test_ranks_boltring_stopped_say_why_the_blamed_one_first(open_app):
     """Rank 2 froze: boltring stopped it and rank 0, while rank 1 failed of it on its own."""
-    from boltring.cluster.jobs.events import JobStateChanged, RankExited
+    from boltring.cluster.jobs.events import Blamed, JobStateChanged, RankExited
     from boltring.cluster.states import JobState, StoppedBy
     from tests.tui import feed
 
     t = feed.CLOCK
     cause = "rank 2 on mini2 stopped responding (no heartbeat for 9 s), its process is frozen (SIGSTOP)"
+    blamed = Blamed(2, "mini2", cause.removeprefix("rank 2 on mini2 "))  # as watch.py fills it in
     async with open_app(feed.running(), size=(160, 40)) as (app, pilot):
         app.controller.emit(
             RankExited(1, "mini1", returncode=1, reason="timed out receiving from rank 2", t=t),
@@ -73,6 +74,7 @@ async def test_ranks_boltring_stopped_say_why_the_blamed_one_first(open_app):
             JobStateChanged(
                 JobState.FAILED,
                 reason=f"{cause}; evidence: rank 1 on mini1 timed out receiving from rank 2",
+                blamed=blamed,
                 t=t,
             ),
         )
