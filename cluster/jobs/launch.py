@@ -30,6 +30,17 @@ from .core import (
     _cores,
 )
 
+RESUME_CHECK_TIMEOUT_S = 120.0  # the runner builds the example (imports MLX) and reads the checkpoint
+
+
+class ResumeRefused(ControllerError):
+    """The job's checkpoint directory holds checkpoints its ranks would refuse to resume from
+    (another seed, example or model shape, or none that verifies): found before any rank
+    starts, with the ranks' own check. Nothing was started because of what was given."""
+
+    title = "cannot resume"
+    nothing_started = True
+
 
 class LaunchMixin(ControllerCore):
     async def run_checks(
@@ -117,10 +128,7 @@ class LaunchMixin(ControllerCore):
         job = self.config.job
         if job.script or job.module or not job.args:
             return
-        node = self.config.nodes[0]
-        argv = launcher.runner_argv(self.config, node, "check", resume=False)
-        cut = argv.index("--") if "--" in argv else len(argv)  # the flag is the runner's, not the example's
-        argv = [*argv[:cut], "--check-args", *argv[cut:]]
+        argv = launcher.runner_check_argv(self.config, self.config.nodes[0], "--check-args")
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             *argv[1:],
@@ -141,6 +149,9 @@ class LaunchMixin(ControllerCore):
             raise ControllerError(f"job {self.job_id} is {self.state}; kill it before launching another")
         await self._refuse_if_running()
         await self.check_job_args()
+        # What the ranks will continue from, checked as rank 0 checks it: a checkpoint they
+        # would refuse is refused here, before the job exists and any rank starts.
+        resume_from = await self._resume_from() if resume else None
         self.job_id = launcher.new_job_id(self.config.name)
         try:  # before the launching state: a plan that cannot be made must leave the job idle
             plans = self.plan(resume=resume, job_id=self.job_id)
@@ -181,7 +192,7 @@ class LaunchMixin(ControllerCore):
                 nodes=[n.name for n in self.config.nodes],
                 job=self.job_label(),
                 backend=self.config.ring.backend,
-                resume_from=await self._resume_from() if resume else None,
+                resume_from=resume_from,
             )
         )
         self._set_state(JobState.RUNNING)
@@ -284,20 +295,60 @@ class LaunchMixin(ControllerCore):
             )
 
     async def _resume_from(self) -> str | None:
-        """'step 200 (step-000200.safetensors)': what rank 0's `latest` names, when that file is
-        there (the runner then verifies it, and says so in its log when it falls back to an
-        older one); None when there is no checkpoint to resume from."""
+        """What `--resume` continues from, as the ranks will decide it: "step 200
+        (step-000200.safetensors)", or None when the job's checkpoint directory on rank 0's node
+        holds no checkpoint. For an example, the runner's --check-resume runs there: the check
+        rank 0's restore makes (checkpoint.choose), so the file named is the newest that
+        verifies, and checkpoints the ranks would refuse raise ResumeRefused, one line naming
+        the file, what differs and what to do. A script or a module reads its own checkpoints:
+        the file `latest` names is all that is said."""
         node = self.config.rank_layout()[0].node
         directory = launcher.checkpoint_dir(node, self.config)
         try:
             t = await self.connect(node)
+        except TransportError:
+            return None
+        job = self.config.job
+        if job.script or job.module:
+            return resume_label(await self._latest_name(t, directory))
+        argv = launcher.runner_check_argv(self.config, node, "--check-resume", resume=True)
+        stderr, code = "", None
+        try:
+            res = await t.run(argv, timeout=RESUME_CHECK_TIMEOUT_S)
+            info, stderr, code = res.last_json() or {}, res.stderr, res.returncode
+        except TransportError as e:
+            info = {"resume": "unchecked", "why": str(e)}
+        answer = info.get("resume")
+        if answer == "ok":
+            return resume_label(str(info.get("file") or "")) or f"step {info.get('step')}"
+        if answer == "none":
+            await self._say_old_layout(t, directory)
+            return None
+        if answer == "refused":
+            raise ResumeRefused(f"cannot resume: {info.get('message')}")
+        # The check could not run (an example that cannot be built here yet, an old boltring on
+        # the node): say so, and name only the file that is there; the ranks check it.
+        why = info.get("why") or (stderr.strip().splitlines() or [f"exit code {code}"])[-1]
+        name = await self._latest_name(t, directory)
+        if name:
+            self._log(
+                f"resume: {directory}/{name} was not checked before the launch ({why}); "
+                "the ranks check it when they start",
+                LogLevel.WARN,
+            )
+        return resume_label(name)
+
+    async def _latest_name(self, t, directory: str) -> str | None:
+        """The file `latest` names, when it is there; None (pointing out checkpoints of the old
+        layout) when it is not."""
+        try:
             name = (await t.read_from(f"{directory}/latest", 0, 4096)).decode(errors="replace").strip()
             if not name or not await t.read_from(f"{directory}/{name}", 0, 1):
                 await self._say_old_layout(t, directory)
                 return None
         except TransportError:
             return None
-        return resume_label(name)
+        return name
 
     async def _say_old_layout(self, t, directory: str) -> None:
         """Checkpoints used to be kept per config only (<config>/latest), shared by every job of

@@ -161,6 +161,14 @@ def runner_argv(config: Config, node: Node, job_id: str, *, resume: bool) -> lis
     return argv
 
 
+def runner_check_argv(config: Config, node: Node, flag: str, *, resume: bool = False) -> list[str]:
+    """The runner's command for one of its checks (`--check-args`, `--check-resume`): the
+    rank's own command line with the flag before `--` (it is the runner's, not the example's)."""
+    argv = runner_argv(config, node, "check", resume=resume)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    return [*argv[:cut], flag, *argv[cut:]]
+
+
 def mlx_ring_hostfile(config: Config) -> str:
     """MLX_HOSTFILE's content for the mlx-ring backend: a JSON list, by rank, of ["ip:port"]
     (what mlx.launch writes; the port is the rank's boltring ring port, so the same firewall

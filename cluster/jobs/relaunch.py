@@ -16,13 +16,14 @@ from .core import (
     RESTART_CHECK_WAIT_S,
     USER_STOPS,
 )
-from .launch import LaunchMixin
+from .launch import LaunchMixin, ResumeRefused
 
 
 class RestartMixin(LaunchMixin):
     async def _restart(self) -> bool:
         """Relaunch every rank from the newest verified checkpoint; False when a check of the
-        failing node fails, or the user stopped the job meanwhile."""
+        failing node fails, the job's checkpoints are ones its ranks would refuse, or the user
+        stopped the job meanwhile."""
         cause = self._reason or "the job failed"
         attempt = self._policy.used + 1
         failing = sorted({rs.node.name for rs in self._ranks.values() if rs.returncode not in (0, None)})
@@ -48,6 +49,14 @@ class RestartMixin(LaunchMixin):
                 self._log(f"waiting for {what} to pass before restarting", LogLevel.WARN)
                 said = True
             await asyncio.sleep(2.0)
+        # Every rank is gone, so what the restart continues from is settled now: check it as
+        # rank 0 will, before saying "restart …" (a checkpoint the ranks refuse ends the job).
+        resume = self.config.job.checkpoint_every > 0
+        try:
+            resume_from = await self._resume_from() if resume else None
+        except ResumeRefused as e:
+            self._reason = f"{cause}; not restarted: {e}"
+            return False
         self._log(
             f"restart {attempt}/{self._policy.max_restarts} in {self._policy.delay_s:g} s: {cause}", "warn"
         )
@@ -57,13 +66,12 @@ class RestartMixin(LaunchMixin):
             self._killing, self._stopped_by = True, StoppedBy(asked)
         if self._killing:
             return False
-        resume = self.config.job.checkpoint_every > 0
         ev = JobRestarted(
             job_id=self.job_id or "",
             attempt=attempt,
             max_restarts=self._policy.max_restarts,
             cause=cause,
-            resume_from=await self._resume_from() if resume else None,
+            resume_from=resume_from,
         )
         self._policy.history.append(ev.to_dict())
         self.emit(ev)

@@ -1,6 +1,6 @@
 """Atomic training checkpoints, written by rank 0 and restored on every rank.
 
-(About 470 lines, over the usual 400: the file format, the atomic write, the checksum and the
+(About 550 lines, over the usual 400: the file format, the atomic write, the checksum and the
 collective restore are one contract, and a change to any of them must be read with the others.)
 
 Layout of a checkpoint directory::
@@ -320,40 +320,116 @@ def newest_verified(directory: str | os.PathLike) -> tuple[Loaded | None, list[s
     return None, skipped
 
 
-def _move_away(loaded: Loaded) -> str:
+def _move_away(directory: str | os.PathLike | None) -> str:
     """What to do with checkpoints this job cannot use. boltring gives each job of a config its
     own directory (<workdir>/checkpoints/<config>/<job>), so they are this job's and only moving
     them away starts it afresh (a user of boltring has no --checkpoint-dir to pass)."""
-    directory = loaded.path.parent if loaded.path else "this job's checkpoint directory"
-    return f"move the checkpoints in {directory} away (or delete them) to start this job from step 0"
+    where = directory if directory is not None else "this job's checkpoint directory"
+    return f"move the checkpoints in {where} away (or delete them) to start this job from step 0"
 
 
-def _check_against(loaded: Loaded, template: dict[str, mx.array], task: Any, seed: int) -> None:
+def _fingerprint(text: str | None) -> dict[str, Any]:
+    """A fingerprint as a dict (mlp, charlm: {"args": {...}, "text_sha256": ...}); {} otherwise."""
+    try:
+        value = json.loads(text or "")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _args_differ(written: str | None, now: str | None) -> str:
+    """' (it was written with --hidden 64 after `--`, this run has --hidden 8)' for the
+    example options that differ between two fingerprints, and ' (it was written from another
+    --data text)' when the text does; '' when neither can be told."""
+    old, new = _fingerprint(written), _fingerprint(now)
+    said = []
+    a, b = old.get("args"), new.get("args")
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(k for k in a.keys() & b.keys() if a[k] != b[k])
+        if keys:
+
+            def opts(values: dict[str, Any]) -> str:
+                return " ".join(f"--{k.replace('_', '-')} {values[k]}" for k in keys)
+
+            said.append(f"it was written with {opts(a)} after `--`, this run has {opts(b)}")
+    if old.get("text_sha256") and new.get("text_sha256") and old["text_sha256"] != new["text_sha256"]:
+        said.append("it was written from another --data text")
+    return f" ({'; '.join(said)})" if said else ""
+
+
+def _dtype(a: mx.array) -> str:
+    return str(a.dtype).removeprefix("mlx.core.")  # "float32", not "mlx.core.float32"
+
+
+def _check_against(
+    loaded: Loaded,
+    template: dict[str, mx.array] | None,
+    task_name: str,
+    seed: int,
+    fingerprint: str | None = None,
+) -> None:
+    """Can this run continue from ``loaded``? Raises CheckpointError naming the file, what
+    differs and what to do. ``template``: the run's model and optimizer arrays (their names,
+    shapes and dtypes are compared); None compares only the example and the seed."""
     where = loaded.path or "checkpoint"
-    if loaded.meta.get("task") != task.name:
+    directory = loaded.path.parent if loaded.path else None
+    if loaded.meta.get("task") != task_name:
         raise CheckpointError(
-            f"{where} was written by example {loaded.meta.get('task')!r}, not {task.name!r}: "
-            f"it belongs to another job; {_move_away(loaded)}"
+            f"{where} was written by example {loaded.meta.get('task')!r}, not {task_name!r}: "
+            f"it belongs to another job; {_move_away(directory)}"
         )
     if loaded.meta.get("seed") != str(seed):
         raise CheckpointError(
             f"{where} was written with --seed {loaded.meta.get('seed')}, this run has --seed "
-            f"{seed}: resume with --seed {loaded.meta.get('seed')}, or {_move_away(loaded)}"
+            f"{seed}: resume with --seed {loaded.meta.get('seed')}, or {_move_away(directory)}"
         )
+    if template is None:
+        return
+    differ = _args_differ(loaded.meta.get("fingerprint"), fingerprint)
     missing = sorted(set(template) - set(loaded.arrays))
     extra = sorted(set(loaded.arrays) - set(template))
     if missing or extra:
         raise CheckpointError(
-            f"{where} does not match the model: missing {missing[:5]}, unexpected {extra[:5]}; "
-            f"{_move_away(loaded)}"
+            f"{where} does not match the model: missing {missing[:5]}, unexpected {extra[:5]}{differ}; "
+            f"{_move_away(directory)}"
         )
     for k, t in template.items():
         a = loaded.arrays[k]
         if a.shape != t.shape or a.dtype != t.dtype:
             raise CheckpointError(
-                f"{where}: {k} is {a.dtype}{list(a.shape)}, the model has {t.dtype}{list(t.shape)}; "
-                f"{_move_away(loaded)}"
+                f"{where}: {k} is {_dtype(a)}{list(a.shape)}, the model has {_dtype(t)}{list(t.shape)}"
+                f"{differ}; {_move_away(directory)}"
             )
+
+
+def resume_template(task: Any) -> dict[str, mx.array]:
+    """The arrays a checkpoint must hold for ``task``: its model and optimizer state, by name.
+    The optimizer state must be initialised first (loop.train does it before restoring)."""
+    return _state_arrays(task)
+
+
+def choose(
+    directory: str | os.PathLike,
+    task_name: str,
+    seed: int,
+    template: dict[str, mx.array] | None,
+    fingerprint: str | None = None,
+) -> tuple[Loaded | None, list[str]]:
+    """What ``--resume`` continues from: the newest checkpoint in ``directory`` that verifies,
+    checked against this run (see _check_against), and one line for each newer one that did not
+    verify; (None, []) when there is no checkpoint. Raises CheckpointError when there are
+    checkpoints and this run cannot use them. The one check: rank 0's restore calls it, and so
+    does ``runner --check-resume``, which the controller runs on rank 0's node before it
+    announces a resume point and starts any rank."""
+    loaded, skipped = newest_verified(directory)
+    if loaded is None:
+        if skipped:
+            raise CheckpointError(
+                f"no checkpoint in {directory} verifies: {skipped[0]}; {_move_away(directory)}"
+            )
+        return None, skipped
+    _check_against(loaded, template, task_name, seed, fingerprint)
+    return loaded, skipped
 
 
 def apply(task: Any, arrays: dict[str, mx.array]) -> None:
@@ -442,12 +518,9 @@ def restore(group: Any, directory: str | os.PathLike, task: Any, *, seed: int) -
     skipped: list[str] = []
     if group.rank == 0:
         try:
-            loaded, skipped = newest_verified(directory)
+            loaded, skipped = choose(directory, task.name, seed, template, getattr(task, "fingerprint", None))
             if loaded is not None:
-                _check_against(loaded, template, task, seed)
                 status = _OK
-            elif skipped:
-                raise CheckpointError(f"no checkpoint in {directory} verifies: {skipped[0]}")
         except CheckpointError as e:
             status, message, loaded = _ERROR, str(e), None
         except OSError as e:

@@ -189,6 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
         "2 with one line when not; the launcher runs this before starting any rank",
     )
     p.add_argument(
+        "--check-resume",
+        action="store_true",
+        help="only check what --resume would continue from in --checkpoint-dir, with the check "
+        "rank 0 makes, and exit: one JSON line; 0 when there is a checkpoint this run can use or "
+        "none at all, 2 when it cannot use them; the launcher runs this on rank 0's node before "
+        "it announces a resume point and starts any rank",
+    )
+    p.add_argument(
         "extra", nargs=argparse.REMAINDER, metavar="-- ARGS", help="arguments for the example or the script"
     )
     return p
@@ -347,6 +355,44 @@ def check_args(ns: argparse.Namespace) -> int:
     return 0
 
 
+def check_resume(ns: argparse.Namespace) -> int:
+    """--check-resume: checkpoint.choose(), the check rank 0's restore makes, on this run's
+    example built as a rank builds it (mlp, charlm; the lm example, whose model is expensive
+    to load, only by example and seed). One JSON line on stdout: {"resume": "ok", "file",
+    "step", "skipped", "checked"}, {"resume": "none"}, or {"resume": "refused", "message"}
+    (exit 2); an example that cannot be built is {"resume": "unchecked", "why"} (exit 1)."""
+    from . import checkpoint
+
+    def answer(code: int, **info) -> int:
+        print(json.dumps(info), flush=True)
+        return code
+
+    if not ns.example:
+        return answer(1, resume="unchecked", why="a script or a module keeps its own checkpoints")
+    try:
+        cfg = config_from_args(ns)
+        module = importlib.import_module(f"{__package__}.{ns.example}")
+        name, template, fingerprint = getattr(module, "NAME", ns.example), None, None
+        if ns.example not in OWN_LOOP:
+            task = module.make_task(cfg, cfg.args)
+            task.optimizer.init(task.model.trainable_parameters())  # as loop.train, before restore
+            name, template, fingerprint = task.name, checkpoint.resume_template(task), task.fingerprint
+    except Exception as e:  # any failure to build the example here: the ranks will say it
+        return answer(1, resume="unchecked", why=f"{type(e).__name__}: {' '.join(str(e).split())}")
+    directory = cfg.checkpoint_dir or str(Path.cwd() / "checkpoints")
+    try:
+        loaded, skipped = checkpoint.choose(directory, name, cfg.seed, template, fingerprint)
+    except checkpoint.CheckpointError as e:
+        return answer(2, resume="refused", message=" ".join(str(e).split()), directory=directory)
+    except OSError as e:
+        return answer(1, resume="unchecked", why=f"cannot read checkpoints in {directory}: {e}")
+    if loaded is None:
+        return answer(0, resume="none", directory=directory)
+    checked = ["example", "seed"] + (["tensors"] if template is not None else [])
+    file = loaded.path.name if loaded.path else ""
+    return answer(0, resume="ok", file=file, step=loaded.step, skipped=skipped, checked=checked)
+
+
 def write_why(exc: BaseException) -> None:
     """RUN_DIR/why.json: this rank's reason in a form the controller reads without parsing text
     (the error type, and for a ring error the peer it lost and the direction). The spawn keeper
@@ -427,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     ns = parse_args(argv)  # exits 2 with usage on bad arguments
     if ns.check_args:
         return check_args(ns)
+    if ns.check_resume:
+        return check_resume(ns)
     reserve_why()
     old = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:

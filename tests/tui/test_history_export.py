@@ -21,6 +21,7 @@ from boltring.cluster.config.schema import Config, JobSpec, Node
 from boltring.cluster.jobs.controller import JobController
 from boltring.cluster.jobs.export import loss_svg
 from boltring.cluster.jobs.history import HistoryError, find_run, list_runs, loss_curve
+from boltring.cluster.jobs.launch import ResumeRefused
 from boltring.cluster.jobs.plan import checkpoint_dir
 from boltring.tui.screens.history import HistoryScreen
 from tests.tui import feed
@@ -182,18 +183,30 @@ async def test_resume_point_reads_the_checkpoint_dir_through_the_transport(tmp_p
         (ckpt / "latest").write_text("step-000200.safetensors\n")
         assert await ctrl.resume_point() is None  # names a file that is not there
         (ckpt / "step-000200.safetensors").write_bytes(b"x" * 16)
+        with pytest.raises(ResumeRefused, match=r"no checkpoint in .* verifies"):
+            await ctrl.resume_point()  # the ranks would refuse it: it is not announced
+        _real_checkpoint(ckpt, "mlp")
         assert await ctrl.resume_point() == "step 200 (step-000200.safetensors)"
     finally:
         await ctrl.close()
 
 
+def _real_checkpoint(directory: Path, example: str, step: int = 200) -> None:
+    """A checkpoint the example's ranks accept (seed 0, its default options) at `step`."""
+    import importlib
+
+    from boltring.cluster.train import checkpoint, loop
+
+    cfg = loop.TrainConfig(steps=step, seed=0, global_batch=8)
+    task = importlib.import_module(f"boltring.cluster.train.{example}").make_task(cfg)
+    task.optimizer.init(task.model.trainable_parameters())
+    checkpoint.save(directory, task, step=step, samples_seen=step * 8, seed=0, global_batch=8)
+
+
 def _charlm_left_step_200(node: Node) -> None:
     """The charlm example of config "rp" wrote step 200, wherever the launch plan puts it."""
     charlm = Config(name="rp", source=None, nodes=(node,), job=JobSpec(example="charlm", steps=10))
-    ckpt = Path(checkpoint_dir(node, charlm))
-    ckpt.mkdir(parents=True)
-    (ckpt / "latest").write_text("step-000200.safetensors\n")
-    (ckpt / "step-000200.safetensors").write_bytes(b"x" * 16)
+    _real_checkpoint(Path(checkpoint_dir(node, charlm)), "charlm")
 
 
 async def test_resume_point_is_only_the_jobs_own_checkpoint(tmp_path):
