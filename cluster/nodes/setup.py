@@ -3,17 +3,23 @@
 Per node, over the node's transport (SSH with host keys checked, or local), nodes in parallel:
 1. "check":   the configured `python` (which must be `<venv>/bin/python…`) is asked, by the
                stdlib-only agent/pyenv.py sent as `python -c`, for its version and installed packages.
-               Same boltring, same mlx, the extras' packages present: "up to date", done (one
-               command, well under a second or two on a LAN).
+               Same boltring, same mlx, both importable, the extras' packages present: "up to
+               date", done (one command, well under a second or two on a LAN).
 2. "python":   a Python 3.11+ to build the venv with: the venv's own base interpreter, then
                `python3`, `/opt/homebrew/bin/python3`, `/usr/bin/python3`.
-3. "venv":     `python -m venv <venv>` when it is missing.
-4. "upload":   boltring's wheel and, with a wheelhouse, every wheel of it, to `<workdir>/setup/`
+3. "venv":     `python -m venv <venv>` when it is missing. When that fails (a full disk), the
+               half-made venv is removed, so the next run starts afresh.
+   "pip":      a venv without pip (made --without-pip, or whose ensurepip failed) gets it back
+               with `python -m ensurepip`.
+4. "wheel":    boltring's wheel, built here only when some node needs it and none exists.
+5. "upload":   boltring's wheel and, with a wheelhouse, every wheel of it, to `<workdir>/setup/`
                over SFTP (only the files the node does not already have; see nodes/sync.py).
-5. "pip":      `<venv>/bin/python -m pip install <wheel>[extras] mlx==<version>` (with a
+6. "pip":      `<venv>/bin/python -m pip install <wheel>[extras] mlx==<version>` (with a
                wheelhouse: `--no-index --find-links`), each output line reported as it comes.
-6. "verify":   the venv's versions asked again; they must now be the laptop's.
-A failure stops that node only, and says which node, which step, and pip's last lines.
+               A package whose metadata is there but whose code does not import is reinstalled
+               (`--force-reinstall --no-deps`): pip alone calls it "already satisfied".
+7. "verify":   the venv's versions asked again; they must now be the laptop's, and import.
+A failure stops that node only, and says which node, which step, pip's last lines, and what to do.
 Every remote command is an argv (quoted with shlex.join by the SSH transport).
 """
 
@@ -24,15 +30,17 @@ import json
 import posixpath
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from boltring.cluster.agent.pyenv import SETUP_RECORD
 from boltring.cluster.config.schema import Config, Node
+from boltring.cluster.errors import BoltringError
 from boltring.cluster.nodes import sync
-from boltring.cluster.nodes.transport import CommandResult, Transport, TransportError
-from boltring.cluster.nodes.wheels import SetupError, Wanted, boltring_wheel, in_wheelhouse
+from boltring.cluster.nodes.transport import CommandResult, Transport
+from boltring.cluster.nodes.wheels import SetupError, Wanted, boltring_wheel
 
 PYENV_SOURCE = Path(__file__).resolve().parent.parent / "agent" / "pyenv.py"
 FALLBACK_PYTHONS = ("python3", "/opt/homebrew/bin/python3", "/usr/bin/python3")
@@ -43,7 +51,13 @@ TAIL_LINES = 12
 _NO_NETWORK = re.compile(
     r"Failed to establish a new connection|Temporary failure in name resolution|Network is unreachable"
 )
+_NO_PIP = re.compile(r"No module named pip\b")
+T = TypeVar("T")
 Report = Callable[[str, str, str], None]  # (node, kind: "step" | "pip", text)
+# boltring's wheel, for a node that needs it: called with what to do if it must be built first
+WheelSource = Callable[[Callable[[], None]], Awaitable[Path | None]]
+_EXISTS = "import os, sys; sys.exit(0 if os.path.lexists(sys.argv[1]) else 1)"
+_REMOVE = "import shutil, sys; shutil.rmtree(sys.argv[1], ignore_errors=True)"
 
 
 @dataclass
@@ -56,13 +70,14 @@ class NodeSetup:
     seconds: float = 0.0
     step: str | None = None  # the step that failed
     error: str | None = None
+    hint: str | None = None  # what to do about the error
     tail: list[str] = field(default_factory=list)  # pip's last lines, on failure
 
 
 def outcome(r: NodeSetup) -> str:
     """One line for a node's result (the app's log, plain output)."""
     if r.status == "failed":
-        return f"setup failed at step {r.step}: {r.error}"
+        return f"setup failed at step {r.step}: {r.error}" + (f" → {r.hint}" if r.hint else "")
     what = ", ".join(r.changes) if r.changes else "nothing to install"
     return f"setup {r.status} in {r.seconds:.1f} s: {what} (venv {r.venv}, python {r.python})"
 
@@ -93,6 +108,7 @@ def _up_to_date(info: dict, want: Wanted) -> bool:
     d = info.get("dists") or {}
     return (
         tuple(info["version"][:2]) >= MIN_PYTHON
+        and not info.get("broken")
         and d.get("boltring") == want.boltring
         and (want.mlx is None or d.get("mlx") == want.mlx)
         and all(d.get(x) for x in want.extra_dists)
@@ -112,14 +128,14 @@ def missing_package(lines: list[str]) -> str | None:
 
 
 class NodeSetupRun:
-    """Sets up one node; `run()` never raises: the outcome is in `result`."""
+    """Sets up one node; `run()` never raises (but when cancelled): the outcome is in `result`."""
 
     def __init__(
         self,
         t: Transport,
         node: Node,
         want: Wanted,
-        wheel: Callable[[], asyncio.Future],
+        wheel: WheelSource,
         wheelhouse: Path | None,
         report: Report,
     ):
@@ -135,12 +151,11 @@ class NodeSetupRun:
         started = time.monotonic()
         try:
             await self._run()
-        except SetupError as e:
+        except BoltringError as e:  # SetupError, TransportError (with the hint check gives), SyncError
             self.result.status = "failed"
-            self.result.error = str(e) + (f" ({e.hint})" if e.hint else "")
-        except TransportError as e:
-            self.result.status = "failed"
-            self.result.error = str(e)
+            # "h1: cause" → "cause": every line that shows it names the node already
+            self.result.error = str(e).removeprefix(f"{self.node.name}: ")
+            self.result.hint = e.hint
         self.result.seconds = time.monotonic() - started
         return self.result
 
@@ -160,6 +175,15 @@ class NodeSetupRun:
         await self.t.connect()
         self._step("check", f"checking {node.python}")
         before = await describe(self.t, node.python, want.dists())
+        if before is not None and not before.get("in_venv"):
+            # /usr/bin/python3 looks like a venv's (<root>/bin/python3) but is the system's: pip
+            # must not install there, and "rm -rf /usr" is no hint for an old one
+            self.result.step = "config"
+            raise SetupError(
+                f"{node.name}: python is {node.python}, not a venv's interpreter "
+                f"(it is Python {'.'.join(map(str, before['version']))} of {before.get('prefix')})",
+                hint="set python: to the venv boltring should create, e.g. ~/boltring/.venv/bin/python",
+            )
         if before is not None and _up_to_date(before, want):
             r.status, r.python, r.step = "up to date", before["executable"], None
             return
@@ -175,19 +199,14 @@ class NodeSetupRun:
             )
         r.python = base
         if before is None:
-            self._step("venv", f"creating {venv} with {base}")
-            res = await self.t.run([base, "-m", "venv", venv], timeout=300)
-            if not res.ok:
-                self._fail_with(res, "venv", f"{node.name}: `{base} -m venv {venv}` failed")
-            r.changes.append(f"venv {venv} (new)")
+            await self._make_venv(base, venv)
+        elif before.get("pip") is None:
+            await self._restore_pip(venv)
+        wheel = await self._boltring_wheel()
         self._step("upload", "uploading wheels")
-        spec = await self._upload(base)
+        spec = await self._upload(base, wheel)
         self._step("pip", "pip install")
-        pip = [node.python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
-        pip += ["--progress-bar", "off"]
-        argv = list(pip)
-        if self.wheelhouse is not None:
-            argv += ["--no-index", "--find-links", f"{setup_dir(node)}/wheelhouse"]
+        argv = [*self._pip(), *self._index()]
         argv.append(spec)
         if want.mlx:
             argv.append(f"mlx=={want.mlx}")
@@ -195,41 +214,24 @@ class NodeSetupRun:
             argv, lambda line: self.report(node.name, "pip", line), timeout=PIP_TIMEOUT_S
         )
         if not res.ok:
-            lines = (res.stdout + res.stderr).strip().splitlines()
-            pkg = missing_package(lines)
-            where = f"the wheelhouse {self.wheelhouse}" if self.wheelhouse else "the package index"
-            what = f"no wheel for {pkg} in {where}" if pkg else f"exit {res.returncode}"
-            offline = self.wheelhouse is None and any(_NO_NETWORK.search(line) for line in lines)
-            if offline:
-                what = f"the node cannot reach the package index (needed {pkg or 'packages'})"
-            self._fail_with(
-                res,
-                "pip",
-                f"{node.name}: pip install failed: {what}",
-                "for nodes without internet access: boltring setup --download-wheelhouse DIR, "
-                "then boltring setup --wheelhouse DIR"
-                if offline or self.wheelhouse
-                else None,
-            )
-        had = ((before or {}).get("dists") or {}).get("boltring")
-        if want.source is not None and had == want.boltring and spec.startswith(("~", "/")):
-            # pip keeps an installed boltring of the same version, but this is other code (from a
-            # source tree): replace boltring's own files, and only those
-            res = await self.t.run_lines(
-                [*pip, "--no-index", "--no-deps", "--force-reinstall", spec.split("[")[0]],
-                lambda line: self.report(node.name, "pip", line),
-                timeout=PIP_TIMEOUT_S,
-            )
-            if not res.ok:
-                self._fail_with(res, "pip", f"{node.name}: reinstalling boltring's wheel failed")
+            self._pip_failed(res, venv)
+        await self._reinstall(before, spec)
         record = {"boltring": want.boltring, "source": want.source}
         await self.t.write_file(f"{venv}/{SETUP_RECORD}", json.dumps(record).encode(), mode=0o644)
         self._step("verify", "verifying")
         after = await describe(self.t, node.python, want.dists())
         if after is None or not _up_to_date(after, want):
             got = (after or {}).get("dists")
-            raise SetupError(f"{node.name}: after pip install the venv has {got}, not what was asked")
+            broken = "; ".join(b["error"] for b in ((after or {}).get("broken") or {}).values())
+            raise SetupError(
+                f"{node.name}: after pip install the venv has {got}"
+                + (f", and {broken}" if broken else "")
+                + ", not what was asked",
+                hint=f"remove the venv (rm -rf {venv}) and run boltring setup again",
+            )
         r.changes += _changes((before or {}).get("dists") or {}, after["dists"])
+        for dist, b in ((before or {}).get("broken") or {}).items():
+            r.changes.append(f"{dist} {after['dists'].get(dist)} (reinstalled: {b['error']})")
         old_source = ((before or {}).get("setup") or {}).get("source")
         if (
             want.source
@@ -238,6 +240,109 @@ class NodeSetupRun:
         ):
             r.changes.append(f"boltring {want.boltring} (rebuilt from source {want.source[:8]})")
         r.status, r.step = "installed", None
+
+    def _pip(self) -> list[str]:
+        return [
+            self.node.python,
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--progress-bar",
+            "off",
+        ]
+
+    def _index(self) -> list[str]:
+        if self.wheelhouse is None:
+            return []
+        return ["--no-index", "--find-links", f"{setup_dir(self.node)}/wheelhouse"]
+
+    async def _make_venv(self, base: str, venv: str) -> None:
+        """`python -m venv`; when it fails, a venv this run began is removed again: left half
+        made (no pip: ensurepip ran out of disk space), every later run would reuse it."""
+        node = self.node
+        existed = (await self.t.run([base, "-c", _EXISTS, venv], timeout=60)).ok
+        self._step("venv", f"creating {venv} with {base}")
+        res = await self.t.run([base, "-m", "venv", venv], timeout=300)
+        if res.ok:
+            self.result.changes.append(f"venv {venv} (new)")
+            return
+        removed = not existed and (await self.t.run([base, "-c", _REMOVE, venv], timeout=120)).ok
+        hint = (
+            f"the half-made {venv} was removed; fix the cause above (disk space?) "
+            "and run boltring setup again"
+            if removed
+            else f"remove it (rm -rf {venv}), fix the cause above and run boltring setup again"
+        )
+        self._fail_with(res, "venv", f"{node.name}: `{base} -m venv {venv}` failed", hint)
+
+    async def _restore_pip(self, venv: str) -> None:
+        """A venv without pip (made --without-pip, or its ensurepip failed): pip comes back from
+        the interpreter's own copy, offline."""
+        self._step("pip", f"{venv} has no pip: python -m ensurepip")
+        res = await self.t.run([self.node.python, "-m", "ensurepip", "--upgrade"], timeout=300)
+        if not res.ok:
+            self._fail_with(
+                res,
+                "pip",
+                f"{self.node.name}: the venv {venv} has no pip, and ensurepip could not add it",
+                f"remove the venv (rm -rf {venv}) and run boltring setup again: it is made anew",
+            )
+        self.result.changes.append("pip (restored with ensurepip)")
+
+    async def _boltring_wheel(self) -> Path | None:
+        self.result.step = "wheel"  # a build that fails, fails this step
+        return await self.wheel(lambda: self._step("wheel", "building boltring's wheel"))
+
+    def _pip_failed(self, res: CommandResult, venv: str) -> None:
+        node = self.node
+        lines = (res.stdout + res.stderr).strip().splitlines()
+        pkg = missing_package(lines)
+        where = f"the wheelhouse {self.wheelhouse}" if self.wheelhouse else "the package index"
+        what = f"no wheel for {pkg} in {where}" if pkg else f"exit {res.returncode}"
+        hint = None
+        if any(_NO_PIP.search(line) for line in lines):
+            what = f"the venv {venv} has no pip"
+            hint = f"remove the venv (rm -rf {venv}) and run boltring setup again: it is made anew"
+        elif self.wheelhouse is None and any(_NO_NETWORK.search(line) for line in lines):
+            what = f"the node cannot reach the package index (needed {pkg or 'packages'})"
+            hint = (
+                "for nodes without internet access: boltring setup --download-wheelhouse DIR, "
+                "then boltring setup --wheelhouse DIR"
+            )
+        elif self.wheelhouse is not None and pkg:
+            hint = f"fill it for the nodes: boltring setup --download-wheelhouse {self.wheelhouse}"
+        self._fail_with(res, "pip", f"{node.name}: pip install failed: {what}", hint)
+
+    async def _reinstall(self, before: dict | None, spec: str) -> None:
+        """pip keeps what it calls installed: a package whose code does not import (its folder
+        moved away, its metadata left), or boltring of the same version but other code (from a
+        source tree), is reinstalled here, with only its own files (--no-deps)."""
+        node, want = self.node, self.want
+        specs: list[str] = []
+        broken = (before or {}).get("broken") or {}
+        if broken:
+            # asked again: the install above may have upgraded what was broken
+            now = await describe(self.t, node.python, want.dists())
+            for b in ((now or {}).get("broken") or {}).values():
+                specs += [f"{name}=={v}" for name, v in b["reinstall"].items() if name.lower() != "boltring"]
+        had = ((before or {}).get("dists") or {}).get("boltring")
+        other_code = want.source is not None and had == want.boltring and spec.startswith(("~", "/"))
+        if other_code or "boltring" in broken:
+            specs.append(spec.split("[")[0] if spec.startswith(("~", "/")) else f"boltring=={want.boltring}")
+        if not specs:
+            return
+        index = self._index()
+        if not index and all(p.startswith(("~", "/")) for p in specs):
+            index = ["--no-index"]  # wheel files only: nothing to ask an index for
+        res = await self.t.run_lines(
+            [*self._pip(), *index, "--no-deps", "--force-reinstall", *dict.fromkeys(specs)],
+            lambda line: self.report(node.name, "pip", line),
+            timeout=PIP_TIMEOUT_S,
+        )
+        if not res.ok:
+            self._fail_with(res, "pip", f"{node.name}: reinstalling {', '.join(specs)} failed")
 
     def _fail_with(self, res: CommandResult, step: str, message: str, hint: str | None = None):
         self.result.step = step
@@ -273,10 +378,9 @@ class NodeSetupRun:
                 out.append(posixpath.join(value.strip(), "python3"))
         return out + [p for p in FALLBACK_PYTHONS if p not in out]
 
-    async def _upload(self, python: str) -> str:
+    async def _upload(self, python: str, wheel: Path | None) -> str:
         """Send the wheels the node lacks; returns the pip requirement for boltring itself."""
         node, want = self.node, self.want
-        wheel: Path | None = await self.wheel()
         roots = []
         if self.wheelhouse is not None:
             roots.append(sync.SyncRoot(local=self.wheelhouse.resolve(), name="wheelhouse", why="wheelhouse"))
@@ -288,7 +392,13 @@ class NodeSetupRun:
         if roots:
             local = await asyncio.to_thread(sync.local_manifest, roots, sync._HASH_CACHE)
             sent = await sync.sync_node(
-                self.t, node, local, [r.name for r in roots], dest=setup_dir(node), python=python, prune=True
+                self.t,
+                node,
+                wheels_only(local),
+                [r.name for r in roots],
+                dest=setup_dir(node),
+                python=python,
+                prune=True,
             )
             if sent.files_sent:
                 self.report(
@@ -301,6 +411,16 @@ class NodeSetupRun:
         return f"{where}{extras}"
 
 
+def wheels_only(files: dict[str, sync.LocalFile]) -> dict[str, sync.LocalFile]:
+    """The wheelhouse's wheels, and nothing else of it (no `.complete` marker, no README): pip's
+    --find-links reads only the folder's own *.whl."""
+    return {
+        rel: f
+        for rel, f in files.items()
+        if not rel.startswith("wheelhouse/") or ("/" not in rel[11:] and rel.endswith(".whl"))
+    }
+
+
 def _changes(before: dict, after: dict) -> list[str]:
     out = []
     for name, new in after.items():
@@ -308,6 +428,42 @@ def _changes(before: dict, after: dict) -> list[str]:
         if new and old != new:
             out.append(f"{name} {new} ({'was ' + old if old else 'new'})")
     return out
+
+
+class _WheelOnce:
+    """boltring's wheel, looked for (and built) at most once, when the first node needs it: an
+    up-to-date run builds nothing (it used to build it at the start, and the process then waited
+    for that thread to end). Every node waiting while it is built is told so."""
+
+    def __init__(self, version: str, wheelhouse: Path | None):
+        self.version, self.wheelhouse = version, wheelhouse
+        self._task: asyncio.Future | None = None
+        self._building = False
+        self._waiting: list[Callable[[], None]] = []
+
+    async def __call__(self, on_build: Callable[[], None]) -> Path | None:
+        if self._building:
+            on_build()
+        self._waiting.append(on_build)
+        if self._task is None:
+            self._task = asyncio.ensure_future(boltring_wheel(self.version, self.wheelhouse, self._started))
+        try:
+            # shielded: one node's setup cancelled must not cancel the others' wheel
+            return await asyncio.shield(self._task)
+        finally:
+            self._waiting.remove(on_build)
+
+    def _started(self) -> None:
+        self._building = True
+        for tell in list(self._waiting):
+            tell()
+
+    async def close(self) -> None:
+        """Stop a build nobody waits for any more (the setup was interrupted)."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
 
 
 async def setup_nodes(
@@ -318,28 +474,48 @@ async def setup_nodes(
     wheelhouse: Path | None = None,
     nodes: list[Node] | None = None,
     report: Report | None = None,
+    done: Callable[[NodeSetup], None] | None = None,
 ) -> list[NodeSetup]:
-    """Set up the nodes in parallel; one NodeSetup each, in config order (failures included).
-    Local nodes (`local: true`) run this machine's own python: nothing to set up there."""
+    """Set up the nodes in parallel; one NodeSetup each, in config order (failures included),
+    each node once however often it was named. `done` hears of each node as it ends. Local
+    nodes (`local: true`) run this machine's own python: nothing to set up there. Cancelled,
+    every node's setup is cancelled and awaited (a remote command's end is the transport's)."""
     if wheelhouse is not None and not wheelhouse.is_dir():
         raise SetupError(
             f"the wheelhouse {wheelhouse} is not a folder", hint="create it with --download-wheelhouse"
         )
-    wheel_task: asyncio.Future | None = None
-
-    def wheel() -> asyncio.Future:  # built at most once, and only when some node needs it
-        nonlocal wheel_task
-        if wheel_task is None:
-            wheel_task = asyncio.ensure_future(asyncio.to_thread(boltring_wheel, want.boltring, wheelhouse))
-        return wheel_task
-
-    if wheelhouse is not None and in_wheelhouse(wheelhouse, want.boltring) is None:
-        wheel()  # start building now: every node will need it
+    wheel = _WheelOnce(want.boltring, wheelhouse)
+    unique = list({n.name: n for n in (nodes or list(config.nodes))}.values())
     runs = [
-        NodeSetupRun(transport_of(n), n, want, wheel, wheelhouse, report or (lambda *a: None))
-        for n in (nodes or list(config.nodes))
+        NodeSetupRun(transport_of(n), n, want, wheel, wheelhouse, report or (lambda *a: None)) for n in unique
     ]
-    return list(await asyncio.gather(*(r.run() for r in runs)))
+
+    async def one(run: NodeSetupRun) -> NodeSetup:
+        result = await run.run()
+        if done is not None:
+            done(result)
+        return result
+
+    try:
+        return await _all(one(r) for r in runs)
+    finally:
+        await wheel.close()
+
+
+async def _all(coros: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
+    """asyncio.gather, but cancelled (Ctrl-C), every task is cancelled and awaited, and its
+    exception retrieved: no "_GatheringFuture exception was never retrieved" at exit."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _no_wheel(on_build: Callable[[], None]) -> Path | None:
+    return None  # asking a node for its platform needs no wheel
 
 
 async def node_platforms(
@@ -358,12 +534,10 @@ async def node_platforms(
             await t.connect()
             info = await describe(t, node.python, [])
             if info is None or tuple(info["version"][:2]) < MIN_PYTHON:
-                run = NodeSetupRun(
-                    t, node, want, lambda: asyncio.get_running_loop().create_future(), None, lambda *a: None
-                )
+                run = NodeSetupRun(t, node, want, _no_wheel, None, lambda *a: None)
                 info = await describe(t, await run._find_python(), [])
-        except (SetupError, TransportError) as e:
-            problems.append(str(e))
+        except BoltringError as e:
+            problems.append(str(e) + (f" → {e.hint}" if e.hint else ""))
             return
         if info is None:
             problems.append(f"{node.name}: no Python 3.11+ to ask")
@@ -377,5 +551,5 @@ async def node_platforms(
         )
         found.setdefault(key, info)
 
-    await asyncio.gather(*(one(n) for n in (nodes or list(config.nodes))))
+    await _all(one(n) for n in {n.name: n for n in (nodes or list(config.nodes))}.values())
     return list(found.values()), problems

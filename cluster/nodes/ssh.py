@@ -30,6 +30,10 @@ Calls (`run`, `read_from`, `write_file`, `home`) connect on first use. While a r
 way they wait for it, for at most `connect_timeout_s`, instead of failing at once. A `run` whose
 channel could not even be opened because the connection had just died is retried once on the
 new connection; one interrupted after it started is not (it may have run) and raises.
+A `run` or `run_lines` that is cancelled (Ctrl-C, SIGTERM) or times out stops its command on
+the node, with everything the command started, before it returns (remote_stop.py); so does a
+connection that closes under it. A write that SFTP fails with a bare "Failure" names a full or
+read-only disk when that is why (write_failure.py).
 
 Paths: `run()` quotes every argv word with `shlex.join`, so the remote shell expands nothing;
 words that are "~" or start with "~/" are resolved first against the node user's home
@@ -54,6 +58,7 @@ import asyncssh
 
 from boltring.cluster.config.schema import Node, SshOptions
 from boltring.cluster.config.ssh_target import parse_ssh_target as parse_target
+from boltring.cluster.nodes import remote_stop, write_failure
 from boltring.cluster.nodes.errors import (
     NEEDS_A_PERSON,
     CommandTimeout,
@@ -240,27 +245,53 @@ class SshTransport(Transport):
     async def run(
         self, argv: list[str], *, input: bytes | None = None, timeout: float = 30.0
     ) -> CommandResult:
-        """Run argv on the node, every word quoted; "~/…" words are resolved first (see resolve)."""
+        """Run argv on the node, every word quoted; "~/…" words are resolved first (see resolve).
+        Cancelled or timed out, the command is stopped on the node before this raises."""
+        return await self._execute(argv, input, None, timeout)
+
+    async def run_lines(
+        self, argv: list[str], on_line: Callable[[str], None], *, timeout: float = 30.0
+    ) -> CommandResult:
+        """run(), reporting each output line (stdout and stderr) as it arrives."""
+        return await self._execute(argv, None, on_line, timeout)
+
+    async def _execute(
+        self,
+        argv: list[str],
+        input: bytes | None,
+        on_line: Callable[[str], None] | None,
+        timeout: float,
+    ) -> CommandResult:
+        """argv under the stopper (remote_stop.py): a cancelled or timed-out call stops the
+        command and all it started on the node, within a few seconds, before it raises."""
         argv = await self.expand_argv(argv)
-        cmd = shlex.join(argv)
+        cmd = remote_stop.stoppable(argv, len(input or b""))
         short = shlex.join(argv[:4]) + (" …" if len(argv) > 4 else "")
         for attempt in (1, 2):
             conn = await self._connection()
             try:
-                # conn.run's own timeout closes the channel; the outer one covers a channel that
-                # never opens on a connection that died silently (until keepalive notices).
-                stdin = {"input": input} if input else {"stdin": asyncssh.DEVNULL}  # EOF at once
-                res = await asyncio.wait_for(
-                    conn.run(cmd, check=False, timeout=timeout, encoding=None, **stdin),
-                    timeout + self.options.connect_timeout_s,
+                # bounded: a channel never opens on a connection that died silently (until
+                # keepalive notices)
+                proc = await asyncio.wait_for(
+                    conn.create_process(cmd, encoding=None), self.options.connect_timeout_s
                 )
-            except (TimeoutError, asyncssh.TimeoutError):
-                raise self._fail(CommandTimeout, f"{short} took over {timeout:g} s", None) from None
+            except TimeoutError:
+                raise self._fail(
+                    ConnectionLost,
+                    f"cannot start {short}: no answer within {self.options.connect_timeout_s:g} s",
+                    None,
+                ) from None
             except asyncssh.ChannelOpenError as e:
                 if attempt == 1 and self._dropped(conn):
                     await self._await_drop(conn)
                     continue  # the command never started: safe to run on the new connection
                 raise TransportError(f"{self.node.name}: cannot start {argv[0]}: {e.reason}") from None
+            except (asyncssh.Error, OSError) as e:
+                raise self._fail(ConnectionLost, f"cannot start {short} ({_reason(e)})", None) from None
+            try:
+                rc, out, err = await remote_stop.finish(proc, input, on_line, timeout)
+            except TimeoutError:
+                raise self._fail(CommandTimeout, f"{short} took over {timeout:g} s", None) from None
             except (asyncssh.Error, OSError) as e:
                 raise self._fail(
                     ConnectionLost,
@@ -268,8 +299,7 @@ class SshTransport(Transport):
                     f"it may or may not have finished",
                     None,
                 ) from None
-            rc = res.returncode if res.returncode is not None else 255
-            return CommandResult(rc, _text(res.stdout), _text(res.stderr))
+            return CommandResult(rc if rc is not None else 255, _text(out), _text(err))
         raise AssertionError("unreachable")
 
     async def _await_drop(self, conn: asyncssh.SSHClientConnection) -> None:
@@ -350,7 +380,7 @@ class SshTransport(Transport):
         async def fill(f: asyncssh.SFTPClientFile) -> None:
             await f.write(data)
 
-        await self._write_atomic(path, mode, fill)
+        await self._write_atomic(path, mode, fill, len(data))
 
     async def upload(
         self,
@@ -372,14 +402,20 @@ class SshTransport(Transport):
                     if progress is not None:
                         progress(sent)
 
-        await self._write_atomic(remote_path, mode, fill)
+        await self._write_atomic(remote_path, mode, fill, Path(local_path).stat().st_size)
 
     async def _write_atomic(
-        self, path: str, mode: int, fill: Callable[[asyncssh.SFTPClientFile], Awaitable[None]]
+        self,
+        path: str,
+        mode: int,
+        fill: Callable[[asyncssh.SFTPClientFile], Awaitable[None]],
+        size: int | None = None,
     ) -> None:
         """`fill` writes into a temp file beside `path`, created with `mode` (made exact: the
         umask may have narrowed it), which is then renamed over `path`. Any failure or
-        cancellation removes the temp file, so `path` only ever holds a complete file."""
+        cancellation removes the temp file, so `path` only ever holds a complete file. A failure
+        SFTP does not explain ("Failure") is explained by the node's file system when it is full
+        or read-only (write_failure.py)."""
         path = await self.resolve(path)
         parent, name = posixpath.split(path)
 
@@ -406,46 +442,43 @@ class SshTransport(Transport):
         try:
             await self._with_sftp(f"cannot write {path}", op)
         except asyncssh.SFTPError as e:
-            raise TransportError(f"{self.node.name}: cannot write {path}: {e.reason}") from None
+            why = await self._why_write_failed(parent or ".", size)
+            cause, hint = why or (e.reason, None)
+            raise TransportError(f"{self.node.name}: cannot write {path}: {cause}", hint=hint) from None
 
-    async def run_lines(
-        self, argv: list[str], on_line: Callable[[str], None], *, timeout: float = 30.0
-    ) -> CommandResult:
-        """run(), reporting each output line (stdout and stderr) as it arrives."""
-        argv = await self.expand_argv(argv)
-        cmd = shlex.join(argv)
-        short = shlex.join(argv[:4]) + (" …" if len(argv) > 4 else "")
-        conn = await self._connection()
-
-        async def pump(stream, parts: list[str]) -> None:
-            async for line in stream:
-                parts.append(line)
-                on_line(line.rstrip("\r\n"))
-
+    async def _why_write_failed(self, folder: str, size: int | None) -> tuple[str, str] | None:
+        """(cause, hint) when the file system holding `folder` (or its nearest existing parent)
+        is full or read-only; None when it is not, or the node cannot tell."""
+        here = folder
         try:
-            proc = await conn.create_process(cmd, stdin=asyncssh.DEVNULL, encoding="utf-8", errors="replace")
-        except asyncssh.ChannelOpenError as e:
-            raise TransportError(f"{self.node.name}: cannot start {argv[0]}: {e.reason}") from None
-        out: list[str] = []
-        err: list[str] = []
+            while True:
+                try:
+                    vfs = await self._with_sftp("statvfs", lambda s, at=here: s.statvfs(at))
+                    break
+                except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPNoSuchPath, asyncssh.SFTPNotADirectory):
+                    if here in ("/", "", "."):
+                        return None
+                    here = posixpath.dirname(here.rstrip("/")) or "/"
+        except (asyncssh.SFTPError, TransportError):
+            return None  # no statvfs@openssh.com (an SFTP server other than OpenSSH's)
+        fs = write_failure.FsInfo(
+            free=vfs.bavail * (vfs.frsize or vfs.bsize),
+            free_inodes=vfs.favail if vfs.files else None,
+            read_only=bool(vfs.flags & write_failure.ST_RDONLY),
+        )
+        mount = None  # named by df, when the node has it
         try:
-            await asyncio.wait_for(
-                asyncio.gather(pump(proc.stdout, out), pump(proc.stderr, err), proc.wait_closed()), timeout
-            )
-        except TimeoutError:
-            proc.close()
-            raise TransportError(f"{self.node.name}: {short} took over {timeout:g} s") from None
-        except (asyncssh.Error, OSError) as e:
-            raise TransportError(
-                f"{self.node.name}: SSH connection lost while running {short} ({_reason(e)})"
-            ) from None
-        rc = proc.returncode if proc.returncode is not None else 255
-        return CommandResult(rc, "".join(out), "".join(err))
+            res = await self.run(["df", "-P", here], timeout=self.options.connect_timeout_s)
+            mount = write_failure.mount_point(res.stdout) if res.ok else None
+        except TransportError:
+            pass
+        return write_failure.explain(self.node.name, fs, mount or here, size)
 
     def command_line(self, argv: list[str]) -> str:
         """`ssh [-F CONFIG] [-o UserKnownHostsFile=F] [-p PORT] NODE -- 'quoted command'`, to paste
         into a shell: it runs the same command as run() (a "~/" word is expanded by the remote
-        shell instead of by resolve())."""
+        shell instead of by resolve(); without run()'s stopper, which only matters to a caller
+        that stops waiting)."""
         # "~/…" words keep an unquoted "~/" so the remote shell expands them as run() resolves them
         remote = " ".join(_remote_word(w) for w in argv)
         return shlex.join(["ssh", *self._login.options_argv(), self._login.cli_target(), "--", remote])

@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import shlex
+import signal
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -174,6 +175,7 @@ class LocalTransport(Transport):
                 stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,  # its own group: a stop reaches all it started
             )
         except OSError as e:
             raise CommandNotFound(
@@ -183,11 +185,13 @@ class LocalTransport(Transport):
         try:
             out, err = await asyncio.wait_for(proc.communicate(input), timeout)
         except TimeoutError:
-            proc.kill()
-            await proc.wait()
+            await _stop_local(proc)
             raise CommandTimeout(
                 f"{self.node.name}: {shlex.join(argv[:4])} … took over {timeout:g} s"
             ) from None
+        except asyncio.CancelledError:
+            await _stop_local(proc)
+            raise
         return CommandResult(proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))
 
     async def resolve(self, path: str) -> str:
@@ -218,17 +222,20 @@ class LocalTransport(Transport):
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
             )
         except OSError as e:
             raise TransportError(f"{self.node.name}: cannot run {argv[0]}: {e.strerror}") from e
         try:
             out, err = await _wait_lines(proc, on_line, timeout)
         except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise TransportError(
+            await _stop_local(proc)
+            raise CommandTimeout(
                 f"{self.node.name}: {shlex.join(argv[:4])} … took over {timeout:g} s"
             ) from None
+        except asyncio.CancelledError:
+            await _stop_local(proc)
+            raise
         return CommandResult(proc.returncode or 0, out, err)
 
 
@@ -258,10 +265,38 @@ async def _wait_lines(
     proc: asyncio.subprocess.Process, on_line: Callable[[str], None], timeout: float
 ) -> tuple[str, str]:
     assert proc.stdout is not None and proc.stderr is not None
-    out, err, _ = await asyncio.wait_for(
-        asyncio.gather(_pump(proc.stdout, on_line), _pump(proc.stderr, on_line), proc.wait()), timeout
-    )
+    waiting = asyncio.gather(_pump(proc.stdout, on_line), _pump(proc.stderr, on_line), proc.wait())
+    try:
+        out, err, _ = await asyncio.wait_for(waiting, timeout)
+    except BaseException:
+        # wait_for cancelled the gathering: retrieve what it ends with (no "exception was never
+        # retrieved" when a pump then fails on the closed pipe)
+        await asyncio.gather(waiting, return_exceptions=True)
+        raise
     return out, err
+
+
+LOCAL_STOP_GRACE_S = 3.0
+
+
+async def _stop_local(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM to the command's process group (it leads its own session), SIGKILL to what is
+    left after LOCAL_STOP_GRACE_S; returns once the command is gone, as SSH's stop does."""
+    for sig, grace in ((signal.SIGTERM, LOCAL_STOP_GRACE_S), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            await asyncio.wait_for(asyncio.shield(proc.wait()), grace)
+        except TimeoutError:
+            continue
+        if sig == signal.SIGTERM:  # the leader is gone: anything left in its group goes too
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        return
 
 
 def _replace_local(dst: Path, mode: int, fill: Callable[[BinaryIO], None]) -> None:

@@ -17,14 +17,17 @@ Running from a source tree, the version alone does not say which code a node has
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib.metadata
 import importlib.util
+import os
 import re
 import shutil
-import subprocess
+import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +36,7 @@ from boltring.cluster.errors import BoltringError
 
 _SOURCE_DIRS = ("netio", "cluster", "tui", "configs")
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", ".venv", ".git")
+BUILD_TIMEOUT_S = 600.0
 
 
 class SetupError(BoltringError):
@@ -133,43 +137,103 @@ def in_wheelhouse(wheelhouse: Path | None, version: str) -> Path | None:
     return found[0] if found else None
 
 
-def boltring_wheel(version: str, wheelhouse: Path | None) -> Path | None:
-    """boltring's wheel for the nodes (see module doc); None when only the index can provide it."""
+@dataclass(frozen=True)
+class WheelBuild:
+    """No wheel of this code exists yet: build one from `root` into `cache`."""
+
+    root: Path
+    version: str
+    cache: Path
+
+
+def find_wheel(version: str, wheelhouse: Path | None) -> Path | WheelBuild | None:
+    """boltring's wheel for the nodes when one exists (the wheelhouse's, else the cache's), the
+    build to make when boltring runs from a source tree without one, else None (only the index
+    can provide it). Quick: hashes the source tree, builds nothing."""
     found = in_wheelhouse(wheelhouse, version)
     if found is not None:
         return found
     root = source_tree()
     if root is None:
         return None
-    digest = _tree_digest(root)
-    cache = boltring_home() / "wheels" / f"{version}-{digest}"
+    cache = boltring_home() / "wheels" / f"{version}-{_tree_digest(root)}"
     cached = sorted(cache.glob(f"boltring-{version}-*.whl"))
-    if cached:
-        return cached[0]
+    return cached[0] if cached else WheelBuild(root=root, version=version, cache=cache)
+
+
+def _copy_tree(root: Path, copy: Path) -> None:
+    copy.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        if (root / name).is_file():
+            shutil.copy2(root / name, copy / name)
+    for name in _SOURCE_DIRS:
+        if (root / name).is_dir():
+            shutil.copytree(root / name, copy / name, ignore=_SKIP)
+
+
+async def build_wheel(b: WheelBuild) -> Path:
+    """`pip wheel` of a copy of the source tree, cached. Cancelled (Ctrl-C, SIGTERM), pip and its
+    build backend are killed at once: a thread running it would keep the process alive until
+    the build finished."""
     with tempfile.TemporaryDirectory(prefix="boltring-wheel-") as tmp:
-        copy = Path(tmp) / "src"
-        copy.mkdir()
-        for name in ("pyproject.toml", "README.md"):
-            if (root / name).is_file():
-                shutil.copy2(root / name, copy / name)
-        for name in _SOURCE_DIRS:
-            if (root / name).is_dir():
-                shutil.copytree(root / name, copy / name, ignore=_SKIP)
+        copy, out = Path(tmp) / "src", Path(tmp) / "out"
+        await asyncio.to_thread(_copy_tree, b.root, copy)
         argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check", "-q"]
         if _can_build_here():
             argv.append("--no-build-isolation")  # no index needed to build (offline laptops)
-        out = Path(tmp) / "out"
-        res = subprocess.run([*argv, "-w", str(out), str(copy)], capture_output=True, text=True, timeout=600)
+        try:
+            rc, output = await run_killable([*argv, "-w", str(out), str(copy)], BUILD_TIMEOUT_S)
+        except TimeoutError:
+            took = f"took over {BUILD_TIMEOUT_S:g} s"
+            raise SetupError(f"building boltring's wheel from {b.root} {took}") from None
         wheels = sorted(out.glob("boltring-*.whl"))
-        if res.returncode != 0 or not wheels:
-            lines = (res.stdout + res.stderr).strip().splitlines()
+        if rc != 0 or not wheels:
+            lines = output.strip().splitlines()
             errors = [ln.strip() for ln in lines if ln.strip().lower().startswith("error")]
             tail = " / ".join(errors[:3] or lines[-3:])
-            raise SetupError(f"could not build boltring's wheel from {root}: {tail}")
-        cache.mkdir(parents=True, exist_ok=True)
-        final = cache / wheels[0].name
-        shutil.copy2(wheels[0], final)
+            raise SetupError(f"could not build boltring's wheel from {b.root}: {tail}")
+        b.cache.mkdir(parents=True, exist_ok=True)
+        final = b.cache / wheels[0].name
+        part = b.cache / f".{wheels[0].name}.{os.getpid()}"
+        shutil.copy2(wheels[0], part)
+        os.replace(part, final)  # another setup finding the cache sees a whole wheel or none
         return final
+
+
+async def run_killable(argv: list[str], timeout: float) -> tuple[int, str]:
+    """Run a local command (pip) in its own process group; its exit code and output (stdout
+    and stderr). Cancelled (Ctrl-C, SIGTERM) or over `timeout` (TimeoutError), the whole group
+    is killed at once: run in a thread instead, it kept the process alive until pip was done."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,  # its own group: the build backend pip starts dies with it
+    )
+    try:
+        output, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except BaseException:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        await proc.wait()
+        raise
+    return proc.returncode or 0, output.decode(errors="replace")
+
+
+async def boltring_wheel(
+    version: str, wheelhouse: Path | None, on_build: Callable[[], None] | None = None
+) -> Path | None:
+    """boltring's wheel for the nodes (see module doc); None when only the index can provide it.
+    `on_build` is called when it has to be built (several seconds: worth saying)."""
+    found = await asyncio.to_thread(find_wheel, version, wheelhouse)
+    if not isinstance(found, WheelBuild):
+        return found
+    if on_build is not None:
+        on_build()
+    return await build_wheel(found)
 
 
 def setup_extras(config: Config) -> tuple[str, ...]:

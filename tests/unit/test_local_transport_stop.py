@@ -1,0 +1,63 @@
+"""LocalTransport stops what it started when its caller stops waiting, as SshTransport does: a
+cancelled or timed-out `run`/`run_lines` leaves no process of the command (child or grandchild)
+behind, and asyncio reports no exception that was never retrieved."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import secrets
+import time
+from pathlib import Path
+
+import pytest
+
+from boltring.cluster.config.schema import Node
+from boltring.cluster.nodes.transport import CommandTimeout, LocalTransport
+
+TREE = 'sleep "$1" & sh -c "sleep $1" & echo started; wait'
+
+
+def pids_with(marker: str) -> list[int]:
+    found = []
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if marker.encode() in Path(f"/proc/{p}/cmdline").read_bytes():
+                if Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()[0] not in ("Z", "X"):
+                    found.append(int(p))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.parametrize("how", ["run", "run_lines", "run timeout", "run_lines timeout"])
+async def test_local_command_is_stopped(how: str) -> None:
+    said: list[str] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _l, ctx: said.append(str(ctx.get("message"))))
+    marker = f"{400 + secrets.randbelow(10**6) / 1000:.3f}"
+    t = LocalTransport(Node(name="local", ring_ip="127.0.0.1", local=True))
+    argv = ["sh", "-c", TREE, "sh", marker]
+    timeout = 1.0 if "timeout" in how else 600.0
+    call = (
+        t.run_lines(argv, lambda line: None, timeout=timeout)
+        if "lines" in how
+        else t.run(argv, timeout=timeout)
+    )
+    task = asyncio.ensure_future(call)
+    deadline = time.monotonic() + 10
+    while len(pids_with(marker)) < 2:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    if "timeout" in how:
+        with pytest.raises(CommandTimeout):
+            await task
+    else:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert not pids_with(marker), f"{how}: the command's processes outlived the call"
+    del task
+    gc.collect()
+    await asyncio.sleep(0)
+    assert not said, said
