@@ -6,12 +6,17 @@ What is synced (the "roots"), each to `<node workdir>/workspace/<name>`:
 - `job.data` (`--data`) when it is a local file or folder;
 - every `job.sync` path (relative ones are taken from the config file's folder).
 A path inside another root travels with that root. Two roots with the same name are an error.
+Symlinks inside a root are followed, to files and to folders; a link to a folder that holds it
+(a loop) is an error naming the link.
 
 How: the laptop hashes its files (sha256, size), the node reports its own with the stdlib-only
 agent/manifest.py (sent as `python -c PROGRAM`, so it works before boltring is installed there),
 and only files whose size or hash differ are uploaded, over SFTP, each written to a temp file with
-its final mode and renamed into place (Transport.upload). Files the node has but the laptop no
-longer does are left alone. Temp files an interrupted upload left behind are removed.
+its final mode and renamed into place (Transport.upload). Temp files an interrupted upload left
+behind are removed. So are files deleted or renamed on the laptop, but only those boltring sent
+(sent_record.py: the node keeps a list of what the last sync of each root sent) and the node
+still holds as sent: what the job wrote there, or changed since, stays. Setup's wheelhouse is
+a mirror instead (`prune=True`): whatever the laptop's copy lacks goes.
 
 The job sees the same layout on every node: plan.runner_argv rewrites the script path, `--data`
 and any argument that names a synced path to `~/…/workspace/<name>/…` (spawn expands "~/").
@@ -25,12 +30,13 @@ import hashlib
 import os
 import posixpath
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from boltring.cluster.config.schema import Config, Node
 from boltring.cluster.errors import BoltringError
+from boltring.cluster.nodes import sent_record
 from boltring.cluster.nodes.ignore import IGNORE_FILE, IgnoreRules
 from boltring.cluster.nodes.transport import Transport
 
@@ -147,24 +153,47 @@ def local_manifest(
         if r.local.is_file():
             files[r.name] = _local_file(r.local, cache)
             continue
-        rules = IgnoreRules.for_folder(r.local)
-        for dirpath, dirnames, filenames in os.walk(r.local):
-            rel_dir = Path(dirpath).relative_to(r.local).as_posix()
-            prefix = "" if rel_dir == "." else rel_dir + "/"
-            dirnames[:] = sorted(d for d in dirnames if not rules.ignored(prefix + d, True))
-            for fn in sorted(filenames):
-                if rules.ignored(prefix + fn, False):
-                    continue
-                full = Path(dirpath) / fn
-                if full.is_symlink() and not full.exists():
-                    continue
-                files[f"{r.name}/{prefix}{fn}"] = _local_file(full, cache)
-                if len(files) > MAX_FILES:
-                    raise SyncError(
-                        f"{r.local} ({r.why}) holds over {MAX_FILES} files",
-                        hint=f"list what the job does not need in {r.local / IGNORE_FILE} (gitignore syntax)",
-                    )
+        for rel, full in _walk(r, IgnoreRules.for_folder(r.local), "", r.local, (r.local,)):
+            files[f"{r.name}/{rel}"] = _local_file(full, cache)
+            if len(files) > MAX_FILES:
+                raise SyncError(
+                    f"{r.local} ({r.why}) holds over {MAX_FILES} files",
+                    hint=f"list what the job does not need in {r.local / IGNORE_FILE} (gitignore syntax)",
+                )
     return files
+
+
+def _walk(
+    root: SyncRoot, rules: IgnoreRules, prefix: str, folder: Path, chain: tuple[Path, ...]
+) -> Iterator[tuple[str, Path]]:
+    """(path under the root, full path) of every regular file in `folder`, sorted, following
+    symlinked folders as well as file links (os.walk follows neither): a dataset linked into
+    the script folder is sent like any folder. `chain` holds the real paths of the folders
+    walked to get here; a link to one of them, or to a folder holding one, would never end."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as e:
+        skip = f", or leave it out with a line /{prefix.rstrip('/')} in {root.local / IGNORE_FILE}"
+        raise SyncError(
+            f"cannot read {folder} ({root.why}): {e.strerror}",
+            hint="make it readable" + (skip if prefix else ""),
+        ) from None
+    for entry in entries:
+        rel = prefix + entry.name
+        full = Path(entry.path)
+        if entry.is_dir():  # follows a link
+            if rules.ignored(rel, True):
+                continue
+            real = full.resolve()
+            if entry.is_symlink() and any(c == real or c.is_relative_to(real) for c in chain):
+                raise SyncError(
+                    f"{root.local / rel} links to {real}, a folder that holds it: "
+                    f"following the link would never end",
+                    hint=f"remove the link, or leave it out with a line /{rel} in {root.local / IGNORE_FILE}",
+                )
+            yield from _walk(root, rules, rel + "/", full, (*chain, real))
+        elif entry.is_file() and not rules.ignored(rel, False):  # a dangling link is neither
+            yield rel, full
 
 
 def _local_file(path: Path, cache: dict[tuple[str, int, int], str] | None) -> LocalFile:
@@ -193,8 +222,24 @@ class NodeSync:
     bytes_sent: int = 0
     files_unchanged: int = 0
     stale_removed: int = 0
-    pruned: int = 0  # files removed because the laptop's copy no longer has them (prune=True)
+    # files removed because the laptop no longer has them: ones boltring sent before (its
+    # record), or with prune=True every file the laptop's copy lacks
+    files_removed: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+    def summary(self) -> str:
+        """The sync line's words: "sent 1 changed file (6,000 bytes) in 0.2 s, removed 1 file
+        deleted here" or "nothing changed, nothing sent"."""
+        sent, removed = len(self.files_sent), len(self.files_removed)
+        gone = f"removed {removed} file{_s(removed)} deleted here"
+        if sent:
+            what = f"sent {sent} changed file{_s(sent)} ({self.bytes_sent:,} bytes) in {self.seconds:.1f} s"
+            return f"{what}, {gone}" if removed else what
+        return f"{gone}, nothing sent" if removed else "nothing changed, nothing sent"
+
+
+def _s(n: int) -> str:
+    return "" if n == 1 else "s"
 
 
 ProgressFn = Callable[[str, str, int, int], None]  # (node, workspace-relative path, sent, total)
@@ -225,21 +270,32 @@ async def sync_node(
     dest: str | None = None,
     python: str | None = None,
     prune: bool = False,
+    roots: list[SyncRoot] | None = None,
 ) -> NodeSync:
-    """Send what differs from the node's copy in `dest` (default: the node's workspace)."""
+    """Send what differs from the node's copy in `dest` (default: the node's workspace). With
+    `roots` (the workspace sync), what boltring sent there before and the laptop no longer has
+    is removed, and what was sent is recorded for next time (sent_record.py); with `prune` (a
+    mirror, as a wheelhouse must be exactly the laptop's), every file the laptop lacks."""
     started = time.monotonic()
     ws = dest or workspace_dir(node)
     result = NodeSync(node=node.name, workspace=ws)
     theirs, stale = await remote_manifest(t, node, names, ws, python)
     home_ws = await t.resolve(ws)
-    # an interrupted upload's temp files (never under a final name); with prune (a mirror, as a
-    # wheelhouse must be exactly the laptop's), also what the laptop no longer has
-    gone = sorted(set(theirs) - set(local)) if prune else []
+    record = await sent_record.read(t, ws) if roots is not None else {}
+    if prune:
+        gone = sorted(set(theirs) - set(local))
+    else:
+        gone = sent_record.gone_here(record, roots or [], local, theirs)
+    # stale: an interrupted upload's temp files (never under a final name)
     if stale or gone:
         await t.run(
             ["rm", "-f", "--", *(posixpath.join(home_ws, rel) for rel in [*stale, *gone])], timeout=60
         )
-    result.stale_removed, result.pruned = len(stale), len(gone)
+    if gone:  # folders that held only removed files go too (rmdir leaves any other alone)
+        emptied = sent_record.parents(gone)
+        if emptied:
+            await t.run(["rmdir", "--", *(posixpath.join(home_ws, d) for d in emptied)], timeout=60)
+    result.stale_removed, result.files_removed = len(stale), gone
     for rel, f in local.items():
         have = theirs.get(rel)
         if have and have[0] == f.size and have[1] == f.sha256:
@@ -253,6 +309,8 @@ async def sync_node(
             progress(node.name, rel, f.size, f.size)  # type: ignore[misc]
         result.files_sent.append(rel)
         result.bytes_sent += f.size
+    if roots is not None:
+        await sent_record.write(t, ws, record, names, local)
     result.seconds = time.monotonic() - started
     return result
 
@@ -283,7 +341,8 @@ async def sync_workspace(
     local = await asyncio.to_thread(local_manifest, roots, _HASH_CACHE)
     names = [r.name for r in roots]
     results = await asyncio.gather(
-        *(sync_node(transport_of(n), n, local, names, progress) for n in targets), return_exceptions=True
+        *(sync_node(transport_of(n), n, local, names, progress, roots=roots) for n in targets),
+        return_exceptions=True,
     )
     for r in results:
         if isinstance(r, BaseException):
@@ -319,11 +378,23 @@ async def missing_job_paths(
 ) -> list[SyncError]:
     """One error per path the job names that no root sends and some nodes lack (naming them):
     the pre-launch check for a model or dataset folder that is only on the laptop."""
+    # imported here: plan and the job_paths check import this module
+    from boltring.cluster.jobs.plan import rank_cwd
+    from boltring.cluster.nodes.checks.job_paths import path_on_node, rank_folder
+
     words = [w for w in job_path_words(config) if not any(remote_path(n, w, roots) for n in config.nodes[:1])]
     remote = [n for n in config.nodes if not n.local]
+    # a relative path is looked for where that node's ranks will run, as the job_paths check does
+    asks = (rank_folder(transport_of(n), rank_cwd(config, n, roots)) for n in remote)
+    folders = await asyncio.gather(*asks)
     errors: list[SyncError] = []
     for w in words:
-        found = await asyncio.gather(*(transport_of(n).run(["test", "-e", w], timeout=30) for n in remote))
+        found = await asyncio.gather(
+            *(
+                transport_of(n).run(["test", "-e", path_on_node(w, f)], timeout=30)
+                for n, f in zip(remote, folders, strict=True)
+            )
+        )
         lacking = [n.name for n, res in zip(remote, found, strict=True) if not res.ok]
         if lacking:
             errors.append(

@@ -197,16 +197,17 @@ def test_upload_killed_midway_leaves_no_partial_file_under_the_final_name(lab, t
 def test_model_folder_only_on_the_laptop_fails_the_prelaunch_check_unless_synced(
     lab, tmp_path, home, monkeypatch
 ):
-    # The lab hosts share this machine's filesystem, so the model is given as a relative path
-    # (as users often do): here it is under the current folder, on a node under its home.
-    model = tmp_path / "tiny-model"
+    # The lab hosts share this machine's filesystem, but each has its own home: the model is
+    # given under "~", which on a node is that node's home. (A relative path would be found:
+    # ranks run in the launch folder, which the hosts see too: see test_rank_cwd_lab.py.)
+    model = home / "tiny-model"
     model.mkdir()
     (model / "config.json").write_text("{}")
     monkeypatch.chdir(tmp_path)
     import dataclasses
 
     base = load_config(lab_yaml(lab, tmp_path / "lab.yaml", steps=5))
-    job = dataclasses.replace(base.job, example="mlp", args=("--model", "tiny-model"))
+    job = dataclasses.replace(base.job, example="mlp", args=("--model", "~/tiny-model"))
     cfg = dataclasses.replace(base, job=job)
 
     async def prelaunch(config):
@@ -218,12 +219,12 @@ def test_model_folder_only_on_the_laptop_fails_the_prelaunch_check_unless_synced
 
     with pytest.raises(ControllerError) as err:
         asyncio.run(prelaunch(cfg))
-    assert "h1, h2, h3: tiny-model is on this machine but not on the nodes; add it to job.sync" in str(
+    assert "h1, h2, h3: ~/tiny-model is on this machine but not on the nodes; add it to job.sync" in str(
         err.value
     )
     assert "job.sync" in (err.value.hint or "")
 
-    synced = dataclasses.replace(cfg, job=dataclasses.replace(job, sync=("tiny-model",)))
+    synced = dataclasses.replace(cfg, job=dataclasses.replace(job, sync=("~/tiny-model",)))
     asyncio.run(prelaunch(synced))
     for h in lab.hosts:
         assert (h.workdir / "workspace" / "tiny-model" / "config.json").read_text() == "{}"
