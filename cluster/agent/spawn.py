@@ -1,7 +1,8 @@
 """Start, stop and inspect one detached rank on the node it runs on. Standard library only.
 
     PYTHON -m boltring.cluster.agent.spawn start RUN_DIR   < {"argv": [...], "env": {...}, "secret": "hex",
-                                                          "files": {"MLX_HOSTFILE": "content", ...}}
+                                                          "files": {"MLX_HOSTFILE": "content", ...},
+                                                          "cwd": ["/Users/me/proj", "~/.boltring"]}
     PYTHON -m boltring.cluster.agent.spawn kill RUN_DIR [--grace S]
     PYTHON -m boltring.cluster.agent.spawn status RUN_DIR
 
@@ -14,7 +15,9 @@ connection or a quitting controller does not stop training. A small keeper proce
 session leader, whose pid is the group id in RUN_DIR/pid) waits for the rank and records its
 exit status in RUN_DIR/exit.json. The secret arrives on stdin and is written 0600 to
 RUN_DIR/secret: it never appears on a command line or in an environment listing, and the keeper
-removes it when the rank ends.
+removes it when the rank ends. The rank runs in the first "cwd" folder that exists on the node
+(the last is made when none does: see working_dir), so relative paths mean what they meant where
+boltring was started; its own files stay in RUN_DIR (BOLTRING_RUN_DIR names it).
 `kill` sends SIGTERM to the whole group, then SIGKILL after a grace period. `--by WHO` first
 records who asked (RUN_DIR/stop.json), so the exit record says "stopped by boltring kill" rather
 than only a signal or an exit code.
@@ -164,6 +167,7 @@ def start(run_dir: Path, spec: dict) -> dict:
         (run_dir / stale).unlink(missing_ok=True)
     # Room for the exit record, taken now while the disk has it (see the module docstring).
     write_atomic(run_dir / RESERVE_FILE, " " * RESERVE_BYTES)
+    cwd = working_dir(spec.get("cwd"), run_dir)  # before the secret: a refusal leaves none behind
     env = dict(os.environ)
     env.update({str(k): str(v) for k, v in spec.get("env", {}).items()})
     if spec.get("secret"):
@@ -183,6 +187,7 @@ def start(run_dir: Path, spec: dict) -> dict:
     # on the node, where "~" means the right user.
     argv = [os.path.expanduser(a) if a.startswith("~/") else a for a in map(str, spec["argv"])]
     public = {k: v for k, v in spec.items() if k != "secret"}
+    public["cwd"] = cwd  # where it runs, as chosen here (the plan may have named several)
     write_atomic(run_dir / SPEC_FILE, json.dumps(public, indent=1))
 
     ready_r, ready_w = os.pipe()
@@ -198,7 +203,7 @@ def start(run_dir: Path, spec: dict) -> dict:
             os.dup2(log, 2)
             os.write(ready_w, b"1")
             os.closerange(3, 1 << 16)  # nothing of SSH's channel or the controller survives
-            _keep(run_dir, argv, env, spec.get("cwd") or str(run_dir))
+            _keep(run_dir, argv, env, cwd)
         finally:
             os._exit(0)
     os.close(ready_w)
@@ -206,6 +211,22 @@ def start(run_dir: Path, spec: dict) -> dict:
     os.close(ready_r)
     write_atomic(run_dir / PID_FILE, str(keeper))
     return {"pid": keeper, "run_dir": str(run_dir)}
+
+
+def working_dir(cwd: str | list | None, run_dir: Path) -> str:
+    """The folder the rank runs in, from the spec's "cwd": a list of candidates (plan.rank_cwd:
+    the launch folder, its workspace mirror, the node's workdir), of which the first that is a
+    folder here wins; when none is, the last is made (a workspace mirror that no synced file
+    created). "~/" is this node's home, as in argv. No "cwd": the run directory (older plans)."""
+    if not cwd:
+        return str(run_dir)
+    candidates = [cwd] if isinstance(cwd, str) else list(cwd)
+    if not candidates or not all(isinstance(c, str) and c for c in candidates):
+        raise ValueError(f"bad working folder in the launch spec: {cwd!r}")
+    paths = [Path(os.path.expanduser(c)) for c in candidates]
+    chosen = next((p for p in paths if p.is_dir()), paths[-1])
+    chosen.mkdir(parents=True, exist_ok=True)
+    return str(chosen)
 
 
 def _keep(run_dir: Path, argv: list[str], env: dict, cwd: str) -> None:
@@ -220,6 +241,12 @@ def _keep(run_dir: Path, argv: list[str], env: dict, cwd: str) -> None:
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
         try:
             os.chdir(cwd)
+        except OSError as e:
+            print(
+                f"boltring: cannot enter the rank's folder {cwd}: {e.strerror}", file=sys.stderr, flush=True
+            )
+            os._exit(127)
+        try:
             os.execvpe(argv[0], argv, env)
         except OSError as e:
             print(f"boltring: cannot start {argv[0]}: {e}", file=sys.stderr, flush=True)
@@ -415,7 +442,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError("spec has no argv")
         except ValueError as e:
             return _fail(f"bad launch spec on stdin: {e}")
-        result = start(run_dir, spec)
+        try:
+            result = start(run_dir, spec)
+        except (OSError, ValueError) as e:  # as _start_many says it: one line, not a traceback
+            msg = f"{e.strerror or e}: {e.filename or run_dir}" if isinstance(e, OSError) else str(e)
+            return _fail(f"cannot start a rank in {run_dir}: {msg}")
     elif a.action == "kill":
         result = kill(run_dir, a.grace, a.by)
     else:

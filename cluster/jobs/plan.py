@@ -44,6 +44,9 @@ class PlannedRank:
     # variable named by the key is set to the file's path (MLX_HOSTFILE, MLX_IBV_DEVICES), as
     # mlx.launch does with its temp files.
     files: dict[str, str] = field(default_factory=dict)
+    # The rank's working folder: candidates, the first that is a folder on the node wins and
+    # the last is made when none is (rank_cwd). Relative paths in the job resolve from it.
+    cwd: tuple[str, ...] = ()
 
 
 def spawn_argv(node: Node, verb: str, run_dir: str) -> list[str]:
@@ -110,6 +113,47 @@ def job_roots(config: Config) -> list[SyncRoot]:
 
 def _roots(config: Config, node: Node) -> list[SyncRoot]:
     return [] if node.local else job_roots(config)  # local ranks read the laptop's own files
+
+
+def launch_folder() -> Path:
+    """The folder boltring was started from: where the user's relative paths point."""
+    try:
+        return Path.cwd()
+    except FileNotFoundError:
+        raise PlanError(
+            "the folder boltring was started from no longer exists",
+            hint="cd to the job's folder and start boltring again",
+        ) from None
+
+
+def rank_cwd(config: Config, node: Node, roots: list[SyncRoot] | None = None) -> tuple[str, ...]:
+    """Where a rank on `node` runs, so that the job's relative paths ("data.txt", `--model
+    tiny`, `--adapter-path out`) mean what they mean in the shell that started boltring.
+
+    As candidates: the rank runs in the first that is a folder on the node (spawn decides
+    there, the job_paths check asks the node the same way), the last is made when none is.
+    - a local node: the launch folder itself (mlx.launch runs every process there);
+    - a remote node, when the launch folder is inside what the launch syncs (the script's
+      folder, job.data, job.sync): its mirror in the node's workspace, where the synced
+      files are;
+    - otherwise the same absolute folder if the node has it (mlx.launch `cd`s to the
+      launching shell's folder on every host when it exists), else the node's workdir.
+    One function for the launch, the check and the dry run, so they cannot disagree."""
+    here = launch_folder()
+    if node.local:
+        return (str(here),)
+    mirror = remote_path(node, str(here), job_roots(config) if roots is None else roots)
+    if mirror:
+        return (mirror,)
+    return (str(here), node.workdir)
+
+
+def describe_cwd(cwd: tuple[str, ...] | list[str], node: str) -> str:
+    """rank_cwd's answer in words: "/Users/me/proj if h1 has it, else ~/.boltring"."""
+    if not cwd:
+        return "the run directory"
+    *tried, last = cwd
+    return "".join(f"{c} if {node} has it, else " for c in tried) + last
 
 
 def local_words(argv: list[str]) -> list[str]:
@@ -250,7 +294,7 @@ def plan_job(config: Config, job_id: str, *, resume: bool = False, command_line=
 
     layout = config.rank_layout()
     ring = tuple(slot.ring_addr for slot in layout)
-    job_roots(config)  # the launch syncs first, even with only local nodes: refuse what it refuses
+    roots = job_roots(config)  # the launch syncs first, even with only local nodes: refuse what it refuses
     plans = []
     for slot in layout:
         node = slot.node
@@ -290,15 +334,19 @@ def plan_job(config: Config, job_id: str, *, resume: bool = False, command_line=
                 env=env,
                 spawn_argv=spawn,
                 files=files,
+                cwd=rank_cwd(config, node, roots),
             )
         )
     return plans
 
 
 def _rank_spec(plan: PlannedRank) -> dict:
-    """What the spawn agent needs to start one rank: its program, environment, and the files a
-    backend reads by path (MLX_HOSTFILE, MLX_IBV_DEVICES)."""
+    """What the spawn agent needs to start one rank: its program, environment, working folder
+    (rank_cwd's candidates), and the files a backend reads by path (MLX_HOSTFILE,
+    MLX_IBV_DEVICES)."""
     spec: dict = {"argv": plan.argv, "env": plan.env}
+    if plan.cwd:
+        spec["cwd"] = list(plan.cwd)
     if plan.files:
         spec["files"] = plan.files
     return spec
