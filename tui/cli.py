@@ -81,6 +81,7 @@ def _with_workload(config, args):
     launch plan built once so that a backend that cannot start says why before anything runs."""
     import dataclasses
 
+    from boltring.cluster.config.schema import lm_flag_conflicts
     from boltring.cluster.jobs.plan import PlanError, plan_job, read_rdma_devices
 
     ring, job = config.ring, config.job
@@ -116,6 +117,8 @@ def _with_workload(config, args):
     if getattr(args, "command", None) is None:
         if job.example == "lm" and not job.script and not job.module:
             _check_lm_args(job.args)
+            for line in lm_flag_conflicts(job):  # which of two given values wins, before it starts
+                print(f"boltring: {line}", file=sys.stderr)
         try:  # the plan for the chosen backend, now: what cannot start says why before anything runs
             plan_job(config, "plan-check")
         except PlanError as e:
@@ -127,8 +130,8 @@ def _check_lm_args(words) -> None:
     """--example lm needs a model and data; say so here rather than from every rank."""
     words = list(words)
     given = {w.split("=", 1)[0] for w in words}
-    if given & {"-c", "--config"}:
-        return  # mlx-lm's YAML config may name them; the ranks check
+    if given & {"-c", "--config", "-h", "--help"}:
+        return  # mlx-lm's YAML config may name them; the ranks check. `-- --help`: _job prints it
     missing = [flag for flag in ("--model", "--data") if flag not in given]
     if missing:
         raise Refused(
@@ -146,12 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         # `boltring runs --json | head -3`: the reader has gone, which is not an error of ours.
         # As the Python docs advise (signal module, "Note on SIGPIPE"): point stdout at devnull
-        # so the exit does not fail flushing it again, and exit 1, quietly.
+        # so the exit does not fail flushing it again, and exit quietly with SIGPIPE's code, as
+        # `--run` does (headless.OUTPUT_CLOSED_EXIT).
         import os
 
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return 1
+        return 141
 
 
 def _main(argv: list[str]) -> int:
@@ -198,6 +202,15 @@ def _job(args, script_args: list[str]) -> int:
     if args.script:
         args.script = str(Path(args.script).resolve())
     config = _load(args, ranks=args.ranks)
+    from boltring.cluster.jobs.launch import JobArgsRefused, example_help
+
+    try:  # `-- --help` after an example: its options, here, and nothing starts
+        shown = example_help(config)
+    except JobArgsRefused as e:
+        raise Refused(str(e)) from None
+    if shown is not None:
+        print(shown, end="" if shown.endswith("\n") else "\n")
+        return 0
 
     from boltring.cluster.jobs.controller import JobController
 

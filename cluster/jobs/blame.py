@@ -54,6 +54,12 @@ class RankFacts:
     def failed(self) -> bool:
         return self.exited and self.returncode != 0 and not self.stopped_by
 
+    @property
+    def left(self) -> bool:
+        """It ended by itself with exit code 0: its program returned (a script's sys.exit(0)).
+        When others then fail of a lost peer, it left while they were still in a collective."""
+        return self.exited and self.returncode == 0 and not self.stopped_by and not self.exit.get("signal")
+
 
 @dataclass
 class Verdict:
@@ -92,6 +98,8 @@ def describe_own_end(f: RankFacts) -> str:
     sig = f.exit.get("signal")
     if sig:
         return f"{f.label} {_signal_words(str(sig))}"
+    if f.left:  # a neighbour lost it, or no rank failed of its own: it did not fail, it left
+        return f"{f.label} exited (code 0) while the others were still in a collective"
     err, msg = f.exit.get("error"), f.exit.get("message")
     if err and msg:
         if err == "NonFiniteLoss":
@@ -148,9 +156,14 @@ def decide(facts: list[RankFacts], *, stall_s: float | None = None) -> Verdict:
             if root_of(v) is root and v is not root
         ]
 
-    # A root that failed by itself (its own error, a signal) is certain.
+    # A root that failed by itself (its own error, a signal) is certain. So is one that left
+    # (exit code 0) while its neighbours still needed it: they name it (boltring's ring), or,
+    # under MLX's ring, which names no peer, the rank that left is the only one that did
+    # anything by itself. Only when neither is there is a rank that lost an unnamed peer named.
     own = [r for r in roots.values() if r.exited and r.blames is None]
-    causes = [r for r in own if not r.lost_unnamed_peer] or own
+    real = [r for r in own if not r.lost_unnamed_peer]
+    left = [f for f in facts if f.left] if own and not real else []
+    causes = real or left or own
     if causes:
         r = min(causes, key=lambda x: x.rank)
         unnamed = [
@@ -158,7 +171,10 @@ def decide(facts: list[RankFacts], *, stall_s: float | None = None) -> Verdict:
             for v in sorted(own, key=lambda v: v.rank)
             if v is not r and v.lost_unnamed_peer
         ]
-        return _naming(r, describe_own_end(r), evidence_for(r) + unnamed)
+        # a rank that only lost an unnamed peer, while others still run: one of them may yet
+        # be found frozen or failed (FAILURE_GRACE_S); once every rank has ended, it is all
+        certain = not r.lost_unnamed_peer or all(f.exited for f in facts)
+        return _naming(r, describe_own_end(r), evidence_for(r) + unnamed, certain=certain)
     # A root that is still running but frozen or silent: it stopped responding.
     live = [r for r in roots.values() if not r.exited]
     if live:

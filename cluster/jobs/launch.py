@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import re
+import subprocess
 import sys
 import time
 
 from boltring.cluster.agent.spawn import ABORT_FILE
-from boltring.cluster.config.schema import Node
+from boltring.cluster.config.schema import Config, Node
 from boltring.cluster.jobs import plan as launcher
 from boltring.cluster.jobs import record
 from boltring.cluster.jobs.errors import ControllerError
@@ -40,6 +42,93 @@ class ResumeRefused(ControllerError):
 
     title = "cannot resume"
     nothing_started = True
+
+
+class JobArgsRefused(ControllerError):
+    """The job's arguments after `--` are ones its example refuses (a mistyped option, one
+    boltring cannot honour), found by the runner's own check before any rank starts; or they
+    ask for the example's help, which a launch does not print. Nothing was started because of
+    what was given: exit 2, for the launch and the dry run alike."""
+
+    title = "bad job arguments"
+    nothing_started = True
+
+
+HELP_WORDS = ("-h", "--help")  # the runner's (runner.HELP_WORDS), without importing MLX here
+
+
+def asks_for_help(config: Config) -> bool:
+    """The job runs a built-in example and its arguments after `--` ask for its options."""
+    job = config.job
+    return not (job.script or job.module) and any(a in HELP_WORDS for a in job.args)
+
+
+def help_command(config: Config) -> str:
+    """The command that prints the job's example's options."""
+    return f"`boltring --run --example {config.job.example or 'mlp'} -- --help`"
+
+
+def job_args_check_argv(config: Config) -> list[str] | None:
+    """The runner's --check-args for this job, run here with this Python; None when there is
+    nothing to check (no arguments, or a script or module, whose arguments are its own)."""
+    job = config.job
+    if job.script or job.module or not job.args:
+        return None
+    argv = launcher.runner_check_argv(config, config.nodes[0], "--check-args")
+    return [sys.executable, *argv[1:]]
+
+
+def job_args_refusal(config: Config, returncode: int, stderr: str) -> JobArgsRefused | None:
+    """The check's answer as one line: None when it passed."""
+    if not returncode:
+        return None
+    lines = [x for x in stderr.splitlines() if x.strip()]
+    # "boltring-train: error: unknown argument(s) …": the runner's prefix says nothing here
+    said = re.sub(r"^[^:]*: error: ", "", (lines or [f"(no message, exit code {returncode})"])[-1])
+    return JobArgsRefused(
+        f"the job's arguments after `--` are wrong: {said}",
+        hint=f"{help_command(config)} lists the example's options",
+    )
+
+
+def example_help(config: Config) -> str | None:
+    """The example's options, as `-- --help` after it asks for them (the runner's --check-args
+    prints them; no rank starts); None when the job's arguments do not ask. JobArgsRefused
+    when they cannot be shown (the lm example without mlx-lm on this machine)."""
+    argv = job_args_check_argv(config)
+    if argv is None or not asks_for_help(config):
+        return None
+    proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    refused = job_args_refusal(config, proc.returncode, proc.stderr)
+    if refused:
+        raise refused
+    return proc.stdout
+
+
+def check_job_args_now(config: Config) -> None:
+    """The launch's argument check (LaunchMixin.check_job_args), for a caller without an event
+    loop: the dry run refuses what the launch would refuse. Raises JobArgsRefused."""
+    if asks_for_help(config):
+        raise help_refusal(config)
+    argv = job_args_check_argv(config)
+    if argv is None:
+        return
+    proc = subprocess.run(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
+    )
+    refused = job_args_refusal(config, proc.returncode, proc.stderr)
+    if refused:
+        raise refused
+
+
+def help_refusal(config: Config) -> JobArgsRefused:
+    """A launch whose arguments ask for the example's help: every rank would print it into its
+    log and the job would "finish" at step 0. The CLI prints it instead (example_help)."""
+    words = " ".join(a for a in config.job.args if a in HELP_WORDS)
+    return JobArgsRefused(
+        f"`{words}` after `--` asks for the example's options, and a launch does not print them: "
+        f"{help_command(config)} does, and starts nothing"
+    )
 
 
 class LaunchMixin(ControllerCore):
@@ -124,24 +213,29 @@ class LaunchMixin(ControllerCore):
 
     async def check_job_args(self) -> None:
         """The runner's own argparse, run here in --check-args mode, before any rank starts: a
-        bad example argument is one line now, not 45 lines of help from every rank later."""
-        job = self.config.job
-        if job.script or job.module or not job.args:
+        bad example argument is one line now (JobArgsRefused, exit 2), not 45 lines of help
+        from every rank later, nor an error after the ranks started."""
+        if asks_for_help(self.config):
+            raise help_refusal(self.config)
+        argv = job_args_check_argv(self.config)
+        if argv is None:
             return
-        argv = launcher.runner_check_argv(self.config, self.config.nodes[0], "--check-args")
         proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *argv[1:],
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
-        _, err = await proc.communicate()
-        if proc.returncode:
-            lines = [x for x in err.decode(errors="replace").splitlines() if x.strip()]
-            raise ControllerError(
-                f"the job's arguments after `--` are wrong: {(lines or ['(no message)'])[-1]}",
-                hint="`boltring --run -- --help` lists the example's options",
-            )
+        try:
+            _, err = await proc.communicate()
+        except asyncio.CancelledError:  # Ctrl-C during the check: leave no process behind
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            raise
+        refused = job_args_refusal(self.config, proc.returncode or 0, err.decode(errors="replace"))
+        if refused:
+            raise refused
 
     async def _launch(self, resume: bool) -> str:
         """Everything up to running ranks; JobController.launch then follows them."""
@@ -282,13 +376,18 @@ class LaunchMixin(ControllerCore):
             raise ControllerError(f"{e}; {e.hint}" if e.hint else str(e), hint=e.hint) from None
         for r in done:
             self.emit(
-                SyncDone(r.node, len(r.files_sent), r.bytes_sent, r.files_unchanged, r.seconds, r.workspace)
+                SyncDone(
+                    r.node,
+                    len(r.files_sent),
+                    r.bytes_sent,
+                    r.files_unchanged,
+                    r.seconds,
+                    r.workspace,
+                    files_removed=len(r.files_removed),
+                )
             )
-            if r.files_sent:
-                what = f"sent {len(r.files_sent)} changed files ({r.bytes_sent:,} bytes) in {r.seconds:.1f} s"
-            else:
-                what = "nothing changed, nothing sent"
-            self._log(f"{r.node}: workspace {r.workspace}: {what} ({r.files_unchanged} files unchanged)")
+            unchanged = f"{r.files_unchanged} files unchanged"
+            self._log(f"{r.node}: workspace {r.workspace}: {r.summary()} ({unchanged})")
         if missing:
             raise ControllerError(
                 "; ".join(str(e) for e in missing) + f"; {missing[0].hint}", hint=missing[0].hint

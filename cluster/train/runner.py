@@ -56,6 +56,7 @@ EXAMPLES = {
 # Examples with their own training loop (module.run(cfg, args) instead of make_task + loop.train).
 OWN_LOOP = {"lm"}
 PREFIX = "boltring-train"
+HELP_WORDS = ("-h", "--help")
 WHY_RESERVE = 4096
 
 
@@ -186,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--check-args",
         action="store_true",
         help="only check the arguments (the example's too) and exit: 0 when they are good, "
-        "2 with one line when not; the launcher runs this before starting any rank",
+        "2 with one line when not; with '-- --help', print the example's options instead; the "
+        "launcher runs this before starting any rank",
     )
     p.add_argument(
         "--check-resume",
@@ -236,9 +238,15 @@ def config_from_args(ns: argparse.Namespace) -> TrainConfig:
     return cfg
 
 
+def asks_for_help(args) -> bool:
+    """The example's arguments ask for its options (`-- --help`, `-- -h`), as argparse reads
+    them: anywhere among the arguments."""
+    return any(a in HELP_WORDS for a in args)
+
+
 def run_example(name: str, cfg: TrainConfig) -> None:
     module = importlib.import_module(f"{__package__}.{name}")
-    if cfg.args and cfg.args[0] in ("-h", "--help"):
+    if asks_for_help(cfg.args):
         print(module.extra_parser().format_help())
         return
     if name in OWN_LOOP:
@@ -340,19 +348,45 @@ def _run_user_code(run, argv: list[str], path0: str, env: dict[str, str]) -> int
 
 
 def check_args(ns: argparse.Namespace) -> int:
-    """--check-args: the whole command line, the example's extras included, without training."""
+    """--check-args: the whole command line, the example's extras included, without training.
+    With `-- --help` the example's options are printed on stdout instead (exit 0): what
+    `boltring --example NAME -- --help` shows, without starting a rank."""
+    from .lm_setup import MissingPackage
+
     try:
         cfg = config_from_args(ns)
         if ns.example:
-            from .loop import parse_extra
-
             module = importlib.import_module(f"{__package__}.{ns.example}")
-            if not (cfg.args and cfg.args[0] in ("-h", "--help")):
-                parse_extra(module.extra_parser, cfg.args)
+            if asks_for_help(cfg.args):
+                print(module.extra_parser().format_help(), flush=True)
+            else:
+                _check_example_args(ns.example, module, cfg)
     except ValueError as e:
         print(f"{PREFIX}: error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
         return 2
+    except MissingPackage as e:  # mlx-lm is not installed here
+        if asks_for_help(ns.extra):  # the options cannot be shown without it
+            print(f"{PREFIX}: error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
+            return 2
+        # the ranks run on their nodes' Pythons, which may have it: they check there
+        print(f"{PREFIX}: not checked here: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
     return 0
+
+
+def _check_example_args(name: str, module, cfg: TrainConfig) -> None:
+    """ValueError when the example would refuse its arguments. lm: mlx-lm's flags and what
+    boltring's lm loop refuses of them (--grad-accumulation-steps), as its ranks read them."""
+    if name == "lm":
+        from .lm_setup import parse_lm_args
+
+        try:
+            parse_lm_args(cfg, cfg.args, log=lambda *_: None)
+        except OSError:
+            pass  # a -c YAML that is on the nodes only: the ranks read it there
+        return
+    from .loop import parse_extra
+
+    parse_extra(module.extra_parser, cfg.args)
 
 
 def check_resume(ns: argparse.Namespace) -> int:

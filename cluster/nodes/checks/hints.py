@@ -95,3 +95,20 @@ def install_boltring_hint(node: Node) -> str:
         f"run {SETUP} to install boltring on {node.name} (or {node.python} -m pip install "
         f"boltring), or {PYTHON_HINT[0].lower() + PYTHON_HINT[1:]}"
     )
+
+
+def missing_job_path_hint(node: Node, *, relative: bool = False) -> str:
+    """What to do about a path the job names that `node` cannot read (the job_paths check).
+    A local node is never synced: its ranks read this machine's own files, so the path is
+    wrong here, not missing on a node."""
+    if node.local:
+        return (
+            "it is not readable on this machine, where local ranks read it (local nodes are never "
+            "synced): check the spelling, and that a relative path is relative to the folder you "
+            "started boltring in"
+        )
+    return (
+        "copy it to the same path on the node"
+        + (" (a relative path: under the folder named)" if relative else "")
+        + ", or add it to job.sync so boltring sends it"
+    )
