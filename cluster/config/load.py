@@ -90,8 +90,12 @@ def with_overrides(
         if value is not None:
             key = JOB_KEYS[name]
             changes[name] = checked(key.check, value, flag("--" + name.replace("_", "-")), key.expected)
+    # a value given here is the user's, even when it equals a default: an lm job's own
+    # -- --iters / --batch-size then no longer replace it (schema.with_lm_flags)
+    if steps is not None:
+        changes["steps_default"] = None
     if global_batch is not None:
-        changes["global_batch_is_default"] = False
+        changes.update(global_batch_is_default=False, global_batch_default=None)
     elif ranks is not None and config.job.global_batch_is_default:
         changes.update(global_batch=None, global_batch_is_default=False)  # Config re-resolves it for --ranks
     job = dataclasses.replace(config.job, **changes)

@@ -26,6 +26,9 @@ SAME_HOST = ("unix", "tcp")  # how ranks on one host reach each other (ring.same
 RING_ORDERS = ("config", "cabling")
 
 
+DEFAULT_CHECKPOINT_EVERY = 100  # job.checkpoint_every of a config that sets none
+
+
 def default_global_batch(world_size: int) -> int:
     """The global batch of a job that sets none: divisible by any world size."""
     return DEFAULT_BATCH_PER_RANK * max(1, world_size)
@@ -158,8 +161,12 @@ class JobSpec:
     learning_rate: float | None = setting(  # None: the example's own default
         None, key="lr", check=v.positive, expected="a positive learning rate such as 0.05"
     )
-    checkpoint_every: int = setting(  # 0 = no checkpoints
-        0, check=v.int_min(0), expected="steps between checkpoints, or 0 for none"
+    # A checkpoint every N steps and at the last step. Not 0 by default: a config that left it
+    # out wrote none, so --resume and --restarts silently started over.
+    checkpoint_every: int = setting(
+        DEFAULT_CHECKPOINT_EVERY,
+        check=v.int_min(0),
+        expected="steps between checkpoints (one is also written at the last step), or 0 for none at all",
     )
     log_every: int = setting(  # steps between metrics lines
         1, check=v.int_min(1), expected="steps between metrics lines, at least 1"
@@ -198,6 +205,16 @@ class JobSpec:
         0, check=v.int_min(0), expected="steps between validation passes, or 0 for none"
     )
     global_batch_is_default: bool = False  # set by Config when it resolved global_batch=None
+    # The value a default gave steps and global_batch: the schema's, or the embedded local.yaml's
+    # (its job values are boltring's defaults, not the user's); None when the user set them.
+    # A value the user gives later (with_overrides) differs from it. Only where the user set
+    # neither do the lm example's own --iters and --batch-size size the job (Config, below).
+    steps_default: int | None = None
+    global_batch_default: int | None = None
+
+    def user_set(self, field: str) -> bool:
+        """Did the user give job.<field> ("steps", "global_batch"), in a file or a flag?"""
+        return getattr(self, f"{field}_default") != getattr(self, field)
 
 
 @dataclass(frozen=True)
@@ -289,10 +306,16 @@ class Config:
     def __post_init__(self) -> None:
         # The default batch depends on the world size, so it is resolved here, where both are
         # known, and again by dataclasses.replace when --ranks changes the world size.
-        if self.job.global_batch is None:
+        job = self.job
+        if job.global_batch is None:
+            batch = default_global_batch(self.world_size)
             job = dataclasses.replace(
-                self.job, global_batch=default_global_batch(self.world_size), global_batch_is_default=True
+                job, global_batch=batch, global_batch_is_default=True, global_batch_default=batch
             )
+        # The lm example's --iters and --batch-size size the job here, not on the ranks, so that
+        # the plan, the progress ("steps n/N") and the summary count the steps that run.
+        job = with_lm_flags(job, self.world_size)
+        if job is not self.job:
             object.__setattr__(self, "job", job)  # frozen: the documented way in __post_init__
 
     @property
@@ -313,6 +336,79 @@ class Config:
                     )
                 )
         return slots
+
+
+# mlx-lm's flags (after `--` of `--example lm`) that boltring's job values stand for:
+# (mlx_lm.lora's flag, the JobSpec field, boltring's flag).
+LM_SIZE_FLAGS = (("--iters", "steps", "--steps"), ("--batch-size", "global_batch", "--global-batch"))
+
+
+def lm_flags(args: tuple[str, ...] | list[str]) -> dict[str, int]:
+    """{"--iters": 3, "--batch-size": 4} as mlx-lm's parser reads them (the last one wins,
+    "--iters=3" too); a value that is not a whole number is left to the ranks' own check."""
+    found: dict[str, int] = {}
+    words = list(args)
+    for i, word in enumerate(words):
+        flag, eq, value = word.partition("=")
+        if flag not in ("--iters", "--batch-size"):
+            continue
+        if not eq:
+            value = words[i + 1] if i + 1 < len(words) else ""
+        try:
+            found[flag] = int(value)
+        except ValueError:
+            found.pop(flag, None)
+    return found
+
+
+def _is_lm(job: JobSpec) -> bool:
+    return job.example == "lm" and not job.script and not job.module
+
+
+def with_lm_flags(job: JobSpec, world_size: int) -> JobSpec:
+    """The lm job with mlx-lm's --iters as job.steps and --batch-size as job.global_batch, each
+    where the user set no boltring value (a user of mlx_lm.lora keeps their flags). Raises
+    ConfigError for a value boltring could not run."""
+    if not _is_lm(job):
+        return job
+    from boltring.cluster.config.located import ConfigError
+
+    changes: dict[str, Any] = {}
+    for flag, field_name, _ in LM_SIZE_FLAGS:
+        value = lm_flags(job.args).get(flag)
+        if value is None or job.user_set(field_name) or value == getattr(job, field_name):
+            continue
+        where = f"{flag} {value} after --"
+        if value < 1:
+            raise ConfigError("--example lm", None, where, f"{value} is less than 1", "expected at least 1")
+        if field_name == "global_batch" and value % world_size:
+            lower = value // world_size * world_size
+            such_as = f"{lower} or {lower + world_size}" if lower else str(world_size)
+            raise ConfigError(
+                "--example lm",
+                None,
+                where,
+                f"the batch over all ranks is not divisible by the world size {world_size}",
+                f"a multiple of {world_size} such as {such_as}, so every rank gets the same share",
+            )
+        changes.update({field_name: value, f"{field_name}_default": value})
+    return dataclasses.replace(job, **changes) if changes else job
+
+
+def lm_flag_conflicts(job: JobSpec) -> list[str]:
+    """One line for each mlx-lm flag of an lm job that boltring's own value overrides (both
+    given, different values), for the controller to say before the job starts."""
+    if not _is_lm(job):
+        return []
+    lines = []
+    for flag, field_name, ours in LM_SIZE_FLAGS:
+        value = lm_flags(job.args).get(flag)
+        if value is not None and value != getattr(job, field_name):
+            lines.append(
+                f"{ours} {getattr(job, field_name)} (job.{field_name}) wins over mlx-lm's {flag} {value} "
+                f"after --: drop one of them to silence this"
+            )
+    return lines
 
 
 @dataclass(frozen=True)

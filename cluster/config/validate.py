@@ -10,6 +10,7 @@ each section, their checkers and their "expected" texts come from the dataclass 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import ipaddress
 import sys
@@ -32,6 +33,7 @@ from boltring.cluster.config.schema import (
 from boltring.cluster.config.ssh_target import LOCAL_HOSTS, parse_ssh_target
 
 MAX_NODES = 1024  # nodes in one config; Thunderbolt clusters have a handful
+BUILT_IN_SOURCE = "<embedded local.yaml>"  # load.EMBEDDED_SOURCE (load imports this module)
 
 Spec = dict[str, Key]
 
@@ -187,6 +189,7 @@ def config_from_data(doc: Any, source: str, *, base_dir: Path | None = None) -> 
     job = JobSpec()
     with problems.collect():
         job = _job(job_fields, base_dir or base_dir_of(source))
+    job = _note_defaults(job, job_fields, source)
     if nodes and "global_batch" in job_fields:  # unset, it is a per-rank default: always divides
         with problems.collect():
             check_batch(job_fields["global_batch"][0], nodes, job_fields["global_batch"][1])
@@ -321,6 +324,19 @@ def _check_nodes(built: list[tuple[Node, dict[str, Where]]], ring: RingOptions, 
                     "this node's Thunderbolt Bridge address such as 172.31.0.1",
                 )
             return
+
+
+def _note_defaults(job: JobSpec, fields: dict[str, tuple[Any, Where]], source: str) -> JobSpec:
+    """Record which of steps and global_batch came from a default rather than from the user: the
+    keys the file leaves out, and every key of boltring's embedded default config (its charlm
+    values are not the user's, so `--example lm -- --batch-size 4` is not refused for its 240)."""
+    embedded = source == BUILT_IN_SOURCE
+    changes = {
+        f"{name}_default": getattr(job, name)
+        for name in ("steps", "global_batch")
+        if embedded or name not in fields
+    }
+    return dataclasses.replace(job, **changes) if changes else job
 
 
 def _job(fields: dict[str, tuple[Any, Where]], base_dir: Path) -> JobSpec:

@@ -5,12 +5,14 @@
 
 Arguments after ``--`` are mlx-lm's own ``lora`` flags (``--model``, ``--data``,
 ``--fine-tune-type lora|dora|full``, ``--num-layers``, ``--max-seq-length``,
-``--learning-rate``, ``--optimizer``, ``--adapter-path``, ``-c config.yaml`` ...). boltring's
-own options win where they overlap: ``--steps`` is ``--iters``, ``--global-batch`` is
-``--batch-size`` (summed over ranks), ``--seed`` is ``--seed``, ``--lr`` is
-``--learning-rate``, ``--steps-per-eval`` is ``--steps-per-eval``.
+``--learning-rate``, ``--optimizer``, ``--adapter-path``, ``-c config.yaml`` ...). Where they
+overlap with boltring's options: ``--iters`` and ``--batch-size`` (summed over ranks) size the job
+when ``--steps``/``--global-batch`` were not given (the controller maps them, schema.Config), and
+boltring's win when both were; ``--seed`` is boltring's ``--seed``, ``--lr`` wins over
+``--learning-rate``, and boltring's ``--steps-per-eval`` over mlx-lm's (neither: no validation).
 
-mlx-lm's pieces are reused, not rewritten: ``mlx_lm.utils.load``, ``load_dataset``,
+mlx-lm's pieces are reused, not rewritten: ``mlx_lm.utils.load``, ``create_dataset`` (a local
+``--data`` folder is read by lm_setup.read_data, which names a bad file and line),
 ``linear_to_lora_layers``, ``default_loss``, ``iterate_batches`` (rank r of N takes every N-th
 example of each global batch, the order depends only on the seed), its optimizers and LR
 schedules. The step differs from ``mlx_lm.tuner.trainer.train`` in one way: mlx-lm compiles
@@ -24,9 +26,10 @@ Each rank scales its local token-mean by ``local_tokens * N / global_tokens`` (o
 all_sum a step), so averaging the gradients gives exactly the global token-mean gradient, and
 1 rank and N ranks follow the same loss curve even when ranks get different token counts.
 
-Checkpoints (rank 0, every ``--checkpoint-every`` steps, atomic, checkpoint.py's format): the
-trainable parameters (LoRA/DoRA adapters, or the unfrozen weights of a full fine-tune) plus the
-optimizer state; ``--resume`` continues from them. At the end rank 0 writes
+Checkpoints (rank 0, every ``--checkpoint-every`` steps and at the last step, atomic,
+checkpoint.py's format, the newest ``--keep-checkpoints`` kept): the trainable parameters
+(LoRA/DoRA adapters, or the unfrozen weights of a full fine-tune) plus the optimizer state;
+``--resume`` continues from them. With each checkpoint, and at the end, rank 0 also writes
 ``adapters.safetensors`` and ``adapter_config.json`` to ``--adapter-path`` (default
 ``<checkpoint dir>/adapters``), where ``mlx_lm.generate --model M --adapter-path DIR`` loads them.
 """
@@ -34,6 +37,7 @@ optimizer state; ``--resume`` continues from them. At the end rank 0 writes
 from __future__ import annotations
 
 import json
+import os
 import time
 import types
 from collections.abc import Sequence
@@ -46,8 +50,24 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
-from .lm_setup import MissingPackage, extra_parser, make_optimizer, parse_lm_args, prepare_model
-from .loop import TrainConfig, check_consistent, overlaps
+from .lm_setup import (
+    MissingPackage,
+    extra_parser,
+    load_datasets,
+    make_optimizer,
+    parse_lm_args,
+    prepare_model,
+    read_data,
+)
+from .loop import (
+    TrainConfig,
+    check_consistent,
+    checkpoint_dir,
+    checkpoint_due,
+    overlaps,
+    resume,
+    save_checkpoint,
+)
 
 __all__ = ["MissingPackage", "extra_parser", "run", "train_lm"]
 
@@ -135,19 +155,41 @@ def evaluate(group, model, dataset, args, comm) -> float | None:
 
 
 def write_adapters(directory: Path, args: types.SimpleNamespace, model: nn.Module) -> Path:
-    """adapters.safetensors + adapter_config.json, as mlx_lm.lora writes them (atomically)."""
+    """adapters.safetensors + adapter_config.json, as mlx_lm.lora writes them, each atomically
+    (a stop while they are written leaves the previous pair)."""
     from mlx_lm.utils import save_config
 
     from .checkpoint import atomic_write
 
     directory.mkdir(parents=True, exist_ok=True)
-    config = {k: v for k, v in vars(args).items() if _jsonable(v)}
-    save_config(config, directory / "adapter_config.json")
     weights = dict(tree_flatten(model.trainable_parameters()))
     mx.eval(list(weights.values()))
     path = directory / "adapters.safetensors"
     atomic_write(path, lambda f: mx.save_safetensors(f, weights))
+    # mlx-lm's save_config (sorted keys, its float encoding) into a staging file, then renamed.
+    config = {k: v for k, v in vars(args).items() if _jsonable(v)}
+    staging = directory / f".adapter_config.json.{os.getpid()}.staging"
+    try:
+        save_config(config, staging)
+        atomic_write(directory / "adapter_config.json", lambda f: f.write(staging.read_bytes()))
+    finally:
+        staging.unlink(missing_ok=True)
     return path
+
+
+def save_adapters(directory: Path, args: types.SimpleNamespace, model: nn.Module, step: int, log) -> None:
+    path = write_adapters(directory, args, model)
+    log(
+        f"[rank 0] adapters at step {step}: {path} (mlx_lm.generate --model {_model_words(args.model)} "
+        f"--adapter-path {directory})"
+    )
+
+
+def _model_words(model: str) -> str:
+    """--model as the user can pass it from any folder: a local folder's absolute path, or the
+    Hugging Face repo id as given."""
+    local = Path(model).expanduser()
+    return str(local.resolve()) if local.exists() else model
 
 
 def _jsonable(v: Any) -> bool:
@@ -172,22 +214,32 @@ def run(cfg: TrainConfig, extra: Sequence[str], log=_log) -> dict[int, float]:
 
 
 def train_lm(group, cfg: TrainConfig, args: types.SimpleNamespace, log=_log) -> dict[int, float]:
-    from mlx_lm.tuner.datasets import CacheDataset, load_dataset
+    from mlx_lm.tuner.datasets import CacheDataset
     from mlx_lm.tuner.trainer import iterate_batches
     from mlx_lm.utils import load
 
-    from . import checkpoint
+    from boltring.cluster.config.schema import default_global_batch
 
-    rank, size, B = group.rank, group.size, args.batch_size
+    rank, size = group.rank, group.size
+    B = args.batch_size = args.batch_size or default_global_batch(size)  # by hand: the config's default
     if B % size:
-        raise ValueError(f"--global-batch {B} is not divisible by the world size {size}")
+        raise ValueError(
+            f"the global batch {B} (--global-batch, or mlx-lm's --batch-size) is not divisible by "
+            f"the world size {size}"
+        )
+    data = read_data(args)  # before the model: a bad line fails in a moment, naming file and line
     np.random.seed(args.seed)
     loaded: Any = load(args.model)
     model, tokenizer = loaded[0], loaded[1]
-    train_set, valid_set, _ = load_dataset(args, tokenizer)
-    train_set, valid_set = CacheDataset(train_set), CacheDataset(valid_set) if len(valid_set) else None
+    train_rows, valid_rows = load_datasets(args, tokenizer, data)
+    train_set = CacheDataset(train_rows)
+    valid_set = CacheDataset(valid_rows) if len(valid_rows) else None
     if len(train_set) < B:
-        raise ValueError(f"the training set has {len(train_set)} examples, fewer than --global-batch {B}")
+        where = f" {data['train'][0]}" if data else ""
+        raise ValueError(
+            f"the training set{where} has {len(train_set)} examples, fewer than the global batch {B} "
+            "(--global-batch or job.global_batch, else mlx-lm's --batch-size)"
+        )
     prepare_model(args, model)
     opt = make_optimizer(args)
     opt.init(model.trainable_parameters())
@@ -201,13 +253,12 @@ def train_lm(group, cfg: TrainConfig, args: types.SimpleNamespace, log=_log) -> 
     check_consistent(group, "the lm job (model, data, fine-tune type, layers)", fingerprint)
     task = LmTask(model, opt, fingerprint)
 
-    ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else Path(group.run_dir) / "checkpoints"
-    start = 0
-    if cfg.resume:
-        info = checkpoint.restore(group, ckpt_dir, task, seed=cfg.seed)
-        if info is not None:
-            start = info.step
-            log(f"[rank {rank}] resumed from step {start}")
+    ckpt_dir = checkpoint_dir(cfg, group)
+    # absolute, so the log's mlx_lm.generate line works from any folder (the rank runs in the
+    # folder boltring was started from: plan.rank_cwd)
+    adapters = Path(args.adapter_path).expanduser().resolve() if args.adapter_path else ckpt_dir / "adapters"
+    args.adapter_path = str(adapters)  # as mlx_lm.lora records it in adapter_config.json
+    start = resume(group, cfg, task, ckpt_dir, log)[0] if cfg.resume else 0
     comm = _Comm(rank, size)
     batches = iterate_batches(train_set, B, args.max_seq_length, loop=True, seed=args.seed, comm_group=comm)
     for _ in range(start):  # the data order is a pure function of the seed: replay it
@@ -237,6 +288,7 @@ def train_lm(group, cfg: TrainConfig, args: types.SimpleNamespace, log=_log) -> 
 
     model.train()
     losses: dict[int, float] = {}
+    saved_at = None  # the step whose adapters rank 0 wrote last
     tokens_since = 0
     eval_every = args.steps_per_eval or 0
     overlap = overlaps(group)
@@ -279,20 +331,22 @@ def train_lm(group, cfg: TrainConfig, args: types.SimpleNamespace, log=_log) -> 
                 + (f" val {val:.4f}" if val is not None else "")
                 + (f" {tps:.0f} tok/s" if tps else "")
             )
-        if cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or last) and rank == 0:
-            path = checkpoint.save(
+        if checkpoint_due(cfg, step) and rank == 0:
+            save_checkpoint(
                 ckpt_dir,
                 task,
+                cfg,
                 step=step,
                 samples_seen=step * B,
-                seed=cfg.seed,
                 global_batch=B,
                 world_size=size,
+                log=log,
             )
-            log(f"[rank 0] checkpoint {path}")
-    if rank == 0:
-        out = Path(args.adapter_path).expanduser() if args.adapter_path else ckpt_dir / "adapters"
-        args.adapter_path = str(out)
-        path = write_adapters(out, args, model)
-        log(f"[rank 0] adapters: {path} (mlx_lm.generate --model {args.model} --adapter-path {out})")
+            # mlx_lm.lora's --save-every updates the adapters as it goes: so does each checkpoint,
+            # so that a stopped job leaves adapters mlx_lm.generate loads (the checkpoint's keys
+            # are boltring's, model.model.layers…, with the optimizer state beside them).
+            save_adapters(adapters, args, model, step, log)
+            saved_at = step
+    if rank == 0 and saved_at != cfg.steps:
+        save_adapters(adapters, args, model, max(start, cfg.steps), log)
     return losses

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import types
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -21,11 +23,15 @@ INSTALL_HINT = "pip install 'boltring[lm]' (or pip install mlx-lm) in every node
 
 # mlx-lm flags that boltring's loop does not act on, and what does their job here.
 IGNORED_LM_FLAGS = {
-    "save_every": "boltring's --checkpoint-every sets the checkpoint period",
-    "test": "run mlx_lm.lora --test with the adapters after training",
+    "save_every": "boltring's job.checkpoint_every (--checkpoint-every) sets the checkpoint period, "
+    "and each checkpoint also updates the adapters",
+    "test": "after training run mlx_lm.lora --model MODEL --data DATA --adapter-path ADAPTERS --test",
     "report_to": "the panels, --json and metrics.jsonl report the run",
     "steps_per_report": "boltring's --log-every sets the report period",
 }
+
+# mlx-lm's flags that boltring's options stand for: (mlx-lm key, TrainConfig field, boltring's flag)
+SHARED_FLAGS = (("iters", "steps", "--steps"), ("batch_size", "global_batch", "--global-batch"))
 
 
 class MissingPackage(RuntimeError):
@@ -44,9 +50,15 @@ def _mlx_lm():
 def extra_parser():
     parser = _mlx_lm().build_parser()
     parser.prog = "--example lm --"
+    # An abbreviation (--batch 4) would reach mlx-lm as --batch-size while the controller, which
+    # reads --iters and --batch-size to size the job, would not see it: whole flags only.
+    parser.allow_abbrev = False
     parser.description = (
-        "mlx-lm's fine-tuning flags (as `mlx_lm.lora`). boltring sets --iters from --steps, "
-        "--batch-size from --global-batch, --seed from --seed."
+        "mlx-lm's fine-tuning flags (as `mlx_lm.lora`). --iters and --batch-size (the batch over "
+        "all ranks) size the job when boltring's --steps and --global-batch (job.steps, "
+        "job.global_batch) are not given; when both are given, boltring's win. --seed is "
+        "boltring's --seed; --steps-per-eval applies when boltring's is not set (0: no "
+        "validation); --test, --save-every, --report-to and --steps-per-report are ignored."
     )
     return parser
 
@@ -66,38 +78,45 @@ def parse_lm_args(cfg: TrainConfig, extra: Sequence[str], log=print) -> types.Si
             for k, v in (yaml.load(f, lora.yaml_loader) or {}).items():
                 if args.get(k) is None:
                     args[k] = v
+    given = {k: v for k, v in args.items() if v is not None}  # the user's, by flag or -c YAML
     # No silent fallback to mlx-lm's default model and dataset (downloads): ask for them.
     if not args.get("model"):
         raise ValueError("--example lm needs -- --model PATH_OR_REPO (a model mlx-lm can load)")
     if not args.get("data") and not args.get("hf_dataset"):
         raise ValueError("--example lm needs -- --data DIR (train.jsonl and valid.jsonl)")
-    explicit_adapter_path = args.get("adapter_path") is not None
     for k, v in lora.CONFIG_DEFAULTS.items():
         if args.get(k) is None:
             args[k] = json.loads(json.dumps(v))  # a copy: defaults hold dicts
-    for key, value, flag in (
-        ("iters", cfg.steps, "--steps"),
-        ("batch_size", cfg.global_batch, "--global-batch"),
-        ("seed", cfg.seed, "--seed"),
-    ):
-        given = getattr(ns, key, None)
-        if given is not None and given != value:
-            log(f"[lm] --{key.replace('_', '-')} {given} is replaced by boltring's {flag} {value}")
+    # The launch gives --steps and --global-batch, already taken from --iters and --batch-size
+    # when boltring's own were not set (schema.Config), so they agree unless the user gave both.
+    # Run by hand without --global-batch, the user's --batch-size is the global batch, and
+    # without either train_lm takes the config's default (None here).
+    for key, field, flag in SHARED_FLAGS:
+        value = getattr(cfg, field)
+        if value is None:
+            args[key] = given.get(key)
+            continue
+        if given.get(key, value) != value:
+            log(f"[lm] --{key.replace('_', '-')} {given[key]} is replaced by boltring's {flag} {value}")
         args[key] = value
+    if given.get("seed", cfg.seed) != cfg.seed:
+        log(f"[lm] --seed {given['seed']} is replaced by boltring's --seed {cfg.seed}")
+    args["seed"] = cfg.seed
     if cfg.lr is not None:
         args["learning_rate"] = cfg.lr
-    if cfg.steps_per_eval:
-        args["steps_per_eval"] = cfg.steps_per_eval
+    # boltring's --steps-per-eval (job.steps_per_eval) when set, else mlx-lm's own flag; neither
+    # means no validation (mlx-lm's default of 200 would be a surprise README does not promise).
+    args["steps_per_eval"] = cfg.steps_per_eval or given.get("steps_per_eval") or 0
     if (args.get("grad_accumulation_steps") or 1) != 1:
         raise ValueError(
             "--grad-accumulation-steps is not supported by boltring's lm loop; raise --global-batch "
             "instead (it is summed over ranks)"
         )
     for key, instead in IGNORED_LM_FLAGS.items():
-        if getattr(ns, key, None) not in (None, False, 0):
+        if given.get(key) not in (None, False):
             log(f"[lm] --{key.replace('_', '-')} is ignored under boltring: {instead}")
-    args["train"] = True
-    if not explicit_adapter_path:
+    args["train"], args["test"] = True, False  # mlx-lm's loader would want a test set for --test
+    if "adapter_path" not in given:
         args["adapter_path"] = None  # train_lm puts them next to the checkpoints
     return types.SimpleNamespace(**args)
 
@@ -147,3 +166,135 @@ def make_optimizer(args: types.SimpleNamespace):
     if name not in classes:
         raise ValueError(f"unsupported --optimizer {args.optimizer!r}: {', '.join(classes)}")
     return classes[name](learning_rate=lr, **(args.optimizer_config or {}).get(name, {}))
+
+
+# ---------------------------------------------------------------------------------------------
+# The data: a local --data folder is read here, so that a bad line is named by file and line
+# (mlx-lm's loader says "Invalid control character at: line 1 column 22" of no file, and
+# "Training set not found or empty" of no folder); mlx-lm's create_dataset then builds the
+# same datasets mlx_lm.lora would.
+
+DATA_FILES = ("train.jsonl", "valid.jsonl")  # test.jsonl is mlx-lm's --test, ignored here
+Rows = list[tuple[int, dict]]  # (line number, example)
+
+
+class DataError(ValueError):
+    """The --data folder or one of its lines cannot be used."""
+
+
+def _looks_like_a_path(text: str) -> bool:
+    """A --data that does not exist is a Hugging Face dataset id for mlx-lm ("org/name"), unless
+    it cannot be one: absolute, relative to . or ~, or more than one '/'."""
+    return text.startswith(("/", ".", "~")) or text.count("/") != 1
+
+
+def data_folder(args: types.SimpleNamespace) -> Path | None:
+    """The local folder --data names, checked; None for a Hugging Face dataset."""
+    if getattr(args, "hf_dataset", None):  # a -c YAML's hf_dataset section: mlx-lm loads it
+        return None
+    folder = Path(args.data).expanduser()
+    expected = f"a folder with {' and '.join(DATA_FILES)}"
+    if not folder.exists():
+        if _looks_like_a_path(args.data):
+            raise DataError(f"--data {args.data}: no such folder (expected {expected})")
+        return None
+    if not folder.is_dir():
+        raise DataError(f"--data {args.data} is a file, not a folder (expected {expected})")
+    if not (folder / "train.jsonl").is_file():
+        found = sorted(p.name for p in folder.iterdir())
+        holds = ", ".join(found[:8]) + (", ..." if len(found) > 8 else "") if found else "nothing"
+        raise DataError(
+            f"--data {args.data}: no train.jsonl in this folder (it holds {holds}); "
+            f"expected {expected} of one JSON object per line"
+        )
+    return folder
+
+
+def read_jsonl(path: Path) -> Rows:
+    """Every example of a JSONL file with its line number; blank lines are skipped."""
+    rows: Rows = []
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{number}: not UTF-8 text (byte {e.start + 1} of the line)") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(
+                    f"{path}:{number}: not valid JSON ({e.msg} at column {e.colno}); each line must be "
+                    'one JSON object such as {"text": "..."}'
+                ) from None
+            if not isinstance(row, dict):
+                raise DataError(
+                    f'{path}:{number}: a JSON {type(row).__name__}, not an object such as {{"text": "..."}}'
+                )
+            rows.append((number, row))
+    return rows
+
+
+def _features(args: types.SimpleNamespace) -> tuple[tuple[str, ...], ...]:
+    """The keys of each format, in the order mlx-lm's create_dataset tries them."""
+    prompt = getattr(args, "prompt_feature", None) or "prompt"
+    completion = getattr(args, "completion_feature", None) or "completion"
+    chat = getattr(args, "chat_feature", None) or "messages"
+    text = getattr(args, "text_feature", None) or "text"
+    return ((prompt, completion), (chat,), (text,))
+
+
+def check_rows(path: Path, rows: Rows, args: types.SimpleNamespace) -> None:
+    """mlx-lm picks the format from the first example and reads the others lazily, so a line
+    without its keys failed with a KeyError steps into training: check every line now."""
+    if not rows:
+        return
+    first_line, first = rows[0]
+    keys = next((ks for ks in _features(args) if all(k in first for k in ks)), None)
+    if keys is None:
+        wanted = " or ".join("+".join(repr(k) for k in ks) for ks in _features(args))
+        raise DataError(
+            f"{path}:{first_line}: an example needs {wanted} (this one has "
+            f"{', '.join(map(repr, first)) or 'no keys'})"
+        )
+    for number, row in rows:
+        missing = [k for k in keys if k not in row]
+        if missing:
+            raise DataError(
+                f"{path}:{number}: no {missing[0]!r} (line {first_line} has it, and every line of a "
+                "file must have the same keys)"
+            )
+
+
+def read_data(args: types.SimpleNamespace) -> dict[str, tuple[Path, Rows]] | None:
+    """{"train": (file, rows), "valid": ...} of a local --data folder, every line checked; None
+    for a Hugging Face dataset (mlx-lm loads it)."""
+    folder = data_folder(args)
+    if folder is None:
+        return None
+    out: dict[str, tuple[Path, Rows]] = {}
+    for name in DATA_FILES:
+        path = folder / name
+        rows = read_jsonl(path) if path.is_file() else []
+        check_rows(path, rows, args)
+        out[name.removesuffix(".jsonl")] = (path, rows)
+    if not out["train"][1]:
+        raise DataError(f"{out['train'][0]} has no examples (expected one JSON object per line)")
+    return out
+
+
+def load_datasets(args: types.SimpleNamespace, tokenizer: Any, data: dict[str, tuple[Path, Rows]] | None):
+    """(train, valid) as mlx-lm's datasets; ``data`` from read_data."""
+    if data is None:
+        from mlx_lm.tuner.datasets import load_dataset
+
+        train, valid, _ = load_dataset(args, tokenizer)
+        return train, valid
+    from mlx_lm.tuner.datasets import create_dataset
+
+    def build(part: str):
+        rows = [row for _, row in data[part][1]]
+        return create_dataset(rows, tokenizer, args) if rows else []
+
+    return build("train"), build("valid")

@@ -44,6 +44,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 
+from boltring.cluster.train import checkpoint
 from boltring.cluster.train.wandb_hook import WandbHook
 
 _DATA_ORDER_TAG = 0x0B017  # mixed into the data-order seed so it differs from other streams
@@ -64,7 +65,7 @@ class TrainConfig:
     data: str | None = None
     args: tuple[str, ...] = ()  # example-specific extra arguments (after "--")
     progress_every: int | None = None  # stdout progress line period; None: about every 10 %
-    steps_per_eval: int = 0  # validation every N steps (examples with a validation set); 0 = default
+    steps_per_eval: int = 0  # validation every N steps; 0: the example's own (lm: mlx-lm's flag, else none)
     allow_nonfinite: bool = False  # True: a NaN/inf loss does not stop the run
     keep_checkpoints: int = 3  # newest checkpoints kept by rank 0; 0 keeps all
 
@@ -207,6 +208,76 @@ def check_consistent(group: Any, what: str, token: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Checkpoints and resume, as every built-in example does them (loop.train and lm.py).
+
+
+def checkpoint_dir(cfg: TrainConfig, group: Any) -> Path:
+    """--checkpoint-dir, else <run dir>/checkpoints."""
+    if cfg.checkpoint_dir:
+        return Path(cfg.checkpoint_dir)
+    return Path(getattr(group, "run_dir", ".")) / "checkpoints"
+
+
+def checkpoint_due(cfg: TrainConfig, step: int) -> bool:
+    """Every checkpoint_every steps and at the last step; never when checkpoint_every is 0."""
+    return bool(cfg.checkpoint_every) and (step % cfg.checkpoint_every == 0 or step == cfg.steps)
+
+
+def save_checkpoint(
+    directory: Path,
+    task: Any,
+    cfg: TrainConfig,
+    *,
+    step: int,
+    samples_seen: int,
+    global_batch: int,
+    world_size: int,
+    log: Callable[[str], None],
+) -> Path:
+    """Rank 0: write the step's checkpoint, then delete all but the newest keep_checkpoints."""
+    path = checkpoint.save(
+        directory,
+        task,
+        step=step,
+        samples_seen=samples_seen,
+        seed=cfg.seed,
+        global_batch=global_batch,
+        world_size=world_size,
+    )
+    for old in checkpoint.prune(directory, keep=cfg.keep_checkpoints):
+        log(f"[rank 0] removed old checkpoint {old.name} (keeping {cfg.keep_checkpoints})")
+    log(f"[rank 0] checkpoint {path}")
+    return path
+
+
+def resume(
+    group: Any, cfg: TrainConfig, task: Any, directory: Path, log: Callable[[str], None]
+) -> tuple[int, int]:
+    """--resume, collectively: load the newest checkpoint that verifies into ``task`` and return
+    (step, samples seen), (0, 0) when there is none. Rank 0's lines are read by the controller
+    (jobs/watch.py): the no-checkpoint and nothing-to-do lines become its warnings, so their
+    wording is a contract."""
+    rank = group.rank
+    info = checkpoint.restore(group, directory, task, seed=cfg.seed)
+    if info is None:
+        log(f"[rank {rank}] resume: no checkpoint in {directory}; starting from step 0")
+        if not cfg.checkpoint_every:
+            log(f"[rank {rank}] resume: this job writes no checkpoints either (checkpoint_every is 0)")
+        return 0, 0
+    for why in info.skipped:
+        log(f"[rank {rank}] resume: skipped {why}")
+    if info.skipped and info.path is not None:
+        log(f"[rank {rank}] resume: using {info.path.name}, the newest checkpoint that verifies")
+    log(
+        f"[rank {rank}] resumed from {info.path.name if info.path else 'rank 0'}: "
+        f"step {info.step}, {info.samples_seen} samples seen"
+    )
+    if info.step >= cfg.steps:
+        log(f"[rank {rank}] nothing to do: the checkpoint is at step {info.step}, --steps is {cfg.steps}")
+    return info.step, info.samples_seen
+
+
+# ---------------------------------------------------------------------------------------------
 # The loop.
 
 
@@ -226,8 +297,6 @@ def train(
 
     ``on_step(step, local_loss)`` is called after every update (tests use it).
     """
-    from . import checkpoint  # local import: checkpoint imports this module's helpers
-
     cfg.validate()
     rank, size = group.rank, group.size
     B = cfg.global_batch
@@ -249,26 +318,10 @@ def train(
     opt.init(model.trainable_parameters())
     mx.eval(model.parameters(), opt.state)
 
-    ckpt_dir = (
-        Path(cfg.checkpoint_dir)
-        if cfg.checkpoint_dir
-        else Path(getattr(group, "run_dir", ".")) / "checkpoints"
-    )
+    ckpt_dir = checkpoint_dir(cfg, group)
     start_step, position = 0, 0
     if cfg.resume:
-        info = checkpoint.restore(group, ckpt_dir, task, seed=cfg.seed)
-        if info is None:
-            log(f"[rank {rank}] resume: no checkpoint in {ckpt_dir}; starting from step 0")
-        else:
-            start_step, position = info.step, info.samples_seen
-            for why in info.skipped:
-                log(f"[rank {rank}] resume: skipped {why}")
-            if info.skipped and info.path is not None:
-                log(f"[rank {rank}] resume: using {info.path.name}, the newest checkpoint that verifies")
-            log(
-                f"[rank {rank}] resumed from {info.path.name if info.path else 'rank 0'}: "
-                f"step {start_step}, {position} samples seen"
-            )
+        start_step, position = resume(group, cfg, task, ckpt_dir, log)
     if cfg.lr is not None:
         opt.learning_rate = cfg.lr  # the command line wins over a checkpoint's learning rate
 
@@ -279,8 +332,6 @@ def train(
         f"(rows {lo}..{hi - 1} on this rank), {task.num_examples} examples, seed {cfg.seed}"
     )
 
-    if start_step >= cfg.steps:
-        log(f"[rank {rank}] nothing to do: the checkpoint is at step {start_step}, --steps is {cfg.steps}")
     loss_and_grad = nn.value_and_grad(model, task.loss)
     job_id = getattr(getattr(group, "job", None), "job_id", None)
     run_config = {"task": task.name, "seed": cfg.seed, "global_batch": B, "lr": cfg.lr, "steps": cfg.steps}
@@ -333,21 +384,18 @@ def train(
                 t_last, step_last = now, step
                 log(f"[rank {rank}] step {step}/{cfg.steps} loss {gloss:.4f} ({rate:.1f} steps/s)")
 
-        if cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or last) and rank == 0:
-            path = checkpoint.save(
+        if checkpoint_due(cfg, step) and rank == 0:
+            path = save_checkpoint(
                 ckpt_dir,
                 task,
+                cfg,
                 step=step,
                 samples_seen=position,
-                seed=cfg.seed,
                 global_batch=B,
                 world_size=size,
+                log=log,
             )
-            if cfg.keep_checkpoints > 0:
-                for old in checkpoint.prune(ckpt_dir, keep=cfg.keep_checkpoints):
-                    log(f"[rank 0] removed old checkpoint {old.name} (keeping {cfg.keep_checkpoints})")
             result.checkpoints.append(path)
-            log(f"[rank 0] checkpoint {path}")
 
     result.seconds = time.perf_counter() - t0
     if wandb is not None:

@@ -161,7 +161,7 @@ def test_lm_resume_continues_the_same_curve(tiny, tmp_path):
     assert (tmp_path / "ck" / "step-000003.safetensors").is_file()
     rest = _runner("--example", "lm", "--steps", "6", "--resume", *common, *extra, cwd=tmp_path)
     assert rest.returncode == 0, rest.stderr[-2000:]
-    assert "resumed from step 3" in rest.stdout
+    assert "resumed from step-000003.safetensors: step 3" in rest.stdout
     a, b = losses(whole.stdout), losses(rest.stdout)
     assert sorted(b) == [4, 5, 6]
     for step in (4, 5, 6):
