@@ -88,10 +88,17 @@ class StoppedBy(StrEnum):
     APP = "the app"  # `k` in the app, or quit → kill
     CTRL_C = "Ctrl-C"  # --run interrupted
     SIGTERM = "SIGTERM"  # --run (or `status --follow`) terminated: `kill`, a service manager, CI
+    OUTPUT_CLOSED = "output closed"  # --run's reader went away (`| head`): as SIGPIPE stops a tool
     BOLTRING = "boltring"  # the controller stopped the other ranks after one failed
 
 
-# A person stopped the job (any terminal, the app, Ctrl-C, SIGTERM), as opposed to boltring
-# stopping the rest of a job after a failure: ranks that end of a user stop are never reported
-# as failures, and the job is never restarted.
-USER_STOPS = (StoppedBy.USER_KILL, StoppedBy.APP, StoppedBy.CTRL_C, StoppedBy.SIGTERM)
+# A person stopped the job (any terminal, the app, Ctrl-C, SIGTERM, closing --run's output), as
+# opposed to boltring stopping the rest of a job after a failure: ranks that end of a user stop
+# are never reported as failures, and the job is never restarted.
+USER_STOPS = (
+    StoppedBy.USER_KILL,
+    StoppedBy.APP,
+    StoppedBy.CTRL_C,
+    StoppedBy.SIGTERM,
+    StoppedBy.OUTPUT_CLOSED,
+)

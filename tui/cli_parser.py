@@ -152,7 +152,15 @@ def main_parser() -> Parser:
         epilog="Arguments after `--` go to the training script or example. "
         "Each subcommand has its own --help.",
     )
-    p.add_argument("--run", action="store_true", help="run the job headless instead of opening the app")
+    p.add_argument(
+        "--run",
+        action="store_true",
+        help="run the job headless instead of opening the app: progress, a summary, an exit code "
+        "(0 finished, 1 failed, 2 not started, 130 stopped by you, 141 its output closed by its "
+        "reader, e.g. `| head`: every rank is stopped). A script's or module's own output is "
+        "shown as `rank N: …` (tracebacks stay in each rank's rank.log: a failure is one line); "
+        "an example shows its progress and rank 0's notes",
+    )
     p.add_argument(
         "--json",
         action="store_true",
@@ -271,7 +279,8 @@ def main_parser() -> Parser:
         "exactly the boltring and mlx versions of this machine, plus setup.extras (and the lm extra "
         "when the job uses --example lm). boltring's own wheel is built or found here and uploaded "
         "over SFTP. A node already on those versions is reported up to date and nothing is "
-        "reinstalled. Exit code 1 when any node failed; the others still finish.",
+        "reinstalled. Exit code 1 when any node failed (the others still finish), 2 when a node's "
+        "python: is not a venv's interpreter (nothing starts), 130 on Ctrl-C or SIGTERM.",
     )
     s.add_argument(
         "--node",
@@ -279,13 +288,16 @@ def main_parser() -> Parser:
         metavar="NAME",
         help="set up only this node (repeat for more; default: every node)",
     )
-    s.add_argument(
+    # one or the other: --download-wheelhouse sets nothing up, so a --wheelhouse with it was
+    # silently ignored
+    source = s.add_mutually_exclusive_group()
+    source.add_argument(
         "--wheelhouse",
         metavar="DIR",
         help="folder of wheels on this machine (overrides setup.wheelhouse): every wheel the nodes "
         "need is uploaded from it and pip runs with --no-index, for nodes without internet access",
     )
-    s.add_argument(
+    source.add_argument(
         "--download-wheelhouse",
         metavar="DIR",
         help="instead of setting up, fill DIR with the wheels the nodes need, for their platform and "

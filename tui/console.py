@@ -9,6 +9,7 @@ every id, path and figure whole.
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 import time
@@ -18,11 +19,25 @@ from rich.console import Console
 PIPED_WIDTH = 200
 
 
+class PipeConsole(Console):
+    """rich's Console, except that a reader who closed the pipe is a BrokenPipeError for the
+    caller to handle. rich ends the whole process instead, raising SystemExit(1) from inside
+    print(): under `--run | head -n 1` that came out of the controller's own task, past every
+    handler, and left the ranks running."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True  # nothing more is written to it
+        raise BrokenPipeError(errno.EPIPE, "the output was closed by its reader")
+
+
 def cli_console(*, stderr: bool = False) -> Console:
-    console = Console(highlight=False, stderr=stderr)
+    """The console of a command: a PipeConsole, so that a reader who leaves early is a
+    BrokenPipeError that the view decides about (--run stops the job) or cli.main ends
+    quietly with SIGPIPE's exit code."""
+    console = PipeConsole(highlight=False, stderr=stderr)
     if console.is_terminal:
         return console
-    return Console(highlight=False, stderr=stderr, width=PIPED_WIDTH, soft_wrap=True)
+    return PipeConsole(highlight=False, stderr=stderr, width=PIPED_WIDTH, soft_wrap=True)
 
 
 def say_error(text: str, *, json_event: bool) -> None:

@@ -100,6 +100,7 @@ _WHO = {
     StoppedBy.APP: "you",
     StoppedBy.CTRL_C: "you (Ctrl-C)",
     StoppedBy.SIGTERM: "you (SIGTERM)",
+    StoppedBy.OUTPUT_CLOSED: "you (output closed)",
     StoppedBy.BOLTRING: "boltring",
 }
 

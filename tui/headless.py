@@ -1,8 +1,10 @@
 """`boltring --run`: the headless view of the controller.
 
-On a terminal: one live progress line, then a summary table. With `--json`: one JSON object
-per line on stdout (start, state, step, log/error, rank_start, rank_exit, summary), nothing
-else, for scripts and CI. Ctrl-C stops every rank and says so.
+On a terminal: one live progress line, then a summary table; a script's or module's own output
+above it, `rank N: line` (rank_output.py). With `--json`: one JSON object per line on stdout
+(start, state, step, log/error, rank_start, rank_exit, summary), nothing else, for scripts and
+CI. Ctrl-C stops every rank and says so; so does a reader that closes the output (`| head`),
+quietly, as SIGPIPE ends a Unix tool.
 
 (Over 400 lines: the --run view and the three headless commands that use it (--run, status,
 kill) share its rendering of events, the summary and the exit codes.)
@@ -12,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from rich.console import Console
 from rich.markup import escape
@@ -53,6 +57,7 @@ from boltring.cluster.states import CheckStatus, JobState, StoppedBy
 from .console import cli_console, say_error
 from .fmt import fmt_elapsed, in_words, stopped_text
 from .node_state import Level
+from .rank_output import RankOutput
 from .view_state import recent_rate
 
 KILL_WAIT_S = 30.0  # `boltring kill`: how long to wait for the ranks' end to be confirmed
@@ -61,6 +66,11 @@ KILL_WAIT_S = 30.0  # `boltring kill`: how long to wait for the ranks' end to be
 STATUS_READ_S = 15.0
 PROGRESS_EVERY_S = 0.5  # redraw limit for the live line on a terminal
 PLAIN_EVERY_S = 5.0  # when stdout is not a terminal, a progress line at most this often
+# `--run` whose output was closed by its reader (`| head -n 5`, `| grep -m1 …`): every rank is
+# stopped and it exits as a Unix tool ended by SIGPIPE would (128 + 13), quietly. Not 130: a
+# script can tell "the reader had what it wanted" from "someone pressed Ctrl-C", and the shell
+# idiom for a producer whose reader left (`set -o pipefail` … `|| [ $? -eq 141 ]`) works.
+OUTPUT_CLOSED_EXIT = 141
 
 
 def _fmt(v, spec=".3f", none="–") -> str:
@@ -112,9 +122,18 @@ class HeadlessView:
         json_out: bool,
         console: Console | None = None,
         clock: Callable[[], float] = time.monotonic,
+        rank_output: bool = False,
     ):
         self.c = controller
         self.json_out = json_out
+        # --run shows the ranks' own lines (rank_output.py); `status` does not: re-attached, it
+        # reads every line since the job's start, a replay, not what the job says now
+        self.rank_output = RankOutput() if rank_output and not json_out else None
+        self.job_label = ""  # "script train.py", "example mlp": from the start event
+        # The reader of our output went away (BrokenPipeError): nothing more is written there,
+        # and on_output_closed (set by the command) decides what that means for the job.
+        self.output_closed = False
+        self.on_output_closed: Callable[[], None] | None = None
         self.console = console or cli_console(stderr=json_out)
         self.live_line = self.console.is_terminal and not json_out
         self.clock = clock
@@ -131,8 +150,57 @@ class HeadlessView:
         self._sync_drawn = -1e9
         self._said: set[str] = set()  # error lines already shown: the summary does not repeat them
 
+    # -- output -------------------------------------------------------------------------
+    @contextmanager
+    def _output(self) -> Iterator[None]:
+        """Around every write to our output: a reader that went away ends the output, never
+        the task that wrote (the controller's follow task, when it is an event)."""
+        try:
+            yield
+        except BrokenPipeError:
+            self._close_output()
+
+    def _close_output(self) -> None:
+        if self.output_closed:
+            return
+        self.output_closed = True
+        if self._draw_pending is not None:
+            self._draw_pending.cancel()
+            self._draw_pending = None
+        _silence(sys.stdout if self.json_out else self.console.file)
+        if self.on_output_closed is not None:
+            self.on_output_closed()
+
+    def say(self, text: str, error: bool = True) -> None:
+        """A one-line reason: a JSON error event for scripts (and stderr for humans), or plain
+        text. Once the output is closed: an error on stderr, nothing else (quiet, as SIGPIPE)."""
+        if not self.output_closed:
+            with self._output():
+                if self.json_out and not error:
+                    print(f"boltring: {text}", file=sys.stderr)
+                elif self.json_out:
+                    say_error(text, json_event=True)
+                else:
+                    self.console.print(text, markup=False, soft_wrap=True)  # one line, however long
+                return
+        if error:
+            try:
+                print(f"boltring: {text}", file=sys.stderr, flush=True)
+            except OSError:
+                pass
+
     # -- events -------------------------------------------------------------------------
     def __call__(self, ev: Event) -> None:
+        if isinstance(ev, JobStarted):
+            self.job_label = ev.job
+            if self.rank_output is not None:
+                self.rank_output.start(ev.job)
+        if self.output_closed:
+            return
+        with self._output():
+            self._show(ev)
+
+    def _show(self, ev: Event) -> None:
         if self.json_out:
             if not isinstance(ev, RankMetrics):  # step events carry per-rank throughput
                 d = ev.to_dict()
@@ -149,6 +217,8 @@ class HeadlessView:
                 self._draw_soon()
             case SyncProgress():
                 self._sync_progress(ev)
+            case LogLine() if ev.rank is not None and ev.level == Level.INFO:
+                self._rank_line(ev.rank, ev.text)
             case LogLine() if ev.level != Level.INFO or ev.source == "controller":
                 if ev.level == Level.ERROR:
                     self._said.add(ev.text)
@@ -183,6 +253,12 @@ class HeadlessView:
     @property
     def stopping(self) -> bool:
         return self.kill_requested or self.c.state == JobState.KILLED
+
+    def _rank_line(self, rank: int, text: str) -> None:
+        """A rank's own line: shown as `rank N: …` when rank_output.py says so."""
+        shown = self.rank_output.shown(rank, text) if self.rank_output is not None else None
+        if shown is not None:
+            self.console.print(f"rank {rank}: {shown}", markup=False, highlight=False, soft_wrap=True)
 
     def _sync_progress(self, ev: SyncProgress) -> None:
         """Bytes of a large file going to a node (workspace sync before launch): a line at most
@@ -287,7 +363,9 @@ class HeadlessView:
 
     def _draw_now(self) -> None:
         self._draw_pending = None
-        self._draw()
+        if not self.output_closed:
+            with self._output():  # a loop callback: an error here would only be logged
+                self._draw()
 
     def _draw(self, force: bool = False) -> None:
         p = self._progress
@@ -311,8 +389,12 @@ class HeadlessView:
         self.console.print(markup, soft_wrap=not self.console.is_terminal)
 
     def finish(self, summary: JobSummary) -> None:
-        if self.json_out:
+        if self.json_out or self.output_closed:
             return
+        with self._output():
+            self._finish(summary)
+
+    def _finish(self, summary: JobSummary) -> None:
         self._state = JobState(summary.status)  # the job has ended: no ETA from here on
         if self._draw_pending is not None:  # the last burst's draw: this one replaces it
             self._draw_pending.cancel()
@@ -325,46 +407,121 @@ class HeadlessView:
         else:
             self._draw(force=True)
         status = JobState(summary.status)
-        table = Table(title=f"job {summary.job_id}: {status}", title_justify="left")
-        for col in ("rank", "node", "steps/s", "samples/s", "allreduce GB/s"):
-            table.add_column(col, justify="right" if col not in ("node",) else "left")
-        for r, m in sorted(summary.ranks.items()):
-            table.add_row(
-                str(r),
-                str(m.get("node", "")) + (" (not read)" if m.get("unread") else ""),
-                _fmt(m.get("steps_per_s"), ".2f"),
-                _fmt(m.get("samples_per_s"), ".0f"),
-                _fmt(m.get("allreduce_gbps"), ".2f"),
-            )
-        self.console.print(table)
+        self.console.print(self._table(summary, status))
         self.console.print(summary_line(summary), markup=False, soft_wrap=True)
+        for line in self._output_lines(summary):
+            self.console.print(line, markup=False, soft_wrap=True)
         if status == JobState.KILLED:
             self._print(f"[yellow]{stopped_text(summary.stopped_by or self._stopped_by, summary.steps)}[/]")
         elif summary.reason and summary.reason not in self._said:
             self._print(f"[red]{escape(in_words(summary.reason) or '')}[/]")
 
+    def _table(self, summary: JobSummary, status: JobState) -> Table:
+        """Each rank's figures; for a job that reported none, where each rank's output is."""
+        table = Table(title=f"job {summary.job_id}: {status}", title_justify="left")
+        figures = summary.metrics_reported
+        cols = ("steps/s", "samples/s", "allreduce GB/s") if figures else ("output",)
+        cols = ("rank", "node", *cols)
+        for col in cols:
+            table.add_column(col, justify="right" if col not in ("node", "output") else "left")
+        for r, m in sorted(summary.ranks.items()):
+            node = str(m.get("node", "")) + (" (not read)" if m.get("unread") else "")
+            if not figures:
+                table.add_row(str(r), node, str(m.get("log") or "–"))
+                continue
+            table.add_row(
+                str(r),
+                node,
+                _fmt(m.get("steps_per_s"), ".2f"),
+                _fmt(m.get("samples_per_s"), ".0f"),
+                _fmt(m.get("allreduce_gbps"), ".2f"),
+            )
+        return table
+
+    def _output_lines(self, summary: JobSummary) -> list[str]:
+        """After the summary line: for a script or module that reported no metrics, that it did
+        not and how it can; where the ranks' whole output is, for a script or a module (only
+        part of it, or none, was shown) or when a traceback was held back (rank_output.py)."""
+        program = self.job_label.split(" ", 1)[0] if self.job_label.startswith(("script ", "module ")) else ""
+        lines = []
+        if not summary.metrics_reported and program:
+            lines.append(
+                f"the {program} reported no metrics: call group.report(step=i, loss=loss) each step "
+                "(group = boltring.netio.init(); README, The worker API) to see its steps and loss here"
+            )
+        held = self.rank_output.held if self.rank_output is not None else set()
+        if (program and summary.metrics_reported) or held:
+            local = {n.name for n in self.c.config.nodes if n.local}
+            where = rank_logs(summary, local)
+            if where:
+                tracebacks = f" ({_ranks_text(sorted(held))}: the traceback is there)" if held else ""
+                lines.append(f"output of each rank: {where}{tracebacks}")
+        return lines
+
+
+def _ranks_text(ranks: list[int]) -> str:
+    return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(map(str, ranks))
+
+
+def rank_logs(summary: JobSummary, local: set[str]) -> str:
+    """Where each rank's rank.log is: "~/.boltring/runs/J/rank*/rank.log" on this machine,
+    "h2:~/.boltring/runs/J/rank1/rank.log" (as scp takes it) on another node."""
+    places: dict[tuple[str, str], list[int]] = {}
+    for r, m in sorted(summary.ranks.items()):
+        log = str(m.get("log") or "")
+        if not log:
+            continue
+        head, sep, tail = log.rpartition(f"/rank{r}/rank.log")
+        key = (str(m.get("node") or ""), head if sep and not tail else log)
+        places.setdefault(key, []).append(r)
+    parts = []
+    for (node, head), ranks in places.items():
+        if head.endswith("/rank.log"):  # not the usual layout: each file as it is
+            path = head
+        else:
+            path = f"{head}/rank{ranks[0]}/rank.log" if len(ranks) == 1 else f"{head}/rank*/rank.log"
+        parts.append(path if node in local else f"{node}:{path}")
+    return ", ".join(parts)
+
 
 def summary_line(summary: JobSummary) -> str:
     tokens = f"  {summary.tokens_per_s:.0f} tokens/s" if summary.tokens_per_s else ""
     restarts = f"  {len(summary.restarts)} restart(s)" if summary.restarts else ""
-    ranks = summary.ranks.values()
-    # no rank could be read (every node unreachable): the job's steps are not known, not 0
-    steps = "?" if ranks and all(m.get("unread") for m in ranks) else str(summary.steps)
-    return (
-        f"steps {steps}/{summary.total_steps}  loss "
-        f"{_fmt(summary.first_loss, '.4f')} → {_fmt(summary.last_loss, '.4f')}  "
-        f"wall {_wall(summary)}{tokens}{restarts}  run dir {summary.run_dir}"
-    )
+    if not summary.metrics_reported:  # never "steps 0/300 loss – → –" as if it trained nothing
+        progress = "no steps reported"
+    else:
+        # no rank could be read (every node unreachable): the job's steps are not known, not 0
+        steps = "?" if summary.steps is None else str(summary.steps)
+        progress = (
+            f"steps {steps}/{summary.total_steps}  loss "
+            f"{_fmt(summary.first_loss, '.4f')} → {_fmt(summary.last_loss, '.4f')}"
+        )
+    return f"{progress}  wall {_wall(summary)}{tokens}{restarts}  run dir {summary.run_dir}"
 
 
 def _wall(summary: JobSummary) -> str:
     """The job's wall time; where the end of a rank was never learned (its exit record was not
     read), the time the records prove, as "≥", and whose end is missing."""
-    missing = [(r, m) for r, m in sorted(summary.ranks.items()) if "ended_s" in m and m["ended_s"] is None]
-    if not missing:
+    if not summary.wall_s_is_lower_bound:
         return fmt_elapsed(summary.wall_s)
-    who = ", ".join(f"rank {r} on {m.get('node')}" for r, m in missing)
+    missing = [(r, m) for r, m in sorted(summary.ranks.items()) if m.get("ended_s", 0) is None]
+    who = ", ".join(f"rank {r} on {m.get('node')}" for r, m in missing) or "a rank"
     return f"≥ {fmt_elapsed(summary.wall_s)} (the end of {who} was not read)"
+
+
+def _silence(stream) -> None:
+    """Point a closed output at /dev/null, as the Python docs advise for SIGPIPE (signal module):
+    what is still buffered for it, and any later write, then go nowhere instead of failing
+    again, at exit too."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 async def run_headless(
@@ -375,7 +532,7 @@ async def run_headless(
     skip_checks: bool = False,
     console: Console | None = None,
 ) -> int:
-    view = HeadlessView(controller, json_out=json_out, console=console)
+    view = HeadlessView(controller, json_out=json_out, console=console, rank_output=True)
     controller.add_listener(view)
     loop = asyncio.get_running_loop()
     interrupted = asyncio.Event()
@@ -385,6 +542,11 @@ async def run_headless(
         stop_by.append(by)
         interrupted.set()
 
+    def stopped_code() -> int:
+        """130 for a user's stop; 141 when it was the reader closing our output (SIGPIPE's)."""
+        return OUTPUT_CLOSED_EXIT if stop_by and stop_by[0] == StoppedBy.OUTPUT_CLOSED else 130
+
+    view.on_output_closed = lambda: interrupt(StoppedBy.OUTPUT_CLOSED)
     try:
         loop.add_signal_handler(signal.SIGINT, interrupt, StoppedBy.CTRL_C)
         loop.add_signal_handler(signal.SIGTERM, interrupt, StoppedBy.SIGTERM)
@@ -392,8 +554,8 @@ async def run_headless(
         pass
 
     async def until_interrupted(coro):
-        """Run one phase; Ctrl-C or SIGTERM cancels it at any moment (a cancelled launch
-        stops what it started). Returns (finished, result)."""
+        """Run one phase; Ctrl-C, SIGTERM or a closed output cancels it at any moment (a
+        cancelled launch stops what it started). Returns (finished, result)."""
         task = asyncio.ensure_future(coro)
         stopper = asyncio.ensure_future(interrupted.wait())
         try:
@@ -413,12 +575,11 @@ async def run_headless(
         if not skip_checks:
             done, results = await until_interrupted(controller.run_checks())
             if not done:
-                _say(view, "interrupted during the checks: nothing was started", error=False)
-                return 130
+                view.say("interrupted during the checks: nothing was started", error=False)
+                return stopped_code()
             failed = [r for r in results if r.status == CheckStatus.FAIL]
             if failed:
-                _say(
-                    view,
+                view.say(
                     f"{len(failed)} check(s) failed; not starting (fix them, or pass "
                     f"--skip-checks): " + "; ".join(f"{r.node} {r.name}" for r in failed[:5]),
                 )
@@ -427,27 +588,14 @@ async def run_headless(
             done, _ = await until_interrupted(controller.launch(resume=resume))
         except ControllerError as e:
             if e.nothing_started:  # refused before any rank (ResumeRefused): exit 2
-                _say(view, str(e))
+                view.say(str(e))
                 return 2
-            _say(view, f"launch failed: {e}" + (f" ({e.hint})" if e.hint else ""))
+            view.say(f"launch failed: {e}" + (f" ({e.hint})" if e.hint else ""))
             return 1
         if not done:
-            _say(view, "interrupted during launch: every rank started so far was stopped", error=False)
-            return 130
-        waiter = asyncio.ensure_future(controller.wait())
-        stopper = asyncio.ensure_future(interrupted.wait())
-        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if stopper.done() and not waiter.done():
-            by = stop_by[0] if stop_by else StoppedBy.CTRL_C
-            _say(view, f"interrupted ({by}): stopping every rank …", error=False)
-            view.kill_requested = True
-            await controller.kill(by=by)
-        stopper.cancel()
-        summary = await controller.wait()
-        view.finish(summary)
-        if summary.status == JobState.KILLED:
-            _say(view, "stopped: every rank was killed, no process left running", error=False)
-        return exit_code(summary)
+            view.say("interrupted during launch: every rank started so far was stopped", error=False)
+            return stopped_code()
+        return await follow_to_end(controller, view, interrupted, stop_by)
     finally:
         controller.remove_listener(view)
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -458,21 +606,92 @@ async def run_headless(
         await controller.close()
 
 
+async def follow_to_end(
+    controller: JobController, view: HeadlessView, interrupted: asyncio.Event, stop_by: list[StoppedBy]
+) -> int:
+    """Follow the job the ranks run to its end; an interrupt (stop_by[0] says whose) stops every
+    rank first, waiting at most KILL_WAIT_S for their ends. The exit code."""
+    waiter = asyncio.ensure_future(controller.wait())
+    stopper = asyncio.ensure_future(interrupted.wait())
+    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    by = stop_by[0] if stop_by else StoppedBy.CTRL_C
+    code = OUTPUT_CLOSED_EXIT if by == StoppedBy.OUTPUT_CLOSED else 130
+    if not waiter.done():
+        if by != StoppedBy.OUTPUT_CLOSED:  # a reader that left is told nothing (SIGPIPE)
+            view.say(f"interrupted ({by}): stopping every rank …", error=False)
+        view.kill_requested = True
+        unconfirmed = await stop_within(controller, by, KILL_WAIT_S)
+        if unconfirmed is not None:
+            # A node that cannot be reached held this wait forever: its ranks' end is never
+            # read. Its record stays "running": `status` and `kill` find the job.
+            waiter.cancel()
+            view.say(f"interrupted ({by}): stopped the ranks it could reach; {unconfirmed}")
+            return code
+    try:
+        summary = await waiter
+    except ControllerError as e:
+        view.say(str(e) + (f" ({e.hint})" if e.hint else ""))
+        return 1
+    view.finish(summary)
+    if summary.status == JobState.KILLED:
+        view.say("stopped: every rank was killed, no process left running", error=False)
+        if summary.stopped_by == StoppedBy.OUTPUT_CLOSED:
+            return OUTPUT_CLOSED_EXIT
+    return exit_code(summary)
+
+
+async def stop_within(controller: JobController, by: StoppedBy, wait_s: float) -> str | None:
+    """Stop every rank and wait at most `wait_s` for their ends (a node that cannot be reached
+    would hold the wait forever), or only until the ranks not known to have ended are all on
+    nodes the stop could not reach: nothing stops those, and no end will be read. None when
+    every end was confirmed; else one clause naming each node whose ranks may still run, and
+    why, with what to do."""
+    failures: dict[str, str] = {}  # node -> why its ranks could not be stopped
+
+    def note(ev: Event) -> None:
+        if isinstance(ev, LogLine) and ev.text.startswith(_COULD_NOT_STOP):
+            node, _, why = ev.text.removeprefix(_COULD_NOT_STOP).partition(": ")
+            failures[node] = why
+
+    def hopeless() -> bool:
+        left = controller.unconfirmed_ranks()
+        return bool(left) and set(left) <= set(failures)
+
+    controller.add_listener(note)
+    kill = asyncio.ensure_future(controller.kill(by=by))
+    deadline = time.monotonic() + wait_s
+    try:
+        while not kill.done() and not hopeless() and time.monotonic() < deadline:
+            await asyncio.wait({kill}, timeout=min(0.1, max(0.0, deadline - time.monotonic())))
+    finally:
+        controller.remove_listener(note)
+        if not kill.done():
+            kill.cancel()  # the ranks whose end was not read are named below
+            await asyncio.gather(kill, return_exceptions=True)
+    left = controller.unconfirmed_ranks()
+    if not left:
+        return None
+    who = "; ".join(
+        f"{_ranks_text(ranks)} on {node} ({failures.get(node) or f'no end read within {wait_s:g} s'})"
+        for node, ranks in left.items()
+    )
+    one = sum(map(len, left.values())) == 1
+    them, answer = ("it" if one else "them"), ("answers" if len(left) == 1 else "answer")
+    return (
+        f"could not confirm that {who} stopped: {'it' if one else 'they'} may still run; "
+        f"`boltring kill` stops {them} once {' and '.join(left)} {answer}"
+    )
+
+
+_COULD_NOT_STOP = "could not stop the ranks on "  # core._kill_ranks, for a node it cannot reach
+
+
 def exit_code(summary: JobSummary) -> int:
     """0 finished, 130 stopped by a user (Ctrl-C, `boltring kill`, the app), 1 failed."""
     if summary.status == JobState.KILLED:
         return 130
     return 0 if summary.status == JobState.FINISHED else 1
-
-
-def _say(view: HeadlessView, text: str, error: bool = True) -> None:
-    """A one-line reason: a JSON error event for scripts (and stderr for humans), or plain text."""
-    if view.json_out and not error:
-        print(f"boltring: {text}", file=sys.stderr)
-    elif view.json_out:
-        say_error(text, json_event=True)
-    else:
-        view.console.print(text, markup=False, soft_wrap=True)  # one line, however long
 
 
 async def run_status(controller: JobController, *, follow: bool = False, json_out: bool = False) -> int:
@@ -482,28 +701,32 @@ async def run_status(controller: JobController, *, follow: bool = False, json_ou
     loop = asyncio.get_running_loop()
     # Caught from the start: a Ctrl-C while attaching must not be a traceback either.
     interrupted = _catch_interrupts(loop) if follow else None
+    if interrupted is not None:  # a reader that left stops the following (never the job)
+        view.on_output_closed = interrupted.set
     try:
         if not await controller.attach():
-            _say(view, "no job is running for this config")
+            view.say("no job is running for this config")
             return _say_last_run(view, controller.config.source)
         if interrupted is None:
             await controller.read_once(STATUS_READ_S)  # what the ranks wrote so far
             summary = controller.summary()
             if json_out:
-                print(json.dumps(summary.to_dict(), default=str))
+                with view._output():
+                    print(json.dumps(summary.to_dict(), default=str), flush=True)
             else:
                 view.finish(summary)
-            return 0
+            return OUTPUT_CLOSED_EXIT if view.output_closed else 0
         followed = await _wait_unless_interrupted(controller, interrupted)
+        if view.output_closed:
+            return OUTPUT_CLOSED_EXIT
         if followed is None:
-            _say(
-                view,
+            view.say(
                 f"stopped following job {controller.job_id}; it is still running — `boltring kill` stops it",
                 error=False,
             )
             return STOPPED_FOLLOWING
         view.finish(followed)
-        return exit_code(followed)
+        return OUTPUT_CLOSED_EXIT if view.output_closed else exit_code(followed)
     finally:
         if interrupted is not None:
             _release_interrupts(loop)

@@ -436,8 +436,13 @@ class ClusterView:
         loss = ""
         if ev.first_loss is not None or ev.last_loss is not None:
             loss = f", loss {fmt_loss(ev.first_loss)} → {fmt_loss(ev.last_loss)}"
-        wall = fmt_elapsed(ev.wall_s)
-        text = f"job {ev.job_id} {status}: {ev.steps}/{ev.total_steps} steps in {wall}{loss}"
+        # a rank's end never read: the wall the records prove, at least (as `--run` says it)
+        wall = ("≥ " if ev.wall_s_is_lower_bound else "") + fmt_elapsed(ev.wall_s)
+        if not ev.metrics_reported:  # a script that reported none: not "0/300 steps"
+            steps = "no steps reported,"
+        else:
+            steps = f"{'?' if ev.steps is None else ev.steps}/{ev.total_steps} steps"
+        text = f"job {ev.job_id} {status}: {steps} in {wall}{loss}"
         if status == JobState.KILLED:
             text += f" ({stopped_text(self.stopped_by, ev.steps)})"
         elif ev.reason:

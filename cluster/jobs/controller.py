@@ -60,7 +60,19 @@ class JobController(WatchMixin):
         self._log(f"stopping every rank of job {self.job_id} ({by})", LogLevel.WARN)
         await self._kill_ranks([rs for rs in self._ranks.values() if not rs.exited], by)
         if self._follower is not None and self._done is not None:
-            await asyncio.shield(self._done)
+            try:
+                await self.wait()  # every rank's end, as the follow task reads it
+            except ControllerError:
+                pass  # the follow task died: the ends cannot be confirmed (unconfirmed_ranks)
+
+    def unconfirmed_ranks(self) -> dict[str, list[int]]:
+        """Node → its ranks whose end is not known (after a kill: those that may still run,
+        on a node that could not be reached)."""
+        left: dict[str, list[int]] = {}
+        for r, rs in sorted(self._ranks.items()):
+            if not rs.exited:
+                left.setdefault(rs.node.name, []).append(r)
+        return left
 
     async def setup(self, names: list[str] | None = None) -> list:
         """`boltring setup` of these nodes (default: all), for the app: every step and pip line is
@@ -138,6 +150,7 @@ class JobController(WatchMixin):
             rs.unreached = follow.unreached_text(e)
         if not mine:
             return
+        self._outages.add(name)  # following on, its failed reads are this same outage (watch.py)
         hint = e.hint or f"check that {name} is on and reachable from here (`boltring check`)"
         ranks = ", ".join(str(rs.plan.rank) for rs in mine)
         self._log(

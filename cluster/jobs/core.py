@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -98,6 +99,7 @@ class ControllerCore:
         self.poll_s = poll_s
         self._factory = transport_factory or _transport_for
         self._listeners: list[Callable[[Event], None]] = []
+        self._failed_listeners: list[Callable[[Event], None]] = []  # said once each (emit)
         self._transports: dict[str, Transport] = {}
         self._ranks = {}
         self._follower = None
@@ -124,6 +126,9 @@ class ControllerCore:
         self._link_facts = None  # link checks started at the first ring error
         self._fresh_checks = []  # their results, as each node answers
         self._killing = False
+        # Nodes whose ranks' files cannot be read now: said once when an outage starts and once
+        # when the node answers again (watch._poll_rank), not at every failed read.
+        self._outages: set[str] = set()
         self._policy = RestartPolicy(self.config.job.restarts, self.config.job.restart_delay_s)
 
     def add_listener(self, fn: Callable[[Event], None]) -> None:
@@ -137,7 +142,28 @@ class ControllerCore:
         if isinstance(event, CheckResult):
             self._fresh_checks.append(event)  # link facts, as they arrive (see _with_link_facts)
         for fn in list(self._listeners):
-            fn(event)
+            try:
+                fn(event)
+            except Exception as e:  # a view's error is the view's, never the job's
+                # emit runs inside the task that follows the job: a listener that raised (--run
+                # printing into a closed pipe) killed it, and nothing watched the ranks or ended
+                # the job again (a kill then waited forever). The view decides what its own
+                # errors mean (headless: a closed output stops the job); here it is said once.
+                self._listener_failed(fn, event, e)
+
+    def _listener_failed(self, fn: Callable[[Event], None], event: Event, e: Exception) -> None:
+        if any(f == fn for f in self._failed_listeners):
+            return
+        self._failed_listeners.append(fn)
+        try:
+            print(
+                f"boltring: a view of job {self.job_id or '(none yet)'} failed on a `{event.kind}` "
+                f"event ({type(e).__name__}: {e}); the job goes on without it",
+                file=sys.stderr,
+                flush=True,
+            )
+        except (OSError, ValueError):  # stderr closed too: nobody to tell
+            pass
 
     def _log(self, text: str, level: LogLevel = LogLevel.INFO) -> None:
         self.emit(LogLine(source="controller", text=text, level=level))
@@ -303,6 +329,18 @@ class ControllerCore:
     async def wait(self) -> JobSummary:
         if self._done is None:
             raise ControllerError("no job was launched or attached")
+        follower = self._follower
+        if follower is not None and not self._done.done():
+            # The follow task ends the job (its summary); should it ever die without doing so,
+            # waiting for that summary would be waiting forever: say why instead.
+            await asyncio.wait({asyncio.shield(self._done), follower}, return_when=asyncio.FIRST_COMPLETED)
+            if not self._done.done() and follower.done() and not follower.cancelled():
+                e = follower.exception()
+                why = f"{type(e).__name__}: {e}" if e is not None else "it stopped following it"
+                raise ControllerError(
+                    f"controller lost track of job {self.job_id}: {why}",
+                    hint="`boltring status` follows it again, `boltring kill` stops it",
+                )
         return await asyncio.shield(self._done)
 
     def _finish(self, state: JobState) -> None:
@@ -327,14 +365,20 @@ class ControllerCore:
         # totals over time, from what the ranks' lines carry (follow.Totals), never a mean of rates
         ranks = {r: follow.summary_figures(rs, self._started_at, status) for r, rs in self._ranks.items()}
         steps, first_loss, last_loss = self._progress(status)
+        states = list(self._ranks.values())
+        unread = bool(states) and all(rs.unreached is not None for rs in states)
         return JobSummary(
             job_id=self.job_id or "",
             status=status,
-            steps=steps,
+            steps=None if unread else steps,  # no rank read: not known, never a false 0
             total_steps=self.config.job.steps,
             first_loss=first_loss,
             last_loss=last_loss,
-            wall_s=follow.wall_s(list(self._ranks.values()), self._started_at, status),
+            wall_s=follow.wall_s(states, self._started_at, status),
+            wall_s_is_lower_bound=follow.wall_is_lower_bound(states, self._started_at, status),
+            # a rank not read may have reported: only what was read can say none did
+            metrics_reported=not states
+            or any(rs.last is not None or rs.steps_seen or rs.unreached is not None for rs in states),
             ranks=ranks,
             reason=self._reason,
             run_dir=launcher.job_dir(self.config.nodes[0], self.job_id or ""),

@@ -198,11 +198,11 @@ class JobSummary(Event):
     kind: ClassVar[str] = "summary"
     job_id: str
     status: JobState  # FINISHED | FAILED | KILLED
-    steps: int
+    steps: int | None  # None: no rank could be read (every node unreachable), not known
     total_steps: int
     first_loss: float | None
     last_loss: float | None
-    wall_s: float
+    wall_s: float  # a lower bound when wall_s_is_lower_bound (a rank's end was never learned)
     # per rank: steps/s, samples/s, tokens/s and all-reduce GB/s as totals over time (see follow.Totals)
     ranks: dict[int, dict[str, float | None]] = field(default_factory=dict)
     reason: str | None = None
@@ -211,6 +211,12 @@ class JobSummary(Event):
     val_loss: float | None = None  # the last validation loss
     stopped_by: StoppedBy | None = None
     restarts: list[dict[str, Any]] = field(default_factory=list)  # JobRestarted.to_dict() of each
+    # The job ended and a rank's end was never learned (its exit record was not read): wall_s is
+    # the latest moment the records prove, and that rank's "ended_s" is None.
+    wall_s_is_lower_bound: bool = False
+    # False when no rank wrote a single step line (report()): a script that prints its progress
+    # and reports none; its steps are not 0 of a training, they were never told.
+    metrics_reported: bool = True
 
 
 @dataclass
@@ -235,3 +241,4 @@ class SyncDone(Event):
     files_unchanged: int
     seconds: float
     workspace: str  # the folder on the node, e.g. "~/.boltring/workspace"
+    files_removed: int = 0  # files boltring had sent that the laptop no longer has

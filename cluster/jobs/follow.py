@@ -223,7 +223,9 @@ def summary_figures(rs: RankState, started: float, status: JobState) -> dict[str
     """One rank's part of the job's summary: its node and rates (Totals), why its node could
     not be read (then it is not counted in the job's steps), and once the job ended, when the
     rank ended after the job's start by its own record (None: its end was never learned)."""
+    # where the rank's own output is (its prints, its traceback): `--run` shows no more of it
     figures: dict[str, Any] = {"node": rs.node.name, **rs.totals.rates()}
+    figures["log"] = f"{rs.plan.run_dir}/rank.log"
     if rs.unreached is not None:
         figures["unread"] = rs.unreached
     if status.final and started:
@@ -246,6 +248,12 @@ def wall_s(ranks: list[RankState], started: float, status: JobState) -> float:
     if len(known) < len(ends):  # its last metrics lines at least: the rank ran until then
         known += [rs.last.wall for rs in ranks if rs.last and rs.last.wall is not None]
     return max(0.0, max(known) - started) if known else 0.0
+
+
+def wall_is_lower_bound(ranks: list[RankState], started: float, status: JobState) -> bool:
+    """True when wall_s is only what the records prove: the job ended and a rank's end was
+    never learned (the summary's JSON says so, the views write "≥")."""
+    return bool(started) and status.final and any(rs.exit_info.get("ended") is None for rs in ranks)
 
 
 def progress_of_read(read: list[RankState]) -> tuple[int, float | None, float | None]:

@@ -255,10 +255,9 @@ class WatchMixin(RestartMixin):
         try:
             metrics, logs, info = await follow.read_new(rs, self.transport(rs.node))
         except TransportError as e:
-            self._log(
-                f"{rs.node.name}: {e.cause}", LogLevel.WARN
-            )  # the transport reconnects; we retry next poll
+            self._node_unreadable(rs.node.name, e)  # the transport reconnects; we retry next poll
             return
+        self._node_readable(rs.node.name)
         for line in metrics:
             self._on_metrics_line(rs, line)
         for text in logs:
@@ -271,6 +270,20 @@ class WatchMixin(RestartMixin):
             self._note_resume(rs, text)
         if info is not None:
             self._on_exit(rs, info)
+
+    def _node_unreadable(self, name: str, e: TransportError) -> None:
+        """A read of a node's files failed: said once per outage (`status --follow` said it at
+        every read of every rank, several times a second, for as long as the node was away)."""
+        if name in self._outages:
+            return
+        self._outages.add(name)
+        hint = f"; {e.hint}" if e.hint else ""
+        self._log(f"{name}: {e.cause}{hint} (its ranks are read again once it answers)", LogLevel.WARN)
+
+    def _node_readable(self, name: str) -> None:
+        if name in self._outages:
+            self._outages.discard(name)
+            self._log(f"{name} answers again: its ranks are read again", LogLevel.INFO)
 
     def _on_metrics_line(self, rs: RankState, line: bytes) -> None:
         ev = follow.take_line(rs, line, len(self._ranks))

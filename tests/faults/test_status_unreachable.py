@@ -175,3 +175,55 @@ def test_the_summary_wall_ends_with_the_last_rank_not_with_the_wait_for_its_node
     print(
         f"\nMEASURED wall {summary.wall_s:.1f} s; the summary came {arrived - started:.1f} s after the start"
     )
+
+
+def test_ctrl_c_on_run_with_a_node_unreachable_ends_naming_it(lab, tmp_path, home):
+    """`--run` stopped with Ctrl-C while h2 could not be reached waited for h2's rank with no
+    time limit: its end is never read. Now: exit 130 within the kill wait, one line naming h2;
+    the job's record stays running, so `boltring kill` stops h2's rank once h2 answers."""
+    import signal
+    import threading
+
+    from tests.faults.helpers import CLI
+
+    cfg = lab_yaml(lab, tmp_path / "lab.yaml", steps=1_000_000, port=52840)
+    proc = subprocess.Popen(
+        [*CLI, "--config", str(cfg), "--run", "--json", "--skip-checks"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.extend(proc.stdout or []), daemon=True)
+    reader.start()
+    try:
+        _wait(lambda: sum('"event": "step"' in line for line in out) >= 10, 120, "10 steps")
+        with control_link_down(lab, "h2"):
+            proc.send_signal(signal.SIGINT)
+            t0 = time.monotonic()
+            try:
+                _, err = proc.communicate(timeout=90)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                raise AssertionError("--run did not end after Ctrl-C with h2 unreachable") from None
+            took = time.monotonic() - t0
+            job = json.loads(next(line for line in out if '"event": "start"' in line))["job_id"]
+            assert steps_written(lab, job, 1) > 10, "h2's rank should still be training"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        killed = cli("--config", str(cfg), "kill", timeout=120)
+    print(f"\nMEASURED --run stopped with h2 unreachable in {took:.1f} s:\n{err}")
+    assert proc.returncode == 130, err[-3000:]
+    assert took < 35, took  # the kill wait (30 s) at most; h2's SSH answer nothing sooner
+    said = [line for line in err.splitlines() if "could not confirm" in line]
+    assert len(said) == 1, err
+    assert said[0].startswith("boltring: interrupted (Ctrl-C): stopped the ranks it could reach; ") and (
+        "rank 1 on h2 (" in said[0] and "`boltring kill` stops it once h2 answers" in said[0]
+    ), said
+    # h2's rank, left without its ring peers, ends on its own: once h2 answers, `kill` either
+    # stops it or finds the job over, and the job's record says who stopped it
+    assert killed.returncode in (0, 1), killed.stdout + killed.stderr
+    assert lab_processes(lab) == []
+    run = json.loads(cli("--config", str(cfg), "runs", "--json").stdout.splitlines()[0])
+    assert (run["job_id"], run["state"], run["stopped_by"]) == (job, "killed", "Ctrl-C"), run

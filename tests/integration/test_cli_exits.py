@@ -75,4 +75,4 @@ def test_a_reader_that_leaves_early_is_no_traceback(home):
             )
         finally:
             os.close(write_end)
-        assert res.returncode == 1 and res.stderr == "", (args, res.stderr[-2000:])
+        assert res.returncode == 141 and res.stderr == "", (args, res.stderr[-2000:])

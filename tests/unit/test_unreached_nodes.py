@@ -21,7 +21,7 @@ from boltring.cluster.jobs.controller import JobController
 from boltring.cluster.jobs.events import RankMetrics
 from boltring.cluster.jobs.follow import RankState
 from boltring.cluster.nodes.transport import CommandResult, Transport, Unreachable
-from boltring.cluster.states import JobState
+from boltring.cluster.states import JobState, StoppedBy
 from boltring.tui import headless
 
 JOB = "u-20261201-000000-abcd"
@@ -225,3 +225,175 @@ def test_a_read_cut_off_half_way_loses_no_metrics_line(home):
     assert rs.unreached == "connection dropped; try `ssh a`"
     metrics, _, _ = asyncio.run(follow.read_new(rs, t))
     assert len(metrics) == 6 and rs.unreached is None and rs.read_to_end  # the start line and 5 steps
+
+
+# -- following and stopping with a node unreachable ----------------------------------------
+
+
+class StoppableNode(FakeNode):
+    """A FakeNode whose ranks `spawn kill` stops: each then has an exit record, as a keeper
+    writes it (stopped by whoever the kill names)."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.exits: dict[str, dict] = {}
+
+    async def run(self, argv, *, input=None, timeout=30.0) -> CommandResult:
+        await self.connect()
+        verb, dirs = argv[3], [a for a in argv[4:] if a.startswith("~/")]
+        if verb == "kill":
+            by = argv[argv.index("--by") + 1]
+            for d in dirs:
+                self.exits[d] = {
+                    "returncode": -15,
+                    "signal": "SIGTERM",
+                    "stopped_by": by,
+                    "ended": time.time(),
+                }
+        answers = [
+            {
+                "alive": d not in self.exits,
+                "was_alive": True,
+                **({"exit": self.exits[d]} if d in self.exits else {}),
+            }
+            for d in dirs
+        ]
+        return CommandResult(0, json.dumps({"ranks": answers}), "")
+
+    async def read_from(self, path: str, offset: int, limit: int = 1 << 20) -> bytes:
+        run_dir = path.rsplit("/", 1)[0]
+        if path.endswith("/exit.json") and run_dir in self.exits:
+            await self.connect()
+            return json.dumps(self.exits[run_dir]).encode()[offset:]
+        return await super().read_from(path, offset, limit)
+
+
+def _followed_job(home, down: set[str]) -> tuple[JobController, set[str]]:
+    """`_job_left_running` with StoppableNodes; `down` can be changed while it runs."""
+    c = _job_left_running(home)
+    files = c._factory(c.config.nodes[0], c.config, None).files  # type: ignore[arg-type,attr-defined]
+    c._factory = lambda node, cfg, emit: StoppableNode(node, emit, files, down, set())
+    return c, down
+
+
+def test_run_stopped_while_a_node_is_unreachable_ends_at_once_naming_it(home, capsys, monkeypatch):
+    """Ctrl-C on `--run` while b could not be reached waited for b's rank with no limit: the
+    follow never read its end. Now it exits 130 with one line naming the node."""
+    c, _ = _followed_job(home, down={"b"})
+
+    async def scenario():
+        assert await c.attach()
+        interrupted = asyncio.Event()
+        view = headless.HeadlessView(c, json_out=False)
+        c.add_listener(view)
+        await asyncio.sleep(0.3)
+        interrupted.set()
+        t0 = time.monotonic()
+        code = await headless.follow_to_end(c, view, interrupted, [StoppedBy.CTRL_C])
+        took = time.monotonic() - t0
+        await c.close()
+        return code, took
+
+    code, took = asyncio.run(asyncio.wait_for(scenario(), 60))
+    out = capsys.readouterr().out
+    assert code == 130, out
+    assert took < 5, (took, out)  # b's stop failed: nothing more to wait for (never KILL_WAIT_S)
+    said = [line for line in out.splitlines() if line.startswith("interrupted (Ctrl-C): stopped the ranks")]
+    assert len(said) == 1, out
+    assert "could not confirm that rank 1 on b (no SSH answer from b:22 within 3 s) stopped" in said[0], said
+    assert "`boltring kill` stops it once b answers" in said[0], said
+    # its record still says running: `status` and `kill` find the job once b answers
+    assert json.loads((home / ".boltring" / "jobs" / f"{JOB}.json").read_text())["state"] == JobState.RUNNING
+
+
+def test_run_stop_waits_for_an_end_it_cannot_read_at_most_the_kill_wait(home, capsys, monkeypatch):
+    """b takes the stop command, then cannot be reached: its rank's end is never read. The wait
+    is bounded by KILL_WAIT_S, as `boltring kill`'s is."""
+    monkeypatch.setattr(headless, "KILL_WAIT_S", 1.0)
+    c, down = _followed_job(home, down=set())
+
+    async def scenario():
+        assert await c.attach()
+        await asyncio.sleep(0.3)
+        b = c.transport(c.config.nodes[1])
+        real_run = b.run
+
+        async def kill_then_vanish(argv, **kw):
+            if argv[3] != "kill":
+                return await real_run(argv, **kw)
+            down.add("b")  # the stop is on its way; no answer comes back, and no read gets there
+            return CommandResult(0, json.dumps({"ranks": [{"alive": False}]}), "")
+
+        b.run = kill_then_vanish  # type: ignore[method-assign]
+        view = headless.HeadlessView(c, json_out=False)
+        c.add_listener(view)
+        interrupted = asyncio.Event()
+        interrupted.set()
+        t0 = time.monotonic()
+        code = await headless.follow_to_end(c, view, interrupted, [StoppedBy.SIGTERM])
+        took = time.monotonic() - t0
+        await c.close()
+        return code, took
+
+    code, took = asyncio.run(asyncio.wait_for(scenario(), 60))
+    out = capsys.readouterr().out
+    assert code == 130 and 1.0 <= took < 4, (code, took, out)
+    assert (
+        "interrupted (SIGTERM): stopped the ranks it could reach; could not confirm that rank 1 on b "
+        "(no end read within 1 s) stopped" in out
+    ), out
+
+
+def test_status_follow_says_an_outage_once_and_its_end_once(home, capsys):
+    """`status --follow` said "b: no SSH answer …" at every failed read, several a second."""
+    c, down = _followed_job(home, down={"b"})
+
+    async def scenario():
+        c.add_listener(headless.HeadlessView(c, json_out=False))
+        assert await c.attach()
+        await asyncio.sleep(1.0)  # 20 polls of b that fail
+        down.discard("b")
+        await asyncio.sleep(0.5)
+        down.add("b")  # a second outage: said again, once
+        await asyncio.sleep(0.5)
+        await c.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+    lines = capsys.readouterr().out.splitlines()
+    about_b = [line for line in lines if "b:22" in line or "b answers" in line]
+    assert len([line for line in lines if "could not reach b" in line]) == 1, lines
+    assert len([line for line in lines if "b answers again" in line]) == 1, lines
+    outages = [line for line in lines if line.startswith("controller: b: no SSH answer")]
+    assert len(outages) == 1, about_b  # the second outage; the first was said by the attach
+    assert "its ranks are read again once it answers" in outages[0], outages
+
+
+# -- the summary says what it does not know, in JSON and in the app ------------------------
+
+
+def test_the_json_summary_says_the_wall_is_a_lower_bound_and_the_app_writes_it():
+    from boltring.tui.view_state import ClusterView
+
+    c = _ended_job({0: 1012.0, 1: None, 2: 1011.0})
+    summary = c.summary(JobState.FAILED)
+    d = json.loads(json.dumps(summary.to_dict(), default=str))
+    assert d["wall_s"] == pytest.approx(12.0) and d["wall_s_is_lower_bound"] is True, d
+    assert d["ranks"]["1"]["ended_s"] is None
+    view = ClusterView(c.config)
+    view.apply(summary)
+    assert f"job {JOB} failed: 300/200 steps in ≥ 00:00:12" in view.log[-1].text, view.log[-1].text
+    # every end read: the wall is the job's own, said plainly
+    known = _ended_job({0: 1014.0, 1: 1013.5, 2: 1012.0}).summary(JobState.FINISHED)
+    assert known.wall_s_is_lower_bound is False
+    view.apply(known)
+    assert "steps in 00:00:14" in view.log[-1].text and "≥" not in view.log[-1].text
+
+
+def test_status_json_with_no_node_answering_says_its_steps_are_not_known(home, capsys):
+    """JSON said `"steps": 0` where the text said `steps ?/200`."""
+    c = _job_left_running(home, down=set(NODES))
+    assert asyncio.run(asyncio.wait_for(headless.run_status(c, json_out=True), 20)) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    summary = events[-1]
+    assert summary["event"] == "summary" and summary["steps"] is None, summary
+    assert summary["metrics_reported"] is True, summary  # not read is not "reported none"
