@@ -287,10 +287,10 @@ def _sub(name: str, args) -> int:
 
         return asyncio.run(run_check(controller, json_out=args.json, bandwidth=not args.no_bandwidth))
     if name == "status":
-        from .headless import run_status
+        from .status_and_kill import run_status
 
         return asyncio.run(run_status(controller, follow=args.follow, json_out=args.json))
-    from .headless import run_kill
+    from .status_and_kill import run_kill
 
     return asyncio.run(run_kill(controller))
 

@@ -8,7 +8,7 @@ import asyncio
 
 from boltring.cluster.jobs.events import LogLine
 from boltring.cluster.states import LogLevel
-from boltring.tui import headless
+from boltring.tui import status_and_kill
 
 
 class UnreachableNode:
@@ -40,9 +40,9 @@ class UnreachableNode:
 
 
 def test_kill_says_which_node_it_could_not_reach_and_exits_1(monkeypatch, capsys):
-    monkeypatch.setattr(headless, "KILL_WAIT_S", 0.2)
+    monkeypatch.setattr(status_and_kill, "KILL_WAIT_S", 0.2)
     controller = UnreachableNode()
-    assert asyncio.run(headless.run_kill(controller)) == 1  # type: ignore[arg-type]
+    assert asyncio.run(status_and_kill.run_kill(controller)) == 1  # type: ignore[arg-type]
     out = capsys.readouterr().out
     assert out.startswith(
         "boltring: stopped the ranks of job lab-1 it could reach; could not stop the ranks on h2"

@@ -25,7 +25,8 @@ from boltring.cluster.jobs.controller import JobController
 from boltring.cluster.jobs.events import JobStarted, JobStateChanged, JobSummary, StepProgress
 from boltring.cluster.jobs.follow import RankState
 from boltring.cluster.states import JobState
-from boltring.tui.headless import PLAIN_EVERY_S, HeadlessView
+from boltring.tui.headless import HeadlessView
+from boltring.tui.run_progress import PLAIN_EVERY_S
 from tests.faults.helpers import cli, write_config
 from tests.procs import start_cli, wait_for_step
 from tests.tui import feed

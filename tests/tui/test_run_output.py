@@ -20,8 +20,9 @@ from boltring.cluster.jobs.events import (
 )
 from boltring.cluster.states import JobState
 from boltring.tui.console import PipeConsole
-from boltring.tui.headless import HeadlessView, rank_logs, summary_line
+from boltring.tui.headless import HeadlessView
 from boltring.tui.rank_output import RankOutput
+from boltring.tui.run_summary import rank_logs, summary_line
 from tests.tui import feed
 
 TRACEBACK = [

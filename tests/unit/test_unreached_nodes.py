@@ -22,7 +22,7 @@ from boltring.cluster.jobs.events import RankMetrics
 from boltring.cluster.jobs.follow import RankState
 from boltring.cluster.nodes.transport import CommandResult, Transport, Unreachable
 from boltring.cluster.states import JobState, StoppedBy
-from boltring.tui import headless
+from boltring.tui import headless, run_summary, status_and_kill
 
 JOB = "u-20261201-000000-abcd"
 NODES = ("a", "b", "c")
@@ -102,7 +102,7 @@ def _job_left_running(home, *, down=(), slow=(), steps=50) -> JobController:
 def test_status_names_the_node_it_cannot_reach_and_sums_up_the_ranks_it_read(home, capsys):
     c = _job_left_running(home, down={"b"})
     t0 = time.monotonic()
-    code = asyncio.run(asyncio.wait_for(headless.run_status(c), 20))
+    code = asyncio.run(asyncio.wait_for(status_and_kill.run_status(c), 20))
     out = capsys.readouterr().out
     assert code == 0, out  # a job that runs: status exits 0
     assert time.monotonic() - t0 < 5, out
@@ -117,7 +117,7 @@ def test_status_names_the_node_it_cannot_reach_and_sums_up_the_ranks_it_read(hom
 
 def test_status_json_says_which_rank_was_not_read(home, capsys):
     c = _job_left_running(home, down={"a"})
-    assert asyncio.run(asyncio.wait_for(headless.run_status(c, json_out=True), 20)) == 0
+    assert asyncio.run(asyncio.wait_for(status_and_kill.run_status(c, json_out=True), 20)) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     summary = events[-1]
     assert summary["event"] == "summary" and summary["status"] == "running", summary
@@ -132,7 +132,7 @@ def test_status_with_no_node_answering_says_so_and_shows_no_false_zero(home, cap
     """It said "no job is running for this config" (or never returned, closing the job as
     ended): the job may well run, and nobody can tell."""
     c = _job_left_running(home, down=set(NODES))
-    code = asyncio.run(asyncio.wait_for(headless.run_status(c), 20))
+    code = asyncio.run(asyncio.wait_for(status_and_kill.run_status(c), 20))
     out = capsys.readouterr().out
     assert code == 0, out
     assert "no job is running" not in out, out
@@ -141,10 +141,10 @@ def test_status_with_no_node_answering_says_so_and_shows_no_false_zero(home, cap
 
 
 def test_status_names_a_node_whose_files_it_could_not_read_in_time(home, capsys, monkeypatch):
-    monkeypatch.setattr(headless, "STATUS_READ_S", 0.5)
+    monkeypatch.setattr(status_and_kill, "STATUS_READ_S", 0.5)
     c = _job_left_running(home, slow={"c"})
     t0 = time.monotonic()
-    assert asyncio.run(asyncio.wait_for(headless.run_status(c), 20)) == 0
+    assert asyncio.run(asyncio.wait_for(status_and_kill.run_status(c), 20)) == 0
     out = capsys.readouterr().out
     assert time.monotonic() - t0 < 5, out
     assert "c: the files of rank(s) 2 were not read within 0.5 s" in out, out
@@ -152,9 +152,9 @@ def test_status_names_a_node_whose_files_it_could_not_read_in_time(home, capsys,
 
 
 def test_kill_with_no_node_answering_names_them_instead_of_no_job(home, capsys, monkeypatch):
-    monkeypatch.setattr(headless, "KILL_WAIT_S", 0.5)
+    monkeypatch.setattr(status_and_kill, "KILL_WAIT_S", 0.5)
     c = _job_left_running(home, down={"a", "b", "c"})
-    assert asyncio.run(asyncio.wait_for(headless.run_kill(c), 20)) == 1
+    assert asyncio.run(asyncio.wait_for(status_and_kill.run_kill(c), 20)) == 1
     out = capsys.readouterr().out
     assert "no job is running" not in out, out
     assert "could not stop the ranks on a" in out and "run `boltring kill` again" in out, out
@@ -183,7 +183,7 @@ def test_the_wall_of_an_ended_job_is_its_last_rank_s_end_not_when_it_was_read():
     summary = c.summary(JobState.FINISHED)
     assert summary.wall_s == pytest.approx(14.0)
     assert [summary.ranks[r]["ended_s"] for r in range(3)] == [14.0, 13.5, 12.0]
-    assert "wall 00:00:14  run dir" in headless.summary_line(summary)
+    assert "wall 00:00:14  run dir" in run_summary.summary_line(summary)
 
 
 def test_a_rank_whose_end_was_never_read_is_said_and_the_wall_is_what_the_records_prove():
@@ -191,7 +191,7 @@ def test_a_rank_whose_end_was_never_read_is_said_and_the_wall_is_what_the_record
     summary = c.summary(JobState.FAILED)
     assert summary.wall_s == pytest.approx(12.0)  # the known ends, and every rank's last line
     assert summary.ranks[1]["ended_s"] is None
-    line = headless.summary_line(summary)
+    line = run_summary.summary_line(summary)
     assert "wall ≥ 00:00:12 (the end of rank 1 on b was not read)" in line, line
 
 
@@ -199,7 +199,7 @@ def test_a_running_job_s_wall_is_its_age():
     c = _ended_job({0: None, 1: None, 2: None}, started=time.time() - 30)
     summary = c.summary(JobState.RUNNING)
     assert summary.wall_s == pytest.approx(30, abs=2)
-    assert "ended_s" not in summary.ranks[0] and "≥" not in headless.summary_line(summary)
+    assert "ended_s" not in summary.ranks[0] and "≥" not in run_summary.summary_line(summary)
 
 
 def test_a_read_cut_off_half_way_loses_no_metrics_line(home):
@@ -392,7 +392,7 @@ def test_the_json_summary_says_the_wall_is_a_lower_bound_and_the_app_writes_it()
 def test_status_json_with_no_node_answering_says_its_steps_are_not_known(home, capsys):
     """JSON said `"steps": 0` where the text said `steps ?/200`."""
     c = _job_left_running(home, down=set(NODES))
-    assert asyncio.run(asyncio.wait_for(headless.run_status(c, json_out=True), 20)) == 0
+    assert asyncio.run(asyncio.wait_for(status_and_kill.run_status(c, json_out=True), 20)) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     summary = events[-1]
     assert summary["event"] == "summary" and summary["steps"] is None, summary
