@@ -81,7 +81,7 @@ def _with_workload(config, args):
     launch plan built once so that a backend that cannot start says why before anything runs."""
     import dataclasses
 
-    from boltring.cluster.config.schema import lm_flag_conflicts
+    from boltring.cluster.config.lm_flags import lm_flag_conflicts
     from boltring.cluster.jobs.plan import PlanError, plan_job, read_rdma_devices
 
     ring, job = config.ring, config.job
@@ -202,7 +202,7 @@ def _job(args, script_args: list[str]) -> int:
     if args.script:
         args.script = str(Path(args.script).resolve())
     config = _load(args, ranks=args.ranks)
-    from boltring.cluster.jobs.launch import JobArgsRefused, example_help
+    from boltring.cluster.jobs.job_args import JobArgsRefused, example_help
 
     try:  # `-- --help` after an example: its options, here, and nothing starts
         shown = example_help(config)

@@ -29,7 +29,7 @@ from typing import ClassVar
 from boltring.cluster.config.schema import Config, Node
 from boltring.cluster.jobs.controller import JobController
 from boltring.cluster.jobs.events import Event
-from boltring.cluster.jobs.launch import JobArgsRefused, check_job_args_now, example_help
+from boltring.cluster.jobs.job_args import JobArgsRefused, check_job_args_now, example_help
 from boltring.cluster.jobs.plan import PlanError, PlannedRank, describe_cwd, job_dir, local_words
 from boltring.cluster.nodes.checks.ring import planned_directions
 

@@ -91,7 +91,7 @@ def with_overrides(
             key = JOB_KEYS[name]
             changes[name] = checked(key.check, value, flag("--" + name.replace("_", "-")), key.expected)
     # a value given here is the user's, even when it equals a default: an lm job's own
-    # -- --iters / --batch-size then no longer replace it (schema.with_lm_flags)
+    # -- --iters / --batch-size then no longer replace it (lm_flags.with_lm_flags)
     if steps is not None:
         changes["steps_default"] = None
     if global_batch is not None:

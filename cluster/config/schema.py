@@ -314,6 +314,8 @@ class Config:
             )
         # The lm example's --iters and --batch-size size the job here, not on the ranks, so that
         # the plan, the progress ("steps n/N") and the summary count the steps that run.
+        from boltring.cluster.config.lm_flags import with_lm_flags  # it imports JobSpec from here
+
         job = with_lm_flags(job, self.world_size)
         if job is not self.job:
             object.__setattr__(self, "job", job)  # frozen: the documented way in __post_init__
@@ -336,79 +338,6 @@ class Config:
                     )
                 )
         return slots
-
-
-# mlx-lm's flags (after `--` of `--example lm`) that boltring's job values stand for:
-# (mlx_lm.lora's flag, the JobSpec field, boltring's flag).
-LM_SIZE_FLAGS = (("--iters", "steps", "--steps"), ("--batch-size", "global_batch", "--global-batch"))
-
-
-def lm_flags(args: tuple[str, ...] | list[str]) -> dict[str, int]:
-    """{"--iters": 3, "--batch-size": 4} as mlx-lm's parser reads them (the last one wins,
-    "--iters=3" too); a value that is not a whole number is left to the ranks' own check."""
-    found: dict[str, int] = {}
-    words = list(args)
-    for i, word in enumerate(words):
-        flag, eq, value = word.partition("=")
-        if flag not in ("--iters", "--batch-size"):
-            continue
-        if not eq:
-            value = words[i + 1] if i + 1 < len(words) else ""
-        try:
-            found[flag] = int(value)
-        except ValueError:
-            found.pop(flag, None)
-    return found
-
-
-def _is_lm(job: JobSpec) -> bool:
-    return job.example == "lm" and not job.script and not job.module
-
-
-def with_lm_flags(job: JobSpec, world_size: int) -> JobSpec:
-    """The lm job with mlx-lm's --iters as job.steps and --batch-size as job.global_batch, each
-    where the user set no boltring value (a user of mlx_lm.lora keeps their flags). Raises
-    ConfigError for a value boltring could not run."""
-    if not _is_lm(job):
-        return job
-    from boltring.cluster.config.located import ConfigError
-
-    changes: dict[str, Any] = {}
-    for flag, field_name, _ in LM_SIZE_FLAGS:
-        value = lm_flags(job.args).get(flag)
-        if value is None or job.user_set(field_name) or value == getattr(job, field_name):
-            continue
-        where = f"{flag} {value} after --"
-        if value < 1:
-            raise ConfigError("--example lm", None, where, f"{value} is less than 1", "expected at least 1")
-        if field_name == "global_batch" and value % world_size:
-            lower = value // world_size * world_size
-            such_as = f"{lower} or {lower + world_size}" if lower else str(world_size)
-            raise ConfigError(
-                "--example lm",
-                None,
-                where,
-                f"the batch over all ranks is not divisible by the world size {world_size}",
-                f"a multiple of {world_size} such as {such_as}, so every rank gets the same share",
-            )
-        changes.update({field_name: value, f"{field_name}_default": value})
-    return dataclasses.replace(job, **changes) if changes else job
-
-
-def lm_flag_conflicts(job: JobSpec) -> list[str]:
-    """One line for each mlx-lm flag of an lm job that boltring's own value overrides (both
-    given, different values), for the controller to say before the job starts."""
-    if not _is_lm(job):
-        return []
-    lines = []
-    for flag, field_name, ours in LM_SIZE_FLAGS:
-        value = lm_flags(job.args).get(flag)
-        if value is not None and value != getattr(job, field_name):
-            lines.append(
-                f"{ours} {getattr(job, field_name)} (job.{field_name}) wins over mlx-lm's {flag} {value} "
-                f"after --: drop one of them to silence this"
-            )
-    return lines
 
 
 @dataclass(frozen=True)

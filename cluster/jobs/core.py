@@ -2,6 +2,10 @@
 part uses (stop ranks, ask their liveness), and the summary. The parts build on it:
 launch.py (checks, launch) → relaunch.py (--restarts) → watch.py (following, blame) →
 controller.py (the public JobController: launch, kill, attach, close).
+
+(Over 400 lines: the state every part reads and writes — ranks, their reads, unreachable
+nodes, the job's start and end — and the summary made from it live together; apart, the
+summary would reach into the core's internals.)
 """
 
 from __future__ import annotations

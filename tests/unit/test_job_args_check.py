@@ -12,7 +12,7 @@ import pytest
 
 from boltring.cluster.config.load import load_config_text
 from boltring.cluster.jobs.controller import JobController
-from boltring.cluster.jobs.launch import JobArgsRefused, check_job_args_now, example_help
+from boltring.cluster.jobs.job_args import JobArgsRefused, check_job_args_now, example_help
 from boltring.cluster.train import runner
 from tests.procs import cli_in
 

@@ -15,7 +15,8 @@ from boltring.cluster.config import (
     load_config_text,
     with_overrides,
 )
-from boltring.cluster.config.schema import DEFAULT_CHECKPOINT_EVERY, JobSpec, lm_flag_conflicts, lm_flags
+from boltring.cluster.config.lm_flags import lm_flag_conflicts, lm_flags
+from boltring.cluster.config.schema import DEFAULT_CHECKPOINT_EVERY, JobSpec
 from boltring.cluster.config.validate import BUILT_IN_SOURCE
 from boltring.cluster.jobs.plan import runner_argv
 from boltring.cluster.jobs.record import job_from_record, job_to_dict
