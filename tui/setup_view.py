@@ -26,7 +26,8 @@ from rich.text import Text
 
 from boltring.cluster.config.located import ConfigError, ConfigErrors, line_of, parse_yaml
 from boltring.cluster.config.schema import Config, Node
-from boltring.cluster.nodes.setup import NodeSetup, node_platforms, setup_nodes, venv_of
+from boltring.cluster.nodes.setup import NodeSetup, venv_of
+from boltring.cluster.nodes.setup_all import node_platforms, setup_nodes
 from boltring.cluster.nodes.wheels import (
     SetupError,
     boltring_wheel,

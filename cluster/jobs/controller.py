@@ -79,6 +79,7 @@ class JobController(WatchMixin):
         a LogLine of its node, then one line per node with the outcome (nodes/setup.py)."""
         from boltring.cluster.jobs.events import LogLine
         from boltring.cluster.nodes import setup as node_setup
+        from boltring.cluster.nodes.setup_all import setup_nodes
         from boltring.cluster.nodes.wheels import config_wheelhouse, setup_extras, wanted
 
         nodes = [n for n in self.config.nodes if names is None or n.name in names]
@@ -89,7 +90,7 @@ class JobController(WatchMixin):
 
         want = wanted(setup_extras(self.config))
         wheelhouse = config_wheelhouse(self.config)
-        results = await node_setup.setup_nodes(
+        results = await setup_nodes(
             self.config, self.transport, want, wheelhouse=wheelhouse, nodes=nodes, report=report
         )
         for r in results:

@@ -17,8 +17,10 @@ import pytest
 
 from boltring.cluster.config.schema import Config, Node
 from boltring.cluster.nodes import setup as node_setup
+from boltring.cluster.nodes import setup_all
 from boltring.cluster.nodes.errors import Unreachable
-from boltring.cluster.nodes.setup import NodeSetup, outcome, setup_nodes
+from boltring.cluster.nodes.setup import NodeSetup, outcome
+from boltring.cluster.nodes.setup_all import setup_nodes
 from boltring.cluster.nodes.transport import CommandResult, Transport
 from boltring.cluster.nodes.wheels import Wanted
 
@@ -162,7 +164,7 @@ def wheels(monkeypatch):
         calls.append(version)
         return _no_wheel()
 
-    monkeypatch.setattr(node_setup, "boltring_wheel", fake)
+    monkeypatch.setattr(setup_all, "boltring_wheel", fake)
     monkeypatch.setattr(node_setup.sync, "sync_node", fake_sync)
     return calls
 
@@ -298,7 +300,7 @@ async def test_the_wheel_is_built_once_and_every_waiting_node_says_so(monkeypatc
         await release.wait()
         return None
 
-    monkeypatch.setattr(node_setup, "boltring_wheel", slow)
+    monkeypatch.setattr(setup_all, "boltring_wheel", slow)
     nodes = [node("n1"), node("n2")]
     fakes = {n.name: FakeNode(n, venv=True) for n in nodes}
     seen: list[tuple[str, str, str]] = []

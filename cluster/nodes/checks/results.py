@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from boltring.cluster.agent.facts import NodeFacts
-from boltring.cluster.config.schema import Node
+from boltring.cluster.config.schema import Config, Node
 from boltring.cluster.jobs.events import CheckResult
 from boltring.cluster.nodes.transport import CommandResult, Transport, TransportError
 from boltring.cluster.states import CheckStatus
@@ -122,3 +122,19 @@ def count_checks(results: Iterable[CheckResult]) -> CheckCounts:
 def exit_code(results: Iterable[CheckResult]) -> int:
     """1 if any check failed, else 0 (warnings do not fail `boltring check`)."""
     return 1 if count_checks(results).failed else 0
+
+
+def skipped_node_checks(
+    config: Config, node: Node, neighbours: list[Node], why: str, *, python: bool = False
+) -> list[CheckResult]:
+    """The per-node checks that could not run on a node, as skipped with `why`, in the order a
+    probed node lists them (verdicts.node_results); `python` too when even that was not run (no
+    SSH connection). The views fold these into "+N skipped"."""
+    names = ["python"] if python else []
+    names += ["boltring", "mlx", "chip", "memory", "ring_iface", "ring_ip", "mtu", "ports"]
+    for n in neighbours:
+        names += [f"route:{n.name}", f"rtt:{n.name}"]
+    names.append("default_route")
+    if config.ring.backend == "jaccl":
+        names.append("rdma")
+    return [result(node.name, name, CheckStatus.SKIPPED, why) for name in names]

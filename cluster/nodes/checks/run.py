@@ -6,7 +6,7 @@ Orchestration only; the verdicts live beside it:
   cabling.py                 Thunderbolt cables: ring order, loops through the bridge (pure)
   bandwidth.py               one authenticated burst per ring link
   hints.py                   what to tell the user to do
-  results.py                 building and counting results (`count_checks`)
+  results.py                 building and counting results (`count_checks`, skipped_node_checks)
 
 For each node, one round trip runs `nodeprobe` on the node (all its probes in parallel there)
 while a tiny `python -c 'print(sys.version)'` runs beside it on the same connection; nodes are
@@ -61,6 +61,7 @@ from boltring.cluster.nodes.checks.results import (
     result,
     run_or_error,
     short,
+    skipped_node_checks,
 )
 from boltring.cluster.nodes.checks.ring import reachability_results, ring_links, ring_neighbours
 from boltring.cluster.nodes.checks.verdicts import Versions, node_results
@@ -181,22 +182,6 @@ async def _connect(link: NodeLink, node: Node) -> tuple[Transport | None, CheckR
     return link, result(node.name, "ssh", CheckStatus.OK, SshState.CONNECTED)
 
 
-def _skipped(
-    config: Config, node: Node, neighbours: list[Node], why: str, *, python: bool = False
-) -> list[CheckResult]:
-    """The per-node checks that could not run on a node, as skipped with `why`, in the order a
-    probed node lists them (verdicts.node_results); `python` too when even that was not run (no
-    SSH connection). The views fold these into "+N skipped"."""
-    names = ["python"] if python else []
-    names += ["boltring", "mlx", "chip", "memory", "ring_iface", "ring_ip", "mtu", "ports"]
-    for n in neighbours:
-        names += [f"route:{n.name}", f"rtt:{n.name}"]
-    names.append("default_route")
-    if config.ring.backend == "jaccl":
-        names.append("rdma")
-    return [result(node.name, name, CheckStatus.SKIPPED, why) for name in names]
-
-
 def _no_ssh(link: NodeLink) -> str:
     """Why an unreachable node's checks were skipped: "no SSH connection (unreachable)"."""
     state = None if link is None or isinstance(link, str) else link.state  # an error's, or the transport's
@@ -255,7 +240,7 @@ async def probe_node(
     report.results.append(ssh)
     report.transport = transport
     if transport is None:  # the ssh check says why and what to do; the rest could not run
-        report.results += _skipped(config, node, neighbours, _no_ssh(link), python=True)
+        report.results += skipped_node_checks(config, node, neighbours, _no_ssh(link), python=True)
         return report
 
     py = await _python_argv0(transport, node)
@@ -274,7 +259,7 @@ async def probe_node(
         if _missing_interpreter(version_res):
             text = f"{node.python} not found: {text}"
         report.results.append(result(node.name, "python", CheckStatus.FAIL, short(text), PYTHON_HINT))
-        report.results += _skipped(config, node, neighbours, "no python")
+        report.results += skipped_node_checks(config, node, neighbours, "no python")
         return report
     report.python = py
     report.results.append(_python_result(node, version_res))
@@ -291,7 +276,7 @@ async def probe_node(
                 f"{node.name} to see the error",
             )
         )
-        report.results += _skipped(config, node, neighbours, "node probe failed")
+        report.results += skipped_node_checks(config, node, neighbours, "node probe failed")
         return report
     report.facts = facts
     report.results += node_results(config, node, facts, versions, neighbours)
