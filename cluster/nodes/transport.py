@@ -19,10 +19,10 @@ import secrets
 import shlex
 import signal
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from boltring.cluster.config.schema import Node
 from boltring.cluster.jobs.events import NodeState
@@ -38,6 +38,8 @@ from boltring.cluster.nodes.errors import (
     Unreachable,
 )
 from boltring.cluster.states import SshState
+
+T = TypeVar("T")
 
 __all__ = [
     "AuthFailed",
@@ -169,10 +171,15 @@ class LocalTransport(Transport):
         self, argv: list[str], *, input: bytes | None = None, timeout: float = 30.0
     ) -> CommandResult:
         argv = await self.expand_argv(argv)
+        proc = await self._start(argv, with_input=input is not None)
+        out, err = await self._finish(proc, argv, proc.communicate(input), timeout)
+        return CommandResult(proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    async def _start(self, argv: list[str], *, with_input: bool) -> asyncio.subprocess.Process:
         try:
-            proc = await asyncio.create_subprocess_exec(
+            return await asyncio.create_subprocess_exec(
                 *argv,
-                stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.PIPE if with_input else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,  # its own group: a stop reaches all it started
@@ -182,8 +189,14 @@ class LocalTransport(Transport):
                 f"{self.node.name}: cannot run {argv[0]}: {e.strerror}",
                 hint=f"check that {argv[0]} exists and is executable",
             ) from e
+
+    async def _finish(
+        self, proc: asyncio.subprocess.Process, argv: list[str], waiting: Awaitable[T], timeout: float
+    ) -> T:
+        """What `waiting` gives within `timeout`; a timeout or a cancel stops the command's
+        whole process group first (as SSH's watcher does on a node)."""
         try:
-            out, err = await asyncio.wait_for(proc.communicate(input), timeout)
+            return await asyncio.wait_for(waiting, timeout)
         except TimeoutError:
             await _stop_local(proc)
             raise CommandTimeout(
@@ -192,7 +205,6 @@ class LocalTransport(Transport):
         except asyncio.CancelledError:
             await _stop_local(proc)
             raise
-        return CommandResult(proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))
 
     async def resolve(self, path: str) -> str:
         return os.path.expanduser(path) if path == "~" or path.startswith("~/") else path
@@ -216,26 +228,8 @@ class LocalTransport(Transport):
         self, argv: list[str], on_line: Callable[[str], None], *, timeout: float = 30.0
     ) -> CommandResult:
         argv = await self.expand_argv(argv)
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
-            )
-        except OSError as e:
-            raise TransportError(f"{self.node.name}: cannot run {argv[0]}: {e.strerror}") from e
-        try:
-            out, err = await _wait_lines(proc, on_line, timeout)
-        except TimeoutError:
-            await _stop_local(proc)
-            raise CommandTimeout(
-                f"{self.node.name}: {shlex.join(argv[:4])} … took over {timeout:g} s"
-            ) from None
-        except asyncio.CancelledError:
-            await _stop_local(proc)
-            raise
+        proc = await self._start(argv, with_input=False)
+        out, err = await self._finish(proc, argv, _wait_lines(proc, on_line), timeout)
         return CommandResult(proc.returncode or 0, out, err)
 
 
@@ -261,16 +255,15 @@ async def _pump(stream: asyncio.StreamReader, on_line: Callable[[str], None]) ->
     return "".join(parts)
 
 
-async def _wait_lines(
-    proc: asyncio.subprocess.Process, on_line: Callable[[str], None], timeout: float
-) -> tuple[str, str]:
+async def _wait_lines(proc: asyncio.subprocess.Process, on_line: Callable[[str], None]) -> tuple[str, str]:
     assert proc.stdout is not None and proc.stderr is not None
     waiting = asyncio.gather(_pump(proc.stdout, on_line), _pump(proc.stderr, on_line), proc.wait())
     try:
-        out, err, _ = await asyncio.wait_for(waiting, timeout)
+        out, err, _ = await waiting
     except BaseException:
-        # wait_for cancelled the gathering: retrieve what it ends with (no "exception was never
-        # retrieved" when a pump then fails on the closed pipe)
+        # a timeout or cancel stopped the gathering: retrieve what it ends with (no "exception
+        # was never retrieved" when a pump then fails on the closed pipe)
+        waiting.cancel()
         await asyncio.gather(waiting, return_exceptions=True)
         raise
     return out, err

@@ -61,3 +61,20 @@ async def test_local_command_is_stopped(how: str) -> None:
     gc.collect()
     await asyncio.sleep(0)
     assert not said, said
+
+
+@pytest.mark.parametrize("how", ["run", "run_lines"])
+async def test_a_missing_command_is_named_with_what_to_do(how: str) -> None:
+    """Both ways of running a command say the same thing when it does not exist (run_lines
+    raised a bare TransportError without the hint)."""
+    from boltring.cluster.nodes.errors import CommandNotFound
+
+    t = LocalTransport(Node(name="local", ring_ip="127.0.0.1", local=True))
+    argv = ["/nonexistent/boltring-no-such-tool", "--version"]
+    with pytest.raises(CommandNotFound) as told:
+        if how == "run":
+            await t.run(argv)
+        else:
+            await t.run_lines(argv, lambda _line: None)
+    assert "local: cannot run /nonexistent/boltring-no-such-tool" in str(told.value)
+    assert told.value.hint == "check that /nonexistent/boltring-no-such-tool exists and is executable"
