@@ -59,10 +59,7 @@ class Pending:
 
 class Group:
     def __init__(self, job: JobEnv, *, log=None):
-        self.job = job
-        self.rank, self.size = job.rank, job.size
-        self.run_dir = Path(job.run_dir) if job.run_dir else Path.cwd()
-        self._log = log or (lambda msg: print(f"[rank {job.rank}] {msg}", file=sys.stderr, flush=True))
+        self._init_rank(job, log)
         self.ring = Ring(
             job.rank,
             job.size,
@@ -76,16 +73,7 @@ class Group:
             same_host=job.same_host,
             log=self._log,
         )
-        self.bucket_bytes = max(1 << 16, int(job.bucket_mb * (1 << 20)))
         self.metrics = MetricsWriter(job.run_dir, job.rank)
-        # Counters since the last report(): they turn into per-step throughput figures.
-        self._last_report_t = time.perf_counter()
-        self._last_step: int | None = None
-        self._mark_seconds = 0.0
-        self._mark_sent = 0
-        self._closed = False
-        self._comm: concurrent.futures.ThreadPoolExecutor | None = None
-        self._pending: list[Pending] = []
         if self.size > 1:
             keep_freed_memory()  # outputs of every step reuse warm memory (see buffers.py)
             keep_mlx_buffers()
@@ -100,6 +88,22 @@ class Group:
             directions=self.ring.directions,
             transport=self.ring.transport,
         )
+
+    def _init_rank(self, job: JobEnv, log) -> None:
+        """What every group holds whichever backend moves its bytes (MlxGroup shares it): who
+        this rank is, where it logs, and the counters report() turns into per-step figures."""
+        self.job = job
+        self.rank, self.size = job.rank, job.size
+        self.run_dir = Path(job.run_dir) if job.run_dir else Path.cwd()
+        self._log = log or (lambda msg: print(f"[rank {job.rank}] {msg}", file=sys.stderr, flush=True))
+        self.bucket_bytes = max(1 << 16, int(job.bucket_mb * (1 << 20)))
+        self._last_report_t = time.perf_counter()
+        self._last_step: int | None = None
+        self._mark_seconds = 0.0
+        self._mark_sent = 0
+        self._closed = False
+        self._comm: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pending: list[Pending] = []
 
     # -- collectives ---------------------------------------------------------------------
     def all_sum(self, x):

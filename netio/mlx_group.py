@@ -20,9 +20,7 @@ protect it. Keep MLX backends on the Thunderbolt network between your own machin
 from __future__ import annotations
 
 import concurrent.futures
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -80,22 +78,12 @@ class MlxGroup(Group):
     MLX's own API (``all_gather``, ``send``/``recv``)."""
 
     def __init__(self, job: JobEnv, *, log=None):
-        # Group.__init__ would open boltring's ring; set up the same attributes without it.
-        self.job = job
-        self.rank, self.size = job.rank, job.size
-        self.run_dir = Path(job.run_dir) if job.run_dir else Path.cwd()
-        self._log = log or (lambda msg: print(f"[rank {job.rank}] {msg}", file=sys.stderr, flush=True))
-        self.bucket_bytes = max(1 << 16, int(job.bucket_mb * (1 << 20)))
+        # Group.__init__ would open boltring's ring: the same rank state without it (no comm
+        # thread or pending collectives: MLX runs its collectives itself).
+        self._init_rank(job, log)
         self.mx_group = _mx_init(job)
         self.ring: Any = _Counters()
         self.metrics = MetricsWriter(job.run_dir, job.rank)
-        self._last_report_t = time.perf_counter()
-        self._last_step: int | None = None
-        self._mark_seconds = 0.0
-        self._mark_sent = 0
-        self._closed = False
-        self._comm = None  # Group.close() reads these; MLX runs its collectives itself
-        self._pending: list[Pending] = []
         self.metrics.write("start", size=self.size, job=job.job_id, node=job.node, backend=job.backend)
 
     def all_sum(self, x):
