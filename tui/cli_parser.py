@@ -309,7 +309,9 @@ def main_parser() -> Parser:
         parents=[cfg],
         help="list past jobs",
         description="List past jobs, newest first: id, config, state (and who stopped it), steps done "
-        "of the total, first → last loss, wall time and run directory. Read from the job records "
+        "of the total, first → last loss, wall time and run directory (`unwatched`: the record says the job "
+        "runs, but no controller that watched it is alive; `--json` has `watched` and, for a failure, "
+        "`blamed`). Read from the job records "
         "in ~/.boltring/jobs (BOLTRING_HOME) and, for the loss, from rank 0's metrics file when "
         "the run directory is on this machine. With --config, only that config's jobs.",
     )

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from rich.table import Table
 
-from boltring.cluster.jobs.events import JobSummary
+from boltring.cluster.jobs.events import Blamed, JobSummary
 from boltring.cluster.states import JobState
 
 from .fmt import fmt_elapsed
@@ -31,7 +31,10 @@ def ranks_text(ranks: list[int]) -> str:
 def summary_table(summary: JobSummary) -> Table:
     """Each rank's figures; for a job that reported none, where each rank's output is."""
     status = JobState(summary.status)
-    table = Table(title=f"job {summary.job_id}: {status}", title_justify="left")
+    title = f"job {summary.job_id}: {status}"
+    if summary.blamed is not None:
+        title += f", {blamed_text(summary.blamed)}"
+    table = Table(title=title, title_justify="left")
     figures = summary.metrics_reported
     cols = ("steps/s", "samples/s", "allreduce GB/s") if figures else ("output",)
     cols = ("rank", "node", *cols)
@@ -39,6 +42,8 @@ def summary_table(summary: JobSummary) -> Table:
         table.add_column(col, justify="right" if col not in ("node", "output") else "left")
     for r, m in sorted(summary.ranks.items()):
         node = str(m.get("node", "")) + (" (not read)" if m.get("unread") else "")
+        if summary.blamed is not None and summary.blamed.rank == r:
+            node += " (blamed)"
         if not figures:
             table.add_row(str(r), node, str(m.get("log") or "–"))
             continue
@@ -50,6 +55,11 @@ def summary_table(summary: JobSummary) -> Table:
             figure(m.get("allreduce_gbps"), ".2f"),
         )
     return table
+
+
+def blamed_text(blamed: Blamed) -> str:
+    """ "blamed on rank 1 (mini2)": from the field the verdict filled, never from the reason."""
+    return f"blamed on rank {blamed.rank} ({blamed.node})"
 
 
 def summary_line(summary: JobSummary) -> str:

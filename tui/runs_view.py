@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -13,11 +14,21 @@ from rich.console import Console
 from rich.table import Table
 
 from boltring.cluster.jobs.export import no_metrics, write_csv, write_loss_svg, write_tensorboard
-from boltring.cluster.jobs.history import HistoryError, RunRecord, find_run, jobs_dir, list_runs, loss_curve
+from boltring.cluster.jobs.history import (
+    ENDED_UNREAD,
+    UNWATCHED,
+    HistoryError,
+    RunRecord,
+    find_run,
+    jobs_dir,
+    list_runs,
+    loss_curve,
+)
 from boltring.cluster.states import JobState
 
 from .console import cli_console
 from .fmt import fmt_elapsed, fmt_loss, stopped_text
+from .run_summary import blamed_text
 from .screens.history import RUN_COLUMNS, run_row
 
 T = TypeVar("T")
@@ -35,6 +46,8 @@ def run_result(run: RunRecord) -> str:
         text += f" ({stopped_text(run.stopped_by, run.steps)})"
     elif run.reason:
         text += f" ({run.reason})"
+    if run.blamed is not None:
+        text += f"; {blamed_text(run.blamed)}"
     if run.run_dir:
         text += f"; run dir {run.run_dir}"
     return text
@@ -66,7 +79,35 @@ def print_runs(
     for run in runs:
         table.add_row(*run_row(run))
     console.print(table)
+    for line in state_notes(runs):
+        console.print(line, markup=False, soft_wrap=True)
     return 0
+
+
+def state_notes(runs: list[RunRecord]) -> list[str]:
+    """Under the table, what "unwatched" and "ended" mean and what reads how such a job ended:
+    neither is a state the job itself was in, so each is said once, in words."""
+    notes = {
+        UNWATCHED: "its record says it has not ended, but no controller watches it any more (the "
+        "`--run` or app that followed it has exited): its ranks may still run, or have ended; "
+        "{status} asks its nodes which (`--follow` watches it again; a job whose ranks have all "
+        "ended, it records as it ended)",
+        ENDED_UNREAD: "every rank's exit record is on this machine, but no controller has read how "
+        "it ended yet; {status} reads it and records how it ended",
+    }
+    lines = []
+    for state, meaning in notes.items():
+        commands = sorted({_status_command(r.config) for r in runs if r.state == state})
+        if commands:
+            lines.append(f"{state}: " + meaning.format(status=" / ".join(commands)))
+    return lines
+
+
+def _status_command(config: str | None) -> str:
+    """`boltring status` on the job's config (its file; none for the embedded default)."""
+    if not config or config.startswith("<"):
+        return "`boltring status`"
+    return f"`boltring status -c {shlex.quote(config)}`"
 
 
 FILE_OUT = "a file in an existing, writable directory"  # as `boltring hostfile -o` asks

@@ -25,6 +25,7 @@ from boltring.cluster.jobs.events import (
     Blamed,
     CheckResult,
     Event,
+    JobStarted,
     JobStateChanged,
     JobSummary,
     LogLine,
@@ -145,6 +146,8 @@ class ControllerCore:
     def emit(self, event: Event) -> None:
         if isinstance(event, CheckResult):
             self._fresh_checks.append(event)  # link facts, as they arrive (see _with_link_facts)
+        elif isinstance(event, JobStarted) and event.attached:
+            self._watch_record()
         for fn in list(self._listeners):
             try:
                 fn(event)
@@ -154,6 +157,18 @@ class ControllerCore:
                 # the job again (a kill then waited forever). The view decides what its own
                 # errors mean (headless: a closed output stops the job); here it is said once.
                 self._listener_failed(fn, event, e)
+
+    def _watch_record(self) -> None:
+        """A re-attached controller (the app, `status`, `kill`) follows the job from now on: its
+        record names it among the job's watchers, so `boltring runs` lists the job as running
+        while it lives, even after the controller that launched it is gone (history.py)."""
+        if not self.job_id:
+            return
+        record.add_watcher(self._record)  # its own copy, which it writes when the job ends
+        try:
+            record.watch(self.job_id)
+        except ControllerError as e:  # the job is followed all the same; `runs` may not know
+            self._log(str(e), LogLevel.WARN)
 
     def _listener_failed(self, fn: Callable[[Event], None], event: Event, e: Exception) -> None:
         if any(f == fn for f in self._failed_listeners):
@@ -351,8 +366,13 @@ class ControllerCore:
         summary = self.summary(state)
         # The summary goes into the record too: `boltring runs`, the history screen and `status`
         # with nothing running read a finished job from there, remote nodes' files unread.
+        wire = summary.to_dict()
         self._record.update(
-            state=state, reason=self._reason, stopped_by=self._stopped_by, summary=summary.to_dict()
+            state=state,
+            reason=self._reason,
+            stopped_by=self._stopped_by,
+            blamed=wire["blamed"],
+            summary=wire,
         )
         try:
             if self._record.get("job_id"):
@@ -390,6 +410,9 @@ class ControllerCore:
             tokens_per_s=_sum_or_none(r["tokens_per_s"] for r in ranks.values()),
             val_loss=_last_val_loss(self._ranks.get(0)),
             restarts=list(self._policy.history),
+            # as the failure's state event carried it: `runs`, export and the history read it
+            # from the record afterwards, never out of the reason's words
+            blamed=self._blamed if status in (JobState.FAILED, JobState.RESTARTING) else None,
         )
 
     def _progress(self, status: JobState) -> tuple[int, float | None, float | None]:

@@ -217,6 +217,9 @@ class JobSummary(Event):
     # False when no rank wrote a single step line (report()): a script that prints its progress
     # and reports none; its steps are not 0 of a training, they were never told.
     metrics_reported: bool = True
+    # failed: the rank its reason blames, as the failure's state event carried it (None when the
+    # reason names no rank: a ring link, the ring as a whole, the controller itself)
+    blamed: Blamed | None = None
 
 
 @dataclass

@@ -5,7 +5,8 @@ nothing running, and `boltring export`).
 A record is written by the controller when a job starts and again when it ends. What a record
 does not hold (the loss curve, the steps done, the wall time of a job whose controller went
 away) is read from rank 0's metrics file, when its run directory is on this machine. Nothing
-here opens a connection: runs on remote nodes show what their record holds.
+here opens a connection: runs on remote nodes show what their record holds, and a job the
+record says runs is listed so only while a controller that watches it is alive (record.watched).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 
 from boltring.cluster.config.schema import boltring_home
 from boltring.cluster.errors import BoltringError
+from boltring.cluster.jobs import record
+from boltring.cluster.jobs.events import Blamed
 from boltring.cluster.states import JobState
 
 
@@ -41,6 +44,11 @@ class RunRecord:
     ranks: list[dict[str, Any]] = field(default_factory=list)  # {"rank", "node", "run_dir"}
     path: Path | None = None  # the record file
     created: float | None = None  # when the launch began (`started` stays None if it failed)
+    blamed: Blamed | None = None  # failed: the rank its reason blames, from the record's field
+    # For a job its record says is active: a controller that watches it is alive (True), none
+    # is (False: listed "unwatched"), or that cannot be told here (None: an older record, or a
+    # controller on another host). None for a job that ended.
+    watched: bool | None = None
 
     def metrics_file(self, rank: int = 0) -> Path | None:
         """The rank's metrics.jsonl when its run directory is on this machine, else None."""
@@ -103,7 +111,10 @@ def _from_record(data: dict[str, Any], path: Path) -> RunRecord:
         ranks=[r for r in data.get("ranks", []) if isinstance(r, dict)],
         path=path,
         created=data.get("created"),
+        blamed=_blamed(summary.get("blamed") or data.get("blamed")),
     )
+    if _active(run.state):  # an ended job is watched by nobody, and needs no one: left None
+        run.watched = record.watched(data)
     if run.run_dir is None and run.ranks:
         run_dir = str(run.ranks[0].get("run_dir", ""))
         run.run_dir = run_dir.rsplit("/", 1)[0] if "/" in run_dir else run_dir or None
@@ -111,10 +122,33 @@ def _from_record(data: dict[str, Any], path: Path) -> RunRecord:
         _fill_from_metrics(run)
     if _ended_unread(run):
         run.state = ENDED_UNREAD
+    elif _active(run.state) and run.watched is False:
+        run.state = UNWATCHED
     return run
 
 
 ENDED_UNREAD = "ended"  # the record says running, but every rank's exit record is here
+# The record says the job is launching, running, stalled or restarting, but no controller that
+# watched it is alive: its ranks may run on or have ended long ago, and nothing will record
+# which until `boltring status` on its config reads its nodes. "running" could be false.
+UNWATCHED = "unwatched"
+
+
+def _active(state: str) -> bool:
+    try:
+        return JobState(state).active
+    except ValueError:
+        return False
+
+
+def _blamed(raw: object) -> Blamed | None:
+    """The record's `blamed` ({"rank", "node", "cause"}), or None (none, or not of that form)."""
+    if not isinstance(raw, dict):
+        return None
+    rank, node, cause = raw.get("rank"), raw.get("node"), raw.get("cause")
+    if not (isinstance(rank, int) and isinstance(node, str) and isinstance(cause, str)):
+        return None
+    return Blamed(rank=rank, node=node, cause=cause)
 
 
 def _ended_unread(run: RunRecord) -> bool:

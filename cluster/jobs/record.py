@@ -5,6 +5,11 @@ be found and killed, and it holds the job as launched with every command-line ov
 ranks, seed …) and each rank's node and run directory. `boltring status`, `kill`, a re-attaching
 app and the summary read the job from here, never from the config file as it is now.
 
+It also names the controllers that watch the job (`watchers`: each one's pid and host): the
+one that launched it, and each that re-attached since (the app, `status`, `kill`). Once none of
+them is alive, nothing follows the ranks or will write how the job ended, and `boltring runs`
+says so instead of "running" (history.py).
+
 A write that fails (a full disk) raises ControllerError naming the file and the system's reason,
 e.g. "cannot write the job record /…/jobs/x.json: No space left on device".
 """
@@ -13,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -57,6 +64,8 @@ def new_record(config: Config, job_id: str, ranks: list[dict[str, Any]], *, resu
         "restarts": [],
         "stopped_by": None,
         "reason": None,
+        "blamed": None,  # failed: {"rank", "node", "cause"} of the rank the reason blames
+        "watchers": [this_controller()],
     }
 
 
@@ -78,9 +87,94 @@ def job_from_record(record: dict[str, Any], default: JobSpec) -> JobSpec:
     return dataclasses.replace(default, **values)
 
 
+def this_controller() -> dict[str, Any]:
+    """This process as a watcher of a job, as its record names it."""
+    return {"pid": os.getpid(), "host": socket.gethostname()}
+
+
+def add_watcher(record: dict[str, Any]) -> None:
+    """Name this process among the record's watchers (once)."""
+    me = this_controller()
+    watchers = _watchers(record)
+    if me not in watchers:
+        record["watchers"] = [*watchers, me]
+
+
+def watch(job_id: str) -> None:
+    """Name this process among the watchers of the record on disk, read afresh: the copy a
+    re-attaching controller read may be seconds old, and written back whole it could undo
+    what the job's other controller wrote since (its end)."""
+    fresh = read(job_id)
+    if fresh is None or not is_active(fresh):
+        return
+    add_watcher(fresh)
+    write(fresh)
+
+
+def watched(record: dict[str, Any]) -> bool | None:
+    """Is a controller that watches this job alive? None when that cannot be told here: the
+    record names none (written before boltring named them), or one runs on another host."""
+    watchers = _watchers(record)
+    if not watchers:
+        return None
+    here = socket.gethostname()
+    if any(_alive(w["pid"]) for w in watchers if w["host"] == here):
+        return True
+    return False if all(w["host"] == here for w in watchers) else None
+
+
+def _watchers(record: dict[str, Any]) -> list[dict[str, Any]]:
+    raw = record.get("watchers")
+    if not isinstance(raw, list):
+        return []
+    return [
+        {"pid": w["pid"], "host": w["host"]}
+        for w in raw
+        if isinstance(w, dict) and isinstance(w.get("pid"), int) and isinstance(w.get("host"), str)
+    ]
+
+
+def _alive(pid: int) -> bool:
+    """Is process `pid` of this machine alive (a zombie is not: it has ended, unreaped)?"""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    try:  # Linux: the state after the command name; elsewhere, kill's answer stands
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def _merge_watchers(record: dict[str, Any], path: Path) -> None:
+    """Keep the watchers another process named in the file since this one read it (a controller
+    rewrites its own copy of the record: an app that re-attached meanwhile was dropped), less
+    those of this machine that have ended (a script calling `status` every minute would grow
+    the list without end); with none alive, the last one stays, so the record still tells that
+    nothing watches the job."""
+    try:
+        on_disk = json.loads(path.read_text())
+    except (OSError, ValueError):
+        on_disk = None
+    merged = _watchers(record)
+    if isinstance(on_disk, dict):
+        merged += [w for w in _watchers(on_disk) if w not in merged]
+    if not merged and "watchers" not in record:
+        return
+    here, me = socket.gethostname(), this_controller()
+    live = [w for w in merged if w == me or w["host"] != here or _alive(w["pid"])]
+    record["watchers"] = live or merged[-1:]
+
+
 def write(record: dict[str, Any]) -> None:
     path = record_path(record["job_id"])
     try:
+        _merge_watchers(record, path)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, json.dumps(record, indent=1, default=str))
     except OSError as e:

@@ -25,6 +25,8 @@ def run_row(run: RunRecord) -> tuple[str, ...]:
     loss = f"{fmt_loss(run.first_loss)} → {fmt_loss(run.last_loss)}"
     wall = fmt_elapsed(run.wall_s) if run.wall_s is not None else "—"
     state = run.state + (f" ({run.stopped_by})" if run.stopped_by else "")
+    if run.blamed is not None:  # the record's field, never the reason's words
+        state += f" (rank {run.blamed.rank} on {run.blamed.node})"
     return (run.job_id, run.config or "—", state, steps, loss, wall, run.run_dir or "—")
 
 
