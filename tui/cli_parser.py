@@ -112,7 +112,8 @@ def job_parent() -> Parser:
         "--steps-per-eval",
         type=int,
         metavar="N",
-        help="lm example: validation loss every N steps (overrides job.steps_per_eval)",
+        help="lm example: validation loss every N steps, 0 for none (overrides job.steps_per_eval "
+        "and mlx-lm's own --steps-per-eval after --)",
     )
     p.add_argument("--steps", type=int, metavar="S", help="training steps (overrides the config)")
     p.add_argument("--seed", type=int, metavar="K", help="random seed (same seed, same loss curve)")

@@ -1,6 +1,7 @@
 """An lm job's own mlx-lm flags that size it: `-- --iters N` and `-- --batch-size B` stand for
 boltring's --steps and --global-batch where the user gave no boltring value (a user of
-mlx_lm.lora keeps their flags), and a line for each one boltring's value overrides. Config
+mlx_lm.lora keeps their flags), and a line for each one boltring's value overrides (those two,
+and `-- --steps-per-eval N` under a job.steps_per_eval that is set, 0 included). Config
 applies them (schema.Config.__post_init__), so the plan, the progress and the ranks agree."""
 
 from __future__ import annotations
@@ -13,16 +14,20 @@ from boltring.cluster.config.schema import JobSpec
 # mlx-lm's flags (after `--` of `--example lm`) that boltring's job values stand for:
 # (mlx_lm.lora's flag, the JobSpec field, boltring's flag).
 LM_SIZE_FLAGS = (("--iters", "steps", "--steps"), ("--batch-size", "global_batch", "--global-batch"))
+# Not a size, but boltring's value wins over it in the same way once set (lm_setup.py).
+LM_EVAL_FLAG = ("--steps-per-eval", "steps_per_eval", "--steps-per-eval")
+READ_FLAGS = ("--iters", "--batch-size", "--steps-per-eval")
 
 
 def lm_flags(args: tuple[str, ...] | list[str]) -> dict[str, int]:
-    """{"--iters": 3, "--batch-size": 4} as mlx-lm's parser reads them (the last one wins,
-    "--iters=3" too); a value that is not a whole number is left to the ranks' own check."""
+    """{"--iters": 3, "--batch-size": 4, "--steps-per-eval": 50} as mlx-lm's parser reads them
+    (the last one wins, "--iters=3" too); a value that is not a whole number is left to the
+    ranks' own check."""
     found: dict[str, int] = {}
     words = list(args)
     for i, word in enumerate(words):
         flag, eq, value = word.partition("=")
-        if flag not in ("--iters", "--batch-size"):
+        if flag not in READ_FLAGS:
             continue
         if not eq:
             value = words[i + 1] if i + 1 < len(words) else ""
@@ -73,9 +78,9 @@ def lm_flag_conflicts(job: JobSpec) -> list[str]:
     if not _is_lm(job):
         return []
     lines = []
-    for flag, field_name, ours in LM_SIZE_FLAGS:
+    for flag, field_name, ours in (*LM_SIZE_FLAGS, LM_EVAL_FLAG):
         value = lm_flags(job.args).get(flag)
-        if value is not None and value != getattr(job, field_name):
+        if value is not None and getattr(job, field_name) not in (None, value):
             lines.append(
                 f"{ours} {getattr(job, field_name)} (job.{field_name}) wins over mlx-lm's {flag} {value} "
                 f"after --: drop one of them to silence this"

@@ -201,8 +201,10 @@ class JobSpec:
         check=v.text,
         expected="a Weights & Biases project name (rank 0 logs there when wandb is installed)",
     )
-    steps_per_eval: int = setting(  # validation every N steps (lm example); 0 = none
-        0, check=v.int_min(0), expected="steps between validation passes, or 0 for none"
+    # Validation every N steps (lm example); 0 = none. None = not set: the example's own (lm:
+    # mlx-lm's --steps-per-eval after `--`, else none), so an explicit 0 still means none.
+    steps_per_eval: int | None = setting(
+        None, check=v.int_min(0), expected="steps between validation passes, or 0 for none"
     )
     global_batch_is_default: bool = False  # set by Config when it resolved global_batch=None
     # The value a default gave steps and global_batch: the schema's, or the embedded local.yaml's

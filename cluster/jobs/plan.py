@@ -192,7 +192,7 @@ def runner_argv(config: Config, node: Node, job_id: str, *, resume: bool) -> lis
         argv += ["--lr", repr(job.learning_rate)]
     if job.data:
         argv += ["--data", remote_path(node, job.data, roots) or job.data]
-    if job.steps_per_eval:
+    if job.steps_per_eval is not None:  # an explicit 0 too: it turns mlx-lm's own flag off
         argv += ["--steps-per-eval", str(job.steps_per_eval)]
     if job.allow_nonfinite:
         argv.append("--allow-nonfinite")

@@ -57,8 +57,9 @@ def extra_parser():
         "mlx-lm's fine-tuning flags (as `mlx_lm.lora`). --iters and --batch-size (the batch over "
         "all ranks) size the job when boltring's --steps and --global-batch (job.steps, "
         "job.global_batch) are not given; when both are given, boltring's win. --seed is "
-        "boltring's --seed; --steps-per-eval applies when boltring's is not set (0: no "
-        "validation); --test, --save-every, --report-to and --steps-per-report are ignored."
+        "boltring's --seed; --steps-per-eval applies only when boltring's --steps-per-eval "
+        "(job.steps_per_eval) is not set, and boltring's 0 means no validation; --test, "
+        "--save-every, --report-to and --steps-per-report are ignored."
     )
     return parser
 
@@ -104,9 +105,7 @@ def parse_lm_args(cfg: TrainConfig, extra: Sequence[str], log=print) -> types.Si
     args["seed"] = cfg.seed
     if cfg.lr is not None:
         args["learning_rate"] = cfg.lr
-    # boltring's --steps-per-eval (job.steps_per_eval) when set, else mlx-lm's own flag; neither
-    # means no validation (mlx-lm's default of 200 would be a surprise README does not promise).
-    args["steps_per_eval"] = cfg.steps_per_eval or given.get("steps_per_eval") or 0
+    args["steps_per_eval"] = _steps_per_eval(cfg, given, log)
     if (args.get("grad_accumulation_steps") or 1) != 1:
         raise ValueError(
             "--grad-accumulation-steps is not supported by boltring's lm loop; raise --global-batch "
@@ -119,6 +118,18 @@ def parse_lm_args(cfg: TrainConfig, extra: Sequence[str], log=print) -> types.Si
     if "adapter_path" not in given:
         args["adapter_path"] = None  # train_lm puts them next to the checkpoints
     return types.SimpleNamespace(**args)
+
+
+def _steps_per_eval(cfg: TrainConfig, given: dict[str, Any], log) -> int:
+    """boltring's --steps-per-eval (job.steps_per_eval) whenever it is set, 0 ("none") included,
+    else mlx-lm's own flag; neither means no validation (mlx-lm's default of 200 would be a
+    surprise README does not promise)."""
+    theirs = given.get("steps_per_eval")
+    if cfg.steps_per_eval is None:
+        return theirs or 0
+    if theirs is not None and theirs != cfg.steps_per_eval:
+        log(f"[lm] --steps-per-eval {theirs} is replaced by boltring's --steps-per-eval {cfg.steps_per_eval}")
+    return cfg.steps_per_eval
 
 
 def prepare_model(args: types.SimpleNamespace, model: nn.Module) -> None:

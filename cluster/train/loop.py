@@ -65,7 +65,8 @@ class TrainConfig:
     data: str | None = None
     args: tuple[str, ...] = ()  # example-specific extra arguments (after "--")
     progress_every: int | None = None  # stdout progress line period; None: about every 10 %
-    steps_per_eval: int = 0  # validation every N steps; 0: the example's own (lm: mlx-lm's flag, else none)
+    # Validation every N steps; 0: none; None: the example's own (lm: mlx-lm's flag, else none).
+    steps_per_eval: int | None = None
     allow_nonfinite: bool = False  # True: a NaN/inf loss does not stop the run
     keep_checkpoints: int = 3  # newest checkpoints kept by rank 0; 0 keeps all
 
@@ -82,7 +83,7 @@ class TrainConfig:
             raise ValueError(f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
         if self.log_every < 1:
             raise ValueError(f"--log-every must be >= 1, got {self.log_every}")
-        if self.steps_per_eval < 0:
+        if self.steps_per_eval is not None and self.steps_per_eval < 0:
             raise ValueError(f"--steps-per-eval must be >= 0, got {self.steps_per_eval}")
 
 

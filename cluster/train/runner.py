@@ -1,7 +1,9 @@
 """The worker entry point every rank runs: ``python -m boltring.cluster.train.runner``.
 
-The launcher starts one per rank, with the rank's run directory as the working directory and
-the job described by environment variables that ``boltring.netio.init()`` reads::
+The launcher starts one per rank, in the folder boltring was started from (or its mirror on the
+node: plan.rank_cwd), so the job's relative paths mean what they meant there; the rank's own
+files (rank.log, metrics.jsonl, why.json, W&B's) go to its run directory, BOLTRING_RUN_DIR. The
+job is described by environment variables that ``boltring.netio.init()`` reads::
 
     python -m boltring.cluster.train.runner --example mlp --steps 200 --seed 0 \\
         --global-batch 256 --lr 0.05 --checkpoint-every 50 --checkpoint-dir DIR [--resume] \\
@@ -135,7 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="N",
-        help="rank 0 writes a checkpoint every N steps and at the last step; 0 = never (default 0)",
+        # 100 is schema.DEFAULT_CHECKPOINT_EVERY (a test keeps them equal; importing the config
+        # package here would slow every rank's start for one help line).
+        help="rank 0 writes a checkpoint every N steps and at the last step; 0 = never "
+        "(default 0 when started by hand; jobs launched by boltring pass job.checkpoint_every, "
+        "100 unless set)",
     )
     p.add_argument(
         "--checkpoint-dir",
@@ -166,10 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--steps-per-eval",
         type=int,
-        default=0,
+        default=None,
         metavar="N",
-        help="validation loss every N steps, for examples with a validation set (lm); 0 = the "
-        "example's default",
+        help="validation loss every N steps, for examples with a validation set (lm); 0 = none "
+        "(default: the example's own; lm: mlx-lm's --steps-per-eval after '--', else none)",
     )
     p.add_argument(
         "--allow-nonfinite",
@@ -274,7 +280,7 @@ def _script_env(ns: argparse.Namespace) -> dict[str, str]:
         "BOLTRING_RESUME": "1" if ns.resume else None,
         "BOLTRING_LOG_EVERY": ns.log_every,
         "BOLTRING_DATA": ns.data,
-        "BOLTRING_STEPS_PER_EVAL": ns.steps_per_eval or None,
+        "BOLTRING_STEPS_PER_EVAL": ns.steps_per_eval,  # "0" when given: none, not the script's own
     }
     return {k: str(v) for k, v in env.items() if v is not None}
 

@@ -26,7 +26,8 @@ def test_test_flag_is_really_ignored():
 
 @pytest.mark.parametrize(
     ("ours", "theirs", "expected"),
-    [(0, None, 0), (0, "7", 7), (5, "7", 5), (5, None, 5), (0, "0", 0)],
+    # ours None: boltring's not set; an explicit 0 is "none" and wins over mlx-lm's flag
+    [(None, None, 0), (None, "7", 7), (5, "7", 5), (5, None, 5), (None, "0", 0), (0, "7", 0), (0, None, 0)],
 )
 def test_steps_per_eval_zero_means_no_validation(ours, theirs, expected):
     extra = [*BASE, *(["--steps-per-eval", theirs] if theirs else [])]
