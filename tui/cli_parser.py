@@ -278,7 +278,8 @@ def main_parser() -> Parser:
         description="Set up every node (or the --node ones) over SSH: find a Python 3.11+, create "
         "the venv the node's `python:` belongs to (e.g. ~/boltring/.venv/bin/python), and install "
         "exactly the boltring and mlx versions of this machine, plus setup.extras (and the lm extra "
-        "when the job uses --example lm). boltring's own wheel is built or found here and uploaded "
+        "when the config's job.example is lm; for --example lm given on the command line, put "
+        "setup: {extras: [lm]} in the config). boltring's own wheel is built or found here and uploaded "
         "over SFTP. A node already on those versions is reported up to date and nothing is "
         "reinstalled. Exit code 1 when any node failed (the others still finish), 2 when a node's "
         "python: is not a venv's interpreter (nothing starts), 130 on Ctrl-C or SIGTERM.",
