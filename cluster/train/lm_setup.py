@@ -236,7 +236,7 @@ def read_jsonl(path: Path) -> Rows:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(
-                    f"{path}:{number}: not valid JSON ({e.msg} at column {e.colno}); each line must be "
+                    f"{path}:{number}: not valid JSON ({e.msg.removesuffix(' at')} at column {e.colno}); each line must be "
                     'one JSON object such as {"text": "..."}'
                 ) from None
             if not isinstance(row, dict):

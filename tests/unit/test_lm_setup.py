@@ -150,3 +150,11 @@ def test_a_data_folder_runs_a_rank_or_stops_it_in_one_line(tmp_path):
     assert res.returncode == 1
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith(f"boltring-train: error: DataError: {d / 'train.jsonl'}:2: not valid JSON"), last
+
+
+def test_a_control_character_is_said_once_with_its_column(tmp_path):
+    """json's own message for it ends in "at"; the line read "… at at column 12"."""
+    d = _folder(tmp_path, '{"text": "a"}\n{"text": "b"}\n{"text": "tab\there"}\n')
+    with pytest.raises(DataError) as e:
+        read_data(_args(d))
+    assert "(Invalid control character at column 14)" in str(e.value), str(e.value)
