@@ -48,6 +48,16 @@ async def run_job(cfg, timeout: float = 300):
     return summary, seen
 
 
+def loss_curve(seen: list) -> list[tuple[int, int, float]]:
+    """Every (rank, step, loss) the ranks reported, in order: two runs with the same curve, bit
+    for bit, give equal lists (floats compared exactly)."""
+    from boltring.cluster.jobs.events import RankMetrics
+
+    return sorted(
+        {(e.rank, e.step, e.loss) for e in seen if isinstance(e, RankMetrics) and e.loss is not None}
+    )
+
+
 def config(path: Path):
     return load_config(str(path))
 
