@@ -218,7 +218,7 @@ def _job(args, script_args: list[str]) -> int:
     if args.dry_run:
         from .dry_run import print_plan
 
-        return print_plan(controller, args.resume, json_out=args.json)
+        return print_plan(controller, args.resume, json_out=args.json, skip_checks=args.skip_checks)
     if args.run:
         from .headless import run_headless
 

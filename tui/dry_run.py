@@ -17,6 +17,12 @@ after an example prints its options and no plan.
 ring.directions `auto` is decided at launch (from the routes the checks see, or by the ranks),
 so the environment says "auto" where the launch may pass 1 or 2: the plan says in a line (and
 `directions`, `directions_how` in the `plan` event) what it comes to, or how it will be decided.
+
+ring.order `cabling` is decided at launch too: the checks before it reorder the nodes (so the
+ranks) to follow the Thunderbolt cables they find, and the dry run probes no node. The plan
+says the order in a line ("ring order: ", and `ring_order`, `ring_order_how` in the `plan`
+event); while it is undecided (`ring_order` null) it says so, and every rank's heading says it
+is that rank only if the config's order is kept.
 """
 
 from __future__ import annotations
@@ -58,6 +64,11 @@ class PlanShown(Event):
     secret_command: str | None = None
     secret_node: str | None = None
     secret_copies: dict[str, str] | None = None  # the other nodes: where the same file goes there
+    # The nodes in ring order, as the ranks below are numbered and the launch will number them;
+    # None while the launch decides it from the cables its checks find (ring.order: cabling).
+    # In words, as the text plan prints it after "ring order: "
+    ring_order: list[str] | None = None
+    ring_order_how: str = ""
 
 
 @dataclass
@@ -78,11 +89,12 @@ class RankPlanned(Event):
     cwd: list[str] = field(default_factory=list)  # the rank runs in the first that exists (rank_cwd)
 
 
-def plan_events(controller: JobController, resume: bool = False) -> list[Event]:
+def plan_events(controller: JobController, resume: bool = False, skip_checks: bool = False) -> list[Event]:
     """The plan as --json events; PlanError when the launch would refuse it."""
     plans = controller.plan(resume=resume)
     config = controller.config
     ways, how = _directions(controller)
+    order, order_how = controller.planned_ring_order(skip_checks)
     nodes = {n.name: n for n in config.nodes}
     secrets = _secret_files(config, plans)
     first = nodes[plans[0].node] if plans else None
@@ -98,6 +110,8 @@ def plan_events(controller: JobController, resume: bool = False) -> list[Event]:
         secret_command=_secret_command(first, secrets[first.name]) if first and secrets else None,
         secret_node=first.name if first and secrets else None,
         secret_copies={n: path for n, path in secrets.items() if first and n != first.name} or None,
+        ring_order=order,
+        ring_order_how=order_how,
     )
     return [head, *(_rank_event(p, nodes[p.node], secrets.get(p.node)) for p in plans)]
 
@@ -194,7 +208,9 @@ def _enter(node: Node, cwd: str | tuple[str, ...] | list[str]) -> str:
 # --- printing -----------------------------------------------------------------------------------
 
 
-def print_plan(controller: JobController, resume: bool = False, *, json_out: bool = False) -> int:
+def print_plan(
+    controller: JobController, resume: bool = False, *, json_out: bool = False, skip_checks: bool = False
+) -> int:
     """Print the plan (text, or JSON lines with json_out) and return 0; when the launch would
     refuse it, its one-line reason instead, as `--run` says it (exit 2: nothing started, as for
     a bad config; and an error event with json_out). `-- --help` after an example: its options,
@@ -204,7 +220,9 @@ def print_plan(controller: JobController, resume: bool = False, *, json_out: boo
         if shown is not None:
             print(shown, end="" if shown.endswith("\n") else "\n")
             return 0
-        events = plan_events(controller, resume)  # built whole first: an error prints no half plan
+        events = plan_events(
+            controller, resume, skip_checks
+        )  # built whole first: an error prints no half plan
         check_job_args_now(controller.config)  # the launch's own check of the arguments after `--`
     except PlanError as e:
         say_error(str(e) + (f" ({e.hint})" if e.hint else ""), json_event=json_out)
@@ -212,13 +230,15 @@ def print_plan(controller: JobController, resume: bool = False, *, json_out: boo
     except JobArgsRefused as e:
         say_error(str(e), json_event=json_out)  # the line `--run` prints
         return 2
+    order_known = True
     for ev in events:
         if json_out:
             print(json.dumps(ev.to_dict(), default=str), flush=True)
         elif isinstance(ev, PlanShown):
             _print_head(ev)
+            order_known = ev.ring_order is not None
         elif isinstance(ev, RankPlanned):
-            _print_rank(ev)
+            _print_rank(ev, order_known)
     return 0
 
 
@@ -228,6 +248,7 @@ def _print_head(ev: PlanShown) -> None:
         f"{ev.steps} steps, backend {ev.backend}. Nothing is started."
     )
     print(f"# ring.directions: {ev.directions_how}")
+    print(f"# ring order: {ev.ring_order_how}")
     print("# Per rank: the line boltring runs (spawn: it reads the launch spec, with the secret, on")
     print("# stdin, so pasted alone it waits for it), then the rank's own command, which pasted into")
     print("# a shell on its node runs that rank by hand.")
@@ -239,8 +260,10 @@ def _print_head(ev: PlanShown) -> None:
             print(f"# then copy that file, mode 0600, to {where}: every rank proves the same secret")
 
 
-def _print_rank(ev: RankPlanned) -> None:
-    print(f"\n# rank {ev.rank} on {ev.node} ({ev.where}); run dir {ev.run_dir}")
+def _print_rank(ev: RankPlanned, order_known: bool = True) -> None:
+    # an order the launch decides: this rank is on this node only if the config's order is kept
+    kept = "" if order_known else " if the config's order is kept (ring order: decided at launch)"
+    print(f"\n# rank {ev.rank} on {ev.node} ({ev.where}){kept}; run dir {ev.run_dir}")
     print(f"#   runs in {describe_cwd(ev.cwd, ev.node)}")
     print("#   boltring runs (the launch spec and the secret go on its stdin):")
     print(ev.command)

@@ -48,6 +48,10 @@ class ResumeRefused(ControllerError):
 
 
 class LaunchMixin(ControllerCore):
+    # The facts the last full checks (run_checks on every node, no job running) gathered, from
+    # which the ring order was decided; None until such checks ran.
+    _order_facts: dict[str, dict] | None = None
+
     async def run_checks(
         self, bandwidth: bool = True, nodes: list[str] | None = None, bandwidth_seconds: float | None = None
     ) -> list[CheckResult]:
@@ -102,17 +106,23 @@ class LaunchMixin(ControllerCore):
     def _follow_cables(self, facts: dict[str, dict]) -> None:
         """With ring.order: cabling, put the nodes in the order the Thunderbolt cables allow
         (the config's order is only where the search starts); the next launch uses it."""
-        from boltring.cluster.nodes.checks.run import all_report_tb_ports, cable_edges, cabling_order
+        from boltring.cluster.nodes.checks.cabling import launch_order
 
-        names = [n.name for n in self.config.nodes]
-        if self.config.ring.order != "cabling" or len(names) < 2 or not all_report_tb_ports(names, facts):
-            return
-        order = cabling_order(names, cable_edges({n: facts[n] for n in names}))
-        if order is None or order == names:
+        self._order_facts = facts
+        order = launch_order(self.config, facts)
+        if order is None:
             return
         by_name = {n.name: n for n in self.config.nodes}
         self.config = dataclasses.replace(self.config, nodes=tuple(by_name[n] for n in order))
         self._log(f"ring order follows the cables: {', '.join(order)}")
+
+    def planned_ring_order(self, skip_checks: bool = False) -> tuple[list[str] | None, str]:
+        """The node order the next launch takes, for --dry-run: (order, in words); order None
+        while the launch still has to decide it from the cables its checks find (cabling.py
+        planned_order). After checks, self.config already holds the order they chose."""
+        from boltring.cluster.nodes.checks.cabling import planned_order
+
+        return planned_order(self.config, self._order_facts, skip_checks=skip_checks)
 
     def oversubscribed(self) -> list[str]:
         """One line per node asked to run more ranks than it has cores (the app asks first)."""

@@ -235,8 +235,9 @@ def read_jsonl(path: Path) -> Rows:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
+                said = e.msg.removesuffix(" at")  # "Invalid control character at": the column follows
                 raise DataError(
-                    f"{path}:{number}: not valid JSON ({e.msg.removesuffix(' at')} at column {e.colno}); each line must be "
+                    f"{path}:{number}: not valid JSON ({said} at column {e.colno}); each line must be "
                     'one JSON object such as {"text": "..."}'
                 ) from None
             if not isinstance(row, dict):

@@ -4,6 +4,7 @@ cables, loops through Thunderbolt Bridge (a broadcast storm), and the ring_order
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 
 from boltring.cluster.agent.facts import NodeFacts, TbPort
@@ -139,6 +140,74 @@ def tb_loops(reports: Mapping[str, NodeFacts]) -> dict[str, str]:
 def all_report_tb_ports(names: list[str], facts: Mapping[str, NodeFacts]) -> bool:
     """Every named node reported its Thunderbolt ports (macOS facts), so its cables are known."""
     return all("ports" in (((facts.get(n) or {}).get("macos") or {}).get("thunderbolt") or {}) for n in names)
+
+
+def launch_order(config: Config, facts: Mapping[str, NodeFacts]) -> list[str] | None:
+    """The order of the nodes a launch takes after checks that gathered `facts`: with
+    ring.order: cabling, the order the Thunderbolt cables allow; None when it keeps the config's
+    (ring.order: config, one node, a node that reported no Thunderbolt ports, cables that allow
+    no order, or a config already in that order). The one rule the launch (JobController
+    run_checks) and --dry-run (planned_order) follow."""
+    names = [n.name for n in config.nodes]
+    if config.ring.order != "cabling" or len(names) < 2 or not all_report_tb_ports(names, facts):
+        return None
+    order = cabling_order(names, cable_edges({n: facts[n] for n in names}))
+    return None if order is None or order == names else order
+
+
+def planned_order(
+    config: Config,
+    facts: Mapping[str, NodeFacts] | None,
+    here: str = sys.platform,
+    *,
+    skip_checks: bool = False,
+) -> tuple[list[str] | None, str]:
+    """The node order (so the rank order) a launch of `config` takes, for a plan that runs no
+    checks (--dry-run): (order, how), `how` the words after "ring order: ". `order` is None while
+    the launch decides it from the cables its checks find. `facts`: what the last checks in this
+    controller gathered, None when none ran; after them `config` is already in the order they
+    chose (the controller reorders its config), so it is said, not recomputed. `here`: this
+    machine's platform, which a local node's probe reports. `skip_checks`: the launch runs no
+    checks, so nothing reorders the nodes."""
+    names = [n.name for n in config.nodes]
+    listed = ", ".join(names)
+    if config.ring.order != "cabling":
+        return names, f"{listed} (the config's order)"
+    if len(names) < 2:
+        return names, f"{listed} (one node: no cables to follow)"
+    if skip_checks:
+        return (
+            names,
+            f"{listed} (ring.order: cabling, but --skip-checks: no checks read the cables, the "
+            "config's order is kept)",
+        )
+    local = next((n.name for n in config.nodes if n.local), None)
+    if facts is None and local and here != "darwin":  # its probe will report no Thunderbolt ports
+        return names, (
+            f"{listed} (ring.order: cabling, but {local} is this machine, which is not a Mac: no "
+            "Thunderbolt ports to follow, the config's order is kept)"
+        )
+    if facts is None:
+        return None, (
+            f"decided at launch (ring.order: cabling): the checks before it put the nodes in the "
+            f"order the Thunderbolt cables allow, from {names[0]} when they can, and number the "
+            f"ranks in that order; the ranks below are in the config's order ({listed}), which the "
+            "launch keeps with --skip-checks, on nodes that report no Thunderbolt ports (not "
+            "macOS) or when the cables allow no order. `boltring check` shows the cables' order "
+            "(ring_order)"
+        )
+    unreported = [n for n in names if not all_report_tb_ports([n], facts)]
+    if unreported:
+        return names, (
+            f"{listed} (ring.order: cabling, but the last checks got no Thunderbolt ports from "
+            f"{', '.join(unreported)}: the config's order is kept)"
+        )
+    if cabling_order(names, cable_edges({n: facts[n] for n in names})) is None:
+        return names, (
+            f"{listed} (ring.order: cabling, but the cables the last checks found allow no order: "
+            "the config's order is kept)"
+        )
+    return names, f"{listed} (ring.order: cabling: the Thunderbolt cables the last checks found)"
 
 
 def ring_order_result(config: Config, facts: Mapping[str, NodeFacts]) -> CheckResult | None:

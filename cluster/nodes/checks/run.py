@@ -45,13 +45,7 @@ from boltring.cluster.agent.facts import NodeFacts, ProbeRequest
 from boltring.cluster.config.schema import Config, Node
 from boltring.cluster.jobs.events import CheckResult
 from boltring.cluster.nodes.checks.bandwidth import BW_SECONDS, MIN_GBPS, measure_links
-from boltring.cluster.nodes.checks.cabling import (  # the first three: re-exported for the controller
-    all_report_tb_ports,
-    cable_edges,
-    cabling_order,
-    ring_order_result,
-    tb_loop_results,
-)
+from boltring.cluster.nodes.checks.cabling import ring_order_result, tb_loop_results
 from boltring.cluster.nodes.checks.hints import PYTHON_HINT, ssh_hint
 from boltring.cluster.nodes.checks.job_paths import NAME as JOB_PATHS
 from boltring.cluster.nodes.checks.job_paths import job_paths_result, named_paths
@@ -77,9 +71,6 @@ from boltring.cluster.states import CheckStatus, SshState
 __all__ = [
     "MIN_PYTHON",
     "NodeReport",
-    "all_report_tb_ports",
-    "cable_edges",
-    "cabling_order",
     "check_cluster",
     "check_node",
     "controller_versions",
