@@ -32,6 +32,9 @@ checkpoint.py's format, the newest ``--keep-checkpoints`` kept): the trainable p
 ``--resume`` continues from them. With each checkpoint, and at the end, rank 0 also writes
 ``adapters.safetensors`` and ``adapter_config.json`` to ``--adapter-path`` (default
 ``<checkpoint dir>/adapters``), where ``mlx_lm.generate --model M --adapter-path DIR`` loads them.
+
+W&B (``job.wandb``): rank 0 sends every metrics line (loss, val_loss, tokens/s, memory) to the
+run named after the job, through wandb_hook.logging_to_wandb as loop.py's examples do.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ from .loop import (
     resume,
     save_checkpoint,
 )
+from .wandb_hook import logging_to_wandb
 
 __all__ = ["MissingPackage", "extra_parser", "run", "train_lm"]
 
@@ -292,61 +296,73 @@ def train_lm(group, cfg: TrainConfig, args: types.SimpleNamespace, log=_log) -> 
     tokens_since = 0
     eval_every = args.steps_per_eval or 0
     overlap = overlaps(group)
-    for step in range(start + 1, cfg.steps + 1):
-        batch, lengths = next(batches)
-        ntoks = target_tokens(lengths, batch.shape[1])
-        global_toks = int(group.all_sum(np.array([ntoks], dtype=np.int32))[0])
-        scale = mx.array(ntoks * size / max(global_toks, 1), dtype=mx.float32)
-        ce, grads = grad_step(batch, lengths, scale)
-        # With ring.overlap the backward pass is left to average_gradients, which evaluates the
-        # gradient buckets last layer first and reduces each as soon as it is ready.
-        if overlap:
-            mx.eval(ce, grad_state)
-        else:
-            mx.eval(ce, grads, grad_state)
-        grads = group.average_gradients(grads)
-        update_step(grads)
-        mx.eval(model.state, opt.state)
-        tokens_since += ntoks
-        last = step == cfg.steps
-        val, val_s = None, 0.0
-        if valid_set is not None and eval_every and (step % eval_every == 0 or last):
-            t_val = time.perf_counter()
-            val = evaluate(group, model, valid_set, args, comm)
-            val_s = time.perf_counter() - t_val  # not training: left out of tokens/s
-        if step % cfg.log_every == 0 or last or val is not None:
-            summed = group.all_sum(np.array([ce.item() * ntoks], dtype=np.float32))
-            gloss = float(summed[0]) / max(global_toks, 1)
-            losses[step] = gloss
-            extra = {"peak_mem_mb": mx.get_peak_memory() / 1e6}
-            if val is not None:
-                extra["val_loss"] = val
-            rec = group.report(
-                step=step, loss=gloss, samples=B, tokens=tokens_since, exclude_s=val_s, **extra
-            )
-            tokens_since = 0
-            tps = rec.get("tokens_per_s")
-            log(
-                f"[rank {rank}] step {step}/{cfg.steps} loss {gloss:.4f}"
-                + (f" val {val:.4f}" if val is not None else "")
-                + (f" {tps:.0f} tok/s" if tps else "")
-            )
-        if checkpoint_due(cfg, step) and rank == 0:
-            save_checkpoint(
-                ckpt_dir,
-                task,
-                cfg,
-                step=step,
-                samples_seen=step * B,
-                global_batch=B,
-                world_size=size,
-                log=log,
-            )
-            # mlx_lm.lora's --save-every updates the adapters as it goes: so does each checkpoint,
-            # so that a stopped job leaves adapters mlx_lm.generate loads (the checkpoint's keys
-            # are boltring's, model.model.layers…, with the optimizer state beside them).
-            save_adapters(adapters, args, model, step, log)
-            saved_at = step
-    if rank == 0 and saved_at != cfg.steps:
-        save_adapters(adapters, args, model, max(start, cfg.steps), log)
+    run_config = {
+        "task": NAME,
+        "seed": args.seed,
+        "global_batch": B,
+        "lr": args.learning_rate,
+        "steps": cfg.steps,
+        "model": args.model,
+        "fine_tune_type": args.fine_tune_type,
+        "num_layers": args.num_layers,
+    }
+    with logging_to_wandb(group, run_config, log) as to_wandb:
+        for step in range(start + 1, cfg.steps + 1):
+            batch, lengths = next(batches)
+            ntoks = target_tokens(lengths, batch.shape[1])
+            global_toks = int(group.all_sum(np.array([ntoks], dtype=np.int32))[0])
+            scale = mx.array(ntoks * size / max(global_toks, 1), dtype=mx.float32)
+            ce, grads = grad_step(batch, lengths, scale)
+            # With ring.overlap the backward pass is left to average_gradients, which evaluates the
+            # gradient buckets last layer first and reduces each as soon as it is ready.
+            if overlap:
+                mx.eval(ce, grad_state)
+            else:
+                mx.eval(ce, grads, grad_state)
+            grads = group.average_gradients(grads)
+            update_step(grads)
+            mx.eval(model.state, opt.state)
+            tokens_since += ntoks
+            last = step == cfg.steps
+            val, val_s = None, 0.0
+            if valid_set is not None and eval_every and (step % eval_every == 0 or last):
+                t_val = time.perf_counter()
+                val = evaluate(group, model, valid_set, args, comm)
+                val_s = time.perf_counter() - t_val  # not training: left out of tokens/s
+            if step % cfg.log_every == 0 or last or val is not None:
+                summed = group.all_sum(np.array([ce.item() * ntoks], dtype=np.float32))
+                gloss = float(summed[0]) / max(global_toks, 1)
+                losses[step] = gloss
+                extra = {"peak_mem_mb": mx.get_peak_memory() / 1e6}
+                if val is not None:
+                    extra["val_loss"] = val
+                rec = group.report(
+                    step=step, loss=gloss, samples=B, tokens=tokens_since, exclude_s=val_s, **extra
+                )
+                to_wandb(rec)
+                tokens_since = 0
+                tps = rec.get("tokens_per_s")
+                log(
+                    f"[rank {rank}] step {step}/{cfg.steps} loss {gloss:.4f}"
+                    + (f" val {val:.4f}" if val is not None else "")
+                    + (f" {tps:.0f} tok/s" if tps else "")
+                )
+            if checkpoint_due(cfg, step) and rank == 0:
+                save_checkpoint(
+                    ckpt_dir,
+                    task,
+                    cfg,
+                    step=step,
+                    samples_seen=step * B,
+                    global_batch=B,
+                    world_size=size,
+                    log=log,
+                )
+                # mlx_lm.lora's --save-every updates the adapters as it goes: so does each checkpoint,
+                # so that a stopped job leaves adapters mlx_lm.generate loads (the checkpoint's keys
+                # are boltring's, model.model.layers…, with the optimizer state beside them).
+                save_adapters(adapters, args, model, step, log)
+                saved_at = step
+        if rank == 0 and saved_at != cfg.steps:
+            save_adapters(adapters, args, model, max(start, cfg.steps), log)
     return losses

@@ -45,7 +45,7 @@ import mlx.optimizers as optim
 import numpy as np
 
 from boltring.cluster.train import checkpoint
-from boltring.cluster.train.wandb_hook import WandbHook
+from boltring.cluster.train.wandb_hook import logging_to_wandb
 
 _DATA_ORDER_TAG = 0x0B017  # mixed into the data-order seed so it differs from other streams
 
@@ -334,73 +334,69 @@ def train(
     )
 
     loss_and_grad = nn.value_and_grad(model, task.loss)
-    job_id = getattr(getattr(group, "job", None), "job_id", None)
     run_config = {"task": task.name, "seed": cfg.seed, "global_batch": B, "lr": cfg.lr, "steps": cfg.steps}
-    wandb = WandbHook.start(rank, job_id, {**run_config, "world_size": size}, log)
-    t0 = time.perf_counter()
-    t_last, step_last = t0, start_step
-    tokens_per_example = getattr(task, "tokens_per_example", None)
-    step_reported = start_step
-    overlap = overlaps(group)
-    for step in range(start_step + 1, cfg.steps + 1):
-        idx = global_batch_indices(cfg.seed, position, B, task.num_examples)[lo:hi]
-        batch = task.batch(idx)
-        loss, grads = loss_and_grad(model, *batch)
-        if not overlap:  # else average_gradients evaluates them bucket by bucket
-            mx.eval(loss, grads)
-        grads = group.average_gradients(grads)
-        opt.update(model, grads)
-        mx.eval(model.parameters(), opt.state)
-        position += B
-        result.final_step, result.samples_seen = step, position
-        local_loss = loss.item()
-        if not math.isfinite(local_loss) and not cfg.allow_nonfinite:
-            # Checked on every rank at every step, before anything is logged or saved, so a bad
-            # value never reaches a checkpoint; the rank that saw it names itself.
-            what = "NaN" if math.isnan(local_loss) else "infinite"
-            raise NonFiniteLoss(
-                f"loss became {what} at step {step} on rank {rank} "
-                f"(job.allow_nonfinite: true lets the run continue)"
-            )
-        if on_step is not None:
-            on_step(step, local_loss)
+    with logging_to_wandb(group, run_config, log) as to_wandb:
+        t0 = time.perf_counter()
+        t_last, step_last = t0, start_step
+        tokens_per_example = getattr(task, "tokens_per_example", None)
+        step_reported = start_step
+        overlap = overlaps(group)
+        for step in range(start_step + 1, cfg.steps + 1):
+            idx = global_batch_indices(cfg.seed, position, B, task.num_examples)[lo:hi]
+            batch = task.batch(idx)
+            loss, grads = loss_and_grad(model, *batch)
+            if not overlap:  # else average_gradients evaluates them bucket by bucket
+                mx.eval(loss, grads)
+            grads = group.average_gradients(grads)
+            opt.update(model, grads)
+            mx.eval(model.parameters(), opt.state)
+            position += B
+            result.final_step, result.samples_seen = step, position
+            local_loss = loss.item()
+            if not math.isfinite(local_loss) and not cfg.allow_nonfinite:
+                # Checked on every rank at every step, before anything is logged or saved, so a bad
+                # value never reaches a checkpoint; the rank that saw it names itself.
+                what = "NaN" if math.isnan(local_loss) else "infinite"
+                raise NonFiniteLoss(
+                    f"loss became {what} at step {step} on rank {rank} "
+                    f"(job.allow_nonfinite: true lets the run continue)"
+                )
+            if on_step is not None:
+                on_step(step, local_loss)
 
-        last = step == cfg.steps
-        do_log = step % cfg.log_every == 0 or last
-        do_progress = step % progress_every == 0 or last or step == start_step + 1
-        if do_log or do_progress:
-            gloss = global_mean(group, local_loss)
-            result.losses[step] = gloss
-            if do_log:
-                tokens = None
-                if tokens_per_example:  # this rank's tokens since its previous report
-                    tokens = (hi - lo) * tokens_per_example * (step - step_reported)
-                record = group.report(step=step, loss=gloss, samples=B, tokens=tokens)
-                if wandb is not None:
-                    wandb.log(record)
-                step_reported = step
-            if do_progress:
-                now = time.perf_counter()
-                rate = (step - step_last) / max(now - t_last, 1e-9)
-                t_last, step_last = now, step
-                log(f"[rank {rank}] step {step}/{cfg.steps} loss {gloss:.4f} ({rate:.1f} steps/s)")
+            last = step == cfg.steps
+            do_log = step % cfg.log_every == 0 or last
+            do_progress = step % progress_every == 0 or last or step == start_step + 1
+            if do_log or do_progress:
+                gloss = global_mean(group, local_loss)
+                result.losses[step] = gloss
+                if do_log:
+                    tokens = None
+                    if tokens_per_example:  # this rank's tokens since its previous report
+                        tokens = (hi - lo) * tokens_per_example * (step - step_reported)
+                    record = group.report(step=step, loss=gloss, samples=B, tokens=tokens)
+                    to_wandb(record)
+                    step_reported = step
+                if do_progress:
+                    now = time.perf_counter()
+                    rate = (step - step_last) / max(now - t_last, 1e-9)
+                    t_last, step_last = now, step
+                    log(f"[rank {rank}] step {step}/{cfg.steps} loss {gloss:.4f} ({rate:.1f} steps/s)")
 
-        if checkpoint_due(cfg, step) and rank == 0:
-            path = save_checkpoint(
-                ckpt_dir,
-                task,
-                cfg,
-                step=step,
-                samples_seen=position,
-                global_batch=B,
-                world_size=size,
-                log=log,
-            )
-            result.checkpoints.append(path)
+            if checkpoint_due(cfg, step) and rank == 0:
+                path = save_checkpoint(
+                    ckpt_dir,
+                    task,
+                    cfg,
+                    step=step,
+                    samples_seen=position,
+                    global_batch=B,
+                    world_size=size,
+                    log=log,
+                )
+                result.checkpoints.append(path)
 
-    result.seconds = time.perf_counter() - t0
-    if wandb is not None:
-        wandb.finish()
+        result.seconds = time.perf_counter() - t0
     done = result.final_step - start_step
     if done:
         log(

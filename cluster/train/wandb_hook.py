@@ -9,12 +9,16 @@ key in its netrc) apply as for any wandb user.
 W&B's local files (its ``wandb/`` folder) go into rank 0's run directory (BOLTRING_RUN_DIR,
 beside its rank.log and metrics.jsonl), not into the launch folder the rank runs in; a
 WANDB_DIR the user set still wins, and a rank started by hand keeps wandb's own ./wandb.
+
+Every built-in loop (loop.train for mlp and charlm, lm.train_lm) logs through
+:func:`logging_to_wandb`, so they name, fill and finish their runs alike.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from boltring.netio.jobenv import RUN_DIR
@@ -62,8 +66,45 @@ class WandbHook:
         if values:
             self.run.log(values, step=int(record.get("step", 0)))
 
-    def finish(self) -> None:
-        self.run.finish()
+    def finish(self, exit_code: int | None = None) -> None:
+        """End the run: W&B marks it failed when exit_code is not 0."""
+        self.run.finish(exit_code=exit_code)
         import wandb
 
         wandb.teardown()  # its wandb-core service process ends with the run, not with the rank
+
+
+def _not_logging(record: dict[str, Any]) -> None:
+    pass
+
+
+def exit_code_of(error: BaseException) -> int:
+    """The exit status the rank will have: a signal's 128+N (runner.Terminated is a SystemExit
+    carrying it), else 1 as for any error."""
+    if isinstance(error, SystemExit) and isinstance(error.code, int):
+        return error.code
+    return 1
+
+
+@contextmanager
+def logging_to_wandb(
+    group: Any, config: dict[str, Any], log: Callable[[str], None]
+) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """Around a training loop: yields the function that sends one metrics record (what
+    group.report returned) to W&B, a no-op unless this is rank 0 of a job.wandb job, and
+    finishes the run however the loop ends, with the rank's exit status. Finishing it here,
+    not in wandb's atexit hook, also ends the run of a loop that does not end its process."""
+    job_id = getattr(getattr(group, "job", None), "job_id", None)
+    hook = WandbHook.start(group.rank, job_id, {**config, "world_size": group.size}, log)
+    if hook is None:
+        yield _not_logging
+        return
+    try:
+        yield hook.log
+    except BaseException as error:
+        try:
+            hook.finish(exit_code=exit_code_of(error))
+        except Exception as finish_error:  # the loop's own error is the one the runner reports
+            log(f"[rank 0] could not finish the W&B run: {type(finish_error).__name__}: {finish_error}")
+        raise
+    hook.finish()
