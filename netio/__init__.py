@@ -4,7 +4,7 @@ No UI and no SSH here: this package is what every rank imports.
 """
 
 from .errors import ConnectTimeout, FrameError, HandshakeError, NetioError, PeerClosed, PeerTimeout
-from .group import Group, init
+from .group import Group, NonFiniteLoss, init
 from .jobenv import JobEnv, JobEnvError
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "Group",
     "JobEnv",
     "JobEnvError",
+    "NonFiniteLoss",
     "NetioError",
     "FrameError",
     "PeerClosed",

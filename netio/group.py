@@ -7,11 +7,16 @@
 
 `init()` reads the job from the environment the launcher set; run alone, it is a 1-rank
 group whose collectives return their input, so the same script runs with and without boltring.
+
+A NaN or infinite loss given to `report()` raises :class:`NonFiniteLoss` unless the job sets
+`job.allow_nonfinite: true` (BOLTRING_ALLOW_NONFINITE=1; `group.allow_nonfinite`): the rank
+fails, and the job with it, naming the step and the rank, as the built-in examples do.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import math
 import sys
 import time
 from pathlib import Path
@@ -57,6 +62,25 @@ class Pending:
         return self._future.exception()
 
 
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite: training on would only spread it through the ring."""
+
+
+def check_loss(loss: float, *, step: int, rank: int, allow: bool) -> None:
+    """Raise NonFiniteLoss when ``loss`` is NaN or infinite and the job does not allow it.
+
+    The one check of every loop: the built-in examples' own (cluster/train/loop.py, lm.py) and
+    ``Group.report``'s, which is how a script's loss is checked. The runner prints the error as
+    one line and records it for the controller, whose verdict is the message up to
+    " (job.allow_nonfinite" (jobs/blame.py): keep that wording."""
+    if allow or math.isfinite(loss):
+        return
+    what = "NaN" if math.isnan(loss) else "infinite"
+    raise NonFiniteLoss(
+        f"loss became {what} at step {step} on rank {rank} (job.allow_nonfinite: true lets the run continue)"
+    )
+
+
 class Group:
     def __init__(self, job: JobEnv, *, log=None):
         self._init_rank(job, log)
@@ -94,6 +118,9 @@ class Group:
         this rank is, where it logs, and the counters report() turns into per-step figures."""
         self.job = job
         self.rank, self.size = job.rank, job.size
+        # report() refuses a NaN/inf loss unless this is True (job.allow_nonfinite); the built-in
+        # loops set it from their own --allow-nonfinite, a script may set it itself.
+        self.allow_nonfinite = job.allow_nonfinite
         self.run_dir = Path(job.run_dir) if job.run_dir else Path.cwd()
         self._log = log or (lambda msg: print(f"[rank {job.rank}] {msg}", file=sys.stderr, flush=True))
         self.bucket_bytes = max(1 << 16, int(job.bucket_mb * (1 << 20)))
@@ -249,7 +276,12 @@ class Group:
         of tokens THIS rank trained on since its previous report, reported as ``tokens_per_s``.
         ``exclude_s``: seconds of the interval that were not training (a validation pass), left
         out of the throughput figures.
+
+        A NaN or infinite ``loss`` raises NonFiniteLoss (nothing is written) unless
+        ``allow_nonfinite``: the rank fails and the job names the step and this rank.
         """
+        if loss is not None:
+            check_loss(float(loss), step=int(step), rank=self.rank, allow=self.allow_nonfinite)
         now = time.perf_counter()
         dt = max(now - self._last_report_t - max(exclude_s, 0.0), 1e-9)
         steps = step - self._last_step if self._last_step is not None else 1

@@ -31,6 +31,7 @@ WIRE_DTYPE = "BOLTRING_WIRE_DTYPE"  # what average_gradients sends float32 gradi
 OVERLAP = "BOLTRING_OVERLAP"  # "1": average_gradients overlaps the backward pass by default
 DIRECTIONS = "BOLTRING_RING_DIRECTIONS"  # "auto", "1" or "2": ways round the ring at once (ring.py)
 SAME_HOST = "BOLTRING_RING_SAME_HOST"  # "unix" or "tcp": how ranks on one host connect (unixsock.py)
+ALLOW_NONFINITE = "BOLTRING_ALLOW_NONFINITE"  # "1": report() lets a NaN/inf loss go on (group.py)
 
 
 def _flag(value: str, name: str) -> bool:
@@ -68,6 +69,7 @@ class JobEnv:
     overlap: bool = False  # ring.overlap: average_gradients' default (group.py)
     directions: int = 0  # ring.directions: 0 (auto), 1 or 2 (ring.py)
     same_host: str = "unix"  # ring.same_host: unix or tcp between ranks on one host (unixsock.py)
+    allow_nonfinite: bool = False  # job.allow_nonfinite: report() does not fail on a NaN/inf loss
 
     @property
     def mlx_backend(self) -> str | None:
@@ -95,14 +97,20 @@ class JobEnv:
             env[SECRET_FILE] = self.secret_file
         if self.run_dir:
             env[RUN_DIR] = self.run_dir
+        if self.allow_nonfinite:  # only when set: the default job's environment stays as it was
+            env[ALLOW_NONFINITE] = "1"
         return env
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> JobEnv:
         """The job this process belongs to; a 1-rank job when the launcher set nothing."""
         e = os.environ if environ is None else environ
-        if RANK not in e:
-            return cls(run_dir=e.get(RUN_DIR))
+        if RANK not in e:  # run alone; a script still reads whether its job allows a NaN loss
+            try:
+                allow = _flag(e.get(ALLOW_NONFINITE, "0"), ALLOW_NONFINITE)
+            except ValueError as ex:
+                raise JobEnvError(f"the boltring job environment is malformed ({ex})") from None
+            return cls(run_dir=e.get(RUN_DIR), allow_nonfinite=allow)
         try:
             size = int(e[WORLD_SIZE])
             rank = int(e[RANK])
@@ -124,6 +132,7 @@ class JobEnv:
                 overlap=_flag(e.get(OVERLAP, "0"), OVERLAP),
                 directions=parse_directions(e.get(DIRECTIONS, "auto")),
                 same_host=e.get(SAME_HOST, "unix"),
+                allow_nonfinite=_flag(e.get(ALLOW_NONFINITE, "0"), ALLOW_NONFINITE),
             )
         except (KeyError, ValueError, TypeError) as ex:
             raise JobEnvError(

@@ -314,6 +314,7 @@ def plan_job(config: Config, job_id: str, *, resume: bool = False, command_line=
             same_host=config.ring.same_host,
             node=node.name,
             backend=config.ring.backend,
+            allow_nonfinite=config.job.allow_nonfinite,  # for a script's group.report() too
         ).to_environ()
         mlx_env, files = backend_env_and_files(config, slot.rank)
         env.update(mlx_env)

@@ -33,6 +33,10 @@ checkpoint.py's format, the newest ``--keep-checkpoints`` kept): the trainable p
 ``adapters.safetensors`` and ``adapter_config.json`` to ``--adapter-path`` (default
 ``<checkpoint dir>/adapters``), where ``mlx_lm.generate --model M --adapter-path DIR`` loads them.
 
+A NaN or infinite loss fails the run at the step it appears, before that step's update, as in
+loop.py's examples (loop.check_loss, the same one line), unless ``--allow-nonfinite``
+(``job.allow_nonfinite``): no checkpoint or adapters are written from that step on.
+
 W&B (``job.wandb``): rank 0 sends every metrics line (loss, val_loss, tokens/s, memory) to the
 run named after the job, through wandb_hook.logging_to_wandb as loop.py's examples do.
 """
@@ -65,6 +69,7 @@ from .lm_setup import (
 from .loop import (
     TrainConfig,
     check_consistent,
+    check_loss,
     checkpoint_dir,
     checkpoint_due,
     overlaps,
@@ -291,6 +296,8 @@ def train_lm(group, cfg: TrainConfig, args: types.SimpleNamespace, log=_log) -> 
         opt.update(model, grads)
 
     model.train()
+    # report() checks the loss too (a script's only check): the runner's --allow-nonfinite decides.
+    group.allow_nonfinite = cfg.allow_nonfinite
     losses: dict[int, float] = {}
     saved_at = None  # the step whose adapters rank 0 wrote last
     tokens_since = 0
@@ -319,6 +326,10 @@ def train_lm(group, cfg: TrainConfig, args: types.SimpleNamespace, log=_log) -> 
                 mx.eval(ce, grad_state)
             else:
                 mx.eval(ce, grads, grad_state)
+            # Every rank, every step, before its gradients reach the ring and the update: a NaN
+            # never reaches the model, a checkpoint or the adapters; the rank that saw it names
+            # itself (the others then lose it in average_gradients).
+            check_loss(ce.item(), step=step, rank=rank, allow=cfg.allow_nonfinite)
             grads = group.average_gradients(grads)
             update_step(grads)
             mx.eval(model.state, opt.state)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -46,6 +45,8 @@ import numpy as np
 
 from boltring.cluster.train import checkpoint
 from boltring.cluster.train.wandb_hook import logging_to_wandb
+from boltring.netio.group import NonFiniteLoss as NonFiniteLoss  # raised by train(), caught as loop's
+from boltring.netio.group import check_loss
 
 _DATA_ORDER_TAG = 0x0B017  # mixed into the data-order seed so it differs from other streams
 
@@ -85,10 +86,6 @@ class TrainConfig:
             raise ValueError(f"--log-every must be >= 1, got {self.log_every}")
         if self.steps_per_eval is not None and self.steps_per_eval < 0:
             raise ValueError(f"--steps-per-eval must be >= 0, got {self.steps_per_eval}")
-
-
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite: training on would only spread it through the ring."""
 
 
 class Task(Protocol):
@@ -334,6 +331,8 @@ def train(
     )
 
     loss_and_grad = nn.value_and_grad(model, task.loss)
+    # report() checks the loss too (a script's only check): the runner's --allow-nonfinite decides.
+    group.allow_nonfinite = cfg.allow_nonfinite
     run_config = {"task": task.name, "seed": cfg.seed, "global_batch": B, "lr": cfg.lr, "steps": cfg.steps}
     with logging_to_wandb(group, run_config, log) as to_wandb:
         t0 = time.perf_counter()
@@ -353,14 +352,9 @@ def train(
             position += B
             result.final_step, result.samples_seen = step, position
             local_loss = loss.item()
-            if not math.isfinite(local_loss) and not cfg.allow_nonfinite:
-                # Checked on every rank at every step, before anything is logged or saved, so a bad
-                # value never reaches a checkpoint; the rank that saw it names itself.
-                what = "NaN" if math.isnan(local_loss) else "infinite"
-                raise NonFiniteLoss(
-                    f"loss became {what} at step {step} on rank {rank} "
-                    f"(job.allow_nonfinite: true lets the run continue)"
-                )
+            # Checked on every rank at every step, before anything is logged or saved, so a bad
+            # value never reaches a checkpoint; the rank that saw it names itself.
+            check_loss(local_loss, step=step, rank=rank, allow=cfg.allow_nonfinite)
             if on_step is not None:
                 on_step(step, local_loss)
 

@@ -180,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--allow-nonfinite",
         action="store_true",
-        help="keep training when the loss becomes NaN or infinite (default: fail naming the step and rank)",
+        help="keep training when the loss becomes NaN or infinite (default: fail naming the step and "
+        "rank; a script's group.report() reads it as BOLTRING_ALLOW_NONFINITE=1)",
     )
     p.add_argument(
         "--keep-checkpoints",
@@ -281,6 +282,8 @@ def _script_env(ns: argparse.Namespace) -> dict[str, str]:
         "BOLTRING_LOG_EVERY": ns.log_every,
         "BOLTRING_DATA": ns.data,
         "BOLTRING_STEPS_PER_EVAL": ns.steps_per_eval,  # "0" when given: none, not the script's own
+        # group.report() reads it (netio/jobenv.py): --allow-nonfinite by hand works as in a job
+        "BOLTRING_ALLOW_NONFINITE": "1" if ns.allow_nonfinite else None,
     }
     return {k: str(v) for k, v in env.items() if v is not None}
 
