@@ -481,15 +481,21 @@ def _drain(sock: socket.socket, nbytes: int) -> None:
 
 
 def _finish_and_read(chan: Channel, sender: Channel, rest, filler: int, payload: np.ndarray, op: int):
-    """Send what try_send_frame left while a reader drains `filler` bytes ahead of it; the
-    frame must then arrive whole."""
-    reader = threading.Thread(target=_drain, args=(chan.sock, filler))
+    """Send what try_send_frame left while a reader drains `filler` bytes ahead of it, then
+    reads the frame (at once: it may not fit in the sockets' buffers); it must arrive whole."""
+    got = np.empty_like(payload)
+    header: dict = {}
+
+    def read() -> None:
+        _drain(chan.sock, filler)
+        header.update(chan.recv_header("data"))
+        chan.recv_payload(memoryview(got).cast("B"), "the frame sent in two goes")
+
+    reader = threading.Thread(target=read)
     reader.start()
     sender.send_parts(rest, "data")
     reader.join(timeout=10)
-    assert chan.recv_header("data")["op"] == op
-    got = np.empty_like(payload)
-    chan.recv_payload(memoryview(got).cast("B"), "the frame sent in two goes")
+    assert not reader.is_alive() and header["op"] == op
     np.testing.assert_array_equal(got, payload)
 
 
@@ -527,14 +533,23 @@ def test_try_send_frame_never_waits_and_returns_what_is_left(tcp_link):
 def test_try_send_frame_after_a_partial_write_keeps_the_frame_whole(tcp_link):
     """Room for part of a frame: the part goes, the rest comes back starting mid-frame."""
     chan, w = tcp_link
+    # Fixed buffers (no autotuning), far smaller than the frame: once full, draining a little
+    # can never make room for all of it (CI once saw a grown send buffer take a 128 KiB frame).
+    w.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 << 10)
+    chan.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 10)
     sender = Channel(w, "rank 0 (test)", timeout=5.0)
     filled = _fill(w)
-    _drain(chan.sock, 32 << 10)  # some room, but less than the frame
-    payload = np.arange(32 << 10, dtype=np.float32)  # 128 KiB
-    rest = sender.try_send_frame("data", payload, op=3)
+    payload = np.arange(128 << 10, dtype=np.float32)  # 512 KiB
+    whole = len(pack_header("data", payload.nbytes, op=3)) + payload.nbytes
+    drained, rest = 0, None
+    while rest is None or sum(p.nbytes for p in rest) == whole:  # the kernel takes nothing until
+        assert drained < filled, "draining every filler byte never made room"  # enough room
+        _drain(chan.sock, 16 << 10)
+        drained += 16 << 10
+        rest = sender.try_send_frame("data", payload, op=3)  # nothing went: the frame is unsent
     left = sum(p.nbytes for p in rest)
-    assert 0 < left < len(pack_header("data", payload.nbytes, op=3)) + payload.nbytes
-    _finish_and_read(chan, sender, rest, filled - (32 << 10), payload, op=3)
+    assert 0 < left < whole
+    _finish_and_read(chan, sender, rest, filled - drained, payload, op=3)
 
 
 def test_try_send_frame_on_a_blocking_socket_writes_nothing(tcp_link):
