@@ -4,7 +4,7 @@ with it.
 On a terminal: one live progress line (run_progress.py), then a summary table
 (run_summary.py); a script's or module's own output above it, `rank N: line`
 (rank_output.py). With `--json`: one JSON object per line on stdout (start, state, step,
-log/error, rank_start, rank_exit, summary), nothing else, for scripts and CI. Ctrl-C stops
+log/error, rank_start, rank_exit, ranks_not_stopped, summary), nothing else, for scripts and CI. Ctrl-C stops
 every rank (stop_ranks.py) and says so; so does a reader that closes the output (`| head`),
 quietly, as SIGPIPE ends a Unix tool. `status` and `kill` (status_and_kill.py) show a job
 through the same view and end with the same exit codes.
@@ -35,6 +35,7 @@ from boltring.cluster.jobs.events import (
     LogLine,
     RankExited,
     RankMetrics,
+    RanksNotStopped,
     RankStalled,
     StepProgress,
     SyncProgress,
@@ -43,7 +44,7 @@ from boltring.cluster.states import CheckStatus, JobState, StoppedBy
 
 from .console import cli_console, say_error
 from .fmt import in_words, stopped_text
-from .node_state import Level
+from .node_state import Level, not_stopped_text
 from .rank_output import RankOutput
 from .run_progress import PLAIN_EVERY_S, PROGRESS_EVERY_S, LiveProgress
 from .run_summary import output_lines, summary_line, summary_table
@@ -179,6 +180,8 @@ class HeadlessView(LiveProgress):
                 start = f"from {ev.resume_from}" if ev.resume_from else "from step 0"
                 attempt = f"restart {ev.attempt}/{ev.max_restarts}"
                 self._print(f"[yellow]{attempt} {escape(start)}[/] after: {escape(ev.cause)}")
+            case RanksNotStopped():  # said when it happens: a stop may wait for that node long
+                self._print(f"[red]controller[/]: {escape(not_stopped_text(ev))}")
             case RankExited():
                 pass  # the job's one failure reason (each rank's part as evidence) comes once, at the end
             case CheckResult() if ev.status in (CheckStatus.FAIL, CheckStatus.WARN):

@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from boltring.cluster.config.schema import Node
-from boltring.cluster.jobs.events import CheckResult, RankMetrics
+from boltring.cluster.jobs.events import CheckResult, RankMetrics, RanksNotStopped
 from boltring.cluster.states import CheckStatus, LogLevel, SshState, StoppedBy
 
 from .check_items import PANEL_CHECKS, check_sort_key, merge_links
@@ -32,6 +32,17 @@ class RankStatus(StrEnum):
 
 
 Level = LogLevel  # the views' name for it
+
+
+def not_stopped_text(ev: RanksNotStopped) -> str:
+    """A stop that could not reach a node, as every view says it (the app's log, `--run`,
+    `boltring kill`): "could not stop the ranks on h2: no SSH answer from h2:22 within 3 s"."""
+    return f"could not stop the ranks on {ev.node}: {ev.cause}"
+
+
+def not_stopped_reason(ev: RanksNotStopped) -> str:
+    """The row of a rank the stop could not reach, after "lost at step N: "."""
+    return f"not stopped, may still be running ({ev.cause})"
 
 
 class LogEntry(NamedTuple):

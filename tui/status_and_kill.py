@@ -16,13 +16,13 @@ import json
 import signal
 
 from boltring.cluster.jobs.controller import JobController
-from boltring.cluster.jobs.events import Event, JobSummary, LogLine
+from boltring.cluster.jobs.events import Event, JobSummary, RanksNotStopped
 from boltring.cluster.jobs.history import last_run
 from boltring.cluster.states import JobState, StoppedBy
 
 from .console import cli_console
 from .headless import KILL_WAIT_S, OUTPUT_CLOSED_EXIT, HeadlessView, exit_code
-from .stop_ranks import COULD_NOT_STOP
+from .node_state import not_stopped_text
 
 # `boltring status`: how long to wait for the ranks' files to be read (a node that cannot be
 # reached is known from the attach, which costs its SSH connect timeout once)
@@ -138,8 +138,9 @@ async def run_kill(controller: JobController) -> int:
         unreached: list[str] = []  # "could not stop the ranks on h2: no SSH answer …"
 
         def note(ev: Event) -> None:
-            if isinstance(ev, LogLine) and ev.text.startswith(COULD_NOT_STOP):
-                unreached.append(ev.text)
+            match ev:
+                case RanksNotStopped():
+                    unreached.append(not_stopped_text(ev))
 
         controller.add_listener(note)
         try:  # a node that cannot be reached would hold the wait for its ranks' end forever

@@ -14,13 +14,10 @@ import asyncio
 import time
 
 from boltring.cluster.jobs.controller import JobController
-from boltring.cluster.jobs.events import Event, LogLine
+from boltring.cluster.jobs.events import Event, RanksNotStopped
 from boltring.cluster.states import StoppedBy
 
 from .run_summary import ranks_text
-
-# core._kill_ranks says this, then "NODE: why", for a node it cannot reach (`kill` reads it too)
-COULD_NOT_STOP = "could not stop the ranks on "
 
 
 async def stop_within(controller: JobController, by: StoppedBy, wait_s: float) -> str | None:
@@ -32,9 +29,9 @@ async def stop_within(controller: JobController, by: StoppedBy, wait_s: float) -
     failures: dict[str, str] = {}  # node -> why its ranks could not be stopped
 
     def note(ev: Event) -> None:
-        if isinstance(ev, LogLine) and ev.text.startswith(COULD_NOT_STOP):
-            node, _, why = ev.text.removeprefix(COULD_NOT_STOP).partition(": ")
-            failures[node] = why
+        match ev:
+            case RanksNotStopped():
+                failures[ev.node] = ev.cause
 
     def hopeless() -> bool:
         left = controller.unconfirmed_ranks()

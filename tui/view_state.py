@@ -29,6 +29,7 @@ from boltring.cluster.jobs.events import (
     RankErrorLine,
     RankExited,
     RankMetrics,
+    RanksNotStopped,
     RankStalled,
     RankStarted,
     StepProgress,
@@ -46,7 +47,16 @@ from boltring.cluster.states import (
 
 from .check_items import NOT_OK, parse_gbits
 from .fmt import fmt_elapsed, fmt_loss, in_words, stopped_text
-from .node_state import LOG_KEEP, Level, LogEntry, NodeView, RankStatus, RankView
+from .node_state import (
+    LOG_KEEP,
+    Level,
+    LogEntry,
+    NodeView,
+    RankStatus,
+    RankView,
+    not_stopped_reason,
+    not_stopped_text,
+)
 
 LOSS_KEEP = 20_000  # (step, loss) points for the plot (downsampled when drawn)
 RATE_WINDOW_S = 60.0  # the job's steps/s (for the ETA) is measured over this much recent time
@@ -232,6 +242,8 @@ class ClusterView:
                 self._on_stalled(ev)
             case RankExited():
                 self._on_rank_exited(ev)
+            case RanksNotStopped():
+                self._on_not_stopped(ev)
             case JobRestarted():
                 self._on_restarted(ev)
             case JobSummary():
@@ -393,6 +405,15 @@ class ClusterView:
         self.note(text, level, node=ev.node, source=ev.node, t=ev.t)
         if self.state == JobState.FAILED:  # its end was read after the job's verdict
             self._blame_rows(self.reason, self.blamed)
+
+    def _on_not_stopped(self, ev: RanksNotStopped) -> None:
+        """A stop that could not reach the node: its rows say their ranks may still be running
+        (not "stopped", not "lost" alone) until an end of theirs is read (RankExited)."""
+        self.note(not_stopped_text(ev), Level.ERROR, node=ev.node, source="controller", t=ev.t)
+        for rank in ev.ranks:
+            rv = self._rank(rank, ev.node)
+            if rv.status not in (RankStatus.DONE, RankStatus.FAILED, RankStatus.KILLED):
+                rv.status, rv.reason, rv.stalled_s = RankStatus.LOST, not_stopped_reason(ev), None
 
     def _blame_rows(self, reason: str | None, blamed: Blamed | None) -> None:
         """The failure's reason on the rows of the ranks boltring stopped because of it: the

@@ -30,6 +30,7 @@ from boltring.cluster.jobs.events import (
     JobSummary,
     LogLine,
     RankExited,
+    RanksNotStopped,
 )
 from boltring.cluster.jobs.follow import RankState
 from boltring.cluster.jobs.restart import RestartPolicy
@@ -331,7 +332,11 @@ class ControllerCore:
             try:
                 res = await self.transport(node).run(argv, timeout=60)
             except TransportError as e:
-                self._log(f"could not stop the ranks on {node.name}: {e.cause}", LogLevel.ERROR)
+                # An event, not a log line: views name the nodes whose ranks may still run (and
+                # --run stops waiting for them) by its class; each view says it in its own words.
+                left = [rs.plan.rank for rs in mine if not rs.exited]
+                if left:  # ranks whose end was read meanwhile need no stop
+                    self.emit(RanksNotStopped(node=node.name, ranks=left, cause=e.cause))
                 return
             info = res.last_json() or {}
             for rs, ans in zip(mine, info.get("ranks", [info]), strict=False):

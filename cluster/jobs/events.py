@@ -194,6 +194,20 @@ class RankExited(Event):
 
 
 @dataclass
+class RanksNotStopped(Event):
+    """A stop (yours, or boltring's after a failure or a failed launch) could not reach a node:
+    its ranks whose end is not known may still run, and `boltring kill` stops them once the node
+    answers. The views find those nodes by this class, never by a log line's words; it is the
+    only event that says so. On the wire: `{"event": "ranks_not_stopped", "node": "h2",
+    "ranks": [1], "cause": "no SSH answer from h2:22 within 3 s"}`."""
+
+    kind: ClassVar[str] = "ranks_not_stopped"
+    node: str
+    ranks: list[int]  # the node's ranks the stop was for whose end was not read
+    cause: str  # why the stop did not reach the node, in words, without "h2: "
+
+
+@dataclass
 class JobSummary(Event):
     kind: ClassVar[str] = "summary"
     job_id: str

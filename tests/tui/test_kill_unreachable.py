@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from boltring.cluster.jobs.events import LogLine
-from boltring.cluster.states import LogLevel
+from boltring.cluster.jobs.events import RanksNotStopped
 from boltring.tui import status_and_kill
 
 
@@ -28,11 +27,7 @@ class UnreachableNode:
 
     async def kill(self, by) -> None:
         for fn in self.listeners:
-            fn(
-                LogLine(
-                    "controller", "could not stop the ranks on h2: no SSH answer within 5 s", LogLevel.ERROR
-                )
-            )
+            fn(RanksNotStopped(node="h2", ranks=[1], cause="no SSH answer within 5 s"))
         await asyncio.Event().wait()  # h2's rank's end can never be read
 
     async def close(self) -> None:
