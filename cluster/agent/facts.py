@@ -10,7 +10,7 @@ Standard library only (a test enforces it): this file runs on nodes with nothing
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import NamedTuple, TypedDict
 
 
 class NeighbourRequest(TypedDict, total=False):
@@ -199,6 +199,55 @@ class LinuxFacts(TypedDict, total=False):
     default_routes: RouteTable
 
 
+class ClockFacts(TypedDict, total=False):
+    """The node's clock as one agent command read it (nodeprobe's "clock", and the "clock" of
+    every answer of spawn): `time` is its time.time() when the command began, `elapsed_s` the
+    seconds from that reading to the answer by its monotonic clock, which a wrong wall clock
+    leaves alone. Together with when the laptop sent the command and got the answer, they say
+    how far the node's wall clock is from the laptop's (clock_offset)."""
+
+    time: float
+    elapsed_s: float
+
+
+class ClockOffset(NamedTuple):
+    """A node's wall clock against the laptop's: `offset_s` = node time - laptop time, off by
+    at most `error_s` (see clock_offset)."""
+
+    offset_s: float
+    error_s: float
+
+    @property
+    def applied_s(self) -> float:
+        """What to take from a node time to get the laptop's: the offset, or 0 when it is within
+        its own error (the clocks cannot be told apart: a node with network time, or the laptop
+        itself, whose figures then stay exact). Off by at most 2 × error_s either way."""
+        return 0.0 if abs(self.offset_s) <= self.error_s else self.offset_s
+
+    def to_laptop(self, node_time: float) -> float:
+        """A time read on the node's clock, on the laptop's."""
+        return node_time - self.applied_s
+
+
+def clock_offset(clock: object, sent: float, received: float) -> ClockOffset | None:
+    """The node's clock offset from an answer's ClockFacts, with `sent` and `received` the
+    laptop's time.time() when it sent the command and had the answer; None when the answer
+    carries no clock (an older boltring on the node).
+
+    The node read its clock some time between `sent` and `received - elapsed_s` of the laptop's
+    time (after the command left; elapsed_s before its answer arrived). Taking the middle of
+    that window errs by at most half of it: half the round trip less the node's own time,
+    which leaves SSH's latency and the interpreter's start (about 0.05-0.3 s), not how long the
+    command worked (nodeprobe's pings, a rank's start)."""
+    if not isinstance(clock, dict):
+        return None
+    node_time, elapsed = clock.get("time"), clock.get("elapsed_s", 0.0)
+    if not isinstance(node_time, int | float) or not isinstance(elapsed, int | float):
+        return None
+    read_by = max(sent, received - max(float(elapsed), 0.0))  # a rate mismatch: the window's edge
+    return ClockOffset(float(node_time) - (sent + read_by) / 2, (read_by - sent) / 2)
+
+
 class NodeFacts(TypedDict, total=False):
     """One nodeprobe report (the JSON line it prints)."""
 
@@ -216,4 +265,5 @@ class NodeFacts(TypedDict, total=False):
     linux: LinuxFacts
     neighbours: list[NeighbourFacts]
     elapsed_s: float
+    clock: ClockFacts
     error: str

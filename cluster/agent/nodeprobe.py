@@ -450,6 +450,9 @@ def collect(req: ProbeRequest, platform_name: str | None = None) -> NodeFacts:
 
 
 def main(request: ProbeRequest | None = None) -> int:
+    # This node's wall clock, read first thing; the answer says how long ago (the laptop then
+    # knows when, by its own clock, it was read: facts.clock_offset, the `clock` check).
+    clock_read, clock_mono = time.time(), time.monotonic()
     if request is None:
         text = sys.stdin.read()
         try:
@@ -457,7 +460,9 @@ def main(request: ProbeRequest | None = None) -> int:
         except json.JSONDecodeError as e:
             print(json.dumps({"error": f"bad request: {e}"}))
             return 2
-    sys.stdout.write(json.dumps(collect(request)) + "\n")
+    facts = collect(request)
+    facts["clock"] = {"time": clock_read, "elapsed_s": time.monotonic() - clock_mono}
+    sys.stdout.write(json.dumps(facts) + "\n")
     sys.stdout.flush()
     return 0
 

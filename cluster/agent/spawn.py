@@ -30,6 +30,11 @@ The rank writes why.json ("why I failed") itself before exiting; the keeper merg
 full disk cannot leave a rank's end unrecorded, the keeper reserves the bytes of exit.json when
 the rank starts (exit.reserve, written while there was room) and overwrites them in place.
 
+Every answer carries "clock": {"time": this node's time.time() when the command began,
+"elapsed_s": seconds since by its monotonic clock}, from which the controller tells how far this
+node's wall clock is from its own (facts.clock_offset) and puts exit.json's times, read on this
+node's clock, on its own.
+
 (Over 400 lines on purpose: `start`, `kill` and `status` are one agent command on the node,
 and they share the run directory's file protocol (pid, exit.json, why.json, the secret, the
 reserve); split apart, each file would restate it.)
@@ -393,20 +398,20 @@ def _start_many(dirs: list[Path]) -> int:
     started: list[dict] = []
     for d, r in zip(dirs, ranks, strict=True):
         if (d.parent / ABORT_FILE).exists():  # the launch was interrupted: start no more
-            print(json.dumps({"started": started, "error": "launch interrupted"}), flush=True)
+            _answer({"started": started, "error": "launch interrupted"})
             return 4
         try:
             if not isinstance(r.get("argv"), list) or not r["argv"]:
                 raise ValueError("spec has no argv")
             started.append(start(d, {**r, "secret": spec.get("secret")}))
         except SystemExit:
-            print(json.dumps({"started": started, "error": f"a rank is already running in {d}"}), flush=True)
+            _answer({"started": started, "error": f"a rank is already running in {d}"})
             return 3
         except (OSError, ValueError) as e:
             msg = f"{e.strerror or e}: {e.filename or d}" if isinstance(e, OSError) else str(e)
-            print(json.dumps({"started": started, "error": f"cannot start a rank in {d}: {msg}"}), flush=True)
+            _answer({"started": started, "error": f"cannot start a rank in {d}: {msg}"})
             return 2
-    print(json.dumps({"started": started}), flush=True)
+    _answer({"started": started})
     return 0
 
 
@@ -415,7 +420,18 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
+_CLOCK_READ = (time.time(), time.monotonic())  # reset by main(); see the module docstring
+
+
+def _answer(result: dict) -> None:
+    """Print one answer, with when this node's clock was read (at the command's start)."""
+    read, mono = _CLOCK_READ
+    print(json.dumps({**result, "clock": {"time": read, "elapsed_s": time.monotonic() - mono}}), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
+    global _CLOCK_READ
+    _CLOCK_READ = (time.time(), time.monotonic())
     p = argparse.ArgumentParser(
         prog="python -m boltring.cluster.agent.spawn",
         description="Start, kill or inspect a detached boltring rank.",
@@ -433,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         return _start_many(dirs)
     if a.action != "start" and len(dirs) > 1:  # several ranks: {"ranks": [one answer each]}
         many = kill_many(dirs, a.grace, a.by) if a.action == "kill" else [status(d) for d in dirs]
-        print(json.dumps({"ranks": many}), flush=True)
+        _answer({"ranks": many})
         return 0
     if a.action == "start":
         try:
@@ -452,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         result = status(run_dir)
         result["run_dir"] = str(run_dir)
-    print(json.dumps(result), flush=True)
+    _answer(result)
     return 0
 
 

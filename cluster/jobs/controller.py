@@ -200,6 +200,8 @@ class JobController(WatchMixin):
             for r in rec["ranks"]
             if r["node"] in nodes
         }
+        # their times (exit.json, metrics lines) are on their nodes' clocks, as the launch measured
+        follow.use_clocks(self._ranks.values(), record.clock_offsets(rec))
         self._started_at = rec.get("started") or time.time()
 
     async def _close_ended(self, rec: dict) -> None:

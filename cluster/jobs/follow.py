@@ -5,6 +5,13 @@ Nothing here decides the job's fate; the controller asks `RankState.stalled_for(
 the facts to blame.py. What the ranks' lines and records add up to in the job's summary is
 here too: each rank's totals (Totals), the job's wall time by the ranks' own ends, and its steps
 when a node could not be read.
+
+Two clocks: the controller's, and each node's (a Mac on Thunderbolt only has no network time
+and drifts seconds to minutes). A time a node wrote (a metrics line's "wall", exit.json's
+"ended") is put on the controller's clock (RankState.here) before it meets one of the
+controller's (the job's start), with the node's offset measured when its ranks were started
+(launch.py). Durations on one rank's own clock (its rates, its heartbeat) need no conversion;
+the controller's own waits use its monotonic clock.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +65,14 @@ class RankState:
     read_to_end: bool = False
     unreached: str | None = None
     totals: Totals = field(default_factory=lambda: Totals())
+    # Its node's wall clock minus the controller's (facts.ClockOffset.applied_s), as measured
+    # when its ranks were started; kept in the job record ("clocks") for a re-attach. 0: the
+    # same clock as far as the measurement can tell, or never measured (an older node).
+    clock_offset: float = 0.0
+
+    def here(self, node_time: float) -> float:
+        """A time its node wrote (exit.json, a metrics line), on the controller's clock."""
+        return float(node_time) - self.clock_offset
 
     def beat(self, wall: float | None) -> None:
         self.beats.append(time.monotonic())
@@ -164,7 +180,7 @@ def metrics_event(rs: RankState, rec: dict[str, Any], world_size: int) -> RankMe
         bytes_sent=rec.get("bytes_sent"),
         bytes_recv=rec.get("bytes_recv"),
         mem_mb=rec.get("mem_mb"),
-        wall=rec.get("wall"),
+        wall=_number_or_none(rec.get("wall"), rs.here),  # on the controller's clock, like every event's
         tokens_per_s=rec.get("tokens_per_s"),
         val_loss=rec.get("val_loss"),
         peak_mem_mb=rec.get("peak_mem_mb"),
@@ -174,6 +190,16 @@ def metrics_event(rs: RankState, rec: dict[str, Any], world_size: int) -> RankMe
 
 def _number(v: object) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _number_or_none(v: object, convert: Callable[[float], float]) -> float | None:
+    return convert(float(v)) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def use_clocks(ranks: Iterable[RankState], offsets: Mapping[str, float]) -> None:
+    """Give each rank its node's clock offset (record.clock_offsets), before its files are read."""
+    for rs in ranks:
+        rs.clock_offset = offsets.get(rs.node.name, 0.0)
 
 
 async def read_new(rs: RankState, t: Transport) -> tuple[list[bytes], list[str], dict | None]:
@@ -222,7 +248,8 @@ async def _read_new(rs: RankState, t: Transport) -> tuple[list[bytes], list[str]
 def summary_figures(rs: RankState, started: float, status: JobState) -> dict[str, Any]:
     """One rank's part of the job's summary: its node and rates (Totals), why its node could
     not be read (then it is not counted in the job's steps), and once the job ended, when the
-    rank ended after the job's start by its own record (None: its end was never learned)."""
+    rank ended after the job's start by its own record, put on the controller's clock (None:
+    its end was never learned)."""
     # where the rank's own output is (its prints, its traceback): `--run` shows no more of it
     figures: dict[str, Any] = {"node": rs.node.name, **rs.totals.rates()}
     figures["log"] = f"{rs.plan.run_dir}/rank.log"
@@ -230,7 +257,7 @@ def summary_figures(rs: RankState, started: float, status: JobState) -> dict[str
         figures["unread"] = rs.unreached
     if status.final and started:
         ended = rs.exit_info.get("ended")
-        figures["ended_s"] = None if ended is None else max(0.0, float(ended) - started)
+        figures["ended_s"] = None if ended is None else max(0.0, rs.here(ended) - started)
     return figures
 
 
@@ -239,14 +266,16 @@ def wall_s(ranks: list[RankState], started: float, status: JobState) -> float:
     ranks' exit records say, not until the controller read them: a node it could not reach for
     a while made a job whose ranks ran 14 s read 47 s. A rank whose end was never learned (no
     record) leaves the latest moment the records prove, a lower bound, and its "ended_s" None
-    says so. The start is the controller's clock, the ends the nodes' (as for a job closed
-    unwatched). 0 for a job whose ranks never all started."""
+    says so. The start is the controller's clock; the ends, read on the nodes' clocks, are put
+    on it (RankState.here: a node 60 s behind made a 20 s job read 0 s), off by at most what
+    the offset's measurement allows (facts.clock_offset: a fraction of a second). 0 for a job
+    whose ranks never all started."""
     if not started or not status.final:
         return time.time() - started if started else 0.0
-    ends = [rs.exit_info.get("ended") for rs in ranks]
-    known = [float(e) for e in ends if e is not None]
-    if len(known) < len(ends):  # its last metrics lines at least: the rank ran until then
-        known += [rs.last.wall for rs in ranks if rs.last and rs.last.wall is not None]
+    ends = [rs.here(e) for rs in ranks if (e := rs.exit_info.get("ended")) is not None]
+    known = list(ends)
+    if len(ends) < len(ranks):  # its last metrics lines at least: the rank ran until then
+        known += [rs.last.wall for rs in ranks if rs.last and rs.last.wall is not None]  # (converted)
     return max(0.0, max(known) - started) if known else 0.0
 
 

@@ -49,6 +49,12 @@ class RunRecord:
     # is (False: listed "unwatched"), or that cannot be told here (None: an older record, or a
     # controller on another host). None for a job that ended.
     watched: bool | None = None
+    # node -> what to take from a time read on its clock to put it on the controller's, as the
+    # record measured it (record.clock_offsets); a node left out: 0.
+    clock_offsets: dict[str, float] = field(default_factory=dict)
+
+    def node_of(self, rank: int) -> str | None:
+        return next((str(r["node"]) for r in self.ranks if r.get("rank") == rank and r.get("node")), None)
 
     def metrics_file(self, rank: int = 0) -> Path | None:
         """The rank's metrics.jsonl when its run directory is on this machine, else None."""
@@ -112,6 +118,7 @@ def _from_record(data: dict[str, Any], path: Path) -> RunRecord:
         path=path,
         created=data.get("created"),
         blamed=_blamed(summary.get("blamed") or data.get("blamed")),
+        clock_offsets=record.clock_offsets(data),
     )
     if _active(run.state):  # an ended job is watched by nobody, and needs no one: left None
         run.watched = record.watched(data)
@@ -177,7 +184,9 @@ def _fill_from_metrics(run: RunRecord) -> None:
     if run.last_loss is None and losses:
         run.last_loss = losses[-1]
     if run.wall_s is None and run.started and steps[-1].get("wall"):
-        run.wall_s = max(0.0, float(steps[-1]["wall"]) - float(run.started))
+        # the line's time is rank 0's node's clock, the start the controller's: one clock first
+        offset = run.clock_offsets.get(run.node_of(0) or "", 0.0)
+        run.wall_s = max(0.0, float(steps[-1]["wall"]) - offset - float(run.started))
 
 
 def list_runs(home: Path | None = None, limit: int | None = None) -> list[RunRecord]:

@@ -5,6 +5,11 @@ be found and killed, and it holds the job as launched with every command-line ov
 ranks, seed …) and each rank's node and run directory. `boltring status`, `kill`, a re-attaching
 app and the summary read the job from here, never from the config file as it is now.
 
+Each node's wall clock against the controller's (`clocks`), as measured when its ranks were
+started, is kept with the job: the times its ranks write (their ends, their metrics lines) are on
+that node's clock, and whoever sums the job up (the summary, a re-attach, `boltring runs`) puts
+them on the controller's before comparing them with its start (follow.RankState.here).
+
 It also names the controllers that watch the job (`watchers`: each one's pid and host): the
 one that launched it, and each that re-attached since (the app, `status`, `kill`). Once none of
 them is alive, nothing follows the ranks or will write how the job ended, and `boltring runs`
@@ -24,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from boltring.cluster.agent.facts import ClockOffset
 from boltring.cluster.agent.spawn import write_atomic
 from boltring.cluster.config.schema import Config, JobSpec, boltring_home
 from boltring.cluster.jobs.errors import ControllerError
@@ -66,7 +72,33 @@ def new_record(config: Config, job_id: str, ranks: list[dict[str, Any]], *, resu
         "reason": None,
         "blamed": None,  # failed: {"rank", "node", "cause"} of the rank the reason blames
         "watchers": [this_controller()],
+        "clocks": {},  # node -> {"offset_s", "error_s"}: its clock - this one's (note_clock)
     }
+
+
+def note_clock(record: dict[str, Any], node: str, reading: ClockOffset) -> None:
+    """Keep how far `node`'s wall clock is from the controller's (node - controller, seconds),
+    and the measurement's error, in the record (written with it)."""
+    clocks = record.get("clocks")
+    if not isinstance(clocks, dict):
+        clocks = record["clocks"] = {}
+    clocks[node] = {"offset_s": reading.offset_s, "error_s": reading.error_s}
+
+
+def clock_offsets(record: dict[str, Any]) -> dict[str, float]:
+    """node -> what to take from a time read on its clock to put it on the controller's
+    (ClockOffset.applied_s); a node the record has no measurement of is left out (0: a record
+    written before boltring measured clocks)."""
+    raw = record.get("clocks")
+    out: dict[str, float] = {}
+    for node, c in raw.items() if isinstance(raw, dict) else ():
+        if isinstance(c, dict) and all(_number(c.get(k)) for k in ("offset_s", "error_s")):
+            out[str(node)] = ClockOffset(float(c["offset_s"]), float(c["error_s"])).applied_s
+    return out
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def job_to_dict(job: JobSpec) -> dict[str, Any]:

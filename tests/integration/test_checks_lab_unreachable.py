@@ -18,7 +18,7 @@ from boltring.tui.check_view import run_check
 pytestmark = pytest.mark.netns
 
 PER_NODE = ["ssh", "python", "boltring", "mlx", "chip", "memory", "ring_iface", "ring_ip", "mtu", "ports",
-            "route", "rtt", "route", "rtt", "default_route"]  # fmt: skip
+            "route", "rtt", "route", "rtt", "default_route", "clock"]  # fmt: skip
 
 
 def lab_config(lab) -> Config:

@@ -385,6 +385,8 @@ class Host:
     routes: set[str] = field(default_factory=set)
     shaped: bool = False
     link_down: bool = False
+    # Set by sshd (SetEnv) in every SSH session opened since: see Lab.set_session_env.
+    session_env: dict[str, str] = field(default_factory=dict)
 
 
 class Lab:
@@ -398,6 +400,8 @@ class Lab:
       set_ring_ip(host, ip)            another (wrong) ring address
       route_via_control(host, peer)    /32 route to a peer's ring address over eth0 ("Wi-Fi")
       shape(host, mbit)                tbf on the host's ring link, both directions
+      set_session_env(host, env)       variables sshd sets in the host's new SSH sessions
+      skew_clock(host, seconds)        the host's wall clock off by `seconds` (for its Pythons, via the above)
       reset()                          undo all of the above (what the `lab` fixture does)
     and exec / popen / socket to act inside a host.
     """
@@ -791,10 +795,43 @@ class Lab:
         _run(["tc", "qdisc", "replace", "dev", h.ring_veth, *tbf])
         h.shaped = True
 
+    def set_session_env(self, host, env: dict[str, str] | None) -> None:
+        """Variables sshd sets in every SSH session of the host opened from now on (SetEnv in
+        its sshd_config; the listener is restarted to read it). Sessions already open keep the
+        environment they started with; None or {} removes them again."""
+        h = self.host(host)
+        env = dict(env or {})
+        for name, value in env.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or re.search(r'["\\\s]', value):
+                raise LabError(f"cannot pass {name}={value!r} through sshd's SetEnv")
+        if env == h.session_env:
+            return
+        h.session_env = env
+        h.sshd_config.write_text(_sshd_config(self, h))
+        running = self.sshd_running(h)
+        self.stop_sshd(h)
+        if running:
+            self.start_sshd(h)
+
+    def skew_clock(self, host, seconds: float) -> None:
+        """The host's wall clock `seconds` ahead (negative: behind) of this machine's, for every
+        Python started over an SSH session opened from now on (clockskew/sitecustomize.py, put
+        on PYTHONPATH there through the above), while monotonic clocks run true, as on a Mac
+        whose clock drifted without network time. 0 undoes it."""
+        if not seconds:
+            self.set_session_env(host, None)
+            return
+        env = {"PYTHONPATH": str(CLOCKSKEW_DIR), "BOLTRING_LAB_CLOCK_SKEW_S": f"{seconds:g}"}
+        self.set_session_env(host, env)
+
     def reset(self) -> None:
         """Back to the state right after start: sshd up on every host, every current host key
-        trusted, tb0 up with its first address, no extra routes, no shaping."""
+        trusted, tb0 up with its first address, no extra routes, no shaping, no session
+        environment (the sessions opened with one are dropped: what they start would carry it)."""
         for h in self.hosts:
+            if h.session_env:
+                self.set_session_env(h, None)
+                self.kill_ssh_sessions(h)
             self.start_sshd(h)
             if h.link_down:
                 self.set_link(h, up=True)
@@ -805,6 +842,9 @@ class Lab:
             if h.shaped:
                 self.shape(h, None)
         self.write_known_hosts()
+
+
+CLOCKSKEW_DIR = Path(__file__).parent / "clockskew"  # its sitecustomize sets a host's clock off
 
 
 def _keygen(path: Path, comment: str) -> None:
@@ -834,6 +874,7 @@ def _listening(pid: int, port: int) -> bool:
 
 
 def _sshd_config(lab: Lab, h: Host) -> str:
+    setenv = " ".join(f'"{k}={v}"' for k, v in h.session_env.items())
     return f"""\
 # boltring test lab {lab.id}, host {h.name}
 ListenAddress {h.control_ip}:22
@@ -853,7 +894,7 @@ MaxStartups 50:30:100
 MaxSessions 50
 Subsystem sftp internal-sftp
 LogLevel INFO
-"""
+""" + (f"SetEnv {setenv}\n" if setenv else "")
 
 
 def _ssh_config_text(lab: Lab) -> str:

@@ -69,7 +69,7 @@ async def test_unreachable_node_is_one_runnable_line_and_skipped_checks_fold(tmp
     ssh_lines = [ln for ln in far if ln.startswith("✘ far ssh:")]
     assert len(ssh_lines) == 1, text
     line = ssh_lines[0]
-    assert "within 1.5 s (+14 skipped) →" in line
+    assert "within 1.5 s (+15 skipped) →" in line
     assert not [ln for ln in lines if ln.startswith("│ far ") and "skipped" in ln]  # no row for it
     assert f"no SSH answer from 127.0.0.1:{silent_sshd} within 1.5 s" in line
     assert f"`ssh -o UserKnownHostsFile={tmp_path / 'known_hosts'} -p {silent_sshd} you@127.0.0.1`" in line

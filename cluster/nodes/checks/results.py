@@ -129,7 +129,8 @@ def skipped_node_checks(
 ) -> list[CheckResult]:
     """The per-node checks that could not run on a node, as skipped with `why`, in the order a
     probed node lists them (verdicts.node_results); `python` too when even that was not run (no
-    SSH connection). The views fold these into "+N skipped"."""
+    SSH connection), then the clock check run.probe_node adds after them. The views fold these
+    into "+N skipped"."""
     names = ["python"] if python else []
     names += ["boltring", "mlx", "chip", "memory", "ring_iface", "ring_ip", "mtu", "ports"]
     for n in neighbours:
@@ -137,4 +138,5 @@ def skipped_node_checks(
     names.append("default_route")
     if config.ring.backend == "jaccl":
         names.append("rdma")
+    names.append("clock")
     return [result(node.name, name, CheckStatus.SKIPPED, why) for name in names]

@@ -17,7 +17,8 @@ user what to do. Check names:
 
   per node   ssh, python, boltring, mlx, chip, memory, ring_iface, ring_ip, mtu, ports,
              route:<peer>, rtt:<peer>, default_route,
-             macOS only: bridge_dhcp, tb_speed, tb_loop; with ring.backend: jaccl: rdma
+             macOS only: bridge_dhcp, tb_speed, tb_loop; with ring.backend: jaccl: rdma;
+             clock (its wall clock against this computer's, from the probe's answer: clock.py)
   "ring"     ring (reachability of every neighbour direction), mtu (only when they differ),
              ring_order (macOS only: consecutive nodes directly cabled), bw:<a>-><b>
 
@@ -36,16 +37,18 @@ import asyncio
 import importlib.metadata
 import json
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Protocol, TypeAlias, cast
 
 from boltring.cluster.agent import nodeprobe, probes_linux, probes_macos
-from boltring.cluster.agent.facts import NodeFacts, ProbeRequest
+from boltring.cluster.agent.facts import ClockOffset, NodeFacts, ProbeRequest, clock_offset
 from boltring.cluster.config.schema import Config, Node
 from boltring.cluster.jobs.events import CheckResult
 from boltring.cluster.nodes.checks.bandwidth import BW_SECONDS, MIN_GBPS, measure_links
 from boltring.cluster.nodes.checks.cabling import ring_order_result, tb_loop_results
+from boltring.cluster.nodes.checks.clock import clock_result
 from boltring.cluster.nodes.checks.hints import PYTHON_HINT, ssh_hint
 from boltring.cluster.nodes.checks.job_paths import NAME as JOB_PATHS
 from boltring.cluster.nodes.checks.job_paths import job_paths_result, named_paths
@@ -191,28 +194,42 @@ def _python_result(node: Node, res: CommandResult) -> CheckResult:
     return result(node.name, "python", CheckStatus.OK, pyver)
 
 
+Timed: TypeAlias = tuple[CommandResult | TransportError, float, float]  # result, sent, received
+
+
+async def _timed(transport: Transport, argv: list[str], **kw) -> Timed:
+    """run_or_error, with this computer's time.time() when it was sent and answered: the window
+    in which the node read its clock (facts.clock_offset)."""
+    sent = time.time()
+    res = await run_or_error(transport, argv, **kw)
+    return res, sent, time.time()
+
+
 async def _run_probe(
-    transport: Transport, py: str, request: ProbeRequest, first: CommandResult | TransportError
-) -> tuple[NodeFacts | None, str]:
-    """The facts from `-m boltring.cluster.agent.nodeprobe`; when boltring is not installed there,
-    the probe is shipped as source and run again. (facts, why not) ."""
-    if isinstance(first, TransportError):
-        return None, first.cause
-    facts = first.last_json() if first.ok else None
+    transport: Transport, py: str, request: ProbeRequest, first: Timed
+) -> tuple[NodeFacts | None, str, ClockOffset | None]:
+    """The facts from `-m boltring.cluster.agent.nodeprobe`, and its clock's offset from this
+    computer's (None: not reported); when boltring is not installed there, the probe is shipped
+    as source and run again. (facts, why not, clock offset)."""
+    res = first[0]
+    if isinstance(res, TransportError):
+        return None, res.cause, None
+    facts = res.last_json() if res.ok else None
     if facts is not None:
-        return cast(NodeFacts, facts), ""
-    err = _failure_text(first, "nodeprobe")
-    if "No module named" in first.stderr and "boltring" in first.stderr:
-        again = await run_or_error(
+        return cast(NodeFacts, facts), "", clock_offset(facts.get("clock"), first[1], first[2])
+    err = _failure_text(res, "nodeprobe")
+    if "No module named" in res.stderr and "boltring" in res.stderr:
+        again = await _timed(
             transport,
             [py, "-c", nodeprobe.BOOTSTRAP],
             input=_bootstrap_input(request),
             timeout=PROBE_TIMEOUT_S,
         )
-        if not isinstance(again, TransportError) and again.ok and (facts := again.last_json()):
-            return cast(NodeFacts, facts), ""
-        err = _failure_text(again, "nodeprobe") if isinstance(again, TransportError) or not again.ok else err
-    return None, err
+        res = again[0]
+        if not isinstance(res, TransportError) and res.ok and (facts := res.last_json()):
+            return cast(NodeFacts, facts), "", clock_offset(facts.get("clock"), again[1], again[2])
+        err = _failure_text(res, "nodeprobe") if isinstance(res, TransportError) or not res.ok else err
+    return None, err, None
 
 
 async def probe_node(
@@ -238,7 +255,7 @@ async def probe_node(
     request = probe_request(config, node, neighbours)
     version_res, probe_res = await asyncio.gather(
         run_or_error(transport, [py, "-c", "import sys; print(sys.version)"], timeout=PYTHON_TIMEOUT_S),
-        run_or_error(
+        _timed(
             transport,
             [py, "-m", "boltring.cluster.agent.nodeprobe"],
             input=json.dumps(request).encode(),
@@ -255,7 +272,7 @@ async def probe_node(
     report.python = py
     report.results.append(_python_result(node, version_res))
 
-    facts, probe_err = await _run_probe(transport, py, request, probe_res)
+    facts, probe_err, clock = await _run_probe(transport, py, request, probe_res)
     if facts is None:
         report.results.append(
             result(
@@ -271,6 +288,7 @@ async def probe_node(
         return report
     report.facts = facts
     report.results += node_results(config, node, facts, versions, neighbours)
+    report.results.append(clock_result(node, clock, darwin=facts.get("platform") == "darwin"))
     report.boltring_ok = bool((facts.get("boltring") or {}).get("installed"))
     report.ring_ok = CheckStatus.FAIL not in (report.status("ring_iface"), report.status("ring_ip"))
     return report
