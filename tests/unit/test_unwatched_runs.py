@@ -132,7 +132,7 @@ def test_a_new_record_names_the_controller_that_writes_it():
     from tests.tui import feed
 
     rec = record.new_record(feed.lab_config(), "x", [], resume=False)
-    assert rec["watchers"] == [{"pid": os.getpid(), "host": HERE}] and rec["blamed"] is None
+    assert rec["watchers"] == [record.this_controller()] and rec["blamed"] is None
     assert record.watched({**rec, "state": "running"}) is True
 
 
@@ -158,7 +158,7 @@ def test_re_attaching_names_this_process_in_the_record_as_it_is_now(home, dead_p
     than the end its launcher wrote meanwhile, which it must not undo."""
     _write("j", watchers=[{"pid": dead_pid, "host": HERE}])
     record.watch("j")
-    assert json.loads(record.record_path("j").read_text())["watchers"] == [{"pid": os.getpid(), "host": HERE}]
+    assert json.loads(record.record_path("j").read_text())["watchers"] == [record.this_controller()]
     assert _state("j") == ("running", True)
     _write(
         "ended", state="finished", watchers=[{"pid": dead_pid, "host": HERE}], summary={"status": "finished"}
@@ -218,3 +218,50 @@ def test_a_job_whose_run_was_killed_is_unwatched_until_a_controller_follows_it(t
                 proc.wait()
     after = _listed(cfg)
     assert (after["state"], after["watched"]) == ("killed", None), after
+
+
+@pytest.fixture
+def other_process():
+    """A live process of this machine, as a later one given a dead watcher's pid would be."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_a_process_that_got_a_dead_watchers_pid_does_not_watch_its_job(home, other_process):
+    """The pid is alive, but not the process the record named: its start time differs."""
+    pid = other_process.pid
+    _write("reused", watchers=[{"pid": pid, "host": HERE, "started": "ticks:1"}])
+    assert _state("reused") == ("unwatched", False)
+    _write("same", watchers=[{"pid": pid, "host": HERE, "started": record.process_started(pid)}])
+    assert _state("same") == ("running", True)
+    _write("older", watchers=[{"pid": pid, "host": HERE}])  # a record without start times
+    assert _state("older") == ("running", True)
+
+
+def test_a_record_names_its_controller_with_its_start_time(home):
+    _write("mine", watchers=[])
+    rec = record.read("mine")
+    assert rec is not None
+    record.add_watcher(rec)
+    record.write(rec)
+    (me,) = json.loads(record.record_path("mine").read_text())["watchers"]
+    assert me == {"pid": os.getpid(), "host": HERE, "started": record.process_started(os.getpid())}
+    assert me["started"].startswith("ticks:")  # Linux: /proc/<pid>/stat
+
+
+def test_ps_tells_when_a_process_started_as_on_macos():
+    """The macOS way (`ps -o lstart=`), run here: the same answer for one process, none for an
+    ended one, another for a process started in a later second."""
+    mine = record.started_by_ps(os.getpid())
+    assert mine is not None and mine == record.started_by_ps(os.getpid())
+    assert mine.startswith("lstart:") and len(mine.split()) == 5, mine  # "lstart:Wed Dec 2 01:34:38 2026"
+    assert record.started_by_ps(_ended_process()) is None
+    time.sleep(1.1)  # lstart counts seconds
+    later = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert record.started_by_ps(later.pid) not in (None, mine)
+    finally:
+        later.kill()
+        later.wait()
