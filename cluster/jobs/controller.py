@@ -15,8 +15,10 @@ launch.py, relaunch.py, watch.py, and this file (the public methods).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
+from collections.abc import Iterator
 
 from boltring.cluster.jobs import follow, record
 from boltring.cluster.jobs import plan as launcher
@@ -123,6 +125,8 @@ class JobController(WatchMixin):
         if not alive and not (self._unasked and followed):
             if followed:
                 await self._close_ended(rec)
+            elif not self._unasked and record.watched(rec) is False:
+                await self._close_orphaned(rec)  # between attempts, and its controller is gone
             return False
         self._adopt(rec)
         self.emit(
@@ -210,12 +214,37 @@ class JobController(WatchMixin):
         the history and `status`. Read it to its end once, quietly, as a watching controller
         would have (metrics, exit records, the blame for a failure), and write how it ended.
         Never restarted: a view that merely opens must not launch anything."""
-        listeners, self._listeners = self._listeners, []
-        try:
-            self._adopt(rec)
+        with self._closing(rec):
             self._policy.max_restarts = 0
             await self._check_alive(list(self._ranks.values()))  # their exit records
             await self._follow()  # its summary's wall: until the last rank ended, not now (_wall)
+
+    async def _close_orphaned(self, rec: dict) -> None:
+        """A job launching or restarting whose controller ended meanwhile (SIGKILLed, the laptop
+        slept and the app was killed) with none of its ranks running: nothing will launch or
+        restart it, yet its record said so forever (`runs`: unwatched; `status`: nothing).
+        Restarting, its last attempt's ranks ended in the failure that was to be restarted:
+        read to their end as an unwatched job is, that failure is how it ended. Launching, the
+        launch never finished: failed, saying so."""
+        if rec.get("state") == JobState.RESTARTING:
+            await self._close_ended(rec)
+            return
+        gone = ", ".join(f"pid {w['pid']}" for w in rec.get("watchers") or [] if isinstance(w, dict))
+        with self._closing(rec):
+            self._reason = (
+                f"its launch never finished: the controller launching it ({gone or 'its process'}) "
+                "ended first, and none of its ranks is running"
+            )
+            self._finish(JobState.FAILED)
+
+    @contextlib.contextmanager
+    def _closing(self, rec: dict) -> Iterator[None]:
+        """Adopt `rec` to write how it ended, quietly (no view hears of a job it never showed),
+        then forget it: this controller stays idle."""
+        listeners, self._listeners = self._listeners, []
+        try:
+            self._adopt(rec)
+            yield
         except ControllerError:
             pass  # the record cannot be written (a full disk): it stays as it was
         finally:
