@@ -10,8 +10,8 @@ started, is kept with the job: the times its ranks write (their ends, their metr
 that node's clock, and whoever sums the job up (the summary, a re-attach, `boltring runs`) puts
 them on the controller's before comparing them with its start (follow.RankState.here).
 
-It also names the controllers that watch the job (`watchers`: each one's pid, host and start
-time, so a later process given a dead one's pid is not taken for it): the
+It also names the controllers that watch the job (`watchers`: each one's pid, host, machine
+and start time, watchers.py): the
 one that launched it, and each that re-attached since (the app, `status`, `kill`). Once none of
 them is alive, nothing follows the ranks or will write how the job ended, and `boltring runs`
 says so instead of "running" (history.py).
@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import socket
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +32,7 @@ from boltring.cluster.agent.facts import ClockOffset
 from boltring.cluster.agent.spawn import write_atomic
 from boltring.cluster.config.schema import Config, JobSpec, boltring_home
 from boltring.cluster.jobs.errors import ControllerError
+from boltring.cluster.jobs.watchers import alive, on_this_machine, this_controller, valid
 from boltring.cluster.states import JobState
 
 _TUPLE_FIELDS = ("args", "sync")
@@ -121,46 +119,6 @@ def job_from_record(record: dict[str, Any], default: JobSpec) -> JobSpec:
     return dataclasses.replace(default, **values)
 
 
-def this_controller() -> dict[str, Any]:
-    """This process as a watcher of a job, as its record names it: its pid and host, and when
-    it started (process_started), so that a later process given the same pid is not taken for
-    it (the laptop ran for weeks; `runs` said a dead app's job was watched)."""
-    me: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
-    started = _my_start.get(me["pid"])
-    if started is None:  # once per process (a fork has its own pid)
-        started = _my_start[me["pid"]] = process_started(me["pid"]) or ""
-    if started:
-        me["started"] = started
-    return me
-
-
-_my_start: dict[int, str] = {}
-
-
-def process_started(pid: int) -> str | None:
-    """When process `pid` of this machine started, as a token that differs for a later process
-    given the same pid; None when that cannot be told (no such process). Linux: the start time
-    in /proc/<pid>/stat (clock ticks since boot); elsewhere (macOS) `ps -o lstart=`, to the
-    second, which a pid is not reused within."""
-    try:
-        return "ticks:" + Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
-    except (OSError, IndexError):
-        pass
-    return started_by_ps(pid)
-
-
-def started_by_ps(pid: int) -> str | None:
-    """process_started, by `ps` (macOS and the BSDs; Linux's procps reads the same)."""
-    try:
-        res = subprocess.run(
-            ["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True, timeout=5
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    text = " ".join(res.stdout.split())
-    return f"lstart:{text}" if res.returncode == 0 and text else None
-
-
 def add_watcher(record: dict[str, Any]) -> None:
     """Name this process among the record's watchers (once)."""
     me = this_controller()
@@ -182,52 +140,18 @@ def watch(job_id: str) -> None:
 
 def watched(record: dict[str, Any]) -> bool | None:
     """Is a controller that watches this job alive? None when that cannot be told here: the
-    record names none (written before boltring named them), or one runs on another host."""
+    record names none (written before boltring named them), or one runs on another machine."""
     watchers = _watchers(record)
     if not watchers:
         return None
-    here = socket.gethostname()
-    if any(_alive(w["pid"], w.get("started")) for w in watchers if w["host"] == here):
+    if any(alive(w) for w in watchers if on_this_machine(w)):
         return True
-    return False if all(w["host"] == here for w in watchers) else None
+    return False if all(on_this_machine(w) for w in watchers) else None
 
 
 def _watchers(record: dict[str, Any]) -> list[dict[str, Any]]:
     raw = record.get("watchers")
-    if not isinstance(raw, list):
-        return []
-    return [
-        {
-            "pid": w["pid"],
-            "host": w["host"],
-            **({"started": w["started"]} if isinstance(w.get("started"), str) else {}),
-        }
-        for w in raw
-        if isinstance(w, dict) and isinstance(w.get("pid"), int) and isinstance(w.get("host"), str)
-    ]
-
-
-def _alive(pid: int, started: str | None = None) -> bool:
-    """Is process `pid` of this machine alive (a zombie is not: it has ended, unreaped), and
-    when the record says when it started, the same process (not a later one given its pid)?"""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        pass
-    else:
-        try:  # Linux: the state after the command name; elsewhere, kill's answer stands
-            if Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[:1] == ["Z"]:
-                return False
-        except OSError:
-            pass
-    if started:
-        now = process_started(pid)
-        return now is None or now == started
-    return True
+    return [w for w in raw if valid(w)] if isinstance(raw, list) else []
 
 
 def _merge_watchers(record: dict[str, Any], path: Path) -> None:
@@ -245,8 +169,8 @@ def _merge_watchers(record: dict[str, Any], path: Path) -> None:
         merged += [w for w in _watchers(on_disk) if w not in merged]
     if not merged and "watchers" not in record:
         return
-    here, me = socket.gethostname(), this_controller()
-    live = [w for w in merged if w == me or w["host"] != here or _alive(w["pid"], w.get("started"))]
+    me = this_controller()
+    live = [w for w in merged if w == me or not on_this_machine(w) or alive(w)]
     record["watchers"] = live or merged[-1:]
 
 

@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 
-from boltring.cluster.jobs import record
+from boltring.cluster.jobs import record, watchers
 from boltring.cluster.jobs.controller import JobController
 from boltring.cluster.nodes.transport import CommandResult
 from boltring.cluster.states import JobState
@@ -38,7 +38,7 @@ def _record(state: str, watcher_pid: int) -> None:
     ranks = [{"rank": r, "node": n, "run_dir": _run_dir(r)} for r, n in enumerate(NODES)]
     rec = record.new_record(config, JOB, ranks, resume=False)
     rec["state"] = state
-    rec["watchers"] = [{"pid": watcher_pid, "host": record.this_controller()["host"]}]
+    rec["watchers"] = [{"pid": watcher_pid, "host": watchers.this_controller()["host"]}]
     if state == JobState.RESTARTING:
         rec["started"] = time.time() - 30
     record.record_path(JOB).parent.mkdir(parents=True, exist_ok=True)

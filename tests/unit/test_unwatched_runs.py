@@ -22,7 +22,7 @@ import pytest
 from rich.console import Console
 
 from boltring.cluster.config.ports import free_port_block
-from boltring.cluster.jobs import record
+from boltring.cluster.jobs import record, watchers
 from boltring.cluster.jobs.history import list_runs
 from boltring.tui.runs_view import print_runs
 from boltring.tui.screens.history import run_row
@@ -132,7 +132,7 @@ def test_a_new_record_names_the_controller_that_writes_it():
     from tests.tui import feed
 
     rec = record.new_record(feed.lab_config(), "x", [], resume=False)
-    assert rec["watchers"] == [record.this_controller()] and rec["blamed"] is None
+    assert rec["watchers"] == [watchers.this_controller()] and rec["blamed"] is None
     assert record.watched({**rec, "state": "running"}) is True
 
 
@@ -158,7 +158,7 @@ def test_re_attaching_names_this_process_in_the_record_as_it_is_now(home, dead_p
     than the end its launcher wrote meanwhile, which it must not undo."""
     _write("j", watchers=[{"pid": dead_pid, "host": HERE}])
     record.watch("j")
-    assert json.loads(record.record_path("j").read_text())["watchers"] == [record.this_controller()]
+    assert json.loads(record.record_path("j").read_text())["watchers"] == [watchers.this_controller()]
     assert _state("j") == ("running", True)
     _write(
         "ended", state="finished", watchers=[{"pid": dead_pid, "host": HERE}], summary={"status": "finished"}
@@ -234,7 +234,7 @@ def test_a_process_that_got_a_dead_watchers_pid_does_not_watch_its_job(home, oth
     pid = other_process.pid
     _write("reused", watchers=[{"pid": pid, "host": HERE, "started": "ticks:1"}])
     assert _state("reused") == ("unwatched", False)
-    _write("same", watchers=[{"pid": pid, "host": HERE, "started": record.process_started(pid)}])
+    _write("same", watchers=[{"pid": pid, "host": HERE, "started": watchers.process_started(pid)}])
     assert _state("same") == ("running", True)
     _write("older", watchers=[{"pid": pid, "host": HERE}])  # a record without start times
     assert _state("older") == ("running", True)
@@ -247,21 +247,47 @@ def test_a_record_names_its_controller_with_its_start_time(home):
     record.add_watcher(rec)
     record.write(rec)
     (me,) = json.loads(record.record_path("mine").read_text())["watchers"]
-    assert me == {"pid": os.getpid(), "host": HERE, "started": record.process_started(os.getpid())}
+    machine = Path("/etc/machine-id").read_text().strip()
+    assert me == {
+        "pid": os.getpid(),
+        "host": HERE,
+        "machine": machine,
+        "started": watchers.process_started(os.getpid()),
+    }
     assert me["started"].startswith("ticks:")  # Linux: /proc/<pid>/stat
 
 
 def test_ps_tells_when_a_process_started_as_on_macos():
     """The macOS way (`ps -o lstart=`), run here: the same answer for one process, none for an
     ended one, another for a process started in a later second."""
-    mine = record.started_by_ps(os.getpid())
-    assert mine is not None and mine == record.started_by_ps(os.getpid())
+    mine = watchers.started_by_ps(os.getpid())
+    assert mine is not None and mine == watchers.started_by_ps(os.getpid())
     assert mine.startswith("lstart:") and len(mine.split()) == 5, mine  # "lstart:Wed Dec 2 01:34:38 2026"
-    assert record.started_by_ps(_ended_process()) is None
+    assert watchers.started_by_ps(_ended_process()) is None
     time.sleep(1.1)  # lstart counts seconds
     later = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        assert record.started_by_ps(later.pid) not in (None, mine)
+        assert watchers.started_by_ps(later.pid) not in (None, mine)
     finally:
         later.kill()
         later.wait()
+
+
+def test_a_new_hostname_leaves_this_machines_watchers_its_own(home, dead_pid, monkeypatch):
+    """A Mac's hostname changes with its network: its watchers are still known to be its own,
+    by the machine id, so a dead one still makes the job unwatched (it read "cannot tell")."""
+    me = watchers.this_controller()
+    _write("moved", watchers=[{**me, "pid": dead_pid, "started": "ticks:1"}])
+    monkeypatch.setattr(socket, "gethostname", lambda: "macbook-pro.lan")
+    assert _state("moved") == ("unwatched", False)
+    _write("moved", watchers=[me])
+    assert _state("moved") == ("running", True)
+    # a watcher of another machine (another id) cannot be checked from here
+    _write("other", watchers=[{**me, "machine": "0" * 32}])
+    assert _state("other")[1] is None
+
+
+def test_the_machine_id_of_a_mac_is_its_platform_uuid():
+    sample = (Path(__file__).parents[1] / "samples" / "macos" / "ioreg_platform.txt").read_text()
+    assert watchers.platform_uuid(sample) == "4C4C4544-0042-3510-8052-B4C04F4B4E32"
+    assert watchers.platform_uuid("") is None
