@@ -80,9 +80,9 @@ async def test_unreachable_node_is_one_runnable_line_and_skipped_checks_fold(tmp
     # the nodes table gives the target as OpenSSH takes it too
     assert re.search(rf"far\s+│\s+-p {silent_sshd} you@127\.0\.0\.1\s+│", text), text
     # n2 has no python: its checks that could not run fold into one "+N skipped" row
-    assert re.search(r"n2\s+│\s+\+13 skipped\s+│\s+-\s+│\s+no python", text), text
+    assert re.search(r"n2\s+│\s+\+14 skipped\s+│\s+-\s+│\s+no python", text), text
     assert not re.search(r"│\s+- skipped\s+│", text)  # no row per skipped check
-    assert re.search(r"46 checks: \d+ ok, (\d+ warnings?, )?2 failed, \+27 skipped$", text.rstrip()), text
+    assert re.search(r"49 checks: \d+ ok, (\d+ warnings?, )?2 failed, \+29 skipped$", text.rstrip()), text
 
 
 async def test_spinner_per_node_while_waiting(tmp_path, silent_sshd, home):

@@ -108,6 +108,8 @@ class LogPane(Vertical):
         if event.size.width != self._width:
             self._width = event.size.width
             self._dirty = True
+        elif self._left_at_y is not None:  # shorter or taller: a following log stays at its end
+            self.call_after_refresh(self._keep_at_end)
 
     # -- filters --------------------------------------------------------------------------
 
@@ -202,10 +204,20 @@ class LogPane(Vertical):
         if follow and matching:
             # now rather than after the next refresh, so what is shown never lags the state
             log.scroll_end(animate=False, immediate=True, x_axis=False)
+            # and again once the layout settled: lines the log had to wait for its size to
+            # render, or a pane made shorter meanwhile, move the bottom after this (a busy
+            # machine left the log two lines above its newest until the next line came)
+            self.call_after_refresh(self._keep_at_end)
         if follow:
             self._left_at_y = log.scroll_offset.y
         if entries:
             self._last_seq = max(self._last_seq, entries[-1].seq)
+
+    def _keep_at_end(self) -> None:
+        log = self.query_one(RichLog)
+        if self._following(log):  # unless the user scrolled up meanwhile
+            log.scroll_end(animate=False, immediate=True, x_axis=False)
+            self._left_at_y = log.scroll_offset.y
 
     def _following(self, log: RichLog) -> bool:
         """At the bottom, or where we last left it: the pane getting shorter (node panels
