@@ -8,7 +8,7 @@ import dataclasses
 import os
 import time
 
-from boltring.cluster.agent.facts import ClockOffset, clock_offset
+from boltring.cluster.agent.facts import clock_offset
 from boltring.cluster.agent.spawn import ABORT_FILE
 from boltring.cluster.config.schema import Node
 from boltring.cluster.jobs import follow, record
@@ -27,6 +27,7 @@ from boltring.cluster.jobs.job_args import (
     job_args_refusal,
 )
 from boltring.cluster.jobs.restart import resume_label
+from boltring.cluster.nodes.checks.clock import skew_warning
 from boltring.cluster.nodes.transport import TransportError
 from boltring.cluster.states import JobState, LogLevel, StoppedBy
 from boltring.netio.handshake import new_secret
@@ -244,7 +245,11 @@ class LaunchMixin(ControllerCore):
             self._starting[node.name] = run
             res = await asyncio.shield(run)
             info = res.last_json() or {}
-            self._note_clock(node, mine, clock_offset(info.get("clock"), sent, time.time()))
+            if reading := clock_offset(info.get("clock"), sent, time.time()):  # its ranks' times: ours
+                record.note_clock(self._record, node.name, reading)
+                follow.use_clocks(mine, {node.name: reading.applied_s})
+                if warning := skew_warning(node.name, reading):
+                    self._log(warning, LogLevel.WARN)
             started = info.get("started", [info] if "pid" in info else [])
             for rs, one in zip(mine, started, strict=False):  # started in order, stopping at a failure
                 self.emit(RankStarted(rank=rs.plan.rank, node=node.name, pid=one.get("pid")))
@@ -253,25 +258,6 @@ class LaunchMixin(ControllerCore):
                 raise ControllerError(f"{node.name}: ranks did not start: {why}")
 
         await asyncio.gather(*(node_ranks(n) for n in self.config.nodes))
-
-    def _note_clock(self, node: Node, mine: list[RankState], reading: ClockOffset | None) -> None:
-        """How far the node's wall clock is from this one's, from its start command's answer:
-        its ranks' times (exit.json, metrics lines) are put on this clock with it (follow.py),
-        and the record keeps it for a re-attach and `boltring runs`. A node that does not say
-        (an older boltring there) keeps offset 0, as before. A skew is said once, never fatal:
-        boltring allows for it, but the ranks' own output on that node carries its times."""
-        from boltring.cluster.nodes.checks.clock import CLOCK_WARN_S, offset_words
-
-        if reading is None:
-            return
-        record.note_clock(self._record, node.name, reading)
-        follow.use_clocks(mine, {node.name: reading.applied_s})
-        if abs(reading.offset_s) > CLOCK_WARN_S:
-            self._log(
-                f"{node.name}'s clock is {offset_words(reading)}: the job's times allow for it, but "
-                f"times its ranks print or log are off by as much (`boltring check` says how to set it)",
-                LogLevel.WARN,
-            )
 
     async def _abort_launch(self, by: StoppedBy | None, reason: str) -> None:
         """Stop whatever a failed or interrupted launch started, and end the job."""

@@ -62,3 +62,14 @@ def clock_result(node: Node, reading: ClockOffset | None, darwin: bool) -> Check
     return result(
         node.name, NAME, CheckStatus.WARN, offset_words(reading), set_clock_hint(node, reading, darwin)
     )
+
+
+def skew_warning(node_name: str, reading: ClockOffset) -> str | None:
+    """What a launch says, once, of a node whose clock is off beyond CLOCK_WARN_S (never fatal:
+    boltring allows for it, but the ranks' own output on that node carries its times)."""
+    if abs(reading.offset_s) <= CLOCK_WARN_S:
+        return None
+    return (
+        f"{node_name}'s clock is {offset_words(reading)}: the job's times allow for it, but "
+        f"times its ranks print or log are off by as much (`boltring check` says how to set it)"
+    )
