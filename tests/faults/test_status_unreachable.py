@@ -194,19 +194,27 @@ def test_ctrl_c_on_run_with_a_node_unreachable_ends_naming_it(lab, tmp_path, hom
         text=True,
     )
     out: list[str] = []
-    reader = threading.Thread(target=lambda: out.extend(proc.stdout or []), daemon=True)
-    reader.start()
+    errs: list[str] = []  # both pipes read by threads: communicate() would race the reader for lines
+    readers = [
+        threading.Thread(target=lambda: out.extend(proc.stdout or []), daemon=True),
+        threading.Thread(target=lambda: errs.extend(proc.stderr or []), daemon=True),
+    ]
+    for t in readers:
+        t.start()
     try:
         _wait(lambda: sum('"event": "step"' in line for line in out) >= 10, 120, "10 steps")
         with control_link_down(lab, "h2"):
             proc.send_signal(signal.SIGINT)
             t0 = time.monotonic()
             try:
-                _, err = proc.communicate(timeout=90)
+                proc.wait(timeout=90)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 raise AssertionError("--run did not end after Ctrl-C with h2 unreachable") from None
             took = time.monotonic() - t0
+            for t in readers:
+                t.join(10)
+            err = "".join(errs)
             job = json.loads(next(line for line in out if '"event": "start"' in line))["job_id"]
             assert steps_written(lab, job, 1) > 10, "h2's rank should still be training"
     finally:
