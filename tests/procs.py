@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import psutil
@@ -131,3 +132,25 @@ def wait_for_step(proc, step: int = 3) -> str:
             return read
     err = proc.stderr.read() if proc.stderr else ""
     raise AssertionError(f"the job ended before step {step}; stdout:\n{read[-3000:]}\nstderr:\n{err[-2000:]}")
+
+
+class PipeReader:
+    """A CLI's stdout and stderr lines as they come, each pipe read by its own thread: a test
+    watches `out` while the process runs, then waits for it and calls join(). (communicate()
+    beside a reader thread races it for lines: lost events, broken JSON.)"""
+
+    def __init__(self, proc) -> None:
+        self.out: list[str] = []
+        self._err: list[str] = []
+        self._threads = [
+            threading.Thread(target=lambda: self.out.extend(proc.stdout or []), daemon=True),
+            threading.Thread(target=lambda: self._err.extend(proc.stderr or []), daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def join(self, timeout: float = 10) -> str:
+        """Once the process ended: wait for the rest of its output; its stderr, whole."""
+        for t in self._threads:
+            t.join(timeout)
+        return "".join(self._err)

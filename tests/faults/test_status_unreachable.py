@@ -27,7 +27,7 @@ from boltring.cluster.config.load import load_config
 from boltring.cluster.jobs.controller import JobController
 from boltring.cluster.jobs.events import RankMetrics
 from boltring.cluster.states import JobState
-from tests.procs import boltring_processes
+from tests.procs import PipeReader, boltring_processes
 
 from .helpers import cli
 
@@ -182,7 +182,6 @@ def test_ctrl_c_on_run_with_a_node_unreachable_ends_naming_it(lab, tmp_path, hom
     time limit: its end is never read. Now: exit 130 within the kill wait, one line naming h2;
     the job's record stays running, so `boltring kill` stops h2's rank once h2 answers."""
     import signal
-    import threading
 
     from tests.faults.helpers import CLI
 
@@ -193,14 +192,8 @@ def test_ctrl_c_on_run_with_a_node_unreachable_ends_naming_it(lab, tmp_path, hom
         stderr=subprocess.PIPE,
         text=True,
     )
-    out: list[str] = []
-    errs: list[str] = []  # both pipes read by threads: communicate() would race the reader for lines
-    readers = [
-        threading.Thread(target=lambda: out.extend(proc.stdout or []), daemon=True),
-        threading.Thread(target=lambda: errs.extend(proc.stderr or []), daemon=True),
-    ]
-    for t in readers:
-        t.start()
+    pipes = PipeReader(proc)
+    out = pipes.out
     try:
         _wait(lambda: sum('"event": "step"' in line for line in out) >= 10, 120, "10 steps")
         with control_link_down(lab, "h2"):
@@ -212,9 +205,7 @@ def test_ctrl_c_on_run_with_a_node_unreachable_ends_naming_it(lab, tmp_path, hom
                 proc.kill()
                 raise AssertionError("--run did not end after Ctrl-C with h2 unreachable") from None
             took = time.monotonic() - t0
-            for t in readers:
-                t.join(10)
-            err = "".join(errs)
+            err = pipes.join()
             job = json.loads(next(line for line in out if '"event": "start"' in line))["job_id"]
             assert steps_written(lab, job, 1) > 10, "h2's rank should still be training"
     finally:

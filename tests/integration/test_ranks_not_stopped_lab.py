@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import threading
 import time
 
 import pytest
@@ -25,6 +24,7 @@ from tests.faults.test_status_unreachable import (
     lab_processes,
     lab_yaml,
 )
+from tests.procs import PipeReader
 
 pytestmark = pytest.mark.netns
 
@@ -37,14 +37,8 @@ def test_run_json_names_the_node_whose_ranks_could_not_be_stopped_in_a_typed_eve
         stderr=subprocess.PIPE,
         text=True,
     )
-    out: list[str] = []
-    errs: list[str] = []  # both pipes read by threads: communicate() would race the reader for lines
-    readers = [
-        threading.Thread(target=lambda: out.extend(proc.stdout or []), daemon=True),
-        threading.Thread(target=lambda: errs.extend(proc.stderr or []), daemon=True),
-    ]
-    for t in readers:
-        t.start()
+    pipes = PipeReader(proc)
+    out = pipes.out
     try:
         _wait(lambda: sum('"event": "step"' in line for line in out) >= 5, 120, "5 steps")
         with control_link_down(lab, "h2"):
@@ -54,13 +48,11 @@ def test_run_json_names_the_node_whose_ranks_could_not_be_stopped_in_a_typed_eve
             except subprocess.TimeoutExpired:
                 proc.kill()
                 raise AssertionError("--run did not end after SIGINT with h2 unreachable") from None
-            for t in readers:
-                t.join(10)
+            err = pipes.join()
     finally:
         if proc.poll() is None:
             proc.kill()
         killed = cli("--config", str(cfg), "kill", timeout=120)  # h2 answers again: stop its rank
-    err = "".join(errs)
     events = [json.loads(line) for line in out if line.startswith("{")]
     assert proc.returncode == 130, err[-3000:]
     not_stopped = [e for e in events if e["event"] == "ranks_not_stopped"]
