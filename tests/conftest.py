@@ -11,6 +11,16 @@ from tests.procs import boltring_processes
 pytest_plugins = ["tests.lab.fixtures"] if (Path(__file__).parent / "lab" / "fixtures.py").exists() else []
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Benchmarks measure the machine: run in parallel (`-n`), they would measure each other."""
+    workers = getattr(config.option, "numprocesses", None)
+    marks = config.option.markexpr or ""
+    if workers not in (None, 0) and "bench" in marks and "not bench" not in marks:
+        raise pytest.UsageError(
+            f"-m {marks!r} with -n {workers}: benchmarks must run alone; drop -n (or pass -n 0)"
+        )
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_leftovers_after_session(tmp_path_factory):
     """After the whole session: no process that any test started is still alive. Every test's
