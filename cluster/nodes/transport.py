@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import shlex
-import signal
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from boltring.cluster.nodes.errors import (
     TransportError,
     Unreachable,
 )
+from boltring.cluster.nodes.local_process import start_group, stop_group
 from boltring.cluster.states import SshState
 
 T = TypeVar("T")
@@ -177,12 +177,11 @@ class LocalTransport(Transport):
 
     async def _start(self, argv: list[str], *, with_input: bool) -> asyncio.subprocess.Process:
         try:
-            return await asyncio.create_subprocess_exec(
-                *argv,
+            return await start_group(
+                argv,
                 stdin=asyncio.subprocess.PIPE if with_input else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,  # its own group: a stop reaches all it started
             )
         except OSError as e:
             raise CommandNotFound(
@@ -198,12 +197,12 @@ class LocalTransport(Transport):
         try:
             return await asyncio.wait_for(waiting, timeout)
         except TimeoutError:
-            await _stop_local(proc)
+            await stop_group(proc)
             raise CommandTimeout(
                 f"{self.node.name}: {shlex.join(argv[:4])} … took over {timeout:g} s"
             ) from None
         except asyncio.CancelledError:
-            await _stop_local(proc)
+            await stop_group(proc)
             raise
 
     async def resolve(self, path: str) -> str:
@@ -267,29 +266,6 @@ async def _wait_lines(proc: asyncio.subprocess.Process, on_line: Callable[[str],
         await asyncio.gather(waiting, return_exceptions=True)
         raise
     return out, err
-
-
-LOCAL_STOP_GRACE_S = 3.0
-
-
-async def _stop_local(proc: asyncio.subprocess.Process) -> None:
-    """SIGTERM to the command's process group (it leads its own session), SIGKILL to what is
-    left after LOCAL_STOP_GRACE_S; returns once the command is gone, as SSH's stop does."""
-    for sig, grace in ((signal.SIGTERM, LOCAL_STOP_GRACE_S), (signal.SIGKILL, None)):
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            await asyncio.wait_for(asyncio.shield(proc.wait()), grace)
-        except TimeoutError:
-            continue
-        if sig == signal.SIGTERM:  # the leader is gone: anything left in its group goes too
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        return
 
 
 def _replace_local(dst: Path, mode: int, fill: Callable[[BinaryIO], None]) -> None:

@@ -24,7 +24,6 @@ import importlib.util
 import os
 import re
 import shutil
-import signal
 import sys
 import tempfile
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from pathlib import Path
 
 from boltring.cluster.config.schema import Config, boltring_home
 from boltring.cluster.errors import BoltringError
+from boltring.cluster.nodes.local_process import start_group, stop_group
 
 _SOURCE_DIRS = ("netio", "cluster", "tui", "configs")
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", ".venv", ".git")
@@ -204,21 +204,13 @@ async def run_killable(argv: list[str], timeout: float) -> tuple[int, str]:
     """Run a local command (pip) in its own process group; its exit code and output (stdout
     and stderr). Cancelled (Ctrl-C, SIGTERM) or over `timeout` (TimeoutError), the whole group
     is killed at once: run in a thread instead, it kept the process alive until pip was done."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,  # its own group: the build backend pip starts dies with it
-    )
+    # its own group (local_process.py): the build backend pip starts dies with it
+    pipe, devnull = asyncio.subprocess.PIPE, asyncio.subprocess.DEVNULL
+    proc = await start_group(argv, stdin=devnull, stdout=pipe, stderr=asyncio.subprocess.STDOUT)
     try:
         output, _ = await asyncio.wait_for(proc.communicate(), timeout)
     except BaseException:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        await proc.wait()
+        await stop_group(proc, grace=None)
         raise
     return proc.returncode or 0, output.decode(errors="replace")
 

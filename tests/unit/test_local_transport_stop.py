@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from boltring.cluster.config.schema import Node
+from boltring.cluster.nodes.local_process import STOP_GRACE_S
 from boltring.cluster.nodes.transport import CommandTimeout, LocalTransport
 
 TREE = 'sleep "$1" & sh -c "sleep $1" & echo started; wait'
@@ -78,3 +79,34 @@ async def test_a_missing_command_is_named_with_what_to_do(how: str) -> None:
             await t.run_lines(argv, lambda _line: None)
     assert "local: cannot run /nonexistent/boltring-no-such-tool" in str(told.value)
     assert told.value.hint == "check that /nonexistent/boltring-no-such-tool exists and is executable"
+
+
+@pytest.mark.parametrize("what", ["run", "run_lines"])
+async def test_a_cancel_while_the_command_starts_stops_all_of_it(what: str) -> None:
+    """A cancel that lands while asyncio still connects the new process's pipes (a few loop
+    turns after the fork): CPython 3.11 then killed the leader alone and waited for pipes its
+    children still held, so the call hung until they ended (a CI run waited 5 minutes for a
+    `sleep` here) and they outlived it. Every turn of that window is tried."""
+    t = LocalTransport(Node(name="local", ring_ip="127.0.0.1", local=True))
+    for turns in range(1, 9):
+        marker = f"{400 + secrets.randbelow(10**6) / 1000:.3f}"
+        argv = ["sh", "-c", TREE, "sh", marker]
+        call = (
+            t.run_lines(argv, lambda line: None, timeout=600)
+            if what == "run_lines"
+            else t.run(argv, timeout=600)
+        )
+        task = asyncio.ensure_future(call)
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=STOP_GRACE_S + 5)
+        await asyncio.sleep(0.3)  # (children of a leader killed alone were seen only after a moment)
+        left = pids_with(marker)
+        for pid in left:  # leave nothing behind even when the assertion below fails
+            os.kill(pid, 9)
+        if not done:
+            await asyncio.wait({task}, timeout=5)
+        assert done, f"{what}: a cancel {turns} loop turns after the start hung"
+        assert task.cancelled(), f"{what}, {turns} turns: {task}"
+        assert not left, f"{what}: a cancel {turns} loop turns after the start left {len(left)} processes"
