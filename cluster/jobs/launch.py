@@ -28,6 +28,7 @@ from boltring.cluster.jobs.job_args import (
 )
 from boltring.cluster.jobs.restart import resume_label
 from boltring.cluster.nodes.checks.clock import skew_warning
+from boltring.cluster.nodes.local_process import start_group, stop_group
 from boltring.cluster.nodes.transport import TransportError
 from boltring.cluster.states import JobState, LogLevel, StoppedBy
 from boltring.netio.handshake import new_secret
@@ -148,18 +149,12 @@ class LaunchMixin(ControllerCore):
         argv = job_args_check_argv(self.config)
         if argv is None:
             return
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        devnull = asyncio.subprocess.DEVNULL
+        proc = await start_group(argv, stdin=devnull, stdout=devnull, stderr=asyncio.subprocess.PIPE)
         try:
             _, err = await proc.communicate()
         except asyncio.CancelledError:  # Ctrl-C during the check: leave no process behind
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+            await stop_group(proc, grace=None)
             raise
         refused = job_args_refusal(self.config, proc.returncode or 0, err.decode(errors="replace"))
         if refused:
