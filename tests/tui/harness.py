@@ -16,7 +16,17 @@ from tests.tui import feed
 
 
 def make_app(controller, clock: Callable[[], float] = feed.frozen_clock) -> BoltringApp:
-    return BoltringApp(controller, clock=clock, cursor_blink=False)
+    return keep_toasts(BoltringApp(controller, clock=clock, cursor_blink=False))
+
+
+def keep_toasts(app: BoltringApp) -> BoltringApp:
+    """Toasts that stay: a toast expires on a real timer, whatever the app's clock. With four
+    test workers on two cores a snapshot was once taken after a 6 s toast ("1 check failed")
+    had gone, and a test reading app._notifications could miss one the same way. No test
+    checks when a toast goes."""
+    notify = app.notify
+    app.notify = lambda *args, timeout=None, **kw: notify(*args, timeout=3600, **kw)  # type: ignore[method-assign]
+    return app
 
 
 def _exited(app: BoltringApp) -> bool:

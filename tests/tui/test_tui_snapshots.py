@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from tests.tui import feed
-from tests.tui.harness import make_app, settle
+from tests.tui.harness import keep_toasts, make_app, settle
 
 SMALL, WIDE, TALL, HUGE = (80, 24), (120, 36), (120, 40), (200, 60)
 
@@ -73,19 +73,10 @@ SCENARIOS = {
 }
 
 
-def keep_toasts(app):
-    """The app's clock is frozen, but a toast expires on a real timer: with four test workers on
-    two cores, the screenshot once came after a 6 s toast ("1 check failed") had gone. The
-    snapshot shows what the screen holds once settled, toasts included, however slow the run."""
-    notify = app.notify
-    app.notify = lambda *args, timeout=None, **kw: notify(*args, timeout=3600, **kw)
-    return app
-
-
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_screen(snap_compare, name):
     make, size, before = SCENARIOS[name]
-    assert snap_compare(keep_toasts(make_app(make())), terminal_size=size, run_before=before)
+    assert snap_compare(make_app(make()), terminal_size=size, run_before=before)
 
 
 def test_history_screen(snap_compare, tmp_path):
@@ -128,7 +119,9 @@ def test_history_screen(snap_compare, tmp_path):
             stopped_by="boltring kill",
         ),
     ]
-    app = BoltringApp(feed.idle(), clock=feed.frozen_clock, cursor_blink=False, history=lambda: runs)
+    app = keep_toasts(
+        BoltringApp(feed.idle(), clock=feed.frozen_clock, cursor_blink=False, history=lambda: runs)
+    )
 
     async def open_history(pilot):
         await press(pilot, "h")
