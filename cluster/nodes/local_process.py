@@ -1,6 +1,7 @@
 """Commands on this machine, each in its own process group, stopped whole however the wait ends.
 
-Used by LocalTransport (a local node's commands) and by setup's pip runs. A command leads its own
+Used by LocalTransport (a local node's commands), setup's pip runs and the job-args check before a
+launch. A command leads its own
 session, so a stop reaches everything it started (pip's build backend, a shell's background
 jobs) and nothing else.
 
