@@ -1,9 +1,8 @@
 """Commands on this machine, each in its own process group, stopped whole however the wait ends.
 
-Used by LocalTransport (a local node's commands), setup's pip runs and the job-args check before a
-launch. A command leads its own
-session, so a stop reaches everything it started (pip's build backend, a shell's background
-jobs) and nothing else.
+Used by LocalTransport (a local node's commands), setup's pip runs and the job-args check before
+a launch. A command leads its own session, so a stop reaches everything it started (pip's build
+backend, a shell's background jobs) and nothing else.
 
 Why starting is shielded: asyncio (CPython 3.11) forks the process, then takes a few loop turns
 to connect its pipes. A cancel in those turns (Ctrl-C, SIGTERM, a caller's timeout) made it kill
