@@ -32,20 +32,21 @@ def pids_with(marker: str) -> list[int]:
     return found
 
 
+def start_tree(t: LocalTransport, *, lines: bool, timeout: float) -> tuple[str, asyncio.Future]:
+    """TREE (a shell with a child and a grandchild) through run or run_lines, as a task; its
+    processes carry a marker of their own in their command lines (a sleep of 400-1400 s)."""
+    marker = f"{400 + secrets.randbelow(10**6) / 1000:.3f}"
+    argv = ["sh", "-c", TREE, "sh", marker]
+    call = t.run_lines(argv, lambda line: None, timeout=timeout) if lines else t.run(argv, timeout=timeout)
+    return marker, asyncio.ensure_future(call)
+
+
 @pytest.mark.parametrize("how", ["run", "run_lines", "run timeout", "run_lines timeout"])
 async def test_local_command_is_stopped(how: str) -> None:
     said: list[str] = []
     asyncio.get_running_loop().set_exception_handler(lambda _l, ctx: said.append(str(ctx.get("message"))))
-    marker = f"{400 + secrets.randbelow(10**6) / 1000:.3f}"
     t = LocalTransport(Node(name="local", ring_ip="127.0.0.1", local=True))
-    argv = ["sh", "-c", TREE, "sh", marker]
-    timeout = 1.0 if "timeout" in how else 600.0
-    call = (
-        t.run_lines(argv, lambda line: None, timeout=timeout)
-        if "lines" in how
-        else t.run(argv, timeout=timeout)
-    )
-    task = asyncio.ensure_future(call)
+    marker, task = start_tree(t, lines="lines" in how, timeout=1.0 if "timeout" in how else 600.0)
     deadline = time.monotonic() + 10
     while len(pids_with(marker)) < 2:
         assert time.monotonic() < deadline
@@ -89,14 +90,7 @@ async def test_a_cancel_while_the_command_starts_stops_all_of_it(what: str) -> N
     `sleep` here) and they outlived it. Every turn of that window is tried."""
     t = LocalTransport(Node(name="local", ring_ip="127.0.0.1", local=True))
     for turns in range(1, 9):
-        marker = f"{400 + secrets.randbelow(10**6) / 1000:.3f}"
-        argv = ["sh", "-c", TREE, "sh", marker]
-        call = (
-            t.run_lines(argv, lambda line: None, timeout=600)
-            if what == "run_lines"
-            else t.run(argv, timeout=600)
-        )
-        task = asyncio.ensure_future(call)
+        marker, task = start_tree(t, lines=what == "run_lines", timeout=600.0)
         for _ in range(turns):
             await asyncio.sleep(0)
         task.cancel()
