@@ -120,7 +120,10 @@ async def run_check(
 
 def print_nodes(console: Console, config: Config, results: list[CheckResult]) -> None:
     nodes = Table(title=f"cluster {config.name} ({config.source})", title_justify="left")
-    for col in ("node", "ssh", "ring address", "ranks", "chip", "memory"):
+    # The ssh target is a command to copy: it never wraps; a long chip name wraps instead.
+    for col in ("node", "ssh", "ring address", "ranks"):
+        nodes.add_column(col, no_wrap=True)
+    for col in ("chip", "memory"):
         nodes.add_column(col)
     total_mem = 0.0
     facts = {(r.node, r.name): r for r in results if r.status != CheckStatus.SKIPPED}  # measured only
