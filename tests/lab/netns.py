@@ -261,6 +261,28 @@ def lab_ids_in_use() -> set[str]:
     return ids
 
 
+# A closed socket whose FIN the peer has not acknowledged yet.
+_UNACKED_FIN_STATES = ["state", "fin-wait-1", "state", "closing", "state", "last-ack"]
+
+
+def _wait_fins_delivered(namespaces: list[str], wait_s: float = 2.0) -> None:
+    """Wait until the killed processes' connections have told their peers.
+
+    Deleting a link drops the packets still queued for it, a FIN among them: an ssh client on
+    this machine connected to a lab host then never learns its sshd died, and hangs. Once the
+    peer has acknowledged the FIN, no socket of the namespace is in these states."""
+    deadline = time.monotonic() + wait_s
+    pending = list(namespaces)
+    while pending and time.monotonic() < deadline:
+        pending = [
+            ns
+            for ns in pending
+            if _run(["ss", "-N", ns, "-Htn", *_UNACKED_FIN_STATES], check=False).stdout.strip()
+        ]
+        if pending:
+            time.sleep(0.02)
+
+
 def teardown(lab_id: str) -> list[str]:
     """Remove every process, namespace, link and file of one lab id; returns what went wrong."""
     problems: list[str] = []
@@ -275,6 +297,7 @@ def teardown(lab_id: str) -> list[str]:
     # a listener started by a lab whose files were half removed: its command line names the dir
     pids |= {p for p in _pids_with_arg(f"{d}/") if _exe_name(p) in _SSHD_EXES}
     _kill_and_wait(pids)
+    _wait_fins_delivered(namespaces)
     links = [name for name in _link_names() if (m := _OWNED_NAME.match(name)) and m.group(1) == lab_id]
     # veths first (deleting one end deletes its peer in the namespace right away), then bridges
     for name in sorted(links, key=lambda n: n.endswith(("bc", "br"))):
