@@ -81,6 +81,7 @@ class LiveProgress:
         self.live_line = live_line  # a rich bar on a terminal; plain lines otherwise
         self.clock = clock
         self._last_draw = -1e9
+        self._drawn_step: int | None = None  # the step of the last plain line printed
         self._progress: StepProgress | None = None
         self._state: JobState | None = None  # the job's, from its JobStateChanged events
         self._draw_pending: asyncio.Handle | None = None  # one draw per burst of step events
@@ -107,8 +108,10 @@ class LiveProgress:
         """Seconds left at the recent rate, while the job runs: none while it is stalled,
         restarting or over, when its last rate is not what it does now."""
         p = self._progress
+        if self._state == JobState.RUNNING and p is not None and p.total > 0 and p.step >= p.total:
+            return 0.0  # every step made: the ranks are writing their last checkpoint and exiting
         rate = recent_rate(self._steps)
-        if self._state != JobState.RUNNING or p is None or rate is None or p.step >= p.total:
+        if self._state != JobState.RUNNING or p is None or rate is None:
             return None
         return (p.total - p.step) / rate
 
@@ -198,6 +201,7 @@ class LiveProgress:
         if not force and now - self._last_draw < PLAIN_EVERY_S:
             return
         self._last_draw = now
+        self._drawn_step = p.step
         self.console.print(self._line(p), markup=False, highlight=False, soft_wrap=True)
 
     def _end_drawing(self) -> None:
@@ -211,5 +215,5 @@ class LiveProgress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
-        else:
-            self._draw(force=True)
+        elif self._progress is not None and self._progress.step != self._drawn_step:
+            self._draw(force=True)  # the latest step, unless its line is already the last one out

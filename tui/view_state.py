@@ -147,8 +147,10 @@ class ClusterView:
     def eta(self) -> float | None:
         """Seconds left at the recent rate, while the job runs: none while it is stalled or
         restarting, when its last rate is not what it does now."""
+        if self.state == JobState.RUNNING and self.total_steps > 0 and self.step >= self.total_steps:
+            return 0.0  # every step made: the ranks are writing their last checkpoint and exiting
         rate = self.steps_per_s()
-        if self.state != JobState.RUNNING or rate is None or self.step >= self.total_steps:
+        if self.state != JobState.RUNNING or rate is None:
             return None
         return (self.total_steps - self.step) / rate
 

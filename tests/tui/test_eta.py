@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from boltring.cluster.jobs.events import JobRestarted, JobStarted, JobStateChanged, StepProgress
+from boltring.cluster.jobs.events import JobRestarted, JobStarted, JobStateChanged, JobSummary, StepProgress
 from boltring.cluster.states import JobState
 from boltring.tui.headless import HeadlessView
 from boltring.tui.run_progress import LiveProgress
@@ -165,3 +165,48 @@ def test_status_of_a_running_job_says_its_age_and_pace(tmp_path, no_leftovers):
     # by the rank that completed it, a few milliseconds from rank 0 over seconds of steps (under
     # 3 CPU burners on 2 cores the ratio came out 0.9997 to 1.0006).
     assert 0.97 < eta / expected < 1.03, (line, expected)
+
+
+def test_every_step_made_reads_eta_zero_and_the_last_line_is_not_printed_twice():
+    """Between the last step and the ranks' exit (their last checkpoint), a run showed
+    "ETA -:--:--" as if the time left were unknown, then printed the same step's line again."""
+    mono = [500.0]
+    v, out = headless(lambda: mono[0])
+    now = time.time()
+    v(JobStarted("j", None, 2, 300, ["local"], "example mlp", t=now - 30))
+    v(JobStateChanged(JobState.RUNNING, t=now - 30))
+    for ev in burst(300, wall0=now - 30, t=now):
+        v(ev)
+    mono[0] += 10.0  # past PLAIN_EVERY_S: the next draw prints
+    v._draw()
+    assert "step 300/300 | elapsed 00:00:40 | ETA 00:00:00 |" in out.getvalue(), out.getvalue()
+    mono[0] += 1.0
+    v.finish(JobSummary("j", JobState.FINISHED, 300, 300, 1.0, 0.05, 30.0, run_dir="~/.boltring/runs/x"))
+    steps = [ln.split(" |")[0] for ln in out.getvalue().splitlines() if ln.startswith("step ")]
+    assert steps.count("step 300/300") == 1, out.getvalue()
+
+
+def test_the_end_still_prints_a_step_not_yet_shown():
+    mono = [500.0]
+    v, out = headless(lambda: mono[0])
+    now = time.time()
+    v(JobStarted("j", None, 2, 300, ["local"], "example mlp", t=now - 30))
+    v(JobStateChanged(JobState.RUNNING, t=now - 30))
+    for ev in burst(290, wall0=now - 30, t=now):
+        v(ev)
+    mono[0] += 10.0
+    v._draw()
+    v(StepProgress(300, 300, loss=0.5, wall=now, t=now))  # within PLAIN_EVERY_S: not drawn yet
+    v.finish(JobSummary("j", JobState.FINISHED, 300, 300, 0.5, 0.05, 30.0, run_dir="~/.boltring/runs/x"))
+    steps = [ln.split(" |")[0] for ln in out.getvalue().splitlines() if ln.startswith("step ")]
+    assert steps[-2:] == ["step 290/300", "step 300/300"], out.getvalue()
+
+
+def test_app_eta_is_zero_once_every_step_is_made():
+    now = time.time()
+    view = ClusterView(feed.lab_config(), clock=lambda: now)
+    view.apply(JobStarted("j", None, 4, 300, ["mini1"], "example mlp", t=now - 30))
+    view.apply(JobStateChanged(JobState.RUNNING, t=now - 30))
+    for ev in burst(300, wall0=now - 30, t=now):
+        view.apply(ev)
+    assert view.eta() == 0.0
