@@ -167,38 +167,40 @@ def test_status_of_a_running_job_says_its_age_and_pace(tmp_path, no_leftovers):
     assert 0.97 < eta / expected < 1.03, (line, expected)
 
 
-def test_every_step_made_reads_eta_zero_and_the_last_line_is_not_printed_twice():
-    """Between the last step and the ranks' exit (their last checkpoint), a run showed
-    "ETA -:--:--" as if the time left were unknown, then printed the same step's line again."""
+def headless_after_steps(upto: int) -> tuple[HeadlessView, io.StringIO, list[float], float]:
+    """A plain --run view of a 300-step job 30 s old, `upto` steps read, then a draw 10 s
+    later (past PLAIN_EVERY_S, so it prints); its monotonic clock is the list's one item."""
     mono = [500.0]
     v, out = headless(lambda: mono[0])
     now = time.time()
     v(JobStarted("j", None, 2, 300, ["local"], "example mlp", t=now - 30))
     v(JobStateChanged(JobState.RUNNING, t=now - 30))
-    for ev in burst(300, wall0=now - 30, t=now):
+    for ev in burst(upto, wall0=now - 30, t=now):
         v(ev)
-    mono[0] += 10.0  # past PLAIN_EVERY_S: the next draw prints
+    mono[0] += 10.0
     v._draw()
+    return v, out, mono, now
+
+
+def finish_and_step_lines(v: HeadlessView, out: io.StringIO) -> list[str]:
+    v.finish(JobSummary("j", JobState.FINISHED, 300, 300, 1.0, 0.05, 30.0, run_dir="~/.boltring/runs/x"))
+    return [ln.split(" |")[0] for ln in out.getvalue().splitlines() if ln.startswith("step ")]
+
+
+def test_every_step_made_reads_eta_zero_and_the_last_line_is_not_printed_twice():
+    """Between the last step and the ranks' exit (their last checkpoint), a run showed
+    "ETA -:--:--" as if the time left were unknown, then printed the same step's line again."""
+    v, out, mono, _ = headless_after_steps(300)
     assert "step 300/300 | elapsed 00:00:40 | ETA 00:00:00 |" in out.getvalue(), out.getvalue()
     mono[0] += 1.0
-    v.finish(JobSummary("j", JobState.FINISHED, 300, 300, 1.0, 0.05, 30.0, run_dir="~/.boltring/runs/x"))
-    steps = [ln.split(" |")[0] for ln in out.getvalue().splitlines() if ln.startswith("step ")]
+    steps = finish_and_step_lines(v, out)
     assert steps.count("step 300/300") == 1, out.getvalue()
 
 
 def test_the_end_still_prints_a_step_not_yet_shown():
-    mono = [500.0]
-    v, out = headless(lambda: mono[0])
-    now = time.time()
-    v(JobStarted("j", None, 2, 300, ["local"], "example mlp", t=now - 30))
-    v(JobStateChanged(JobState.RUNNING, t=now - 30))
-    for ev in burst(290, wall0=now - 30, t=now):
-        v(ev)
-    mono[0] += 10.0
-    v._draw()
+    v, out, _, now = headless_after_steps(290)
     v(StepProgress(300, 300, loss=0.5, wall=now, t=now))  # within PLAIN_EVERY_S: not drawn yet
-    v.finish(JobSummary("j", JobState.FINISHED, 300, 300, 0.5, 0.05, 30.0, run_dir="~/.boltring/runs/x"))
-    steps = [ln.split(" |")[0] for ln in out.getvalue().splitlines() if ln.startswith("step ")]
+    steps = finish_and_step_lines(v, out)
     assert steps[-2:] == ["step 290/300", "step 300/300"], out.getvalue()
 
 
