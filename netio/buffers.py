@@ -140,7 +140,7 @@ def mlx_operands(x) -> Operands:
             return Operands(
                 src=src, alloc=lambda: _writable(small, name), result=small, wire=name, keep=src_arr
             )
-    out = mx.zeros(x.shape, dtype=x.dtype)
+    out = _filled_result(x)
     mx.async_eval(out)
 
     def alloc() -> np.ndarray:
@@ -148,6 +148,17 @@ def mlx_operands(x) -> Operands:
         return _writable(out, name)
 
     return Operands(src=src, alloc=alloc, result=out, wire=name, keep=src_arr)
+
+
+def _filled_result(x):
+    """A new array of x's shape and dtype, zero-filled as bytes: MLX fills a uint8 array faster
+    than a float one (64 MiB: 2.5 against 3.6 ms on the 2-core VM), and a view of it as x's
+    dtype shares its memory. Every byte is overwritten by the ring anyway;
+    MLX has no unfilled array to offer instead."""
+    import mlx.core as mx
+
+    raw = mx.zeros((x.size * x.itemsize,), dtype=mx.uint8)
+    return mx.view(raw, x.dtype).reshape(x.shape)
 
 
 def _c_order_buffer(x) -> memoryview | None:
