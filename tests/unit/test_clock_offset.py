@@ -55,6 +55,27 @@ def test_a_clock_within_a_second_passes_saying_its_offset():
     assert clock_result(NODE, ClockOffset(-CLOCK_WARN_S, 0.04), darwin=True).status == CheckStatus.OK
 
 
+def test_an_offset_inside_its_error_is_neither_ahead_nor_behind():
+    """`boltring check` on the embedded default said the laptop's clock was "0.01 s ahead of
+    this computer's (±0.03 s)": of itself, and more than the measurement could tell."""
+    r = clock_result(NODE, ClockOffset(0.01, 0.03), darwin=True)
+    assert (r.status, r.value) == (CheckStatus.OK, "within ±0.03 s of this computer's")
+    assert (
+        clock_result(NODE, ClockOffset(-0.03, 0.03), darwin=False).value
+        == "within ±0.03 s of this computer's"
+    )
+    assert (
+        clock_result(NODE, ClockOffset(0.04, 0.03), darwin=False).value
+        == "0.04 s ahead of this computer's (±0.03 s)"
+    )
+
+
+def test_a_local_node_is_this_computers_own_clock():
+    local = Node(name="local", ring_ip="127.0.0.1", local=True)
+    r = clock_result(local, ClockOffset(0.01, 0.03), darwin=False)
+    assert (r.status, r.value, r.hint) == (CheckStatus.OK, "this computer's own clock", None)
+
+
 def test_a_mac_clock_ahead_warns_with_a_command_that_needs_no_internet():
     r = clock_result(NODE, ClockOffset(90.2, 0.03), darwin=True)
     assert r.status == CheckStatus.WARN and r.value == "90.2 s ahead of this computer's (±0.03 s)"

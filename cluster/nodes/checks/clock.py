@@ -24,7 +24,11 @@ CLOCK_WARN_S = 1.0  # beyond this a node's times in logs and prints visibly disa
 
 
 def offset_words(reading: ClockOffset) -> str:
-    """ "90.0 s ahead of this computer's (±0.05 s)"; "behind" for a clock that is slow."""
+    """ "90.0 s ahead of this computer's (±0.05 s)"; "behind" for a clock that is slow; and
+    "within ±0.03 s of this computer's" when the offset is inside its own error, where it can
+    be told neither ahead nor behind (and boltring applies none: ClockOffset.applied_s)."""
+    if reading.applied_s == 0.0:
+        return f"within ±{reading.error_s:.2f} s of this computer's"
     offset = reading.offset_s
     size = f"{abs(offset):.2f}" if abs(offset) < 1 else f"{abs(offset):.1f}"
     way = "ahead of" if offset >= 0 else "behind"
@@ -55,6 +59,8 @@ def set_clock_hint(node: Node, reading: ClockOffset, darwin: bool) -> str:
 def clock_result(node: Node, reading: ClockOffset | None, darwin: bool) -> CheckResult:
     """ok within CLOCK_WARN_S (saying the offset), warn beyond it with the hint; skipped when the
     node's probe did not report its clock (an older boltring installed there)."""
+    if node.local:  # the same clock: a reading would only show the probe's own timing
+        return result(node.name, NAME, CheckStatus.OK, "this computer's own clock")
     if reading is None:
         return result(node.name, NAME, CheckStatus.SKIPPED, "the node's boltring does not report its clock")
     if abs(reading.offset_s) <= CLOCK_WARN_S:
