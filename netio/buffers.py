@@ -151,10 +151,10 @@ def mlx_operands(x) -> Operands:
 
 
 def _filled_result(x):
-    """A new array of x's shape and dtype, zero-filled as bytes: MLX fills a uint8 array faster
-    than a float one (64 MiB: 2.5 against 3.6 ms on the 2-core VM), and a view of it as x's
-    dtype shares its memory. Every byte is overwritten by the ring anyway;
-    MLX has no unfilled array to offer instead."""
+    """A new array of x's shape and dtype, zero-filled as bytes: MLX fills a uint8 array with
+    libc's memset (perf shows it), faster than its float fill (64 MiB: 2.5 against 3.6 ms on
+    the 2-core VM), and a view of it as x's dtype shares its memory. Every byte is overwritten
+    by the ring anyway; MLX has no unfilled array to offer instead."""
     import mlx.core as mx
 
     raw = mx.zeros((x.size * x.itemsize,), dtype=mx.uint8)

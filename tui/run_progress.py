@@ -32,7 +32,7 @@ from boltring.cluster.states import JobState
 
 from .fmt import fmt_elapsed
 from .run_summary import figure
-from .view_state import recent_rate
+from .view_state import eta_seconds, recent_rate
 
 PROGRESS_EVERY_S = 0.5  # redraw limit for the live line on a terminal
 PLAIN_EVERY_S = 5.0  # when stdout is not a terminal, a progress line at most this often
@@ -105,15 +105,9 @@ class LiveProgress:
             self._steps.append((ev.wall if ev.wall is not None else self.clock(), ev.step))
 
     def eta(self) -> float | None:
-        """Seconds left at the recent rate, while the job runs: none while it is stalled,
-        restarting or over, when its last rate is not what it does now."""
+        """Seconds left at the recent rate (view_state.eta_seconds: the app's rule too)."""
         p = self._progress
-        if self._state == JobState.RUNNING and p is not None and p.total > 0 and p.step >= p.total:
-            return 0.0  # every step made: the ranks are writing their last checkpoint and exiting
-        rate = recent_rate(self._steps)
-        if self._state != JobState.RUNNING or p is None or rate is None:
-            return None
-        return (p.total - p.step) / rate
+        return None if p is None else eta_seconds(self._state, p.step, p.total, recent_rate(self._steps))
 
     def eta_text(self) -> str | None:
         """What stands after "ETA": the time left, "stalled" (as in the app), or None once the

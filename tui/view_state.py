@@ -78,6 +78,17 @@ def recent_rate(step_times: Sequence[tuple[float, int]], window_s: float = RATE_
     return (s1 - s0) / (t1 - t0)
 
 
+def eta_seconds(state: JobState | None, step: int, total: int, rate: float | None) -> float | None:
+    """Seconds left at `rate` while the job runs; 0 once every step is made (the ranks are
+    writing their last checkpoint and exiting); none while it is stalled, restarting or over,
+    when its last rate is not what it does now."""
+    if state != JobState.RUNNING:
+        return None
+    if total > 0 and step >= total:
+        return 0.0
+    return None if rate is None else (total - step) / rate
+
+
 def _after_failed(reason: str | None) -> str | None:
     """A rank's reason as its row says it after "failed at step N" (and its log line after "rank
     N failed"): without a "failed: " of its own."""
@@ -145,14 +156,8 @@ class ClusterView:
         return recent_rate(self.step_times)
 
     def eta(self) -> float | None:
-        """Seconds left at the recent rate, while the job runs: none while it is stalled or
-        restarting, when its last rate is not what it does now."""
-        if self.state == JobState.RUNNING and self.total_steps > 0 and self.step >= self.total_steps:
-            return 0.0  # every step made: the ranks are writing their last checkpoint and exiting
-        rate = self.steps_per_s()
-        if self.state != JobState.RUNNING or rate is None:
-            return None
-        return (self.total_steps - self.step) / rate
+        """Seconds left at the recent rate (eta_seconds)."""
+        return eta_seconds(self.state, self.step, self.total_steps, self.steps_per_s())
 
     def progress(self) -> float:
         return 0.0 if self.total_steps <= 0 else min(1.0, self.step / self.total_steps)
