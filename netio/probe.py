@@ -205,12 +205,16 @@ def send(
     sock = _connect(host, port, connect_timeout)
     chan = Channel(sock, f"probe server {host}:{port}", timeout=IO_TIMEOUT)
     try:
+        # The whole handshake within a limit: a stranger on the port trickling bytes must not
+        # hold the check (each read alone would wait IO_TIMEOUT, again and again).
+        chan.deadline = time.monotonic() + IO_TIMEOUT
         try:
             client_handshake(chan, secret, job, CLIENT_RANK, SIZE, SERVER_RANK)
         except HandshakeError as e:
             raise ProbeFailure(f"secret check failed: {e}", EXIT_AUTH) from None
         except NetioError as e:
             raise ProbeFailure(f"handshake with {host}:{port} broke: {e}", EXIT_AUTH) from None
+        chan.deadline = None
         payload = bytearray(CHUNK_BYTES)
         sent = 0
         t0 = time.perf_counter()
@@ -237,9 +241,16 @@ def send(
     return _result("send", sent, elapsed, **extra)
 
 
+def _port(text: str) -> int:
+    port = int(text) if text.isdigit() else -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0-65535; 0 picks a free one)")
+    return port
+
+
 def _host_port(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not port.isdigit() or int(port) > 65535:
         raise ProbeFailure(f"--to {text!r}: expected IP:PORT", EXIT_USAGE)
     return host.strip("[]"), int(port)
 
@@ -253,7 +264,7 @@ def main(argv: list[str] | None = None, stdin=None, stdout=None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve", help="receive one authenticated sender")
     s.add_argument("--bind", required=True, help="ring address to listen on (never 0.0.0.0)")
-    s.add_argument("--port", type=int, required=True)
+    s.add_argument("--port", type=_port, required=True)
     s.add_argument(
         "--seconds",
         type=float,

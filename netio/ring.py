@@ -42,6 +42,7 @@ CW, CCW = 0, 1  # clockwise: send right, receive left; counter-clockwise: the re
 BIDIRECTIONAL_MIN_BYTES = 256 << 10  # below this, one direction: latency beats bandwidth
 MIN_CHUNK_BYTES = 2 << 20  # smallest frame payload of a large collective (chunk_bytes_for)
 HANDSHAKE_TIMEOUT_S = 1.0  # a peer that cannot prove the secret is dropped within this
+CLIENT_HANDSHAKE_S = 5.0  # connecting side: per attempt (the acceptor may be busy dropping a stranger)
 
 
 def parse_addr(addr: str) -> tuple[str, int]:
@@ -154,10 +155,13 @@ class Ring:
             listener.close()
             if own_path is not None:  # the neighbour is in (or never came): the name has done its job
                 unixsock.unlink_quietly(own_path)
-        if "error" in accepted:
+        if "chan" not in accepted:
             if self.right:
                 self.right.close()
-            raise accepted["error"]  # type: ignore[misc]
+            raise accepted.get("error") or NetioError(  # type: ignore[misc]
+                f"rank {self.rank} stopped accepting its left neighbour {self.peer_name(left)} "
+                f"on {self.addrs[self.rank]} (see this rank's log)"
+            )
         left_chan: Channel = accepted["chan"]  # type: ignore[assignment]
         right_chan = self.right
         self.left = left_chan
@@ -186,13 +190,18 @@ class Ring:
                     sock = socket.create_connection((host, port), timeout=min(remaining, 2.0))
                 else:
                     sock = unixsock.connect(path, timeout=min(remaining, 2.0))
-                _tune(sock)
-                chan = Channel(sock, self.peer_name(right), timeout=max(HANDSHAKE_TIMEOUT_S * 5, 1.0))
+                chan = Channel(sock, self.peer_name(right), timeout=CLIENT_HANDSHAKE_S)
+                # A limit on the whole exchange, not only on each read: whatever answers at the
+                # neighbour's address could trickle a byte every few seconds and hold this rank
+                # far past connect_timeout (nothing else would ever time it out).
+                chan.deadline = min(deadline, time.monotonic() + CLIENT_HANDSHAKE_S)
                 try:
+                    _tune(sock)
                     client_handshake(chan, self.secret, self.job_id, self.rank, self.size, right)
                 except BaseException:
                     chan.close()
                     raise
+                chan.deadline = None
                 return chan
             except HandshakeError as e:
                 last = str(e)
@@ -227,8 +236,13 @@ class Ring:
             except OSError as e:
                 out["error"] = NetioError(f"accepting ring connections failed: {e}")
                 return
-            _tune(sock)
             who = f"{addr[0]}:{addr[1]}" if sock.family != socket.AF_UNIX else "a local process"
+            try:
+                _tune(sock)
+            except OSError as e:  # macOS refuses TCP_NODELAY (EINVAL) on a connection already reset
+                self.log(f"dropped {who} before its handshake: {e.strerror or e}")
+                sock.close()
+                continue
             chan = Channel(sock, f"connection from {who}", timeout=HANDSHAKE_TIMEOUT_S)
             # The whole handshake, not each read, must fit in the limit: a peer trickling bytes
             # would otherwise hold the single acceptor, and keep the genuine neighbour out.

@@ -511,3 +511,83 @@ def test_listener_binds_only_the_ring_address():
             if rt is not None:
                 rt.thread.join(20)
                 rt.ring.close()
+
+
+def test_a_trickling_right_neighbour_cannot_hold_a_rank_past_its_connect_timeout(two_addrs):
+    """Something listening on rank 1's address accepts rank 0 and trickles a valid-looking
+    challenge, a byte a second: each read is quick, so only a limit on the whole exchange ends
+    it. Rank 0 must give up within its connect timeout (2 s), naming its right neighbour."""
+    addrs = two_addrs
+    impostor = socket.create_server(("127.0.0.1", int(addrs[1].rsplit(":", 1)[1])))
+    impostor.settimeout(10)
+    stop = threading.Event()
+
+    def trickle() -> None:
+        frame = pack_header("challenge", nonce=os.urandom(32), proof=os.urandom(32)) * 100
+        while not stop.is_set():
+            try:
+                conn, _ = impostor.accept()
+            except OSError:
+                return
+            with conn:
+                for byte in frame:
+                    if stop.wait(1.0):  # one byte a second, forever
+                        return
+                    try:
+                        conn.send(bytes([byte]))
+                    except OSError:
+                        break
+
+    feeder = threading.Thread(target=trickle, daemon=True)
+    feeder.start()
+    r0 = RingThread(0, 2, addrs, connect_timeout=2.0)
+    t0 = time.monotonic()
+    try:
+        r0.start().thread.join(15)
+        elapsed = time.monotonic() - t0
+        assert not r0.thread.is_alive(), "a trickling neighbour held Ring.connect() for 15 s"
+        assert elapsed < 4.0, f"connect took {elapsed:.1f} s against a 2 s connect timeout"
+        assert "could not reach its right neighbour rank 1" in str(r0.error), r0.error
+    finally:
+        stop.set()
+        impostor.close()
+        feeder.join(5)
+        r0.thread.join(5)
+        r0.ring.close()
+
+
+def test_a_connection_that_fails_to_tune_is_dropped_and_the_neighbour_still_gets_in(two_addrs, monkeypatch):
+    """macOS refuses TCP_NODELAY (EINVAL) on a connection its peer already reset. Linux accepts
+    it, so the kernel's answer is injected for the first accepted connection only; the stranger
+    that makes it is real, and so is everything else. The acceptor must drop it, log it and keep
+    listening: it died, and rank 0 failed with a bare KeyError."""
+    from boltring.netio import ring as ring_module
+
+    real_tune, failed = ring_module._tune, []
+
+    def tune(sock: socket.socket) -> None:
+        if not failed and sock.getsockname()[1] == int(two_addrs[0].rsplit(":", 1)[1]):
+            failed.append(sock)
+            raise OSError(22, "Invalid argument")
+        real_tune(sock)
+
+    monkeypatch.setattr(ring_module, "_tune", tune)
+    r0 = RingThread(0, 2, two_addrs).start()
+    r1 = None
+    try:
+        s, src = dial(two_addrs[0], "tcp")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()  # a reset, as a stranger's scan leaves it
+        wait_for_drop(r0, 1, src, 5.0)
+        assert "Invalid argument" in r0.logs[0], r0.logs
+        r1 = RingThread(1, 2, two_addrs).start()
+        r0.join()
+        r1.join()
+        a = [np.ones(4, dtype=np.float32), np.full(4, 5, dtype=np.float32)]
+        allreduce_pair([r0.ring, r1.ring], a)
+        np.testing.assert_array_equal(a[1], np.full(4, 6))
+    finally:
+        for rt in (r0, r1):
+            if rt is not None:
+                rt.thread.join(20)
+                rt.ring.close()
