@@ -47,8 +47,11 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+from boltring.cluster.agent.proc_groups import group_alive, group_states, live_groups, reused, signal_group
 
 PID_FILE = "pid"
 LOG_FILE = "rank.log"
@@ -64,73 +67,22 @@ ABORT_FILE = "abort"  # in the job directory: an interrupted launch; `start DIRâ
 
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     """Readers see the old file or the new one, never a part (temp file, fsync, rename)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    # A fresh name each time, created exclusively: a leftover of a dead process could have
+    # another mode (a secret must never land in a 0644 file), and two threads must not share one.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-def _proc_groups() -> list[tuple[int, str]] | None:
-    """(process group, one-letter state) of every live process, from /proc; None without /proc.
-    Zombies count as gone (an init that never reaps leaves them)."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return None
-    out = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
         try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] not in ("Z", "X"):
-            out.append((int(fields[2]), fields[0]))
-    return out
-
-
-def group_states(pgid: int) -> list[str] | None:
-    """One-letter process states (R, S, D, T â€¦) of the live members of the group; None when the
-    system cannot tell (no /proc and no ps)."""
-    procs = _proc_groups()
-    if procs is not None:  # Linux
-        return [state for group, state in procs if group == pgid]
-    try:  # macOS: ps knows the group
-        import subprocess
-
-        out = subprocess.run(
-            ["ps", "-o", "stat=", "-g", str(pgid)], capture_output=True, text=True, timeout=5
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return [w[0] for w in out.split() if w and w[0] not in ("Z",)]
-
-
-def live_groups(pgids: set[int]) -> set[int]:
-    """Which of these process groups still have a live member: one pass over /proc for all
-    of them (a kill of 80 ranks polls this every 50 ms), group by group elsewhere."""
-    procs = _proc_groups()
-    if procs is None:
-        return {g for g in pgids if group_alive(g)}
-    return {group for group, _ in procs if group in pgids}
-
-
-def group_alive(pgid: int) -> bool:
-    """Is any live (non-zombie) process left in the group?"""
-    if Path("/proc").is_dir():
-        return bool(group_states(pgid))
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+            os.fchmod(fd, mode)
+            data = memoryview(text.encode())
+            while data:  # a write may take less than all
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)  # a half-written temp (a full disk) outlives nothing
+        raise
 
 
 def read_pid(run_dir: Path) -> int | None:
@@ -150,15 +102,24 @@ def read_exit(run_dir: Path) -> dict | None:
 def status(run_dir: Path) -> dict:
     """Liveness of the rank: alive, and `stopped` when a process of it is frozen (SIGSTOP, a
     debugger): alive but never going to send another byte."""
-    pid = read_pid(run_dir)
+    pid, exit = _own_group(run_dir)
     states = group_states(pid) if pid else []
     alive = bool(states) if states is not None else bool(pid and group_alive(pid))
     return {
         "pid": pid,
         "alive": alive,
         "stopped": any(s == "T" for s in states or []),
-        "exit": read_exit(run_dir),
+        "exit": exit,
     }
+
+
+def _own_group(run_dir: Path) -> tuple[int | None, dict | None]:
+    """The rank's group id, or None once that number names a group born after the rank ended
+    (proc_groups.reused: a stranger's, never to be signalled or reported alive); its exit record."""
+    pid, exit = read_pid(run_dir), read_exit(run_dir)
+    if pid and exit is not None and reused(pid, exit.get("ended")):
+        return None, exit
+    return pid, exit
 
 
 def start(run_dir: Path, spec: dict) -> dict:
@@ -316,7 +277,7 @@ def kill_many(run_dirs: list[Path], grace: float = 5.0, by: str | None = None) -
     """Stop several ranks at once: SIGTERM to every group, one shared grace period, then SIGKILL
     to the survivors. One command for all of a node's ranks, so stopping 80 ranks takes one
     grace period, not 80."""
-    pids = {d: read_pid(d) for d in run_dirs}
+    pids = {d: _own_group(d)[0] for d in run_dirs}
     was_alive = {d: bool(pid and group_alive(pid)) for d, pid in pids.items()}
     forced: dict[Path, bool] = {d: False for d in run_dirs}
     live = [d for d in run_dirs if was_alive[d]]
@@ -332,9 +293,9 @@ def kill_many(run_dirs: list[Path], grace: float = 5.0, by: str | None = None) -
     for d in live:
         pid = pids[d]
         assert pid is not None
-        _signal_group(pid, signal.SIGTERM)
+        signal_group(pid, signal.SIGTERM)
         if "T" in states[d]:  # a frozen rank cannot act on SIGTERM until it runs again
-            _signal_group(pid, signal.SIGCONT)
+            signal_group(pid, signal.SIGCONT)
 
     def still() -> list[Path]:
         alive = live_groups({p for d in live if (p := pids[d]) is not None})
@@ -345,7 +306,7 @@ def kill_many(run_dirs: list[Path], grace: float = 5.0, by: str | None = None) -
         time.sleep(0.05)
     for d in still():
         forced[d] = True
-        _signal_group(pids[d], signal.SIGKILL)  # type: ignore[arg-type]
+        signal_group(pids[d], signal.SIGKILL)
     deadline = time.monotonic() + 5
     while still() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -375,13 +336,6 @@ def kill_many(run_dirs: list[Path], grace: float = 5.0, by: str | None = None) -
             }
         )
     return results
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _start_many(dirs: list[Path]) -> int:

@@ -136,3 +136,28 @@ def test_kill_records_who_stopped_every_rank_before_signalling_any(no_leftovers,
     res = spawn("kill", first, None, *map(str, others), "--by", "boltring kill")
     exits = [r["exit"] for r in res["ranks"]]
     assert all(e.get("stopped_by") == "boltring kill" for e in exits), exits
+
+
+def test_a_group_id_reused_after_the_rank_ended_is_left_alone(no_leftovers, tmp_path):
+    """Days after a rank ended, its group id may name a stranger's new group (the kernel reuses
+    a pid once nothing holds it). `kill` must not signal it, nor `status` call the rank alive.
+    The stranger here is real: a process that leads its own group and started after the rank's
+    exit record says it ended; the record points at it as an old pid file would."""
+    run = tmp_path / "rank0"
+    info = spawn("start", run, {"argv": [sys.executable, "-c", "pass"]})
+    assert info["_rc"] == 0 and wait_for(lambda: (run / "exit.json").exists())
+    time.sleep(3.5)  # the stranger must start clearly after the rank ended (2 s of rounding)
+    stranger = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True, cwd=tmp_path
+    )
+    try:
+        (run / "pid").write_text(str(stranger.pid))  # the number now names the stranger's group
+        assert spawn("status", run)["alive"] is False
+        res = spawn("kill", run, None, "--grace", "1")
+        assert res["was_alive"] is False
+        assert stranger.poll() is None, "kill signalled a group that is not the rank's"
+        # the rank's own record is untouched: it still says how the rank ended
+        assert json.loads((run / "exit.json").read_text())["returncode"] == 0
+    finally:
+        stranger.kill()
+        stranger.wait(10)
