@@ -45,7 +45,15 @@ def run_bench_cli(args, config: Config | None = None) -> int:
     wire = getattr(args, "wire_dtype", "") or ""
     try:
         sizes = parse_sizes(args.sizes, ITEMSIZE[args.dtype])
-        backends = ["boltring", "mlx"] if args.backend == "both" else [args.backend]
+        # On nodes, MLX's ring accepts anyone on the ring network (no job secret, no timeout
+        # inside a collective): it runs there only when asked for by name.
+        backend = args.backend or ("boltring" if config is not None else "both")
+        backends = ["boltring", "mlx"] if backend == "both" else [backend]
+        if config is not None and "mlx" in backends:
+            console.print(
+                "note: MLX's ring has no authentication: while its cells run, any host on the ring "
+                "network can connect to the nodes' ring ports"
+            )
         if wire and backends != ["boltring"]:
             raise BenchRefused("--wire-dtype measures boltring's average_gradients: use --backend boltring")
         counts = _cluster_ranks(args, config) if config is not None else parse_ranks(args.ranks or "2")

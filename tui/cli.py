@@ -260,12 +260,13 @@ def _sub(name: str, args) -> int:
         )
     config = _load(args)
     if name == "hostfile":
+        from boltring.cluster.agent.spawn import write_atomic
         from boltring.cluster.config import write_mlx_hostfile
 
         text = write_mlx_hostfile(config)
         if args.output:
             try:
-                Path(args.output).write_text(text + ("\n" if not text.endswith("\n") else ""))
+                write_atomic(Path(args.output), text + ("\n" if not text.endswith("\n") else ""))
             except OSError as e:
                 raise SystemExit(
                     f"boltring: cannot write {args.output}: {e.strerror}; "

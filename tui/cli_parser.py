@@ -227,8 +227,10 @@ def main_parser() -> Parser:
     b.add_argument(
         "--backend",
         choices=("boltring", "mlx", "both"),
-        default="both",
-        help="boltring's ring, MLX's ring, or both in the same invocation (default; gives the ratio)",
+        default=None,
+        help="boltring's ring, MLX's ring, or both in the same invocation (gives the ratio). Default: "
+        "both for local ranks; boltring with --cluster, where MLX's ring would listen on your ring "
+        "network with no authentication: ask for mlx or both there",
     )
     b.add_argument("--repeat", type=int, default=10, metavar="R", help="timed repeats per size (median)")
     b.add_argument("--dtype", default="float32", choices=tuple(ITEMSIZE))

@@ -11,11 +11,13 @@ refused (OSError, which the caller names in one line), as `boltring hostfile -o`
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
+from boltring.cluster.agent.spawn import write_atomic
 from boltring.cluster.jobs.history import HistoryError, RunRecord, read_steps
 
 CSV_FIELDS = (
@@ -80,11 +82,12 @@ def write_csv(run: RunRecord, path: str | Path) -> int:
     """One row per rank and step, sorted by step then rank; the number of rows."""
     rows = [rec for recs in run_metrics(run).values() for rec in recs]
     rows.sort(key=lambda r: (int(r.get("step", 0)), int(r.get("rank", 0))))
-    with Path(path).open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        for rec in rows:
-            writer.writerow({k: rec.get(k) for k in CSV_FIELDS})
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for rec in rows:
+        writer.writerow({k: rec.get(k) for k in CSV_FIELDS})
+    write_atomic(Path(path), text.getvalue())  # an interrupted export leaves the old file whole
     return len(rows)
 
 
@@ -163,5 +166,5 @@ def loss_svg(points: Sequence[tuple[int, float]], title: str, width: int = 800, 
 
 def write_loss_svg(points: Sequence[tuple[int, float]], title: str, path: str | Path) -> Path:
     target = Path(path)
-    target.write_text(loss_svg(points, title))
+    write_atomic(target, loss_svg(points, title))
     return target

@@ -44,6 +44,8 @@ def test_ours_against_mlx_ring_on_shaped_hosts(lab3_shaped, tmp_path, home, mbit
             "--cluster",
             "--config",
             str(cfg),
+            "--backend",
+            "both",
             "--sizes",
             SIZES,
             "--repeat",

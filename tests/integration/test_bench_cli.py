@@ -91,7 +91,17 @@ def test_cluster_runs_each_cell_as_a_job_on_the_configs_nodes(home, no_leftovers
     config = tmp_path / "boltring.yaml"
     config.write_text("name: one\nnodes:\n  - {name: here, local: true, ranks: 3}\n")
     res = boltring(
-        "bench", "--cluster", "--config", str(config), "--sizes", "64KB,128KB", "--repeat", "3", "--json"
+        "bench",
+        "--cluster",
+        "--config",
+        str(config),
+        "--backend",
+        "both",
+        "--sizes",
+        "64KB,128KB",
+        "--repeat",
+        "3",
+        "--json",
     )
     assert res.returncode == 0, res.stderr[-2000:]
     order = re.findall(r"running (\w+), 3 ranks on here, (\d+) KB", res.stderr)
@@ -104,6 +114,24 @@ def test_cluster_runs_each_cell_as_a_job_on_the_configs_nodes(home, no_leftovers
     runs = boltring("runs", "--json", timeout=60)
     jobs = [json.loads(line) for line in runs.stdout.splitlines()]
     assert len(jobs) == 4 and all(j["state"] == "finished" for j in jobs), jobs
+
+
+def test_cluster_runs_only_our_authenticated_ring_unless_mlx_is_asked_for(home, no_leftovers, tmp_path):
+    """MLX's ring takes any connection on the ring network: on nodes it runs only by name, and
+    then the bench says so."""
+    config = tmp_path / "boltring.yaml"
+    config.write_text("name: one\nnodes:\n  - {name: here, local: true, ranks: 2}\n")
+    res = boltring(
+        "bench", "--cluster", "--config", str(config), "--sizes", "64KB", "--repeat", "2", "--json"
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert [json.loads(line).get("backend") for line in res.stdout.splitlines()] == ["boltring"]
+    assert "no authentication" not in res.stderr
+    res = boltring(
+        "bench", "--cluster", "--config", str(config), "--backend", "mlx", "--sizes", "64KB", "--repeat", "2"
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "note: MLX's ring has no authentication" in res.stdout + res.stderr
 
 
 def test_cluster_refuses_the_local_only_options_in_one_line(home, tmp_path):

@@ -14,7 +14,19 @@ pytestmark = pytest.mark.netns
 
 def test_both_rings_over_the_ring_network_of_three_hosts(lab, tmp_path, home):
     cfg = lab_yaml(lab, tmp_path / "lab.yaml", steps=10)
-    res = run_cli("bench", "--cluster", "--config", str(cfg), "--sizes", "256KB", "--repeat", "3", "--json")
+    res = run_cli(
+        "bench",
+        "--cluster",
+        "--config",
+        str(cfg),
+        "--backend",
+        "both",
+        "--sizes",
+        "256KB",
+        "--repeat",
+        "3",
+        "--json",
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "running boltring, 3 ranks on h1, h2, h3, 256 KB, 3 repeats" in res.stderr
     rows = [json.loads(line) for line in res.stdout.splitlines()]
