@@ -45,3 +45,13 @@ def test_repo_ids_are_not_paths_and_no_paths_means_no_check():
     assert named_paths(config("--model", "mlx-community/Llama-3.2-1B-Instruct")) == []
     assert result(config("--model", "mlx-community/Llama-3.2-1B-Instruct")) is None
     assert named_paths(dataclasses.replace(config(), job=JobSpec(data="~/corpus.txt"))) == ["~/corpus.txt"]
+
+
+def test_job_data_is_always_a_path_even_a_bare_name_that_does_not_exist(tmp_path: Path, monkeypatch):
+    """job.data is a file or folder, never a repo id: a bare missing name passed every check,
+    and the job failed after launch in rank 0's traceback."""
+    monkeypatch.chdir(tmp_path)
+    cfg = Config(name="t", nodes=(NODE,), job=JobSpec(example="charlm", data="nofile.txt"))
+    assert named_paths(cfg) == ["nofile.txt"]
+    r = result(cfg)
+    assert r.status == CheckStatus.FAIL and r.value.startswith("cannot read nofile.txt"), r.value

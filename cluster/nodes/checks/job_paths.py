@@ -29,15 +29,16 @@ NAME = "job_paths"
 
 
 def named_paths(config: Config) -> list[str]:
-    """Paths the job reads: job.data, and the values of --model/--data among its arguments that
-    look like paths (absolute, ~, ./, or existing here), not repo ids."""
-    words = [config.job.data] if config.job.data else []
+    """Paths the job reads: job.data (always a file or folder), and the values of --model/--data
+    among its arguments that look like paths (absolute, ~, ./, or existing here), not repo ids."""
+    words = []
     args = list(config.job.args)
     for i, a in enumerate(args):
         flag, eq, value = a.partition("=")
         if flag in PATH_FLAGS:
             words.append(value if eq else (args[i + 1] if i + 1 < len(args) else ""))
-    return [w for w in words if w and (w.startswith(("/", "~", ".")) or Path(w).expanduser().exists())]
+    paths = [w for w in words if w and (w.startswith(("/", "~", ".")) or Path(w).expanduser().exists())]
+    return ([config.job.data] if config.job.data else []) + paths
 
 
 async def rank_folder(transport: Transport, cwd: tuple[str, ...]) -> str:
