@@ -43,7 +43,9 @@ def run_result(run: RunRecord) -> str:
     )
     text = f"job {run.job_id} {run.state}: {steps}{wall}{loss}"
     if run.state == JobState.KILLED:
-        text += f" ({stopped_text(run.stopped_by, run.steps)})"
+        # The record's own words when it has them ("… during launch": no step was ever made,
+        # and "at step 0" would say one was); else who stopped it and where.
+        text += f" ({run.reason or stopped_text(run.stopped_by, run.steps)})"
     elif run.reason:
         text += f" ({run.reason})"
     if run.blamed is not None:
