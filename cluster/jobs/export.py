@@ -68,8 +68,19 @@ def no_metrics(run: RunRecord) -> HistoryError:
     if run.never_started:
         why = f"{run.state}: {run.reason}" if run.reason else run.state
         return HistoryError(
-            f"job {run.job_id} never started a rank ({why}), so it has no metrics to export",
+            f"job {run.job_id} ended before all its ranks were running ({why}), so it has no "
+            "metrics to export",
             hint="`boltring runs` shows which jobs ran",
+        )
+    # A rank folder that is here (a local node's, or one copied back) with no metrics file in it:
+    # the ranks never reported a step. Nothing is missing, so there is nothing to copy.
+    here = [r for r in run.ranks if r.get("run_dir") and Path(str(r["run_dir"])).expanduser().is_dir()]
+    if here and len(here) == len(run.ranks):
+        return HistoryError(
+            f"job {run.job_id} ({run.state}) reported no step, so it has no metrics to export",
+            hint=f"its ranks' logs are in {run.run_dir}"
+            if run.run_dir
+            else "`boltring runs` shows which jobs ran",
         )
     where = ", ".join(sorted({str(r.get("node")) for r in run.ranks})) or "?"
     return HistoryError(

@@ -5,6 +5,7 @@ output cannot be written is one line and exit 1, --config picks among that confi
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -152,15 +153,25 @@ def test_export_of_a_job_that_never_started_says_so(home, capsys):
         code, err = run_cli(capsys, "export", "never", flag, str(home / target))
         assert code == 1
         line = one_line(err)
-        assert "never started a rank" in line and why in line and "copy" not in line
+        assert "ended before all its ranks were running" in line and why in line and "copy" not in line
 
 
 def test_export_of_a_job_that_ran_elsewhere_says_copy_it(home, capsys):
     job_record(home, "elsewhere")
-    for rank in (0, 1):
-        (home / "runs" / "elsewhere" / f"rank{rank}" / "metrics.jsonl").unlink()
+    shutil.rmtree(home / "runs" / "elsewhere")  # the rank folders are on the nodes, not here
     code, err = run_cli(capsys, "export", "elsewhere", "--csv", str(home / "m.csv"))
-    assert code == 1 and "copy" in one_line(err) and "never started" not in err
+    assert code == 1 and "copy" in one_line(err) and "ended before" not in err
+
+
+def test_export_of_a_job_whose_ranks_are_here_but_reported_no_step_says_that(home, capsys):
+    """A local job stopped before its first step: its rank folders are on this machine, so
+    "copy them from the node" was false advice."""
+    job_record(home, "early")
+    for rank in (0, 1):
+        (home / "runs" / "early" / f"rank{rank}" / "metrics.jsonl").unlink()
+    code, err = run_cli(capsys, "export", "early", "--csv", str(home / "m.csv"))
+    line = one_line(err)
+    assert code == 1 and "reported no step" in line and "copy" not in line, line
 
 
 @pytest.mark.parametrize("limit", ["0", "-3", "-1", "two"])
