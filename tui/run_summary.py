@@ -90,15 +90,17 @@ def _wall(summary: JobSummary) -> str:
 def output_lines(
     summary: JobSummary, job_label: str, held: set[int], local_nodes: Callable[[], set[str]]
 ) -> list[str]:
-    """After the summary line: for a script or module that reported no metrics, that it did
-    not and how it can; where the ranks' whole output is, for a script or a module (only
+    """After the summary line: for a script or module that finished and reported no metrics,
+    that it did not and how it can; where the ranks' whole output is, for a script or a module (only
     part of it, or none, was shown) or when a traceback was held back (rank_output.py).
     `job_label` is the start event's ("script train.py"); `held`, the ranks whose traceback
     was held back; `local_nodes`, the names of the nodes that are this machine (asked only
     when the paths are shown)."""
     program = job_label.split(" ", 1)[0] if job_label.startswith(("script ", "module ")) else ""
     lines = []
-    if not summary.metrics_reported and program:
+    # Only after a clean finish: a module that was not found, or a script refused at its first
+    # line, "reported no metrics" too, and the advice would point away from the real error.
+    if not summary.metrics_reported and program and summary.status == JobState.FINISHED:
         lines.append(
             f"the {program} reported no metrics: call group.report(step=i, loss=loss) each step "
             "(group = boltring.netio.init(); README, The worker API) to see its steps and loss here"

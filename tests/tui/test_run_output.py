@@ -230,3 +230,12 @@ def test_a_listener_that_raises_never_stops_the_events_of_the_others(capsys):
     assert [ev.text for ev in got] == ["line 0", "line 1", "line 2"]
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "failed on a `log` event (BrokenPipeError" in err[0], err
+
+
+def test_a_failed_script_gets_no_advice_about_metrics():
+    """A module that was never found reported no metrics either; advising group.report() there
+    pointed away from the traceback."""
+    v, out = view()
+    v(started("module no_such_mod"))
+    v.finish(no_metrics_summary(JobState.FAILED, "rank 0 failed: ModuleNotFoundError"))
+    assert "reported no metrics" not in out.getvalue(), out.getvalue()
