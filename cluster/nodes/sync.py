@@ -79,6 +79,22 @@ def _base_dir(config: Config) -> Path:
     return Path.cwd()
 
 
+def _sync_item_where(config: Config, index: int) -> str:
+    """ "FILE:LINE: " of job.sync's item `index` in the config file, as config errors name a
+    value; "" when the config is not a readable YAML file (the embedded default, an import)."""
+    src = config.source
+    if not src or src.startswith("<") or not src.endswith((".yaml", ".yml")):
+        return ""
+    try:
+        from boltring.cluster.config.located import line_of, parse_yaml
+
+        sync = parse_yaml(Path(src).read_text(), src)["job"]["sync"]
+        line = line_of(sync, index)
+    except Exception:  # it loaded once; if it cannot be read again, the message goes without
+        return ""
+    return f"{src}:{line}: " if line else f"{src}: "
+
+
 def sync_roots(config: Config) -> list[SyncRoot]:
     """The local paths this job needs on the nodes, outermost first; SyncError on clashes."""
     job = config.job
@@ -88,12 +104,12 @@ def sync_roots(config: Config) -> list[SyncRoot]:
     if job.data and Path(job.data).expanduser().exists():
         wanted.append((Path(job.data).expanduser().resolve(), "--data"))
     base = _base_dir(config)
-    for p in job.sync:
+    for i, p in enumerate(job.sync):
         path = Path(p).expanduser()
         path = (path if path.is_absolute() else base / path).resolve()
         if not path.exists():
             raise SyncError(
-                f"job.sync names {p}, which does not exist here ({path})",
+                f"{_sync_item_where(config, i)}job.sync names {p}, which does not exist here ({path})",
                 hint="fix the path in job.sync (relative paths are taken from the config file's folder)",
             )
         wanted.append((path, "job.sync"))

@@ -64,7 +64,9 @@ def test_cli_dry_run_fails_like_the_launch_before_any_plan_line(tmp_path):
     assert dry.returncode == run.returncode == 2, (dry.stderr, run.stderr)  # nothing started
     assert dry.stdout == "" and "# rank" not in dry.stdout
     (line,) = dry.stderr.strip().splitlines()
-    assert line.startswith("boltring: job.sync names ./nonexist, which does not exist here"), line
+    # the file and line of the item, as every config error names them
+    assert line.startswith(f"boltring: {cfg}:"), line
+    assert ": job.sync names ./nonexist, which does not exist here" in line, line
     assert line in run.stderr
 
 
