@@ -86,6 +86,17 @@ class CheckResult(Event):
 
 
 @dataclass
+class RingOrder(Event):
+    """The nodes' ring order changed: with ring.order: cabling, full checks put the nodes in the
+    order the cables allow, and the next launch (its ranks, its ring) takes it. The views draw
+    the ring in this order, not in the config's. On the wire: `{"event": "ring_order",
+    "nodes": ["a", "c", "b", "d"]}`. A job's own order is its JobStarted's `nodes`."""
+
+    kind: ClassVar[str] = "ring_order"
+    nodes: list[str]
+
+
+@dataclass
 class RankStarted(Event):
     kind: ClassVar[str] = "rank_start"
     rank: int
