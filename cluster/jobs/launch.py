@@ -18,6 +18,7 @@ from boltring.cluster.jobs.events import (
     CheckResult,
     JobStarted,
     RankStarted,
+    RingOrder,
 )
 from boltring.cluster.jobs.follow import RankState
 from boltring.cluster.jobs.job_args import (
@@ -118,6 +119,7 @@ class LaunchMixin(ControllerCore):
         by_name = {n.name: n for n in self.config.nodes}
         self.config = dataclasses.replace(self.config, nodes=tuple(by_name[n] for n in order))
         self._log(f"ring order follows the cables: {', '.join(order)}")
+        self.emit(RingOrder(nodes=order))  # the views draw the ring in it
 
     def planned_ring_order(self, skip_checks: bool = False) -> tuple[list[str] | None, str]:
         """The node order the next launch takes, for --dry-run: (order, in words); order None
