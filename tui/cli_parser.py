@@ -44,11 +44,13 @@ class Parser(argparse.ArgumentParser):
     def _plainer(self, message: str) -> str:
         """`boltring --dry-run --data x`: argparse does not know --data, takes x for a
         subcommand, and says "invalid choice: 'x'", which names neither. Name the option."""
-        m = re.match(r"argument SUBCOMMAND: invalid choice: '(.*)' \(", message)
+        m = re.match(r"argument \[SUBCOMMAND\]: invalid choice: '(.*)' (\(.*\))", message)
         if m and m[1] in self.words:
             before = self.words[: self.words.index(m[1])]
             if before and before[-1].startswith("-"):
                 return f"unrecognized option {before[-1]} (with {m[1]!r})"
+        if m:
+            return f"unknown subcommand {m[1]!r} {m[2]}"
         return message
 
 
@@ -172,7 +174,8 @@ def main_parser() -> Parser:
         "--dry-run", action="store_true", help="print exactly what would be started where, and start nothing"
     )
     p.add_argument("--skip-checks", action="store_true", help="with --run: launch even if node checks fail")
-    sub = p.add_subparsers(dest="command", metavar="SUBCOMMAND")
+    # Optional: without one, boltring opens the app (or runs the job with --run/--dry-run).
+    sub = p.add_subparsers(dest="command", metavar="[SUBCOMMAND]")
     cfg = config_parent(in_subcommand=True)
 
     c = sub.add_parser(

@@ -89,4 +89,12 @@ def test_an_unknown_option_with_a_value_is_named(capsys):
     assert capsys.readouterr().err.startswith("boltring: unrecognized option --data (with 'x')")
     with pytest.raises(SystemExit):
         cli.main(["chek"])  # a mistyped subcommand keeps argparse's list of the right ones
-    assert "invalid choice: 'chek' (choose from 'check'," in capsys.readouterr().err
+    assert "boltring: unknown subcommand 'chek' (choose from 'check'," in capsys.readouterr().err
+
+
+def test_usage_shows_the_subcommand_as_optional(capsys):
+    """`boltring` alone opens the app: the usage line must not say a subcommand is required."""
+    from boltring.tui.cli_parser import main_parser
+
+    usage = main_parser().format_usage()
+    assert "[SUBCOMMAND] ..." in usage and " SUBCOMMAND ..." not in usage.replace("[SUBCOMMAND]", ""), usage
