@@ -59,8 +59,12 @@ def extra_parser():
         "job.global_batch) are not given; when both are given, boltring's win. --seed is "
         "boltring's --seed; --steps-per-eval applies only when boltring's --steps-per-eval "
         "(job.steps_per_eval) is not set, and boltring's 0 means no validation; --test, "
-        "--save-every, --report-to and --steps-per-report are ignored."
+        "--save-every, --report-to and --steps-per-report are ignored; "
+        "--grad-accumulation-steps other than 1 is refused (raise --global-batch instead)."
     )
+    for action in parser._actions:  # the flag's own line says it too, where a reader looks
+        if "--grad-accumulation-steps" in action.option_strings:
+            action.help = "refused by boltring's lm loop unless 1: raise --global-batch instead"
     return parser
 
 

@@ -20,3 +20,13 @@ def test_help_after_an_example_prints_its_options_and_starts_nothing(tmp_path, m
     assert not (tmp_path / ".boltring" / "runs").exists()
     short = cli_in(tmp_path, mode, "--example", example, "--", "-h")
     assert short.returncode == 0 and short.stdout == res.stdout
+
+
+def test_lm_help_says_which_mlx_lm_flag_boltring_refuses():
+    """--grad-accumulation-steps was listed as a usable flag, then refused when given."""
+    pytest.importorskip("mlx_lm")
+    from boltring.cluster.train.lm_setup import extra_parser
+
+    text = " ".join(extra_parser().format_help().split())
+    assert "--grad-accumulation-steps other than 1 is refused" in text
+    assert "refused by boltring's lm loop unless 1" in text
