@@ -36,7 +36,7 @@ T = TypeVar("T")
 
 def run_result(run: RunRecord) -> str:
     """One line: "job X killed: 110/200 steps in 00:01:42, loss 2.2800 → 0.1043 (stopped by …)"."""
-    steps = f"{run.steps if run.steps is not None else '?'}/{run.total_steps or '?'} steps"
+    steps = run.steps_text + (" steps" if run.metrics_reported is not False else "")
     wall = f" in {fmt_elapsed(run.wall_s)}" if run.wall_s is not None else ""
     loss = (
         f", loss {fmt_loss(run.first_loss)} → {fmt_loss(run.last_loss)}" if run.last_loss is not None else ""
@@ -45,7 +45,8 @@ def run_result(run: RunRecord) -> str:
     if run.state == JobState.KILLED:
         # The record's own words when it has them ("… during launch": no step was ever made,
         # and "at step 0" would say one was); else who stopped it and where.
-        text += f" ({run.reason or stopped_text(run.stopped_by, run.steps)})"
+        at = run.steps if run.metrics_reported is not False else None  # no step known: none named
+        text += f" ({run.reason or stopped_text(run.stopped_by, at)})"
     elif run.reason:
         text += f" ({run.reason})"
     if run.blamed is not None:

@@ -52,6 +52,16 @@ class RunRecord:
     # node -> what to take from a time read on its clock to put it on the controller's, as the
     # record measured it (record.clock_offsets); a node left out: 0.
     clock_offsets: dict[str, float] = field(default_factory=dict)
+    # False when no rank ever reported a step (a script that prints its progress, a bench cell):
+    # its steps are unknown, not 0 of job.steps. None: an older record that did not say.
+    metrics_reported: bool | None = None
+
+    @property
+    def steps_text(self) -> str:
+        """ "110/200", or "no steps reported" for a job whose ranks never reported one."""
+        if self.metrics_reported is False:
+            return "no steps reported"
+        return f"{self.steps if self.steps is not None else '?'}/{self.total_steps or '?'}"
 
     def node_of(self, rank: int) -> str | None:
         return next((str(r["node"]) for r in self.ranks if r.get("rank") == rank and r.get("node")), None)
@@ -119,6 +129,7 @@ def _from_record(data: dict[str, Any], path: Path) -> RunRecord:
         created=data.get("created"),
         blamed=_blamed(summary.get("blamed") or data.get("blamed")),
         clock_offsets=record.clock_offsets(data),
+        metrics_reported=summary.get("metrics_reported"),
     )
     if _active(run.state):  # an ended job is watched by nobody, and needs no one: left None
         run.watched = record.watched(data)

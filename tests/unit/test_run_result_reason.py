@@ -19,3 +19,22 @@ def test_a_job_stopped_during_launch_says_so_not_at_step_0():
 
 def test_without_recorded_words_it_says_who_stopped_it_and_where():
     assert run_result(killed(steps=110, stopped_by="the app")).endswith("(stopped by you at step 110)")
+
+
+def test_a_job_that_never_reported_a_step_is_not_shown_as_0_of_its_steps():
+    """A bench cell or a script that prints its progress: `runs` said "finished 0/200"."""
+    from boltring.tui.screens.history import run_row
+
+    done = RunRecord(
+        job_id="j",
+        config=None,
+        state=JobState.FINISHED,
+        started=1.0,
+        total_steps=200,
+        steps=0,
+        metrics_reported=False,
+    )
+    assert run_row(done)[3] == "no steps reported"
+    assert run_result(done).startswith("job j finished: no steps reported"), run_result(done)
+    stopped = killed(steps=0, stopped_by="the app", metrics_reported=False)
+    assert run_result(stopped).endswith("(stopped by you)"), run_result(stopped)

@@ -21,7 +21,7 @@ RUN_COLUMNS = ("job", "config", "state", "steps", "loss", "wall", "run dir")
 
 
 def run_row(run: RunRecord) -> tuple[str, ...]:
-    steps = f"{run.steps if run.steps is not None else '?'}/{run.total_steps or '?'}"
+    steps = run.steps_text
     loss = f"{fmt_loss(run.first_loss)} → {fmt_loss(run.last_loss)}"
     wall = fmt_elapsed(run.wall_s) if run.wall_s is not None else "—"
     state = run.state + (f" ({run.stopped_by})" if run.stopped_by else "")
