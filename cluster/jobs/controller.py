@@ -51,8 +51,14 @@ class JobController(WatchMixin):
         return await self._resume_from()
 
     async def launch(self, resume: bool = False) -> str:
-        job_id = await self._launch(resume)
-        self._follower = asyncio.create_task(self._follow())
+        launching = asyncio.get_running_loop().create_future()
+        if not self.state.active:  # (a second launch is refused at once: it waits for nothing)
+            self._launching = launching
+        try:
+            job_id = await self._launch(resume)
+            self._follower = asyncio.create_task(self._follow())
+        finally:
+            launching.set_result(None)
         return job_id
 
     async def kill(self, by: StoppedBy = StoppedBy.APP) -> None:
@@ -60,7 +66,17 @@ class JobController(WatchMixin):
             return
         self._killing, self._stopped_by = True, by
         self._log(f"stopping every rank of job {self.job_id} ({by})", LogLevel.WARN)
-        await self._kill_ranks([rs for rs in self._ranks.values() if not rs.exited], by)
+        if self.state == JobState.LAUNCHING:
+            # Ranks are being started (a launch, or a restart's relaunch). Stopping them from here
+            # would race their start: a rank whose pid is not written yet is missed, and in a
+            # relaunch the last attempt's exit records are read as their end. The launch stops
+            # what it started once each start answers (_start_ranks); here, only the starts in
+            # flight are told to start no more.
+            await self._tell_starts_to_stop()
+        else:
+            await self._kill_ranks([rs for rs in self._ranks.values() if not rs.exited], by)
+        if self._launching is not None and not self._launching.done():
+            await asyncio.shield(self._launching)  # a first launch: its follow task comes after it
         if self._follower is not None and self._done is not None:
             try:
                 await self.wait()  # every rank's end, as the follow task reads it

@@ -113,6 +113,7 @@ class ControllerCore:
         self._started_at = 0.0
         self._record = {}
         self._starting = {}  # node -> its `spawn start` command in flight
+        self._launching: asyncio.Future | None = None  # done when launch() returns (kill waits for it)
         self._polls: dict[int, asyncio.Future] = {}  # rank -> its read in flight (watch._poll_round)
         self._facts = {}
         self._unasked = {}  # node -> why `spawn status` could not be asked there (_alive_ranks_of)

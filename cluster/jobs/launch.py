@@ -31,7 +31,7 @@ from boltring.cluster.jobs.restart import resume_label
 from boltring.cluster.nodes.checks.clock import skew_warning
 from boltring.cluster.nodes.local_process import start_group, stop_group
 from boltring.cluster.nodes.transport import TransportError
-from boltring.cluster.states import JobState, LogLevel, StoppedBy
+from boltring.cluster.states import USER_STOPS, JobState, LogLevel, StoppedBy
 from boltring.netio.handshake import new_secret
 
 from .core import (
@@ -193,7 +193,8 @@ class LaunchMixin(ControllerCore):
             await self._abort_launch(StoppedBy(by), "launch interrupted")
             raise
         except (ControllerError, TransportError, OSError) as e:
-            await self._abort_launch(None, str(e))
+            # stopped by you meanwhile (kill()): the job ends killed, as you asked, not failed
+            await self._abort_launch(self._stopped_by if self._killing else None, str(e))
             raise ControllerError(str(e), hint=getattr(e, "hint", None)) from None
         self._started_at = time.time()
         self._record.update(state=JobState.RUNNING, started=self._started_at)
@@ -224,10 +225,11 @@ class LaunchMixin(ControllerCore):
         for line in self.oversubscribed():
             self._log(line, LogLevel.WARN)
         secret = new_secret()
+        started: list[RankState] = []  # in the order their start commands answered
 
         async def node_ranks(node: Node) -> None:
             mine = [rs for rs in self._ranks.values() if rs.node.name == node.name]
-            if not mine:
+            if not mine or self._killing:  # stopped before this node's turn: nothing starts there
                 return
             argv = launcher.spawn_many_argv(node, "start", [rs.plan.run_dir for rs in mine])
             if len(mine) == 1:
@@ -247,27 +249,63 @@ class LaunchMixin(ControllerCore):
                 follow.use_clocks(mine, {node.name: reading.applied_s})
                 if warning := skew_warning(node.name, reading):
                     self._log(warning, LogLevel.WARN)
-            started = info.get("started", [info] if "pid" in info else [])
-            for rs, one in zip(mine, started, strict=False):  # started in order, stopping at a failure
+            answered = info.get("started", [info] if "pid" in info else [])
+            for rs, one in zip(mine, answered, strict=False):  # started in order, stopping at a failure
+                started.append(rs)
                 self.emit(RankStarted(rank=rs.plan.rank, node=node.name, pid=one.get("pid")))
-            if not res.ok or len(started) < len(mine):
+            if self._killing:
+                return  # a start cut short by the abort file is what the kill asked for
+            if not res.ok or len(answered) < len(mine):
                 why = info.get("error") or (res.stderr.strip().splitlines() or ["no output"])[-1]
                 raise ControllerError(f"{node.name}: ranks did not start: {why}")
 
         await asyncio.gather(*(node_ranks(n) for n in self.config.nodes))
+        self._heed_stop_request()
+        if self._killing:
+            await self._stop_what_started(started)
 
-    async def _abort_launch(self, by: StoppedBy | None, reason: str) -> None:
-        """Stop whatever a failed or interrupted launch started, and end the job."""
-        self._killing = by is not None
-        running = {n: t for n, t in self._starting.items() if not t.done()}
+    def _heed_stop_request(self) -> None:
+        """`boltring kill` from another terminal while no rank was alive (a restart pending:
+        JobController.request_stop) asks, in the job record, that the job be stopped."""
+        asked = (record.read(self.job_id or "") or {}).get("stop_requested")
+        if asked in USER_STOPS and not self._killing:
+            self._killing, self._stopped_by = True, StoppedBy(asked)
+
+    async def _stop_what_started(self, started: list[RankState]) -> None:
+        """The job was stopped (kill()) while its ranks were being started. Stop those that
+        started, which kill() left to us (see there), and record the others as stopped before
+        they started: the follow task then reads every rank to its end and ends the job killed,
+        at the step the ranks reached, as it ends any job you stop."""
+        by = self._stopped_by or StoppedBy.BOLTRING
+        # Ranks that are still starting have nothing to save: a short grace before SIGKILL.
+        await asyncio.shield(self._kill_ranks(started, by, grace_s=1.0))
+        ran = {rs.plan.rank for rs in started}
+        for rs in self._ranks.values():
+            if rs.plan.rank not in ran:
+                # "ended" on its node's clock, as exit records are (RankState.here): its end is
+                # known, so the job's wall is not a lower bound for want of it
+                info = {"returncode": None, "stopped_by": str(by), "never_started": True}
+                self._on_exit(rs, {**info, "ended": time.time() + rs.clock_offset})
+
+    async def _tell_starts_to_stop(self) -> None:
+        """Write the abort file on every node whose start command is in flight: a command that
+        starts several ranks starts no more of them (cluster/agent/spawn.py)."""
         nodes = {n.name: n for n in self.config.nodes}
-        for name in running:
+        for name, run in self._starting.items():
+            if run.done():
+                continue
             node = nodes[name]
             abort = f"{launcher.job_dir(node, self.job_id or '')}/{ABORT_FILE}"
             try:
                 await asyncio.shield(self.transport(node).write_file(abort, b"", mode=0o644))
             except (TransportError, OSError) as e:
                 self._log(f"{name}: cannot tell the launch to stop: {e}", LogLevel.WARN)
+
+    async def _abort_launch(self, by: StoppedBy | None, reason: str) -> None:
+        """Stop whatever a failed or interrupted launch started, and end the job."""
+        self._killing = by is not None
+        running = {n: t for n, t in self._starting.items() if not t.done()}
+        await self._tell_starts_to_stop()
         if running:
             await asyncio.wait(list(running.values()), timeout=10)
         # Ranks that are still starting have nothing to save: a short grace before SIGKILL. Only

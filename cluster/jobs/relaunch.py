@@ -10,12 +10,9 @@ from boltring.cluster.jobs import record
 from boltring.cluster.jobs.events import (
     JobRestarted,
 )
-from boltring.cluster.states import CheckStatus, JobState, LogLevel, StoppedBy
+from boltring.cluster.states import CheckStatus, JobState, LogLevel
 
-from .core import (
-    RESTART_CHECK_WAIT_S,
-    USER_STOPS,
-)
+from .core import RESTART_CHECK_WAIT_S
 from .launch import LaunchMixin, ResumeRefused
 
 
@@ -61,9 +58,7 @@ class RestartMixin(LaunchMixin):
             f"restart {attempt}/{self._policy.max_restarts} in {self._policy.delay_s:g} s: {cause}", "warn"
         )
         await asyncio.sleep(self._policy.delay_s)
-        asked = (record.read(self.job_id or "") or {}).get("stop_requested")
-        if asked in USER_STOPS and not self._killing:  # `boltring kill` while no rank was alive
-            self._killing, self._stopped_by = True, StoppedBy(asked)
+        self._heed_stop_request()  # `boltring kill` while no rank was alive
         if self._killing:
             return False
         ev = JobRestarted(
@@ -84,6 +79,6 @@ class RestartMixin(LaunchMixin):
         self._record.update(state=JobState.RUNNING, restarts=self._policy.history)
         self._set_state(JobState.LAUNCHING)
         record.write(self._record)
-        await self._start_ranks(resume)
+        await self._start_ranks(resume)  # a kill meanwhile: the ranks it started are stopped
         self._set_state(JobState.RUNNING)
         return True

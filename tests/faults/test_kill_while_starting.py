@@ -1,0 +1,116 @@
+"""A kill while ranks are being started (the launch, a restart's relaunch) stops the launch:
+no rank runs on after it, and the job is recorded as killed at the step it really reached.
+`status` between two attempts of --restarts says the job is restarting (it said "no job").
+
+A kill used to signal only the ranks that existed, and the launch went on starting the rest:
+those ran to their end (or forever) while the job read "killed", and a kill as a restart
+relaunched read the last attempt's exit records and ended the job "at step 0" at once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+from boltring.cluster.config.ports import free_port_block
+from boltring.cluster.jobs import record
+from boltring.cluster.jobs.controller import JobController
+from boltring.cluster.jobs.events import JobRestarted, JobStateChanged, RankExited, RankMetrics, RankStarted
+from boltring.cluster.states import JobState, StoppedBy
+from tests.procs import boltring_processes
+
+from .helpers import config, rank_process_pid, write_config
+
+FOREVER = "steps: 1000000"  # a rank left running is still running when the test looks
+
+
+async def _launch_and_kill_on(cfg, first_event) -> tuple:
+    """Launch `cfg` and kill() it from the first event `first_event(ev)` accepts, as the app's
+    `k` does (a kill that runs while the controller goes on); (summary, every event)."""
+    c = JobController(cfg, poll_s=0.1)
+    seen: list = []
+    kills: list[asyncio.Future] = []
+
+    def listen(ev) -> None:
+        seen.append(ev)
+        if not kills and first_event(ev):
+            kills.append(asyncio.ensure_future(c.kill()))
+
+    c.add_listener(listen)
+    try:
+        await c.launch()
+        summary = await asyncio.wait_for(c.wait(), 60)
+        await asyncio.wait_for(kills[0], 60)
+    finally:
+        await c.close()
+    return summary, seen
+
+
+def _assert_killed_and_gone(summary, seen, home) -> None:
+    left = boltring_processes(str(home))  # the ranks' command lines name their run dirs in home
+    assert not left, f"ranks run on after the kill: {[p.cmdline() for p in left]}"
+    assert summary.status == JobState.KILLED and summary.stopped_by == StoppedBy.APP, summary
+    exits = {e.rank: e for e in seen if isinstance(e, RankExited)}
+    assert set(exits) == set(summary.ranks), exits  # every rank's end is known
+    assert all(e.stopped_by == StoppedBy.APP for e in exits.values()), exits  # none "finished"
+
+
+def test_a_kill_as_the_launch_begins_starts_no_rank(tmp_path, no_leftovers):
+    cfg = config(write_config(tmp_path, ranks=2, job=FOREVER))
+    launching = lambda ev: isinstance(ev, JobStateChanged) and ev.state == JobState.LAUNCHING
+    summary, seen = asyncio.run(_launch_and_kill_on(cfg, launching))
+    _assert_killed_and_gone(summary, seen, no_leftovers)
+    assert summary.steps == 0 and summary.reason == "stopped by you (the app) at step 0", summary
+
+
+def test_a_kill_while_some_ranks_have_started_stops_them_and_the_rest(tmp_path, no_leftovers):
+    """Node a's rank has started, node b's start command (two ranks) is under way: the kill
+    tells b to start no more, and the launch stops whatever did start."""
+    port = free_port_block(3)
+    path = tmp_path / "two.yaml"
+    path.write_text(
+        "name: two\nnodes:\n"
+        "  - {name: a, local: true, ring_ip: 127.0.0.1, ranks: 1}\n"
+        "  - {name: b, local: true, ring_ip: 127.0.0.2, ranks: 2}\n"
+        f"ring: {{port: {port}}}\njob: {{example: mlp, global_batch: 60, {FOREVER}}}\n"
+    )
+    summary, seen = asyncio.run(_launch_and_kill_on(config(path), lambda ev: isinstance(ev, RankStarted)))
+    _assert_killed_and_gone(summary, seen, no_leftovers)
+    assert summary.reason == f"stopped by you (the app) at step {summary.steps}", summary
+    rec = record.read(summary.job_id) or {}
+    assert rec.get("state") == JobState.KILLED and rec["summary"]["steps"] == summary.steps, rec
+
+
+def test_a_kill_as_a_restart_relaunches_stops_it_at_the_step_resumed_from(tmp_path, no_leftovers):
+    cfg = config(
+        write_config(
+            tmp_path, ranks=2, job=f"{FOREVER}, checkpoint_every: 20, restarts: 1, restart_delay: 0.2"
+        )
+    )
+
+    async def scenario():
+        c = JobController(cfg, poll_s=0.1)
+        seen: list = []
+        kills: list[asyncio.Future] = []
+
+        def listen(ev) -> None:
+            seen.append(ev)
+            if isinstance(ev, JobRestarted) and not kills:  # the relaunch is about to start ranks
+                kills.append(asyncio.ensure_future(c.kill()))
+
+        c.add_listener(listen)
+        try:
+            await c.launch()
+            while sum(isinstance(e, RankMetrics) and e.rank == 1 for e in seen) < 30:  # past a checkpoint
+                await asyncio.sleep(0.05)
+            os.kill(rank_process_pid(c, 1, no_leftovers), signal.SIGKILL)
+            summary = await asyncio.wait_for(c.wait(), 120)
+            await asyncio.wait_for(kills[0], 60)
+        finally:
+            await c.close()
+        return summary, seen
+
+    summary, seen = asyncio.run(scenario())
+    (restart,) = [e for e in seen if isinstance(e, JobRestarted)]
+    after = seen[seen.index(restart) :]
+    _assert_killed_and_gone(summary, after, no_leftovers)
