@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import re
 import time
 
 from boltring.cluster.agent.facts import clock_offset
@@ -181,6 +182,7 @@ class LaunchMixin(ControllerCore):
         self._set_state(JobState.LAUNCHING)
         nodes = {n.name: n for n in self.config.nodes}
         self._ranks = {p.rank: RankState(plan=p, node=nodes[p.node]) for p in plans}
+        self._continue_from(resume_from)
         ranks = [{"rank": p.rank, "node": p.node, "run_dir": p.run_dir} for p in plans]
         self._record = record.new_record(self.config, self.job_id, ranks, resume=resume)
         try:
@@ -217,6 +219,17 @@ class LaunchMixin(ControllerCore):
         )
         self._set_state(JobState.RUNNING)
         return self.job_id
+
+    def _continue_from(self, resume_from: str | None) -> None:
+        """The job's step as the ranks (re)start: the checkpoint step they resume from, before
+        their first step is read. Not -1 (said as 0): a job stopped after a restart from step
+        200, before its first step, would be recorded (summary, runs, history) at "0/N steps"."""
+        m = re.match(r"step (\d+)\b", resume_from or "")  # _resume_from's label: "step 200 (…)"
+        self._global_step = int(m[1]) if m else -1  # -1: from the start (or a step it cannot tell)
+        rank0 = self._ranks.get(0)
+        losses = [e.loss for e in rank0.steps_seen if e.step == self._global_step] if rank0 else []
+        if losses and losses[-1] is not None:  # a restart: the summary's last loss is that step's
+            self._last_loss = losses[-1]
 
     async def _start_ranks(self, resume: bool) -> None:
         self._starting.clear()  # this launch's start commands only (see _abort_launch)

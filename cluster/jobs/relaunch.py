@@ -71,7 +71,8 @@ class RestartMixin(LaunchMixin):
         self._policy.history.append(ev.to_dict())
         self.emit(ev)
         self._reason, self._suspects, self._link_facts = None, [], None
-        self._global_step, self._pending_steps = -1, {}
+        self._pending_steps = {}
+        self._continue_from(resume_from)  # not back to step 0 until the ranks report
         plans = {p.rank: p for p in self.plan(resume=resume, job_id=self.job_id)}
         for rs in self._ranks.values():
             rs.plan = plans[rs.plan.rank]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 
 from boltring.cluster.config.ports import free_port_block
@@ -114,3 +115,10 @@ def test_a_kill_as_a_restart_relaunches_stops_it_at_the_step_resumed_from(tmp_pa
     (restart,) = [e for e in seen if isinstance(e, JobRestarted)]
     after = seen[seen.index(restart) :]
     _assert_killed_and_gone(summary, after, no_leftovers)
+    resumed = re.match(r"step (\d+) ", restart.resume_from or "")
+    assert resumed and int(resumed[1]) >= 20, restart.resume_from
+    # Not "0/1000000": the job is at the checkpoint the relaunch resumed from (no step after it ran).
+    assert summary.steps == int(resumed[1]), (summary.steps, restart.resume_from)
+    assert summary.reason == f"stopped by you (the app) at step {resumed[1]}", summary.reason
+    rec = record.read(summary.job_id) or {}
+    assert rec["summary"]["steps"] == summary.steps, rec  # what `boltring runs` and the history read
