@@ -54,8 +54,7 @@ def run_bench_cli(args, config: Config | None = None) -> int:
                 "note: MLX's ring has no authentication: while its cells run, any host on the ring "
                 "network can connect to the nodes' ring ports"
             )
-        if wire and backends != ["boltring"]:
-            raise BenchRefused("--wire-dtype measures boltring's average_gradients: use --backend boltring")
+        _refuse_unused(args, backends, wire, config is not None)
         counts = _cluster_ranks(args, config) if config is not None else parse_ranks(args.ranks or "2")
         if config is None:
             fits_local_memory(max(counts), max(sizes))
@@ -171,6 +170,23 @@ def _local_cells(args, cells: list[Cell], wire: str, announce) -> dict[Cell, Ben
 
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
+
+
+def _refuse_unused(args, backends: list[str], wire: str, cluster: bool) -> None:
+    """An option that would change nothing is refused: taken silently, it looks in effect."""
+    if wire and backends != ["boltring"]:
+        raise BenchRefused("--wire-dtype measures boltring's average_gradients: use --backend boltring")
+    if wire and args.dtype != "float32":
+        raise BenchRefused(
+            f"--wire-dtype sends float32 gradients as {wire}: drop --dtype {args.dtype}, or drop --wire-dtype"
+        )
+    ours = [
+        f"--{k.replace('_', '-')}" for k in ("directions", "same_host") if getattr(args, k, None) is not None
+    ]
+    if ours and "boltring" not in backends:
+        raise BenchRefused(f"{', '.join(ours)}: set boltring's ring, and --backend mlx runs MLX's alone")
+    if getattr(args, "skip_checks", False) and not cluster:
+        raise BenchRefused("--skip-checks skips the checks of --cluster; local ranks have none")
 
 
 def _cluster_ranks(args, config: Config) -> list[int]:

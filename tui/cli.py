@@ -110,6 +110,11 @@ def _with_workload(config, args):
     if getattr(args, "steps_per_eval", None) is not None:
         if args.steps_per_eval < 0:
             raise Refused("--steps-per-eval must be 0 or more")
+        if job.example and job.example != "lm":  # a script or module reads BOLTRING_STEPS_PER_EVAL
+            raise Refused(
+                f"--steps-per-eval is read by the lm example (and scripts), and the {job.example} "
+                "example has no validation loss: drop --steps-per-eval"
+            )
         job = dataclasses.replace(job, steps_per_eval=args.steps_per_eval)
     config = dataclasses.replace(config, ring=ring, job=job)
     # The job's own checks, for the job command only: every subcommand's namespace carries the
@@ -177,6 +182,9 @@ def _main(argv: list[str]) -> int:
                 f"{', '.join(job_options)} {what} of a job (`boltring --run …`), not of `boltring "
                 f"{args.command}`; its own options go after it (`boltring {args.command} --help`)"
             )
+        configs = _configs_given(argv)
+        if len(set(configs)) > 1:  # argparse keeps the last, silently: the other looked in use
+            parser.error(f"--config is given twice ({', '.join(configs)}): give one")
     elif args.json and not (args.run or args.dry_run):
         parser.error("--json prints the events of a headless run or a dry run: add --run or --dry-run")
     try:
@@ -185,6 +193,19 @@ def _main(argv: list[str]) -> int:
         # scripts read the reason where they read events
         say_error(str(e), json_event=args.command is None and args.json)
         return NOT_STARTED
+
+
+def _configs_given(argv: list[str]) -> list[str]:
+    """Every value of -c/--config on the command line, in order."""
+    out = []
+    for i, w in enumerate(argv):
+        if w in ("-c", "--config") and i + 1 < len(argv):
+            out.append(argv[i + 1])
+        elif w.startswith("--config="):
+            out.append(w.split("=", 1)[1])
+        elif w.startswith("-c") and len(w) > 2 and not w.startswith("--"):
+            out.append(w[2:])
+    return out
 
 
 def _job_options_before(argv: list[str], command: str) -> list[str]:

@@ -111,14 +111,18 @@ class HeadlessView(LiveProgress):
             self.on_output_closed()
 
     def say(self, text: str, error: bool = True) -> None:
-        """A one-line reason: a JSON error event for scripts (and stderr for humans), or plain
-        text. Once the output is closed: an error on stderr, nothing else (quiet, as SIGPIPE)."""
+        """A one-line reason: a JSON error event for scripts (and stderr for humans); in plain
+        mode an error goes to stderr as "boltring: …", as every other command and the dry run
+        put theirs (`--run > log` still shows it, `2> err` gets it), and a note to the output.
+        Once the output is closed: an error on stderr, nothing else (quiet, as SIGPIPE)."""
         if not self.output_closed:
             with self._output():
                 if self.json_out and not error:
                     print(f"boltring: {text}", file=sys.stderr)
                 elif self.json_out:
                     say_error(text, json_event=True)
+                elif error:
+                    print(f"boltring: {text}", file=sys.stderr, flush=True)
                 else:
                     self.console.print(text, markup=False, soft_wrap=True)  # one line, however long
                 return

@@ -123,7 +123,7 @@ def test_status_with_nothing_running_exits_as_the_last_job_did(no_leftovers, tmp
     (it said 1, "failed", before), 130 for one a user stopped; 1 when there is no job at all."""
     cfg = write_config(tmp_path, ranks=2, job="steps: 3" if how == "finished" else "steps: 1000000")
     none = cli("--config", str(cfg), "status", "--follow", timeout=60)
-    assert none.returncode == 1 and "no job is running for this config" in none.stdout, none
+    assert none.returncode == 1 and "boltring: no job is running for this config" in none.stderr, none
     if how == "finished":
         assert cli("--config", str(cfg), "--run", "--skip-checks", timeout=180).returncode == 0
     else:

@@ -173,8 +173,9 @@ def test_run_refuses_to_start_when_a_check_fails(lab, tmp_path, home):
     lab.set_link("h2", up=False)  # h2's Thunderbolt link is down
     res = run_cli("--run", "--config", str(cfg))
     assert res.returncode == 2, res.stdout + res.stderr
-    assert "not starting" in res.stdout and "h2 ring_iface" in res.stdout
-    assert "--skip-checks" in res.stdout
+    # the reason is an error: on stderr, as every command's
+    assert "boltring: " in res.stderr and "not starting" in res.stderr and "h2 ring_iface" in res.stderr
+    assert "--skip-checks" in res.stderr
     assert lab_processes(lab) == []
 
 

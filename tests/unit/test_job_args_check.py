@@ -87,8 +87,10 @@ def test_a_mistyped_option_after_dashdash_is_exit_2_for_the_run_and_the_dry_run(
     assert run.returncode == dry.returncode == 2, (run.stdout, run.stderr, dry.stdout, dry.stderr)
     said = [x for x in (run.stdout + run.stderr).splitlines() if x.strip()]
     assert len(said) == 1 and "launch failed" not in said[0], said
-    assert said[0].startswith("the job's arguments after `--` are wrong: unknown argument(s)"), said
-    assert dry.stdout == "" and dry.stderr.strip() == f"boltring: {said[0]}"
+    prefix = "boltring: the job's arguments after `--` are wrong: unknown argument(s)"
+    assert said[0].startswith(prefix), said
+    # the same line on the same stream for both: stderr, nothing on stdout
+    assert run.stdout == dry.stdout == "" and dry.stderr.strip() == run.stderr.strip() == said[0]
     assert not (tmp_path / ".boltring" / "runs").exists()  # no rank started, no job record
 
 

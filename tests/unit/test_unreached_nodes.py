@@ -295,10 +295,12 @@ def test_run_stopped_while_a_node_is_unreachable_ends_at_once_naming_it(home, ca
         return code, took
 
     code, took = asyncio.run(asyncio.wait_for(scenario(), 60))
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err  # an error line: stderr, as every command's
     assert code == 130, out
     assert took < 5, (took, out)  # b's stop failed: nothing more to wait for (never KILL_WAIT_S)
-    said = [line for line in out.splitlines() if line.startswith("interrupted (Ctrl-C): stopped the ranks")]
+    said = [
+        line for line in out.splitlines() if line.startswith("boltring: interrupted (Ctrl-C): stopped the")
+    ]
     assert len(said) == 1, out
     assert "could not confirm that rank 1 on b (no SSH answer from b:22 within 3 s) stopped" in said[0], said
     assert "`boltring kill` stops it once b answers" in said[0], said
@@ -336,10 +338,10 @@ def test_run_stop_waits_for_an_end_it_cannot_read_at_most_the_kill_wait(home, ca
         return code, took
 
     code, took = asyncio.run(asyncio.wait_for(scenario(), 60))
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err  # an error line: stderr, as every command's
     assert code == 130 and 1.0 <= took < 4, (code, took, out)
     assert (
-        "interrupted (SIGTERM): stopped the ranks it could reach; could not confirm that rank 1 on b "
+        "boltring: interrupted (SIGTERM): stopped the ranks it could reach; could not confirm that rank 1 on b "
         "(no end read within 1 s) stopped" in out
     ), out
 
