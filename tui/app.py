@@ -176,6 +176,8 @@ class BoltringApp(ControllerApp):
         return self.screen_stack[0]
 
     def _render_screen(self, plot: bool) -> None:
+        if not self.screen_stack:  # shutting down (an error reported as the app exits)
+            return
         now = self.clock()
         screen = self.screen
         try:

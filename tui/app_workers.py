@@ -64,6 +64,10 @@ class ControllerApp(App[int]):
         self._sync_bindings()
 
     def _sync_bindings(self) -> None:
+        if not self.screen_stack:
+            # The app is shutting down (its screens are gone, a worker's `finally` or a last
+            # event may still land here): no footer to update, and `self.screen` would raise.
+            return
         key = (self.view.state, tuple(sorted(self._busy)))
         if key != self._bindings_key:
             self._bindings_key = key

@@ -1,0 +1,104 @@
+"""What the app says must be true when the job moves under a dialog, when a launch fails for a
+reason of its own, and when the app exits with a controller call still open.
+
+Driven by the scripted FeedController (tests/tui/feed.py): the app decides each of these before
+or without calling the controller. test_app_truth_real.py has the cases that need a real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from textual.worker import WorkerState
+
+from boltring.cluster.jobs.errors import ControllerError
+from boltring.cluster.jobs.events import JobStateChanged
+from boltring.cluster.states import JobState
+from tests.tui import feed
+from tests.tui.harness import make_app, settle, wait_exit
+
+
+def log_lines(app) -> list[str]:
+    return [e.text for e in app.view.log]
+
+
+def toasts(app) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+# -- exiting with a controller call open ----------------------------------------------------------
+
+
+async def test_exit_with_a_controller_call_open_leaves_no_worker_error():
+    """The app closes while a worker waits on the controller (here: following the running job).
+    Its cancellation runs `_call`'s `finally` after the screens are gone; the footer update there
+    raised ScreenStackError, turning a clean cancel into a worker error."""
+    app = make_app(feed.running())
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        waiting = [w for w in app.workers if w.group == "job" and w.is_running]
+        assert waiting, "the job is followed"
+    await asyncio.sleep(0)
+    assert all(w.state == WorkerState.CANCELLED for w in waiting), [repr(w.error) for w in waiting]
+
+
+async def test_quit_from_the_dialog_with_a_launch_still_open_exits_cleanly(open_app):
+    """q → Leave while the launch worker is still inside controller.launch(): the app exits and
+    the worker, cancelled after the screens are gone, ends without an error."""
+    ctrl = feed.idle()
+    gate = asyncio.Event()
+
+    async def slow_launch(resume: bool = False) -> str:
+        ctrl.emit(JobStateChanged(JobState.LAUNCHING, job_id=feed.JOB_ID, t=feed.CLOCK))
+        await gate.wait()  # never set: the launch is still emitting when the app goes
+        return feed.JOB_ID
+
+    ctrl.launch = slow_launch  # type: ignore[method-assign]
+    async with open_app(ctrl) as (app, pilot):
+        await pilot.press("l")
+        await pilot.pause()
+        await pilot.press("y")
+        await settle(pilot)
+        launching = [w for w in app.workers if w.group == "job" and w.is_running]
+        assert launching and app.view.state == JobState.LAUNCHING
+        await pilot.press("q")
+        await pilot.pause()
+        app.simulate_key("l")
+        await wait_exit(app)
+    await asyncio.sleep(0)
+    assert all(w.state == WorkerState.CANCELLED for w in launching), [repr(w.error) for w in launching]
+
+
+async def test_a_call_failing_as_the_app_exits_is_reported_without_raising():
+    """A launch interrupted by the app's exit may end in an error of its own (its clean-up
+    failed) rather than the cancel: it is reported (log line, view.error) with no screen to
+    draw on, and the worker ends normally instead of raising ScreenStackError."""
+    ctrl = feed.idle()
+    gate = asyncio.Event()
+
+    async def launch_that_fails_when_interrupted(resume: bool = False) -> str:
+        ctrl.emit(JobStateChanged(JobState.LAUNCHING, job_id=feed.JOB_ID, t=feed.CLOCK))
+        try:
+            await gate.wait()
+        except asyncio.CancelledError:
+            raise ControllerError(
+                "the launch was interrupted and its job record could not be written"
+            ) from None
+        return feed.JOB_ID
+
+    ctrl.launch = launch_that_fails_when_interrupted  # type: ignore[method-assign]
+    app = make_app(ctrl)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await pilot.press("l")
+        await pilot.pause()
+        await pilot.press("y")
+        await settle(pilot)
+        launching = [w for w in app.workers if w.group == "job" and w.is_running]
+        assert launching
+    await asyncio.sleep(0)
+    assert all(w.state == WorkerState.SUCCESS for w in launching), [repr(w.error) for w in launching]
+    assert (
+        app.view.error
+        == "launching failed: the launch was interrupted and its job record could not be written"
+    )
