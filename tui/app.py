@@ -296,6 +296,7 @@ class BoltringApp(ControllerApp):
             else f"example {job.example}"
         )
         n = len(self.view.nodes)
+        start: str | None = None  # what a resume starts from, logged once it is confirmed
         if resume:
             start = (
                 f"resume from {resume_from}"
@@ -303,7 +304,6 @@ class BoltringApp(ControllerApp):
                 else "no checkpoint for this job: starts from step 0"
             )
             title = f"Resume {what}: {start}?"
-            self._note(start)
         else:
             title = f"Launch {what} on {n} node{'s' if n != 1 else ''}?"
         message = f"{len(plan)} ranks, {job.steps} steps, global batch {job.global_batch}. What runs where:"
@@ -315,6 +315,8 @@ class BoltringApp(ControllerApp):
 
         def done(ok: bool | None) -> None:
             if ok:
+                if start:  # only now: a cancelled dialog resumes nothing
+                    self._note(start)
                 if failed:
                     self._note(f"{label.lower()}ing although {len(failed)} checks failed", Level.WARN)
                 self._launch(resume)

@@ -14,6 +14,7 @@ from textual.worker import WorkerState
 from boltring.cluster.jobs.errors import ControllerError
 from boltring.cluster.jobs.events import JobStateChanged
 from boltring.cluster.states import JobState
+from boltring.tui.screens.confirm import ConfirmModal
 from tests.tui import feed
 from tests.tui.harness import make_app, settle, wait_exit
 
@@ -102,3 +103,24 @@ async def test_a_call_failing_as_the_app_exits_is_reported_without_raising():
         app.view.error
         == "launching failed: the launch was interrupted and its job record could not be written"
     )
+
+
+# -- a cancelled resume logs nothing --------------------------------------------------------------
+
+
+async def test_resume_is_logged_only_once_confirmed(open_app):
+    resume_from = "step 200 (step-000200.safetensors)"
+    ctrl = feed.FeedController(feed.lab_config(), check_events=feed.check_events(), resume_from=resume_from)
+    async with open_app(ctrl) as (app, pilot):
+        await pilot.press("r")
+        await settle(pilot)
+        assert isinstance(app.screen, ConfirmModal)
+        await pilot.press("n")
+        await settle(pilot)
+        assert not any("resume from" in line for line in log_lines(app))
+        await pilot.press("r")
+        await settle(pilot)
+        await pilot.press("y")
+        await settle(pilot)
+        assert ("launch", True) in ctrl.calls
+        assert log_lines(app).count(f"resume from {resume_from}") == 1
