@@ -81,12 +81,13 @@ class ControllerApp(App[int]):
         self.view.note(text, level)
 
     def _report_error(self, what: str, exc: BaseException) -> None:
-        """One line in the header, the log and a notification. When nodes are unreachable, the
-        line names every one of them once (the error itself names only the first it met)."""
+        """One line in the header, the log and a notification. When a launch failed reaching a
+        node, the line names every unreachable node once (the error names only the first it
+        met); any other failure is said as it is, whatever the nodes' SSH states."""
         self._drain_inbox()
         detail = str(exc) or type(exc).__name__
         bad = [nv.name for nv in self.view.nodes.values() if nv.lost]
-        if bad and what in ("launching", "resuming"):
+        if what in ("launching", "resuming") and self._names_lost_node(detail, bad):
             text = f"{what} failed: cannot reach {', '.join(bad)}"
             self._note(f"{text} ({detail})", Level.ERROR)
         else:
@@ -95,6 +96,16 @@ class ControllerApp(App[int]):
         self.view.error = text
         self.notify(text, title="boltring", severity="error", timeout=8)
         self._render_screen(plot=False)
+
+    @staticmethod
+    def _names_lost_node(detail: str, lost: list[str]) -> bool:
+        """Whether the error is about one of these unreachable nodes. A node's errors say
+        "node: cause" (cluster/nodes/errors.py), and the controller keeps that line when it
+        re-raises them as a ControllerError, whose class no longer tells; so the node is read
+        from the line's head. A node merely marked unreachable by the last checks is no cause:
+        a launch refused before any node was contacted (bad job arguments) must say so."""
+        head, sep, _ = detail.partition(": ")
+        return bool(sep) and head in lost
 
     async def _call(self, busy: str, what: str, call: Callable[[], Awaitable[R]]) -> tuple[bool, R | None]:
         """Run one controller coroutine; (True, result), or (False, None) after reporting. Any

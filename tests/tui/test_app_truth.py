@@ -13,8 +13,10 @@ from textual.worker import WorkerState
 
 from boltring.cluster.jobs.errors import ControllerError
 from boltring.cluster.jobs.events import JobStateChanged
+from boltring.cluster.jobs.job_args import JobArgsRefused
 from boltring.cluster.states import JobState
 from boltring.tui.screens.confirm import ConfirmModal
+from boltring.tui.widgets.status_header import StatusHeader
 from tests.tui import feed
 from tests.tui.harness import make_app, settle, wait_exit
 
@@ -124,3 +126,26 @@ async def test_resume_is_logged_only_once_confirmed(open_app):
         await settle(pilot)
         assert ("launch", True) in ctrl.calls
         assert log_lines(app).count(f"resume from {resume_from}") == 1
+
+
+# -- a launch failure is blamed on a node only when it is about that node -----------------------
+
+BAD_ARGS = JobArgsRefused("the job's arguments after `--` are wrong: unknown argument(s): --no-such-flag")
+
+
+def header(app) -> str:
+    return app.query_one(StatusHeader)._last.plain
+
+
+async def test_launch_refused_for_its_arguments_is_not_blamed_on_unreachable_nodes(open_app):
+    ctrl = feed.unreachable()  # the checks found every node unreachable
+    ctrl.fail["launch"] = BAD_ARGS  # refused before any node is contacted
+    async with open_app(ctrl) as (app, pilot):
+        await pilot.press("l")
+        await pilot.pause()
+        await pilot.press("a")
+        await settle(pilot)
+        want = f"launching failed: {BAD_ARGS}"
+        assert app.view.error == want
+        assert "cannot reach" not in header(app)
+        assert want in toasts(app) and not any("cannot reach" in t for t in toasts(app))
