@@ -189,6 +189,16 @@ class ControllerApp(App[int]):
 
     @work(group="kill", exit_on_error=False)
     async def _kill(self) -> None:
+        # Checked as the kill is sent, not when `k` was pressed: the job may have ended while
+        # the dialog was open (its background does not redraw), and the controller's kill() of
+        # an ended job stops nothing, so "every rank stopped" would be false.
+        state = self.controller.state
+        if not state.active:
+            ended = "finished" if state == JobState.FINISHED else f"ended ({state})"
+            text = f"kill: the job had already {ended}; nothing was stopped"
+            self._note(text)
+            self.notify(text, title="boltring", timeout=6)
+            return
         self.view.kill_requested = True
         ok, _ = await self._call("kill", "killing the job", self.controller.kill)
         if ok:

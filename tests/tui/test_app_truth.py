@@ -12,7 +12,7 @@ import asyncio
 from textual.worker import WorkerState
 
 from boltring.cluster.jobs.errors import ControllerError
-from boltring.cluster.jobs.events import JobStateChanged
+from boltring.cluster.jobs.events import JobStateChanged, JobSummary
 from boltring.cluster.jobs.job_args import JobArgsRefused
 from boltring.cluster.states import JobState
 from boltring.tui.screens.confirm import ConfirmModal
@@ -149,3 +149,26 @@ async def test_launch_refused_for_its_arguments_is_not_blamed_on_unreachable_nod
         assert app.view.error == want
         assert "cannot reach" not in header(app)
         assert want in toasts(app) and not any("cannot reach" in t for t in toasts(app))
+
+
+# -- kill confirmed after the job ended ----------------------------------------------------------
+
+
+async def test_kill_confirmed_after_the_job_finished_says_so_and_kills_nothing(open_app):
+    ctrl = feed.running()
+    async with open_app(ctrl) as (app, pilot):
+        await pilot.press("k")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmModal)
+        ctrl.emit(  # the job ends while the dialog is open
+            JobStateChanged(JobState.FINISHED, job_id=feed.JOB_ID, t=feed.CLOCK),
+            JobSummary(feed.JOB_ID, JobState.FINISHED, 200, 200, 2.3, 0.1, wall_s=120.0),
+        )
+        await pilot.press("y")
+        await settle(pilot)
+        assert ("kill",) not in ctrl.calls
+        assert not app.view.kill_requested
+        lines = log_lines(app)
+        assert "kill: the job had already finished; nothing was stopped" in lines, lines[-4:]
+        assert not any("every rank stopped" in line for line in lines)
+        assert any("had already finished" in t for t in toasts(app))
