@@ -434,12 +434,30 @@ class BoltringApp(ControllerApp):
         if self.view.running:
 
             def done(choice: str | None) -> None:
-                if choice in (LEAVE, KILL):
-                    self._close_and_exit(kill_running=choice == KILL)
+                if choice == LEAVE and self._between_attempts():
+                    # it began restarting while the dialog was open: quitting now would
+                    # stop the relaunch, so the job would not go on
+                    self.notify(
+                        f"job {self.view.job_id} began restarting: quitting now would leave "
+                        "nothing running (q again offers to kill it)",
+                        title="not quit",
+                        severity="warning",
+                        timeout=8,
+                    )
+                elif choice in (LEAVE, KILL):
+                    # an ended job has nothing to kill: closing says "closing", not "killing"
+                    kill = choice == KILL and self.controller.state.active
+                    self._close_and_exit(kill_running=kill)
 
-            self.push_screen(QuitModal(self.view.job_id), done)
+            self.push_screen(QuitModal(self.view.job_id, can_leave=not self._between_attempts()), done)
         else:
             self._close_and_exit(kill_running=False)
+
+    def _between_attempts(self) -> bool:
+        """The job is restarting: no rank runs, and the relaunch is this process's controller's
+        follow task, which closing it cancels. Leaving it then would leave nothing running (and
+        the next boltring would find it failed), so it can only be killed or waited for."""
+        return self.controller.state == JobState.RESTARTING
 
     def _log_pane(self) -> LogPane | None:
         panes = self.screen.query(LogPane)

@@ -16,6 +16,7 @@ from boltring.cluster.jobs.events import JobStateChanged, JobSummary
 from boltring.cluster.jobs.job_args import JobArgsRefused
 from boltring.cluster.states import JobState
 from boltring.tui.screens.confirm import ConfirmModal
+from boltring.tui.screens.quit_modal import QuitModal
 from boltring.tui.widgets.status_header import StatusHeader
 from tests.tui import feed
 from tests.tui.harness import make_app, settle, wait_exit
@@ -172,3 +173,59 @@ async def test_kill_confirmed_after_the_job_finished_says_so_and_kills_nothing(o
         assert "kill: the job had already finished; nothing was stopped" in lines, lines[-4:]
         assert not any("every rank stopped" in line for line in lines)
         assert any("had already finished" in t for t in toasts(app))
+
+
+# -- quit while the job restarts -----------------------------------------------------------------
+
+
+def restarting(ctrl: feed.FeedController) -> None:
+    ctrl.emit(JobStateChanged(JobState.RESTARTING, job_id=feed.JOB_ID, reason="rank 2 failed", t=feed.CLOCK))
+
+
+async def test_quit_while_restarting_offers_kill_or_cancel_and_says_why(open_app):
+    ctrl = feed.running()
+    async with open_app(ctrl) as (app, pilot):
+        restarting(ctrl)
+        await settle(pilot)
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, QuitModal)
+        assert not app.screen.query("#leave")  # leaving would stop the relaunch
+        message = str(app.screen.query_one("#message").content)
+        assert "quitting now would leave nothing running" in message and "it goes on" not in message
+        assert app.screen.focused is app.screen.query_one("#cancel")
+        await pilot.press("l")  # not a choice now: nothing closes
+        await settle(pilot)
+        assert isinstance(app.screen, QuitModal) and app.is_running
+        assert not any(c[0] == "close" for c in ctrl.calls)
+        app.simulate_key("k")
+        await wait_exit(app)
+    assert ("close", True) in ctrl.calls
+
+
+async def test_leave_chosen_after_the_job_began_restarting_does_not_quit(open_app):
+    ctrl = feed.running()
+    async with open_app(ctrl) as (app, pilot):
+        await pilot.press("q")
+        await pilot.pause()
+        assert app.screen.query("#leave")  # running: leaving is true
+        restarting(ctrl)  # the rank fails while the dialog is open
+        await pilot.press("l")
+        await settle(pilot)
+        assert app.is_running and not isinstance(app.screen, QuitModal)
+        assert not any(c[0] == "close" for c in ctrl.calls)
+        assert any("began restarting: quitting now would leave nothing running" in t for t in toasts(app)), (
+            toasts(app)
+        )
+
+
+async def test_quit_kill_chosen_after_the_job_ended_only_closes(open_app):
+    ctrl = feed.running()
+    async with open_app(ctrl) as (app, pilot):
+        await pilot.press("q")
+        await pilot.pause()
+        ctrl.emit(JobStateChanged(JobState.FINISHED, job_id=feed.JOB_ID, t=feed.CLOCK))
+        app.simulate_key("k")
+        await wait_exit(app)
+    assert ("close", False) in ctrl.calls  # nothing to kill: no "killing the job" either
+    assert not app.view.kill_requested
