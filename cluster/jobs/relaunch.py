@@ -15,6 +15,8 @@ from boltring.cluster.states import CheckStatus, JobState, LogLevel
 from .core import RESTART_CHECK_WAIT_S
 from .launch import LaunchMixin, ResumeRefused
 
+STOP_POLL_S = 0.25  # waiting to restart: how often a stop asked in the job record is looked for
+
 
 class RestartMixin(LaunchMixin):
     async def _restart(self) -> bool:
@@ -57,8 +59,13 @@ class RestartMixin(LaunchMixin):
         self._log(
             f"restart {attempt}/{self._policy.max_restarts} in {self._policy.delay_s:g} s: {cause}", "warn"
         )
-        await asyncio.sleep(self._policy.delay_s)
-        self._heed_stop_request()  # `boltring kill` while no rank was alive
+        # A kill meanwhile, here or from another terminal (the record), ends the wait: it does
+        # not hold `k` or `boltring kill` for the rest of restart_delay.
+        deadline = time.monotonic() + self._policy.delay_s
+        self._heed_stop_request()
+        while not self._killing and time.monotonic() < deadline:
+            await asyncio.sleep(min(STOP_POLL_S, max(deadline - time.monotonic(), 0)))
+            self._heed_stop_request()
         if self._killing:
             return False
         ev = JobRestarted(

@@ -12,6 +12,7 @@ import asyncio
 import os
 import re
 import signal
+import time
 
 from boltring.cluster.config.ports import free_port_block
 from boltring.cluster.jobs import record
@@ -122,3 +123,38 @@ def test_a_kill_as_a_restart_relaunches_stops_it_at_the_step_resumed_from(tmp_pa
     assert summary.reason == f"stopped by you (the app) at step {resumed[1]}", summary.reason
     rec = record.read(summary.job_id) or {}
     assert rec["summary"]["steps"] == summary.steps, rec  # what `boltring runs` and the history read
+
+
+async def _fail_and_wait_for_restart(c: JobController, seen: list, home) -> None:
+    """Launch, SIGKILL rank 1 once the ranks report, and return once the job waits to restart."""
+    c.add_listener(seen.append)
+    await c.launch()
+    while sum(isinstance(e, RankMetrics) for e in seen) < 10:
+        await asyncio.sleep(0.05)
+    os.kill(rank_process_pid(c, 1, home), signal.SIGKILL)
+    while c.state != JobState.RESTARTING:
+        await asyncio.sleep(0.05)
+
+
+def test_a_kill_while_waiting_to_restart_ends_the_wait_at_once(tmp_path, no_leftovers):
+    """A failed job waits restart_delay before its relaunch: a kill then ends it at once, not
+    after the rest of the delay (it held `k` and `boltring kill` for all of it)."""
+    path = write_config(
+        tmp_path, ranks=2, job=f"{FOREVER}, checkpoint_every: 20, restarts: 2, restart_delay: 60"
+    )
+
+    async def scenario():
+        c = JobController(config(path), poll_s=0.1)
+        try:
+            await _fail_and_wait_for_restart(c, [], no_leftovers)
+            t0 = time.monotonic()
+            await asyncio.wait_for(c.kill(), 30)
+            took = time.monotonic() - t0
+            summary = await asyncio.wait_for(c.wait(), 30)
+        finally:
+            await c.close()
+        return summary, took
+
+    summary, took = asyncio.run(scenario())
+    assert summary.status == JobState.KILLED and summary.stopped_by == StoppedBy.APP, summary
+    assert took < 10, f"the kill waited {took:.1f} s for the restart delay"
