@@ -1,9 +1,10 @@
 """`boltring status` and `boltring kill`: the commands for a job left running for a config.
 
 `status` re-attaches and shows the job through the --run view (headless.py), or follows it to
-its end; it does not own the job, so Ctrl-C only stops the following. With nothing running it
-says how the last job of the config ended. `kill` stops every rank and says which node it could
-not reach.
+its end; it does not own the job, so Ctrl-C only stops the following. A job whose ranks are
+being started or that waits to restart is said so (`--follow` follows it once they run). With
+nothing running it says how the last job of the config ended. `kill` stops every rank and says
+which node it could not reach.
 
 Apart from the --run view because neither command launches anything: they only attach to the
 controller's job and read it or stop it, with their own exit codes (STOPPED_FOLLOWING).
@@ -15,6 +16,7 @@ import asyncio
 import json
 import signal
 
+from boltring.cluster.jobs import record
 from boltring.cluster.jobs.controller import JobController
 from boltring.cluster.jobs.events import Event, JobSummary, RanksNotStopped
 from boltring.cluster.jobs.history import last_run
@@ -27,6 +29,7 @@ from .node_state import not_stopped_text
 # `boltring status`: how long to wait for the ranks' files to be read (a node that cannot be
 # reached is known from the attach, which costs its SSH connect timeout once)
 STATUS_READ_S = 15.0
+BETWEEN_ATTEMPTS_POLL_S = 1.0  # `status --follow` of a job between attempts: how often it looks again
 STOPPED_FOLLOWING = 3  # `status --follow` left by Ctrl-C: the job was not touched and runs on
 
 
@@ -40,8 +43,25 @@ async def run_status(controller: JobController, *, follow: bool = False, json_ou
     if interrupted is not None:  # a reader that left stops the following (never the job)
         view.on_output_closed = interrupted.set
     try:
-        if not await controller.attach():
-            view.say("no job is running for this config")
+        attached = await controller.attach()
+        said = False
+        while not attached and (pending := controller.between_attempts()) is not None:
+            # Launching, or between two attempts of --restarts: no rank to show, yet the job runs.
+            if not said:
+                _say_between_attempts(view, pending, controller, follow=interrupted is not None)
+                said = True
+            if interrupted is None:
+                return OUTPUT_CLOSED_EXIT if view.output_closed else 0
+            try:  # --follow: follow it once its ranks run again (or read how it ended)
+                await asyncio.wait_for(interrupted.wait(), BETWEEN_ATTEMPTS_POLL_S)
+            except TimeoutError:
+                attached = await controller.attach()
+                continue
+            view.say(f"stopped following job {pending['job_id']}", error=False)
+            return STOPPED_FOLLOWING
+        if not attached:
+            if not said:  # (it ended while between attempts: how, follows)
+                view.say("no job is running for this config")
             return _say_last_run(view, controller.config.source)
         if interrupted is None:
             await controller.read_once(STATUS_READ_S)  # what the ranks wrote so far
@@ -68,6 +88,24 @@ async def run_status(controller: JobController, *, follow: bool = False, json_ou
             _release_interrupts(loop)
         controller.remove_listener(view)
         await controller.close()
+
+
+def _say_between_attempts(view: HeadlessView, rec: dict, controller: JobController, *, follow: bool) -> None:
+    """What `status` says of a job whose ranks are being started, or restarted after a
+    failure: "job X is restarting (restart 1 of 3)". Not "no job is running": it is."""
+    job_id, state = str(rec["job_id"]), str(rec.get("state"))
+    restart = len(rec.get("restarts") or []) + 1  # the record lists the restarts that ran
+    of = record.job_from_record(rec, controller.config.job).restarts
+    if view.json_out:
+        event: dict[str, object] = {"event": "between_attempts", "job_id": job_id, "state": state}
+        if state == JobState.RESTARTING:
+            event.update(restart=restart, max_restarts=of)
+        with view._output():
+            print(json.dumps(event), flush=True)
+        return
+    what = f"restarting (restart {restart} of {of})" if state == JobState.RESTARTING else state
+    then = ": following it once its ranks run" if follow else "; `boltring status --follow` follows it"
+    view.say(f"job {job_id} is {what}{then}", error=False)
 
 
 def _catch_interrupts(loop: asyncio.AbstractEventLoop) -> asyncio.Event:

@@ -126,6 +126,15 @@ class JobController(WatchMixin):
         record.write(rec)
         return str(rec["job_id"])
 
+    def between_attempts(self) -> dict | None:
+        """The record of this config's job while the controller that owns it has no rank to
+        follow yet: launching, or restarting after a failure (attach follows only a job with
+        ranks to read). None when there is none, or its controller is known to be gone."""
+        rec = record.active(self.config.source)
+        if not rec or rec.get("state") not in (JobState.LAUNCHING, JobState.RESTARTING):
+            return None
+        return None if record.watched(rec) is False else rec
+
     async def attach(self) -> bool:
         """Follow the job this config left running, if any; True when attached. The job (its
         steps, its ranks) comes from the record, as launched, never from the config as it is.

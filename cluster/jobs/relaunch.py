@@ -84,9 +84,12 @@ class RestartMixin(LaunchMixin):
         for rs in self._ranks.values():
             rs.plan = plans[rs.plan.rank]
             rs.reset_for_restart()
-        self._record.update(state=JobState.RUNNING, restarts=self._policy.history)
+        # The record says "restarting", with the restarts that ran, until the new ranks run:
+        # `status` or `kill` from another terminal meanwhile finds no rank alive, and would close
+        # a "running" job as ended (controller.attach); "restarting", it is this controller's.
         self._set_state(JobState.LAUNCHING)
-        record.write(self._record)
         await self._start_ranks(resume)  # a kill meanwhile: the ranks it started are stopped
+        self._record.update(state=JobState.RUNNING, restarts=self._policy.history)
+        record.write(self._record)
         self._set_state(JobState.RUNNING)
         return True

@@ -9,6 +9,7 @@ relaunched read the last attempt's exit records and ended the job "at step 0" at
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -19,9 +20,9 @@ from boltring.cluster.jobs import record
 from boltring.cluster.jobs.controller import JobController
 from boltring.cluster.jobs.events import JobRestarted, JobStateChanged, RankExited, RankMetrics, RankStarted
 from boltring.cluster.states import JobState, StoppedBy
-from tests.procs import boltring_processes
+from tests.procs import boltring_processes, read_to_exit, start_cli
 
-from .helpers import config, rank_process_pid, write_config
+from .helpers import cli, config, events, rank_process_pid, write_config
 
 FOREVER = "steps: 1000000"  # a rank left running is still running when the test looks
 
@@ -158,3 +159,65 @@ def test_a_kill_while_waiting_to_restart_ends_the_wait_at_once(tmp_path, no_left
     summary, took = asyncio.run(scenario())
     assert summary.status == JobState.KILLED and summary.stopped_by == StoppedBy.APP, summary
     assert took < 10, f"the kill waited {took:.1f} s for the restart delay"
+
+
+def test_status_between_restart_attempts_says_restarting(tmp_path, no_leftovers):
+    """`status` while a failed job waits to restart: "is restarting (restart 1 of 2)", exit 0
+    (it said "no job is running for this config" and exited 1); `--json` says it as an event."""
+    path = write_config(
+        tmp_path, ranks=2, job=f"{FOREVER}, checkpoint_every: 20, restarts: 2, restart_delay: 60"
+    )
+
+    async def scenario():
+        c = JobController(config(path), poll_s=0.1)
+        try:
+            await _fail_and_wait_for_restart(c, [], no_leftovers)
+            plain = await asyncio.to_thread(cli, "status", "--config", str(path), timeout=60)
+            assert plain.returncode == 0, plain.stdout + plain.stderr
+            assert re.search(r"job \S+ is restarting \(restart 1 of 2\)", plain.stdout), plain.stdout
+            as_json = await asyncio.to_thread(cli, "status", "--json", "--config", str(path), timeout=60)
+            assert as_json.returncode == 0, as_json.stdout + as_json.stderr
+            event = json.loads(as_json.stdout.strip().splitlines()[-1])
+            assert event["event"] == "between_attempts" and event["state"] == "restarting", event
+            assert event["restart"] == 1 and event["max_restarts"] == 2, event
+            await asyncio.wait_for(c.kill(), 30)
+            summary = await asyncio.wait_for(c.wait(), 30)
+        finally:
+            await c.close()
+        return summary
+
+    summary = asyncio.run(scenario())
+    assert summary.status == JobState.KILLED and summary.stopped_by == StoppedBy.APP, summary
+
+
+def test_status_follow_between_attempts_follows_the_relaunched_job(tmp_path, no_leftovers):
+    """`status --follow` while the job waits to restart waits for its ranks, then follows the
+    job to its end, and exits as the job did (0: finished)."""
+    path = write_config(
+        tmp_path, ranks=2, job="steps: 300, checkpoint_every: 20, restarts: 1, restart_delay: 4"
+    )
+
+    async def scenario():
+        c = JobController(config(path), poll_s=0.1)
+        try:
+            await _fail_and_wait_for_restart(c, [], no_leftovers)
+            proc = start_cli("status", "--follow", "--json", "--config", str(path))
+            try:
+                out, err = await asyncio.to_thread(read_to_exit, proc, 120)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+            summary = await asyncio.wait_for(c.wait(), 60)
+        finally:
+            await c.close()
+        return proc.returncode, out, err, summary
+
+    code, out, err, summary = asyncio.run(scenario())
+    assert summary.status == JobState.FINISHED, summary.reason
+    evs = events(out)
+    kinds = [e["event"] for e in evs]
+    assert "between_attempts" in kinds, out[-2000:]  # said first, then the job as it runs again
+    assert evs[kinds.index("between_attempts")]["restart"] == 1, out[-2000:]
+    assert kinds.index("between_attempts") < kinds.index("step"), kinds
+    assert code == 0, (out[-2000:], err[-2000:])
+    assert evs[-1]["event"] == "summary" and evs[-1]["status"] == "finished", evs[-1]
