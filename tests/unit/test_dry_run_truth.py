@@ -133,9 +133,11 @@ def test_text_plan_is_unchanged_without_json(capsys):
 
 def test_json_plan_the_launch_would_refuse_is_an_error_event(tmp_path, capsys):
     text = LOCAL.replace("job: {", "job: {sync: [./nonexist], ")
-    controller = JobController(load_config_text(text, str(_write(tmp_path, text))))
+    cfg = _write(tmp_path, text)
+    controller = JobController(load_config_text(text, str(cfg)))
     assert print_plan(controller, json_out=True) == 2
     out, err = capsys.readouterr()
     (event,) = [json.loads(x) for x in out.splitlines()]
-    assert event["event"] == "error" and event["text"].startswith("job.sync names ./nonexist")
-    assert err.startswith("boltring: job.sync names ./nonexist")
+    said = f"{cfg}:{text.splitlines().index(next(x for x in text.splitlines() if 'sync' in x)) + 1}: "
+    assert event["event"] == "error" and event["text"].startswith(f"{said}job.sync names ./nonexist")
+    assert err.startswith(f"boltring: {said}job.sync names ./nonexist")
