@@ -19,7 +19,7 @@ import signal
 from boltring.cluster.jobs import record
 from boltring.cluster.jobs.controller import JobController
 from boltring.cluster.jobs.events import Event, JobSummary, RanksNotStopped
-from boltring.cluster.jobs.history import last_run
+from boltring.cluster.jobs.history import RunRecord, last_run
 from boltring.cluster.states import JobState, StoppedBy
 
 from .console import cli_console
@@ -60,9 +60,12 @@ async def run_status(controller: JobController, *, follow: bool = False, json_ou
             view.say(f"stopped following job {pending['job_id']}", error=False)
             return STOPPED_FOLLOWING
         if not attached:
+            # An error only when there is no job at all (exit 1); otherwise a note before the
+            # last job's result, which is what status answers (exit as that job did).
+            last = last_run(controller.config.source)
             if not said:  # (it ended while between attempts: how, follows)
-                view.say("no job is running for this config")
-            return _say_last_run(view, controller.config.source)
+                view.say("no job is running for this config", error=last is None)
+            return _say_last_run(view, last)
         if interrupted is None:
             await controller.read_once(STATUS_READ_S)  # what the ranks wrote so far
             summary = controller.summary()
@@ -144,13 +147,12 @@ async def _wait_unless_interrupted(
     return None
 
 
-def _say_last_run(view: HeadlessView, config: str | None) -> int:
+def _say_last_run(view: HeadlessView, run: RunRecord | None) -> int:
     """With nothing running, `status` shows how the last job of this config ended, and exits
     as `--run` did for it (0 finished, 1 failed, 130 stopped by a user): a script that starts
     following just after the job ended reads its result, not an error. 1 with no job at all."""
     from .runs_view import run_dict, run_result
 
-    run = last_run(config)
     if run is None:
         return 1
     if view.json_out:

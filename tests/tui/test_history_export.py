@@ -90,6 +90,10 @@ def test_status_with_nothing_running_shows_the_last_job(job_home):
     assert res.returncode == 0  # as `--run` exited for that finished job (README: exit codes)
     assert "no job is running" in res.stdout
     assert "last: job" in res.stdout and f"finished: {STEPS}/{STEPS} steps" in res.stdout
+    # with --json: the last job as an event, and no error event for a command that succeeded
+    js = cli(job_home, "status", "--json", "--config", str(job_home / "boltring.yaml"))
+    events = [json.loads(line)["event"] for line in js.stdout.splitlines()]
+    assert js.returncode == 0 and events == ["last_run"], js.stdout
 
 
 def _tfrecords(path: Path) -> list[bytes]:
