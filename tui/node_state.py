@@ -29,6 +29,9 @@ class RankStatus(StrEnum):
     FAILED = "failed"
     LOST = "lost"
     KILLED = "killed"
+    # Its node cannot be read (SSH lost or unreachable): the rank may well still be running,
+    # the controller reads it again once the node answers. Never "lost" nor "not running".
+    UNREAD = "unread"
 
 
 Level = LogLevel  # the views' name for it
@@ -77,6 +80,7 @@ class RankView:
     returncode: int | None = None
     reason: str | None = None
     stopped_by: StoppedBy | None = None  # who stopped it, when someone did (RankExited)
+    ended: bool = False  # its end was read (RankExited): no later line makes it run again
     # the numeric fields a script adds to report() (val_loss=, accuracy=, ...), latest of each
     extras: dict[str, float] = field(default_factory=dict)
     gbps_history: deque[float] = field(default_factory=lambda: deque(maxlen=RANK_HISTORY))
@@ -105,7 +109,7 @@ class RankView:
     def reset(self, t: float, pid: int | None) -> None:
         self.status, self.pid, self.started_t = RankStatus.STARTED, pid, t
         self.step, self.last_metrics_t, self.returncode, self.reason = 0, None, None, None
-        self.stopped_by = None
+        self.stopped_by, self.ended = None, False
         self.extras = {}
         self.steps_per_s = self.samples_per_s = self.tokens_per_s = self.allreduce_gbps = None
         self.allreduce_ms = self.sent_per_s = self.recv_per_s = self.mem_mb = self.loss = None
@@ -114,9 +118,11 @@ class RankView:
         self.history_version += 1
 
     def take(self, ev: RankMetrics) -> None:
-        """One metrics line: the latest figures, and rates from the previous line."""
-        if self.status in (RankStatus.PLANNED, RankStatus.STARTED):
-            self.status = RankStatus.RUNNING
+        """One metrics line: the latest figures, and rates from the previous line. A line of a
+        rank whose end was not read says it runs, whatever was feared of it (its node out of
+        reach, a stop that did not reach it)."""
+        if not self.ended and self.status != RankStatus.RUNNING:
+            self.status, self.reason = RankStatus.RUNNING, None
         t = ev.wall if ev.wall is not None else ev.t
         if self._prev is not None:
             pt, pstep, psent, precv = self._prev

