@@ -270,6 +270,26 @@ class ClusterView:
         mb = f"{ev.sent / 1e6:.0f}/{ev.total / 1e6:.0f} MB"
         self.note(f"sync {ev.path} {bar} {mb}", node=ev.node, source=ev.node, t=ev.t)
 
+    def _forget_job(self) -> None:
+        """Every figure of the last job out of the header, the plot and the dialogs: a new one
+        is launching (or started), and none of them is its."""
+        self.job_desc, self.attached = None, False
+        self.step, self.loss, self.started_t, self.ended_t = 0, None, None, None
+        self.reason, self.blamed, self.summary = None, None, None
+        self.stopped_by, self.resume_from, self.restarts = None, None, []
+        self.kill_requested = False
+        self.loss_history.clear()
+        self.step_times.clear()
+        self.loss_version += 1
+        self._sync_shown.clear()  # its sync shows every quarter again
+
+    def _plan_ranks(self) -> None:
+        """Every rank back to planned (none of the new job's has started), on its last node:
+        its RankStarted places it."""
+        for rv in list(self.ranks.values()):
+            fresh = self.ranks[rv.rank] = RankView(rank=rv.rank, node=rv.node)
+            self._node(rv.node).ranks[rv.rank] = fresh
+
     def _unread(self, nv: NodeView, cause: str, planned: bool) -> None:
         """The node's ranks that run (and with `planned`, those of a re-attached job not read
         yet) cannot be read: not known to have ended, they are never "not running" nor "lost"."""
@@ -281,15 +301,9 @@ class ClusterView:
         if self.jobs_seen:
             self.note(f"──────── job {ev.job_id} ────────", source="", t=ev.t)
         self.jobs_seen += 1
+        self._forget_job()
         self.job_id, self.job_desc, self.attached = ev.job_id, ev.job, ev.attached
-        self.total_steps, self.step, self.loss = ev.steps, 0, None
-        self.started_t, self.ended_t, self.reason, self.summary = ev.t, None, None, None
-        self.blamed = None
-        self.stopped_by, self.resume_from, self.restarts = None, ev.resume_from, []
-        self.kill_requested = False
-        self.loss_history.clear()
-        self.step_times.clear()
-        self.loss_version += 1
+        self.total_steps, self.started_t, self.resume_from = ev.steps, ev.t, ev.resume_from
         if ev.attached:
             # a node that could not be asked while attaching: its ranks may be running
             for nv in self.nodes.values():
@@ -314,6 +328,11 @@ class ClusterView:
         back_from_checks = previous == JobState.CHECKING and (
             state == JobState.IDLE or (state in FINAL_STATES and self.ended_t is not None)
         )
+        if state == JobState.LAUNCHING and ev.job_id and ev.job_id != self.job_id:
+            # A new job (a restart relaunches the same id, keeping its figures): until its
+            # ranks start, the last job's elapsed time, steps, loss and rows are none of its.
+            self._forget_job()
+            self._plan_ranks()
         if ev.job_id:
             self.job_id = ev.job_id
         if state in FINAL_STATES:

@@ -13,15 +13,19 @@ from __future__ import annotations
 from boltring.cluster.config.schema import Config
 from boltring.cluster.jobs.events import (
     Event,
+    JobRestarted,
     JobStarted,
     JobStateChanged,
+    JobSummary,
     LogLine,
     NodeState,
     RankExited,
     RankMetrics,
     RankStarted,
+    StepProgress,
+    SyncProgress,
 )
-from boltring.cluster.states import JobState, SshState
+from boltring.cluster.states import JobState, SshState, StoppedBy
 from boltring.tui.node_state import RankStatus, RankView
 from boltring.tui.view_state import ClusterView
 from boltring.tui.widgets.rank_row import RankRow
@@ -86,6 +90,59 @@ def test_ranks_of_a_node_that_reconnects_run_again():
     v.apply(RankExited(3, "mini3", returncode=0, t=121))
     v.apply(RankMetrics(3, "mini3", step=21, wall=121, t=122))
     assert v.ranks[3].status == RankStatus.DONE
+
+
+# -- 2. a second launch ------------------------------------------------------------------------
+
+
+def job_a_finished() -> ClusterView:
+    v = view_of(*started("A", t=1000.0))
+    v.apply(SyncProgress("mini2", "data/big.bin", sent=100, total=100, t=999.0))
+    for s in range(1, 201):
+        v.apply(StepProgress(step=s, total=200, loss=2.0 / s, wall=1000 + s * 3, t=1000 + s * 3))
+    for rv in v.ranks.values():
+        v.apply(RankExited(rv.rank, rv.node, returncode=0, t=1600))
+    v.apply(JobStateChanged(JobState.FINISHED, job_id="A", t=1601))
+    v.apply(JobSummary("A", JobState.FINISHED, 200, 200, 2.0, 0.01, 600.0, t=1601))
+    return v
+
+
+def test_a_second_launch_shows_none_of_the_first_jobs_figures():
+    v = job_a_finished()
+    v.apply(JobStateChanged(JobState.LAUNCHING, job_id="B", t=4000))
+    line = header(v, 4030)
+    assert "elapsed --:--:--" in line and "200/200" not in line and "0.0100" not in line, line
+    assert not v.loss_history  # `p` has no curve of job A to save as loss-B.svg
+    assert all(row(rv) == f"r{rv.rank}   not running" for rv in v.ranks.values())  # not A's "done"
+    v.apply(SyncProgress("mini2", "data/big.bin", sent=30, total=100, t=4001))
+    assert "sync data/big.bin █░░░ 0/0 MB" in v.log[-1].text  # B's sync is shown again
+    v.apply(JobStateChanged(JobState.FAILED, job_id="B", reason="mini3: no SSH answer", t=4031))
+    assert "200/200" not in header(v, 4100) and "elapsed --:--:--" in header(v, 4100)
+
+    # killed while launching: no step of the job before it
+    v = job_a_finished()
+    v.apply(JobStateChanged(JobState.LAUNCHING, job_id="B", t=4000))
+    v.apply(JobStateChanged(JobState.KILLED, job_id="B", by=StoppedBy.APP, t=4005))
+    assert v.stopped_line() == "stopped by you"
+
+
+def test_a_restart_keeps_its_jobs_figures():
+    v = view_of(*started("A", t=1000.0))
+    for s in range(1, 61):
+        v.apply(StepProgress(step=s, total=200, loss=1.0, wall=1000 + s, t=1000 + s))
+    v.apply(JobStateChanged(JobState.RESTARTING, job_id="A", reason="rank 2 failed", t=1070))
+    v.apply(JobRestarted("A", 1, 3, "rank 2 failed", resume_from="step 50 (step-50.safetensors)", t=1071))
+    v.apply(JobStateChanged(JobState.LAUNCHING, job_id="A", t=1072))
+    # the same job: its elapsed time, its curve and its step go on
+    assert (v.started_t, v.step, len(v.loss_history), len(v.restarts)) == (1000.0, 60, 60, 1)
+    # and so does a state the same job comes back to after checks
+    v = job_a_finished()
+    v.apply(JobStateChanged(JobState.CHECKING, job_id="A", t=1700))
+    v.apply(JobStateChanged(JobState.FINISHED, job_id="A", t=1701))
+    assert (v.step, v.started_t, v.loss) == (200, 1000.0, 0.01)
+    # (a new job's launch does reset them: see above; this guards the restart against it)
+    v.apply(JobStateChanged(JobState.LAUNCHING, job_id="B", t=1800))
+    assert (v.step, v.started_t, v.loss) == (0, None, None)
 
 
 # -- 3. re-attaching while a node is out of reach ----------------------------------------------
