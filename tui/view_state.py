@@ -32,6 +32,7 @@ from boltring.cluster.jobs.events import (
     RanksNotStopped,
     RankStalled,
     RankStarted,
+    RingOrder,
     StepProgress,
     SyncProgress,
 )
@@ -135,6 +136,9 @@ class ClusterView:
         self._seq = 0
         self._sync_shown: dict[tuple[str, str], int] = {}  # (node, path) -> last quarter logged
         self.nodes: dict[str, NodeView] = {n.name: NodeView(n) for n in config.nodes}
+        # The ring as the controller runs it: the config's order until it says another
+        # (RingOrder after the cabling checks, a job's own order in its JobStarted).
+        self.ring_order: list[str] = [n.name for n in config.nodes]
         self.ranks: dict[int, RankView] = {}
         for slot in config.rank_layout():
             rv = RankView(rank=slot.rank, node=slot.node.name)
@@ -174,7 +178,7 @@ class ClusterView:
     def ring_links(self) -> list[tuple[str, str, float | None, float | None]]:
         """(node, next node, live GB/s, measured GB/s) around the ring, in ring order. The live
         figure is the all-reduce rate of the node's last rank, the one that sends across."""
-        names = list(self.nodes)
+        names = self.ring_order
         out = []
         for i, name in enumerate(names):
             if len(names) < 2:
@@ -186,6 +190,15 @@ class ClusterView:
             check = self.nodes[name].checks.get(f"bw:{nxt}")
             out.append((name, nxt, live, parse_gbits(check.value) if check is not None else None))
         return out
+
+    def measured_links(self) -> list[str]:
+        """Every link a bandwidth check measured ("a->b"), in the ring or not."""
+        return [
+            f"{nv.name}->{key.removeprefix('bw:')}"
+            for nv in self.nodes.values()
+            for key, check in nv.checks.items()
+            if key.startswith("bw:") and parse_gbits(check.value) is not None
+        ]
 
     def stopped_line(self) -> str | None:
         if self.state != JobState.KILLED:
@@ -241,6 +254,8 @@ class ClusterView:
                 self._on_node_state(ev)
             case CheckResult():
                 self._on_check(ev)
+            case RingOrder():
+                self._use_ring_order(ev.nodes)
             case RankStarted():
                 self._rank(ev.rank, ev.node).reset(ev.t, ev.pid)
                 pid = f" (pid {ev.pid})" if ev.pid is not None else ""
@@ -290,6 +305,18 @@ class ClusterView:
             fresh = self.ranks[rv.rank] = RankView(rank=rv.rank, node=rv.node)
             self._node(rv.node).ranks[rv.rank] = fresh
 
+    def _use_ring_order(self, names: Sequence[str]) -> None:
+        """The ring in the order the controller runs it; the ranks not started yet go where
+        that order puts them (rank_layout: nodes in ring order, a node's ranks consecutive)."""
+        if not names or list(names) == self.ring_order:
+            return
+        self.ring_order = list(names)
+        nodes = [self._node(name).node for name in names]
+        for slot in replace(self.config, nodes=tuple(nodes)).rank_layout():
+            rv = self.ranks.get(slot.rank)
+            if rv is None or rv.status == RankStatus.PLANNED:
+                self._rank(slot.rank, slot.node.name)
+
     def _unread(self, nv: NodeView, cause: str, planned: bool) -> None:
         """The node's ranks that run (and with `planned`, those of a re-attached job not read
         yet) cannot be read: not known to have ended, they are never "not running" nor "lost"."""
@@ -304,6 +331,7 @@ class ClusterView:
         self._forget_job()
         self.job_id, self.job_desc, self.attached = ev.job_id, ev.job, ev.attached
         self.total_steps, self.started_t, self.resume_from = ev.steps, ev.t, ev.resume_from
+        self._use_ring_order(ev.nodes)  # the job's own, as launched (a re-attach: as recorded)
         if ev.attached:
             # a node that could not be asked while attaching: its ranks may be running
             for nv in self.nodes.values():

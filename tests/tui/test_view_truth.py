@@ -10,8 +10,13 @@ screen), each driven through the real ClusterView and widgets with the controlle
 
 from __future__ import annotations
 
-from boltring.cluster.config.schema import Config
+import asyncio
+import dataclasses
+
+from boltring.cluster.config.schema import Config, JobSpec, Node, RingOptions
+from boltring.cluster.jobs.controller import JobController
 from boltring.cluster.jobs.events import (
+    CheckResult,
     Event,
     JobRestarted,
     JobStarted,
@@ -22,15 +27,18 @@ from boltring.cluster.jobs.events import (
     RankExited,
     RankMetrics,
     RankStarted,
+    RingOrder,
     StepProgress,
     SyncProgress,
 )
-from boltring.cluster.states import JobState, SshState, StoppedBy
+from boltring.cluster.states import CheckStatus, JobState, SshState, StoppedBy
 from boltring.tui.node_state import RankStatus, RankView
 from boltring.tui.view_state import ClusterView
 from boltring.tui.widgets.rank_row import RankRow
+from boltring.tui.widgets.ring_strip import ring_content
 from boltring.tui.widgets.status_header import StatusHeader
 from tests.tui import feed
+from tests.unit.test_cabling import LINE, SampleMac, all_facts, cluster
 
 NOW = 1000.0
 
@@ -168,3 +176,61 @@ def test_reattach_with_a_node_out_of_reach_says_its_ranks_may_still_run():
     v.apply(NodeState("mini3", SshState.CONNECTED, "mini3:22", t=30))
     v.apply(RankMetrics(3, "mini3", step=125, samples_per_s=64, t=31, wall=31))
     assert v.ranks[3].status == RankStatus.RUNNING
+
+
+# -- 4. the ring strip in the ring's own order -------------------------------------------------
+
+
+def abcd() -> Config:
+    nodes = tuple(Node(n, ring_ip=f"198.18.1.{i + 1}", ssh=n) for i, n in enumerate("abcd"))
+    return Config(
+        name="lab",
+        source="x.yaml",
+        nodes=nodes,
+        job=JobSpec(example="mlp", steps=100, global_batch=256),
+        ring=dataclasses.replace(RingOptions(), order="cabling"),
+    )
+
+
+def test_ring_strip_follows_the_order_the_job_runs():
+    """v3: the checks reordered the nodes a, b, c, d to a, c, b, d; the job runs in it."""
+    v = view_of(config=abcd())
+    order = ["a", "c", "b", "d"]
+    for i, n in enumerate(order):
+        v.apply(CheckResult("ring", f"bw:{n}->{order[(i + 1) % 4]}", CheckStatus.OK, "40 Gb/s"))
+    v.apply(JobStarted("J", None, 4, 100, order, "example mlp"))
+    v.apply(JobStateChanged(JobState.RUNNING))
+    for rank, n in enumerate(order):
+        v.apply(RankStarted(rank, n))
+        v.apply(RankMetrics(rank, n, step=5, allreduce_gbps=4.8))
+    assert [(a, b) for a, b, _, _ in v.ring_links()] == [("a", "c"), ("c", "b"), ("b", "d"), ("d", "a")]
+    assert ring_content(v).plain.startswith("ring a ⇄4.80/5.00⇄ c ⇄4.80/5.00⇄ b ⇄4.80/5.00⇄ d ⇄4.80/5.00⇄ ↺")
+
+
+def test_ring_strip_follows_the_cables_from_the_checks_on(monkeypatch):
+    """The real controller's checks (macOS samples cabled mini1-mini3-mini2) reorder the ring
+    before any launch: the strip and the planned ranks take that order at once."""
+    config = cluster(ring_order="cabling")
+    facts = all_facts(monkeypatch, config, LINE)
+    ctl = JobController(
+        config, transport_factory=lambda node, cfg, emit: SampleMac(node, facts[node.name], emit)
+    )
+    v = ClusterView(config)
+    ctl.add_listener(v.apply)
+    asyncio.run(ctl.run_checks(bandwidth=False))
+    assert [(a, b) for a, b, _, _ in v.ring_links()] == [
+        ("mini1", "mini3"),
+        ("mini3", "mini2"),
+        ("mini2", "mini1"),
+    ]
+    assert ring_content(v).plain.startswith("ring mini1 ⇄ mini3 ⇄ mini2 ⇄ ↺")
+    # rank 1 runs on mini3 now, as the launch will place it
+    assert {rv.rank: rv.node for rv in v.ranks.values()} == {0: "mini1", 1: "mini3", 2: "mini2"}
+
+
+def test_ring_strip_does_not_say_no_bandwidth_was_measured_after_a_reorder():
+    v = view_of(config=abcd())
+    for i, n in enumerate("abcd"):  # the checks measured the config's ring
+        v.apply(CheckResult("ring", f"bw:{n}->{'abcd'[(i + 1) % 4]}", CheckStatus.OK, "40 Gb/s"))
+    v.apply(RingOrder(["a", "d", "c", "b"]))  # the other way round: not one link measured
+    assert ring_content(v).plain == "ring a ⇄ d ⇄ c ⇄ b ⇄ ↺  these links not measured yet"

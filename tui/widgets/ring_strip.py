@@ -43,7 +43,9 @@ def ring_content(view: ClusterView, width: int = 0) -> Content:
     parts.append(Content.styled("↺", "bold $accent"))
     strip = Content("").join(parts)
     if not known:
-        return strip + Content.styled("  no bandwidth measured yet", "$text-muted")
+        # after the ring was reordered the checks' figures are of links the ring no longer has
+        said = "these links not measured yet" if view.measured_links() else "no bandwidth measured yet"
+        return strip + Content.styled(f"  {said}", "$text-muted")
     legend = Content.styled("  GB/s live/checked", "$text-muted")
     if width and strip.cell_length + legend.cell_length > width:
         legend = Content.styled(" GB/s", "$text-muted")
