@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -18,7 +19,11 @@ from .check_items import PANEL_CHECKS, check_sort_key, merge_links
 
 LOG_KEEP = 5_000  # log entries kept for the whole cluster, and again for each node
 RANK_HISTORY = 120  # sparkline points per rank
-STALE_AFTER_S = 10.0  # a running rank whose last metrics line is older than this is "stale"
+INTERVALS_KEPT = 20  # a rank's usual report interval is the median of its last ones (as follow.py's)
+# The controller's stall test (follow.STALL_FACTOR, STALL_FLOOR_S), not imported: follow.py
+# brings the transports with it, which the app leaves unloaded until it needs them.
+STALL_FACTOR = 3.0  # silent for this many usual intervals: stale (the controller: stalled)
+STALL_FLOOR_S = 3.0  # never sooner
 
 
 class RankStatus(StrEnum):
@@ -84,6 +89,7 @@ class RankView:
     # the numeric fields a script adds to report() (val_loss=, accuracy=, ...), latest of each
     extras: dict[str, float] = field(default_factory=dict)
     gbps_history: deque[float] = field(default_factory=lambda: deque(maxlen=RANK_HISTORY))
+    walls: deque[float] = field(default_factory=lambda: deque(maxlen=INTERVALS_KEPT))
     history_version: int = 0
     _prev: tuple[float, int, int | None, int | None] | None = None  # (t, step, sent, recv)
 
@@ -96,9 +102,23 @@ class RankView:
         ref = self.last_metrics_t if self.last_metrics_t is not None else self.started_t
         return None if ref is None else max(0.0, now - ref)
 
+    def usual_interval(self) -> float | None:
+        """Median time between its recent metrics lines, by the rank's own clock, the first
+        gap (compilation) left out: the controller's measure (follow.RankState), so that a rank
+        reporting every 30 s is not called stale every 10 s. None until three lines."""
+        times = list(self.walls)
+        gaps = [b - a for a, b in zip(times[1:], times[2:], strict=False)]
+        return statistics.median(gaps) if gaps else None
+
     def stale(self, now: float) -> bool:
-        age = self.age(now)
-        return self.active and (self.stalled_s is not None or (age is not None and age > STALE_AFTER_S))
+        """Stalled (the controller said so), or silent past the controller's own limit for it
+        (a few of its usual intervals), which the next poll would report: never sooner."""
+        if not self.active:
+            return False
+        if self.stalled_s is not None:
+            return True
+        usual, age = self.usual_interval(), self.age(now)
+        return usual is not None and age is not None and age > max(STALL_FACTOR * usual, STALL_FLOOR_S)
 
     def silent_for(self, now: float) -> float | None:
         """How long a stalled rank has been silent, growing from its RankStalled figure."""
@@ -111,6 +131,7 @@ class RankView:
         self.step, self.last_metrics_t, self.returncode, self.reason = 0, None, None, None
         self.stopped_by, self.ended = None, False
         self.extras = {}
+        self.walls.clear()
         self.steps_per_s = self.samples_per_s = self.tokens_per_s = self.allreduce_gbps = None
         self.allreduce_ms = self.sent_per_s = self.recv_per_s = self.mem_mb = self.loss = None
         self.stalled_s, self._prev = None, None
@@ -124,6 +145,7 @@ class RankView:
         if not self.ended and self.status != RankStatus.RUNNING:
             self.status, self.reason = RankStatus.RUNNING, None
         t = ev.wall if ev.wall is not None else ev.t
+        self.walls.append(t)
         if self._prev is not None:
             pt, pstep, psent, precv = self._prev
             dt = t - pt

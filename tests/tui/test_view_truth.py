@@ -33,11 +33,13 @@ from boltring.cluster.jobs.events import (
 )
 from boltring.cluster.states import CheckStatus, JobState, SshState, StoppedBy
 from boltring.tui.node_state import RankStatus, RankView
+from boltring.tui.screens.node_details import NodeDetailsScreen
 from boltring.tui.view_state import ClusterView
-from boltring.tui.widgets.rank_row import RankRow
+from boltring.tui.widgets.rank_row import RankHeader, RankRow
 from boltring.tui.widgets.ring_strip import ring_content
 from boltring.tui.widgets.status_header import StatusHeader
 from tests.tui import feed
+from tests.tui.harness import settle
 from tests.unit.test_cabling import LINE, SampleMac, all_facts, cluster
 
 NOW = 1000.0
@@ -234,3 +236,43 @@ def test_ring_strip_does_not_say_no_bandwidth_was_measured_after_a_reorder():
         v.apply(CheckResult("ring", f"bw:{n}->{'abcd'[(i + 1) % 4]}", CheckStatus.OK, "40 Gb/s"))
     v.apply(RingOrder(["a", "d", "c", "b"]))  # the other way round: not one link measured
     assert ring_content(v).plain == "ring a ⇄ d ⇄ c ⇄ b ⇄ ↺  these links not measured yet"
+
+
+# -- 5. stale by the rank's own interval; the node details screen ------------------------------
+
+
+def test_a_rank_reporting_every_30_s_is_not_stale_between_its_lines():
+    rv = RankView(rank=0, node="mini1", status=RankStatus.RUNNING)
+    for i in range(4):
+        rv.take(RankMetrics(0, "mini1", step=i, wall=100 + 30 * i, t=100 + 30 * i))
+    assert not rv.stale(190 + 20)  # 20 s after its last line, 30 s being its pace
+    assert rv.stale(190 + 100)  # past 3 of its intervals: what the controller calls stalled
+    fast = RankView(rank=1, node="mini1", status=RankStatus.RUNNING)
+    for i in range(4):
+        fast.take(RankMetrics(1, "mini1", step=i, wall=100 + 0.5 * i, t=100 + 0.5 * i))
+    assert fast.stale(101.5 + 5)  # a rank of 0.5 s steps silent for 5 s
+
+
+async def test_node_details_shows_tokens_and_a_live_ssh_detail(open_app):
+    async with open_app(feed.running()) as (app, pilot):
+        v = app.view
+        v.apply(NodeState("mini2", SshState.LOST, "no SSH answer from mini2:22 within 10 s", t=NOW))
+        app.push_screen(NodeDetailsScreen(v, "mini2", cursor_blink=False))
+        await settle(pilot)
+        screen = app.screen
+        assert "no SSH answer" in str(screen.query_one("#details-address").content)
+        v.apply(NodeState("mini2", SshState.CONNECTED, "mini2:22", t=NOW))
+        v.apply(RankMetrics(2, "mini2", step=121, tokens_per_s=5120.0, samples_per_s=70.0, wall=NOW, t=NOW))
+        app.refresh_now()
+        await pilot.pause()
+        address = str(screen.query_one("#details-address").content)
+        assert "no SSH answer" not in address and "mini2:22" in address
+        assert "tok/s" in str(screen.query_one(RankHeader).render())
+        assert "5.12k" in screen.query_one(RankRow).text()
+
+
+def test_stale_uses_the_controllers_own_stall_limits():
+    from boltring.cluster.jobs import follow
+    from boltring.tui import node_state
+
+    assert (node_state.STALL_FACTOR, node_state.STALL_FLOOR_S) == (follow.STALL_FACTOR, follow.STALL_FLOOR_S)

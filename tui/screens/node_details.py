@@ -84,12 +84,15 @@ class NodeDetailsScreen(Screen):
         self.node_view = view.nodes[node]
         self._cursor_blink = cursor_blink
         self._checks_shown: tuple = ()
+        self._rank_ids: tuple[int, ...] = ()
+        self._address_shown = ""
 
     def compose(self) -> ComposeResult:
         nv = self.node_view
         with Horizontal(id="details-head"):
             yield Static(nv.name, id="details-name", markup=False)
-            yield Static(self._address(), id="details-address", markup=False)
+            self._address_shown = self._address()
+            yield Static(self._address_shown, id="details-address", markup=False)
             yield SshBadge(nv.ssh_state)
         with Vertical(id="details-top"):
             with Vertical(id="details-checks-box") as box:
@@ -97,8 +100,9 @@ class NodeDetailsScreen(Screen):
                 yield Static(checks_table(nv), id="details-checks", markup=False)
             with Vertical(id="details-ranks") as ranks:
                 ranks.border_title = "ranks"
+                self._rank_ids = tuple(sorted(nv.ranks))
                 yield RankHeader()
-                for rank in sorted(nv.ranks):
+                for rank in self._rank_ids:
                     yield RankRow(rank)
         yield LogPane(node=nv.name, lock_node=True, cursor_blink=self._cursor_blink, id="details-log")
         yield Footer()
@@ -125,15 +129,38 @@ class NodeDetailsScreen(Screen):
     def refresh_from(self, now: float) -> None:
         nv = self.node_view
         self.query_one(SshBadge).set_state(nv.ssh_state)
+        # its SSH detail changes while the screen is open ("no SSH answer" until it reconnects)
+        address = self._address()
+        if address != self._address_shown:
+            self._address_shown = address
+            self.query_one("#details-address", Static).update(address)
         checks = tuple(nv.sorted_checks())
         if checks != self._checks_shown:
             self._checks_shown = checks
             self.query_one("#details-checks", Static).update(checks_table(nv))
-        for row in self.query(RankRow):
+        self._refresh_ranks(now)
+        self.query_one(LogPane).sync(self.view)
+
+    def _refresh_ranks(self, now: float) -> None:
+        nv = self.node_view
+        box = self.query_one("#details-ranks", Vertical)
+        ranks = tuple(sorted(nv.ranks))
+        if ranks != self._rank_ids:  # a rank moved to or from this node: new rows, drawn next tick
+            self._rank_ids = ranks
+            box.remove_children()
+            box.mount_all([RankHeader(), *(RankRow(r) for r in ranks)])
+            return
+        # the tok/s column, as the node's panel shows it, when its ranks train a language model
+        tokens = any(rv.tokens_per_s is not None for rv in nv.ranks.values())
+        header = box.query_one(RankHeader)
+        if header.tokens != tokens:
+            header.tokens = tokens
+            header.refresh()
+        for row in box.query(RankRow):
             rv = nv.ranks.get(row.rank)
             if rv is not None:
+                row.tokens = tokens
                 row.update_from(rv, now, nv.memory_mb)
-        self.query_one(LogPane).sync(self.view)
 
     def action_close(self) -> None:
         self.dismiss()
