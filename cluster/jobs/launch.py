@@ -231,9 +231,22 @@ class LaunchMixin(ControllerCore):
         if losses and losses[-1] is not None:  # a restart: the summary's last loss is that step's
             self._last_loss = losses[-1]
 
+    async def _connect_all(self) -> None:
+        """Connect to every node at once; every node that cannot be reached is named, in one
+        error of the first one's class (its badge and hint). Gathered without collecting, the
+        second node's error was never retrieved: a traceback at exit, and only one node named."""
+        results = await asyncio.gather(*(self.connect(n) for n in self.config.nodes), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if not errors:
+            return
+        unreached = [e for e in errors if isinstance(e, TransportError)]
+        if len(errors) == 1 or len(unreached) < len(errors):
+            raise errors[0]
+        raise type(unreached[0])("; ".join(map(str, unreached)), hint=unreached[0].hint)
+
     async def _start_ranks(self, resume: bool) -> None:
         self._starting.clear()  # this launch's start commands only (see _abort_launch)
-        await asyncio.gather(*(self.connect(n) for n in self.config.nodes))
+        await self._connect_all()
         await self._sync_workspace()
         for line in self.oversubscribed():
             self._log(line, LogLevel.WARN)
