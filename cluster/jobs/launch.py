@@ -414,7 +414,15 @@ class LaunchMixin(ControllerCore):
             info = {"resume": "unchecked", "why": str(e)}
         answer = info.get("resume")
         if answer == "ok":
-            return resume_label(str(info.get("file") or "")) or f"step {info.get('step')}"
+            label = resume_label(str(info.get("file") or "")) or f"step {info.get('step')}"
+            step, total = info.get("step"), self.config.job.steps
+            if isinstance(step, int) and step >= total:  # the ranks would start and train nothing
+                raise ResumeRefused(
+                    f"cannot resume: the newest checkpoint, {label}, is at step {step} and the job "
+                    f"has {total} steps: nothing is left to train; raise --steps (job.steps) above "
+                    f"{step}, or start afresh without --resume"
+                )
+            return label
         if answer == "none":
             await self._say_old_layout(t, directory)
             return None

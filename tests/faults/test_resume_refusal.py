@@ -219,3 +219,19 @@ def test_a_resume_point_that_could_not_be_checked_says_so(tmp_path, home):
     (line,) = [x for x in said if "not checked" in x]
     assert line.startswith(f"resume: {ck}/step-000200.safetensors was not checked before the launch ("), line
     assert "gone.txt" in line and line.endswith("the ranks check it when they start"), line
+
+
+@pytest.mark.parametrize("steps", [20, 10])
+def test_resuming_with_nothing_left_to_train_is_refused_before_any_rank_starts(tmp_path, no_leftovers, steps):
+    """The newest checkpoint is at step 20 and the job has 20 (or 10) steps: the ranks started,
+    trained nothing and "finished"; `runs` listed 0/20. Now one line says so and what to do."""
+    path = write_config(tmp_path, ranks=2, job=f"steps: {steps}, seed: 4, checkpoint_every: 10")
+    _leave_checkpoint(_ckpt_dir(config(path)), seed=4, step=20)
+    res = cli("--run", "--skip-checks", "--config", str(path), "--resume", timeout=120)
+    assert res.returncode == 2 and res.stdout == "", (res.stdout, res.stderr)
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith(
+        "boltring: cannot resume: the newest checkpoint, step 20 (step-000020.safetensors)"
+    )
+    assert f"the job has {steps} steps: nothing is left to train; raise --steps" in line, line
+    assert not (no_leftovers / ".boltring" / "runs").exists()  # no rank started
