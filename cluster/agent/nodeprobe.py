@@ -134,6 +134,8 @@ def probe_python() -> dict:
 
 
 def probe_boltring() -> dict:
+    """Whether this python has boltring's code (boltring.cluster, what every agent command runs,
+    as pyenv.py checks it), and its version from the package metadata ("unknown" without)."""
     import importlib.metadata
     import importlib.util
 
@@ -142,7 +144,8 @@ def probe_boltring() -> dict:
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
     try:
-        installed = importlib.util.find_spec("boltring") is not None
+        # not find_spec("boltring"): any folder named boltring on sys.path is that namespace
+        installed = importlib.util.find_spec("boltring.cluster") is not None
     except (ImportError, ValueError):
         installed = False
     return {"version": version, "installed": installed}
@@ -449,10 +452,23 @@ def collect(req: ProbeRequest, platform_name: str | None = None) -> NodeFacts:
     return facts
 
 
+def _drop_current_folder() -> None:
+    """Run as `python -c BOOTSTRAP` ("") or `-m` (its path), the first path entry is the current
+    folder, which over SSH is the node user's home: a ~/boltring workdir or ~/mlx checkout there
+    must not pass for an installed package (pyenv.py drops it too)."""
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the folder was deleted: nothing can be found in it anyway
+        cwd = None
+    if sys.path and sys.path[0] in ("", cwd):
+        del sys.path[0]
+
+
 def main(request: ProbeRequest | None = None) -> int:
     # This node's wall clock, read first thing; the answer says how long ago (the laptop then
     # knows when, by its own clock, it was read: facts.clock_offset, the `clock` check).
     clock_read, clock_mono = time.time(), time.monotonic()
+    _drop_current_folder()
     if request is None:
         text = sys.stdin.read()
         try:

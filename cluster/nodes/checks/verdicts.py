@@ -67,7 +67,17 @@ def boltring_result(node: Node, facts: NodeFacts, versions: Versions) -> CheckRe
     mine = versions.get("boltring")
     if not bt.get("installed"):
         return result(n, "boltring", CheckStatus.FAIL, "not installed", hints.install_boltring_hint(node))
-    if mine and bt.get("version") not in (mine, "unknown"):
+    if bt.get("version") in (None, "unknown"):
+        # code without package metadata (a checkout on PYTHONPATH): it may be any version, and
+        # the ranks speak the laptop's protocol only if it is the laptop's
+        return result(
+            n,
+            "boltring",
+            CheckStatus.WARN,
+            "version unknown (no package metadata)",
+            hints.install_boltring_hint(node),
+        )
+    if mine and bt.get("version") != mine:
         return result(
             n,
             "boltring",
