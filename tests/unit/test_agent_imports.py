@@ -6,7 +6,16 @@ import sys
 
 import pytest
 
-AGENT_MODULES = ["spawn", "proc_groups", "nodeprobe", "probes_linux", "probes_macos", "facts", "manifest", "pyenv"]
+AGENT_MODULES = [
+    "spawn",
+    "proc_groups",
+    "nodeprobe",
+    "probes_linux",
+    "probes_macos",
+    "facts",
+    "manifest",
+    "pyenv",
+]
 
 
 @pytest.mark.parametrize("name", AGENT_MODULES)
