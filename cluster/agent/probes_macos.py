@@ -152,6 +152,12 @@ def thunderbolt_port_devices(ports: list[dict]) -> dict[int, str]:
     return out
 
 
+def is_thunderbolt_port(port: str | None) -> bool:
+    """ "Thunderbolt 1", "Thunderbolt 2", … or "Thunderbolt Bridge": a hardware port (as
+    `port_names` gives them) whose traffic goes over Thunderbolt cables."""
+    return port == THUNDERBOLT_BRIDGE_PORT or re.fullmatch(r"Thunderbolt \d+", port or "") is not None
+
+
 def port_names(ports: list[dict]) -> dict[str, str]:
     """{"en0": "Ethernet", "en1": "Wi-Fi", "bridge0": "Thunderbolt Bridge", …}."""
     return {p["device"]: p["port"] for p in ports}

@@ -122,18 +122,41 @@ def _describe_iface(iface: str | None, names: dict[str, str]) -> str:
     return f"{iface} ({kind})" if kind else str(iface)
 
 
-def route_result(
-    node: Node,
-    peer: Node,
-    route: RouteFacts,
-    ring_iface: str | None,
-    names: dict[str, str],
-    darwin: bool,
-    iface_down: bool = False,
-) -> CheckResult:
+def _through_gateway(route: RouteFacts) -> bool:
+    """The route goes to a router, not straight down the link ("link#N" is the link itself)."""
+    return bool(route.get("gateway")) and not str(route["gateway"]).startswith("link#")
+
+
+def _other_thunderbolt(iface: str | None, names: dict[str, str]) -> bool:
+    """The route leaves over a Thunderbolt interface (macOS) other than the ring interface: a ring
+    of cables with a route per neighbour, the layout ring.directions auto turns into 2
+    (directions_from_routes: separate interfaces to the two neighbours). The node holds its ring
+    address on one port and reaches this neighbour down another port's cable; the address is the
+    node's whichever port a packet comes in on."""
+    return probes_macos.is_thunderbolt_port(names.get(iface or ""))
+
+
+def _pin_hint(peer: Node, ring_iface: str, ifs: InterfaceFacts, darwin: bool) -> str:
+    """How to send the traffic to `peer` over the ring interface. With the ring address on one
+    Thunderbolt port (not the bridge), each cable reaches one Mac and this node alone cannot
+    tell which port's cable reaches `peer`: every port that is up is named, the ring's too."""
+    pin = "give the ring interfaces a subnet no other interface uses, or pin the route: "
+    if not darwin:
+        return pin + f"sudo ip route replace {peer.ring_ip}/32 dev {ring_iface}"
+    up = {name for name, info in (ifs.get("all") or {}).items() if info.get("up")}
+    ports = [d for d in (ifs.get("thunderbolt_devices") or {}).values() if d in up]
+    if ring_iface not in ports:
+        return pin + f"sudo route change {peer.ring_ip} -interface {ring_iface}"
+    pins = " or ".join(f"`sudo route -n add -host {peer.ring_ip} -interface {d}`" for d in ports)
+    return f"route {peer.name} over the Thunderbolt port whose cable reaches it: {pins}"
+
+
+def route_result(node: Node, peer: Node, route: RouteFacts, ifs: InterfaceFacts, darwin: bool) -> CheckResult:
     n, name = node.name, f"route:{peer.name}"
+    ring_iface = ifs.get("ring_iface")
+    names = ifs.get("names") or {}
     if route.get("error"):
-        if iface_down and ring_iface:
+        if ifs.get("exists") and not ifs.get("up") and ring_iface:
             hint = f"{ring_iface} is down on {n}: bring it up first (see the ring_iface check)"
         else:
             hint = (
@@ -151,20 +174,16 @@ def route_result(
             f"{peer.ring_ip} ({peer.name}) is an address of {n} itself",
             f"every node needs its own ring_ip: fix {peer.name}'s or {n}'s ring_ip in the config",
         )
-    if ring_iface and iface != ring_iface and not (loopback and node.local and peer.local):
-        pin = (
-            f"sudo route change {peer.ring_ip} -interface {ring_iface}"
-            if darwin
-            else f"sudo ip route replace {peer.ring_ip}/32 dev {ring_iface}"
-        )
+    local_pair = loopback and node.local and peer.local
+    if ring_iface and iface != ring_iface and not local_pair and not _other_thunderbolt(iface, names):
         return result(
             n,
             name,
             CheckStatus.FAIL,
             f"traffic to {peer.name} would go over {_describe_iface(iface, names)}, not {ring_iface}",
-            f"give the ring interfaces a subnet no other interface uses, or pin the route: {pin}",
+            _pin_hint(peer, ring_iface, ifs, darwin),
         )
-    if route.get("gateway") and not str(route["gateway"]).startswith("link#"):
+    if _through_gateway(route):
         return result(
             n,
             name,
@@ -172,7 +191,8 @@ def route_result(
             f"via {iface} through gateway {route['gateway']}",
             f"{n} and {peer.name} are not in one subnet: give ring addresses one subnet (e.g. 10.10.0.x/24)",
         )
-    return result(n, name, CheckStatus.OK, f"via {iface}")
+    via = iface if iface == ring_iface else _describe_iface(iface, names)  # another port: say which
+    return result(n, name, CheckStatus.OK, f"via {via}")
 
 
 def rtt_result(node: Node, peer: Node, ping: PingFacts) -> CheckResult:

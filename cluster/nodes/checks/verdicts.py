@@ -39,13 +39,11 @@ def node_results(
         out.append(ports)
 
     # routes and round trips to each ring neighbour
-    names = ifs.get("names") or {}
     by_ip = {x.get("ring_ip"): x for x in facts.get("neighbours") or []}
     for peer in neighbours:
         info = by_ip.get(peer.ring_ip) or {}
         route = info.get("route") or {"error": "not probed"}
-        iface_down = bool(ifs.get("exists")) and not ifs.get("up")
-        out.append(route_result(node, peer, route, ring_iface, names, darwin, iface_down=iface_down))
+        out.append(route_result(node, peer, route, ifs, darwin))
         if route.get("error"):
             out.append(result(node.name, f"rtt:{peer.name}", CheckStatus.SKIPPED, "no route"))
         else:
