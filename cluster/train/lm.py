@@ -13,18 +13,21 @@ boltring's win when both were; ``--seed`` is boltring's ``--seed``, ``--lr`` win
 
 mlx-lm's pieces are reused, not rewritten: ``mlx_lm.utils.load``, ``create_dataset`` (a local
 ``--data`` folder is read by lm_setup.read_data, which names a bad file and line),
-``linear_to_lora_layers``, ``default_loss``, ``iterate_batches`` (rank r of N takes every N-th
-example of each global batch, the order depends only on the seed), its optimizers and LR
-schedules. The step differs from ``mlx_lm.tuner.trainer.train`` in one way: mlx-lm compiles
+``linear_to_lora_layers``, ``iterate_batches`` (rank r of N takes every N-th example of each
+global batch, the order depends only on the seed), its optimizers and LR schedules;
+``default_loss`` is followed but summed (token_loss, below). The step differs from
+``mlx_lm.tuner.trainer.train`` in one way: mlx-lm compiles
 forward, backward, ``average_gradients`` and the update as one ``mx.compile`` function, and
 boltring's ring runs outside MLX's graph. So the gradient computation and the optimizer update
 are compiled separately and ``group.average_gradients`` runs between them, the same loop for
 every backend (boltring, mlx-ring, jaccl).
 
 Loss: the mean over the target tokens of the whole global batch, as one rank would compute it.
-Each rank scales its local token-mean by ``local_tokens * N / global_tokens`` (one 4-byte
-all_sum a step), so averaging the gradients gives exactly the global token-mean gradient, and
-1 rank and N ranks follow the same loss curve even when ranks get different token counts.
+Each rank sums its per-token losses (default_loss's mask, token_loss) and scales the sum by
+``N / global_tokens`` (one 4-byte all_sum of the token counts a step), so averaging the
+gradients gives exactly the global token-mean gradient: 1 rank and N ranks follow the same loss
+curve even when ranks get different token counts, and a shard with no target token (a prompt
+past --max-seq-length with --mask-prompt) adds zero, where a local mean would be 0/0 = NaN.
 
 Checkpoints (rank 0, every ``--checkpoint-every`` steps and at the last step, atomic,
 checkpoint.py's format, the newest ``--keep-checkpoints`` kept): the trainable parameters
@@ -129,16 +132,27 @@ def target_tokens(lengths: mx.array, width: int) -> int:
     return int(mask.sum())
 
 
-def _scaled_loss(model, batch, lengths, scale):
-    from mlx_lm.tuner.trainer import default_loss
+def token_loss(model, batch, lengths) -> tuple[mx.array, mx.array]:
+    """mlx-lm's default_loss summed instead of averaged: (cross-entropy summed over the target
+    tokens, their count). A batch with no target token gives (0, 0) and zero gradients, where
+    default_loss's mean is 0/0 = NaN in its value and its gradient."""
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+    logits = model(inputs)
+    steps = mx.arange(1, targets.shape[1] + 1)
+    mask = mx.logical_and(steps >= lengths[:, 0:1], steps <= lengths[:, 1:])
+    ce = nn.losses.cross_entropy(logits, targets) * mask
+    return ce.astype(mx.float32).sum(), mask.sum()
 
-    ce, ntoks = default_loss(model, batch, lengths)
-    return ce * scale, ce
+
+def _scaled_loss(model, batch, lengths, scale):
+    """(this rank's loss sum x N / global tokens, the sum): see the module docstring."""
+    total, _ = token_loss(model, batch, lengths)
+    return total * scale, total
 
 
 def evaluate(group, model, dataset, args, comm) -> float | None:
     """Token-mean validation loss over all ranks (mlx-lm's evaluate, with our collective)."""
-    from mlx_lm.tuner.trainer import default_loss, iterate_batches
+    from mlx_lm.tuner.trainer import iterate_batches
 
     n = group.size
     batch_size = min(args.batch_size, len(dataset) // n * n)
@@ -154,8 +168,8 @@ def evaluate(group, model, dataset, args, comm) -> float | None:
     for i, (batch, lengths) in enumerate(batches):
         if limit is not None and i >= limit:
             break
-        ce, ntoks = default_loss(model, batch, lengths)
-        total, tokens = total + ce * ntoks, tokens + ntoks
+        ce_sum, ntoks = token_loss(model, batch, lengths)  # a rank's batch may have no target token
+        total, tokens = total + ce_sum, tokens + ntoks
         mx.eval(total, tokens)
     np.random.set_state(rng_state)
     model.train()
@@ -318,8 +332,10 @@ def train_lm(group, cfg: TrainConfig, args: types.SimpleNamespace, log=_log) -> 
             batch, lengths = next(batches)
             ntoks = target_tokens(lengths, batch.shape[1])
             global_toks = int(group.all_sum(np.array([ntoks], dtype=np.int32))[0])
-            scale = mx.array(ntoks * size / max(global_toks, 1), dtype=mx.float32)
-            ce, grads = grad_step(batch, lengths, scale)
+            if not global_toks and rank == 0:
+                log(f"[rank 0] step {step}: no target tokens in the global batch; its gradients are zero")
+            scale = mx.array(size / max(global_toks, 1), dtype=mx.float32)
+            ce, grads = grad_step(batch, lengths, scale)  # ce: this rank's sum over its tokens
             # With ring.overlap the backward pass is left to average_gradients, which evaluates the
             # gradient buckets last layer first and reduces each as soon as it is ready.
             if overlap:
@@ -341,7 +357,7 @@ def train_lm(group, cfg: TrainConfig, args: types.SimpleNamespace, log=_log) -> 
                 val = evaluate(group, model, valid_set, args, comm)
                 val_s = time.perf_counter() - t_val  # not training: left out of tokens/s
             if step % cfg.log_every == 0 or last or val is not None:
-                summed = group.all_sum(np.array([ce.item() * ntoks], dtype=np.float32))
+                summed = group.all_sum(np.array([ce.item()], dtype=np.float32))
                 gloss = float(summed[0]) / max(global_toks, 1)
                 losses[step] = gloss
                 extra = {"peak_mem_mb": mx.get_peak_memory() / 1e6}
