@@ -13,12 +13,16 @@ Every address here is parsed from sample text, never contacted.
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
+
 from boltring.cluster.agent import probes_macos as pm
-from boltring.cluster.config.schema import Config
+from boltring.cluster.config.schema import Config, Node
 from boltring.cluster.nodes.checks.ring import ring_neighbours
 from boltring.cluster.nodes.checks.verdicts import node_results
 from tests.macos_samples import sample
-from tests.unit.test_probes_macos import CONFIG, VERSIONS, mac_facts
+from tests.unit.test_probes_macos import CONFIG, NODES, VERSIONS, mac_facts
 
 CABLE_RING = dict(
     ifconfig="ifconfig_ports_ring.txt",
@@ -73,7 +77,7 @@ def test_a_neighbour_down_another_thunderbolt_cable_passes_the_route_check(monke
     assert (res["route:mini3"].status, res["route:mini3"].value) == ("ok", "via en2 (Thunderbolt 2)")
     # every other check too (boltring and mlx are this machine's, probed live)
     bad = {k: (r.status, r.value) for k, r in res.items() if r.status in ("fail", "warn")}
-    assert {k: v for k, v in bad.items() if k not in ("boltring", "mlx", "bridge_dhcp")} == {}
+    assert {k: v for k, v in bad.items() if k not in ("boltring", "mlx")} == {}
 
 
 def test_a_neighbour_through_a_gateway_on_another_port_warns_as_on_the_ring_interface(monkeypatch):
@@ -91,3 +95,11 @@ def test_a_neighbour_over_ethernet_names_every_thunderbolt_port_that_is_up(monke
         "`sudo route -n add -host 10.0.0.2 -interface en1` or "
         "`sudo route -n add -host 10.0.0.2 -interface en2`"
     )
+
+
+@pytest.mark.parametrize("ring_ip,port", [("10.0.0.1", "en1"), ("10.0.13.1", "en2")])  # samples
+def test_an_unused_dhcp_bridge_is_no_warning_when_the_ring_is_on_a_port(monkeypatch, ring_ip, port):
+    config = dataclasses.replace(CONFIG, nodes=(Node(name="mini1", ring_ip=ring_ip, ssh="mini1"), *NODES[1:]))
+    r = checks(monkeypatch, config)["bridge_dhcp"]
+    assert (r.status, r.value) == ("ok", f"bridge0 not used by the ring (it is on {port})")
+    assert r.hint is None  # nothing that would put the ring address on the bridge as well

@@ -288,6 +288,13 @@ def bridge_dhcp_result(node: Node, ifs: InterfaceFacts, mac: MacosFacts) -> Chec
     bridge = ifs.get("bridge_device")
     if not bridge:
         return result(n, "bridge_dhcp", CheckStatus.SKIPPED, "no Thunderbolt Bridge")
+    ring_iface = ifs.get("ring_iface")
+    if ring_iface and ring_iface != bridge:
+        # the ring is on a port of its own: how the bridge gets an address does not matter, and
+        # giving it the ring address too would put one address on two interfaces
+        return result(
+            n, "bridge_dhcp", CheckStatus.OK, f"{bridge} not used by the ring (it is on {ring_iface})"
+        )
     info = mac.get("bridge_service") or {}
     hint = f'give it a fixed address: sudo networksetup -setmanual "Thunderbolt Bridge" {ip} 255.255.255.0'
     addrs = (ifs.get("all") or {}).get(bridge, {}).get("addresses") or []
