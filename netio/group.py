@@ -102,6 +102,9 @@ class Group:
             keep_freed_memory()  # outputs of every step reuse warm memory (see buffers.py)
             keep_mlx_buffers()
         self.ring.connect()
+        # The first report's interval starts here, not before the connect: waiting for the other
+        # ranks to start is not training (the "start" line below marks the same moment).
+        self._last_report_t = time.perf_counter()
         self.metrics.write(
             "start",
             size=self.size,
@@ -126,6 +129,7 @@ class Group:
         self.bucket_bytes = max(1 << 16, int(job.bucket_mb * (1 << 20)))
         self._last_report_t = time.perf_counter()
         self._last_step: int | None = None
+        self._grad_steps = 0  # average_gradients calls since the last report: steps trained (report)
         self._mark_seconds = 0.0
         self._mark_sent = 0
         self._closed = False
@@ -178,6 +182,7 @@ class Group:
         import mlx.core as mx
         from mlx.utils import tree_flatten, tree_unflatten
 
+        self._grad_steps += 1
         flat_tree: Any = tree_flatten(grads)
         leaves: list[tuple[str, Any]] = list(flat_tree)
         if self.size == 1 or not leaves:
@@ -277,6 +282,15 @@ class Group:
         ``exclude_s``: seconds of the interval that were not training (a validation pass), left
         out of the throughput figures.
 
+        The first report of a process (a launch, a resume) covers the time since the ring
+        connected, setup included, and as many steps as ``average_gradients`` calls since then:
+        the step numbers cannot say, a resumed run starts at its checkpoint's step. A script
+        that never calls ``average_gradients`` gets no steps/s or samples/s on that line.
+
+        ``allreduce_gbps`` is effective: the bytes this rank sent on the wire over the seconds
+        its collectives took, waiting inside them for slower ranks included. It is what the
+        collectives delivered to this step, at most what the link carries, not the link's speed.
+
         A NaN or infinite ``loss`` raises NonFiniteLoss (nothing is written) unless
         ``allow_nonfinite``: the rank fails and the job names the step and this rank.
         """
@@ -284,7 +298,10 @@ class Group:
             check_loss(float(loss), step=int(step), rank=self.rank, allow=self.allow_nonfinite)
         now = time.perf_counter()
         dt = max(now - self._last_report_t - max(exclude_s, 0.0), 1e-9)
-        steps = step - self._last_step if self._last_step is not None else 1
+        # Each training step averages its gradients once: on the first line, where no earlier
+        # step number exists, those calls are the steps (counting 1 made a 10-step interval
+        # read 0.43 steps/s next to tokens/s that counted all 10). None: unknown, not guessed.
+        steps = step - self._last_step if self._last_step is not None else self._grad_steps or None
         ar_s = self.ring.seconds - self._mark_seconds
         sent = self.ring.bytes_sent - self._mark_sent
         record = self.metrics.write(
@@ -292,8 +309,8 @@ class Group:
             step=int(step),
             loss=None if loss is None else float(loss),
             samples=samples,
-            steps_per_s=steps / dt,
-            samples_per_s=None if samples is None else samples * steps / dt,
+            steps_per_s=None if steps is None else steps / dt,
+            samples_per_s=None if samples is None or steps is None else samples * steps / dt,
             allreduce_s=ar_s,
             allreduce_gbps=(sent / ar_s / 1e9) if ar_s > 0 else None,
             bytes_sent=self.ring.bytes_sent,
@@ -302,7 +319,7 @@ class Group:
             tokens_per_s=None if tokens is None else tokens / dt,
             **extra,
         )
-        self._last_report_t, self._last_step = now, int(step)
+        self._last_report_t, self._last_step, self._grad_steps = now, int(step), 0
         self._mark_seconds, self._mark_sent = self.ring.seconds, self.ring.bytes_sent
         return record
 

@@ -11,7 +11,9 @@ Each collective is evaluated at once (``mx.eval``) so that its time can be measu
 collectives are lazy graph ops and could also run inside ``mx.compile``, but then nobody could
 say how long they took. The bytes counted are what a ring allreduce moves per rank,
 ``2 (n-1)/n`` times the buffer each way (MLX reports no socket counters): the same definition
-``boltring bench`` uses for bus bandwidth.
+``boltring bench`` uses for bus bandwidth. The buffer is counted as it travels: float32
+gradients sent as bfloat16 count 2 bytes each, as boltring's ring counts them, so
+``allreduce_gbps`` means the same on both backends.
 
 MLX's ring has no authentication and no timeout inside a collective; the job secret does not
 protect it. Keep MLX backends on the Thunderbolt network between your own machines.
@@ -41,6 +43,7 @@ class _Counters:
         self.bytes_recv = 0
 
     def add(self, nbytes: int, size: int, seconds: float) -> None:
+        """One collective of a buffer of ``nbytes`` in its wire dtype, which took ``seconds``."""
         moved = int(nbytes * 2 * (size - 1) / size) if size > 1 else 0
         self.ops += 1
         self.seconds += seconds
@@ -82,6 +85,7 @@ class MlxGroup(Group):
         # thread or pending collectives: MLX runs its collectives itself).
         self._init_rank(job, log)
         self.mx_group = _mx_init(job)
+        self._last_report_t = time.perf_counter()  # the first report's interval: from here (Group)
         self.ring: Any = _Counters()
         self.metrics = MetricsWriter(job.run_dir, job.rank)
         self.metrics.write("start", size=self.size, job=job.job_id, node=job.node, backend=job.backend)
@@ -123,6 +127,7 @@ class MlxGroup(Group):
         from mlx.nn import average_gradients
         from mlx.utils import tree_flatten
 
+        self._grad_steps += 1  # a training step, for report() (Group.average_gradients)
         if self.size == 1:
             return grads
         flat: Any = tree_flatten(grads)
@@ -134,6 +139,7 @@ class MlxGroup(Group):
         from mlx.utils import tree_map
 
         wire = wire_dtype or self.job.wire_dtype
+        sent = grads
         if wire != "float32":
             half = getattr(mx, wire)
             sent = tree_map(lambda g: g.astype(half) if g.dtype == mx.float32 else g, grads)
@@ -142,7 +148,11 @@ class MlxGroup(Group):
         else:
             out = average_gradients(grads, group=self.mx_group, all_reduce_size=self.bucket_bytes)
         mx.eval(out)
-        self.ring.add(sum(a.nbytes for a in leaves), self.size, time.perf_counter() - t0)
+        # The bytes that travelled: a half-precision wire's, not the float32 leaves' (counting
+        # those doubled this backend's GB/s against boltring's ring for the same transfer).
+        sent_flat: Any = tree_flatten(sent)
+        wire_bytes = sum(a.nbytes for _, a in sent_flat)
+        self.ring.add(wire_bytes, self.size, time.perf_counter() - t0)
         return out
 
     def barrier(self) -> None:
