@@ -303,15 +303,19 @@ def _per_rank(samples_per_s, world_size):
 @dataclass
 class Totals:
     """What one rank did, summed from its metrics lines: steps, samples, tokens, ring bytes sent
-    and all-reduce seconds, over the wall time those lines span. The summary's rates are these
-    totals over that time: a mean of each line's own rates would weigh a line that covers 1 ms
-    like one that covers 1 s (the audit saw 0.09 GB/s reported for a real 0.015).
+    and all-reduce seconds, over the training time those lines cover. The summary's rates are
+    these totals over that time: a mean of each line's own rates would weigh a line that covers
+    1 ms like one that covers 1 s (the audit saw 0.09 GB/s reported for a real 0.015).
+
+    Training time, not the wall time between the lines: report() leaves a validation pass out of
+    each line's rates (exclude_s), and so does the summary (counting it made an lm job with
+    --steps-per-eval 5 read 309 tokens/s per rank for a real 2870).
 
     Each attempt (the launch, each restart) is a span of its own: its first line, which covers
     startup and compilation, only opens it, and its byte counters start from zero again."""
 
     steps: int = 0
-    seconds: float = 0.0  # wall time between the first and the last line of every attempt
+    seconds: float = 0.0  # training time of the lines after the first of every attempt
     samples: float | None = None  # this rank's share of the global batches
     tokens: float | None = None
     bytes_sent: int | None = None
@@ -325,24 +329,29 @@ class Totals:
     def add(self, ev: RankMetrics) -> None:
         prev, self._prev = self._prev, ev
         self.first = self.first or ev
-        if prev is None or ev.step < prev.step or ev.wall is None or prev.wall is None:
+        if prev is None or ev.step < prev.step:
             return  # opens an attempt (a step that went back is a resumed run we saw no start of)
         steps = ev.step - prev.step
-        self.steps += steps
-        self.seconds += max(0.0, ev.wall - prev.wall)
-        # report() computes each rate over the interval since its previous report: rate × that
-        # interval (steps ÷ steps/s) gives back the count it was computed from.
+        # report() computes each rate over the training time since its previous report: steps ÷
+        # steps/s gives that time back, and rate × time the count each rate was computed from.
         interval = steps / ev.steps_per_s if ev.steps_per_s else None
-        if interval is not None:
-            self.samples = _plus(self.samples, _times(ev.samples_per_s, interval))
-            self.tokens = _plus(self.tokens, _times(ev.tokens_per_s, interval))
+        if interval is None:  # a line without steps/s: only the wall time between lines is known
+            if ev.wall is None or prev.wall is None:
+                return
+            interval = max(0.0, ev.wall - prev.wall)
+        self.steps += steps
+        self.seconds += interval
+        self.samples = _plus(self.samples, _times(ev.samples_per_s, interval))
+        self.tokens = _plus(self.tokens, _times(ev.tokens_per_s, interval))
         if ev.bytes_sent is not None and prev.bytes_sent is not None:  # counters of the process
             self.bytes_sent = _plus(self.bytes_sent, max(0, ev.bytes_sent - prev.bytes_sent))
         self.allreduce_s = _plus(self.allreduce_s, ev.allreduce_s)
 
     def rates(self) -> dict[str, float | None]:
-        """steps/s, samples/s, tokens/s and all-reduce GB/s: totals over time. With no span yet
-        (one line per attempt), the first line's own figures, the only ones there are."""
+        """steps/s, samples/s, tokens/s and all-reduce GB/s (effective: bytes sent over the
+        seconds inside collectives, see Group.report): totals over time. With no span yet (one
+        line per attempt), the first line's own figures, the only ones there are: since the ring
+        connected, setup included (Group.report)."""
         if self.seconds <= 0:
             names = ("steps_per_s", "samples_per_s", "tokens_per_s", "allreduce_gbps")
             return {name: getattr(self.first, name, None) for name in names}
