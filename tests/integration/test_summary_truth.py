@@ -57,8 +57,9 @@ def _lines(home: Path, summary: dict, rank: int) -> list[dict]:
 
 
 def file_rates(lines: list[dict], world: int) -> dict[str, float | None]:
-    """A rank's rates as a user would check them in its metrics.jsonl: totals over the wall time
-    of each attempt (from a "start" line on), the first step line of an attempt opening it."""
+    """A rank's rates as a user would check them in its metrics.jsonl: totals over the training
+    time of each attempt (from a "start" line on: each line's steps ÷ its steps/s, a validation
+    pass left out), the first step line of an attempt opening it."""
     attempts: list[list[dict]] = []
     for rec in lines:
         if rec["kind"] == "start":
@@ -70,7 +71,7 @@ def file_rates(lines: list[dict], world: int) -> dict[str, float | None]:
         for prev, rec in zip(seen, seen[1:], strict=False):
             n = rec["step"] - prev["step"]
             steps += n
-            seconds += rec["wall"] - prev["wall"]
+            seconds += n / rec["steps_per_s"]
             samples += rec["samples"] * n / world  # the global batch, 1/N of it on each rank
             tokens += rec["tokens_per_s"] * n / rec["steps_per_s"] if rec.get("tokens_per_s") else 0
             sent += rec["bytes_sent"] - prev["bytes_sent"]
@@ -172,14 +173,16 @@ def test_resume_without_a_checkpoint_says_so(no_leftovers, tmp_path):
     assert [e["level"] for e in logs if "resume: no checkpoint in" in e["text"]] == ["warn"], logs
 
 
-def test_resume_past_the_steps_says_nothing_was_trained(no_leftovers, tmp_path):
+def test_resume_past_the_steps_is_refused_saying_nothing_is_left_to_train(no_leftovers, tmp_path):
     cfg = _ck_config(tmp_path)
     first = cli("--run", "--json", "--skip-checks", "--config", str(cfg), timeout=240)
     assert first.returncode == 0, first.stderr[-2000:]
+    # Refused before any rank starts now (the ranks started, trained nothing and the job was
+    # recorded "finished" with no step): one line, exit 2, and the same as a JSON error event.
     res = cli("--run", "--skip-checks", "--config", str(cfg), "--resume", "--steps", "15", timeout=240)
-    assert res.returncode == 0, res.stderr[-2000:]
-    said = [line for line in res.stdout.splitlines() if "nothing was trained" in line]
-    assert len(said) == 1 and "checkpoint is at step 30 and --steps is 15" in said[0], res.stdout
+    assert res.returncode == 2 and res.stdout == "", res.stdout + res.stderr[-2000:]
+    (said,) = res.stderr.strip().splitlines()
+    assert "is at step 30 and the job has 15 steps: nothing is left to train" in said, said
     res = cli("--run", "--json", "--skip-checks", "--config", str(cfg), "--resume", "--steps", "15")
-    texts = [e["text"] for e in events(res.stdout) if e["event"] == "log" and e["source"] == "controller"]
-    assert sum("--steps is 15: nothing was trained" in t for t in texts) == 1, texts
+    errors = [e["text"] for e in events(res.stdout) if e["event"] == "error"]
+    assert res.returncode == 2 and len(errors) == 1 and "nothing is left to train" in errors[0], res.stdout
