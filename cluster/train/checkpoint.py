@@ -201,7 +201,8 @@ def save(
         "fingerprint": str(getattr(task, "fingerprint", "")),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         # Randomness is stateless (see loop.py): the data order is a pure function of the seed
-        # and the stream position, per-step keys of seed and step. This is the whole RNG state.
+        # and the stream position, per-step keys of seed and step. This is the whole RNG state;
+        # a task whose randomness works otherwise says how in its ``rng`` (lm.py: per rank).
         "rng": json.dumps(
             {
                 "kind": "stateless",
@@ -209,6 +210,7 @@ def save(
                 "seed": seed,
                 "position": samples_seen,
                 "step": step,
+                **getattr(task, "rng", {}),
             }
         ),
     }

@@ -36,6 +36,12 @@ checkpoint.py's format, the newest ``--keep-checkpoints`` kept): the trainable p
 ``adapters.safetensors`` and ``adapter_config.json`` to ``--adapter-path`` (default
 ``<checkpoint dir>/adapters``), where ``mlx_lm.generate --model M --adapter-path DIR`` loads them.
 
+Randomness (LoRA dropout, which draws from mx.random's global state): the model is initialised
+from the seed alone, the same on every rank (lm_setup.prepare_model); then every step starts
+from ``step_seed(seed, rank, step)``, so each rank draws its own dropout masks and a resumed run
+draws what an unbroken one draws, with no RNG state to checkpoint (the checkpoint's ``rng``
+metadata says so).
+
 A NaN or infinite loss fails the run at the step it appears, before that step's update, as in
 loop.py's examples (loop.check_loss, the same one line), unless ``--allow-nonfinite``
 (``job.allow_nonfinite``): no checkpoint or adapters are written from that step on.
@@ -112,10 +118,24 @@ class _Trainable:
         self.model.update(params, strict=False)
 
 
+_STEP_SEED_TAG = 0xD0D0  # mixed into every step's seed so that it differs from other streams
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """The seed of ``rank``'s random stream at ``step``: a pure function of the three, so that
+    nothing needs saving to resume, and ranks draw different dropout masks."""
+    return int(np.random.SeedSequence([seed, rank, step, _STEP_SEED_TAG]).generate_state(1, np.uint64)[0])
+
+
 class LmTask:
     """What checkpoint.save/restore need: name, model (trainable part), optimizer, fingerprint."""
 
     name = NAME
+    # checkpoint.save adds this to its rng metadata: the whole random state, nothing to restore
+    rng = {
+        "data_order": "mlx-lm iterate_batches, numpy seeded with the seed, replayed to the step",
+        "mx_random": "mx.random.seed(lm.step_seed(seed, rank, step)) before every step",
+    }
 
     def __init__(self, model: nn.Module, optimizer: Any, fingerprint: str):
         self.full_model = model
@@ -295,7 +315,9 @@ def train_lm(group, cfg: TrainConfig, args: types.SimpleNamespace, log=_log) -> 
     loss_and_grad = nn.value_and_grad(model, _scaled_loss)
 
     # value_and_grad puts its traced parameters into the model, so the model state is an output
-    # of the compiled gradient function too (as in mlx-lm's own step), not only an input.
+    # of the compiled gradient function too (as in mlx-lm's own step), not only an input. The
+    # random state is an input, so that dropout draws from each step's seed (step_seed), not
+    # from a key frozen into the compiled graph.
     grad_state = [model.state, mx.random.state]
 
     @partial(mx.compile, inputs=grad_state, outputs=grad_state)
@@ -335,6 +357,7 @@ def train_lm(group, cfg: TrainConfig, args: types.SimpleNamespace, log=_log) -> 
             if not global_toks and rank == 0:
                 log(f"[rank 0] step {step}: no target tokens in the global batch; its gradients are zero")
             scale = mx.array(size / max(global_toks, 1), dtype=mx.float32)
+            mx.random.seed(step_seed(args.seed, rank, step))
             ce, grads = grad_step(batch, lengths, scale)  # ce: this rank's sum over its tokens
             # With ring.overlap the backward pass is left to average_gradients, which evaluates the
             # gradient buckets last layer first and reduces each as soon as it is ready.

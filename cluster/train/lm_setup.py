@@ -140,7 +140,8 @@ def prepare_model(args: types.SimpleNamespace, model: nn.Module) -> None:
     """Freeze, then add LoRA/DoRA layers or unfreeze the last layers, as mlx_lm.lora does."""
     from mlx_lm.tuner.utils import linear_to_lora_layers
 
-    mx.random.seed(args.seed)  # same adapter initialisation on every rank
+    # The same adapter initialisation on every rank; training steps then seed per rank (lm.step_seed).
+    mx.random.seed(args.seed)
     model.freeze()
     if args.num_layers > len(model.layers):
         raise ValueError(
