@@ -9,7 +9,9 @@ Arguments after ``--`` are mlx-lm's own ``lora`` flags (``--model``, ``--data``,
 overlap with boltring's options: ``--iters`` and ``--batch-size`` (summed over ranks) size the job
 when ``--steps``/``--global-batch`` were not given (the controller maps them, schema.Config), and
 boltring's win when both were; ``--seed`` is boltring's ``--seed``, ``--lr`` wins over
-``--learning-rate``, and boltring's ``--steps-per-eval`` over mlx-lm's (neither: no validation).
+``--learning-rate`` (and sets the initial rate of a ``-c`` lr_schedule), and boltring's
+``--steps-per-eval`` over mlx-lm's (neither: no validation). On ``--resume`` a rate given on the
+command line wins over the checkpoint's, as in loop.train.
 
 mlx-lm's pieces are reused, not rewritten: ``mlx_lm.utils.load``, ``create_dataset`` (a local
 ``--data`` folder is read by lm_setup.read_data, which names a bad file and line),
@@ -210,7 +212,7 @@ def write_adapters(directory: Path, args: types.SimpleNamespace, model: nn.Modul
     path = directory / "adapters.safetensors"
     atomic_write(path, lambda f: mx.save_safetensors(f, weights))
     # mlx-lm's save_config (sorted keys, its float encoding) into a staging file, then renamed.
-    config = {k: v for k, v in vars(args).items() if _jsonable(v)}
+    config = {k: v for k, v in vars(args).items() if not k.startswith("_") and _jsonable(v)}
     staging = directory / f".adapter_config.json.{os.getpid()}.staging"
     try:
         save_config(config, staging)
@@ -302,6 +304,11 @@ def train_lm(group, cfg: TrainConfig, args: types.SimpleNamespace, log=_log) -> 
     adapters = Path(args.adapter_path).expanduser().resolve() if args.adapter_path else ckpt_dir / "adapters"
     args.adapter_path = str(adapters)  # as mlx_lm.lora records it in adapter_config.json
     start = resume(group, cfg, task, ckpt_dir, log)[0] if cfg.resume else 0
+    if cfg.resume and args._lr_given and not args.lr_schedule:
+        # The restored optimizer state holds the rate the checkpoint was written with: the rate
+        # given now wins, as in loop.train. A schedule needs nothing: the optimizer recomputes
+        # the rate from the restored step at every update, with this run's schedule.
+        opt.learning_rate = args.learning_rate
     comm = _Comm(rank, size)
     batches = iterate_batches(train_set, B, args.max_seq_length, loop=True, seed=args.seed, comm_group=comm)
     for _ in range(start):  # the data order is a pure function of the seed: replay it

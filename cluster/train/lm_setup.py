@@ -109,6 +109,7 @@ def parse_lm_args(cfg: TrainConfig, extra: Sequence[str], log=print) -> types.Si
     args["seed"] = cfg.seed
     if cfg.lr is not None:
         args["learning_rate"] = cfg.lr
+        args["lr_schedule"] = _schedule_from(cfg.lr, args.get("lr_schedule"), log)
     args["steps_per_eval"] = _steps_per_eval(cfg, given, log)
     if (args.get("grad_accumulation_steps") or 1) != 1:
         raise ValueError(
@@ -121,7 +122,28 @@ def parse_lm_args(cfg: TrainConfig, extra: Sequence[str], log=print) -> types.Si
     args["train"], args["test"] = True, False  # mlx-lm's loader would want a test set for --test
     if "adapter_path" not in given:
         args["adapter_path"] = None  # train_lm puts them next to the checkpoints
-    return types.SimpleNamespace(**args)
+    ns = types.SimpleNamespace(**args)
+    # A rate the user gave (--lr, or mlx-lm's --learning-rate by flag or -c YAML) wins over the
+    # checkpoint's on --resume, as in loop.train; none given keeps the checkpoint's (train_lm).
+    # "_": not one of mlx-lm's arguments, so not written to adapter_config.json.
+    ns._lr_given = cfg.lr is not None or "learning_rate" in given
+    return ns
+
+
+def _schedule_from(lr: float, schedule: dict[str, Any] | None, log) -> dict[str, Any] | None:
+    """mlx-lm's lr_schedule (from -c YAML) with boltring's --lr as its initial rate. mlx-lm
+    ignores --learning-rate when there is a schedule and takes the schedule's first argument as
+    the initial rate (warmup's target too, mlx_lm.tuner.utils.build_schedule), so that first
+    argument is what --lr replaces."""
+    if not schedule or not schedule.get("arguments"):
+        return schedule
+    arguments = list(schedule["arguments"])
+    if arguments[0] != lr:
+        log(
+            f"[lm] --lr {lr} replaces the initial learning rate {arguments[0]} of the -c "
+            f"lr_schedule ({schedule.get('name')})"
+        )
+    return {**schedule, "arguments": [lr, *arguments[1:]]}
 
 
 def _steps_per_eval(cfg: TrainConfig, given: dict[str, Any], log) -> int:
