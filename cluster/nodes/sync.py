@@ -5,9 +5,11 @@ What is synced (the "roots"), each to `<node workdir>/workspace/<name>`:
   excludes (gitignore syntax; `.git/`, `__pycache__/`, `*.pyc`, `.DS_Store`, `.venv/` always);
 - `job.data` (`--data`) when it is a local file or folder;
 - every `job.sync` path (relative ones are taken from the config file's folder).
-A path inside another root travels with that root. Two roots with the same name are an error.
-Symlinks inside a root are followed, to files and to folders; a link to a folder that holds it
-(a loop) is an error naming the link.
+A path inside another root travels with that root, and goes even when that root's
+.boltringignore leaves it out: the script, job.data and job.sync name what the job needs
+(SyncRoot.explicit). Two roots with the same name are an error. Symlinks inside a root are
+followed, to files and to folders; a link to a folder that holds it (a loop) is an error naming
+the link.
 
 How: the laptop hashes its files (sha256, size), the node reports its own with the stdlib-only
 agent/manifest.py (sent as `python -c PROGRAM`, so it works before boltring is installed there),
@@ -19,7 +21,8 @@ still holds as sent: what the job wrote there, or changed since, stays. Setup's 
 a mirror instead (`prune=True`): whatever the laptop's copy lacks goes.
 
 The job sees the same layout on every node: plan.runner_argv rewrites the script path, `--data`
-and any argument that names a synced path to `~/…/workspace/<name>/…` (spawn expands "~/").
+and any argument that names a synced path to `~/…/workspace/<name>/…` (spawn expands "~/"), by
+the names the files were sent under (a symlinked folder's own name, not its target's).
 Local nodes (`local: true`) are not synced: their ranks read the laptop's files directly.
 """
 
@@ -58,6 +61,9 @@ class SyncRoot:
     local: Path  # absolute, resolved
     name: str  # the entry under the workspace folder on every node
     why: str  # "script folder", "--data", "job.sync"
+    # paths under `local` the job names itself (the script, job.data, job.sync): sent even where
+    # .boltringignore leaves them out, since naming a path is asking for it (relative, posix)
+    explicit: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -99,8 +105,11 @@ def sync_roots(config: Config) -> list[SyncRoot]:
     """The local paths this job needs on the nodes, outermost first; SyncError on clashes."""
     job = config.job
     wanted: list[tuple[Path, str]] = []
+    named: list[Path] = []  # what the job names itself, for SyncRoot.explicit
     if job.script:
-        wanted.append((Path(job.script).expanduser().resolve().parent, "script folder"))
+        script = Path(job.script).expanduser().resolve()
+        wanted.append((script.parent, "script folder"))
+        named.append(script)
     if job.data and Path(job.data).expanduser().exists():
         wanted.append((Path(job.data).expanduser().resolve(), "--data"))
     base = _base_dir(config)
@@ -113,6 +122,7 @@ def sync_roots(config: Config) -> list[SyncRoot]:
                 hint="fix the path in job.sync (relative paths are taken from the config file's folder)",
             )
         wanted.append((path, "job.sync"))
+    named += [path for path, why in wanted if why != "script folder"]
     roots: list[SyncRoot] = []
     for path, why in sorted(wanted, key=lambda w: len(w[0].parts)):
         if any(path == r.local or path.is_relative_to(r.local) for r in roots):
@@ -129,22 +139,66 @@ def sync_roots(config: Config) -> list[SyncRoot]:
                 f"workspace/{path.name} on the nodes",
                 hint="rename one of them",
             )
-        roots.append(SyncRoot(local=path, name=path.name, why=why))
+        inside = {n.relative_to(path).as_posix() for n in named if n != path and n.is_relative_to(path)}
+        roots.append(SyncRoot(local=path, name=path.name, why=why, explicit=tuple(sorted(inside))))
     return roots
 
 
-def remote_path(node: Node, local: str, roots: list[SyncRoot]) -> str | None:
-    """Where a local path is on the node after sync (None when no root holds it)."""
+def _place(local: str, roots: list[SyncRoot]) -> tuple[SyncRoot, str] | None:
+    """The root holding a local path, and the path under it as the sync names it (None when no
+    root holds it). Through a symlinked folder inside the root that is the link's name, as the
+    walk sends its files (proj/dataset/… for `ln -s ~/datasets/foo proj/dataset`): resolving the
+    link first would name a folder no root holds."""
     p = Path(local).expanduser()
     if not p.is_absolute() and not p.exists():
         return None
-    p = p.resolve()
+    spelled = Path(os.path.abspath(p))
+    for above in (spelled, *spelled.parents):  # deepest first: a root inside a linked folder wins
+        real = above.resolve()
+        for r in roots:
+            if real == r.local:
+                return r, spelled.relative_to(above).as_posix()
+    real = p.resolve()  # reached through a link outside every root
     for r in roots:
-        if p == r.local or p.is_relative_to(r.local):
-            rel = p.relative_to(r.local).as_posix()
-            tail = f"/{rel}" if rel != "." else ""
-            return f"{workspace_dir(node)}/{r.name}{tail}"
+        if real == r.local or real.is_relative_to(r.local):
+            return r, real.relative_to(r.local).as_posix()
     return None
+
+
+def remote_path(node: Node, local: str, roots: list[SyncRoot]) -> str | None:
+    """Where a local path is on the node after sync (None when no root holds it). A path the
+    root's .boltringignore leaves out is mapped too (an output folder the job writes there);
+    whether it is sent is sent_path's question."""
+    place = _place(local, roots)
+    if place is None:
+        return None
+    r, rel = place
+    tail = f"/{rel}" if rel != "." else ""
+    return f"{workspace_dir(node)}/{r.name}{tail}"
+
+
+def sent_path(local: str, roots: list[SyncRoot]) -> bool:
+    """Whether the sync sends this local path: a root holds it and neither that root's
+    .boltringignore nor the defaults leave it out (a path the job names itself always goes).
+    A path under a root that sync leaves out is not on the nodes: the checks must look for it."""
+    place = _place(local, roots)
+    if place is None or not Path(local).expanduser().exists():
+        return False
+    r, rel = place
+    if rel == ".":
+        return True
+    # the rules that decide it are the innermost named path's own, as local_manifest walks it
+    base = max((e for e in r.explicit if rel == e or rel.startswith(e + "/")), key=len, default="")
+    if base == rel:
+        return True
+    below = rel[len(base) + 1 :] if base else rel
+    rules = IgnoreRules.for_folder(r.local / base)
+    parts = below.split("/")
+    is_dir = Path(local).expanduser().is_dir()
+    # as _walk decides: every folder on the way, then the path itself
+    return not any(
+        rules.ignored("/".join(parts[:i]), i < len(parts) or is_dir) for i in range(1, len(parts) + 1)
+    )
 
 
 def map_args(node: Node, args: list[str] | tuple[str, ...], roots: list[SyncRoot]) -> list[str]:
@@ -169,7 +223,9 @@ def local_manifest(
         if r.local.is_file():
             files[r.name] = _local_file(r.local, cache)
             continue
-        for rel, full in _walk(r, IgnoreRules.for_folder(r.local), "", r.local, (r.local,)):
+        for rel, full in _root_files(r):
+            if f"{r.name}/{rel}" in files:
+                continue  # a named path the root's own walk sent as well
             files[f"{r.name}/{rel}"] = _local_file(full, cache)
             if len(files) > MAX_FILES:
                 raise SyncError(
@@ -177,6 +233,22 @@ def local_manifest(
                     hint=f"list what the job does not need in {r.local / IGNORE_FILE} (gitignore syntax)",
                 )
     return files
+
+
+def _root_files(r: SyncRoot) -> Iterator[tuple[str, Path]]:
+    """(path under the root, full path) of every file the root sends: its walk with its
+    .boltringignore, then each path the job names inside it, as that path would be sent on its
+    own (its own .boltringignore and the defaults): `job.sync: [data]` with `data/` in the
+    script folder's .boltringignore was rewritten into the workspace and never sent."""
+    yield from _walk(r, IgnoreRules.for_folder(r.local), "", r.local, (r.local,))
+    for rel in r.explicit:
+        full = r.local / rel
+        if full.is_dir():
+            named = SyncRoot(local=full, name=r.name, why=r.why)  # its hints name its own ignore file
+            for sub, f in _walk(named, IgnoreRules.for_folder(full), "", full, (full,)):
+                yield f"{rel}/{sub}", f
+        elif full.is_file():
+            yield rel, full
 
 
 def _walk(
@@ -398,7 +470,7 @@ async def missing_job_paths(
     from boltring.cluster.jobs.plan import rank_cwd
     from boltring.cluster.nodes.checks.job_paths import path_on_node, rank_folder
 
-    words = [w for w in job_path_words(config) if not any(remote_path(n, w, roots) for n in config.nodes[:1])]
+    words = [w for w in job_path_words(config) if not sent_path(w, roots)]
     remote = [n for n in config.nodes if not n.local]
     # a relative path is looked for where that node's ranks will run, as the job_paths check does
     asks = (rank_folder(transport_of(n), rank_cwd(config, n, roots)) for n in remote)
@@ -407,7 +479,8 @@ async def missing_job_paths(
     for w in words:
         found = await asyncio.gather(
             *(
-                transport_of(n).run(["test", "-e", path_on_node(w, f)], timeout=30)
+                # where the rank will look: the workspace when its argument is rewritten there
+                transport_of(n).run(["test", "-e", remote_path(n, w, roots) or path_on_node(w, f)])
                 for n, f in zip(remote, folders, strict=True)
             )
         )

@@ -2,9 +2,10 @@
 
 `--example lm -- --model DIR --data DIR` (and `job.data`) may name folders that exist on each
 node rather than on the laptop. A node that lacks one would fail only after launch, in the
-rank's traceback; this check says it first, naming the node and the path. A path under a
-`job.sync` root is sent before launch, so it is not looked for; a Hugging Face repo id
-("mlx-community/Llama-3.2-1B-Instruct") is not a path and is left to the node to download.
+rank's traceback; this check says it first, naming the node and the path. A path the sync
+sends (sync.sent_path: under a synced root, not left out by its .boltringignore) is not looked
+for; a Hugging Face repo id ("mlx-community/Llama-3.2-1B-Instruct") is not a path and is left
+to the node to download.
 
 A relative path is looked for where the rank will run (plan.rank_cwd, the function the launch
 uses): the launch folder on a local node; on a remote one the launch folder's workspace mirror,
@@ -21,7 +22,7 @@ from boltring.cluster.config.schema import Config, Node
 from boltring.cluster.jobs.events import CheckResult
 from boltring.cluster.jobs.plan import rank_cwd
 from boltring.cluster.nodes.checks.hints import missing_job_path_hint
-from boltring.cluster.nodes.sync import PATH_FLAGS, SyncError, remote_path, sync_roots
+from boltring.cluster.nodes.sync import PATH_FLAGS, SyncError, remote_path, sent_path, sync_roots
 from boltring.cluster.nodes.transport import Transport, TransportError
 from boltring.cluster.states import CheckStatus
 
@@ -65,12 +66,13 @@ async def job_paths_result(config: Config, node: Node, transport: Transport) -> 
         roots = [] if node.local else sync_roots(config)  # local ranks read the laptop's files
     except SyncError:
         roots = []
-    synced = [p for p in paths if remote_path(node, p, roots)]
+    synced = [p for p in paths if sent_path(p, roots)]  # not one .boltringignore leaves out
     missing = []
     try:
         folder = await rank_folder(transport, rank_cwd(config, node, roots))
         for p in (p for p in paths if p not in synced):
-            if not (await transport.run(["test", "-r", path_on_node(p, folder)], timeout=30)).ok:
+            where = remote_path(node, p, roots) or path_on_node(p, folder)  # as the rank is told
+            if not (await transport.run(["test", "-r", where], timeout=30)).ok:
                 missing.append(p)
     except TransportError:
         return None  # the ssh check already says why the node cannot be asked
