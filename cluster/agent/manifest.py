@@ -3,7 +3,8 @@
     PYTHON -c "$(cat manifest.py)" ROOT NAME [NAME ...]   (how the laptop runs it: no boltring needed)
     PYTHON -m boltring.cluster.agent.manifest ROOT NAME [NAME ...]
 
-prints {"root": ROOT, "files": {"NAME/rel/path": [size, "sha256hex"], ...}, "stale": [...]}.
+prints {"root": ROOT, "files": {"NAME/rel/path": [size, "sha256hex", mode], ...}, "stale": [...]}
+(mode: the permission bits, so that a `chmod +x` on the laptop is a change the laptop can see).
 Only the entries NAME under ROOT are walked (each a file or a folder); a missing one is simply
 absent. Symlinks are not followed. Files named ".<name>.boltring-<hex>" are temp files an
 interrupted upload left behind: they are listed under "stale" (the laptop removes them), never
@@ -88,7 +89,7 @@ def manifest(root: str, names: list[str]) -> dict:
             except OSError:
                 return
         new_cache[rel] = [st.st_size, st.st_mtime_ns, digest]
-        files[rel] = [st.st_size, digest]
+        files[rel] = [st.st_size, digest, st.st_mode & 0o777]  # the mode from lstat: never cached
 
     for name in names:
         if name and not name.startswith("/") and ".." not in name.split("/"):

@@ -14,11 +14,14 @@ the link.
 How: the laptop hashes its files (sha256, size), the node reports its own with the stdlib-only
 agent/manifest.py (sent as `python -c PROGRAM`, so it works before boltring is installed there),
 and only files whose size or hash differ are uploaded, over SFTP, each written to a temp file with
-its final mode and renamed into place (Transport.upload). Temp files an interrupted upload left
-behind are removed. So are files deleted or renamed on the laptop, but only those boltring sent
-(sent_record.py: the node keeps a list of what the last sync of each root sent) and the node
-still holds as sent: what the job wrote there, or changed since, stays. Setup's wheelhouse is
-a mirror instead (`prune=True`): whatever the laptop's copy lacks goes.
+its final mode and renamed into place (Transport.upload); a file whose permissions alone changed
+gets them by chmod. Temp files an interrupted upload left behind are removed. So are files
+deleted or renamed on the laptop, but only those boltring sent (sent_record.py: the node keeps a
+list of what each root's syncs sent, written before the uploads so that an interrupted sync
+loses none) and the node still holds as sent: what the job wrote there, or changed since, stays.
+A file replaced by a folder here, or the reverse, replaces the node's copy by the same rule, and
+is one error naming the node and the path when that copy is not boltring's to remove. Setup's
+wheelhouse is a mirror instead (`prune=True`): whatever the laptop's copy lacks goes.
 
 The job sees the same layout on every node: plan.runner_argv rewrites the script path, `--data`
 and any argument that names a synced path to `~/…/workspace/<name>/…` (spawn expands "~/"), by
@@ -41,11 +44,12 @@ from boltring.cluster.config.schema import Config, Node
 from boltring.cluster.errors import BoltringError
 from boltring.cluster.nodes import sent_record
 from boltring.cluster.nodes.ignore import IGNORE_FILE, IgnoreRules
-from boltring.cluster.nodes.transport import Transport
+from boltring.cluster.nodes.transport import CommandResult, Transport
 
 MAX_FILES = 20000  # a script folder with more than this is most likely a home directory
 PROGRESS_MIN_BYTES = 8 << 20  # files at least this large report byte progress
 PROGRESS_EVERY_S = 0.2
+PATHS_PER_COMMAND = 1000  # paths per rm, rmdir or chmod command line
 AGENT_SOURCE = Path(__file__).resolve().parent.parent / "agent" / "manifest.py"
 
 
@@ -313,17 +317,24 @@ class NodeSync:
     # files removed because the laptop no longer has them: ones boltring sent before (its
     # record), or with prune=True every file the laptop's copy lacks
     files_removed: list[str] = field(default_factory=list)
+    modes_set: list[str] = field(default_factory=list)  # same content, other permissions here
     seconds: float = 0.0
 
     def summary(self) -> str:
         """The sync line's words: "sent 1 changed file (6,000 bytes) in 0.2 s, removed 1 file
         deleted here" or "nothing changed, nothing sent"."""
-        sent, removed = len(self.files_sent), len(self.files_removed)
-        gone = f"removed {removed} file{_s(removed)} deleted here"
+        sent, modes, removed = len(self.files_sent), len(self.modes_set), len(self.files_removed)
+        parts = []
         if sent:
-            what = f"sent {sent} changed file{_s(sent)} ({self.bytes_sent:,} bytes) in {self.seconds:.1f} s"
-            return f"{what}, {gone}" if removed else what
-        return f"{gone}, nothing sent" if removed else "nothing changed, nothing sent"
+            took = f"({self.bytes_sent:,} bytes) in {self.seconds:.1f} s"
+            parts.append(f"sent {sent} changed file{_s(sent)} {took}")
+        if modes:
+            parts.append(f"set the mode of {modes} file{_s(modes)} as here")
+        if removed:
+            parts.append(f"removed {removed} file{_s(removed)} deleted here")
+        if not parts:
+            return "nothing changed, nothing sent"
+        return ", ".join(parts if sent else [*parts, "nothing sent"])
 
 
 def _s(n: int) -> str:
@@ -374,21 +385,35 @@ async def sync_node(
         gone = sorted(set(theirs) - set(local))
     else:
         gone = sent_record.gone_here(record, roots or [], local, theirs)
+    send = [rel for rel, f in local.items() if theirs.get(rel, [])[:2] != [f.size, f.sha256]]
+    chmod = [rel for rel, f in local.items() if rel not in send and theirs[rel][2:3] != [f.mode]]
+    # before anything changes there: a file whose type changed here (a file now a folder, or
+    # the reverse) must find its way clear on the node, or the upload fails on every launch
+    emptied = _clear_the_way(node, ws, send, theirs, set(gone))
+    if send and roots is not None:  # an interrupted sync must not lose what it sent (sent_record)
+        await sent_record.write(t, ws, record, names, local, keep=True)
+
+    def at(rel: str) -> str:
+        return posixpath.join(home_ws, rel)
+
     # stale: an interrupted upload's temp files (never under a final name)
-    if stale or gone:
-        await t.run(
-            ["rm", "-f", "--", *(posixpath.join(home_ws, rel) for rel in [*stale, *gone])], timeout=60
-        )
-    if gone:  # folders that held only removed files go too (rmdir leaves any other alone)
-        emptied = sent_record.parents(gone)
-        if emptied:
-            await t.run(["rmdir", "--", *(posixpath.join(home_ws, d) for d in emptied)], timeout=60)
+    await _run_paths(t, ["rm", "-f", "--"], [at(rel) for rel in [*stale, *gone]])
+    # folders that held only removed files go too (rmdir leaves any other alone)
+    await _run_paths(t, ["rmdir", "--"], [at(d) for d in sent_record.parents(gone) if d not in emptied])
+    if emptied and await _run_paths(t, ["rmdir", "--"], [at(d) for d in emptied]):
+        # something the manifest does not list (a link, an empty folder) is still in there
+        raise _in_the_way(node, ws, emptied[-1], folder_there=True)
     result.stale_removed, result.files_removed = len(stale), gone
-    for rel, f in local.items():
-        have = theirs.get(rel)
-        if have and have[0] == f.size and have[1] == f.sha256:
-            result.files_unchanged += 1
-            continue
+    for mode in sorted({local[rel].mode for rel in chmod}):
+        paths = [at(rel) for rel in chmod if local[rel].mode == mode]
+        failed = await _run_paths(t, ["chmod", f"{mode:o}", "--"], paths)
+        if failed:
+            why = (failed.stderr.strip().splitlines() or [f"exit {failed.returncode}"])[-1]
+            raise SyncError(f"{node.name}: cannot set the mode of files in {ws}: {why}")
+    result.modes_set = chmod
+    result.files_unchanged = len(local) - len(send) - len(chmod)
+    for rel in send:
+        f = local[rel]
         report = None
         if progress is not None and f.size >= PROGRESS_MIN_BYTES:
             report = _throttled(progress, node.name, rel, f.size)
@@ -401,6 +426,55 @@ async def sync_node(
         await sent_record.write(t, ws, record, names, local)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _clear_the_way(
+    node: Node, ws: str, send: list[str], theirs: dict[str, list], gone: set[str]
+) -> list[str]:
+    """The node's folders to remove (deepest first) where a file is to be written, all of whose
+    files are being removed as boltring's own. SyncError when the node holds a file where a
+    folder is to be, or files in a folder where a file is to be, that are not boltring's to
+    remove (the job's, or changed since sent): only the user can say they may go."""
+    kept = {rel for rel in theirs if rel not in gone}
+    kept_dirs = {d for rel in kept for d in _folders_of(rel)}
+    node_dirs = {d for rel in theirs for d in _folders_of(rel)}
+    emptied: set[str] = set()
+    for rel in send:
+        in_the_way = next((d for d in _folders_of(rel) if d in kept), None)
+        if in_the_way is not None:
+            raise _in_the_way(node, ws, in_the_way, folder_there=False)
+        if rel in kept_dirs:
+            raise _in_the_way(node, ws, rel, folder_there=True)
+        if rel in node_dirs:
+            emptied |= {d for d in node_dirs if d == rel or d.startswith(rel + "/")}
+    return sorted(emptied, key=lambda d: (-d.count("/"), d))
+
+
+def _folders_of(rel: str) -> list[str]:
+    """The folders a workspace-relative path is in: "a/b/c" -> ["a", "a/b"]."""
+    parts = rel.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _in_the_way(node: Node, ws: str, rel: str, *, folder_there: bool) -> SyncError:
+    path = f"{ws}/{rel}"
+    if folder_there:
+        what = "is a folder there but a file here, and holds files boltring did not send"
+        hint = f"remove it on {node.name} (rm -r {path}) if nothing in it is needed, then launch again"
+    else:
+        what = "is a file there but a folder here, and not as boltring sent it (the job's, or changed since)"
+        hint = f"remove it on {node.name} (rm {path}) if it is not needed, then launch again"
+    return SyncError(f"{node.name}: {path} {what}", hint=hint)
+
+
+async def _run_paths(t: Transport, head: list[str], paths: list[str]) -> CommandResult | None:
+    """`head` + paths in batches (a command line is limited: ARG_MAX is 1 MB on macOS); the
+    first batch that failed, None when all succeeded."""
+    failed = None
+    for i in range(0, len(paths), PATHS_PER_COMMAND):
+        res = await t.run([*head, *paths[i : i + PATHS_PER_COMMAND]], timeout=60)
+        failed = failed or (None if res.ok else res)
+    return failed
 
 
 def _throttled(progress: ProgressFn, node: str, rel: str, total: int) -> Callable[[int], None]:
