@@ -495,7 +495,9 @@ async def sync_workspace(
     progress: ProgressFn | None = None,
     nodes: list[Node] | None = None,
 ) -> list[NodeSync]:
-    """Sync every non-local node (in parallel); SyncError names the first node that failed."""
+    """Sync every non-local node (in parallel). Every node that failed is named, in one error
+    of the first one's class (its badge and hint), as the launch names every node it cannot
+    reach: two full disks were one "h1: … disk full", and h2 was found full on the next try."""
     roots = sync_roots(config)
     targets = [n for n in (nodes or list(config.nodes)) if not n.local]
     if not roots or not targets:
@@ -506,9 +508,14 @@ async def sync_workspace(
         *(sync_node(transport_of(n), n, local, names, progress, roots=roots) for n in targets),
         return_exceptions=True,
     )
-    for r in results:
-        if isinstance(r, BaseException):
-            raise r
+    other = [r for r in results if isinstance(r, BaseException) and not isinstance(r, BoltringError)]
+    if other:
+        raise other[0]  # a bug or an interruption, as it is: its traceback says what happened
+    said = [r for r in results if isinstance(r, BoltringError)]
+    if len(said) == 1:
+        raise said[0]
+    if said:  # each message starts with its node's name
+        raise type(said[0])("; ".join(map(str, said)), hint=said[0].hint)
     return [r for r in results if isinstance(r, NodeSync)]
 
 

@@ -2,7 +2,8 @@
 (netns lab): a file replaced by a folder of the same name (or the reverse) broke every later
 sync, and now replaces the node's copy when boltring sent it, or is one error naming the node
 and the path when it is not boltring's; a `chmod +x` alone was "nothing changed"; a file sent by
-a sync that was killed midway stayed on the node after it was deleted here."""
+a sync that was killed midway stayed on the node after it was deleted here; and of two nodes
+with full disks only the first was named."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from boltring.cluster.config.load import load_config, with_overrides
 from boltring.cluster.nodes.sync import SyncError
+from boltring.cluster.nodes.transport import TransportError
 from tests.integration.test_ssh_run import lab_yaml
 from tests.integration.test_sync import run_sync
 from tests.integration.test_sync_removed import on_node
@@ -152,3 +155,45 @@ def test_a_file_sent_by_a_killed_sync_is_removed_once_deleted_here(lab, tmp_path
     (r,) = asyncio.run(run_sync(cfg, nodes=h1))
     assert r.files_removed == ["killproj/a_new.py"] and r.stale_removed == 1
     assert on_node(lab.hosts[0], "killproj") == {"train.py"}
+
+
+def in_host(lab, name: str, *argv: str) -> subprocess.CompletedProcess:
+    """argv in that host's mount namespace (its sshd's: what the node's SSH sessions see)."""
+    pid = lab.host(name).sshd.pid
+    return subprocess.run(
+        ["nsenter", "-t", str(pid), "-m", *argv], capture_output=True, text=True, check=True
+    )
+
+
+@pytest.fixture
+def two_small_workspaces(lab) -> Iterator[None]:
+    """h1's and h2's workspace folders each on a 5 MB tmpfs; unmounted after the test."""
+    mounted = []
+    try:
+        for name in ("h1", "h2"):
+            ws = lab.host(name).workdir / "workspace"
+            ws.mkdir(parents=True, exist_ok=True)
+            in_host(lab, name, "mount", "-t", "tmpfs", "-o", "size=5m", "boltring-test-small", str(ws))
+            mounted.append((name, ws))
+        yield
+    finally:
+        for name, ws in mounted:
+            pid = lab.host(name).sshd.pid
+            subprocess.run(["nsenter", "-t", str(pid), "-m", "umount", "-l", str(ws)], check=False)
+
+
+def test_every_node_whose_sync_fails_is_named(lab, tmp_path, home, two_small_workspaces):
+    proj = tmp_path / "fullproj2"
+    proj.mkdir()
+    (proj / "train.py").write_text("print(1)\n")
+    (proj / "big.bin").write_bytes(b"\1" * (8 << 20))
+    with pytest.raises(TransportError) as e:
+        asyncio.run(run_sync(script_config(lab, tmp_path, proj)))
+    said = str(e.value)
+    assert "\n" not in said
+    for name in ("h1", "h2"):
+        assert (
+            f"{name}: cannot write {lab.host(name).workdir}/workspace/fullproj2/big.bin: disk full (" in said
+        )
+    assert "h3" not in said
+    assert (lab.host("h3").workdir / "workspace" / "fullproj2" / "big.bin").stat().st_size == 8 << 20

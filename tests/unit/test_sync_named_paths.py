@@ -2,7 +2,8 @@
 LocalTransport): a job.sync path that the script folder's .boltringignore leaves out is sent all
 the same (it was rewritten into the workspace and never sent, and both checks called it
 synced); a path .boltringignore leaves out and the job does not sync is named by the checks; an
-argument naming a symlinked folder in the script folder is rewritten to where its files went."""
+argument naming a symlinked folder in the script folder is rewritten to where its files went;
+and when several nodes fail to sync, every one is named."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 from boltring.cluster.config.load import load_config
 from boltring.cluster.config.schema import Config
 from boltring.cluster.jobs.plan import runner_argv
 from boltring.cluster.nodes import sync
 from boltring.cluster.nodes.checks.job_paths import job_paths_result
-from boltring.cluster.nodes.transport import LocalTransport
+from boltring.cluster.nodes.transport import LocalTransport, TransportError
 from boltring.cluster.states import CheckStatus
 
 
@@ -106,3 +109,12 @@ def test_an_argument_naming_a_symlinked_folder_in_the_script_folder_is_rewritten
     ]
     assert missing(cfg) == []
     assert check(cfg).status == CheckStatus.OK
+
+
+def test_every_node_that_fails_to_sync_is_named(tmp_path):
+    cfg = project(tmp_path, "args: []", nodes=3, python="/nonexistent/python3")
+    with pytest.raises(TransportError) as e:
+        synced(cfg)
+    said = str(e.value)
+    assert all(f"n{i}: cannot run /nonexistent/python3" in said for i in (1, 2, 3)), said
+    assert "\n" not in said and e.value.hint
