@@ -12,10 +12,19 @@ Layout of a checkpoint directory::
 Step, seed, stream position ("samples_seen"), task name and the RNG description live in the
 safetensors metadata (strings; the structured part is JSON). Nothing is pickled.
 
+Runs: a checkpoint's metadata names its "run": the id of the training process that wrote it,
+or, after ``--resume``, of the run it restored (restore carries it on; one training per process,
+as the runner starts them). A folder may hold
+an earlier run's checkpoints at higher steps than this run's (a job started again without
+--resume): ``latest`` names the newest checkpoint this run wrote, resume falls back only to
+older checkpoints of the run ``latest`` names, and prune removes only that run's older ones.
+Another run's checkpoints are never taken for this run's, nor deleted. Checkpoints written
+before runs were recorded count as one run.
+
 Integrity: the metadata carries "sha256", the SHA-256 of every tensor's bytes in sorted name
 order (name, dtype, shape and bytes), computed before the file is written. Loading recomputes it,
 so one flipped bit is found. Resume walks from the newest checkpoint to older ones and uses the
-newest that verifies, naming each one it skipped. `prune` keeps the newest K.
+newest that verifies, naming each one it skipped. `prune` keeps the run's newest K.
 
 Atomicity: every file is written to a hidden temporary file in the same directory, flushed and
 fsynced (``F_FULLFSYNC`` on macOS, where plain fsync does not reach the disk), renamed over the
@@ -40,6 +49,7 @@ import re
 import socket
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +64,10 @@ LATEST = "latest"
 _NAME_RE = re.compile(r"^step-(\d{6,})\.safetensors$")
 _TMP_RE = re.compile(r"^\.(?P<final>.+)\.(?P<host>[^.]+)\.(?P<pid>\d+)\.tmp$")
 _BUCKET_BYTES = 64 << 20
+_MAX_HEADER = 100 << 20  # a safetensors header longer than this is not one we wrote
+
+# The run this process's checkpoints belong to: a new one, unless restore() continues another.
+_run = uuid.uuid4().hex[:16]
 
 # Status words of the restore header broadcast by rank 0.
 _NONE, _OK, _ERROR = 1, 2, 3
@@ -192,6 +206,7 @@ def save(
     mx.eval(list(arrays.values()))
     meta = {
         "format": FORMAT,
+        "run": _run,
         "task": task.name,
         "step": str(step),
         "samples_seen": str(samples_seen),
@@ -224,14 +239,14 @@ def save(
 
 
 def prune(directory: str | os.PathLike, keep: int) -> list[Path]:
-    """Remove all but the newest ``keep`` checkpoints (never the one ``latest`` names); return
-    the removed paths. ``keep`` < 1 keeps everything."""
+    """Remove all but the newest ``keep`` checkpoints of the run ``latest`` names (the one that
+    saved last), never that file itself nor another run's; return the removed paths. ``keep``
+    < 1 keeps everything."""
     if keep < 1:
         return []
-    files = list_checkpoints(directory)
     newest = latest_path(directory)
-    removed = []
-    for p in files[:-keep]:
+    removed: list[Path] = []
+    for p in run_checkpoints(directory, newest)[:-keep]:
         if p == newest:
             continue
         try:
@@ -249,6 +264,39 @@ def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
         return []
     found = [(int(m[1]), p) for p in directory.iterdir() if (m := _NAME_RE.match(p.name))]
     return [p for _, p in sorted(found)]
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, str] | None:
+    """A checkpoint's metadata from the safetensors header alone (an 8-byte length, then JSON),
+    without reading its tensors; None when the header cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            length = int.from_bytes(f.read(8), "little")
+            if not 0 < length <= _MAX_HEADER:
+                return None
+            header = json.loads(f.read(length))
+    except (OSError, ValueError):
+        return None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return meta if isinstance(meta, dict) else None
+
+
+def run_of(path: str | os.PathLike) -> str | None:
+    """The run that wrote this checkpoint ("" before runs were recorded); None if unreadable."""
+    meta = read_meta(path)
+    if meta is None or meta.get("format") != FORMAT:
+        return None
+    return meta.get("run", "")
+
+
+def run_checkpoints(directory: str | os.PathLike, newest: Path | None) -> list[Path]:
+    """The checkpoints written by the same run as ``newest``, oldest first (``newest`` among
+    them); [] when there is none, or its run cannot be read (then no other file is known to be
+    of its run)."""
+    run = run_of(newest) if newest is not None else None
+    if run is None:
+        return []
+    return [p for p in list_checkpoints(directory) if p == newest or run_of(p) == run]
 
 
 def latest_path(directory: str | os.PathLike) -> Path | None:
@@ -306,13 +354,14 @@ def verified(path: str | os.PathLike) -> bool:
 
 def newest_verified(directory: str | os.PathLike) -> tuple[Loaded | None, list[str]]:
     """The newest checkpoint that loads and verifies, and one line for each newer one that did
-    not (newest first)."""
+    not (newest first): the one ``latest`` names, then the older ones of its run by step, never
+    another run's, even at a higher step (that run's state is not this run's past)."""
     directory = Path(directory)
     newest = latest_path(directory)
-    candidates = list(reversed(list_checkpoints(directory)))
-    if newest is not None and newest in candidates:  # `latest` first, then older by step
-        candidates.remove(newest)
-        candidates.insert(0, newest)
+    if newest is None:
+        return None, []
+    older = [p for p in reversed(run_checkpoints(directory, newest)) if p != newest]
+    candidates = [newest, *older]
     skipped: list[str] = []
     for path in candidates:
         try:
@@ -551,6 +600,8 @@ def restore(group: Any, directory: str | os.PathLike, task: Any, *, seed: int) -
     meta = info["meta"]
     arrays = _broadcast_arrays(group, loaded.arrays if loaded else None, template)
     apply(task, arrays)
+    global _run
+    _run = meta.get("run", "")  # the checkpoints written from here on continue the restored run
     return ResumeInfo(
         step=int(meta["step"]),
         samples_seen=int(meta["samples_seen"]),
