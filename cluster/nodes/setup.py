@@ -24,7 +24,9 @@ Every node at once, and the one wheel they share: setup_all.py.
 
 (Over 400 lines: one node's steps share its state — the venv, what was there before, the
 wheel, the failure to report — and each step's repair depends on the one before.)
-Every remote command is an argv (quoted with shlex.join by the SSH transport).
+Every remote command is an argv (quoted with shlex.join by the SSH transport). A relative path
+(`workdir: boltring`) is the node's home's, as for the launch (a remote command starts there):
+setup writes it `~/boltring`, so every command and file operation agrees on it.
 """
 
 from __future__ import annotations
@@ -95,8 +97,15 @@ def venv_of(node: Node) -> str | None:
     return root
 
 
+def on_node(path: str) -> str:
+    """A node path as setup uses it: a relative one is the node's home's, written `~/…` (a
+    remote command starts in the home, as the launch's do; only `~/…` and `/…` are paths that
+    every transport and command resolves the same)."""
+    return path if path.startswith(("~", "/")) else f"~/{path}"
+
+
 def setup_dir(node: Node) -> str:
-    return f"{node.workdir.rstrip('/')}/setup"
+    return f"{on_node(node.workdir).rstrip('/')}/setup"
 
 
 async def describe(t: Transport, python: str, dists: list[str]) -> dict | None:
@@ -219,7 +228,7 @@ class NodeSetupRun:
         )
         if not res.ok:
             self._pip_failed(res, venv)
-        await self._reinstall(before, spec)
+        await self._reinstall(before, spec, wheel is not None)
         record = {"boltring": want.boltring, "source": want.source}
         await self.t.write_file(f"{venv}/{SETUP_RECORD}", json.dumps(record).encode(), mode=0o644)
         self._step("verify", "verifying")
@@ -319,11 +328,13 @@ class NodeSetupRun:
             hint = f"fill it for the nodes: boltring setup --download-wheelhouse {self.wheelhouse}"
         self._fail_with(res, "pip", f"{node.name}: pip install failed: {what}", hint)
 
-    async def _reinstall(self, before: dict | None, spec: str) -> None:
+    async def _reinstall(self, before: dict | None, spec: str, spec_is_file: bool) -> None:
         """pip keeps what it calls installed: a package whose code does not import (its folder
         moved away, its metadata left), or boltring of the same version but other code (from a
-        source tree), is reinstalled here, with only its own files (--no-deps)."""
+        source tree), is reinstalled here, with only its own files (--no-deps). `spec` is
+        boltring's requirement: its wheel file on the node (`spec_is_file`), or name==version."""
         node, want = self.node, self.want
+        wheel_file = spec.split("[")[0] if spec_is_file else None
         specs: list[str] = []
         broken = (before or {}).get("broken") or {}
         if broken:
@@ -332,14 +343,16 @@ class NodeSetupRun:
             for b in ((now or {}).get("broken") or {}).values():
                 specs += [f"{name}=={v}" for name, v in b["reinstall"].items() if name.lower() != "boltring"]
         had = ((before or {}).get("dists") or {}).get("boltring")
-        other_code = want.source is not None and had == want.boltring and spec.startswith(("~", "/"))
+        # (decided by what spec is, not by how its path looks: a relative workdir's wheel path
+        # once passed for a name, and the node kept its old code)
+        other_code = want.source is not None and had == want.boltring and wheel_file is not None
         if other_code or "boltring" in broken:
-            specs.append(spec.split("[")[0] if spec.startswith(("~", "/")) else f"boltring=={want.boltring}")
+            specs.append(wheel_file or f"boltring=={want.boltring}")
         if not specs:
             return
         index = self._index()
-        if not index and all(p.startswith(("~", "/")) for p in specs):
-            index = ["--no-index"]  # wheel files only: nothing to ask an index for
+        if not index and specs == [wheel_file]:
+            index = ["--no-index"]  # its wheel file only: nothing to ask an index for
         res = await self.t.run_lines(
             [*self._pip(), *index, "--no-deps", "--force-reinstall", *dict.fromkeys(specs)],
             lambda line: self.report(node.name, "pip", line),
