@@ -217,7 +217,7 @@ def save(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         # Randomness is stateless (see loop.py): the data order is a pure function of the seed
         # and the stream position, per-step keys of seed and step. This is the whole RNG state;
-        # a task whose randomness works otherwise says how in its ``rng`` (lm.py: per rank).
+        # a task whose randomness works otherwise says how in its ``rng_metadata`` (lm.py).
         "rng": json.dumps(
             {
                 "kind": "stateless",
@@ -225,7 +225,7 @@ def save(
                 "seed": seed,
                 "position": samples_seen,
                 "step": step,
-                **getattr(task, "rng", {}),
+                **getattr(task, "rng_metadata", {}),
             }
         ),
     }

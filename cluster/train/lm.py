@@ -134,7 +134,7 @@ class LmTask:
 
     name = NAME
     # checkpoint.save adds this to its rng metadata: the whole random state, nothing to restore
-    rng = {
+    rng_metadata = {
         "data_order": "mlx-lm iterate_batches, numpy seeded with the seed, replayed to the step",
         "mx_random": "mx.random.seed(lm.step_seed(seed, rank, step)) before every step",
     }
