@@ -33,6 +33,7 @@ from boltring.cluster.nodes.wheels import (
     boltring_wheel,
     config_wheelhouse,
     download_argv,
+    into_wheelhouse,
     run_killable,
     setup_extras,
     wanted,
@@ -203,7 +204,9 @@ async def run_download_wheelhouse(
             )
             return 1
         dest.mkdir(parents=True, exist_ok=True)
-        wheel = await boltring_wheel(want.boltring, dest)
+        wheel = await boltring_wheel(want.boltring, dest)  # a stale one in dest is passed over
+        if wheel is not None:
+            wheel = await asyncio.to_thread(into_wheelhouse, wheel, dest)
     except SetupError as e:  # boltring's wheel could not be built
         console.print(f"[red]boltring setup:[/] {e}" + (f" ({e.hint})" if e.hint else ""))
         return 1

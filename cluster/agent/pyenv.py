@@ -7,7 +7,9 @@ prints {"executable", "version": [3, 12, 4], "prefix", "base_prefix", "in_venv",
 version or null}, "broken": {DIST: {"error", "reinstall": {DIST: version}}} for boltring and mlx
 when their metadata is there but their code is not (a moved or half-deleted folder: the version
 alone called such a venv up to date while `boltring check` failed to import mlx), "setup": the
-venv's boltring-setup.json (what `boltring setup` installed there) or null}.
+venv's boltring-setup.json (what `boltring setup` last finished there) or null, "source": the
+digest of the source tree the installed boltring was built from (read from its own files, see
+SOURCE_FILE) or null}.
 `boltring setup` runs it with each candidate interpreter (to find a Python 3.11+), with the venv's
 python (to see whether it is already up to date), and to learn the platform tags for
 `--download-wheelhouse`.
@@ -20,10 +22,16 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import sys
 from importlib import metadata
 
 SETUP_RECORD = "boltring-setup.json"  # in the venv: {"boltring": version, "source": digest or null}
+# A wheel built from a source tree (nodes/wheels.py) carries that tree's digest in this module of
+# boltring.cluster, as `SOURCE = "<digest>"`: the version stays 0.1.0 while the tree changes, so
+# only the installed files themselves can say which code a node runs. Release wheels have none.
+SOURCE_FILE = "_source.py"
+_SOURCE_LINE = re.compile(r'^SOURCE = "([0-9a-f]+)"$', re.MULTILINE)
 
 # What must import for a distribution to count as installed, and how it is tried: mlx.core is
 # imported for real, as `boltring check` does (a compiled module can be there and still fail to
@@ -115,6 +123,24 @@ def _setup_record() -> dict | None:
         return None
 
 
+def source_digest(text: str) -> str | None:
+    """The digest in a SOURCE_FILE's text, or None."""
+    m = _SOURCE_LINE.search(text)
+    return m.group(1) if m else None
+
+
+def _installed_source() -> str | None:
+    """The digest of the tree the installed boltring was built from, from its own SOURCE_FILE."""
+    try:
+        spec = importlib.util.find_spec("boltring.cluster")
+        if spec is None or not spec.origin:
+            return None
+        with open(os.path.join(os.path.dirname(spec.origin), SOURCE_FILE)) as f:
+            return source_digest(f.read(4096))
+    except Exception:  # no boltring, or a broken one: no digest, and the rest still answered
+        return None
+
+
 def describe(dists: list[str]) -> dict:
     versions = {d: _version(d) for d in dists}
     return {
@@ -132,6 +158,7 @@ def describe(dists: list[str]) -> dict:
         "dists": versions,
         "broken": _broken(dists, versions),
         "setup": _setup_record(),
+        "source": _installed_source(),
     }
 
 

@@ -18,7 +18,10 @@ Per node, over the node's transport (SSH with host keys checked, or local), node
                wheelhouse: `--no-index --find-links`), each output line reported as it comes.
                A package whose metadata is there but whose code does not import is reinstalled
                (`--force-reinstall --no-deps`): pip alone calls it "already satisfied".
-7. "verify":   the venv's versions asked again; they must now be the laptop's, and import.
+7. "verify":   the venv's versions asked again; they must now be the laptop's, and import, and
+               from a source tree the installed boltring must carry this tree's digest (see
+               wheels.py): what is installed, not what setup meant to install. Then the venv's
+               SETUP_RECORD says that a setup of this code finished there.
 A failure stops that node only, and says which node, which step, pip's last lines, and what to do.
 Every node at once, and the one wheel they share: setup_all.py.
 
@@ -39,7 +42,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from boltring.cluster.agent.pyenv import SETUP_RECORD
 from boltring.cluster.config.schema import Node
@@ -117,7 +120,8 @@ async def describe(t: Transport, python: str, dists: list[str]) -> dict | None:
     return info if info and "version" in info else None
 
 
-def _up_to_date(info: dict, want: Wanted) -> bool:
+def _installed(info: dict, want: Wanted) -> bool:
+    """Whether the venv has what is wanted, by its installed files (the verify step's test)."""
     d = info.get("dists") or {}
     return (
         tuple(info["version"][:2]) >= MIN_PYTHON
@@ -125,8 +129,14 @@ def _up_to_date(info: dict, want: Wanted) -> bool:
         and d.get("boltring") == want.boltring
         and (want.mlx is None or d.get("mlx") == want.mlx)
         and all(d.get(x) for x in want.extra_dists)
-        and (want.source is None or (info.get("setup") or {}).get("source") == want.source)
+        and (want.source is None or info.get("source") == want.source)
     )
+
+
+def _up_to_date(info: dict, want: Wanted) -> bool:
+    """Installed, and a setup of this code finished there (its record, written after verify)."""
+    record = info.get("setup") or {}
+    return _installed(info, want) and (want.source is None or record.get("source") == want.source)
 
 
 def missing_package(lines: list[str]) -> str | None:
@@ -229,28 +239,19 @@ class NodeSetupRun:
         if not res.ok:
             self._pip_failed(res, venv)
         await self._reinstall(before, spec, wheel is not None)
-        record = {"boltring": want.boltring, "source": want.source}
-        await self.t.write_file(f"{venv}/{SETUP_RECORD}", json.dumps(record).encode(), mode=0o644)
         self._step("verify", "verifying")
         after = await describe(self.t, node.python, want.dists())
-        if after is None or not _up_to_date(after, want):
-            got = (after or {}).get("dists")
-            broken = "; ".join(b["error"] for b in ((after or {}).get("broken") or {}).values())
-            raise SetupError(
-                f"{node.name}: after pip install the venv has {got}"
-                + (f", and {broken}" if broken else "")
-                + ", not what was asked",
-                hint=f"remove the venv (rm -rf {venv}) and run boltring setup again",
-            )
+        if after is None or not _installed(after, want):
+            self._not_installed(after, venv)
+        # only now: the record says a setup of this code finished here
+        record = {"boltring": want.boltring, "source": want.source}
+        await self.t.write_file(f"{venv}/{SETUP_RECORD}", json.dumps(record).encode(), mode=0o644)
         r.changes += _changes((before or {}).get("dists") or {}, after["dists"])
         for dist, b in ((before or {}).get("broken") or {}).items():
             r.changes.append(f"{dist} {after['dists'].get(dist)} (reinstalled: {b['error']})")
-        old_source = ((before or {}).get("setup") or {}).get("source")
-        if (
-            want.source
-            and not any(c.startswith("boltring ") for c in r.changes)
-            and old_source != want.source
-        ):
+        had = before or {}
+        had_this_code = had.get("source") == want.source == (had.get("setup") or {}).get("source")
+        if want.source and not any(c.startswith("boltring ") for c in r.changes) and not had_this_code:
             r.changes.append(f"boltring {want.boltring} (rebuilt from source {want.source[:8]})")
         r.status, r.step = "installed", None
 
@@ -360,6 +361,23 @@ class NodeSetupRun:
         )
         if not res.ok:
             self._fail_with(res, "pip", f"{node.name}: reinstalling {', '.join(specs)} failed")
+
+    def _not_installed(self, after: dict | None, venv: str) -> NoReturn:
+        """The verify step's failure: what the venv has, and what is wrong with it."""
+        after = after or {}
+        problems = [b["error"] for b in (after.get("broken") or {}).values()]
+        source = self.want.source
+        if source is not None and after.get("source") != source:
+            problems.append(
+                f"its boltring was built from source {after.get('source') or '(none recorded)'}, "
+                f"not from this tree ({source})"
+            )
+        raise SetupError(
+            f"{self.node.name}: after pip install the venv has {after.get('dists')}"
+            + (f", and {'; '.join(problems)}" if problems else "")
+            + ", not what was asked",
+            hint=f"remove the venv (rm -rf {venv}) and run boltring setup again",
+        )
 
     def _fail_with(self, res: CommandResult, step: str, message: str, hint: str | None = None):
         self.result.step = step

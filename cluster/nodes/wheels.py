@@ -10,9 +10,11 @@ a checkout), a wheel built from a copy of that tree (`pip wheel --no-deps`, so n
 in the user's checkout), cached in ~/.boltring/wheels/ by version and source digest; else none, and
 online nodes install `boltring==<version>` from the index.
 
-Running from a source tree, the version alone does not say which code a node has (it stays
-0.1.0 while the tree changes), so a node also records the digest of the tree its wheel came from
-(`<venv>/boltring-setup.json`), and a node with another digest gets the new wheel.
+Running from a source tree, the version alone does not say which code a wheel or a node has (it
+stays 0.1.0 while the tree changes). So a wheel built here carries the tree's digest inside
+(boltring/cluster/_source.py, agent/pyenv.py's SOURCE_FILE), a wheelhouse's or the cache's wheel
+is used only when its digest is this tree's (a wheelhouse filled before the last edit holds a
+stale one), and setup verifies the digest the node's installed package reports.
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ import re
 import shutil
 import sys
 import tempfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from boltring.cluster.agent.pyenv import SOURCE_FILE, source_digest
 from boltring.cluster.config.schema import Config, boltring_home
 from boltring.cluster.errors import BoltringError
 from boltring.cluster.nodes.local_process import start_group, stop_group
@@ -130,35 +134,54 @@ def _can_build_here() -> bool:
     return nums >= (70, 1)
 
 
-def in_wheelhouse(wheelhouse: Path | None, version: str) -> Path | None:
+def built_from(wheel: Path) -> str | None:
+    """The source digest a boltring wheel carries (build_wheel writes it); None for a release
+    wheel, one built before digests were written, or a file that is no wheel."""
+    try:
+        with zipfile.ZipFile(wheel) as z:
+            text = z.read(f"boltring/cluster/{SOURCE_FILE}").decode()
+    except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError):
+        return None
+    return source_digest(text)
+
+
+def _wheels_of(folder: Path, version: str, source: str | None) -> list[Path]:
+    """boltring's wheels of this version in `folder`; from a source tree (`source`: its digest),
+    only those built from it."""
+    found = sorted(folder.glob(f"boltring-{version}-*.whl"))
+    return [w for w in found if source is None or built_from(w) == source]
+
+
+def in_wheelhouse(wheelhouse: Path | None, version: str, source: str | None = None) -> Path | None:
     if wheelhouse is None:
         return None
-    found = sorted(wheelhouse.glob(f"boltring-{version}-*.whl"))
+    found = _wheels_of(wheelhouse, version, source)
     return found[0] if found else None
 
 
 @dataclass(frozen=True)
 class WheelBuild:
-    """No wheel of this code exists yet: build one from `root` into `cache`."""
+    """No wheel of this code exists yet: build one from `root` (whose digest is `source`) into
+    `cache`."""
 
     root: Path
     version: str
     cache: Path
+    source: str
 
 
 def find_wheel(version: str, wheelhouse: Path | None) -> Path | WheelBuild | None:
-    """boltring's wheel for the nodes when one exists (the wheelhouse's, else the cache's), the
-    build to make when boltring runs from a source tree without one, else None (only the index
-    can provide it). Quick: hashes the source tree, builds nothing."""
-    found = in_wheelhouse(wheelhouse, version)
-    if found is not None:
-        return found
+    """boltring's wheel for the nodes when one of this code exists (the wheelhouse's, else the
+    cache's), the build to make when boltring runs from a source tree without one, else None
+    (only the index can provide it). Quick: hashes the source tree, builds nothing."""
     root = source_tree()
-    if root is None:
-        return None
-    cache = boltring_home() / "wheels" / f"{version}-{_tree_digest(root)}"
-    cached = sorted(cache.glob(f"boltring-{version}-*.whl"))
-    return cached[0] if cached else WheelBuild(root=root, version=version, cache=cache)
+    source = _tree_digest(root) if root is not None else None
+    found = in_wheelhouse(wheelhouse, version, source)
+    if found is not None or root is None or source is None:
+        return found
+    cache = boltring_home() / "wheels" / f"{version}-{source}"
+    cached = _wheels_of(cache, version, source)  # one cached before wheels carried digests: built again
+    return cached[0] if cached else WheelBuild(root=root, version=version, cache=cache, source=source)
 
 
 def _copy_tree(root: Path, copy: Path) -> None:
@@ -178,6 +201,9 @@ async def build_wheel(b: WheelBuild) -> Path:
     with tempfile.TemporaryDirectory(prefix="boltring-wheel-") as tmp:
         copy, out = Path(tmp) / "src", Path(tmp) / "out"
         await asyncio.to_thread(_copy_tree, b.root, copy)
+        # the digest goes into the wheel (only the copy gets this module, never the user's tree)
+        doc = '"""The source tree this wheel was built from (written by boltring setup)."""'
+        (copy / "cluster" / SOURCE_FILE).write_text(f'{doc}\n\nSOURCE = "{b.source}"\n')
         argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check", "-q"]
         if _can_build_here():
             argv.append("--no-build-isolation")  # no index needed to build (offline laptops)
@@ -187,6 +213,8 @@ async def build_wheel(b: WheelBuild) -> Path:
             took = f"took over {BUILD_TIMEOUT_S:g} s"
             raise SetupError(f"building boltring's wheel from {b.root} {took}") from None
         wheels = sorted(out.glob("boltring-*.whl"))
+        if rc == 0 and wheels and built_from(wheels[0]) != b.source:
+            rc, output = 1, f"error: the wheel built from {b.root} does not carry its digest ({SOURCE_FILE})"
         if rc != 0 or not wheels:
             lines = output.strip().splitlines()
             errors = [ln.strip() for ln in lines if ln.strip().lower().startswith("error")]
@@ -226,6 +254,18 @@ async def boltring_wheel(
     if on_build is not None:
         on_build()
     return await build_wheel(found)
+
+
+def into_wheelhouse(wheel: Path, wheelhouse: Path) -> Path:
+    """boltring's wheel copied into the wheelhouse (`--download-wheelhouse`), over a same-named
+    one of other code: `pip download` would keep that one ("File was already downloaded")."""
+    if wheel.parent.resolve() == wheelhouse.resolve():
+        return wheel
+    final = wheelhouse / wheel.name
+    part = wheelhouse / f".{wheel.name}.{os.getpid()}"
+    shutil.copy2(wheel, part)
+    os.replace(part, final)  # a setup reading the wheelhouse meanwhile sees a whole wheel
+    return final
 
 
 def setup_extras(config: Config) -> tuple[str, ...]:

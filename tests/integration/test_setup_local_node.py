@@ -1,16 +1,27 @@
 """`boltring setup` of this machine as a remote node (commands through a shell from the node
 user's home, as over SSH), with real venvs, real pip and wheels built here offline from a small
-stand-in for boltring's source tree (`CODE = "v1"`, then edited to "v2"): `workdir: boltring`
-(relative: the node's home's) gets the edited code (its wheel path once passed for a requirement
-name, and pip kept the old code of the same version).
+stand-in for boltring's source tree (`CODE = "v1"`, then edited to "v2"):
+
+- a wheelhouse filled before the tree was edited holds a boltring wheel of the same version but
+  old code: setup passes it over and the node runs the edited code (it used to install the old
+  wheel and record the new digest); `--download-wheelhouse` run again replaces it;
+- `workdir: boltring` (relative: the node's home's) gets the edited code too (its wheel path once
+  passed for a requirement name, and pip kept the old code of the same version).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
+import shutil
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from boltring.cluster.config.schema import Config, Node
 from boltring.cluster.nodes import wheels
@@ -55,6 +66,33 @@ package-dir = {{"boltring.cluster" = "cluster"}}
     return root
 
 
+def make_wheel(folder: Path, name: str, files: dict[str, str]) -> Path:
+    """A boltring wheel made by hand (name and version from `name`), with these files."""
+    dist = "boltring-" + VERSION + ".dist-info"
+    files = {
+        **files,
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: boltring\nVersion: {VERSION}\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    record.append(f"{dist}/RECORD,,")
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / name
+    with zipfile.ZipFile(out, "w") as z:
+        for path, text in files.items():
+            z.writestr(path, text)
+        z.writestr(f"{dist}/RECORD", "\n".join(record) + "\n")
+    return out
+
+
+def wheel_code(wheel: Path) -> str:
+    with zipfile.ZipFile(wheel) as z:
+        return z.read("boltring/cluster/__init__.py").decode()
+
+
 @pytest.fixture
 def tree(tmp_path, home, monkeypatch) -> Path:
     """boltring runs from this source tree (CODE "v1"); the node user's home is the test's."""
@@ -88,6 +126,66 @@ def code_on(python: Path) -> str:
         timeout=60,
     )
     return res.stdout.strip() or res.stderr.strip()
+
+
+# -- 1: a wheelhouse's boltring wheel of other code ----------------------------------------------
+
+
+def test_a_wheelhouse_wheel_is_used_only_when_built_from_this_tree(tree, tmp_path):
+    house = tmp_path / "house"
+    digest = wheels._tree_digest(tree)
+    make_wheel(
+        house, f"boltring-{VERSION}-py3-none-any.whl", {"boltring/cluster/__init__.py": "CODE = 'old'\n"}
+    )
+    assert isinstance(wheels.find_wheel(VERSION, house), wheels.WheelBuild)  # no digest: another tree's
+    source = f'SOURCE = "{digest}"\n'
+    mine = make_wheel(
+        house,
+        f"boltring-{VERSION}-1-py3-none-any.whl",
+        {"boltring/cluster/__init__.py": "", "boltring/cluster/_source.py": source},
+    )
+    assert wheels.find_wheel(VERSION, house) == mine
+
+
+async def test_a_stale_wheelhouse_wheel_is_passed_over_and_the_node_runs_the_edited_code(
+    tree, home, tmp_path
+):
+    house = tmp_path / "house"
+    house.mkdir()
+    v1 = await wheels.boltring_wheel(VERSION, None)  # the wheel --download-wheelhouse puts there
+    assert v1 is not None
+    shutil.copy2(v1, house / v1.name)
+    r = await setup(node(), house)
+    assert r.status == "installed", outcome(r)
+    assert code_on(home / "venv/bin/python") == "v1"
+
+    (tree / "cluster" / "__init__.py").write_text('CODE = "v2"\n')  # the user edits boltring
+    r = await setup(node(), house)
+    assert r.status == "installed", outcome(r)
+    assert code_on(home / "venv/bin/python") == "v2", outcome(r)
+    assert "rebuilt from source" in outcome(r)
+    assert (await setup(node(), house)).status == "up to date"
+
+
+async def test_download_wheelhouse_again_replaces_a_stale_boltring_wheel(tree, home, tmp_path, monkeypatch):
+    from boltring.tui import setup_view
+
+    house = tmp_path / "house"
+    house.mkdir()
+    v1 = await wheels.boltring_wheel(VERSION, None)
+    assert v1 is not None
+    shutil.copy2(v1, house / v1.name)
+    (tree / "cluster" / "__init__.py").write_text('CODE = "v2"\n')
+    monkeypatch.setattr(setup_view, "wanted", lambda extras: want())
+    # the node is asked for its platform: this machine's python, as a node's
+    n = node(python=sys.executable)
+    out = io.StringIO()
+    rc = await setup_view.run_download_wheelhouse(
+        Config(name="t", nodes=(n,)), NodeShell, house, nodes=[n], console=Console(file=out, width=200)
+    )
+    assert rc == 0, out.getvalue()
+    (wheel,) = house.glob("boltring-*.whl")
+    assert wheel_code(wheel) == 'CODE = "v2"\n', out.getvalue()
 
 
 # -- 2: a relative workdir -------------------------------------------------------------------------
