@@ -1,7 +1,8 @@
 """Atomic training checkpoints, written by rank 0 and restored on every rank.
 
-(About 550 lines, over the usual 400: the file format, the atomic write, the checksum and the
-collective restore are one contract, and a change to any of them must be read with the others.)
+(About 600 lines, over the usual 400: the file format, the runs, the atomic write, the checksum
+and the collective restore are one contract, and a change to any of them must be read with the
+others.)
 
 Layout of a checkpoint directory::
 
@@ -14,12 +15,12 @@ safetensors metadata (strings; the structured part is JSON). Nothing is pickled.
 
 Runs: a checkpoint's metadata names its "run": the id of the training process that wrote it,
 or, after ``--resume``, of the run it restored (restore carries it on; one training per process,
-as the runner starts them). A folder may hold
-an earlier run's checkpoints at higher steps than this run's (a job started again without
---resume): ``latest`` names the newest checkpoint this run wrote, resume falls back only to
-older checkpoints of the run ``latest`` names, and prune removes only that run's older ones.
-Another run's checkpoints are never taken for this run's, nor deleted. Checkpoints written
-before runs were recorded count as one run.
+as the runner starts them). A folder may hold an earlier run's checkpoints at higher steps than
+this run's (a job started again without --resume): ``latest`` names the newest checkpoint this
+run wrote, resume falls back only to older checkpoints of the run ``latest`` names, and prune
+removes only that run's older ones. Another run's checkpoints are never taken for this run's,
+nor deleted. Checkpoints written before runs were recorded count as one run. Without a
+readable ``latest``, the highest step stands for it (as before).
 
 Integrity: the metadata carries "sha256", the SHA-256 of every tensor's bytes in sorted name
 order (name, dtype, shape and bytes), computed before the file is written. Loading recomputes it,
