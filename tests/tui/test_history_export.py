@@ -178,7 +178,7 @@ async def test_save_plot_writes_an_svg(open_app, tmp_path):
 
 async def test_resume_point_reads_the_checkpoint_dir_through_the_transport(tmp_path):
     node = Node("local", ring_ip="127.0.0.1", local=True, workdir=str(tmp_path), python=sys.executable)
-    config = Config(name="rp", source=None, nodes=(node,), job=JobSpec(example="mlp", steps=10))
+    config = Config(name="rp", source=None, nodes=(node,), job=JobSpec(example="mlp", steps=300))
     ctrl = JobController(config)
     try:
         assert await ctrl.resume_point() is None

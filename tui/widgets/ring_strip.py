@@ -1,5 +1,10 @@
-"""RingStrip: the nodes in ring order, each link's live all-reduce GB/s next to what the
-bandwidth check measured for it; a link far below its measured figure is coloured."""
+"""RingStrip: the nodes in ring order, each link's effective all-reduce GB/s next to what the
+bandwidth check measured for it.
+
+No colour says a link is slow: the live figure is bytes sent over the time inside collectives,
+waiting for a slower rank included (netio Group.report), so a rank that computes longer than its
+neighbour makes the link look slow when the cable is fine. Blaming the link there would be
+false; `boltring bench --cluster` measures what the links carry."""
 
 from __future__ import annotations
 
@@ -8,19 +13,6 @@ from textual.widgets import Static
 
 from ..fmt import fmt_num
 from ..view_state import ClusterView
-
-SLOW = 0.5  # live below this fraction of the measured bandwidth: warning colour
-VERY_SLOW = 0.2  # below this: error colour
-
-
-def link_style(live: float | None, measured: float | None) -> str:
-    if live is None or measured is None or measured <= 0:
-        return ""
-    if live < VERY_SLOW * measured:
-        return "bold $error"
-    if live < SLOW * measured:
-        return "bold $warning"
-    return "$success"
 
 
 def ring_content(view: ClusterView, width: int = 0) -> Content:
@@ -36,7 +28,7 @@ def ring_content(view: ClusterView, width: int = 0) -> Content:
             parts.append(Content(" ⇄ "))
             continue
         figure = Content.assemble(
-            (fmt_num(live) if live is not None else "–", link_style(live, measured)),
+            (fmt_num(live) if live is not None else "–", ""),
             ("/" + (fmt_num(measured) if measured is not None else "?"), "$text-muted"),
         )
         parts.append(Content.assemble(" ⇄", figure, "⇄ "))
@@ -46,7 +38,7 @@ def ring_content(view: ClusterView, width: int = 0) -> Content:
         # after the ring was reordered the checks' figures are of links the ring no longer has
         said = "these links not measured yet" if view.measured_links() else "no bandwidth measured yet"
         return strip + Content.styled(f"  {said}", "$text-muted")
-    legend = Content.styled("  GB/s live/checked", "$text-muted")
+    legend = Content.styled("  GB/s effective/checked", "$text-muted")
     if width and strip.cell_length + legend.cell_length > width:
         legend = Content.styled(" GB/s", "$text-muted")
     return strip + legend
