@@ -6,9 +6,14 @@ Per node, over the node's transport (SSH with host keys checked, or local), node
                Same boltring, same mlx, both importable, the extras' packages present: "up to
                date", done (one command, well under a second or two on a LAN).
 2. "python":   a Python 3.11+ to build the venv with: the venv's own base interpreter, then
-               `python3`, `/opt/homebrew/bin/python3`, `/usr/bin/python3`.
+               `python3`, `/opt/homebrew/bin/python3`, `/usr/bin/python3`. A `python:` named
+               for a version (`<venv>/bin/python3.12`) needs that version: only a venv made with
+               it has that name.
 3. "venv":     `python -m venv <venv>` when it is missing. When that fails (a full disk), the
-               half-made venv is removed, so the next run starts afresh.
+               half-made venv is removed, so the next run starts afresh. A venv that is there but
+               whose python does not run (its base Python removed by an upgrade, or no python3.12
+               in it) is made anew (`--clear`) when boltring setup made it (MADE_MARK), and else
+               named, with what to do: a venv someone else made is never removed.
    "pip":      a venv without pip (made --without-pip, or whose ensurepip failed) gets it back
                with `python -m ensurepip`.
 4. "wheel":    boltring's wheel, built here only when some node needs it and none exists.
@@ -53,6 +58,7 @@ from boltring.cluster.nodes.wheels import SetupError, Wanted
 
 PYENV_SOURCE = Path(__file__).resolve().parent.parent / "agent" / "pyenv.py"
 FALLBACK_PYTHONS = ("python3", "/opt/homebrew/bin/python3", "/usr/bin/python3")
+_PYTHON_DIRS = ("/opt/homebrew/bin", "/usr/local/bin", "/usr/bin")  # Homebrew, python.org, the system
 MIN_PYTHON = (3, 11)
 PIP_TIMEOUT_S = 1800.0
 TAIL_LINES = 12
@@ -66,7 +72,14 @@ Report = Callable[[str, str, str], None]  # (node, kind: "step" | "pip", text)
 # boltring's wheel, for a node that needs it: called with what to do if it must be built first
 WheelSource = Callable[[Callable[[], None]], Awaitable[Path | None]]
 _EXISTS = "import os, sys; sys.exit(0 if os.path.lexists(sys.argv[1]) else 1)"
+_PATH_STATE = (
+    "import os, sys; p = sys.argv[1]; "
+    "print('missing' if not os.path.lexists(p) else 'dangling' if not os.path.exists(p) else 'file')"
+)
 _REMOVE = "import shutil, sys; shutil.rmtree(sys.argv[1], ignore_errors=True)"
+# Written into a venv boltring setup made: only such a venv may be made anew (--clear) when its
+# python no longer runs. One that someone else made may hold their packages: it is left alone.
+MADE_MARK = "boltring-made-this-venv"
 
 
 @dataclass
@@ -111,6 +124,12 @@ def setup_dir(node: Node) -> str:
     return f"{on_node(node.workdir).rstrip('/')}/setup"
 
 
+def asked_version(node: Node) -> tuple[int, int] | None:
+    """(3, 12) for python `<venv>/bin/python3.12`: a name only a venv made with 3.12 has."""
+    m = re.fullmatch(r"python(\d+)\.(\d+)", posixpath.basename(node.python))
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
 async def describe(t: Transport, python: str, dists: list[str]) -> dict | None:
     """agent/pyenv.py's answer for this interpreter, or None when it cannot run."""
     # The program goes as the -c argument, not on stdin: a python that does not exist makes the
@@ -137,6 +156,16 @@ def _up_to_date(info: dict, want: Wanted) -> bool:
     """Installed, and a setup of this code finished there (its record, written after verify)."""
     record = info.get("setup") or {}
     return _installed(info, want) and (want.source is None or record.get("source") == want.source)
+
+
+def _pyvenv_cfg(data: bytes) -> dict[str, str]:
+    """pyvenv.cfg's keys ("home", "version", …); {} when there is none (not a venv)."""
+    out = {}
+    for line in data.decode(errors="replace").splitlines():
+        key, eq, value = line.partition("=")
+        if eq and key.strip():
+            out[key.strip()] = value.strip()
+    return out
 
 
 def missing_package(lines: list[str]) -> str | None:
@@ -277,10 +306,23 @@ class NodeSetupRun:
         made (no pip: ensurepip ran out of disk space), every later run would reuse it."""
         node = self.node
         existed = (await self.t.run([base, "-c", _EXISTS, venv], timeout=60)).ok
-        self._step("venv", f"creating {venv} with {base}")
-        res = await self.t.run([base, "-m", "venv", venv], timeout=300)
+        cfg = _pyvenv_cfg(await self.t.read_from(f"{venv}/pyvenv.cfg", 0, 8192)) if existed else {}
+        why = await self._why_not_running(base, venv, cfg) if cfg else None
+        if why is not None:
+            # a venv is there, but its python does not run: `python -m venv` over it keeps its
+            # dangling links (and pip then fails with "…/bin/python3: No such file")
+            if not await self.t.read_from(f"{venv}/{MADE_MARK}", 0, 64):
+                self.result.step = "venv"
+                raise SetupError(f"{node.name}: {why}", hint=self._foreign_venv_hint(base, venv, why))
+            self._step("venv", f"{why}: making it anew with {base}")
+        else:
+            self._step("venv", f"creating {venv} with {base}")
+        res = await self.t.run([base, "-m", "venv", *(["--clear"] if why else []), venv], timeout=300)
         if res.ok:
-            self.result.changes.append(f"venv {venv} (new)")
+            mark = f"made by boltring setup with {base}: it may make this venv anew\n"
+            await self.t.write_file(f"{venv}/{MADE_MARK}", mark.encode(), mode=0o644)
+            self.result.changes.append(f"venv {venv} ({f'made anew: {why}' if why else 'new'})")
+            await self._check_runs(base, venv)
             return
         removed = not existed and (await self.t.run([base, "-c", _REMOVE, venv], timeout=120)).ok
         hint = (
@@ -290,6 +332,42 @@ class NodeSetupRun:
             else f"remove it (rm -rf {venv}), fix the cause above and run boltring setup again"
         )
         self._fail_with(res, "venv", f"{node.name}: `{base} -m venv {venv}` failed", hint)
+
+    async def _why_not_running(self, base: str, venv: str, cfg: dict[str, str]) -> str | None:
+        """Why the venv's python did not answer, in words; None when it answers now."""
+        py = self.node.python
+        res = await self.t.run([base, "-c", _PATH_STATE, py], timeout=60)
+        state = res.stdout.strip()
+        made_with = f"Python {cfg['version']}" if cfg.get("version") else "another Python"
+        if state == "missing":
+            return f"the venv {venv} has no {posixpath.basename(py)}: it was made with {made_with}"
+        if state == "dangling":
+            home = cfg.get("home") or "?"
+            return f"the venv {venv} was made with the Python in {home}, which is gone (upgraded or removed)"
+        if state == "file" and await describe(self.t, py, []) is not None:
+            return None  # it answers after all (a check that timed out?): nothing to make anew
+        return f"{py} does not run (the venv {venv} was made with {made_with})"
+
+    def _foreign_venv_hint(self, base: str, venv: str, why: str) -> str:
+        anew = (
+            f"remove it (rm -rf {venv}; boltring setup did not make it, so it leaves it alone) "
+            f"and run boltring setup again: it is made anew with {base}"
+        )
+        if " has no python" in why:  # the venv itself works, under another name
+            return f"set python: {venv}/bin/python3 to use it as it is, or {anew}"
+        return anew
+
+    async def _check_runs(self, base: str, venv: str) -> None:
+        """The configured python must run in the venv just made: pip through it would only say
+        "exit 127"."""
+        if await describe(self.t, self.node.python, []) is not None:
+            return
+        self.result.step = "venv"
+        name = posixpath.basename(self.node.python)
+        raise SetupError(
+            f"{self.node.name}: {venv} was made with {base}, but has no {name}",
+            hint=f"set python: {venv}/bin/python3",
+        )
 
     async def _restore_pip(self, venv: str) -> None:
         """A venv without pip (made --without-pip, or its ensurepip failed): pip comes back from
@@ -385,32 +463,50 @@ class NodeSetupRun:
         raise SetupError(message, hint=hint)
 
     async def _find_python(self) -> str:
-        self._step("python", "looking for Python 3.11+")
-        tried = []
-        for py in await self._candidates():
+        """A Python 3.11+ to make the venv with; of the version `python: …/python3.12` names,
+        when it names one (a venv made with 3.11 has no python3.12: pip would fail with exit 127)."""
+        node, asked = self.node, asked_version(self.node)
+        need = f"Python {asked[0]}.{asked[1]}" if asked else "Python 3.11+"
+        if asked is not None and asked < MIN_PYTHON:
+            self.result.step = "config"
+            raise SetupError(
+                f"{node.name}: python is {node.python}, {need}; boltring needs 3.11+",
+                hint=f"set python: {venv_of(node)}/bin/python3",
+            )
+        self._step("python", f"looking for {need}")
+        tried, found = [], []
+        for py in await self._candidates(asked):
             info = await describe(self.t, py, [])
             if info is None:
                 tried.append(f"{py}: not found")
-            elif tuple(info["version"][:2]) < MIN_PYTHON:
-                tried.append(f"{py}: {'.'.join(map(str, info['version']))}")
-            else:
+                continue
+            version = tuple(info["version"][:2])
+            if version >= MIN_PYTHON and (asked is None or version == asked):
                 return str(info["executable"])
+            tried.append(f"{py}: {'.'.join(map(str, info['version']))}")
+            found.append(f"{'.'.join(map(str, info['version']))} at {py}")
         self.result.step = "python"
+        if asked is not None:
+            raise SetupError(
+                f"{node.name}: python is {node.python}, a name only a venv made with {need} has, "
+                f"and this node has no {need} (it has {', '.join(found) or 'none at all'})",
+                hint=f"set python: {venv_of(node)}/bin/python3 (a venv of any Python 3.11+ has it), "
+                f"or install {need} (brew install python@{asked[0]}.{asked[1]}) and run boltring setup again",
+            )
         raise SetupError(
-            f"{self.node.name}: no Python 3.11+ ({'; '.join(tried)})",
+            f"{node.name}: no Python 3.11+ ({'; '.join(tried)})",
             hint="install one (brew install python@3.12, or from python.org), then run boltring setup again",
         )
 
-    async def _candidates(self) -> list[str]:
+    async def _candidates(self, asked: tuple[int, int] | None) -> list[str]:
         """The interpreter the configured venv was made from (its pyvenv.cfg `home`), when a
-        broken venv is there, then the usual places."""
+        broken venv is there, then the usual places; the asked version's names first."""
         venv = venv_of(self.node) or ""
-        cfg = (await self.t.read_from(f"{venv}/pyvenv.cfg", 0, 8192)).decode(errors="replace")
-        out = []
-        for line in cfg.splitlines():
-            key, _, value = line.partition("=")
-            if key.strip() == "home" and value.strip():
-                out.append(posixpath.join(value.strip(), "python3"))
+        cfg = _pyvenv_cfg(await self.t.read_from(f"{venv}/pyvenv.cfg", 0, 8192))
+        out = [posixpath.join(cfg["home"], "python3")] if cfg.get("home") else []
+        if asked is not None:
+            name = f"python{asked[0]}.{asked[1]}"
+            out = [name, *(posixpath.join(d, name) for d in _PYTHON_DIRS), *out]
         return out + [p for p in FALLBACK_PYTHONS if p not in out]
 
     async def _upload(self, python: str, wheel: Path | None) -> str:

@@ -6,7 +6,12 @@ stand-in for boltring's source tree (`CODE = "v1"`, then edited to "v2"):
   old code: setup passes it over and the node runs the edited code (it used to install the old
   wheel and record the new digest); `--download-wheelhouse` run again replaces it;
 - `workdir: boltring` (relative: the node's home's) gets the edited code too (its wheel path once
-  passed for a requirement name, and pip kept the old code of the same version).
+  passed for a requirement name, and pip kept the old code of the same version);
+- `python: <venv>/bin/python3.N` with no Python 3.N on the node fails at step python with one
+  line saying so (it used to make the venv with another Python, then "pip install failed: exit
+  127"); with a Python 3.N there, the venv is made with it;
+- a venv whose base Python is gone is made anew when boltring setup made it, and named, with what
+  to do, and left alone when someone else did.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import os
 import shutil
 import subprocess
 import sys
@@ -202,3 +208,113 @@ async def test_a_relative_workdir_is_the_nodes_homes_and_the_node_gets_the_edite
     r = await setup(n)
     assert r.status == "installed", outcome(r)
     assert code_on(home / "venv/bin/python") == "v2", outcome(r)
+
+
+# -- 3: the venv's python ----------------------------------------------------------------------------
+
+
+def runs(python: str) -> bool:
+    try:
+        return subprocess.run([python, "-c", ""], capture_output=True, timeout=60).returncode == 0
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def path_python(tmp_path, monkeypatch) -> Path:
+    """The node's `python3` on PATH is this test's base Python; nothing else of pyenv's is on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    base = Path(getattr(sys, "_base_executable", sys.executable))
+    (bin_dir / "python3").symlink_to(base)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    return bin_dir / "python3"
+
+
+def absent_minor() -> int:
+    """A minor version of Python 3 newer than this one that is nowhere the node looks."""
+    for minor in range(sys.version_info.minor + 1, 40):
+        name = f"python3.{minor}"
+        if not any(
+            runs(p) for p in (name, *(f"{d}/{name}" for d in ("/opt/homebrew/bin", "/usr/local/bin")))
+        ):
+            if not Path(f"/usr/bin/{name}").exists():
+                return minor
+    raise AssertionError("every Python 3 version is here")
+
+
+async def test_a_python_named_for_a_version_the_node_lacks_is_one_clear_line_every_time(
+    tree, home, path_python
+):
+    minor = absent_minor()
+    n = node(python=f"~/venv/bin/python3.{minor}")
+    for _ in range(2):  # the same line again, not another failure the second time
+        r = await setup(n)
+        assert (r.status, r.step) == ("failed", "python"), outcome(r)
+        assert f"has no Python 3.{minor} (it has 3.{sys.version_info.minor}" in (r.error or ""), outcome(r)
+        assert "set python: ~/venv/bin/python3" in (r.hint or "")
+        assert not (home / "venv").exists()  # nothing half done to trip over next time
+
+
+def other_python() -> str | None:
+    """A Python 3.11+ of another minor version than this one, when this machine has one."""
+    found = sorted(Path.home().glob(".pyenv/versions/3.*/bin/python3.*"))
+    found += sorted(Path(os.environ.get("PYENV_ROOT", "/root/.pyenv")).glob("versions/3.*/bin/python3.*"))
+    for p in found:
+        minor = p.name.removeprefix("python3.")
+        if minor.isdigit() and int(minor) >= 11 and int(minor) != sys.version_info.minor and runs(str(p)):
+            return str(p)
+    return None
+
+
+async def test_a_python_named_for_a_version_the_node_has_gets_a_venv_of_that_version(
+    tree, home, path_python, monkeypatch
+):
+    other = other_python()
+    if other is None:
+        pytest.skip("no Python 3.11+ of another minor version on this machine")
+    name = Path(other).name
+    (path_python.parent / name).symlink_to(other)
+    r = await setup(node(python=f"~/venv/bin/{name}"))
+    assert r.status == "installed", outcome(r)
+    assert code_on(home / "venv" / "bin" / name) == "v1"
+
+
+def doomed_python(tmp_path: Path) -> Path:
+    """A base Python that can go away, as a Homebrew upgrade removes the previous version's
+    folder: a venv made with it keeps pointing there."""
+    old = tmp_path / "old-python" / "bin"
+    old.mkdir(parents=True)
+    (old / "python3").symlink_to(Path(getattr(sys, "_base_executable", sys.executable)).resolve())
+    return old / "python3"
+
+
+async def test_a_venv_boltring_made_whose_base_python_is_gone_is_made_anew(
+    tree, home, tmp_path, path_python, monkeypatch
+):
+    doomed = doomed_python(tmp_path)
+    monkeypatch.setenv("PATH", f"{doomed.parent}:/usr/bin:/bin")
+    r = await setup(node())
+    assert r.status == "installed", outcome(r)
+    assert str(doomed.parent) in (home / "venv" / "pyvenv.cfg").read_text()
+    shutil.rmtree(doomed.parent.parent)  # the upgrade; python3 on PATH is another one now
+    monkeypatch.setenv("PATH", f"{path_python.parent}:/usr/bin:/bin")
+    assert not runs(str(home / "venv" / "bin" / "python"))
+    r = await setup(node())
+    assert r.status == "installed", outcome(r)
+    assert any("made anew" in c and "which is gone" in c for c in r.changes), r.changes
+    assert code_on(home / "venv/bin/python") == "v1"
+
+
+async def test_a_venv_someone_else_made_whose_base_python_is_gone_is_named_and_left_alone(
+    tree, home, tmp_path, path_python
+):
+    doomed = doomed_python(tmp_path)
+    subprocess.run([str(doomed), "-m", "venv", str(home / "venv")], check=True, timeout=300)
+    (home / "venv" / "theirs.txt").write_text("the user's\n")
+    shutil.rmtree(doomed.parent.parent)
+    r = await setup(node())
+    assert (r.status, r.step) == ("failed", "venv"), outcome(r)
+    assert "was made with the Python in" in (r.error or "") and "which is gone" in (r.error or ""), outcome(r)
+    assert "rm -rf ~/venv" in (r.hint or "") and str(path_python) in (r.hint or ""), outcome(r)
+    assert (home / "venv" / "theirs.txt").exists()
