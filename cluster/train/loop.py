@@ -17,7 +17,7 @@ Data-parallel contract (what makes N ranks train the same model as one rank):
   built), identically on every rank; no broadcast is needed. Every rank applies the same
   averaged gradients (bitwise identical, per the netio contract) with the same optimizer, so
   parameters stay identical after every update.
-* Every ``log_every`` steps (and at the last step) every rank calls
+* Every ``log_every`` steps (and at the first and last step of a run) every rank calls
   ``group.report(step, loss=<global mean loss>, samples=B)``; the global loss is
   ``all_sum(local loss) / N``, so every rank reports the same loss curve.
 
@@ -359,7 +359,9 @@ def train(
                 on_step(step, local_loss)
 
             last = step == cfg.steps
-            do_log = step % cfg.log_every == 0 or last
+            # The first step of a launch or resume is reported too: the summary's "loss first →
+            # last" would otherwise start at step log_every, and say nothing of where it began.
+            do_log = step % cfg.log_every == 0 or last or step == start_step + 1
             do_progress = step % progress_every == 0 or last or step == start_step + 1
             if do_log or do_progress:
                 gloss = global_mean(group, local_loss)

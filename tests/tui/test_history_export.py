@@ -220,7 +220,7 @@ async def test_resume_point_is_only_the_jobs_own_checkpoint(tmp_path):
     _charlm_left_step_200(node)
     (tmp_path / "train.py").write_text("")
     for job, expected in (
-        (JobSpec(example="charlm", steps=10), "step 200 (step-000200.safetensors)"),
+        (JobSpec(example="charlm", steps=300), "step 200 (step-000200.safetensors)"),
         (JobSpec(example="mlp", steps=10), None),
         (JobSpec(script=str(tmp_path / "train.py"), steps=10), None),
         (JobSpec(module="mypkg.train", steps=10), None),

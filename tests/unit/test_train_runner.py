@@ -90,7 +90,7 @@ def test_example_runs_reports_and_checkpoints(tmp_path):
     )
     assert res.returncode == 0, res.stderr
     steps = steps_of(tmp_path)
-    assert [s["step"] for s in steps] == [5, 10, 15, 20]
+    assert [s["step"] for s in steps] == [1, 5, 10, 15, 20]  # the first step too: where the loss began
     assert all(s["samples"] == 64 and s["loss"] > 0 for s in steps)
     assert steps[-1]["loss"] < steps[0]["loss"]
     assert "step 20/20" in res.stdout and "train accuracy" in res.stdout
