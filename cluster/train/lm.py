@@ -386,7 +386,8 @@ def train_lm(group, cfg: TrainConfig, args: types.SimpleNamespace, log=_log) -> 
                 t_val = time.perf_counter()
                 val = evaluate(group, model, valid_set, args, comm)
                 val_s = time.perf_counter() - t_val  # not training: left out of tokens/s
-            if step % cfg.log_every == 0 or last or val is not None:
+            # the run's first step too: the summary's first loss is where training began
+            if step % cfg.log_every == 0 or last or val is not None or step == start + 1:
                 summed = group.all_sum(np.array([ce.item()], dtype=np.float32))
                 gloss = float(summed[0]) / max(global_toks, 1)
                 losses[step] = gloss
