@@ -28,5 +28,9 @@ class HandshakeError(NetioError):
     """A peer could not prove the job secret, or belongs to another job, rank or world size."""
 
 
+class RingClosed(NetioError):
+    """This rank's own ring was closed (Ring.close, Group.close): no neighbour is to blame."""
+
+
 class ConnectTimeout(NetioError):
     """A ring neighbour did not come up (or never authenticated) within the connect timeout."""

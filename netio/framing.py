@@ -138,6 +138,7 @@ class Channel:
         self.max_payload = max_payload
         self.bytes_sent = 0
         self.bytes_recv = 0
+        self.written = 0  # bytes the socket took, headers and partial writes included: progress
         # Optional time.monotonic() by which every read must be complete: bounds a whole
         # exchange (the handshake), where `timeout` alone only bounds each silence.
         self.deadline: float | None = None
@@ -163,12 +164,15 @@ class Channel:
             return parts
         except OSError as e:
             raise self._send_error(e, kind) from None
+        self.written += sent
         return _unsent(parts, sent)
 
     def send_parts(self, parts: list[memoryview], what: str) -> None:
         try:
             while parts:
-                parts = _unsent(parts, self.sock.sendmsg(parts))
+                sent = self.sock.sendmsg(parts)
+                self.written += sent  # read by a collective waiting for its last frames (ring.py)
+                parts = _unsent(parts, sent)
         except OSError as e:
             raise self._send_error(e, what) from None
 

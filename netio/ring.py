@@ -33,8 +33,8 @@ import numpy as np
 
 from . import unixsock
 from .buffers import WIRE_DTYPES, add_into
-from .errors import ConnectTimeout, FrameError, HandshakeError, NetioError
-from .framing import Channel
+from .errors import ConnectTimeout, FrameError, HandshakeError, NetioError, PeerTimeout, RingClosed
+from .framing import DEFAULT_MAX_PAYLOAD, Channel
 from .handshake import client_handshake, server_handshake
 from .sender import Sender
 
@@ -83,6 +83,7 @@ class Ring:
         self._senders: list[Sender] = []
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._error: BaseException | None = None
+        self._closed = False
         self._error_lock = threading.Lock()
         self._scratch: dict[tuple[int, str], np.ndarray] = {}
         self._op = 0
@@ -142,8 +143,10 @@ class Ring:
             daemon=True,
         )
         acceptor.start()
+        connected = False
         try:
             self.right = self._connect_right(right, right_path, deadline)
+            connected = True
         except BaseException:
             # A signal (SIGTERM: the job is being stopped) or an error: the acceptor must not
             # hold this rank until the connect timeout. It did, and the rank ignored SIGTERM
@@ -155,6 +158,10 @@ class Ring:
             listener.close()
             if own_path is not None:  # the neighbour is in (or never came): the name has done its job
                 unixsock.unlink_quietly(own_path)
+            if not connected and "chan" in accepted:
+                # Closed, not left to the garbage collector: the left neighbour would otherwise
+                # wait on a connection nobody reads until its own timeout, blaming no one.
+                accepted["chan"].close()  # type: ignore[attr-defined]
         if "chan" not in accepted:
             if self.right:
                 self.right.close()
@@ -273,6 +280,8 @@ class Ring:
         """
         if src.size == 0:
             return
+        if self._closed:
+            raise RingClosed(f"rank {self.rank}'s ring was closed (close() was called): no collective runs")
         if self.size == 1:
             out = dst() if callable(dst) else dst
             if out is not src:
@@ -361,6 +370,11 @@ class Ring:
         return sum(c.bytes_recv for c in (self.left, self.right) if c is not None)
 
     def close(self) -> None:
+        # Recorded first, through the error path: a collective running on another thread then
+        # fails with this (its sockets are shut down under it), not with "Bad file descriptor"
+        # blaming a neighbour (who would blame us back: a circle of blame).
+        self._closed = True
+        self._fail(RingClosed(f"rank {self.rank} closed its ring (close() was called) during a collective"))
         for s in self._senders:
             s.q.put(None)
         for chan in (self.left, self.right):
@@ -413,20 +427,30 @@ class _Direction:
         # No per-chunk max_payload here: a larger chunk must fail the comparison below,
         # whose message says why (ranks disagree on shapes), before any payload is read.
         h = self.recv.recv_header("data")
-        if (h.get("op"), h.get("step"), h.get("off"), h.get("len"), h.get("dtype")) != (
-            self.op,
-            step,
-            a,
-            self.total,
-            self.wire,
-        ) or h["nbytes"] != (b - a) * self.item:
-            raise FrameError(
-                f"{self.recv.peer} sent {h.get('dtype')}[{h.get('len')}] chunk at offset {h.get('off')} "
-                f"(step {h.get('step')}, op {h.get('op')}), expected {self.wire}[{self.total}] at "
-                f"offset {a} (step {step}, op {self.op}) during {what}: every rank must call the same "
-                f"collectives with the same shapes and dtypes, in the same order",
-                self.recv.peer,
+        fields = (h.get("op"), h.get("step"), h.get("off"), h.get("len"), h.get("dtype"))
+        if fields != (self.op, step, a, self.total, self.wire) or h["nbytes"] != (b - a) * self.item:
+            raise self._mismatch(h, fields, a, b, step, what)
+
+    def _mismatch(self, h: dict, fields: tuple, a: int, b: int, step: int, what: str) -> FrameError:
+        """The error for a chunk that is not the one expected. The peer's fields are shown with
+        repr, cut short: they come off the wire, and a newline in a dtype must not forge log lines."""
+        peer, want = self.recv.peer, (b - a) * self.item
+        if fields == (self.op, step, a, self.total, self.wire):  # only the chunk's size differs
+            return FrameError(
+                f"{peer} sent a {h['nbytes']}-byte chunk of {self.wire}[{self.total}] at offset {a} "
+                f"(step {step}, op {self.op}), expected {want} bytes during {what}: the ranks split "
+                f"segments into different chunks, so ring.chunk_mb or the boltring version differs "
+                f"between them",
+                peer,
             )
+        op, st, off, length, dtype = (repr(v)[:40] for v in fields)
+        return FrameError(
+            f"{peer} sent {dtype}[{length}] chunk at offset {off} (step {st}, op {op}), "
+            f"expected {self.wire!r}[{self.total}] at offset {a} (step {step}, op {self.op}) "
+            f"during {what}: every rank must call the same collectives with the same shapes and "
+            f"dtypes, in the same order",
+            peer,
+        )
 
     def send_own(self) -> None:
         for a, b in self.chunks(self.v):  # reduce-scatter step 0: our own segment, from src
@@ -458,14 +482,35 @@ class _Direction:
                 recv.recv_payload(dst[a:b].data.cast("B"), "an all-gather chunk")
                 if s < n - 2:
                     self.send(dst, a, b, step + 1)
-        if self.sender.flushed():
-            return  # nothing of ours is still being written: dst may go back to the caller
+        if not self.sender.flushed():
+            self.wait_flushed()
+
+    def wait_flushed(self) -> None:
+        """Return once the sender has written every frame queued so far, or the collective has
+        failed. Until then dst must not go back to the caller: the sender still reads it, and
+        what the caller wrote there next would reach the neighbour as this collective's sum.
+
+        A slow reader is waited for as long as the socket takes bytes (the sum of a large
+        collective may take many timeouts to drain); no byte for the ring's timeout is a hung
+        neighbour, failed through the ring's error path."""
         done = threading.Event()
         self.sender.q.put(done)
-        deadline = time.monotonic() + self.ring.timeout + 1
-        while not done.wait(0.05):  # the sender's own socket timeout bounds this wait
-            if self.ring._error is not None or time.monotonic() > deadline:
-                break
+        chan, timeout = self.sender.chan, self.ring.timeout
+        written, last_progress = chan.written, time.monotonic()
+        while not done.wait(0.05):
+            if self.ring._error is not None:
+                return  # allreduce raises it; _fail shut the sockets, so nothing more leaves
+            if chan.written != written:
+                written, last_progress = chan.written, time.monotonic()
+            elif time.monotonic() - last_progress > timeout:
+                self.ring._fail(
+                    PeerTimeout(
+                        f"{chan.peer} accepted none of our last frames for {timeout:g} s after we "
+                        f"received all of ours: it is hung or its link is down",
+                        chan.peer,
+                    )
+                )
+                return
 
 
 def _family(host: str) -> int:
@@ -505,7 +550,9 @@ def chunk_bytes_for(segment_bytes: int, max_chunk: int) -> int:
     frames 14.5 ms, 1 MiB 10.3 ms, 4 MiB 9.5 ms. Two chunks a segment at least: with one,
     every hop would wait for the whole segment before passing any of it on."""
     chunk = min(max_chunk, max(MIN_CHUNK_BYTES, segment_bytes // 16))
-    return min(chunk, max(segment_bytes // 2, 1 << 20))
+    # Never over what a receiver accepts in one frame (framing.DEFAULT_MAX_PAYLOAD): with a
+    # large ring.chunk_mb, a segment over 4 GiB would otherwise be refused mid-collective.
+    return min(chunk, max(segment_bytes // 2, 1 << 20), DEFAULT_MAX_PAYLOAD)
 
 
 def _tune(sock: socket.socket) -> None:
