@@ -3,9 +3,14 @@
 The connecting rank (client) and the accepting rank (server) each send a fresh 32-byte
 nonce; each answers with HMAC-SHA256(secret, transcript), where the transcript binds the
 role, job id, both ranks, world size and both nonces. So a replayed answer, a peer from
-another job or an impostor on the Thunderbolt network fails, and neither side reveals
-anything about the secret. The server speaks second, so a client that cannot prove the
-secret learns nothing but a closed socket.
+another job or an impostor on the Thunderbolt network fails. The server proves first, so
+anyone who connects and says hello gets one server MAC before it is dropped: it cannot
+replay it (the next connection has a fresh nonce_s) or turn it into a client proof (the
+role differs), and against a random 32-byte secret (JobEnv.read_secret requires one) it is
+of no use for guessing the secret offline. No tensor byte moves before both proofs.
+
+Text a peer sends (a reject's reason, a job id) is shown with repr, cut short: the peer may
+not have proved anything yet, and a newline in it would forge lines in this rank's log.
 
     client → hello {job, rank, size, nonce_c}
     server → challenge {rank, nonce_s, mac_s}       (server proves first: it saw nonce_c)
@@ -56,7 +61,7 @@ def client_handshake(chan: Channel, secret: bytes, job: str, rank: int, size: in
     chan.send_frame("hello", job=job, rank=rank, size=size, nonce=nonce_c)
     header, _ = chan.recv_small("challenge", "reject")
     if header["kind"] == "reject":
-        raise HandshakeError(f"{chan.peer} refused us: {header.get('reason', 'no reason given')}", chan.peer)
+        raise HandshakeError(f"{chan.peer} refused us: {_reason(header)}", chan.peer)
     their_rank = _field(header, "rank", int, chan)
     nonce_s = _field(header, "nonce", bytes, chan)
     mac_s = _field(header, "mac", bytes, chan)
@@ -90,7 +95,7 @@ def server_handshake(chan: Channel, secret: bytes, job: str, rank: int, size: in
     nonce_c = _field(header, "nonce", bytes, chan)
     problem = None
     if their_job != job:
-        problem = f"it belongs to job {their_job!r}, we are job {job!r}"
+        problem = f"it belongs to job {their_job!r:.80}, we are job {job!r}"
     elif their_size != size:
         problem = f"it expects {their_size} ranks, this job has {size}"
     elif their_rank != client_rank:
@@ -109,13 +114,17 @@ def server_handshake(chan: Channel, secret: bytes, job: str, rank: int, size: in
     )
     header, _ = chan.recv_small("auth", "reject")
     if header["kind"] == "reject":  # the client could not verify our proof, or our rank
-        raise HandshakeError(
-            f"dropped {chan.peer}: it refused us: {header.get('reason', 'no reason given')}", chan.peer
-        )
+        raise HandshakeError(f"dropped {chan.peer}: it refused us: {_reason(header)}", chan.peer)
     mac_c = _field(header, "mac", bytes, chan)
     if not hmac.compare_digest(mac_c, _mac(secret, "client", job, client_rank, rank, size, nonce_c, nonce_s)):
         raise HandshakeError(f"dropped {chan.peer}: it could not prove the job secret", chan.peer)
     chan.send_frame("ok")
+
+
+def _reason(header: dict) -> str:
+    """A reject's reason as one line of at most 300 characters (repr escapes control characters)."""
+    reason = header.get("reason")
+    return "no reason given" if reason is None else repr(reason)[:300]
 
 
 def _refuse(chan: Channel, reason: str) -> None:
