@@ -26,6 +26,7 @@ CHUNK_MB = "BOLTRING_CHUNK_MB"
 NODE = "BOLTRING_NODE"
 BACKEND = "BOLTRING_BACKEND"  # boltring | mlx-ring | jaccl: who runs the collectives
 
+MIN_SECRET_BYTES = 32  # what the controller generates (handshake.SECRET_BYTES)
 MLX_BACKENDS = {"mlx-ring": "ring", "jaccl": "jaccl"}  # ring.backend -> mx.distributed.init(backend=)
 WIRE_DTYPE = "BOLTRING_WIRE_DTYPE"  # what average_gradients sends float32 gradients as
 OVERLAP = "BOLTRING_OVERLAP"  # "1": average_gradients overlaps the backward pass by default
@@ -161,4 +162,15 @@ class JobEnv:
         mode = path.stat().st_mode & 0o777
         if mode & 0o077:
             raise JobEnvError(f"secret file {path} has mode {mode:o}; it must be 0600")
-        return bytes.fromhex(path.read_text().strip())
+        try:
+            secret = bytes.fromhex(path.read_text().strip())
+        except ValueError:
+            secret = b""  # not hex: as unusable as an empty file, and refused with the same words
+        # A short secret would let anyone who can reach the ring port guess it (an empty one
+        # made every impostor's proof verify): the controller writes 32 random bytes.
+        if len(secret) < MIN_SECRET_BYTES:
+            raise JobEnvError(
+                f"secret file {path} holds {len(secret)} bytes of hex; the job secret must be at "
+                f"least {MIN_SECRET_BYTES} random bytes (64 hex digits), as the controller writes it"
+            )
+        return secret
