@@ -102,14 +102,16 @@ def read_exit(run_dir: Path) -> dict | None:
 def status(run_dir: Path) -> dict:
     """Liveness of the rank: alive, and `stopped` when a process of it is frozen (SIGSTOP, a
     debugger): alive but never going to send another byte."""
-    pid, exit = _own_group(run_dir)
+    pid, _ = _own_group(run_dir)
     states = group_states(pid) if pid else []
     alive = bool(states) if states is not None else bool(pid and group_alive(pid))
     return {
         "pid": pid,
         "alive": alive,
         "stopped": any(s == "T" for s in states or []),
-        "exit": exit,
+        # Read after the liveness: the keeper writes it before it exits, so a group found dead
+        # always has it. Read before, a rank ending in between was "gone without a record".
+        "exit": read_exit(run_dir),
     }
 
 
