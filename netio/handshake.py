@@ -9,7 +9,7 @@ replay it (the next connection has a fresh nonce_s) or turn it into a client pro
 role differs), and against a random 32-byte secret (JobEnv.read_secret requires one) it is
 of no use for guessing the secret offline. No tensor byte moves before both proofs.
 
-Text a peer sends (a reject's reason, a job id) is shown with repr, cut short: the peer may
+Text a peer sends (a reject's reason, a job id) is shown escaped and cut short: the peer may
 not have proved anything yet, and a newline in it would forge lines in this rank's log.
 
     client → hello {job, rank, size, nonce_c}
@@ -122,9 +122,14 @@ def server_handshake(chan: Channel, secret: bytes, job: str, rank: int, size: in
 
 
 def _reason(header: dict) -> str:
-    """A reject's reason as one line of at most 300 characters (repr escapes control characters)."""
+    """A reject's reason as one line of at most 300 characters: control and other unprintable
+    characters escaped as repr would (a newline becomes the two characters \\n)."""
     reason = header.get("reason")
-    return "no reason given" if reason is None else repr(reason)[:300]
+    if reason is None:
+        return "no reason given"
+    if not isinstance(reason, str):
+        return repr(reason)[:300]
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in reason[:300])
 
 
 def _refuse(chan: Channel, reason: str) -> None:

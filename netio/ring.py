@@ -432,8 +432,9 @@ class _Direction:
             raise self._mismatch(h, fields, a, b, step, what)
 
     def _mismatch(self, h: dict, fields: tuple, a: int, b: int, step: int, what: str) -> FrameError:
-        """The error for a chunk that is not the one expected. The peer's fields are shown with
-        repr, cut short: they come off the wire, and a newline in a dtype must not forge log lines."""
+        """The error for a chunk that is not the one expected. The peer's fields come off the
+        wire: anything but an int or a plain name is shown with repr, cut short (`_shown`), so
+        a newline in a dtype cannot forge log lines."""
         peer, want = self.recv.peer, (b - a) * self.item
         if fields == (self.op, step, a, self.total, self.wire):  # only the chunk's size differs
             return FrameError(
@@ -443,10 +444,10 @@ class _Direction:
                 f"between them",
                 peer,
             )
-        op, st, off, length, dtype = (repr(v)[:40] for v in fields)
+        op, st, off, length, dtype = (_shown(v) for v in fields)
         return FrameError(
             f"{peer} sent {dtype}[{length}] chunk at offset {off} (step {st}, op {op}), "
-            f"expected {self.wire!r}[{self.total}] at offset {a} (step {step}, op {self.op}) "
+            f"expected {self.wire}[{self.total}] at offset {a} (step {step}, op {self.op}) "
             f"during {what}: every rank must call the same collectives with the same shapes and "
             f"dtypes, in the same order",
             peer,
@@ -511,6 +512,13 @@ class _Direction:
                     )
                 )
                 return
+
+
+def _shown(value: object) -> str:
+    """A header field from a peer, for an error message: ints and plain names as they are."""
+    if (type(value) is int) or (isinstance(value, str) and value.isidentifier() and len(value) <= 40):
+        return str(value)
+    return repr(value)[:40]
 
 
 def _family(host: str) -> int:

@@ -45,7 +45,7 @@ def test_a_stranger_rejecting_our_challenge_cannot_forge_log_lines():
     assert len(errors) == 1 and isinstance(errors[0], HandshakeError), errors
     message = str(errors[0])
     assert "\n" not in message and len(message) < 400
-    assert r"'ok\nrank 1 exited" in message
+    assert r"refused us: ok\nrank 1 exited" in message
 
 
 def test_a_server_rejecting_our_hello_cannot_forge_log_lines():

@@ -150,7 +150,9 @@ def test_close_during_a_collective_blames_this_rank_and_later_calls_say_closed()
 
 def test_a_left_neighbour_accepted_is_hung_up_on_when_the_right_one_never_comes():
     p0, p1 = free_ports(2)  # nobody ever listens on p1: rank 0's right neighbour never comes
-    ring = Ring(0, 2, [f"127.0.0.1:{p0}", f"127.0.0.1:{p1}"], SECRET, "leak", connect_timeout=1.5, same_host="tcp")
+    ring = Ring(
+        0, 2, [f"127.0.0.1:{p0}", f"127.0.0.1:{p1}"], SECRET, "leak", connect_timeout=1.5, same_host="tcp"
+    )
     errors: list[BaseException] = []
 
     def connect() -> None:
