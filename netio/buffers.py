@@ -150,6 +150,31 @@ def mlx_operands(x) -> Operands:
     return Operands(src=src, alloc=alloc, result=out, wire=name, keep=src_arr)
 
 
+def mlx_async_operands(x) -> tuple[Callable[[], Operands], Any]:
+    """mlx_operands for a collective that runs on another thread, without waiting here.
+
+    Returns (ready, result). On the calling thread only lazy graph work happens: x made C-ordered
+    (`mx.contiguous` shares x's buffer when it already is, no copy) and the result, both started
+    with `mx.async_eval`, which returns at once even when x ends a long computation. `ready()`,
+    called on the communication thread, waits for those evaluations (reading an array's memory
+    waits for it; nothing new is scheduled there) and returns the Operands; `result` is the
+    array the caller gets back, filled by the ring."""
+    import mlx.core as mx
+
+    name = str(x.dtype).split(".")[-1]
+    if name not in WIRE_DTYPES:
+        raise TypeError(f"all_sum does not support dtype {name}; supported: {', '.join(WIRE_DTYPES)}")
+    src_arr = mx.contiguous(x)
+    out = _filled_result(x)
+    mx.async_eval(src_arr, out)
+
+    def ready() -> Operands:
+        src = np.frombuffer(_mlx_buffer(src_arr), dtype=WIRE_DTYPES[name])
+        return Operands(src=src, alloc=lambda: _writable(out, name), result=out, wire=name, keep=src_arr)
+
+    return ready, out
+
+
 def _filled_result(x):
     """A new array of x's shape and dtype, zero-filled as bytes: MLX fills a uint8 array with
     libc's memset (perf shows it), faster than its float fill (64 MiB: 2.5 against 3.6 ms on

@@ -19,15 +19,16 @@ import concurrent.futures
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .buffers import (
-    Operands,
     keep_freed_memory,
     keep_mlx_buffers,
+    mlx_async_operands,
     mlx_inplace_operands,
     mlx_operands,
     numpy_operands,
@@ -47,15 +48,15 @@ def _is_mlx_array(x: Any) -> bool:
 class Pending:
     """A collective started by all_sum_async: wait() returns its result or raises its error."""
 
-    def __init__(self, future: concurrent.futures.Future, ops: Operands):
-        self._future, self._ops = future, ops
+    def __init__(self, future: concurrent.futures.Future, result: Any):
+        self._future, self._result = future, result
 
     def done(self) -> bool:
         return self._future.done()
 
     def wait(self):
         self._future.result()
-        return self._ops.result
+        return self._result
 
     def exception(self) -> BaseException | None:
         """Wait for the collective; its error, or None (never raises)."""
@@ -145,17 +146,35 @@ class Group:
         return ops.result
 
     def all_sum_async(self, x) -> Pending:
-        """Start the sum of `x` over all ranks on the communication thread; `.wait()` returns
-        what all_sum would. Collectives run one at a time in call order, so every rank must
-        start the same ones in the same order (as for all_sum)."""
-        ops = mlx_operands(x) if _is_mlx_array(x) else numpy_operands(np.asarray(x))
-        dst = ops.alloc()  # MLX work stays on this thread; the ring thread only sees numpy views
-        return self._submit(ops, lambda: self.ring.allreduce(ops.src, dst, ops.wire))
+        """Start the sum of `x` over all ranks on the communication thread and return at once;
+        `.wait()` returns what all_sum would. Collectives run one at a time in call order, so
+        every rank must start the same ones in the same order (as for all_sum).
 
-    def _submit(self, ops: Operands, run) -> Pending:
+        An mx.array is not evaluated on this thread: its evaluation is started (mx.async_eval)
+        and the communication thread waits for it before summing, as average_gradients with
+        overlap does, so a lazy x costs the caller nothing here.
+
+        A numpy array is read in place, by the communication thread, while the collective runs:
+        do not modify it until wait() returns (pass a copy to reuse the buffer at once). No
+        copy is made here: it would cost a pass over the whole buffer and as much memory again
+        on every call, to protect against a reuse the caller can avoid (a non-contiguous x is
+        copied anyway, at call time, into the C order the ring reads)."""
+        if _is_mlx_array(x):
+            ready, result = mlx_async_operands(x)
+        else:
+            ops = numpy_operands(np.asarray(x))
+            ready, result = (lambda: ops), ops.result
+
+        def run() -> None:
+            ops = ready()
+            self.ring.allreduce(ops.src, ops.alloc, ops.wire)
+
+        return self._submit(run, result)
+
+    def _submit(self, run: Callable[[], None], result: Any) -> Pending:
         if self._comm is None:
             self._comm = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="boltring-comm")
-        pending = Pending(self._comm.submit(run), ops)
+        pending = Pending(self._comm.submit(run), result)
         self._pending = [p for p in self._pending if not p.done()]  # finished ones hold memory
         self._pending.append(pending)
         return pending
@@ -244,7 +263,7 @@ class Group:
         if not owned:
             return None, self.all_sum_async(flat)
         ops = mlx_inplace_operands(flat)
-        return None, self._submit(ops, lambda: self.ring.allreduce_(ops.src, ops.wire))
+        return None, self._submit(lambda: self.ring.allreduce_(ops.src, ops.wire), ops.result)
 
     def _buckets(self, leaves):
         by_dtype: dict[Any, list] = {}

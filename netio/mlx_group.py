@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from .buffers import Operands
 from .group import Group, Pending
 from .jobenv import JobEnv, JobEnvError
 from .metrics import MetricsWriter
@@ -99,9 +98,13 @@ class MlxGroup(Group):
             a = x
         else:
             src = np.ascontiguousarray(np.asarray(x))
-            a = mx.array(src)
+            # mx.array narrows float64 to float32 unless told otherwise: a sum of float64 values
+            # came back rounded (1 + 1e-12 -> 1, 2**40 + 0.5 -> 2**40) even on one rank.
+            a = mx.array(src, dtype=mx.float64) if src.dtype == np.float64 else mx.array(src)
+        # float64 exists on MLX's CPU only (its GPU has none), and MLX's ring sums it exactly there.
+        stream = mx.cpu if a.dtype == mx.float64 else None
         t0 = time.perf_counter()
-        out = mx.distributed.all_sum(a, group=self.mx_group) if self.size > 1 else a
+        out = mx.distributed.all_sum(a, group=self.mx_group, stream=stream) if self.size > 1 else a
         mx.eval(out)
         self.ring.add(a.nbytes, self.size, time.perf_counter() - t0)
         if is_mx:
@@ -114,8 +117,7 @@ class MlxGroup(Group):
         done: concurrent.futures.Future = concurrent.futures.Future()
         result = self.all_sum(x)
         done.set_result(None)
-        empty = np.empty(0)
-        return Pending(done, Operands(src=empty, alloc=lambda: empty, result=result, wire="float32"))
+        return Pending(done, result)
 
     def average_gradients(self, grads, *, overlap: bool | None = None, wire_dtype: str | None = None):
         """Mean of a tree of mx.array over ranks with ``mlx.nn.average_gradients`` (it packs
