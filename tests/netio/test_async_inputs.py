@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import cast
 
 import numpy as np
 
@@ -101,7 +102,7 @@ def test_all_sum_async_of_lazy_arrays_gives_every_rank_the_same_sum(tmp_path):
     out = _groups_in_threads(tmp_path, 2, body)
     for r in range(2):
         assert not isinstance(out[r], BaseException), out[r]
-    (ref0, sums0), (ref1, sums1) = out  # type: ignore[misc]
+    (ref0, sums0), (ref1, sums1) = cast(list[tuple[np.ndarray, list[np.ndarray]]], out)
     for s0, s1 in zip(sums0, sums1, strict=True):
         assert s0.tobytes() == s1.tobytes()  # the same bits on every rank
     np.testing.assert_allclose(sums0[0], ref0 + ref1, rtol=1e-4, atol=1e-3)
