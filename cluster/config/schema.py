@@ -241,8 +241,10 @@ class RingOptions:
     bucket_mb: float = setting(  # gradient bucket size for average_gradients
         32.0, check=v.positive, expected="megabytes of gradients per averaging bucket, such as 32"
     )
-    chunk_mb: float = setting(  # frame payload size on the wire
-        4.0, check=v.positive, expected="megabytes per frame on the wire, such as 4"
+    chunk_mb: float = setting(  # frame payload size on the wire; receivers refuse frames over 256 MiB
+        4.0,
+        check=v.positive_at_most(256),
+        expected="megabytes per frame on the wire, such as 4 (at most 256: receivers refuse larger frames)",
     )
     order: str = setting(  # "config": nodes in file order; "cabling": reordered to follow the cables
         "config",
@@ -257,7 +259,7 @@ class RingOptions:
     wire_dtype: str = setting(  # one of WIRE_DTYPES; half precision halves the bytes of average_gradients
         "float32",
         check=v.choice("a wire dtype", WIRE_DTYPES),
-        expected="float32 (exact), bfloat16 or float16 (half the bytes; sums still accumulate in float32)",
+        expected="float32 (exact), bfloat16 or float16 (half the bytes; each hop rounds the partial sum)",
     )
     overlap: bool = setting(  # average_gradients reduces each bucket while MLX computes the next
         False,

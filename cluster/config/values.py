@@ -110,6 +110,18 @@ def positive(v: Any) -> float:
     return float(v)
 
 
+def positive_at_most(limit: float) -> Callable[[Any], float]:
+    """A positive number no larger than `limit`."""
+
+    def check(v: Any) -> float:
+        value = positive(v)
+        if value > limit:
+            raise Bad(f"{v:g} is over {limit:g}")
+        return value
+
+    return check
+
+
 def port(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
         raise Bad(describe(v))

@@ -299,6 +299,8 @@ ERRORS = [
     ),
     ("ring:\n  timeout: -1\nnodes: [{name: a, local: true}]\n", 2, "ring.timeout", "not a positive number"),
     ("ring:\n  chunk_mb: .nan\nnodes: [{name: a, local: true}]\n", 2, "ring.chunk_mb", "not a positive"),
+    # receivers refuse frames over 256 MiB: a larger chunk broke every collective of >4 GiB segments
+    ("ring:\n  chunk_mb: 300\nnodes: [{name: a, local: true}]\n", 2, "ring.chunk_mb", "300 is over 256"),
     (
         "ssh:\n  known_hosts: null\nnodes: [{name: a, local: true}]\n",
         2,
