@@ -100,7 +100,10 @@ def iface_results(node: Node, ifs: InterfaceFacts, darwin: bool) -> list[CheckRe
     else:
         held = ", ".join(addrs) if addrs else "no IPv4 address"
         if darwin:
-            hint = f'set it: sudo networksetup -setmanual "Thunderbolt Bridge" {ip} 255.255.255.0' + (
+            # networksetup names the service, not the device: en1's is "Thunderbolt 1", and the
+            # bridge's "Thunderbolt Bridge" (setting the bridge's would not put ip on en1)
+            service = (ifs.get("names") or {}).get(name) or "Thunderbolt Bridge"
+            hint = f'set it: sudo networksetup -setmanual "{service}" {ip} 255.255.255.0' + (
                 f" (or set ring_ip: {addrs[0]} in the config)" if addrs else ""
             )
         else:
