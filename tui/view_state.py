@@ -203,7 +203,9 @@ class ClusterView:
     def stopped_line(self) -> str | None:
         if self.state != JobState.KILLED:
             return None
-        return stopped_text(self.stopped_by, self.step if self.started_t is not None else None)
+        # The controller's own words when it gave them ("… during launch": no step was made, and
+        # "at step 150" would name the last job's); else who stopped it and where.
+        return self.reason or stopped_text(self.stopped_by, self.step if self.started_t is not None else None)
 
     # -- updates ---------------------------------------------------------------------------
 
@@ -533,7 +535,7 @@ class ClusterView:
             steps = f"{'?' if ev.steps is None else ev.steps}/{ev.total_steps} steps"
         text = f"job {ev.job_id} {status}: {steps} in {wall}{loss}"
         if status == JobState.KILLED:
-            text += f" ({stopped_text(self.stopped_by, ev.steps)})"
+            text += f" ({in_words(ev.reason) or stopped_text(self.stopped_by, ev.steps)})"
         elif ev.reason:
             text += f" ({in_words(ev.reason)})"
         if ev.restarts:

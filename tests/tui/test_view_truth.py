@@ -134,6 +134,13 @@ def test_a_second_launch_shows_none_of_the_first_jobs_figures():
     v.apply(JobStateChanged(JobState.LAUNCHING, job_id="B", t=4000))
     v.apply(JobStateChanged(JobState.KILLED, job_id="B", by=StoppedBy.APP, t=4005))
     assert v.stopped_line() == "stopped by you"
+    # with the controller's words for it, the view says them: no step was made
+    v = job_a_finished()
+    v.apply(JobStateChanged(JobState.LAUNCHING, job_id="B", t=4000))
+    said = "stopped by you (the app) during launch"
+    v.apply(JobStateChanged(JobState.KILLED, job_id="B", by=StoppedBy.APP, reason=said, t=4005))
+    assert v.stopped_line() == said, v.stopped_line()
+    assert v.log[-1].text == f"job killed: {said}", v.log[-1].text
 
 
 def test_a_restart_keeps_its_jobs_figures():
