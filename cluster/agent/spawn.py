@@ -43,6 +43,8 @@ reserve); split apart, each file would restate it.)
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -51,9 +53,21 @@ import tempfile
 import time
 from pathlib import Path
 
-from boltring.cluster.agent.proc_groups import group_alive, group_states, live_groups, reused, signal_group
+from boltring.cluster.agent.proc_groups import (
+    group_alive,
+    group_states,
+    live_groups,
+    reused,
+    signal_group,
+    started_at,
+)
 
 PID_FILE = "pid"
+# The keeper's start time (proc_groups.started_at) beside its pid, in a file of its own so that
+# the pid file stays one number for whoever reads it: tells the keeper from a later process
+# given its pid when no exit record exists to date the rank's end (a reboot, a SIGKILLed group).
+PID_STARTED_FILE = "pid.started"
+START_LOCK = "start.lock"  # held by `start` from its liveness check until the pid is written
 LOG_FILE = "rank.log"
 EXIT_FILE = "exit.json"
 SECRET_FILE = "secret"
@@ -105,7 +119,7 @@ def status(run_dir: Path) -> dict:
     pid, _ = _own_group(run_dir)
     states = group_states(pid) if pid else []
     alive = bool(states) if states is not None else bool(pid and group_alive(pid))
-    return {
+    answer = {
         "pid": pid,
         "alive": alive,
         "stopped": any(s == "T" for s in states or []),
@@ -113,25 +127,66 @@ def status(run_dir: Path) -> dict:
         # always has it. Read before, a rank ending in between was "gone without a record".
         "exit": read_exit(run_dir),
     }
+    if not alive and answer["exit"] is None:
+        # Dead with no record yet, yet `kill` was told to stop it (stop.json is written before
+        # any signal): a SIGKILLed keeper's record is written by that kill once the group has
+        # gone, a moment later. Who stopped it is its end, not "lost".
+        answer["stop"] = _read_small_json(run_dir / STOP_FILE) or None
+    return answer
 
 
 def _own_group(run_dir: Path) -> tuple[int | None, dict | None]:
-    """The rank's group id, or None once that number names a group born after the rank ended
-    (proc_groups.reused: a stranger's, never to be signalled or reported alive); its exit record."""
+    """The rank's group id, or None once that number names a process that is not its keeper
+    (a stranger's, never to be signalled or reported alive); its exit record. Told by the
+    keeper's start time kept at start, and for older run dirs without it, by a process born
+    after the exit record says the rank ended (proc_groups.reused)."""
     pid, exit = read_pid(run_dir), read_exit(run_dir)
+    if pid and _not_the_keeper(run_dir, pid):
+        return None, exit
     if pid and exit is not None and reused(pid, exit.get("ended")):
         return None, exit
     return pid, exit
 
 
+def _not_the_keeper(run_dir: Path, pid: int) -> bool:
+    """Process `pid` started at another time than the keeper did. No such process is not
+    proof: the keeper's group members outliving it keep its number as their group id, and the
+    kernel gives no new process a number still used as a group id."""
+    try:
+        kept = float((run_dir / PID_STARTED_FILE).read_text())
+    except (OSError, ValueError):
+        return False  # started by an older boltring: only the exit record can tell
+    began = started_at(pid)
+    return began is not None and abs(began - kept) > 2.0  # one clock; /proc's boot time is whole seconds
+
+
+@contextlib.contextmanager
+def _start_lock(run_dir: Path):
+    """One `start` at a time in a run dir: two at once (a re-attached controller restarting
+    beside the one that launched) both found no rank alive, and both started one. The second
+    now waits, then finds the first's rank alive and is refused. Released when the command
+    ends, however it ends; the keeper closes its inherited copy at once."""
+    fd = os.open(run_dir / START_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd
+    finally:
+        os.close(fd)
+
+
 def start(run_dir: Path, spec: dict) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with _start_lock(run_dir) as lock:
+        return _start_locked(run_dir, spec, lock)
+
+
+def _start_locked(run_dir: Path, spec: dict, lock: int) -> dict:
     current = status(run_dir)
     if current["alive"]:
         raise SystemExit(
             _fail(f"a rank is already running in {run_dir} (pid {current['pid']}); kill it first", code=3)
         )
-    for stale in (EXIT_FILE, PID_FILE, WHY_FILE, STOP_FILE):
+    for stale in (EXIT_FILE, PID_FILE, PID_STARTED_FILE, WHY_FILE, STOP_FILE):
         (run_dir / stale).unlink(missing_ok=True)
     # Room for the exit record, taken now while the disk has it (see the module docstring).
     write_atomic(run_dir / RESERVE_FILE, " " * RESERVE_BYTES)
@@ -163,6 +218,7 @@ def start(run_dir: Path, spec: dict) -> dict:
     if keeper == 0:  # the keeper: new session, owns the log, waits for the rank
         try:
             os.close(ready_r)
+            os.close(lock)  # the start lock is the start command's, not the rank's
             os.setsid()
             log = os.open(run_dir / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             null = os.open(os.devnull, os.O_RDONLY)
@@ -177,6 +233,9 @@ def start(run_dir: Path, spec: dict) -> dict:
     os.close(ready_w)
     os.read(ready_r, 1)  # the group exists before we report it, so `kill` can always find it
     os.close(ready_r)
+    began = started_at(keeper)
+    if began is not None:  # before the pid: a pid file is never read without its start time
+        write_atomic(run_dir / PID_STARTED_FILE, repr(began))
     write_atomic(run_dir / PID_FILE, str(keeper))
     return {"pid": keeper, "run_dir": str(run_dir)}
 
