@@ -16,15 +16,25 @@ one that launched it, and each that re-attached since (the app, `status`, `kill`
 them is alive, nothing follows the ranks or will write how the job ended, and `boltring runs`
 says so instead of "running" (history.py).
 
+Several processes write one record (the controller that launched the job, one that re-attached,
+`boltring kill` asking a restart not to happen): every read-modify-write holds the record's lock
+(`locked`, an flock on jobs/.<job id>.lock) and every write replaces the file whole (atomic), so
+none undoes another's change made between its read and its write. The controller that restarts
+the job is its `owner` (claim_restarts): one at a time, so a job is never restarted twice.
+
 A write that fails (a full disk) raises ControllerError naming the file and the system's reason,
 e.g. "cannot write the job record /…/jobs/x.json: No space left on device".
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
+import os
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +82,7 @@ def new_record(config: Config, job_id: str, ranks: list[dict[str, Any]], *, resu
         "reason": None,
         "blamed": None,  # failed: {"rank", "node", "cause"} of the rank the reason blames
         "watchers": [this_controller()],
+        "owner": this_controller(),  # the one controller that may restart it (claim_restarts)
         "clocks": {},  # node -> {"offset_s", "error_s"}: its clock - this one's (note_clock)
     }
 
@@ -128,14 +139,72 @@ def add_watcher(record: dict[str, Any]) -> None:
 
 
 def watch(job_id: str) -> None:
-    """Name this process among the watchers of the record on disk, read afresh: the copy a
-    re-attaching controller read may be seconds old, and written back whole it could undo
-    what the job's other controller wrote since (its end)."""
-    fresh = read(job_id)
-    if fresh is None or not is_active(fresh):
-        return
-    add_watcher(fresh)
-    write(fresh)
+    """Name this process among the watchers of the record on disk, read afresh under its lock:
+    the copy a re-attaching controller read may be seconds old, and written back whole it could
+    undo what the job's other controller wrote since (its end)."""
+
+    def name_me(fresh: dict[str, Any]) -> bool:
+        if not is_active(fresh):
+            return False
+        add_watcher(fresh)
+        return True
+
+    update(job_id, name_me)
+
+
+def ask_stop(job_id: str, by: str) -> bool:
+    """Ask the job's owner, in its record, to stop it while it is between attempts (launching,
+    or restarting with no rank alive); False when it is not. Looked at under the lock: the owner
+    writes "running" once its (re)launched ranks run and then looks for a stop asked (relaunch),
+    so a stop asked before is heeded, and after it the job is running and has ranks to stop."""
+
+    def ask(fresh: dict[str, Any]) -> bool:
+        if fresh.get("state") not in (JobState.LAUNCHING, JobState.RESTARTING):
+            return False
+        fresh["stop_requested"] = by
+        return True
+
+    asked = False
+
+    def note(fresh: dict[str, Any]) -> bool:
+        nonlocal asked
+        asked = ask(fresh)
+        return asked
+
+    update(job_id, note)
+    return asked
+
+
+def claim_restarts(job_id: str) -> bool:
+    """May this controller restart the job? Only its owner may: the controller that launched
+    it, or one that re-attached and took it over here once the owner was known to be gone (a
+    process of this machine no longer alive). Taken under the record's lock, so of two that
+    find the owner gone one gets it; an owner on another machine is never taken over (nobody
+    here can tell it is gone). Records written before `owner` was kept: the first watcher,
+    the controller that launched the job."""
+    me = this_controller()
+
+    def take(fresh: dict[str, Any]) -> bool:
+        owner = fresh.get("owner")
+        if not valid(owner):
+            watchers = _watchers(fresh)
+            owner = watchers[0] if watchers else None
+        if owner == me:
+            return False  # already ours: nothing to write
+        if owner is not None and (not on_this_machine(owner) or alive(owner)):
+            raise _NotYours
+        fresh["owner"] = me
+        return True
+
+    try:
+        fresh = update(job_id, take)
+    except _NotYours:
+        return False
+    return fresh is not None
+
+
+class _NotYours(Exception):
+    """The job's owner is alive (or cannot be told gone): claim_restarts gets nothing."""
 
 
 def watched(record: dict[str, Any]) -> bool | None:
@@ -154,16 +223,12 @@ def _watchers(record: dict[str, Any]) -> list[dict[str, Any]]:
     return [w for w in raw if valid(w)] if isinstance(raw, list) else []
 
 
-def _merge_watchers(record: dict[str, Any], path: Path) -> None:
+def _merge_watchers(record: dict[str, Any], on_disk: dict[str, Any] | None) -> None:
     """Keep the watchers another process named in the file since this one read it (a controller
     rewrites its own copy of the record: an app that re-attached meanwhile was dropped), less
     those of this machine that have ended (a script calling `status` every minute would grow
     the list without end); with none alive, the last one stays, so the record still tells that
     nothing watches the job."""
-    try:
-        on_disk = json.loads(path.read_text())
-    except (OSError, ValueError):
-        on_disk = None
     merged = _watchers(record)
     if isinstance(on_disk, dict):
         merged += [w for w in _watchers(on_disk) if w not in merged]
@@ -174,26 +239,73 @@ def _merge_watchers(record: dict[str, Any], path: Path) -> None:
     record["watchers"] = live or merged[-1:]
 
 
+@contextlib.contextmanager
+def locked(job_id: str) -> Iterator[None]:
+    """Hold job `job_id`'s record lock: around every read-modify-write of the record, by any
+    process of this machine (the record lives here, under BOLTRING_HOME)."""
+    path = jobs_dir() / f".{job_id}.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise _cannot_write(e, path) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def update(job_id: str, change: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+    """Read the record afresh, let `change` edit it, and write it back when `change` says so,
+    all under the record's lock. The record as it now is, or None when there is none."""
+    with locked(job_id):
+        fresh = read(job_id)
+        if fresh is not None and change(fresh):
+            _write(fresh)
+        return fresh
+
+
 def write(record: dict[str, Any]) -> None:
+    """Write a controller's own copy of the record, under its lock, keeping what other processes
+    wrote into it since that copy was read (see _write)."""
+    with locked(record["job_id"]):
+        _write(record)
+
+
+def _write(record: dict[str, Any]) -> None:
     path = record_path(record["job_id"])
     try:
-        _merge_watchers(record, path)
+        on_disk = _read_path(path)
+        _merge_watchers(record, on_disk)
+        # Asked by `boltring kill` while the job waited to restart (JobController.request_stop):
+        # the owner's next write of its own copy erased it, and the job restarted after "it will
+        # not restart". Once asked, it stays asked.
+        if on_disk and on_disk.get("stop_requested") and not record.get("stop_requested"):
+            record["stop_requested"] = on_disk["stop_requested"]
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, json.dumps(record, indent=1, default=str))
     except OSError as e:
-        where = e.filename or path
-        raise ControllerError(
-            f"cannot write the job record {where}: {e.strerror or e}",
-            hint="free disk space under BOLTRING_HOME (or point BOLTRING_HOME elsewhere)",
-        ) from None
+        raise _cannot_write(e, path) from None
 
 
-def read(job_id: str) -> dict[str, Any] | None:
+def _cannot_write(e: OSError, path: Path) -> ControllerError:
+    return ControllerError(
+        f"cannot write the job record {e.filename or path}: {e.strerror or e}",
+        hint="free disk space under BOLTRING_HOME (or point BOLTRING_HOME elsewhere)",
+    )
+
+
+def _read_path(path: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads(record_path(job_id).read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def read(job_id: str) -> dict[str, Any] | None:
+    return _read_path(record_path(job_id))
 
 
 def active(config_source: str) -> dict[str, Any] | None:
