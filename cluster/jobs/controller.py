@@ -36,6 +36,9 @@ from .core import (
 )
 from .watch import WatchMixin
 
+# attach: how long a job whose controller is (re)starting its ranks is waited for to run
+BETWEEN_ATTEMPTS_WAIT_S = 1.5
+
 __all__ = ["POLL_S", "ControllerCore", "ControllerError", "JobController"]
 
 
@@ -56,6 +59,7 @@ class JobController(WatchMixin):
             self._launching = launching
         try:
             job_id = await self._launch(resume)
+            self._owner = True  # its record names this controller its owner (record.new_record)
             self._follower = asyncio.create_task(self._follow())
         finally:
             launching.set_result(None)
@@ -117,13 +121,13 @@ class JobController(WatchMixin):
         return results
 
     def request_stop(self, by: StoppedBy = StoppedBy.USER_KILL) -> str | None:
-        """Ask the controller watching a job that is between attempts (restarting, no rank
-        alive) not to relaunch it. Returns the job id, or None when no such job exists."""
+        """Ask the controller that owns a job between attempts (launching, or restarting with no
+        rank alive) to stop it: a restart not to relaunch, a launch to stop what it starts (its
+        follow looks for the request, watch._heed_stop_while_following). Returns the job id, or
+        None when no such job exists."""
         rec = record.active(self.config.source)
-        if not rec or rec.get("state") != JobState.RESTARTING:
+        if not rec or not record.ask_stop(str(rec["job_id"]), str(by)):
             return None
-        rec["stop_requested"] = str(by)
-        record.write(rec)
         return str(rec["job_id"])
 
     def between_attempts(self) -> dict | None:
@@ -144,6 +148,21 @@ class JobController(WatchMixin):
         rec = record.active(self.config.source)
         if not rec or self.state.active:
             return False
+        # Its controller is starting ranks: those not restarted yet still hold the last
+        # attempt's exit records, which a follow read as their end (and then stopped the fresh
+        # ranks as a failure's leftovers). Followed once the record says running; `status`
+        # says "between attempts" until then (between_attempts). A relaunch about to run is
+        # waited for a moment: `status --follow` looks again only every second, and a short
+        # job's whole last attempt could pass unseen in between.
+        deadline = time.monotonic() + BETWEEN_ATTEMPTS_WAIT_S
+        between = (JobState.LAUNCHING, JobState.RESTARTING)
+        while rec.get("state") in between and record.watched(rec) is not False:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+            rec = record.read(str(rec["job_id"])) or {}
+        if not record.is_active(rec):
+            return False  # it ended meanwhile
         alive = await self._alive_ranks_of(rec)
         # Launching or restarting, a controller is between attempts and owns the record.
         followed = rec.get("state") in (JobState.RUNNING, JobState.STALLED)
@@ -216,6 +235,7 @@ class JobController(WatchMixin):
         self.config = dataclasses.replace(self.config, job=record.job_from_record(rec, self.config.job))
         self._reset_job()
         self._record = rec
+        self._owner = False  # it restarts the job only once it took it over (record.claim_restarts)
         self._policy.history = list(rec.get("restarts") or [])
         self._done = asyncio.get_running_loop().create_future()
         nodes = {n.name: n for n in self.config.nodes}

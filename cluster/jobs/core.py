@@ -56,6 +56,18 @@ def _stopped_by(text: object) -> StoppedBy | None:
         return None
 
 
+def _stopped_end(stop: object) -> dict | None:
+    """The end of a rank found dead with no exit record while `kill` stops it (spawn status
+    hands its stop.json): stopped by whoever asked, not lost. Its kill writes the exit record
+    only once the SIGKILLed group has gone; read as "lost" in between, a job stopped from
+    another terminal ended failed (and could restart). "ended": when the stop was asked, on
+    the node's clock, as exit records' times are."""
+    if not isinstance(stop, dict) or not stop.get("by"):
+        return None
+    end = {"returncode": None, "signal": None, "killed": True, "stopped_by": stop["by"]}
+    return {**end, "ended": stop.get("at")}
+
+
 def _transport_for(node: Node, config: Config, on_state) -> Transport:
     if node.local:
         return LocalTransport(node, on_state)
@@ -117,6 +129,12 @@ class ControllerCore:
         self._polls: dict[int, asyncio.Future] = {}  # rank -> its read in flight (watch._poll_round)
         self._facts = {}
         self._unasked = {}  # node -> why `spawn status` could not be asked there (_alive_ranks_of)
+        # Launched by this controller, or taken over from a dead owner: the one that may restart
+        # the job (record.claim_restarts). A re-attached one follows the owner's restarts.
+        self._owner = False
+        # When this attempt's ranks began to start (this clock), during a restart: an exit record
+        # that ended before it is the last attempt's, never this one's end (_this_attempts).
+        self._attempt_started = 0.0
         self.checks = []
         self._reset_job()
 
@@ -248,7 +266,8 @@ class ControllerCore:
             for rs, ans in zip(mine, answers, strict=False):
                 rs.alive, rs.frozen = bool(ans.get("alive")), bool(ans.get("stopped"))
                 if not ans.get("alive"):
-                    self._on_exit(rs, ans.get("exit") or {"returncode": None, "signal": "lost"})
+                    end = ans.get("exit") or _stopped_end(ans.get("stop"))
+                    self._on_exit(rs, end or {"returncode": None, "signal": "lost"})
 
         by_node: dict[str, list[RankState]] = {}
         for rs in ranks:
@@ -258,8 +277,17 @@ class ControllerCore:
     def _ranks_node(self, name: str) -> Node:
         return next(rs.node for rs in self._ranks.values() if rs.node.name == name)
 
+    def _this_attempts(self, rs: RankState, info: dict) -> bool:
+        """Is `info` an end of this attempt? A rank a restart has not started yet (or failed to
+        start) still has the last attempt's exit.json: read as its end, the restart's follow (or
+        its failure path) took the fresh job for failed and stopped the new ranks."""
+        ended = info.get("ended")
+        if not self._attempt_started or not isinstance(ended, int | float):
+            return True
+        return rs.here(ended) >= self._attempt_started
+
     def _on_exit(self, rs: RankState, info: dict) -> None:
-        if rs.exited:
+        if rs.exited or not self._this_attempts(rs, info):
             return
         rs.exited, rs.exit_info, rs.returncode = True, dict(info), info.get("returncode")
         if self._lost_a_peer(rs):
@@ -343,7 +371,12 @@ class ControllerCore:
             for rs, ans in zip(mine, info.get("ranks", [info]), strict=False):
                 if ans.get("alive"):
                     self._log(f"rank {rs.plan.rank} on {node.name} survived SIGKILL", LogLevel.ERROR)
-                if ans.get("exit"):
+                elif ans.get("exit") and not self._this_attempts(rs, ans["exit"]):
+                    # not alive, and its only record the last attempt's: it never started in
+                    # this one (a restart that failed part way), so it ended when it was stopped
+                    never = {"returncode": None, "stopped_by": str(by), "never_started": True}
+                    self._on_exit(rs, {**never, "ended": time.time() + rs.clock_offset})
+                elif ans.get("exit"):
                     self._on_exit(rs, ans["exit"])
 
         by_node: dict[str, list[RankState]] = {}
@@ -381,7 +414,7 @@ class ControllerCore:
             summary=wire,
         )
         try:
-            if self._record.get("job_id"):
+            if self._record.get("job_id") and not self._ended_by_owner():
                 record.write(self._record)
         except ControllerError as e:  # said once, never swallowed; the summary still arrives
             if str(e) != self._reason:
@@ -389,6 +422,14 @@ class ControllerCore:
         self.emit(summary)
         if self._done is not None and not self._done.done():
             self._done.set_result(summary)
+
+    def _ended_by_owner(self) -> bool:
+        """A re-attached controller whose job its owner already wrote as ended: the owner's
+        record stands (this one's copy, read earlier, would undo what the owner wrote since)."""
+        if self._owner:
+            return False
+        on_disk = record.read(str(self._record["job_id"]))
+        return on_disk is not None and not record.is_active(on_disk)
 
     def summary(self, status: JobState | None = None) -> JobSummary:
         status = status or self.state

@@ -10,7 +10,7 @@ from boltring.cluster.jobs import record
 from boltring.cluster.jobs.events import (
     JobRestarted,
 )
-from boltring.cluster.states import CheckStatus, JobState, LogLevel
+from boltring.cluster.states import CheckStatus, JobState, LogLevel, StoppedBy
 
 from .core import RESTART_CHECK_WAIT_S
 from .launch import LaunchMixin, ResumeRefused
@@ -88,8 +88,17 @@ class RestartMixin(LaunchMixin):
         # `status` or `kill` from another terminal meanwhile finds no rank alive, and would close
         # a "running" job as ended (controller.attach); "restarting", it is this controller's.
         self._set_state(JobState.LAUNCHING)
+        self._attempt_started = time.time()  # exit records older than this are the last attempt's
         await self._start_ranks(resume)  # a kill meanwhile: the ranks it started are stopped
         self._record.update(state=JobState.RUNNING, restarts=self._policy.history)
         record.write(self._record)
+        # A `boltring kill` that found the record still "restarting" after _start_ranks looked
+        # asked in the record, and said "it will not restart": heeded now that the ranks run
+        # (once the record says running, a kill attaches and stops them itself).
+        if not self._killing:
+            self._heed_stop_request()
+            if self._killing:
+                by = self._stopped_by or StoppedBy.USER_KILL
+                await self._kill_ranks([rs for rs in self._ranks.values() if not rs.exited], by)
         self._set_state(JobState.RUNNING)
         return True

@@ -7,7 +7,7 @@ import asyncio
 import re
 import time
 
-from boltring.cluster.jobs import blame, follow
+from boltring.cluster.jobs import blame, follow, record
 from boltring.cluster.jobs.events import (
     Blamed,
     CheckResult,
@@ -30,6 +30,7 @@ from .core import (
 )
 from .relaunch import RestartMixin
 
+OWNER_POLL_S = 0.25  # a re-attached controller waiting for the owner's restart: how often it looks
 POLL_WAIT_S = 1.0  # a poll round waits this long for a slow node's reads (see _poll_round)
 # A rank's own error lines in its log: the runner's last line when it fails, and its keeper's
 # when the rank cannot start or its exit record cannot be written (cluster/agent/spawn.py).
@@ -42,10 +43,18 @@ class WatchMixin(RestartMixin):
         try:
             while True:
                 state = await self._follow_attempt()
-                if not self._policy.allows(state, self._stopped_by) or not await self._restart():
-                    if self._killing and state == JobState.FAILED:
-                        state = JobState.KILLED  # stopped by a user while it waited to restart
-                    break
+                if self._policy.allows(state, self._stopped_by) and not self._may_restart():
+                    # Its owner restarts it (both restarting, one found the other's ranks
+                    # running and the job failed): follow the owner's relaunch, or its end.
+                    ended = await self._follow_owners_restart()
+                    if ended is None:
+                        continue
+                    state = ended
+                elif self._policy.allows(state, self._stopped_by) and await self._restart():
+                    continue
+                if self._killing and state == JobState.FAILED:
+                    state = JobState.KILLED  # stopped by a user while it waited to restart
+                break
         except asyncio.CancelledError:
             for poll in self._polls.values():  # reads still in flight (a slow node's) stop too
                 poll.cancel()
@@ -60,6 +69,60 @@ class WatchMixin(RestartMixin):
             if self._done is not None and not self._done.done() and not self.state.final:
                 if not asyncio.current_task().cancelling():  # type: ignore[union-attr]
                     self._end(state)
+
+    def _may_restart(self) -> bool:
+        """The rule that keeps a job from being restarted twice: only its owner restarts it (the
+        controller that launched it), and a re-attached one (the app, `status --follow`) only
+        once it took the job over, under the record's lock, from an owner known to be gone."""
+        if not self._owner and self.job_id and record.claim_restarts(self.job_id):
+            self._owner = True
+            self._log(f"the controller that launched job {self.job_id} is gone: restarting it from here")
+        return self._owner
+
+    async def _follow_owners_restart(self) -> JobState | None:
+        """Not the owner: wait, as the owner restarts the job, for its relaunched ranks to run
+        (None: they are followed from here on, as the owner follows them), or for how the owner
+        ended the job instead (its state). Should the owner be gone meanwhile, take it over."""
+        self._set_state(JobState.RESTARTING, self._reason)
+        seen, asked = len(self._policy.history), False
+        while True:
+            rec = record.read(self.job_id or "") or {}
+            raw = rec.get("restarts")
+            restarts: list[dict] = raw if isinstance(raw, list) else []
+            if rec.get("state") in (JobState.RUNNING, JobState.STALLED) and len(restarts) > seen:
+                self._policy.history = list(restarts)
+                self._reason, self._suspects, self._link_facts, self._pending_steps = None, [], None, {}
+                self._continue_from(restarts[-1].get("resume_from"))
+                for rs in self._ranks.values():
+                    rs.reset_for_restart()
+                of = f"{len(restarts)}/{self._policy.max_restarts}"
+                self._log(f"restarted by the controller that launched it (restart {of})")
+                self._set_state(JobState.RUNNING)
+                return None
+            if rec and not record.is_active(rec):
+                self._reason = rec.get("reason") or self._reason
+                by = rec.get("stopped_by")
+                self._stopped_by = StoppedBy(by) if by in set(StoppedBy) else self._stopped_by
+                return JobState(rec["state"])
+            if not rec:
+                return JobState.FAILED  # the record is gone: nothing to follow
+            if self._killing and not asked:  # stopped here (the app's `k`): the owner must not restart
+                asked = record.ask_stop(self.job_id or "", str(self._stopped_by or StoppedBy.APP))
+            if self._may_restart():
+                return None if await self._restart() else JobState.FAILED
+            await asyncio.sleep(OWNER_POLL_S)
+
+    def _heed_stop_while_following(self) -> bool:
+        """`boltring kill` asked in the record while the job launched (no rank to stop yet,
+        JobController.request_stop): stop its ranks now. True when this is news."""
+        if self._killing:
+            return False
+        self._heed_stop_request()
+        return self._killing
+
+    async def _stop_unexited(self) -> None:
+        by = self._stopped_by or StoppedBy.USER_KILL
+        await self._kill_ranks([rs for rs in self._ranks.values() if not rs.exited], by)
 
     def _end(self, state: JobState) -> None:
         self._say_held_exits(final=True)
@@ -80,12 +143,16 @@ class WatchMixin(RestartMixin):
         self._blamed = None  # a restart's attempt: the last one's verdict is not this one's
         last_status = time.monotonic()
         failed_at: float | None = None
+        if self._heed_stop_while_following() or self._killing:  # (stopped while it launched)
+            await self._stop_unexited()
         while True:
             await self._poll_round([rs for rs in self._ranks.values() if not rs.exited or rs.partial_metrics])
             stalled = [rs for rs in self._ranks.values() if rs.stalled_for() is not None]
             if time.monotonic() - last_status > STATUS_EVERY_S or (stalled and not self._killing):
                 last_status = time.monotonic()
                 await self._check_alive([rs for rs in self._ranks.values() if not rs.exited])
+                if self._heed_stop_while_following():
+                    await self._stop_unexited()
             self._report_stalls()
             self._notice_stop_by_you()
             self._say_held_exits()
