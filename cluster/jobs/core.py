@@ -151,6 +151,8 @@ class ControllerCore:
         self._link_facts = None  # link checks started at the first ring error
         self._fresh_checks = []  # their results, as each node answers
         self._killing = False
+        self._gave_up = False  # ranks whose end was never confirmed after a stop (watch.py)
+        self._said_not_stopped: set[str] = set()  # nodes named in a RanksNotStopped
         # Nodes whose ranks' files cannot be read now: said once when an outage starts and once
         # when the node answers again (watch._poll_rank), not at every failed read.
         self._outages: set[str] = set()
@@ -365,6 +367,7 @@ class ControllerCore:
                 # --run stops waiting for them) by its class; each view says it in its own words.
                 left = [rs.plan.rank for rs in mine if not rs.exited]
                 if left:  # ranks whose end was read meanwhile need no stop
+                    self._said_not_stopped.add(node.name)
                     self.emit(RanksNotStopped(node=node.name, ranks=left, cause=e.cause))
                 return
             info = res.last_json() or {}

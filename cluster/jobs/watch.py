@@ -14,6 +14,7 @@ from boltring.cluster.jobs.events import (
     LogLine,
     RankErrorLine,
     RankMetrics,
+    RanksNotStopped,
     RankStalled,
     StepProgress,
 )
@@ -30,6 +31,9 @@ from .core import (
 )
 from .relaunch import RestartMixin
 
+# After every rank was told to stop (a kill, a failure's verdict), how long ranks whose end is
+# not read are waited for: a kill's grace and SIGKILL take ~10 s; a node gone for good, forever.
+UNCONFIRMED_WAIT_S = 30.0
 OWNER_POLL_S = 0.25  # a re-attached controller waiting for the owner's restart: how often it looks
 POLL_WAIT_S = 1.0  # a poll round waits this long for a slow node's reads (see _poll_round)
 # A rank's own error lines in its log: the runner's last line when it fails, and its keeper's
@@ -43,6 +47,8 @@ class WatchMixin(RestartMixin):
         try:
             while True:
                 state = await self._follow_attempt()
+                if self._gave_up:  # ranks that may still run: never restarted beside them
+                    break
                 if self._policy.allows(state, self._stopped_by) and not self._may_restart():
                     # Its owner restarts it (both restarting, one found the other's ranks
                     # running and the job failed): follow the owner's relaunch, or its end.
@@ -143,6 +149,7 @@ class WatchMixin(RestartMixin):
         self._blamed = None  # a restart's attempt: the last one's verdict is not this one's
         last_status = time.monotonic()
         failed_at: float | None = None
+        stopping_since: float | None = None
         if self._heed_stop_while_following() or self._killing:  # (stopped while it launched)
             await self._stop_unexited()
         while True:
@@ -156,6 +163,10 @@ class WatchMixin(RestartMixin):
             self._report_stalls()
             self._notice_stop_by_you()
             self._say_held_exits()
+            if self._killing or self._reason is not None:  # every rank was told to stop
+                stopping_since = stopping_since or time.monotonic()
+                if time.monotonic() - stopping_since > UNCONFIRMED_WAIT_S:
+                    return self._give_up_unconfirmed()
             if all(rs.exited for rs in self._ranks.values()):
                 await self._poll_round(list(self._ranks.values()), wait_s=None)
                 self._notice_stop_by_you()
@@ -192,6 +203,30 @@ class WatchMixin(RestartMixin):
             return JobState.FINISHED
         if self._reason is None:  # every rank ended within one poll
             await self._decide(blame.decide([rs.facts() for rs in self._ranks.values()]))
+        return JobState.FAILED
+
+    def _give_up_unconfirmed(self) -> JobState:
+        """The ranks were told to stop UNCONFIRMED_WAIT_S ago and some ends were never read (their
+        node does not answer, and may never: it was unplugged). The job ends failed, naming
+        them: they may still run, and `boltring kill` stops them once their node answers. It
+        waited for them forever (and so did kill()), and no restart is made beside them."""
+        self._gave_up = True
+        left: dict[str, list[int]] = {}
+        for r, rs in sorted(self._ranks.items()):
+            if not rs.exited:
+                left.setdefault(rs.node.name, []).append(r)
+                if (poll := self._polls.get(r)) is not None:
+                    poll.cancel()  # a read hanging on that node's SSH: nobody waits for it now
+        cause = f"their end was not confirmed within {UNCONFIRMED_WAIT_S:g} s of the stop"
+        for node, ranks in left.items():
+            if node not in self._said_not_stopped:  # (_kill_ranks may have said it already)
+                self.emit(RanksNotStopped(node=node, ranks=ranks, cause=cause))
+        where = "; ".join(f"rank(s) {', '.join(map(str, r))} on {n}" for n, r in left.items())
+        self._reason = (
+            f"{self._reason or 'stopped'}; {where}: {cause}, and may still run "
+            "(`boltring kill` stops them once the node answers)"
+        )
+        self._log(self._reason, LogLevel.ERROR)
         return JobState.FAILED
 
     def _notice_stop_by_you(self) -> bool:
