@@ -109,7 +109,10 @@ class WatchMixin(RestartMixin):
                 self._reason = rec.get("reason") or self._reason
                 by = rec.get("stopped_by")
                 self._stopped_by = StoppedBy(by) if by in set(StoppedBy) else self._stopped_by
-                return JobState(rec["state"])
+                try:
+                    return JobState(rec["state"])
+                except ValueError:  # a state this boltring does not know: not a success
+                    return JobState.FAILED
             if not rec:
                 return JobState.FAILED  # the record is gone: nothing to follow
             if self._killing and not asked:  # stopped here (the app's `k`): the owner must not restart
