@@ -162,11 +162,37 @@ def _say_last_run(view: HeadlessView, run: RunRecord | None) -> int:
     return {str(JobState.FINISHED): 0, str(JobState.KILLED): 130}.get(run.state, 1)
 
 
+async def _record_ends(job_id: str, within_s: float) -> bool:
+    """Wait until the job's record says it ended (its controller closed it); False at the limit."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while loop.time() < deadline:
+        rec = record.read(job_id) or {}
+        if rec.get("state") and not JobState(rec["state"]).active:
+            return True
+        await asyncio.sleep(0.25)  # the record is the only thing shared with its controller
+    return False
+
+
 async def run_kill(controller: JobController) -> int:
     console = cli_console()
     try:
         if not await controller.attach():
+            pending = controller.between_attempts()
             waiting = controller.request_stop(StoppedBy.USER_KILL)
+            if waiting and pending is not None and pending.get("state") == JobState.LAUNCHING:
+                # Its controller stops the launch and what it started once it sees the request:
+                # wait for that, as a kill of a running job waits for its ranks.
+                console.print(f"boltring: job {waiting} is launching; asked its controller to stop it …")
+                if await _record_ends(waiting, KILL_WAIT_S):
+                    console.print(f"boltring: job {waiting} was stopped during its launch")
+                    return 0
+                console.print(
+                    f"boltring: job {waiting} still launching after {KILL_WAIT_S:g} s; the request "
+                    "stands, and `boltring status` shows when it has stopped",
+                    soft_wrap=True,
+                )
+                return 1
             if waiting:  # failed, no rank alive, a restart pending: it will not happen
                 console.print(
                     f"boltring: job {waiting} was waiting to restart; it will not restart", soft_wrap=True
