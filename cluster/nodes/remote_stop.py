@@ -9,8 +9,9 @@ setup a node may have no usable python):
 
 - sshd starts each command in its own session and process group (OpenSSH calls setsid());
 - the command runs in the wrapper's foreground, so its signal dispositions are as they would be
-  without the wrapper; its stdin is /dev/null, or exactly the N bytes of input the caller gave
-  (`head -c N`), then EOF;
+  without the wrapper; its stdin is /dev/null, or exactly the N bytes of input the caller gave,
+  then EOF. Those bytes are read in full into a temp file before the command starts (see
+  STOPPER), so the watcher never waits behind a command that leaves its input unread;
 - a watcher in the background then waits for the end of the channel's stdin. The laptop writes
   nothing there after the input, so EOF means a stop: the laptop closed its side (`stop()`), or
   the channel or connection is gone. If the wrapper is still running then (the command has not
@@ -38,6 +39,17 @@ READ_CHUNK = 1 << 16
 # $1: bytes of input for the command; the rest: its argv. fd 3 keeps the channel's stdin for the
 # watcher. `$$` is the wrapper in every subshell; the wrapper traps TERM (a no-op) so that it
 # outlives the group's TERM for as long as its command runs, which is what the watcher polls.
+#
+# Input is spooled: all N bytes are read into a temp file, and only then do the watcher and the
+# command start, reading it from there. Piping it (`head -c N | cmd`) blocked head, and the
+# watcher behind it, as soon as the pipe (64 KB) was full and the command was not reading: a
+# cancel then stopped nothing. The other way out, the wrapper printing its process group for
+# stop() to kill over a second channel, needs a working connection to stop anything, and a
+# dropped one is exactly when a command must stop by itself; this way the watcher covers both.
+# Cost: the input (spawn's secret) touches the node's disk, so the file is created 0600 and
+# unlinked before any byte is written: it has no name while it holds the input, and is freed when
+# the command's stdin closes (fd 4 writes it, fd 6 counts it, fd 5 becomes the command's stdin,
+# each from offset 0). A short input (the laptop stopped while sending) runs nothing.
 STOPPER = """n=$1; shift
 exec 3<&0 0</dev/null
 watch() {
@@ -52,11 +64,18 @@ watch() {
 }
 trap : TERM
 if [ "$n" -gt 0 ]; then
-  { head -c "$n" <&3; exec >&-; watch </dev/null >/dev/null 2>&1 & } | "$@" 3<&-
-else
-  watch </dev/null >/dev/null 2>&1 &
-  "$@" 3<&-
-fi"""
+  f=$(umask 077; mktemp) || exit 125
+  exec 4>"$f" 5<"$f" 6<"$f"
+  rm -f "$f"
+  head -c "$n" <&3 >&4
+  if [ "$(wc -c <&6 | tr -d ' ')" != "$n" ]; then
+    echo "boltring: the command's input did not all arrive; not started" >&2
+    exit 125
+  fi
+  exec 4>&- 6<&- 0<&5 5<&-
+fi
+watch </dev/null >/dev/null 2>&1 &
+"$@" 3<&-"""
 
 
 def stoppable(argv: list[str], input_len: int = 0) -> str:
