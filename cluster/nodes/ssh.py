@@ -23,8 +23,13 @@ name OpenSSH commands that run as written (`ssh -p 2299 you@127.0.0.1`, with -F/
 config uses files other than OpenSSH's own).
 When an established connection drops: lost -> reconnecting (attempts after 0.5, 1, 2, 4, 8, 8... s)
 -> connected, until `close()` -> closed. A reconnect attempt that hits a key or authentication
-problem stops retrying (only a person can fix it; hammering a node with failing logins can get
-the address blocked) and shows that state; the next call tries again.
+problem stops retrying and shows that state.
+After such a failure (auth failed, host key unknown or changed: only a person can fix them) no
+call logs in again until known_hosts, the ssh config or a key file changes (or a folder holding
+them: a new key, a first known_hosts), or PERSON_RETRY_S pass: each call raises the same failure
+at once. Logging in again at every call (the controller polls each rank 4 times a second) made
+failing logins by the second, which OpenSSH's PerSourcePenalties (9.8+) answers by refusing the
+laptop's address, `ssh NODE` included: the very command the hint asks the person to run.
 
 Calls (`run`, `read_from`, `write_file`, `home`) connect on first use. While a reconnect is under
 way they wait for it, for at most `connect_timeout_s`, instead of failing at once. A `run` whose
@@ -48,9 +53,11 @@ mean already live in ssh_login.py.)
 from __future__ import annotations
 
 import asyncio
+import os
 import posixpath
 import secrets
 import shlex
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -72,6 +79,7 @@ from boltring.cluster.states import SshState
 
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 8.0
+PERSON_RETRY_S = 30.0  # a failure only a person can fix is tried again after this, at the latest
 
 
 class _Client(asyncssh.SSHClient):
@@ -102,6 +110,8 @@ class SshTransport(Transport):
         self._reconnector: asyncio.Task | None = None
         self._closing = False
         self._failure: TransportError | None = None  # why the last attempt failed
+        # a failure only a person can fix: (it, when, the login files as they were before it)
+        self._held: tuple[TransportError, float, tuple] | None = None
         self._home: str | None = None
         self._login = SshLogin(node, self.options, self._user, self._host, self._port, lambda: _Client(self))
 
@@ -117,6 +127,9 @@ class SshTransport(Transport):
         async with self._lock:
             if self._conn is not None:
                 return
+            held = self._held_failure()
+            if held is not None:
+                raise held  # no login, no state change: the node already shows this failure
             self._set_state(SshState.CONNECTING, self.target)
             try:
                 await self._open()
@@ -146,14 +159,40 @@ class SshTransport(Transport):
         self._set_state(SshState.CLOSED)
 
     async def _open(self) -> None:
-        """One connection attempt; sets self._conn or raises a TransportError subclass."""
-        conn = await self._login.open()
+        """One connection attempt; sets self._conn or raises a TransportError subclass. A failure
+        only a person can fix is held (see _held_failure)."""
+        # stamped before the attempt: a fix made while it runs must not look older than it
+        files, at = self._login_files(), time.monotonic()
+        try:
+            conn = await self._login.open()
+        except NEEDS_A_PERSON as f:
+            self._held = (f, at, files)
+            raise
         if self._closing:
             conn.close()
             raise self._fail(TransportClosed, "closed while connecting", None)
         self._conn = conn
-        self._failure = None
+        self._failure = self._held = None
         self._ready.set()
+
+    def _held_failure(self) -> TransportError | None:
+        """A copy of the last failure only a person can fix, while nothing says they fixed it:
+        no login file changed and PERSON_RETRY_S have not passed. None: time to try again."""
+        if self._held is None:
+            return None
+        f, at, files = self._held
+        if time.monotonic() - at >= PERSON_RETRY_S or self._login_files() != files:
+            self._held = None
+            return None
+        return type(f)(f.message, hint=f.hint)
+
+    def _login_files(self) -> tuple:
+        """What a person changes to fix a refused key or an unknown or changed host key, as
+        (path, (mtime, size, inode) or None): known_hosts, the ssh config, identity_files, and
+        the folders holding them (`ssh NODE` may create known_hosts, `ssh-keygen` a new key)."""
+        files = {self._login.known_hosts_path(), *map(Path, self._login.config_paths())}
+        files |= {Path(p).expanduser() for p in self.options.identity_files}
+        return tuple((str(p), _stamp(p)) for p in sorted(files | {p.parent for p in files}))
 
     def _fail(self, cls: type[TransportError], cause: str, hint: str | None) -> TransportError:
         return self._login.fail(cls, cause, hint)
@@ -336,11 +375,15 @@ class SshTransport(Transport):
         raise AssertionError("unreachable")
 
     async def home(self) -> str:
-        """The node user's home directory (cached)."""
+        """The node user's home directory (cached): from SFTP, or from `$HOME` when SFTP fails
+        on a working connection (no SFTP subsystem). A failure to connect is raised as it is:
+        trying again through run() only meant a second failing login."""
         if self._home is None:
             try:
                 self._home = await self._with_sftp("home directory", lambda s: s.realpath("."))
             except (asyncssh.SFTPError, TransportError):
+                if self._conn is None:
+                    raise
                 res = await self.run(
                     ["sh", "-c", 'printf %s "$HOME"'], timeout=self.options.connect_timeout_s
                 )
@@ -493,6 +536,14 @@ def _remote_word(word: str) -> str:
 def _detail(e: TransportError) -> str:
     """A node panel's one line for a failure: the cause, then what to do."""
     return f"{e.cause}; {e.hint}" if e.hint else e.cause
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def _text(data) -> str:
