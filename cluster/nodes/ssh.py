@@ -39,6 +39,11 @@ A `run` or `run_lines` that is cancelled (Ctrl-C, SIGTERM) or times out stops it
 the node, with everything the command started, before it returns (remote_stop.py); so does a
 connection that closes under it. A write that SFTP fails with a bare "Failure" names a full or
 read-only disk when that is why (write_failure.py).
+SFTP calls (`read_from`, `write_file`, `home`, starting the SFTP session) are bounded like
+commands: `timeout` (SFTP_TIMEOUT_S) without an answer raises CommandTimeout naming the node and
+the file, and that SFTP session is dropped (the next call starts a new one). `upload` is bounded
+by the time without progress, not in total. Keepalives cannot do this: a stuck SFTP server
+(a hung disk) leaves the connection itself answering.
 
 Paths: `run()` quotes every argv word with `shlex.join`, so the remote shell expands nothing;
 words that are "~" or start with "~/" are resolved first against the node user's home
@@ -53,6 +58,7 @@ mean already live in ssh_login.py.)
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import posixpath
 import secrets
@@ -80,6 +86,8 @@ from boltring.cluster.states import SshState
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 8.0
 PERSON_RETRY_S = 30.0  # a failure only a person can fix is tried again after this, at the latest
+SFTP_TIMEOUT_S = 30.0  # as run()'s default
+CANCEL_GRACE_S = 2.0  # for a stopped SFTP call's own cleanup (closing the file, removing a temp file)
 
 
 class _Client(asyncssh.SSHClient):
@@ -358,13 +366,20 @@ class SshTransport(Transport):
                 self._sftp_conn = conn
             return self._sftp
 
-    async def _with_sftp(self, what: str, op):
-        """op(sftp), repeated once on the new connection when the connection died under it
-        (reads and whole-file writes are safe to repeat). SFTP status errors pass through."""
+    async def _with_sftp(self, what: str, op, timeout: float = SFTP_TIMEOUT_S):
+        """op(sftp, alive), repeated once on the new connection when the connection died under
+        it (reads and whole-file writes are safe to repeat). SFTP status errors pass through.
+        Bounded: `timeout` s without an answer (op calls alive() when it makes progress) raise
+        CommandTimeout, and this SFTP session is dropped for the next call to start a new one."""
         for attempt in (1, 2):
             conn = await self._connection()
             try:
-                return await op(await self._sftp_for(conn))
+                return await _within(timeout, functools.partial(self._sftp_op, conn, op))
+            except TimeoutError:
+                self._drop_sftp(conn)
+                raise self._fail(
+                    CommandTimeout, f"{what}: no answer from SFTP within {timeout:g} s", None
+                ) from None
             except asyncssh.SFTPError:
                 raise
             except (asyncssh.Error, OSError) as e:
@@ -374,13 +389,23 @@ class SshTransport(Transport):
                 raise self._fail(ConnectionLost, f"{what}: {_reason(e)}", None) from None
         raise AssertionError("unreachable")
 
+    async def _sftp_op(self, conn: asyncssh.SSHClientConnection, op, alive: Callable[[], None]):
+        """op on this connection's SFTP session, started on first use (within the bound too)."""
+        return await op(await self._sftp_for(conn), alive)
+
+    def _drop_sftp(self, conn: asyncssh.SSHClientConnection) -> None:
+        """Forget a stuck SFTP session (its requests may never be answered), closing it."""
+        if self._sftp is not None and self._sftp_conn is conn:
+            self._sftp.exit()
+            self._sftp = self._sftp_conn = None
+
     async def home(self) -> str:
         """The node user's home directory (cached): from SFTP, or from `$HOME` when SFTP fails
         on a working connection (no SFTP subsystem). A failure to connect is raised as it is:
         trying again through run() only meant a second failing login."""
         if self._home is None:
             try:
-                self._home = await self._with_sftp("home directory", lambda s: s.realpath("."))
+                self._home = await self._with_sftp("home directory", lambda s, _: s.realpath("."))
             except (asyncssh.SFTPError, TransportError):
                 if self._conn is None:
                     raise
@@ -399,15 +424,17 @@ class SshTransport(Transport):
             return home if path == "~" else posixpath.join(home, path[2:])
         return path
 
-    async def read_from(self, path: str, offset: int, limit: int = 1 << 20) -> bytes:
+    async def read_from(
+        self, path: str, offset: int, limit: int = 1 << 20, *, timeout: float = SFTP_TIMEOUT_S
+    ) -> bytes:
         path = await self.resolve(path)
 
-        async def op(sftp: asyncssh.SFTPClient) -> bytes:
+        async def op(sftp: asyncssh.SFTPClient, _alive) -> bytes:
             async with sftp.open(path, "rb") as f:
                 return await f.read(limit, offset)
 
         try:
-            return await self._with_sftp(f"cannot read {path}", op)
+            return await self._with_sftp(f"cannot read {path}", op, timeout)
         except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPNoSuchPath):
             return b""
         except asyncssh.SFTPEOFError:
@@ -415,15 +442,17 @@ class SshTransport(Transport):
         except asyncssh.SFTPError as e:
             raise TransportError(f"{self.node.name}: cannot read {path}: {e.reason}") from None
 
-    async def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
+    async def write_file(
+        self, path: str, data: bytes, mode: int = 0o600, *, timeout: float = SFTP_TIMEOUT_S
+    ) -> None:
         """Write to a new temp file created with `mode` (set exactly, before any data), then
         rename it over `path`: readers never see a partial file, and an existing file's looser
         permissions are never inherited."""
 
-        async def fill(f: asyncssh.SFTPClientFile) -> None:
+        async def fill(f: asyncssh.SFTPClientFile, _alive) -> None:
             await f.write(data)
 
-        await self._write_atomic(path, mode, fill, len(data))
+        await self._write_atomic(path, mode, fill, len(data), timeout)
 
     async def upload(
         self,
@@ -436,11 +465,12 @@ class SshTransport(Transport):
         then rename it into place (as write_file does). Any failure or cancellation removes the
         temp file, so the final name only ever holds a complete copy."""
 
-        async def fill(f: asyncssh.SFTPClientFile) -> None:
+        async def fill(f: asyncssh.SFTPClientFile, alive: Callable[[], None]) -> None:
             sent = 0
             with open(local_path, "rb") as src:
                 while chunk := src.read(UPLOAD_CHUNK):
                     await f.write(chunk, sent)
+                    alive()  # a big file may take long: only a stall is bounded
                     sent += len(chunk)
                     if progress is not None:
                         progress(sent)
@@ -451,8 +481,9 @@ class SshTransport(Transport):
         self,
         path: str,
         mode: int,
-        fill: Callable[[asyncssh.SFTPClientFile], Awaitable[None]],
+        fill: Callable[[asyncssh.SFTPClientFile, Callable[[], None]], Awaitable[None]],
         size: int | None = None,
+        timeout: float = SFTP_TIMEOUT_S,
     ) -> None:
         """`fill` writes into a temp file beside `path`, created with `mode` (made exact: the
         umask may have narrowed it), which is then renamed over `path`. Any failure or
@@ -462,14 +493,14 @@ class SshTransport(Transport):
         path = await self.resolve(path)
         parent, name = posixpath.split(path)
 
-        async def op(sftp: asyncssh.SFTPClient) -> None:
+        async def op(sftp: asyncssh.SFTPClient, alive: Callable[[], None]) -> None:
             if parent:
                 await sftp.makedirs(parent, exist_ok=True)
             tmp = posixpath.join(parent, f".{name}.boltring-{secrets.token_hex(4)}")
             try:
                 async with sftp.open(tmp, "xb", asyncssh.SFTPAttrs(permissions=mode)) as f:
                     await f.chmod(mode)
-                    await fill(f)
+                    await fill(f, alive)
                 try:
                     await sftp.posix_rename(tmp, path)
                 except asyncssh.SFTPOpUnsupported:
@@ -483,7 +514,7 @@ class SshTransport(Transport):
                 raise
 
         try:
-            await self._with_sftp(f"cannot write {path}", op)
+            await self._with_sftp(f"cannot write {path}", op, timeout)
         except asyncssh.SFTPError as e:
             why = await self._why_write_failed(parent or ".", size)
             cause, hint = why or (e.reason, None)
@@ -496,7 +527,7 @@ class SshTransport(Transport):
         try:
             while True:
                 try:
-                    vfs = await self._with_sftp("statvfs", lambda s, at=here: s.statvfs(at))
+                    vfs = await self._with_sftp("statvfs", lambda s, _, at=here: s.statvfs(at))
                     break
                 except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPNoSuchPath, asyncssh.SFTPNotADirectory):
                     if here in ("/", "", "."):
@@ -536,6 +567,37 @@ def _remote_word(word: str) -> str:
 def _detail(e: TransportError) -> str:
     """A node panel's one line for a failure: the cause, then what to do."""
     return f"{e.cause}; {e.hint}" if e.hint else e.cause
+
+
+async def _within(timeout: float, run: Callable[[Callable[[], None]], Awaitable]):
+    """run(alive) in a task, ended with TimeoutError after `timeout` s without a call to alive().
+    A stopped (timed-out or cancelled) run is cancelled, given CANCEL_GRACE_S for its own
+    cleanup, then cancelled again until it ends: its cleanup talks to the same SFTP server
+    that stopped answering, and must not hang the caller in turn."""
+    loop = asyncio.get_running_loop()
+    last = [loop.time()]
+    task = asyncio.ensure_future(run(lambda: last.__setitem__(0, loop.time())))
+    try:
+        while (left := last[0] + timeout - loop.time()) > 0:
+            done, _ = await asyncio.wait({task}, timeout=left)
+            if done:
+                return task.result()
+    finally:
+        if not task.done():
+            await _stop(task)
+    raise TimeoutError
+
+
+async def _stop(task: asyncio.Future) -> None:
+    task.cancel()
+    await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
+    for _ in range(50):
+        if task.done():
+            break
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    # retrieved, so that asyncio reports nothing; a task still stuck ends with its connection
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
