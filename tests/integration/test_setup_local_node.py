@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import os
 import shutil
 import subprocess
 import sys
@@ -254,30 +253,6 @@ async def test_a_python_named_for_a_version_the_node_lacks_is_one_clear_line_eve
         assert f"has no Python 3.{minor} (it has 3.{sys.version_info.minor}" in (r.error or ""), outcome(r)
         assert "set python: ~/venv/bin/python3" in (r.hint or "")
         assert not (home / "venv").exists()  # nothing half done to trip over next time
-
-
-def other_python() -> str | None:
-    """A Python 3.11+ of another minor version than this one, when this machine has one."""
-    found = sorted(Path.home().glob(".pyenv/versions/3.*/bin/python3.*"))
-    found += sorted(Path(os.environ.get("PYENV_ROOT", "/root/.pyenv")).glob("versions/3.*/bin/python3.*"))
-    for p in found:
-        minor = p.name.removeprefix("python3.")
-        if minor.isdigit() and int(minor) >= 11 and int(minor) != sys.version_info.minor and runs(str(p)):
-            return str(p)
-    return None
-
-
-async def test_a_python_named_for_a_version_the_node_has_gets_a_venv_of_that_version(
-    tree, home, path_python, monkeypatch
-):
-    other = other_python()
-    if other is None:
-        pytest.skip("no Python 3.11+ of another minor version on this machine")
-    name = Path(other).name
-    (path_python.parent / name).symlink_to(other)
-    r = await setup(node(python=f"~/venv/bin/{name}"))
-    assert r.status == "installed", outcome(r)
-    assert code_on(home / "venv" / "bin" / name) == "v1"
 
 
 def doomed_python(tmp_path: Path) -> Path:
