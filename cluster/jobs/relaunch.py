@@ -13,7 +13,8 @@ from boltring.cluster.jobs.events import (
 from boltring.cluster.states import CheckStatus, JobState, LogLevel, StoppedBy
 
 from .core import RESTART_CHECK_WAIT_S
-from .launch import LaunchMixin, ResumeRefused
+from .launch import LaunchMixin
+from .resume_point import ResumeRefused
 
 STOP_POLL_S = 0.25  # waiting to restart: how often a stop asked in the job record is looked for
 

@@ -100,7 +100,7 @@ def test_a_checkpoint_the_ranks_refuse_is_refused_before_any_rank_starts(
             await c.close()
 
     point, err, seen, state = asyncio.run(scenario())
-    from boltring.cluster.jobs.launch import ResumeRefused
+    from boltring.cluster.jobs.resume_point import ResumeRefused
 
     assert isinstance(err, ResumeRefused) and err.nothing_started, err
     line = str(err)

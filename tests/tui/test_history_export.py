@@ -21,8 +21,8 @@ from boltring.cluster.config.schema import Config, JobSpec, Node
 from boltring.cluster.jobs.controller import JobController
 from boltring.cluster.jobs.export import loss_svg
 from boltring.cluster.jobs.history import HistoryError, find_run, list_runs, loss_curve
-from boltring.cluster.jobs.launch import ResumeRefused
 from boltring.cluster.jobs.plan import checkpoint_dir
+from boltring.cluster.jobs.resume_point import ResumeRefused
 from boltring.tui.screens.history import HistoryScreen
 from tests.tui import feed
 from tests.tui.harness import make_app, settle
