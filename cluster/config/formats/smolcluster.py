@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from boltring.cluster.config.formats.draft import Draft, ImportReport, need, text
-from boltring.cluster.config.located import Where, line_of
+from boltring.cluster.config.located import LineMap, Where, line_of
 from boltring.cluster.config.schema import Config
 from boltring.cluster.config.values import describe
 
@@ -43,12 +43,16 @@ def read(mapping: Any, source: str) -> tuple[Config, ImportReport]:
     top = Where(source, "", line_of(mapping))
     if not isinstance(mapping, dict):
         top.fail(describe(mapping), "a smolcluster cluster_config.yaml (host_ip, server, workers)")
-    host_ip, host_ip_at, wrapper = _find_host_ip(mapping, top)
+    _, _, wrapper = _find_host_ip(mapping, top)
+    if wrapper:  # its server, workers and port belong with its host_ip
+        mapping = _unwrap(d, mapping, wrapper)
+    host_ip, host_ip_at, _ = _find_host_ip(mapping, top)
     topology = next((t for t in _TOPOLOGIES if t in mapping), None)
     if topology:
         hosts = _topology_hosts(d, mapping, topology, top, host_ip, host_ip_at)
+        workers_listed = len(hosts)
     else:
-        hosts = _server_and_workers(mapping, top, host_ip, host_ip_at)
+        hosts, workers_listed = _server_and_workers(d, mapping, top, host_ip, host_ip_at)
     seen: dict[str, Where] = {}
     for hostname, host_at, ip, ip_at in hosts:
         if ip in seen:
@@ -74,24 +78,36 @@ def read(mapping: Any, source: str) -> tuple[Config, ImportReport]:
     _smol_port(d, mapping, top, hosts, topology)
     for key in mapping:
         where = top.child(mapping, key)
-        if key in ("host_ip", "port", "server", "workers", topology, wrapper):
+        if key in ("host_ip", "port", "server", "workers", topology):
             if key in ("server", "workers") and topology:
                 d.ignore(where.path, f"the {topology} list gives the nodes")
         elif key == "seed":
             d.put("job", "seed", mapping[key], where)
-        elif key == "num_workers" and mapping[key] != len(hosts) - (topology is None):
+        elif key == "num_workers" and mapping[key] != workers_listed:
             d.ignore(
                 where.path,
-                f"it says {mapping[key]!r} but {len(hosts) - (topology is None)} workers "
-                "are listed; boltring uses the list",
+                f"it says {mapping[key]!r} but {workers_listed} workers are listed; boltring uses the list",
             )
         else:
             d.ignore(where.path, _SMOL_IGNORED.get(key, "not a smolcluster key boltring knows"))
-    if wrapper:
-        for key in mapping[wrapper]:
-            if key != "host_ip":
-                d.ignore(f"{wrapper}.{key}", "not a smolcluster key boltring knows")
     return d.finish()
+
+
+def _unwrap(d: Draft, mapping: dict, wrapper: str) -> LineMap:
+    """The file with `wrapper:`'s keys (host_ip, server, workers, port, ...) lifted to the top,
+    still named as the user wrote them ("syncPS.server"); the wrapper's own keys win."""
+    inner = mapping[wrapper]
+    merged = LineMap(line_of(mapping))
+    for key in mapping:
+        if key == wrapper:
+            continue
+        if key in inner:
+            d.ignore(str(key), f"{wrapper}.{key} is used instead")
+            continue
+        merged.put(key, mapping[key], line_of(mapping, key), getattr(mapping, "labels", {}).get(key))
+    for key in inner:
+        merged.put(key, inner[key], line_of(inner, key) or line_of(mapping, wrapper), f"{wrapper}.{key}")
+    return merged
 
 
 def _find_host_ip(mapping: dict, top: Where) -> tuple[dict, Where, str | None]:
@@ -120,18 +136,30 @@ def _address(host_ip: dict, host_ip_at: Where, hostname: str, host_at: Where) ->
     return text(host_ip[hostname], where, "an IP address such as 10.10.0.2"), where
 
 
-def _server_and_workers(mapping: dict, top: Where, host_ip: dict, host_ip_at: Where) -> list:
+def _server_and_workers(
+    d: Draft, mapping: dict, top: Where, host_ip: dict, host_ip_at: Where
+) -> tuple[list, int]:
+    """The hosts (server first, each machine once) and how many workers the file lists."""
     expected = "server: mini1 and workers: [mini2, mini3] (or allToAllTopology.workers.regular)"
     server, server_at = need(mapping, "server", top, expected)
     workers, workers_at = need(mapping, "workers", top, expected)
     if not isinstance(workers, list):
         workers_at.fail(describe(workers), "a list of worker hostnames such as [mini2, mini3]")
     listed = [(server, server_at)] + [(w, workers_at.child(workers, j)) for j, w in enumerate(workers)]
-    hosts = []
+    hosts: list = []
+    seen: dict[str, str] = {}
     for value, at in listed:
         hostname = text(value, at, "a hostname (an ssh alias) such as mini2")
+        if hostname in seen:  # the server also listed as a worker: one machine, one node
+            d.ignore(
+                f"{at.path} ({hostname})",
+                f"{hostname} is already {seen[hostname]}; boltring has no parameter server, "
+                "so every node, the server's included, trains",
+            )
+            continue
+        seen[hostname] = f"nodes[{len(hosts)}] ({at.path})"
         hosts.append((hostname, at, *_address(host_ip, host_ip_at, hostname, at)))
-    return hosts
+    return hosts, len(workers)
 
 
 def _topology_hosts(
