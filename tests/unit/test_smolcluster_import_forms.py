@@ -51,3 +51,18 @@ def test_server_also_listed_as_worker_is_one_node(tmp_path):
     assert [(n.name, n.ring_ip) for n in config.nodes] == [("mini1", "10.10.0.1"), ("mini2", "10.10.0.2")]
     assert any(line.startswith("workers[0] (mini1): ignored") for line in report.ignored), report.ignored
     assert not any("workers are listed" in line for line in report.ignored), report.ignored
+
+
+def test_topology_with_ranks_on_some_workers_only_is_refused(tmp_path):
+    text = """\
+allToAllTopology:
+  workers:
+    regular:
+      - {hostname: mini2, rank: 1, ip: 10.10.0.2}
+      - {hostname: mini1, ip: 10.10.0.1}
+"""
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, text)
+    assert e.value.line == 5
+    assert e.value.key == "allToAllTopology.workers.regular[1]"
+    assert "has no rank" in str(e.value)

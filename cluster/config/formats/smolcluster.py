@@ -197,7 +197,14 @@ def _topology_hosts(
             if key not in ("hostname", "ip", "rank", "port"):
                 d.ignore(at.child(item, key).path, "not a worker key boltring knows")
         entries.append((rank, j, (hostname, name_at, ip, ip_at)))
-    if all(r is not None for r, _, _ in entries):
+    ranked = [j for r, j, _ in entries if r is not None]
+    if ranked and len(ranked) < len(entries):  # file order would contradict the ranks given
+        j = next(j for r, j, _ in entries if r is None)
+        regular_at.child(regular, j).fail(
+            f"has no rank, while {regular_at.child(regular, ranked[0]).path} has one",
+            "a rank on every worker (boltring orders the ring by rank), or on none (file order)",
+        )
+    if ranked:
         entries.sort()  # boltring numbers ranks in node order
         d.report.mapped.append(f"{regular_at.path} → nodes, in rank order")
     return [host for _, _, host in entries]
