@@ -80,6 +80,11 @@ def _jupiter_node(d: Draft, node: Any, at: Where) -> None:
         at.fail(describe(node), "a node mapping with host, name, ...")
     host, host_at = node.get("host", "localhost"), at.child(node, "host")  # jupiter's default
     host = text(host, host_at, "a hostname or IP address")
+    if "@" in host:  # else read as a hostname, or sent to ssh as "user@user@host"
+        host_at.fail(
+            f"{host!r} includes a user name",
+            f"a hostname or IP address only, such as {host.rpartition('@')[2]!r}, with the user in ssh_user",
+        )
     label = node.get("name") or host
     if "can_train" in node:
         if not isinstance(node["can_train"], bool):
