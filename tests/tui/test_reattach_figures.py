@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 from rich.console import Console
 
-from boltring.cluster.jobs import watch
+from boltring.cluster.jobs import rank_reads
 from boltring.cluster.jobs.controller import JobController
 from boltring.cluster.jobs.events import JobStarted, JobStateChanged, JobSummary, StepProgress
 from boltring.cluster.jobs.follow import RankState
@@ -66,7 +66,7 @@ def test_a_burst_pairs_each_step_with_each_rank_s_figures_at_that_step():
 
 
 def test_lines_kept_for_later_steps_stay_bounded(monkeypatch):
-    monkeypatch.setattr(watch, "PENDING_KEEP", 10)
+    monkeypatch.setattr(rank_reads, "PENDING_KEEP", 10)
     c, rs, seen = _controller()
     for step in range(1, 101):  # rank 1 never reports
         c._on_metrics_line(rs[0], _line(step, sps=float(step)))
