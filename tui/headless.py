@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import signal
 import sys
@@ -149,7 +150,7 @@ class HeadlessView(LiveProgress):
                 d = ev.to_dict()
                 if isinstance(ev, LogLine) and ev.level == Level.ERROR:
                     d["event"] = "error"
-                print(json.dumps(d, default=str), flush=True)
+                print(json_line(d), flush=True)
             return
         self._time(ev)
         if isinstance(ev, JobStateChanged):
@@ -252,6 +253,23 @@ class HeadlessView(LiveProgress):
     def _local_nodes(self) -> set[str]:
         """The config's nodes that are this machine: their rank logs are shown as local paths."""
         return {n.name for n in self.c.config.nodes if n.local}
+
+
+def json_line(d: dict) -> str:
+    """One event as strict JSON: a NaN or infinite figure (a loss with job.allow_nonfinite, a
+    script's own `accuracy=float("inf")`) is null, as JSON has no NaN; json.dumps would write
+    `NaN`/`Infinity`, which jq, JavaScript and other strict readers refuse, line and all."""
+    return json.dumps(_finite_or_null(d), default=str)
+
+
+def _finite_or_null(v):
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _finite_or_null(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_finite_or_null(x) for x in v]
+    return v
 
 
 def _silence(stream) -> None:
