@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import time
 
@@ -149,3 +151,20 @@ def spark(values: list[float], width: int, ref: float | None = None) -> str:
         return SPARK_BARS[3]
     last = len(SPARK_BARS) - 1
     return "".join(SPARK_BARS[max(0, min(last, round(v / top * last)))] for v in vals)
+
+
+def json_line(d: dict) -> str:
+    """One event as strict JSON: a NaN or infinite figure (a loss with job.allow_nonfinite, a
+    script's own `accuracy=float("inf")`) is null, as JSON has no NaN; json.dumps would write
+    `NaN`/`Infinity`, which jq, JavaScript and other strict readers refuse, line and all."""
+    return json.dumps(_finite_or_null(d), default=str)
+
+
+def _finite_or_null(v):
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _finite_or_null(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_finite_or_null(x) for x in v]
+    return v

@@ -13,8 +13,6 @@ through the same view and end with the same exit codes.
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 import os
 import signal
 import sys
@@ -44,7 +42,7 @@ from boltring.cluster.jobs.events import (
 from boltring.cluster.states import CheckStatus, JobState, StoppedBy
 
 from .console import cli_console, say_error
-from .fmt import in_words, stopped_text
+from .fmt import in_words, json_line, stopped_text
 from .node_state import Level, not_stopped_text
 from .rank_output import RankOutput
 from .run_progress import PLAIN_EVERY_S, PROGRESS_EVERY_S, LiveProgress
@@ -253,23 +251,6 @@ class HeadlessView(LiveProgress):
     def _local_nodes(self) -> set[str]:
         """The config's nodes that are this machine: their rank logs are shown as local paths."""
         return {n.name for n in self.c.config.nodes if n.local}
-
-
-def json_line(d: dict) -> str:
-    """One event as strict JSON: a NaN or infinite figure (a loss with job.allow_nonfinite, a
-    script's own `accuracy=float("inf")`) is null, as JSON has no NaN; json.dumps would write
-    `NaN`/`Infinity`, which jq, JavaScript and other strict readers refuse, line and all."""
-    return json.dumps(_finite_or_null(d), default=str)
-
-
-def _finite_or_null(v):
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, dict):
-        return {k: _finite_or_null(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_finite_or_null(x) for x in v]
-    return v
 
 
 def _silence(stream) -> None:

@@ -4,7 +4,6 @@ past jobs (cluster/jobs/history.py), printed with rich."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +26,7 @@ from boltring.cluster.jobs.history import (
 from boltring.cluster.states import JobState
 
 from .console import cli_console
-from .fmt import fmt_elapsed, fmt_loss, stopped_text
+from .fmt import fmt_elapsed, fmt_loss, json_line, stopped_text
 from .run_summary import blamed_text
 from .screens.history import RUN_COLUMNS, run_row
 
@@ -68,7 +67,7 @@ def print_runs(
     runs = [r for r in list_runs() if config is None or r.config == config][:limit]
     if json_out:
         for run in runs:
-            print(json.dumps(run_dict(run), default=str))
+            print(json_line(run_dict(run)))  # strict JSON: a NaN loss is null
         return 0
     console = console or cli_console()
     if not runs:

@@ -13,7 +13,6 @@ controller's job and read it or stop it, with their own exit codes (STOPPED_FOLL
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 
 from boltring.cluster.jobs import record
@@ -23,6 +22,7 @@ from boltring.cluster.jobs.history import RunRecord, last_run
 from boltring.cluster.states import JobState, StoppedBy
 
 from .console import cli_console
+from .fmt import json_line
 from .headless import KILL_WAIT_S, OUTPUT_CLOSED_EXIT, HeadlessView, exit_code
 from .node_state import not_stopped_text
 
@@ -71,7 +71,7 @@ async def run_status(controller: JobController, *, follow: bool = False, json_ou
             summary = controller.summary()
             if json_out:
                 with view._output():
-                    print(json.dumps(summary.to_dict(), default=str), flush=True)
+                    print(json_line(summary.to_dict()), flush=True)
             else:
                 view.finish(summary)
             return OUTPUT_CLOSED_EXIT if view.output_closed else 0
@@ -104,7 +104,7 @@ def _say_between_attempts(view: HeadlessView, rec: dict, controller: JobControll
         if state == JobState.RESTARTING:
             event.update(restart=restart, max_restarts=of)
         with view._output():
-            print(json.dumps(event), flush=True)
+            print(json_line(event), flush=True)
         return
     what = f"restarting (restart {restart} of {of})" if state == JobState.RESTARTING else state
     then = ": following it once its ranks run" if follow else "; `boltring status --follow` follows it"
@@ -156,7 +156,7 @@ def _say_last_run(view: HeadlessView, run: RunRecord | None) -> int:
     if run is None:
         return 1
     if view.json_out:
-        print(json.dumps({"event": "last_run", **run_dict(run)}, default=str), flush=True)
+        print(json_line({"event": "last_run", **run_dict(run)}), flush=True)
     else:
         view.console.print(f"last: {run_result(run)}", markup=False, soft_wrap=True)
     return {str(JobState.FINISHED): 0, str(JobState.KILLED): 130}.get(run.state, 1)

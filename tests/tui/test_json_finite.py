@@ -57,3 +57,28 @@ def test_json_events_carry_no_nan_or_infinity(capsys: pytest.CaptureFixture[str]
     assert summary["event"] == "summary"
     assert summary["first_loss"] == 1.0 and summary["last_loss"] is None and summary["val_loss"] is None
     assert summary["ranks"] == {"0": {"node": "local", "steps_per_s": 4.0}}
+
+
+def test_runs_json_writes_a_nan_loss_as_null(home, capsys, tmp_path):
+    """The job record keeps a NaN last loss (job.allow_nonfinite): `runs --json` (and the last
+    job that `status --json` shows) printed it as NaN, which strict readers refuse."""
+    from boltring.cluster.config.load import load_config
+    from boltring.cluster.jobs import record
+    from boltring.tui.runs_view import print_runs
+
+    path = tmp_path / "c.yaml"
+    path.write_text("name: nan\nnodes:\n  - {name: a, local: true}\n")
+    rec = record.new_record(load_config(str(path)), "nan-1", [], resume=False)
+    rec["state"] = JobState.FINISHED
+    rec["summary"] = {
+        "status": "finished",
+        "steps": 4,
+        "total_steps": 4,
+        "first_loss": 1.0,
+        "last_loss": math.nan,
+    }
+    record.write(rec)
+    assert print_runs(json_out=True) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    strict = json.loads(line, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c} in {line}"))
+    assert strict["last_loss"] is None and strict["first_loss"] == 1.0, strict
