@@ -7,6 +7,7 @@ import asyncio
 import time
 
 from boltring.cluster.jobs import blame, record
+from boltring.cluster.jobs import plan as launcher
 from boltring.cluster.jobs.events import (
     Blamed,
     CheckResult,
@@ -214,12 +215,21 @@ class WatchMixin(RankReadsMixin):
             if node not in self._said_not_stopped:  # (_kill_ranks may have said it already)
                 self.emit(RanksNotStopped(node=node, ranks=ranks, cause=cause))
         where = "; ".join(f"rank(s) {', '.join(map(str, r))} on {n}" for n, r in left.items())
+        # The job record ends here, so `boltring kill` will not find these ranks later: name the
+        # command that stops them on their node once it answers, exactly as kill would run it.
+        stops = "; ".join(self._stop_command(n, r) for n, r in left.items())
         self._reason = (
             f"{self._reason or 'stopped'}; {where}: {cause}, and may still run "
-            "(`boltring kill` stops them once the node answers)"
+            f"(once the node answers, this stops them: {stops})"
         )
         self._log(self._reason, LogLevel.ERROR)
         return JobState.FAILED
+
+    def _stop_command(self, node_name: str, ranks: list[int]) -> str:
+        """The shell line that stops these ranks on their node (spawn kill over SSH)."""
+        node = self._ranks[ranks[0]].node
+        argv = launcher.spawn_many_argv(node, "kill", [self._ranks[r].plan.run_dir for r in ranks])
+        return self.transport(node).command_line(argv)
 
     def _notice_stop_by_you(self) -> bool:
         """A rank's record says you stopped it (`boltring kill` from another terminal): the job

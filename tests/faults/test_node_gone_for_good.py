@@ -6,6 +6,10 @@ The controller waited for their ends forever, and so did a kill. Real local rank
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import shlex
+import subprocess
 import time
 
 from boltring.cluster.config.load import load_config
@@ -16,7 +20,6 @@ from boltring.cluster.jobs.events import RankMetrics, RanksNotStopped
 from boltring.cluster.nodes.errors import ConnectionLost
 from boltring.cluster.nodes.transport import LocalTransport
 from boltring.cluster.states import JobState, StoppedBy
-from tests.integration.test_spawn import spawn
 
 from .helpers import rank_dir
 
@@ -67,7 +70,17 @@ def test_a_kill_with_a_node_gone_for_good_ends_failed_naming_its_ranks(tmp_path,
             await c.close()
 
     summary, seen, took, unconfirmed, b_run = asyncio.run(scenario())
-    spawn("kill", b_run, None, "--grace", "1")  # the node "answers again": its rank is stopped
+    # The record has ended, so `boltring kill` would not find the rank: the reason names the
+    # command that stops it on its node, and that command, pasted, does ("b answers again").
+    said = (summary.reason or "").split("once the node answers, this stops them: ", 1)[-1].rstrip(")")
+    words = shlex.split(said)
+    assert words[-3:-1] == ["boltring.cluster.agent.spawn", "kill"], summary.reason
+    assert os.path.expanduser(words[-1]) == str(b_run), (words, b_run)  # spawn expands the ~
+    pasted = subprocess.run(shlex.split(said), capture_output=True, text=True, timeout=60)
+    assert pasted.returncode == 0, pasted
+    answer = json.loads(pasted.stdout.strip().splitlines()[-1])
+    assert answer["run_dir"] == str(b_run), answer
+    assert answer["alive"] is False, answer  # stopped by it, or ended by itself before
     assert summary.status == JobState.FAILED, summary
     assert unconfirmed == {"b": [1]}, unconfirmed
     assert [(e.node, e.ranks) for e in seen if isinstance(e, RanksNotStopped)] == [("b", [1])]
