@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 from rich.console import Console
 
-from boltring.cluster.jobs import blame, watch
+from boltring.cluster.jobs import blame, rank_reads
 from boltring.cluster.jobs.blame import RankFacts
 from boltring.cluster.jobs.controller import JobController
 from boltring.cluster.jobs.events import (
@@ -219,7 +219,7 @@ def test_a_rank_s_error_line_is_a_log_event_at_level_error(monkeypatch):
     async def read_new(rs, transport):
         return [], lines, None
 
-    monkeypatch.setattr(watch.follow, "read_new", read_new)
+    monkeypatch.setattr(rank_reads.follow, "read_new", read_new)
     asyncio.run(c._poll_rank(c._ranks[1]))
     logs = [e for e in seen if isinstance(e, LogLine | RankErrorLine)]
     assert [(e.text, str(e.level)) for e in logs] == [
