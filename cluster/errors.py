@@ -22,3 +22,21 @@ class BoltringError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+def raise_per_node(results: list, kind: type[BoltringError] = BoltringError) -> None:
+    """Raise what a gather over nodes (return_exceptions=True) collected, naming every node.
+
+    Anything not of `kind` is raised as it is (a bug or an interruption: its traceback says
+    what happened); one error of `kind` as it is; several as one error of the first one's class
+    and hint, their messages joined (each starts with its node's name). Gathered without
+    collecting, a second node's error was never retrieved and only the first node was named."""
+    errors = [r for r in results if isinstance(r, BaseException)]
+    other = [e for e in errors if not isinstance(e, kind)]
+    if other:
+        raise other[0]
+    said: list[BoltringError] = [e for e in errors if isinstance(e, kind)]
+    if len(said) == 1:
+        raise said[0]
+    if said:
+        raise type(said[0])("; ".join(map(str, said)), hint=said[0].hint)

@@ -12,6 +12,7 @@ import time
 from boltring.cluster.agent.facts import clock_offset
 from boltring.cluster.agent.spawn import ABORT_FILE
 from boltring.cluster.config.schema import Node
+from boltring.cluster.errors import raise_per_node
 from boltring.cluster.jobs import follow, record
 from boltring.cluster.jobs import plan as launcher
 from boltring.cluster.jobs.errors import ControllerError
@@ -222,13 +223,7 @@ class LaunchMixin(ResumePointMixin):
         error of the first one's class (its badge and hint). Gathered without collecting, the
         second node's error was never retrieved: a traceback at exit, and only one node named."""
         results = await asyncio.gather(*(self.connect(n) for n in self.config.nodes), return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if not errors:
-            return
-        unreached = [e for e in errors if isinstance(e, TransportError)]
-        if len(errors) == 1 or len(unreached) < len(errors):
-            raise errors[0]
-        raise type(unreached[0])("; ".join(map(str, unreached)), hint=unreached[0].hint)
+        raise_per_node(results, TransportError)
 
     async def _start_ranks(self, resume: bool) -> None:
         self._starting.clear()  # this launch's start commands only (see _abort_launch)

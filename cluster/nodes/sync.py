@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from boltring.cluster.config.schema import Config, Node
-from boltring.cluster.errors import BoltringError
+from boltring.cluster.errors import BoltringError, raise_per_node
 from boltring.cluster.nodes import sent_record
 from boltring.cluster.nodes.ignore import IGNORE_FILE, IgnoreRules
 from boltring.cluster.nodes.transport import CommandResult, Transport
@@ -508,14 +508,7 @@ async def sync_workspace(
         *(sync_node(transport_of(n), n, local, names, progress, roots=roots) for n in targets),
         return_exceptions=True,
     )
-    other = [r for r in results if isinstance(r, BaseException) and not isinstance(r, BoltringError)]
-    if other:
-        raise other[0]  # a bug or an interruption, as it is: its traceback says what happened
-    said = [r for r in results if isinstance(r, BoltringError)]
-    if len(said) == 1:
-        raise said[0]
-    if said:  # each message starts with its node's name
-        raise type(said[0])("; ".join(map(str, said)), hint=said[0].hint)
+    raise_per_node(results)
     return [r for r in results if isinstance(r, NodeSync)]
 
 
